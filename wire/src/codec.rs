@@ -1,0 +1,1254 @@
+//! Codec: [`Request`] / [`Response`] values to framed flatbuffers and back.
+//!
+//! Encoding goes through a reusable [`Encoder`]; decoding always verifies the
+//! buffer first (`flatbuffers::root_with_opts`, never the unchecked root) and
+//! then validates every enum value, so any input either decodes to a
+//! well-formed message or returns a [`DecodeError`] — it never panics.
+//!
+//! Absent byte vectors decode as empty ones and an absent filter table as
+//! `Filter::none()`; the encoder writes every byte vector, so round trips are
+//! exact. Semantic checks (for example "check_and_mutate needs at least one
+//! mutation") belong to the server, which answers them with
+//! `InvalidArgument`; the codec only rejects what cannot be represented.
+
+use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, VerifierOptions, WIPOffset};
+
+use crate::fb;
+use crate::frame::{write_frame, FrameError, MessageKind, FRAME_BODY_BYTES_MAX};
+use crate::message::{
+    CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult, CheckType, Envelope, ErrorCode,
+    Filter, FilterType, Gpid, Key, MultiGetRequest, Mutation, OpError, PartitionRoute, Record,
+    Request, Response, ResponseBody, Route, ScanRange, ScanRequest, SortKeyValue,
+};
+
+/// Once a message needed a builder larger than this, the encoder drops that
+/// builder and starts again small, so one huge message does not pin its
+/// memory for the life of the connection (1 MiB).
+pub const ENCODER_BUILDER_BYTES_RETAIN_MAX: usize = 1024 * 1024;
+
+/// Initial capacity of an encoder's builder (4 KiB): enough for point
+/// requests and responses without growing.
+pub const ENCODER_BUILDER_BYTES_INITIAL: usize = 4 * 1024;
+
+/// Upper bound on the flatbuffers bytes one list item (a key, a record, a
+/// mutation, ...) adds beyond its own byte strings: table, vtable offset,
+/// vector lengths, alignment padding and the offset in its list.
+const ENCODED_ITEM_OVERHEAD_BYTES_MAX: usize = 64;
+
+/// Upper bound on the flatbuffers bytes of an envelope and a body table
+/// beyond their byte strings and list items.
+const ENCODED_MESSAGE_OVERHEAD_BYTES_MAX: usize = 512;
+
+/// Deepest table nesting a valid message has (envelope → body → list item
+/// or filter) is 3; this leaves room for appended fields.
+const VERIFY_DEPTH_MAX: usize = 16;
+
+/// A legitimate buffer's "apparent size" (bytes visited by the verifier,
+/// shared vtables counted per table) stays below twice its real size; four
+/// times bounds the work and decode amplification of crafted DAG buffers.
+const VERIFY_APPARENT_BYTES_PER_BODY_BYTE_MAX: usize = 4;
+
+/// Why a message could not be encoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The encoded body would exceed [`FRAME_BODY_BYTES_MAX`]. `body_bytes`
+    /// is the encoded size, or an upper estimate when encoding was skipped.
+    #[error("message of {body_bytes} bytes exceeds the frame bound of {body_bytes_max} bytes")]
+    TooLarge {
+        body_bytes: usize,
+        body_bytes_max: usize,
+    },
+    /// Framing refused the body for another reason (not expected: framing
+    /// only bounds the size, which is checked above).
+    #[error("framing failed: {0}")]
+    Frame(FrameError),
+}
+
+/// Why a received body could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The buffer is not a valid flatbuffer of the expected root table.
+    #[error("flatbuffer verification failed: {0}")]
+    Verify(#[from] flatbuffers::InvalidFlatbuffer),
+    /// The flatbuffer is valid but does not hold a valid message (missing
+    /// body, unknown enum value, ...).
+    #[error("invalid message: {0}")]
+    Invalid(String),
+}
+
+fn invalid(message: impl Into<String>) -> DecodeError {
+    DecodeError::Invalid(message.into())
+}
+
+/// Encodes requests and responses into whole frames, reusing one
+/// flatbuffers builder (reset per message, replaced after a message larger
+/// than [`ENCODER_BUILDER_BYTES_RETAIN_MAX`]). One per connection or task;
+/// not shared between threads.
+///
+/// ```
+/// use markab_wire::codec::{decode_request, Encoder};
+/// use markab_wire::frame::{FrameDecoder, FRAME_BODY_BYTES_MAX};
+/// use markab_wire::{Envelope, Key, Request};
+///
+/// let mut encoder = Encoder::new();
+/// let mut out = Vec::new();
+/// let envelope = Envelope { request_id: 7, ..Envelope::default() };
+/// encoder.request_frame(&envelope, &Request::Get(Key::new("h", "s")), &mut out).unwrap();
+///
+/// let mut decoder = FrameDecoder::new(FRAME_BODY_BYTES_MAX);
+/// decoder.extend(&out);
+/// let frame = decoder.next_frame().unwrap().unwrap();
+/// let (decoded_envelope, request) = decode_request(&frame.body).unwrap();
+/// assert_eq!(decoded_envelope.request_id, 7);
+/// assert_eq!(request, Request::Get(Key::new("h", "s")));
+/// ```
+pub struct Encoder {
+    builder: FlatBufferBuilder<'static>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder").finish_non_exhaustive()
+    }
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Encoder::new()
+    }
+}
+
+impl Encoder {
+    /// An encoder whose builder starts at [`ENCODER_BUILDER_BYTES_INITIAL`].
+    pub fn new() -> Encoder {
+        Encoder {
+            builder: FlatBufferBuilder::with_capacity(ENCODER_BUILDER_BYTES_INITIAL),
+        }
+    }
+
+    /// Appends one request frame (header and `RequestEnvelope` body) to
+    /// `out`. On error `out` is unchanged.
+    pub fn request_frame(
+        &mut self,
+        envelope: &Envelope,
+        request: &Request,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        check_estimate(request_bytes_estimate(request))?;
+        self.builder.reset();
+        let builder = &mut self.builder;
+        let (body_type, body) = build_request(builder, request);
+        let root = fb::RequestEnvelope::create(
+            builder,
+            &fb::RequestEnvelopeArgs {
+                request_id: envelope.request_id,
+                timeout_ms: envelope.timeout_ms,
+                app_id: envelope.gpid.app_id,
+                partition_index: envelope.gpid.partition_index,
+                partition_hash: envelope.partition_hash,
+                body_type,
+                body: Some(body),
+            },
+        );
+        builder.finish(root, None);
+        self.finish_frame(MessageKind::Request, out)
+    }
+
+    /// Appends one response frame to `out`: `Err(OpError)` travels as its
+    /// code and message with no body, `Ok(body)` as `ErrorCode::Ok` and the
+    /// body. On error `out` is unchanged.
+    pub fn response_frame(
+        &mut self,
+        request_id: u64,
+        response: &Response,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        check_estimate(response_bytes_estimate(response))?;
+        self.builder.reset();
+        let builder = &mut self.builder;
+        let root = match response {
+            Ok(body) => {
+                let (body_type, body) = build_response_body(builder, body);
+                fb::ResponseEnvelope::create(
+                    builder,
+                    &fb::ResponseEnvelopeArgs {
+                        request_id,
+                        error: fb::ErrorCode::Ok,
+                        message: None,
+                        body_type,
+                        body: Some(body),
+                    },
+                )
+            }
+            Err(error) => {
+                let message = builder.create_string(&error.message);
+                fb::ResponseEnvelope::create(
+                    builder,
+                    &fb::ResponseEnvelopeArgs {
+                        request_id,
+                        error: fb::ErrorCode(error.code as i16),
+                        message: Some(message),
+                        body_type: fb::ResponseBody::NONE,
+                        body: None,
+                    },
+                )
+            }
+        };
+        builder.finish(root, None);
+        self.finish_frame(MessageKind::Response, out)
+    }
+
+    fn finish_frame(&mut self, kind: MessageKind, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let body = self.builder.finished_data();
+        let body_bytes = body.len();
+        let result = write_frame(kind, body, out).map_err(|error| match error {
+            FrameError::TooLarge {
+                body_bytes,
+                body_bytes_max,
+            } => EncodeError::TooLarge {
+                body_bytes,
+                body_bytes_max,
+            },
+            other => EncodeError::Frame(other),
+        });
+        if body_bytes > ENCODER_BUILDER_BYTES_RETAIN_MAX {
+            self.builder = FlatBufferBuilder::with_capacity(ENCODER_BUILDER_BYTES_INITIAL);
+        }
+        result
+    }
+}
+
+fn check_estimate(body_bytes: usize) -> Result<(), EncodeError> {
+    if body_bytes > FRAME_BODY_BYTES_MAX {
+        return Err(EncodeError::TooLarge {
+            body_bytes,
+            body_bytes_max: FRAME_BODY_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Size estimates: an upper bound on the encoded size, so a message that can
+// never fit in a frame is refused before the builder grows toward it (the
+// builder itself panics beyond 2 GiB).
+
+fn items_estimate<T>(items: &[T], bytes_of: impl Fn(&T) -> usize) -> usize {
+    items.iter().fold(0usize, |total, item| {
+        total
+            .saturating_add(bytes_of(item))
+            .saturating_add(ENCODED_ITEM_OVERHEAD_BYTES_MAX)
+    })
+}
+
+fn key_bytes(key: &Key) -> usize {
+    key.hash_key.len().saturating_add(key.sort_key.len())
+}
+
+fn request_bytes_estimate(request: &Request) -> usize {
+    let payload = match request {
+        Request::Get(key) | Request::Del(key) | Request::Exist(key) | Request::Ttl(key) => {
+            key_bytes(key)
+        }
+        Request::Set { key, value, .. } => key_bytes(key).saturating_add(value.len()),
+        Request::MultiGet(request) => request
+            .hash_key
+            .len()
+            .saturating_add(items_estimate(&request.sort_keys, Vec::len))
+            .saturating_add(request.start_sort_key.len())
+            .saturating_add(request.stop_sort_key.len())
+            .saturating_add(request.sort_key_filter.pattern.len()),
+        Request::MultiSet { hash_key, kvs, .. } => {
+            hash_key.len().saturating_add(items_estimate(kvs, |kv| {
+                kv.sort_key.len().saturating_add(kv.value.len())
+            }))
+        }
+        Request::MultiDel {
+            hash_key,
+            sort_keys,
+        } => hash_key
+            .len()
+            .saturating_add(items_estimate(sort_keys, Vec::len)),
+        Request::SortKeyCount { hash_key } => hash_key.len(),
+        Request::Incr { key, .. } => key_bytes(key),
+        Request::CheckAndSet(request) => request
+            .hash_key
+            .len()
+            .saturating_add(request.check_sort_key.len())
+            .saturating_add(request.check_operand.len())
+            .saturating_add(request.set_sort_key.len())
+            .saturating_add(request.set_value.len()),
+        Request::CheckAndMutate(request) => request
+            .hash_key
+            .len()
+            .saturating_add(request.check_sort_key.len())
+            .saturating_add(request.check_operand.len())
+            .saturating_add(items_estimate(
+                &request.mutations,
+                |mutation| match mutation {
+                    Mutation::Put {
+                        sort_key, value, ..
+                    } => sort_key.len().saturating_add(value.len()),
+                    Mutation::Delete { sort_key } => sort_key.len(),
+                },
+            )),
+        Request::BatchGet { keys } => items_estimate(keys, key_bytes),
+        Request::GetScanner(request) => {
+            let range = match &request.range {
+                ScanRange::Hash {
+                    hash_key,
+                    start_sort_key,
+                    stop_sort_key,
+                } => hash_key
+                    .len()
+                    .saturating_add(start_sort_key.len())
+                    .saturating_add(stop_sort_key.len()),
+                ScanRange::Full => 0,
+            };
+            range
+                .saturating_add(request.hash_key_filter.pattern.len())
+                .saturating_add(request.sort_key_filter.pattern.len())
+        }
+        Request::Scan { .. } | Request::ClearScanner { .. } => 0,
+        Request::QueryRoute { table } => table.len(),
+    };
+    payload.saturating_add(ENCODED_MESSAGE_OVERHEAD_BYTES_MAX)
+}
+
+fn record_bytes(record: &Record) -> usize {
+    record
+        .hash_key
+        .len()
+        .saturating_add(record.sort_key.len())
+        .saturating_add(record.value.len())
+}
+
+fn response_bytes_estimate(response: &Response) -> usize {
+    let payload = match response {
+        Err(error) => error.message.len(),
+        Ok(ResponseBody::Done)
+        | Ok(ResponseBody::Exist(_))
+        | Ok(ResponseBody::Ttl(_))
+        | Ok(ResponseBody::Count(_))
+        | Ok(ResponseBody::Incr(_)) => 0,
+        Ok(ResponseBody::Value(value)) => value.len(),
+        Ok(ResponseBody::MultiGet { kvs, .. }) => {
+            items_estimate(kvs, |kv| kv.sort_key.len().saturating_add(kv.value.len()))
+        }
+        Ok(ResponseBody::CheckAndSet(result)) => result.check_value.len(),
+        Ok(ResponseBody::BatchGet(records)) => items_estimate(records, record_bytes),
+        Ok(ResponseBody::Scan { records, .. }) => items_estimate(records, record_bytes),
+        Ok(ResponseBody::Route(route)) => route
+            .table
+            .len()
+            .saturating_add(items_estimate(&route.partitions, |partition| {
+                partition.address.len()
+            })),
+    };
+    payload.saturating_add(ENCODED_MESSAGE_OVERHEAD_BYTES_MAX)
+}
+
+// ---------------------------------------------------------------------------
+// Building.
+
+type Builder = FlatBufferBuilder<'static>;
+type Bytes = WIPOffset<Vector<'static, u8>>;
+
+fn bytes(builder: &mut Builder, data: &[u8]) -> Bytes {
+    builder.create_vector(data)
+}
+
+fn byte_list(
+    builder: &mut Builder,
+    items: &[Vec<u8>],
+) -> WIPOffset<Vector<'static, ForwardsUOffset<fb::Bytes<'static>>>> {
+    let offsets: Vec<_> = items
+        .iter()
+        .map(|item| {
+            let data = bytes(builder, item);
+            fb::Bytes::create(builder, &fb::BytesArgs { data: Some(data) })
+        })
+        .collect();
+    builder.create_vector(&offsets)
+}
+
+/// `None` for `Filter::none()` (the decoder's default for an absent table).
+fn filter(builder: &mut Builder, filter: &Filter) -> Option<WIPOffset<fb::Filter<'static>>> {
+    if filter.kind == FilterType::NoFilter && filter.pattern.is_empty() {
+        return None;
+    }
+    let pattern = bytes(builder, &filter.pattern);
+    Some(fb::Filter::create(
+        builder,
+        &fb::FilterArgs {
+            kind: fb::FilterType(filter.kind as u8),
+            pattern: Some(pattern),
+        },
+    ))
+}
+
+fn sort_key_values(
+    builder: &mut Builder,
+    kvs: &[SortKeyValue],
+) -> WIPOffset<Vector<'static, ForwardsUOffset<fb::SortKeyValue<'static>>>> {
+    let offsets: Vec<_> = kvs
+        .iter()
+        .map(|kv| {
+            let sort_key = bytes(builder, &kv.sort_key);
+            let value = bytes(builder, &kv.value);
+            fb::SortKeyValue::create(
+                builder,
+                &fb::SortKeyValueArgs {
+                    sort_key: Some(sort_key),
+                    value: Some(value),
+                },
+            )
+        })
+        .collect();
+    builder.create_vector(&offsets)
+}
+
+fn records(
+    builder: &mut Builder,
+    records: &[Record],
+) -> WIPOffset<Vector<'static, ForwardsUOffset<fb::Record<'static>>>> {
+    let offsets: Vec<_> = records
+        .iter()
+        .map(|record| {
+            let hash_key = bytes(builder, &record.hash_key);
+            let sort_key = bytes(builder, &record.sort_key);
+            let value = bytes(builder, &record.value);
+            fb::Record::create(
+                builder,
+                &fb::RecordArgs {
+                    hash_key: Some(hash_key),
+                    sort_key: Some(sort_key),
+                    value: Some(value),
+                },
+            )
+        })
+        .collect();
+    builder.create_vector(&offsets)
+}
+
+type Union = WIPOffset<flatbuffers::UnionWIPOffset>;
+
+fn build_request(builder: &mut Builder, request: &Request) -> (fb::RequestBody, Union) {
+    match request {
+        Request::Get(key) => {
+            let hash_key = Some(bytes(builder, &key.hash_key));
+            let sort_key = Some(bytes(builder, &key.sort_key));
+            let table = fb::GetRequest::create(builder, &fb::GetRequestArgs { hash_key, sort_key });
+            (fb::RequestBody::GetRequest, table.as_union_value())
+        }
+        Request::Set {
+            key,
+            value,
+            ttl_seconds,
+        } => {
+            let hash_key = Some(bytes(builder, &key.hash_key));
+            let sort_key = Some(bytes(builder, &key.sort_key));
+            let value = Some(bytes(builder, value));
+            let table = fb::SetRequest::create(
+                builder,
+                &fb::SetRequestArgs {
+                    hash_key,
+                    sort_key,
+                    value,
+                    ttl_seconds: *ttl_seconds,
+                },
+            );
+            (fb::RequestBody::SetRequest, table.as_union_value())
+        }
+        Request::Del(key) => {
+            let hash_key = Some(bytes(builder, &key.hash_key));
+            let sort_key = Some(bytes(builder, &key.sort_key));
+            let table = fb::DelRequest::create(builder, &fb::DelRequestArgs { hash_key, sort_key });
+            (fb::RequestBody::DelRequest, table.as_union_value())
+        }
+        Request::Exist(key) => {
+            let hash_key = Some(bytes(builder, &key.hash_key));
+            let sort_key = Some(bytes(builder, &key.sort_key));
+            let table =
+                fb::ExistRequest::create(builder, &fb::ExistRequestArgs { hash_key, sort_key });
+            (fb::RequestBody::ExistRequest, table.as_union_value())
+        }
+        Request::Ttl(key) => {
+            let hash_key = Some(bytes(builder, &key.hash_key));
+            let sort_key = Some(bytes(builder, &key.sort_key));
+            let table = fb::TtlRequest::create(builder, &fb::TtlRequestArgs { hash_key, sort_key });
+            (fb::RequestBody::TtlRequest, table.as_union_value())
+        }
+        Request::MultiGet(request) => {
+            let hash_key = Some(bytes(builder, &request.hash_key));
+            let sort_keys = Some(byte_list(builder, &request.sort_keys));
+            let start_sort_key = Some(bytes(builder, &request.start_sort_key));
+            let stop_sort_key = Some(bytes(builder, &request.stop_sort_key));
+            let sort_key_filter = filter(builder, &request.sort_key_filter);
+            let table = fb::MultiGetRequest::create(
+                builder,
+                &fb::MultiGetRequestArgs {
+                    hash_key,
+                    sort_keys,
+                    max_kv_count: request.max_kv_count,
+                    max_kv_size: request.max_kv_size,
+                    no_value: request.no_value,
+                    start_sort_key,
+                    stop_sort_key,
+                    start_inclusive: request.start_inclusive,
+                    stop_inclusive: request.stop_inclusive,
+                    sort_key_filter,
+                    reverse: request.reverse,
+                },
+            );
+            (fb::RequestBody::MultiGetRequest, table.as_union_value())
+        }
+        Request::MultiSet {
+            hash_key,
+            kvs,
+            ttl_seconds,
+        } => {
+            let hash_key = Some(bytes(builder, hash_key));
+            let kvs = Some(sort_key_values(builder, kvs));
+            let table = fb::MultiSetRequest::create(
+                builder,
+                &fb::MultiSetRequestArgs {
+                    hash_key,
+                    kvs,
+                    ttl_seconds: *ttl_seconds,
+                },
+            );
+            (fb::RequestBody::MultiSetRequest, table.as_union_value())
+        }
+        Request::MultiDel {
+            hash_key,
+            sort_keys,
+        } => {
+            let hash_key = Some(bytes(builder, hash_key));
+            let sort_keys = Some(byte_list(builder, sort_keys));
+            let table = fb::MultiDelRequest::create(
+                builder,
+                &fb::MultiDelRequestArgs {
+                    hash_key,
+                    sort_keys,
+                },
+            );
+            (fb::RequestBody::MultiDelRequest, table.as_union_value())
+        }
+        Request::SortKeyCount { hash_key } => {
+            let hash_key = Some(bytes(builder, hash_key));
+            let table =
+                fb::SortKeyCountRequest::create(builder, &fb::SortKeyCountRequestArgs { hash_key });
+            (fb::RequestBody::SortKeyCountRequest, table.as_union_value())
+        }
+        Request::Incr {
+            key,
+            increment,
+            ttl_seconds,
+        } => {
+            let hash_key = Some(bytes(builder, &key.hash_key));
+            let sort_key = Some(bytes(builder, &key.sort_key));
+            let table = fb::IncrRequest::create(
+                builder,
+                &fb::IncrRequestArgs {
+                    hash_key,
+                    sort_key,
+                    increment: *increment,
+                    ttl_seconds: *ttl_seconds,
+                },
+            );
+            (fb::RequestBody::IncrRequest, table.as_union_value())
+        }
+        Request::CheckAndSet(request) => {
+            let hash_key = Some(bytes(builder, &request.hash_key));
+            let check_sort_key = Some(bytes(builder, &request.check_sort_key));
+            let check_operand = Some(bytes(builder, &request.check_operand));
+            let set_sort_key = Some(bytes(builder, &request.set_sort_key));
+            let set_value = Some(bytes(builder, &request.set_value));
+            let table = fb::CheckAndSetRequest::create(
+                builder,
+                &fb::CheckAndSetRequestArgs {
+                    hash_key,
+                    check_sort_key,
+                    check_type: fb::CheckType(request.check_type as u8),
+                    check_operand,
+                    set_sort_key,
+                    set_value,
+                    set_ttl_seconds: request.set_ttl_seconds,
+                    return_check_value: request.return_check_value,
+                },
+            );
+            (fb::RequestBody::CheckAndSetRequest, table.as_union_value())
+        }
+        Request::CheckAndMutate(request) => {
+            let hash_key = Some(bytes(builder, &request.hash_key));
+            let check_sort_key = Some(bytes(builder, &request.check_sort_key));
+            let check_operand = Some(bytes(builder, &request.check_operand));
+            let mutations: Vec<_> = request
+                .mutations
+                .iter()
+                .map(|mutation| build_mutation(builder, mutation))
+                .collect();
+            let mutations = Some(builder.create_vector(&mutations));
+            let table = fb::CheckAndMutateRequest::create(
+                builder,
+                &fb::CheckAndMutateRequestArgs {
+                    hash_key,
+                    check_sort_key,
+                    check_type: fb::CheckType(request.check_type as u8),
+                    check_operand,
+                    mutations,
+                    return_check_value: request.return_check_value,
+                },
+            );
+            (
+                fb::RequestBody::CheckAndMutateRequest,
+                table.as_union_value(),
+            )
+        }
+        Request::BatchGet { keys } => {
+            let offsets: Vec<_> = keys
+                .iter()
+                .map(|key| {
+                    let hash_key = Some(bytes(builder, &key.hash_key));
+                    let sort_key = Some(bytes(builder, &key.sort_key));
+                    fb::Key::create(builder, &fb::KeyArgs { hash_key, sort_key })
+                })
+                .collect();
+            let keys = Some(builder.create_vector(&offsets));
+            let table = fb::BatchGetRequest::create(builder, &fb::BatchGetRequestArgs { keys });
+            (fb::RequestBody::BatchGetRequest, table.as_union_value())
+        }
+        Request::GetScanner(request) => {
+            let (range_kind, hash_key, start_sort_key, stop_sort_key) = match &request.range {
+                ScanRange::Hash {
+                    hash_key,
+                    start_sort_key,
+                    stop_sort_key,
+                } => (
+                    fb::ScanRangeKind::Hash,
+                    Some(bytes(builder, hash_key)),
+                    Some(bytes(builder, start_sort_key)),
+                    Some(bytes(builder, stop_sort_key)),
+                ),
+                ScanRange::Full => (fb::ScanRangeKind::Full, None, None, None),
+            };
+            let hash_key_filter = filter(builder, &request.hash_key_filter);
+            let sort_key_filter = filter(builder, &request.sort_key_filter);
+            let table = fb::GetScannerRequest::create(
+                builder,
+                &fb::GetScannerRequestArgs {
+                    range_kind,
+                    hash_key,
+                    start_sort_key,
+                    stop_sort_key,
+                    start_inclusive: request.start_inclusive,
+                    stop_inclusive: request.stop_inclusive,
+                    hash_key_filter,
+                    sort_key_filter,
+                    batch_size: request.batch_size,
+                    no_value: request.no_value,
+                    only_return_count: request.only_return_count,
+                },
+            );
+            (fb::RequestBody::GetScannerRequest, table.as_union_value())
+        }
+        Request::Scan { context_id } => {
+            let table = fb::ScanRequest::create(
+                builder,
+                &fb::ScanRequestArgs {
+                    context_id: *context_id,
+                },
+            );
+            (fb::RequestBody::ScanRequest, table.as_union_value())
+        }
+        Request::ClearScanner { context_id } => {
+            let table = fb::ClearScannerRequest::create(
+                builder,
+                &fb::ClearScannerRequestArgs {
+                    context_id: *context_id,
+                },
+            );
+            (fb::RequestBody::ClearScannerRequest, table.as_union_value())
+        }
+        Request::QueryRoute { table } => {
+            let name = Some(builder.create_string(table));
+            let table =
+                fb::QueryRouteRequest::create(builder, &fb::QueryRouteRequestArgs { table: name });
+            (fb::RequestBody::QueryRouteRequest, table.as_union_value())
+        }
+    }
+}
+
+fn build_mutation(builder: &mut Builder, mutation: &Mutation) -> WIPOffset<fb::Mutation<'static>> {
+    match mutation {
+        Mutation::Put {
+            sort_key,
+            value,
+            ttl_seconds,
+        } => {
+            let sort_key = Some(bytes(builder, sort_key));
+            let value = Some(bytes(builder, value));
+            fb::Mutation::create(
+                builder,
+                &fb::MutationArgs {
+                    op: fb::MutationOp::Put,
+                    sort_key,
+                    value,
+                    ttl_seconds: *ttl_seconds,
+                },
+            )
+        }
+        Mutation::Delete { sort_key } => {
+            let sort_key = Some(bytes(builder, sort_key));
+            fb::Mutation::create(
+                builder,
+                &fb::MutationArgs {
+                    op: fb::MutationOp::Delete,
+                    sort_key,
+                    value: None,
+                    ttl_seconds: 0,
+                },
+            )
+        }
+    }
+}
+
+fn build_response_body(builder: &mut Builder, body: &ResponseBody) -> (fb::ResponseBody, Union) {
+    match body {
+        ResponseBody::Done => {
+            let table = fb::DoneResponse::create(builder, &fb::DoneResponseArgs {});
+            (fb::ResponseBody::DoneResponse, table.as_union_value())
+        }
+        ResponseBody::Value(value) => {
+            let value = Some(bytes(builder, value));
+            let table = fb::ValueResponse::create(builder, &fb::ValueResponseArgs { value });
+            (fb::ResponseBody::ValueResponse, table.as_union_value())
+        }
+        ResponseBody::Exist(exist) => {
+            let table =
+                fb::ExistResponse::create(builder, &fb::ExistResponseArgs { exist: *exist });
+            (fb::ResponseBody::ExistResponse, table.as_union_value())
+        }
+        ResponseBody::Ttl(ttl_seconds) => {
+            let table = fb::TtlResponse::create(
+                builder,
+                &fb::TtlResponseArgs {
+                    ttl_seconds: *ttl_seconds,
+                },
+            );
+            (fb::ResponseBody::TtlResponse, table.as_union_value())
+        }
+        ResponseBody::MultiGet { kvs, incomplete } => {
+            let kvs = Some(sort_key_values(builder, kvs));
+            let table = fb::MultiGetResponse::create(
+                builder,
+                &fb::MultiGetResponseArgs {
+                    kvs,
+                    incomplete: *incomplete,
+                },
+            );
+            (fb::ResponseBody::MultiGetResponse, table.as_union_value())
+        }
+        ResponseBody::Count(count) => {
+            let table =
+                fb::CountResponse::create(builder, &fb::CountResponseArgs { count: *count });
+            (fb::ResponseBody::CountResponse, table.as_union_value())
+        }
+        ResponseBody::Incr(new_value) => {
+            let table = fb::IncrResponse::create(
+                builder,
+                &fb::IncrResponseArgs {
+                    new_value: *new_value,
+                },
+            );
+            (fb::ResponseBody::IncrResponse, table.as_union_value())
+        }
+        ResponseBody::CheckAndSet(result) => {
+            let check_value = Some(bytes(builder, &result.check_value));
+            let table = fb::CheckAndSetResponse::create(
+                builder,
+                &fb::CheckAndSetResponseArgs {
+                    set_succeeded: result.set_succeeded,
+                    check_value_returned: result.check_value_returned,
+                    check_value_exist: result.check_value_exist,
+                    check_value,
+                },
+            );
+            (
+                fb::ResponseBody::CheckAndSetResponse,
+                table.as_union_value(),
+            )
+        }
+        ResponseBody::BatchGet(found) => {
+            let records = Some(records(builder, found));
+            let table =
+                fb::BatchGetResponse::create(builder, &fb::BatchGetResponseArgs { records });
+            (fb::ResponseBody::BatchGetResponse, table.as_union_value())
+        }
+        ResponseBody::Scan {
+            records: found,
+            count,
+            context_id,
+        } => {
+            let records = Some(records(builder, found));
+            let table = fb::ScanResponse::create(
+                builder,
+                &fb::ScanResponseArgs {
+                    records,
+                    count: *count,
+                    context_id: *context_id,
+                },
+            );
+            (fb::ResponseBody::ScanResponse, table.as_union_value())
+        }
+        ResponseBody::Route(route) => {
+            let table_name = Some(builder.create_string(&route.table));
+            let partitions: Vec<_> = route
+                .partitions
+                .iter()
+                .map(|partition| {
+                    let address = Some(builder.create_string(&partition.address));
+                    fb::PartitionRoute::create(
+                        builder,
+                        &fb::PartitionRouteArgs {
+                            partition_index: partition.partition_index,
+                            address,
+                            ballot: partition.ballot,
+                        },
+                    )
+                })
+                .collect();
+            let partitions = Some(builder.create_vector(&partitions));
+            let table = fb::RouteResponse::create(
+                builder,
+                &fb::RouteResponseArgs {
+                    table: table_name,
+                    app_id: route.app_id,
+                    partition_count: route.partition_count,
+                    partitions,
+                },
+            );
+            (fb::ResponseBody::RouteResponse, table.as_union_value())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Decoding.
+
+fn verifier_options(body_bytes: usize) -> VerifierOptions {
+    VerifierOptions {
+        max_depth: VERIFY_DEPTH_MAX,
+        // Every table visit reads at least a 4-byte offset to it.
+        max_tables: body_bytes / 4 + 64,
+        max_apparent_size: body_bytes
+            .saturating_mul(VERIFY_APPARENT_BYTES_PER_BODY_BYTE_MAX)
+            .saturating_add(4096),
+        ..VerifierOptions::default()
+    }
+}
+
+fn owned(vector: Option<Vector<'_, u8>>) -> Vec<u8> {
+    vector
+        .map(|vector| vector.bytes().to_vec())
+        .unwrap_or_default()
+}
+
+fn owned_list(list: Option<Vector<'_, ForwardsUOffset<fb::Bytes<'_>>>>) -> Vec<Vec<u8>> {
+    list.map(|list| list.iter().map(|item| owned(item.data())).collect())
+        .unwrap_or_default()
+}
+
+fn decode_filter(table: Option<fb::Filter<'_>>, what: &str) -> Result<Filter, DecodeError> {
+    let Some(table) = table else {
+        return Ok(Filter::none());
+    };
+    let kind = match table.kind() {
+        fb::FilterType::NoFilter => FilterType::NoFilter,
+        fb::FilterType::MatchAnywhere => FilterType::MatchAnywhere,
+        fb::FilterType::MatchPrefix => FilterType::MatchPrefix,
+        fb::FilterType::MatchPostfix => FilterType::MatchPostfix,
+        other => return Err(invalid(format!("{what}: unknown filter type {}", other.0))),
+    };
+    Ok(Filter {
+        kind,
+        pattern: owned(table.pattern()),
+    })
+}
+
+fn decode_check_type(value: fb::CheckType) -> Result<CheckType, DecodeError> {
+    CheckType::from_u8(value.0).ok_or_else(|| invalid(format!("unknown check type {}", value.0)))
+}
+
+fn decode_sort_key_values(
+    list: Option<Vector<'_, ForwardsUOffset<fb::SortKeyValue<'_>>>>,
+) -> Vec<SortKeyValue> {
+    list.map(|list| {
+        list.iter()
+            .map(|kv| SortKeyValue {
+                sort_key: owned(kv.sort_key()),
+                value: owned(kv.value()),
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn decode_records(list: Option<Vector<'_, ForwardsUOffset<fb::Record<'_>>>>) -> Vec<Record> {
+    list.map(|list| {
+        list.iter()
+            .map(|record| Record {
+                hash_key: owned(record.hash_key()),
+                sort_key: owned(record.sort_key()),
+                value: owned(record.value()),
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn missing_body(kind: &str) -> DecodeError {
+    invalid(format!(
+        "{kind} envelope names a body type but carries no body"
+    ))
+}
+
+/// Decodes a request frame body. Verifies the flatbuffer, then every enum
+/// value; never panics.
+pub fn decode_request(body: &[u8]) -> Result<(Envelope, Request), DecodeError> {
+    let root =
+        flatbuffers::root_with_opts::<fb::RequestEnvelope>(&verifier_options(body.len()), body)?;
+    let envelope = Envelope {
+        request_id: root.request_id(),
+        timeout_ms: root.timeout_ms(),
+        gpid: Gpid {
+            app_id: root.app_id(),
+            partition_index: root.partition_index(),
+        },
+        partition_hash: root.partition_hash(),
+    };
+    let missing = || missing_body("request");
+    let request = match root.body_type() {
+        fb::RequestBody::NONE => return Err(invalid("request envelope has no body")),
+        fb::RequestBody::GetRequest => {
+            let table = root.body_as_get_request().ok_or_else(missing)?;
+            Request::Get(Key {
+                hash_key: owned(table.hash_key()),
+                sort_key: owned(table.sort_key()),
+            })
+        }
+        fb::RequestBody::SetRequest => {
+            let table = root.body_as_set_request().ok_or_else(missing)?;
+            Request::Set {
+                key: Key {
+                    hash_key: owned(table.hash_key()),
+                    sort_key: owned(table.sort_key()),
+                },
+                value: owned(table.value()),
+                ttl_seconds: table.ttl_seconds(),
+            }
+        }
+        fb::RequestBody::DelRequest => {
+            let table = root.body_as_del_request().ok_or_else(missing)?;
+            Request::Del(Key {
+                hash_key: owned(table.hash_key()),
+                sort_key: owned(table.sort_key()),
+            })
+        }
+        fb::RequestBody::ExistRequest => {
+            let table = root.body_as_exist_request().ok_or_else(missing)?;
+            Request::Exist(Key {
+                hash_key: owned(table.hash_key()),
+                sort_key: owned(table.sort_key()),
+            })
+        }
+        fb::RequestBody::TtlRequest => {
+            let table = root.body_as_ttl_request().ok_or_else(missing)?;
+            Request::Ttl(Key {
+                hash_key: owned(table.hash_key()),
+                sort_key: owned(table.sort_key()),
+            })
+        }
+        fb::RequestBody::MultiGetRequest => {
+            let table = root.body_as_multi_get_request().ok_or_else(missing)?;
+            Request::MultiGet(MultiGetRequest {
+                hash_key: owned(table.hash_key()),
+                sort_keys: owned_list(table.sort_keys()),
+                max_kv_count: table.max_kv_count(),
+                max_kv_size: table.max_kv_size(),
+                no_value: table.no_value(),
+                start_sort_key: owned(table.start_sort_key()),
+                stop_sort_key: owned(table.stop_sort_key()),
+                start_inclusive: table.start_inclusive(),
+                stop_inclusive: table.stop_inclusive(),
+                sort_key_filter: decode_filter(
+                    table.sort_key_filter(),
+                    "multi_get sort key filter",
+                )?,
+                reverse: table.reverse(),
+            })
+        }
+        fb::RequestBody::MultiSetRequest => {
+            let table = root.body_as_multi_set_request().ok_or_else(missing)?;
+            Request::MultiSet {
+                hash_key: owned(table.hash_key()),
+                kvs: decode_sort_key_values(table.kvs()),
+                ttl_seconds: table.ttl_seconds(),
+            }
+        }
+        fb::RequestBody::MultiDelRequest => {
+            let table = root.body_as_multi_del_request().ok_or_else(missing)?;
+            Request::MultiDel {
+                hash_key: owned(table.hash_key()),
+                sort_keys: owned_list(table.sort_keys()),
+            }
+        }
+        fb::RequestBody::SortKeyCountRequest => {
+            let table = root.body_as_sort_key_count_request().ok_or_else(missing)?;
+            Request::SortKeyCount {
+                hash_key: owned(table.hash_key()),
+            }
+        }
+        fb::RequestBody::IncrRequest => {
+            let table = root.body_as_incr_request().ok_or_else(missing)?;
+            Request::Incr {
+                key: Key {
+                    hash_key: owned(table.hash_key()),
+                    sort_key: owned(table.sort_key()),
+                },
+                increment: table.increment(),
+                ttl_seconds: table.ttl_seconds(),
+            }
+        }
+        fb::RequestBody::CheckAndSetRequest => {
+            let table = root.body_as_check_and_set_request().ok_or_else(missing)?;
+            Request::CheckAndSet(CheckAndSetRequest {
+                hash_key: owned(table.hash_key()),
+                check_sort_key: owned(table.check_sort_key()),
+                check_type: decode_check_type(table.check_type())?,
+                check_operand: owned(table.check_operand()),
+                set_sort_key: owned(table.set_sort_key()),
+                set_value: owned(table.set_value()),
+                set_ttl_seconds: table.set_ttl_seconds(),
+                return_check_value: table.return_check_value(),
+            })
+        }
+        fb::RequestBody::CheckAndMutateRequest => {
+            let table = root
+                .body_as_check_and_mutate_request()
+                .ok_or_else(missing)?;
+            let mut mutations = Vec::new();
+            for mutation in table.mutations().iter().flat_map(|list| list.iter()) {
+                let sort_key = owned(mutation.sort_key());
+                mutations.push(match mutation.op() {
+                    fb::MutationOp::Put => Mutation::Put {
+                        sort_key,
+                        value: owned(mutation.value()),
+                        ttl_seconds: mutation.ttl_seconds(),
+                    },
+                    fb::MutationOp::Delete => Mutation::Delete { sort_key },
+                    other => return Err(invalid(format!("unknown mutation op {}", other.0))),
+                });
+            }
+            Request::CheckAndMutate(CheckAndMutateRequest {
+                hash_key: owned(table.hash_key()),
+                check_sort_key: owned(table.check_sort_key()),
+                check_type: decode_check_type(table.check_type())?,
+                check_operand: owned(table.check_operand()),
+                mutations,
+                return_check_value: table.return_check_value(),
+            })
+        }
+        fb::RequestBody::BatchGetRequest => {
+            let table = root.body_as_batch_get_request().ok_or_else(missing)?;
+            let keys = table
+                .keys()
+                .map(|keys| {
+                    keys.iter()
+                        .map(|key| Key {
+                            hash_key: owned(key.hash_key()),
+                            sort_key: owned(key.sort_key()),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Request::BatchGet { keys }
+        }
+        fb::RequestBody::GetScannerRequest => {
+            let table = root.body_as_get_scanner_request().ok_or_else(missing)?;
+            let range = match table.range_kind() {
+                fb::ScanRangeKind::Hash => ScanRange::Hash {
+                    hash_key: owned(table.hash_key()),
+                    start_sort_key: owned(table.start_sort_key()),
+                    stop_sort_key: owned(table.stop_sort_key()),
+                },
+                // A full scan has no range keys; any sent are ignored.
+                fb::ScanRangeKind::Full => ScanRange::Full,
+                other => return Err(invalid(format!("unknown scan range kind {}", other.0))),
+            };
+            Request::GetScanner(ScanRequest {
+                range,
+                start_inclusive: table.start_inclusive(),
+                stop_inclusive: table.stop_inclusive(),
+                hash_key_filter: decode_filter(table.hash_key_filter(), "scan hash key filter")?,
+                sort_key_filter: decode_filter(table.sort_key_filter(), "scan sort key filter")?,
+                batch_size: table.batch_size(),
+                no_value: table.no_value(),
+                only_return_count: table.only_return_count(),
+            })
+        }
+        fb::RequestBody::ScanRequest => {
+            let table = root.body_as_scan_request().ok_or_else(missing)?;
+            Request::Scan {
+                context_id: table.context_id(),
+            }
+        }
+        fb::RequestBody::ClearScannerRequest => {
+            let table = root.body_as_clear_scanner_request().ok_or_else(missing)?;
+            Request::ClearScanner {
+                context_id: table.context_id(),
+            }
+        }
+        fb::RequestBody::QueryRouteRequest => {
+            let table = root.body_as_query_route_request().ok_or_else(missing)?;
+            Request::QueryRoute {
+                table: table.table().unwrap_or_default().to_string(),
+            }
+        }
+        other => return Err(invalid(format!("unknown request body type {}", other.0))),
+    };
+    Ok((envelope, request))
+}
+
+/// Decodes a response frame body into its request id and response.
+/// Verifies the flatbuffer, then every enum value; never panics. An error
+/// response must carry no body and a success response must carry one.
+pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
+    let root =
+        flatbuffers::root_with_opts::<fb::ResponseEnvelope>(&verifier_options(body.len()), body)?;
+    let request_id = root.request_id();
+    let code = ErrorCode::from_i16(root.error().0)
+        .ok_or_else(|| invalid(format!("unknown error code {}", root.error().0)))?;
+    if code != ErrorCode::Ok {
+        if root.body_type() != fb::ResponseBody::NONE {
+            return Err(invalid(format!("error response {code} carries a body")));
+        }
+        let message = root.message().unwrap_or_default().to_string();
+        return Ok((request_id, Err(OpError { code, message })));
+    }
+    let missing = || missing_body("response");
+    let body = match root.body_type() {
+        fb::ResponseBody::NONE => return Err(invalid("success response has no body")),
+        fb::ResponseBody::DoneResponse => {
+            root.body_as_done_response().ok_or_else(missing)?;
+            ResponseBody::Done
+        }
+        fb::ResponseBody::ValueResponse => {
+            let table = root.body_as_value_response().ok_or_else(missing)?;
+            ResponseBody::Value(owned(table.value()))
+        }
+        fb::ResponseBody::ExistResponse => {
+            let table = root.body_as_exist_response().ok_or_else(missing)?;
+            ResponseBody::Exist(table.exist())
+        }
+        fb::ResponseBody::TtlResponse => {
+            let table = root.body_as_ttl_response().ok_or_else(missing)?;
+            ResponseBody::Ttl(table.ttl_seconds())
+        }
+        fb::ResponseBody::MultiGetResponse => {
+            let table = root.body_as_multi_get_response().ok_or_else(missing)?;
+            ResponseBody::MultiGet {
+                kvs: decode_sort_key_values(table.kvs()),
+                incomplete: table.incomplete(),
+            }
+        }
+        fb::ResponseBody::CountResponse => {
+            let table = root.body_as_count_response().ok_or_else(missing)?;
+            ResponseBody::Count(table.count())
+        }
+        fb::ResponseBody::IncrResponse => {
+            let table = root.body_as_incr_response().ok_or_else(missing)?;
+            ResponseBody::Incr(table.new_value())
+        }
+        fb::ResponseBody::CheckAndSetResponse => {
+            let table = root.body_as_check_and_set_response().ok_or_else(missing)?;
+            ResponseBody::CheckAndSet(CheckAndSetResult {
+                set_succeeded: table.set_succeeded(),
+                check_value_returned: table.check_value_returned(),
+                check_value_exist: table.check_value_exist(),
+                check_value: owned(table.check_value()),
+            })
+        }
+        fb::ResponseBody::BatchGetResponse => {
+            let table = root.body_as_batch_get_response().ok_or_else(missing)?;
+            ResponseBody::BatchGet(decode_records(table.records()))
+        }
+        fb::ResponseBody::ScanResponse => {
+            let table = root.body_as_scan_response().ok_or_else(missing)?;
+            ResponseBody::Scan {
+                records: decode_records(table.records()),
+                count: table.count(),
+                context_id: table.context_id(),
+            }
+        }
+        fb::ResponseBody::RouteResponse => {
+            let table = root.body_as_route_response().ok_or_else(missing)?;
+            let partitions = table
+                .partitions()
+                .map(|partitions| {
+                    partitions
+                        .iter()
+                        .map(|partition| PartitionRoute {
+                            partition_index: partition.partition_index(),
+                            address: partition.address().unwrap_or_default().to_string(),
+                            ballot: partition.ballot(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            ResponseBody::Route(Route {
+                table: table.table().unwrap_or_default().to_string(),
+                app_id: table.app_id(),
+                partition_count: table.partition_count(),
+                partitions,
+            })
+        }
+        other => return Err(invalid(format!("unknown response body type {}", other.0))),
+    };
+    Ok((request_id, Ok(body)))
+}
+
+/// The request id of a request body, read with bounds checks on only the
+/// bytes it needs, so it works on bodies the full decoder rejects (an
+/// unknown body type, a corrupt list) as long as the envelope's root table
+/// is intact. `None` when it cannot be read; 0 when the id field is absent
+/// (its schema default). Used to answer a rejected request with its id.
+pub fn peek_request_id(body: &[u8]) -> Option<u64> {
+    fn read<const N: usize>(body: &[u8], position: usize) -> Option<[u8; N]> {
+        body.get(position..position.checked_add(N)?)?
+            .try_into()
+            .ok()
+    }
+    let root = u32::from_le_bytes(read::<4>(body, 0)?) as usize;
+    let vtable_offset = i32::from_le_bytes(read::<4>(body, root)?);
+    // A table's vtable lies at `table - soffset`.
+    let vtable = i64::try_from(root)
+        .ok()?
+        .checked_sub(i64::from(vtable_offset))?;
+    let vtable = usize::try_from(vtable).ok()?;
+    let vtable_bytes = u16::from_le_bytes(read::<2>(body, vtable)?) as usize;
+    let field_slot = fb::RequestEnvelope::VT_REQUEST_ID as usize;
+    if field_slot + 2 > vtable_bytes {
+        return Some(0);
+    }
+    let field_offset = u16::from_le_bytes(read::<2>(body, vtable.checked_add(field_slot)?)?);
+    if field_offset == 0 {
+        return Some(0);
+    }
+    let position = root.checked_add(field_offset as usize)?;
+    Some(u64::from_le_bytes(read::<8>(body, position)?))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,892 @@
+//! Codec tests: exact round trips of every message, rejection of invalid
+//! messages, and robustness against arbitrary bytes.
+
+use super::*;
+use crate::frame::{Frame, FrameDecoder, FRAME_HEADER_BYTES};
+use crate::message::{Gpid, ScanRequest, SCAN_CONTEXT_COMPLETE};
+
+/// Bytes that exercise the edges: empty, a zero byte, 0xFF runs, non-UTF-8.
+fn binary(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|index| match index % 4 {
+            0 => 0xFF,
+            1 => 0x00,
+            2 => seed,
+            _ => (index as u8).wrapping_mul(31),
+        })
+        .collect()
+}
+
+fn sample_envelope(request_id: u64) -> Envelope {
+    Envelope {
+        request_id,
+        timeout_ms: u32::MAX,
+        gpid: Gpid {
+            app_id: i32::MAX,
+            partition_index: -1,
+        },
+        partition_hash: 0xae8b_1486_0a79_9888,
+    }
+}
+
+/// Encodes through a whole frame and back through a FrameDecoder.
+fn frame_body(bytes: &[u8], kind: MessageKind) -> Vec<u8> {
+    let mut decoder = FrameDecoder::new(FRAME_BODY_BYTES_MAX);
+    decoder.extend(bytes);
+    let Frame {
+        kind: decoded_kind,
+        body,
+    } = decoder.next_frame().unwrap().unwrap();
+    assert_eq!(decoded_kind, kind);
+    assert_eq!(decoder.next_frame().unwrap(), None);
+    body
+}
+
+fn round_trip_request(encoder: &mut Encoder, envelope: &Envelope, request: &Request) {
+    let mut out = Vec::new();
+    encoder.request_frame(envelope, request, &mut out).unwrap();
+    let body = frame_body(&out, MessageKind::Request);
+    let (decoded_envelope, decoded) = decode_request(&body).unwrap();
+    assert_eq!(&decoded_envelope, envelope, "{}", request.name());
+    assert_eq!(&decoded, request);
+    assert_eq!(peek_request_id(&body), Some(envelope.request_id));
+}
+
+fn round_trip_response(encoder: &mut Encoder, request_id: u64, response: &Response) {
+    let mut out = Vec::new();
+    encoder
+        .response_frame(request_id, response, &mut out)
+        .unwrap();
+    let body = frame_body(&out, MessageKind::Response);
+    let (decoded_id, decoded) = decode_response(&body).unwrap();
+    assert_eq!(decoded_id, request_id);
+    assert_eq!(&decoded, response);
+}
+
+fn filters() -> Vec<Filter> {
+    vec![
+        Filter::none(),
+        Filter::new(FilterType::NoFilter, binary(1, 3)),
+        Filter::new(FilterType::MatchAnywhere, b"mid".to_vec()),
+        Filter::new(FilterType::MatchPrefix, vec![0xFF, 0xFF]),
+        Filter::new(FilterType::MatchPostfix, Vec::new()),
+    ]
+}
+
+/// One request of every variant, with non-trivial contents.
+fn every_request() -> Vec<Request> {
+    let empty_key = Key::new(Vec::new(), Vec::new());
+    let binary_key = Key::new(binary(7, 9), binary(8, 300));
+    let mut multi_get = MultiGetRequest::range(binary(2, 5));
+    multi_get.sort_keys = vec![Vec::new(), binary(3, 4), vec![0xFF; 16]];
+    multi_get.max_kv_count = -1;
+    multi_get.max_kv_size = i32::MAX;
+    multi_get.no_value = true;
+    multi_get.start_sort_key = b"a".to_vec();
+    multi_get.stop_sort_key = vec![0xFF];
+    multi_get.start_inclusive = false;
+    multi_get.stop_inclusive = true;
+    multi_get.sort_key_filter = Filter::new(FilterType::MatchPrefix, b"p".to_vec());
+    multi_get.reverse = true;
+    vec![
+        Request::Get(empty_key.clone()),
+        Request::Get(binary_key.clone()),
+        Request::Set {
+            key: binary_key.clone(),
+            value: binary(9, 1000),
+            ttl_seconds: u32::MAX,
+        },
+        Request::Set {
+            key: empty_key.clone(),
+            value: Vec::new(),
+            ttl_seconds: 0,
+        },
+        Request::Del(binary_key.clone()),
+        Request::Exist(Key::new(b"h".to_vec(), Vec::new())),
+        Request::Ttl(Key::new(Vec::new(), b"s".to_vec())),
+        Request::MultiGet(multi_get),
+        Request::MultiGet(MultiGetRequest::range(Vec::new())),
+        Request::MultiSet {
+            hash_key: binary(4, 10),
+            kvs: vec![
+                SortKeyValue {
+                    sort_key: Vec::new(),
+                    value: binary(5, 20),
+                },
+                SortKeyValue {
+                    sort_key: vec![0xFF],
+                    value: Vec::new(),
+                },
+            ],
+            ttl_seconds: 3600,
+        },
+        Request::MultiDel {
+            hash_key: b"h".to_vec(),
+            sort_keys: vec![Vec::new(), vec![0x00], vec![0xFF; 3]],
+        },
+        Request::MultiDel {
+            hash_key: Vec::new(),
+            sort_keys: Vec::new(),
+        },
+        Request::SortKeyCount {
+            hash_key: vec![0xFF; 8],
+        },
+        Request::Incr {
+            key: binary_key.clone(),
+            increment: i64::MIN,
+            ttl_seconds: -1,
+        },
+        Request::Incr {
+            key: empty_key,
+            increment: i64::MAX,
+            ttl_seconds: i32::MAX,
+        },
+        Request::CheckAndSet(CheckAndSetRequest {
+            hash_key: binary(11, 7),
+            check_sort_key: Vec::new(),
+            check_type: CheckType::ValueBytesLessOrEqual,
+            check_operand: vec![0xFF; 4],
+            set_sort_key: b"s".to_vec(),
+            set_value: binary(12, 200),
+            set_ttl_seconds: 86_400,
+            return_check_value: true,
+        }),
+        Request::CheckAndMutate(CheckAndMutateRequest {
+            hash_key: b"h".to_vec(),
+            check_sort_key: Vec::new(),
+            check_type: CheckType::ValueIntGreater,
+            check_operand: b"-12".to_vec(),
+            mutations: vec![
+                Mutation::Put {
+                    sort_key: b"a".to_vec(),
+                    value: binary(6, 50),
+                    ttl_seconds: 10,
+                },
+                Mutation::Delete {
+                    sort_key: Vec::new(),
+                },
+                Mutation::Put {
+                    sort_key: vec![0xFF],
+                    value: Vec::new(),
+                    ttl_seconds: 0,
+                },
+            ],
+            return_check_value: true,
+        }),
+        Request::CheckAndMutate(CheckAndMutateRequest {
+            hash_key: Vec::new(),
+            check_sort_key: Vec::new(),
+            check_type: CheckType::NoCheck,
+            check_operand: Vec::new(),
+            mutations: Vec::new(),
+            return_check_value: false,
+        }),
+        Request::BatchGet {
+            keys: vec![
+                binary_key.clone(),
+                Key::new(Vec::new(), Vec::new()),
+                Key::new(vec![0xFF], vec![0x00]),
+            ],
+        },
+        Request::BatchGet { keys: Vec::new() },
+        Request::GetScanner(ScanRequest {
+            range: ScanRange::Hash {
+                hash_key: binary(10, 6),
+                start_sort_key: Vec::new(),
+                stop_sort_key: vec![0xFF; 2],
+            },
+            start_inclusive: false,
+            stop_inclusive: true,
+            hash_key_filter: Filter::new(FilterType::MatchAnywhere, b"x".to_vec()),
+            sort_key_filter: Filter::new(FilterType::MatchPostfix, vec![0x00]),
+            batch_size: -5,
+            no_value: true,
+            only_return_count: true,
+        }),
+        Request::GetScanner(ScanRequest::new(ScanRange::Full)),
+        Request::Scan { context_id: 42 },
+        Request::Scan {
+            context_id: SCAN_CONTEXT_COMPLETE,
+        },
+        Request::ClearScanner {
+            context_id: i64::MAX,
+        },
+        Request::QueryRoute {
+            table: "temp_table-ü".to_string(),
+        },
+        Request::QueryRoute {
+            table: String::new(),
+        },
+    ]
+}
+
+/// One response of every body variant plus one error per error code.
+fn every_response() -> Vec<Response> {
+    let records = vec![
+        Record {
+            hash_key: binary(1, 4),
+            sort_key: Vec::new(),
+            value: binary(2, 100),
+        },
+        Record {
+            hash_key: Vec::new(),
+            sort_key: vec![0xFF],
+            value: Vec::new(),
+        },
+    ];
+    let mut responses = vec![
+        Ok(ResponseBody::Done),
+        Ok(ResponseBody::Value(Vec::new())),
+        Ok(ResponseBody::Value(binary(3, 5000))),
+        Ok(ResponseBody::Exist(true)),
+        Ok(ResponseBody::Exist(false)),
+        Ok(ResponseBody::Ttl(-1)),
+        Ok(ResponseBody::Ttl(i32::MAX)),
+        Ok(ResponseBody::MultiGet {
+            kvs: vec![
+                SortKeyValue {
+                    sort_key: Vec::new(),
+                    value: vec![0xFF; 3],
+                },
+                SortKeyValue {
+                    sort_key: b"b".to_vec(),
+                    value: Vec::new(),
+                },
+            ],
+            incomplete: true,
+        }),
+        Ok(ResponseBody::MultiGet {
+            kvs: Vec::new(),
+            incomplete: false,
+        }),
+        Ok(ResponseBody::Count(i64::MIN)),
+        Ok(ResponseBody::Incr(-7)),
+        Ok(ResponseBody::CheckAndSet(CheckAndSetResult {
+            set_succeeded: false,
+            check_value_returned: true,
+            check_value_exist: true,
+            check_value: binary(4, 9),
+        })),
+        Ok(ResponseBody::CheckAndSet(CheckAndSetResult::default())),
+        Ok(ResponseBody::BatchGet(records.clone())),
+        Ok(ResponseBody::BatchGet(Vec::new())),
+        Ok(ResponseBody::Scan {
+            records,
+            count: 2,
+            context_id: 9,
+        }),
+        Ok(ResponseBody::Scan {
+            records: Vec::new(),
+            count: 0,
+            context_id: SCAN_CONTEXT_COMPLETE,
+        }),
+        Ok(ResponseBody::Route(Route {
+            table: "users".to_string(),
+            app_id: 3,
+            partition_count: 2,
+            partitions: vec![
+                PartitionRoute {
+                    partition_index: 0,
+                    address: "127.0.0.1:34801".to_string(),
+                    ballot: 1,
+                },
+                PartitionRoute {
+                    partition_index: 1,
+                    address: String::new(),
+                    ballot: i64::MAX,
+                },
+            ],
+        })),
+        Ok(ResponseBody::Route(Route {
+            table: String::new(),
+            app_id: 0,
+            partition_count: 0,
+            partitions: Vec::new(),
+        })),
+    ];
+    for code in ErrorCode::ALL {
+        if code != ErrorCode::Ok {
+            responses.push(Err(OpError::new(code, format!("{code} happened"))));
+        }
+    }
+    responses.push(Err(OpError::new(ErrorCode::NotFound, "")));
+    responses
+}
+
+#[test]
+fn every_request_variant_round_trips() {
+    // Proves each Request variant (empty, binary and 0xFF keys, extreme numbers) decodes to exactly what was encoded.
+    let requests = every_request();
+    let mut names: Vec<&str> = requests.iter().map(Request::name).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), 17, "every variant is covered");
+    let mut encoder = Encoder::new();
+    for (index, request) in requests.iter().enumerate() {
+        round_trip_request(&mut encoder, &sample_envelope(index as u64), request);
+    }
+    round_trip_request(&mut encoder, &Envelope::default(), &requests[0]);
+}
+
+#[test]
+fn check_and_set_round_trips_every_check_type() {
+    // Proves all 18 check types survive the wire in check_and_set and check_and_mutate.
+    let mut encoder = Encoder::new();
+    for (index, check_type) in CheckType::ALL.into_iter().enumerate() {
+        let request = Request::CheckAndSet(CheckAndSetRequest {
+            hash_key: binary(index as u8, index),
+            check_sort_key: vec![0xFF; index],
+            check_type,
+            check_operand: binary(1, 3),
+            set_sort_key: Vec::new(),
+            set_value: binary(2, 64),
+            set_ttl_seconds: index as u32,
+            return_check_value: index % 2 == 0,
+        });
+        round_trip_request(&mut encoder, &sample_envelope(index as u64), &request);
+        let request = Request::CheckAndMutate(CheckAndMutateRequest {
+            hash_key: b"h".to_vec(),
+            check_sort_key: b"c".to_vec(),
+            check_type,
+            check_operand: Vec::new(),
+            mutations: vec![Mutation::Delete {
+                sort_key: b"c".to_vec(),
+            }],
+            return_check_value: index % 2 == 1,
+        });
+        round_trip_request(&mut encoder, &sample_envelope(index as u64), &request);
+    }
+}
+
+#[test]
+fn every_filter_type_round_trips_in_multi_get_and_scans() {
+    // Proves every filter type, with and without a pattern, decodes unchanged in both filter slots.
+    let mut encoder = Encoder::new();
+    for filter in filters() {
+        let mut multi_get = MultiGetRequest::range(b"h".to_vec());
+        multi_get.sort_key_filter = filter.clone();
+        round_trip_request(
+            &mut encoder,
+            &sample_envelope(1),
+            &Request::MultiGet(multi_get),
+        );
+        let mut scan = ScanRequest::new(ScanRange::Full);
+        scan.hash_key_filter = filter.clone();
+        scan.sort_key_filter = filter;
+        round_trip_request(
+            &mut encoder,
+            &sample_envelope(2),
+            &Request::GetScanner(scan),
+        );
+    }
+}
+
+#[test]
+fn every_response_variant_and_error_round_trips() {
+    // Proves each ResponseBody variant and an error of every code decode to exactly what was encoded.
+    let mut encoder = Encoder::new();
+    for (index, response) in every_response().iter().enumerate() {
+        round_trip_response(&mut encoder, u64::MAX - index as u64, response);
+    }
+}
+
+#[test]
+fn encoder_reuse_does_not_leak_state_between_messages() {
+    // Proves interleaving large and small messages on one encoder yields the same bytes as fresh encoders.
+    let mut shared = Encoder::new();
+    let mut requests = every_request();
+    requests.push(Request::Set {
+        key: Key::new(b"h".to_vec(), b"s".to_vec()),
+        value: vec![0xAB; 3 * ENCODER_BUILDER_BYTES_RETAIN_MAX],
+        ttl_seconds: 1,
+    });
+    requests.extend(every_request());
+    for request in &requests {
+        let mut from_shared = Vec::new();
+        shared
+            .request_frame(&sample_envelope(5), request, &mut from_shared)
+            .unwrap();
+        let mut from_fresh = Vec::new();
+        Encoder::new()
+            .request_frame(&sample_envelope(5), request, &mut from_fresh)
+            .unwrap();
+        assert_eq!(from_shared, from_fresh, "{}", request.name());
+    }
+}
+
+#[test]
+fn encoder_drops_a_builder_grown_by_a_huge_message() {
+    // Proves the builder is replaced after a message above the retain bound, so its memory is released.
+    let mut encoder = Encoder::new();
+    let mut out = Vec::new();
+    let huge = Ok(ResponseBody::Value(
+        vec![1; 2 * ENCODER_BUILDER_BYTES_RETAIN_MAX],
+    ));
+    encoder.response_frame(1, &huge, &mut out).unwrap();
+    let builder = std::mem::replace(&mut encoder.builder, FlatBufferBuilder::new());
+    let (buffer, _) = builder.collapse();
+    assert!(
+        buffer.len() <= ENCODER_BUILDER_BYTES_INITIAL,
+        "kept {} bytes",
+        buffer.len()
+    );
+}
+
+#[test]
+fn frames_append_to_existing_output() {
+    // Proves request_frame and response_frame append (pipelining) instead of overwriting.
+    let mut encoder = Encoder::new();
+    let mut out = Vec::new();
+    encoder
+        .request_frame(
+            &sample_envelope(1),
+            &Request::Scan { context_id: 1 },
+            &mut out,
+        )
+        .unwrap();
+    encoder
+        .response_frame(2, &Ok(ResponseBody::Done), &mut out)
+        .unwrap();
+    let mut decoder = FrameDecoder::new(FRAME_BODY_BYTES_MAX);
+    decoder.extend(&out);
+    let first = decoder.next_frame().unwrap().unwrap();
+    let second = decoder.next_frame().unwrap().unwrap();
+    assert_eq!(
+        decode_request(&first.body).unwrap().1,
+        Request::Scan { context_id: 1 }
+    );
+    assert_eq!(
+        decode_response(&second.body).unwrap(),
+        (2, Ok(ResponseBody::Done))
+    );
+}
+
+#[test]
+fn oversized_messages_are_refused_without_touching_output() {
+    // Proves a request or response that cannot fit in a frame fails with TooLarge and leaves `out` as it was.
+    let mut encoder = Encoder::new();
+    let mut out = b"already queued".to_vec();
+    let request = Request::Set {
+        key: Key::new(b"h".to_vec(), b"s".to_vec()),
+        value: vec![0; FRAME_BODY_BYTES_MAX],
+        ttl_seconds: 0,
+    };
+    let error = encoder
+        .request_frame(&sample_envelope(1), &request, &mut out)
+        .unwrap_err();
+    assert!(
+        matches!(error, EncodeError::TooLarge { body_bytes_max, .. } if body_bytes_max == FRAME_BODY_BYTES_MAX)
+    );
+    let response = Ok(ResponseBody::BatchGet(vec![
+        Record::default();
+        FRAME_BODY_BYTES_MAX / 32
+    ]));
+    assert!(matches!(
+        encoder.response_frame(1, &response, &mut out),
+        Err(EncodeError::TooLarge { .. })
+    ));
+    assert_eq!(out, b"already queued");
+    // The encoder still works afterwards.
+    round_trip_request(
+        &mut encoder,
+        &sample_envelope(3),
+        &Request::Scan { context_id: 3 },
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Invalid messages, built directly with the generated builders.
+
+fn finished(builder: &mut FlatBufferBuilder<'static>) -> Vec<u8> {
+    builder.finished_data().to_vec()
+}
+
+fn request_with_body(
+    body_type: fb::RequestBody,
+    body: Option<Union>,
+    builder: &mut Builder,
+) -> Vec<u8> {
+    let root = fb::RequestEnvelope::create(
+        builder,
+        &fb::RequestEnvelopeArgs {
+            request_id: 77,
+            body_type,
+            body,
+            ..Default::default()
+        },
+    );
+    builder.finish(root, None);
+    finished(builder)
+}
+
+fn assert_invalid(result: Result<impl std::fmt::Debug, DecodeError>, needle: &str) {
+    match result {
+        Err(DecodeError::Invalid(message)) => {
+            assert!(message.contains(needle), "{message:?} lacks {needle:?}")
+        }
+        other => panic!("expected Invalid({needle}), got {other:?}"),
+    }
+}
+
+#[test]
+fn request_without_body_is_invalid() {
+    // Proves an envelope with no body, or a body type with no table, is rejected as Invalid.
+    let mut builder = FlatBufferBuilder::new();
+    let body = request_with_body(fb::RequestBody::NONE, None, &mut builder);
+    assert_invalid(decode_request(&body), "no body");
+    assert_eq!(peek_request_id(&body), Some(77));
+
+    let mut builder = FlatBufferBuilder::new();
+    let body = request_with_body(fb::RequestBody::GetRequest, None, &mut builder);
+    match decode_request(&body) {
+        Err(DecodeError::Invalid(_)) | Err(DecodeError::Verify(_)) => {}
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_enum_values_in_requests_are_invalid() {
+    // Proves unknown body types, check types, filter types, mutation ops and scan kinds are rejected.
+    let mut builder = FlatBufferBuilder::new();
+    let table = fb::ScanRequest::create(&mut builder, &fb::ScanRequestArgs { context_id: 1 });
+    let body = request_with_body(
+        fb::RequestBody(200),
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_invalid(decode_request(&body), "unknown request body type 200");
+    assert_eq!(peek_request_id(&body), Some(77));
+
+    let mut builder = FlatBufferBuilder::new();
+    let table = fb::CheckAndSetRequest::create(
+        &mut builder,
+        &fb::CheckAndSetRequestArgs {
+            check_type: fb::CheckType(18),
+            ..Default::default()
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::CheckAndSetRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_invalid(decode_request(&body), "unknown check type 18");
+
+    let mut builder = FlatBufferBuilder::new();
+    let filter = fb::Filter::create(
+        &mut builder,
+        &fb::FilterArgs {
+            kind: fb::FilterType(4),
+            pattern: None,
+        },
+    );
+    let table = fb::MultiGetRequest::create(
+        &mut builder,
+        &fb::MultiGetRequestArgs {
+            sort_key_filter: Some(filter),
+            ..Default::default()
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::MultiGetRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_invalid(decode_request(&body), "unknown filter type 4");
+
+    let mut builder = FlatBufferBuilder::new();
+    let mutation = fb::Mutation::create(
+        &mut builder,
+        &fb::MutationArgs {
+            op: fb::MutationOp(9),
+            ..Default::default()
+        },
+    );
+    let mutations = builder.create_vector(&[mutation]);
+    let table = fb::CheckAndMutateRequest::create(
+        &mut builder,
+        &fb::CheckAndMutateRequestArgs {
+            mutations: Some(mutations),
+            ..Default::default()
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::CheckAndMutateRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_invalid(decode_request(&body), "unknown mutation op 9");
+
+    let mut builder = FlatBufferBuilder::new();
+    let table = fb::GetScannerRequest::create(
+        &mut builder,
+        &fb::GetScannerRequestArgs {
+            range_kind: fb::ScanRangeKind(2),
+            ..Default::default()
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::GetScannerRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_invalid(decode_request(&body), "unknown scan range kind 2");
+}
+
+fn response_envelope(
+    error: fb::ErrorCode,
+    body_type: fb::ResponseBody,
+    with_body: bool,
+) -> Vec<u8> {
+    let mut builder = FlatBufferBuilder::new();
+    let body = with_body
+        .then(|| fb::DoneResponse::create(&mut builder, &fb::DoneResponseArgs {}).as_union_value());
+    let root = fb::ResponseEnvelope::create(
+        &mut builder,
+        &fb::ResponseEnvelopeArgs {
+            request_id: 5,
+            error,
+            message: None,
+            body_type,
+            body,
+        },
+    );
+    builder.finish(root, None);
+    finished(&mut builder)
+}
+
+#[test]
+fn inconsistent_responses_are_invalid() {
+    // Proves unknown error codes, error responses with a body, bodiless successes and unknown body types are rejected.
+    let unknown_code = response_envelope(fb::ErrorCode(16), fb::ResponseBody::NONE, false);
+    assert_invalid(decode_response(&unknown_code), "unknown error code 16");
+    let negative_code = response_envelope(fb::ErrorCode(-1), fb::ResponseBody::NONE, false);
+    assert_invalid(decode_response(&negative_code), "unknown error code -1");
+
+    let error_with_body =
+        response_envelope(fb::ErrorCode::Busy, fb::ResponseBody::DoneResponse, true);
+    assert_invalid(decode_response(&error_with_body), "carries a body");
+
+    let success_without_body = response_envelope(fb::ErrorCode::Ok, fb::ResponseBody::NONE, false);
+    assert_invalid(decode_response(&success_without_body), "no body");
+
+    let unknown_body = response_envelope(fb::ErrorCode::Ok, fb::ResponseBody(99), true);
+    assert_invalid(
+        decode_response(&unknown_body),
+        "unknown response body type 99",
+    );
+
+    let error_without_message =
+        response_envelope(fb::ErrorCode::Timeout, fb::ResponseBody::NONE, false);
+    assert_eq!(
+        decode_response(&error_without_message).unwrap(),
+        (5, Err(OpError::new(ErrorCode::Timeout, "")))
+    );
+}
+
+#[test]
+fn garbage_and_wrong_root_fail_verification() {
+    // Proves non-flatbuffer bytes fail with Verify, not a panic or a bogus message.
+    for garbage in [
+        &b""[..],
+        &[0u8; 3],
+        &[0xFF; 64],
+        &[4, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x7F],
+    ] {
+        assert!(
+            matches!(decode_request(garbage), Err(DecodeError::Verify(_))),
+            "{garbage:?}"
+        );
+        assert!(
+            matches!(decode_response(garbage), Err(DecodeError::Verify(_))),
+            "{garbage:?}"
+        );
+        assert_eq!(peek_request_id(garbage), None, "{garbage:?}");
+    }
+}
+
+#[test]
+fn shared_subtrees_cannot_amplify_decoding() {
+    // Proves a buffer whose list repeats one large value many times is refused by the apparent-size bound.
+    let mut builder = FlatBufferBuilder::new();
+    let data = builder.create_vector(&vec![0xEEu8; 64 * 1024]);
+    let item = fb::Bytes::create(&mut builder, &fb::BytesArgs { data: Some(data) });
+    let items = builder.create_vector(&vec![item; 10_000]);
+    let table = fb::MultiDelRequest::create(
+        &mut builder,
+        &fb::MultiDelRequestArgs {
+            hash_key: None,
+            sort_keys: Some(items),
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::MultiDelRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert!(body.len() < 200 * 1024);
+    assert!(matches!(decode_request(&body), Err(DecodeError::Verify(_))));
+}
+
+#[test]
+fn peek_reads_the_id_of_requests_the_decoder_rejects() {
+    // Proves peek_request_id returns the id of valid and semantically invalid envelopes, and 0 when it is absent.
+    let mut encoder = Encoder::new();
+    let mut out = Vec::new();
+    let envelope = sample_envelope(0x0123_4567_89AB_CDEF);
+    encoder
+        .request_frame(
+            &envelope,
+            &Request::QueryRoute { table: "t".into() },
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(
+        peek_request_id(&out[FRAME_HEADER_BYTES..]),
+        Some(envelope.request_id)
+    );
+
+    let mut builder = FlatBufferBuilder::new();
+    let root = fb::RequestEnvelope::create(&mut builder, &fb::RequestEnvelopeArgs::default());
+    builder.finish(root, None);
+    assert_eq!(peek_request_id(builder.finished_data()), Some(0));
+}
+
+// ---------------------------------------------------------------------------
+// Robustness.
+
+/// xorshift64*: a tiny deterministic generator, so failures replay exactly.
+struct Prng(u64);
+
+impl Prng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound.max(1) as u64) as usize
+    }
+}
+
+fn mutate(prng: &mut Prng, original: &[u8]) -> Vec<u8> {
+    let mut bytes = original.to_vec();
+    match prng.below(5) {
+        0 => {
+            for _ in 0..=prng.below(4) {
+                if !bytes.is_empty() {
+                    let index = prng.below(bytes.len());
+                    bytes[index] ^= 1 << prng.below(8);
+                }
+            }
+        }
+        1 => {
+            if !bytes.is_empty() {
+                let index = prng.below(bytes.len());
+                bytes[index] = prng.next() as u8;
+            }
+        }
+        2 => bytes.truncate(prng.below(bytes.len() + 1)),
+        3 => {
+            // Overwrite a 4-byte word with an extreme offset or length.
+            if bytes.len() >= 4 {
+                let index = prng.below(bytes.len() - 3) & !3;
+                let word = [0u32, 1, 0x7FFF_FFFF, 0xFFFF_FFFF, 0x8000_0000][prng.below(5)];
+                bytes[index..index + 4].copy_from_slice(&word.to_le_bytes());
+            }
+        }
+        _ => {
+            let extra = prng.below(16);
+            bytes.extend((0..extra).map(|_| prng.next() as u8));
+        }
+    }
+    bytes
+}
+
+#[test]
+fn decoders_never_panic_on_random_or_mutated_input() {
+    // Proves thousands of random and mutated buffers only ever produce values or errors from every decoder.
+    let mut prng = Prng(0x9E37_79B9_7F4A_7C15);
+    let mut encoder = Encoder::new();
+    let mut request_bodies = Vec::new();
+    for (index, request) in every_request().iter().enumerate() {
+        let mut out = Vec::new();
+        encoder
+            .request_frame(&sample_envelope(index as u64), request, &mut out)
+            .unwrap();
+        request_bodies.push(out);
+    }
+    let mut response_bodies = Vec::new();
+    for (index, response) in every_response().iter().enumerate() {
+        let mut out = Vec::new();
+        encoder
+            .response_frame(index as u64, response, &mut out)
+            .unwrap();
+        response_bodies.push(out);
+    }
+    let mut decoded_ok = 0usize;
+    for round in 0..20_000 {
+        let frames = if round % 2 == 0 {
+            &request_bodies
+        } else {
+            &response_bodies
+        };
+        let frame = &frames[prng.below(frames.len())];
+        let candidate = if round % 10 == 9 {
+            let len = prng.below(256);
+            (0..len).map(|_| prng.next() as u8).collect()
+        } else {
+            mutate(&mut prng, frame)
+        };
+        // As a whole frame through the frame decoder, in random chunks.
+        let mut decoder = FrameDecoder::new(1 << 20);
+        let mut offset = 0;
+        while offset < candidate.len() {
+            let chunk = 1 + prng.below(candidate.len() - offset);
+            decoder.extend(&candidate[offset..offset + chunk]);
+            offset += chunk;
+            while let Ok(Some(frame)) = decoder.next_frame() {
+                let _ = decode_request(&frame.body);
+                let _ = decode_response(&frame.body);
+            }
+        }
+        // And as a bare body.
+        let body = candidate
+            .get(FRAME_HEADER_BYTES..)
+            .unwrap_or(&candidate[..]);
+        decoded_ok += usize::from(decode_request(body).is_ok());
+        decoded_ok += usize::from(decode_response(body).is_ok());
+        let _ = peek_request_id(body);
+    }
+    // Some mutations (flipped payload bits) stay decodable: the test reached the decoders.
+    assert!(decoded_ok > 0);
+}
+
+#[test]
+fn size_estimates_bound_the_encoded_size() {
+    // Proves the pre-encoding size estimate is an upper bound for every sample message, so refusing on it is safe.
+    let mut encoder = Encoder::new();
+    for request in every_request() {
+        let mut out = Vec::new();
+        encoder
+            .request_frame(&sample_envelope(1), &request, &mut out)
+            .unwrap();
+        let body_bytes = out.len() - FRAME_HEADER_BYTES;
+        assert!(
+            body_bytes <= request_bytes_estimate(&request),
+            "{}",
+            request.name()
+        );
+    }
+    for response in every_response() {
+        let mut out = Vec::new();
+        encoder.response_frame(1, &response, &mut out).unwrap();
+        let body_bytes = out.len() - FRAME_HEADER_BYTES;
+        assert!(
+            body_bytes <= response_bytes_estimate(&response),
+            "{response:?}"
+        );
+    }
+}

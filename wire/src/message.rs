@@ -1,0 +1,593 @@
+//! Markab's data-plane messages as plain Rust values.
+//!
+//! These are the types the client, the server and the storage layer share. The
+//! wire form of each is a flatbuffers table (see `schema/markab.fbs`); `codec`
+//! converts between the two, verifying every received buffer first.
+//!
+//! Times travel as *relative* TTLs (`ttl_seconds`); the node that executes a
+//! write turns them into absolute expire times with its own clock, so client
+//! clocks never matter. See docs/DESIGN.md, "Wire".
+
+/// Typed error codes carried by every response. Numbering is wire-visible:
+/// never renumber, only append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i16)]
+pub enum ErrorCode {
+    /// Success.
+    Ok = 0,
+    /// The record does not exist or has expired (get, ttl).
+    NotFound = 1,
+    /// An argument is out of range or malformed; `message` says which.
+    InvalidArgument = 2,
+    /// The request names a table this node does not know.
+    UnknownTable = 3,
+    /// The request names a partition this node does not host.
+    UnknownPartition = 4,
+    /// The partition lives on another shard of this node; `message` holds
+    /// the `host:port` of that shard's listener.
+    WrongShard = 5,
+    /// The request body is larger than the node's configured request bound.
+    RequestTooLarge = 6,
+    /// The frame could not be decoded (bad header, checksum, flatbuffer).
+    /// The connection is closed after this reply.
+    BadFrame = 7,
+    /// The message kind in the frame header is not one this peer accepts.
+    UnknownKind = 8,
+    /// The scanner context does not exist (never created, cleared, or expired).
+    ScannerNotFound = 9,
+    /// A bounded resource (for example the shard's scanner table) is full.
+    Busy = 10,
+    /// The request's deadline passed before it was served.
+    Timeout = 11,
+    /// The node is shutting down.
+    ShuttingDown = 12,
+    /// The storage engine failed; `message` has its text.
+    StorageError = 13,
+    /// An unexpected internal error; `message` has details.
+    Internal = 14,
+    /// The partition hash in the envelope does not match the key.
+    WrongPartition = 15,
+}
+
+impl ErrorCode {
+    /// All codes, in wire order.
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::Ok,
+        ErrorCode::NotFound,
+        ErrorCode::InvalidArgument,
+        ErrorCode::UnknownTable,
+        ErrorCode::UnknownPartition,
+        ErrorCode::WrongShard,
+        ErrorCode::RequestTooLarge,
+        ErrorCode::BadFrame,
+        ErrorCode::UnknownKind,
+        ErrorCode::ScannerNotFound,
+        ErrorCode::Busy,
+        ErrorCode::Timeout,
+        ErrorCode::ShuttingDown,
+        ErrorCode::StorageError,
+        ErrorCode::Internal,
+        ErrorCode::WrongPartition,
+    ];
+
+    /// The code with this wire value, if any.
+    pub fn from_i16(value: i16) -> Option<ErrorCode> {
+        ErrorCode::ALL
+            .iter()
+            .copied()
+            .find(|code| *code as i16 == value)
+    }
+
+    /// A stable upper-snake name for logs and the shell, e.g. `NOT_FOUND`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::Ok => "OK",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::UnknownTable => "UNKNOWN_TABLE",
+            ErrorCode::UnknownPartition => "UNKNOWN_PARTITION",
+            ErrorCode::WrongShard => "WRONG_SHARD",
+            ErrorCode::RequestTooLarge => "REQUEST_TOO_LARGE",
+            ErrorCode::BadFrame => "BAD_FRAME",
+            ErrorCode::UnknownKind => "UNKNOWN_KIND",
+            ErrorCode::ScannerNotFound => "SCANNER_NOT_FOUND",
+            ErrorCode::Busy => "BUSY",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::StorageError => "STORAGE_ERROR",
+            ErrorCode::Internal => "INTERNAL",
+            ErrorCode::WrongPartition => "WRONG_PARTITION",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A failed operation: a code and a human-readable explanation.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct OpError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl OpError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> OpError {
+        OpError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid_argument(message: impl Into<String>) -> OpError {
+        OpError::new(ErrorCode::InvalidArgument, message)
+    }
+}
+
+/// Where a request is going: table (app) id and partition index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Gpid {
+    pub app_id: i32,
+    pub partition_index: i32,
+}
+
+/// Per-request envelope fields, beside the body.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Envelope {
+    /// Chosen by the client, unique among its in-flight requests on one
+    /// connection; the response carries it back (responses may be reordered).
+    pub request_id: u64,
+    /// The client's deadline for this request, in milliseconds (0 = none).
+    pub timeout_ms: u32,
+    pub gpid: Gpid,
+    /// Pegasus CRC64 of the request's hash key (0 where the request has none).
+    pub partition_hash: u64,
+}
+
+/// A record address: hash key and sort key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub hash_key: Vec<u8>,
+    pub sort_key: Vec<u8>,
+}
+
+impl Key {
+    pub fn new(hash_key: impl Into<Vec<u8>>, sort_key: impl Into<Vec<u8>>) -> Key {
+        Key {
+            hash_key: hash_key.into(),
+            sort_key: sort_key.into(),
+        }
+    }
+}
+
+/// Pattern filters on hash keys or sort keys (wire values are Pegasus's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FilterType {
+    #[default]
+    NoFilter = 0,
+    MatchAnywhere = 1,
+    MatchPrefix = 2,
+    MatchPostfix = 3,
+}
+
+/// A filter: a type and its pattern. `NoFilter` ignores the pattern; an
+/// empty pattern matches everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Filter {
+    pub kind: FilterType,
+    pub pattern: Vec<u8>,
+}
+
+impl Filter {
+    pub fn none() -> Filter {
+        Filter::default()
+    }
+
+    pub fn new(kind: FilterType, pattern: impl Into<Vec<u8>>) -> Filter {
+        Filter {
+            kind,
+            pattern: pattern.into(),
+        }
+    }
+
+    /// Whether `candidate` passes this filter.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        let pattern = self.pattern.as_slice();
+        match self.kind {
+            FilterType::NoFilter => true,
+            _ if pattern.is_empty() => true,
+            FilterType::MatchAnywhere => candidate.windows(pattern.len()).any(|w| w == pattern),
+            FilterType::MatchPrefix => candidate.starts_with(pattern),
+            FilterType::MatchPostfix => candidate.ends_with(pattern),
+        }
+    }
+}
+
+/// The 18 check types of check_and_set / check_and_mutate (Pegasus numbering).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum CheckType {
+    #[default]
+    NoCheck = 0,
+    ValueNotExist = 1,
+    ValueNotExistOrEmpty = 2,
+    ValueExist = 3,
+    ValueNotEmpty = 4,
+    ValueMatchAnywhere = 5,
+    ValueMatchPrefix = 6,
+    ValueMatchPostfix = 7,
+    ValueBytesLess = 8,
+    ValueBytesLessOrEqual = 9,
+    ValueBytesEqual = 10,
+    ValueBytesGreaterOrEqual = 11,
+    ValueBytesGreater = 12,
+    ValueIntLess = 13,
+    ValueIntLessOrEqual = 14,
+    ValueIntEqual = 15,
+    ValueIntGreaterOrEqual = 16,
+    ValueIntGreater = 17,
+}
+
+impl CheckType {
+    pub const ALL: [CheckType; 18] = [
+        CheckType::NoCheck,
+        CheckType::ValueNotExist,
+        CheckType::ValueNotExistOrEmpty,
+        CheckType::ValueExist,
+        CheckType::ValueNotEmpty,
+        CheckType::ValueMatchAnywhere,
+        CheckType::ValueMatchPrefix,
+        CheckType::ValueMatchPostfix,
+        CheckType::ValueBytesLess,
+        CheckType::ValueBytesLessOrEqual,
+        CheckType::ValueBytesEqual,
+        CheckType::ValueBytesGreaterOrEqual,
+        CheckType::ValueBytesGreater,
+        CheckType::ValueIntLess,
+        CheckType::ValueIntLessOrEqual,
+        CheckType::ValueIntEqual,
+        CheckType::ValueIntGreaterOrEqual,
+        CheckType::ValueIntGreater,
+    ];
+
+    pub fn from_u8(value: u8) -> Option<CheckType> {
+        CheckType::ALL.get(value as usize).copied()
+    }
+}
+
+/// A record with its value, as returned by reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SortKeyValue {
+    pub sort_key: Vec<u8>,
+    /// Empty when the request asked for `no_value`.
+    pub value: Vec<u8>,
+}
+
+/// A fully addressed record, as returned by batch_get and scans.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Record {
+    pub hash_key: Vec<u8>,
+    pub sort_key: Vec<u8>,
+    /// Empty when the request asked for `no_value`.
+    pub value: Vec<u8>,
+}
+
+/// multi_get: point lookups of `sort_keys` when that list is non-empty,
+/// otherwise a range read of the sort keys of `hash_key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MultiGetRequest {
+    pub hash_key: Vec<u8>,
+    /// Non-empty: read exactly these sort keys (range fields are ignored).
+    pub sort_keys: Vec<Vec<u8>>,
+    /// Most records returned; `<= 0` means the server's bound.
+    pub max_kv_count: i32,
+    /// Most key+value bytes returned; `<= 0` means the server's bound.
+    pub max_kv_size: i32,
+    pub no_value: bool,
+    /// Range start; empty = the first sort key.
+    pub start_sort_key: Vec<u8>,
+    /// Range stop; empty = past the last sort key.
+    pub stop_sort_key: Vec<u8>,
+    pub start_inclusive: bool,
+    pub stop_inclusive: bool,
+    pub sort_key_filter: Filter,
+    /// Return the records of the range from its end backwards (the result
+    /// is still sorted ascending, as Pegasus does).
+    pub reverse: bool,
+}
+
+impl MultiGetRequest {
+    /// A range read of every sort key of `hash_key`, with Pegasus's defaults
+    /// (start inclusive, stop exclusive, 100 records, 1,000,000 bytes).
+    pub fn range(hash_key: impl Into<Vec<u8>>) -> MultiGetRequest {
+        MultiGetRequest {
+            hash_key: hash_key.into(),
+            sort_keys: Vec::new(),
+            max_kv_count: 100,
+            max_kv_size: 1_000_000,
+            no_value: false,
+            start_sort_key: Vec::new(),
+            stop_sort_key: Vec::new(),
+            start_inclusive: true,
+            stop_inclusive: false,
+            sort_key_filter: Filter::none(),
+            reverse: false,
+        }
+    }
+}
+
+/// One put or delete of check_and_mutate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    Put {
+        sort_key: Vec<u8>,
+        value: Vec<u8>,
+        ttl_seconds: u32,
+    },
+    Delete {
+        sort_key: Vec<u8>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckAndSetRequest {
+    pub hash_key: Vec<u8>,
+    pub check_sort_key: Vec<u8>,
+    pub check_type: CheckType,
+    pub check_operand: Vec<u8>,
+    /// The sort key to set (may equal `check_sort_key`).
+    pub set_sort_key: Vec<u8>,
+    pub set_value: Vec<u8>,
+    pub set_ttl_seconds: u32,
+    pub return_check_value: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckAndMutateRequest {
+    pub hash_key: Vec<u8>,
+    pub check_sort_key: Vec<u8>,
+    pub check_type: CheckType,
+    pub check_operand: Vec<u8>,
+    /// Must not be empty.
+    pub mutations: Vec<Mutation>,
+    pub return_check_value: bool,
+}
+
+/// What a scanner walks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScanRange {
+    /// Ordered scan of one hash key's sort keys in `[start, stop]` (ends
+    /// per the inclusive flags; an empty stop = to the end of the hash key).
+    Hash {
+        hash_key: Vec<u8>,
+        start_sort_key: Vec<u8>,
+        stop_sort_key: Vec<u8>,
+    },
+    /// Unordered scan of every record of the partition.
+    Full,
+}
+
+/// get_scanner: open a server-side cursor and return its first batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanRequest {
+    pub range: ScanRange,
+    pub start_inclusive: bool,
+    pub stop_inclusive: bool,
+    pub hash_key_filter: Filter,
+    pub sort_key_filter: Filter,
+    /// Records per batch; `<= 0` means the server's default, and the server
+    /// caps it at its bound.
+    pub batch_size: i32,
+    pub no_value: bool,
+    /// Count the matching records instead of returning them.
+    pub only_return_count: bool,
+}
+
+impl ScanRequest {
+    /// An unfiltered scan of `range` with batches of 100.
+    pub fn new(range: ScanRange) -> ScanRequest {
+        ScanRequest {
+            range,
+            start_inclusive: true,
+            stop_inclusive: false,
+            hash_key_filter: Filter::none(),
+            sort_key_filter: Filter::none(),
+            batch_size: 100,
+            no_value: false,
+            only_return_count: false,
+        }
+    }
+}
+
+/// Scanner context id meaning "the scan is complete; no cursor remains".
+pub const SCAN_CONTEXT_COMPLETE: i64 = -1;
+
+/// A data-plane request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Get(Key),
+    Set {
+        key: Key,
+        value: Vec<u8>,
+        /// 0 = never expires.
+        ttl_seconds: u32,
+    },
+    Del(Key),
+    Exist(Key),
+    Ttl(Key),
+    MultiGet(MultiGetRequest),
+    MultiSet {
+        hash_key: Vec<u8>,
+        kvs: Vec<SortKeyValue>,
+        ttl_seconds: u32,
+    },
+    MultiDel {
+        hash_key: Vec<u8>,
+        sort_keys: Vec<Vec<u8>>,
+    },
+    SortKeyCount {
+        hash_key: Vec<u8>,
+    },
+    Incr {
+        key: Key,
+        increment: i64,
+        /// 0 keeps the old TTL, > 0 sets a new one, < 0 clears it.
+        ttl_seconds: i32,
+    },
+    CheckAndSet(CheckAndSetRequest),
+    CheckAndMutate(CheckAndMutateRequest),
+    BatchGet {
+        keys: Vec<Key>,
+    },
+    GetScanner(ScanRequest),
+    Scan {
+        context_id: i64,
+    },
+    ClearScanner {
+        context_id: i64,
+    },
+    /// Where the partitions of a table live (answered by a standalone node
+    /// for the tables in its config; later by meta).
+    QueryRoute {
+        table: String,
+    },
+}
+
+impl Request {
+    /// The hash key that routes this request, when it has exactly one.
+    pub fn hash_key(&self) -> Option<&[u8]> {
+        match self {
+            Request::Get(key)
+            | Request::Del(key)
+            | Request::Exist(key)
+            | Request::Ttl(key)
+            | Request::Set { key, .. }
+            | Request::Incr { key, .. } => Some(&key.hash_key),
+            Request::MultiGet(request) => Some(&request.hash_key),
+            Request::MultiSet { hash_key, .. }
+            | Request::MultiDel { hash_key, .. }
+            | Request::SortKeyCount { hash_key } => Some(hash_key),
+            Request::CheckAndSet(request) => Some(&request.hash_key),
+            Request::CheckAndMutate(request) => Some(&request.hash_key),
+            Request::GetScanner(ScanRequest {
+                range: ScanRange::Hash { hash_key, .. },
+                ..
+            }) => Some(hash_key),
+            Request::BatchGet { .. }
+            | Request::GetScanner(_)
+            | Request::Scan { .. }
+            | Request::ClearScanner { .. }
+            | Request::QueryRoute { .. } => None,
+        }
+    }
+
+    /// Whether the request changes data.
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Request::Set { .. }
+                | Request::Del(_)
+                | Request::MultiSet { .. }
+                | Request::MultiDel { .. }
+                | Request::Incr { .. }
+                | Request::CheckAndSet(_)
+                | Request::CheckAndMutate(_)
+        )
+    }
+
+    /// A short lower-case name for logs, metrics and the shell.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Get(_) => "get",
+            Request::Set { .. } => "set",
+            Request::Del(_) => "del",
+            Request::Exist(_) => "exist",
+            Request::Ttl(_) => "ttl",
+            Request::MultiGet(_) => "multi_get",
+            Request::MultiSet { .. } => "multi_set",
+            Request::MultiDel { .. } => "multi_del",
+            Request::SortKeyCount { .. } => "sortkey_count",
+            Request::Incr { .. } => "incr",
+            Request::CheckAndSet(_) => "check_and_set",
+            Request::CheckAndMutate(_) => "check_and_mutate",
+            Request::BatchGet { .. } => "batch_get",
+            Request::GetScanner(_) => "get_scanner",
+            Request::Scan { .. } => "scan",
+            Request::ClearScanner { .. } => "clear_scanner",
+            Request::QueryRoute { .. } => "query_route",
+        }
+    }
+}
+
+/// Result of check_and_set and check_and_mutate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckAndSetResult {
+    /// The check passed and the set / mutations were applied.
+    pub set_succeeded: bool,
+    /// `check_value_exist` and `check_value` are filled (the request asked
+    /// for `return_check_value`).
+    pub check_value_returned: bool,
+    pub check_value_exist: bool,
+    pub check_value: Vec<u8>,
+}
+
+/// One partition's location in a route table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionRoute {
+    pub partition_index: i32,
+    /// `host:port` of the shard that serves it.
+    pub address: String,
+    pub ballot: i64,
+}
+
+/// A table's route: where each partition is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub table: String,
+    pub app_id: i32,
+    pub partition_count: i32,
+    /// Sorted by partition index, one entry per partition.
+    pub partitions: Vec<PartitionRoute>,
+}
+
+/// A successful response body. Which variant answers which request:
+/// get → `Value`; set, del, multi_set → `Done`; exist → `Exist`;
+/// ttl → `Ttl`; multi_get → `MultiGet`; multi_del → `Count` (records
+/// deleted); sortkey_count → `Count`; incr → `Incr`; check_and_set and
+/// check_and_mutate → `CheckAndSet`; batch_get → `BatchGet`; get_scanner and
+/// scan → `Scan`; clear_scanner → `Done`; query_route → `Route`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResponseBody {
+    Done,
+    Value(Vec<u8>),
+    Exist(bool),
+    /// Seconds left; -1 = the record has no TTL.
+    Ttl(i32),
+    MultiGet {
+        /// Ascending by sort key.
+        kvs: Vec<SortKeyValue>,
+        /// A count, byte or server bound cut the result short.
+        incomplete: bool,
+    },
+    Count(i64),
+    Incr(i64),
+    CheckAndSet(CheckAndSetResult),
+    /// The records that exist, in request order.
+    BatchGet(Vec<Record>),
+    Scan {
+        records: Vec<Record>,
+        /// With `only_return_count`: how many records this batch matched.
+        count: i64,
+        /// The cursor to continue with, or `SCAN_CONTEXT_COMPLETE`.
+        context_id: i64,
+    },
+    Route(Route),
+}
+
+/// A response: `Ok(body)` or the error that stopped the request.
+pub type Response = Result<ResponseBody, OpError>;
