@@ -1,0 +1,884 @@
+//! Shell command parsing: a command line → a [`Command`], without a server.
+
+use markab_wire::{CheckAndSetRequest, CheckType, FilterType, MultiGetRequest, SortKeyValue};
+
+use super::escape::{tokenize, EscapeError};
+use crate::client::ScanOptions;
+
+/// Most records a scan command prints unless `-n` says otherwise.
+pub const SCAN_PRINT_COUNT_DEFAULT: u64 = 1_000_000;
+/// Most sort keys (or sort key/value pairs) one command line may name.
+pub const COMMAND_KEYS_MAX: usize = 10_000;
+
+/// One command: its name, syntax and purpose (for `help` and completion).
+pub struct CommandSpec {
+    pub name: &'static str,
+    pub usage: &'static str,
+    pub summary: &'static str,
+}
+
+/// Every shell command, in the order `help` lists them.
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "help",
+        usage: "help",
+        summary: "list the commands",
+    },
+    CommandSpec {
+        name: "exit",
+        usage: "exit | quit",
+        summary: "leave the shell",
+    },
+    CommandSpec {
+        name: "quit",
+        usage: "quit",
+        summary: "leave the shell",
+    },
+    CommandSpec {
+        name: "set",
+        usage: "set hk sk value [ttl_seconds]",
+        summary: "write a record",
+    },
+    CommandSpec {
+        name: "get",
+        usage: "get hk sk",
+        summary: "read a record",
+    },
+    CommandSpec {
+        name: "del",
+        usage: "del hk sk",
+        summary: "delete a record",
+    },
+    CommandSpec {
+        name: "exist",
+        usage: "exist hk sk",
+        summary: "whether a record exists",
+    },
+    CommandSpec {
+        name: "ttl",
+        usage: "ttl hk sk",
+        summary: "seconds a record has left",
+    },
+    CommandSpec {
+        name: "multi_set",
+        usage: "multi_set hk sk1 v1 [sk2 v2 ...]",
+        summary: "write records of one hash key atomically",
+    },
+    CommandSpec {
+        name: "multi_get",
+        usage: "multi_get hk [sk ...]",
+        summary: "read sort keys of a hash key (none: all of them)",
+    },
+    CommandSpec {
+        name: "multi_get_range",
+        usage: "multi_get_range hk start_sk stop_sk [-a true|false] [-b true|false] \
+                [-s anywhere|prefix|postfix] [-y pattern] [-n max_count] [-i] [-r]",
+        summary: "read a sort-key range (-a/-b inclusive ends, -i no value, -r reverse)",
+    },
+    CommandSpec {
+        name: "multi_del",
+        usage: "multi_del hk sk [sk ...]",
+        summary: "delete sort keys of one hash key atomically",
+    },
+    CommandSpec {
+        name: "sortkey_count",
+        usage: "sortkey_count hk",
+        summary: "count a hash key's sort keys",
+    },
+    CommandSpec {
+        name: "incr",
+        usage: "incr hk sk [increment] [-t ttl_seconds]",
+        summary: "add to an integer record (ttl 0 keeps, <0 clears)",
+    },
+    CommandSpec {
+        name: "check_and_set",
+        usage: "check_and_set hk -c check_sk -t check_type -o operand -s set_sk -v set_value \
+                [-l ttl_seconds] [-r]",
+        summary: "set a record if a check passes (-r returns the checked value)",
+    },
+    CommandSpec {
+        name: "hash_scan",
+        usage: "hash_scan hk start_sk stop_sk [-a true|false] [-b true|false] \
+                [-s anywhere|prefix|postfix] [-y pattern] [-n max_count] [-i]",
+        summary: "scan a hash key's sort keys in order",
+    },
+    CommandSpec {
+        name: "full_scan",
+        usage: "full_scan [-h anywhere|prefix|postfix] [-x hash_pattern] \
+                [-s anywhere|prefix|postfix] [-y sort_pattern] [-n max_count] [-i]",
+        summary: "scan the whole table",
+    },
+    CommandSpec {
+        name: "count_data",
+        usage: "count_data [-h anywhere|prefix|postfix] [-x hash_pattern] \
+                [-s anywhere|prefix|postfix] [-y sort_pattern]",
+        summary: "count the table's records",
+    },
+];
+
+/// The check type names `check_and_set -t` accepts, in wire order.
+pub const CHECK_TYPE_NAMES: [&str; 18] = [
+    "no_check",
+    "not_exist",
+    "not_exist_or_empty",
+    "exist",
+    "not_empty",
+    "match_anywhere",
+    "match_prefix",
+    "match_postfix",
+    "bytes_less",
+    "bytes_less_or_equal",
+    "bytes_equal",
+    "bytes_greater_or_equal",
+    "bytes_greater",
+    "int_less",
+    "int_less_or_equal",
+    "int_equal",
+    "int_greater_or_equal",
+    "int_greater",
+];
+
+/// A parsed shell command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Exit,
+    Set {
+        hash_key: Vec<u8>,
+        sort_key: Vec<u8>,
+        value: Vec<u8>,
+        ttl_seconds: u32,
+    },
+    Get {
+        hash_key: Vec<u8>,
+        sort_key: Vec<u8>,
+    },
+    Del {
+        hash_key: Vec<u8>,
+        sort_key: Vec<u8>,
+    },
+    Exist {
+        hash_key: Vec<u8>,
+        sort_key: Vec<u8>,
+    },
+    Ttl {
+        hash_key: Vec<u8>,
+        sort_key: Vec<u8>,
+    },
+    MultiSet {
+        hash_key: Vec<u8>,
+        kvs: Vec<SortKeyValue>,
+    },
+    /// multi_get and multi_get_range.
+    MultiGet(MultiGetRequest),
+    MultiDel {
+        hash_key: Vec<u8>,
+        sort_keys: Vec<Vec<u8>>,
+    },
+    SortKeyCount {
+        hash_key: Vec<u8>,
+    },
+    Incr {
+        hash_key: Vec<u8>,
+        sort_key: Vec<u8>,
+        increment: i64,
+        ttl_seconds: i32,
+    },
+    CheckAndSet(CheckAndSetRequest),
+    HashScan {
+        hash_key: Vec<u8>,
+        start_sort_key: Vec<u8>,
+        stop_sort_key: Vec<u8>,
+        options: ScanOptions,
+        max_count: u64,
+    },
+    FullScan {
+        options: ScanOptions,
+        max_count: u64,
+    },
+    CountData {
+        options: ScanOptions,
+    },
+}
+
+/// Why a command line is not a valid command.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error(transparent)]
+    Escape(#[from] EscapeError),
+    #[error("unknown command {0:?}; type help for the list")]
+    UnknownCommand(String),
+    #[error("{reason}\nusage: {usage}")]
+    Usage { reason: String, usage: &'static str },
+}
+
+/// Parses one command line; `Ok(None)` for a blank line.
+///
+/// ```
+/// use markab::shell::command::{parse, Command};
+/// let command = parse(r#"get user1 "first name""#).unwrap().unwrap();
+/// assert_eq!(
+///     command,
+///     Command::Get { hash_key: b"user1".to_vec(), sort_key: b"first name".to_vec() }
+/// );
+/// ```
+pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
+    let tokens = tokenize(line)?;
+    let Some((name, arguments)) = tokens.split_first() else {
+        return Ok(None);
+    };
+    let name = String::from_utf8_lossy(name).into_owned();
+    let spec = COMMANDS
+        .iter()
+        .find(|spec| spec.name == name)
+        .ok_or_else(|| ParseError::UnknownCommand(name.clone()))?;
+    let mut parser = Parser {
+        spec,
+        arguments,
+        next: 0,
+    };
+    let command = match spec.name {
+        "help" => Command::Help,
+        "exit" | "quit" => Command::Exit,
+        "set" => {
+            let (hash_key, sort_key, value) = (
+                parser.positional()?,
+                parser.positional()?,
+                parser.positional()?,
+            );
+            let ttl_seconds = match parser.optional_positional() {
+                Some(ttl) => parser.number::<u32>(&ttl, "ttl_seconds")?,
+                None => 0,
+            };
+            Command::Set {
+                hash_key,
+                sort_key,
+                value,
+                ttl_seconds,
+            }
+        }
+        "get" | "del" | "exist" | "ttl" => {
+            let (hash_key, sort_key) = (parser.positional()?, parser.positional()?);
+            match spec.name {
+                "get" => Command::Get { hash_key, sort_key },
+                "del" => Command::Del { hash_key, sort_key },
+                "exist" => Command::Exist { hash_key, sort_key },
+                _ => Command::Ttl { hash_key, sort_key },
+            }
+        }
+        "multi_set" => {
+            let hash_key = parser.positional()?;
+            let rest = parser.rest();
+            if rest.is_empty() || !rest.len().is_multiple_of(2) {
+                return Err(parser.usage("multi_set needs sort key / value pairs"));
+            }
+            let kvs = rest
+                .chunks(2)
+                .map(|pair| SortKeyValue {
+                    sort_key: pair[0].clone(),
+                    value: pair[1].clone(),
+                })
+                .collect();
+            Command::MultiSet { hash_key, kvs }
+        }
+        "multi_get" => {
+            let hash_key = parser.positional()?;
+            let sort_keys = parser.rest();
+            let mut request = MultiGetRequest::range(hash_key);
+            // The whole hash key: up to the server's bounds.
+            request.max_kv_count = -1;
+            request.max_kv_size = -1;
+            request.sort_keys = sort_keys;
+            Command::MultiGet(request)
+        }
+        "multi_del" => {
+            let hash_key = parser.positional()?;
+            let sort_keys = parser.rest();
+            if sort_keys.is_empty() {
+                return Err(parser.usage("multi_del needs at least one sort key"));
+            }
+            Command::MultiDel {
+                hash_key,
+                sort_keys,
+            }
+        }
+        "sortkey_count" => Command::SortKeyCount {
+            hash_key: parser.positional()?,
+        },
+        "multi_get_range" => {
+            let mut request = MultiGetRequest::range(parser.positional()?);
+            request.start_sort_key = parser.positional()?;
+            request.stop_sort_key = parser.positional()?;
+            request.max_kv_count = -1;
+            request.max_kv_size = -1;
+            let mut filter_type = FilterType::NoFilter;
+            while let Some(option) = parser.option()? {
+                match option {
+                    'a' => request.start_inclusive = parser.boolean_value(option)?,
+                    'b' => request.stop_inclusive = parser.boolean_value(option)?,
+                    's' => filter_type = parser.filter_value(option)?,
+                    'y' => request.sort_key_filter.pattern = parser.value(option)?,
+                    'n' => request.max_kv_count = parser.number_value::<i32>(option)?,
+                    'i' => request.no_value = true,
+                    'r' => request.reverse = true,
+                    other => return Err(parser.unknown_option(other)),
+                }
+            }
+            request.sort_key_filter.kind = filter_type;
+            Command::MultiGet(request)
+        }
+        "incr" => {
+            let (hash_key, sort_key) = (parser.positional()?, parser.positional()?);
+            let increment = match parser.optional_positional() {
+                Some(increment) => parser.number::<i64>(&increment, "increment")?,
+                None => 1,
+            };
+            let mut ttl_seconds = 0;
+            while let Some(option) = parser.option()? {
+                match option {
+                    't' => ttl_seconds = parser.number_value::<i32>(option)?,
+                    other => return Err(parser.unknown_option(other)),
+                }
+            }
+            Command::Incr {
+                hash_key,
+                sort_key,
+                increment,
+                ttl_seconds,
+            }
+        }
+        "check_and_set" => {
+            let hash_key = parser.positional()?;
+            let mut check_sort_key = None;
+            let mut check_type = None;
+            let mut check_operand = Vec::new();
+            let mut set_sort_key = None;
+            let mut set_value = None;
+            let mut set_ttl_seconds = 0;
+            let mut return_check_value = false;
+            while let Some(option) = parser.option()? {
+                match option {
+                    'c' => check_sort_key = Some(parser.value(option)?),
+                    't' => check_type = Some(parser.check_type_value(option)?),
+                    'o' => check_operand = parser.value(option)?,
+                    's' => set_sort_key = Some(parser.value(option)?),
+                    'v' => set_value = Some(parser.value(option)?),
+                    'l' => set_ttl_seconds = parser.number_value::<u32>(option)?,
+                    'r' => return_check_value = true,
+                    other => return Err(parser.unknown_option(other)),
+                }
+            }
+            let missing = |option: &str| parser.usage(format!("check_and_set needs -{option}"));
+            Command::CheckAndSet(CheckAndSetRequest {
+                hash_key,
+                check_sort_key: check_sort_key.ok_or_else(|| missing("c"))?,
+                check_type: check_type.ok_or_else(|| missing("t"))?,
+                check_operand,
+                set_sort_key: set_sort_key.ok_or_else(|| missing("s"))?,
+                set_value: set_value.ok_or_else(|| missing("v"))?,
+                set_ttl_seconds,
+                return_check_value,
+            })
+        }
+        "hash_scan" => {
+            let hash_key = parser.positional()?;
+            let start_sort_key = parser.positional()?;
+            let stop_sort_key = parser.positional()?;
+            let mut options = ScanOptions::default();
+            let mut max_count = SCAN_PRINT_COUNT_DEFAULT;
+            while let Some(option) = parser.option()? {
+                match option {
+                    'a' => options.start_inclusive = parser.boolean_value(option)?,
+                    'b' => options.stop_inclusive = parser.boolean_value(option)?,
+                    's' => options.sort_key_filter.kind = parser.filter_value(option)?,
+                    'y' => options.sort_key_filter.pattern = parser.value(option)?,
+                    'n' => max_count = parser.number_value::<u64>(option)?,
+                    'i' => options.no_value = true,
+                    other => return Err(parser.unknown_option(other)),
+                }
+            }
+            Command::HashScan {
+                hash_key,
+                start_sort_key,
+                stop_sort_key,
+                options,
+                max_count,
+            }
+        }
+        "full_scan" | "count_data" => {
+            let mut options = ScanOptions::default();
+            let mut max_count = SCAN_PRINT_COUNT_DEFAULT;
+            let full_scan = spec.name == "full_scan";
+            while let Some(option) = parser.option()? {
+                match option {
+                    'h' => options.hash_key_filter.kind = parser.filter_value(option)?,
+                    'x' => options.hash_key_filter.pattern = parser.value(option)?,
+                    's' => options.sort_key_filter.kind = parser.filter_value(option)?,
+                    'y' => options.sort_key_filter.pattern = parser.value(option)?,
+                    'n' if full_scan => max_count = parser.number_value::<u64>(option)?,
+                    'i' if full_scan => options.no_value = true,
+                    other => return Err(parser.unknown_option(other)),
+                }
+            }
+            if full_scan {
+                Command::FullScan { options, max_count }
+            } else {
+                Command::CountData { options }
+            }
+        }
+        other => unreachable!("command {other} is listed in COMMANDS but not parsed"),
+    };
+    parser.finish()?;
+    Ok(Some(command))
+}
+
+/// Walks a command's arguments: positionals first, then `-x [value]`
+/// options.
+struct Parser<'a> {
+    spec: &'static CommandSpec,
+    arguments: &'a [Vec<u8>],
+    next: usize,
+}
+
+impl Parser<'_> {
+    fn usage(&self, reason: impl Into<String>) -> ParseError {
+        ParseError::Usage {
+            reason: reason.into(),
+            usage: self.spec.usage,
+        }
+    }
+
+    fn unknown_option(&self, option: char) -> ParseError {
+        self.usage(format!("{} has no option -{option}", self.spec.name))
+    }
+
+    fn is_option(token: &[u8]) -> bool {
+        token.len() == 2 && token[0] == b'-' && token[1].is_ascii_alphabetic()
+    }
+
+    /// The next argument, which must be there (and not be an option).
+    fn positional(&mut self) -> Result<Vec<u8>, ParseError> {
+        match self.arguments.get(self.next) {
+            Some(token) if !Self::is_option(token) => {
+                self.next += 1;
+                Ok(token.clone())
+            }
+            _ => Err(self.usage(format!("{} is missing an argument", self.spec.name))),
+        }
+    }
+
+    /// The next argument if there is one and it is not an option.
+    fn optional_positional(&mut self) -> Option<Vec<u8>> {
+        let token = self.arguments.get(self.next)?;
+        if Self::is_option(token) {
+            return None;
+        }
+        self.next += 1;
+        Some(token.clone())
+    }
+
+    /// Every remaining argument, bounded by [`COMMAND_KEYS_MAX`].
+    fn rest(&mut self) -> Vec<Vec<u8>> {
+        let rest = self.arguments[self.next..].to_vec();
+        self.next = self.arguments.len();
+        rest
+    }
+
+    /// The next option letter, or `None` at the end.
+    fn option(&mut self) -> Result<Option<char>, ParseError> {
+        let Some(token) = self.arguments.get(self.next) else {
+            return Ok(None);
+        };
+        if !Self::is_option(token) {
+            return Err(self.usage(format!(
+                "unexpected argument {:?}",
+                String::from_utf8_lossy(token)
+            )));
+        }
+        self.next += 1;
+        Ok(Some(token[1] as char))
+    }
+
+    fn value(&mut self, option: char) -> Result<Vec<u8>, ParseError> {
+        let value = self.arguments.get(self.next).cloned();
+        self.next += 1;
+        value.ok_or_else(|| self.usage(format!("-{option} needs a value")))
+    }
+
+    fn text_value(&mut self, option: char) -> Result<String, ParseError> {
+        let value = self.value(option)?;
+        String::from_utf8(value).map_err(|_| self.usage(format!("-{option} needs a text value")))
+    }
+
+    fn number<T: std::str::FromStr>(&self, token: &[u8], what: &str) -> Result<T, ParseError> {
+        std::str::from_utf8(token)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| {
+                self.usage(format!(
+                    "{what} must be a number in range, not {:?}",
+                    String::from_utf8_lossy(token)
+                ))
+            })
+    }
+
+    fn number_value<T: std::str::FromStr>(&mut self, option: char) -> Result<T, ParseError> {
+        let value = self.value(option)?;
+        self.number(&value, &format!("-{option}"))
+    }
+
+    fn boolean_value(&mut self, option: char) -> Result<bool, ParseError> {
+        match self.text_value(option)?.as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(self.usage(format!("-{option} must be true or false, not {other:?}"))),
+        }
+    }
+
+    fn filter_value(&mut self, option: char) -> Result<FilterType, ParseError> {
+        match self.text_value(option)?.as_str() {
+            "anywhere" => Ok(FilterType::MatchAnywhere),
+            "prefix" => Ok(FilterType::MatchPrefix),
+            "postfix" => Ok(FilterType::MatchPostfix),
+            "no_filter" => Ok(FilterType::NoFilter),
+            other => Err(self.usage(format!(
+                "-{option} must be anywhere, prefix, postfix or no_filter, not {other:?}"
+            ))),
+        }
+    }
+
+    fn check_type_value(&mut self, option: char) -> Result<CheckType, ParseError> {
+        let name = self.text_value(option)?;
+        CHECK_TYPE_NAMES
+            .iter()
+            .position(|candidate| *candidate == name)
+            .and_then(|index| CheckType::from_u8(index as u8))
+            .ok_or_else(|| {
+                self.usage(format!(
+                    "unknown check type {name:?}; one of: {}",
+                    CHECK_TYPE_NAMES.join(", ")
+                ))
+            })
+    }
+
+    /// Rejects leftover arguments and over-long key lists.
+    fn finish(&self) -> Result<(), ParseError> {
+        if self.next < self.arguments.len() {
+            return Err(self.usage(format!(
+                "unexpected argument {:?}",
+                String::from_utf8_lossy(&self.arguments[self.next])
+            )));
+        }
+        if self.arguments.len() > COMMAND_KEYS_MAX {
+            return Err(self.usage(format!("at most {COMMAND_KEYS_MAX} arguments per command")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use markab_wire::Filter;
+
+    fn parsed(line: &str) -> Command {
+        parse(line).unwrap().unwrap()
+    }
+
+    fn usage_error(line: &str) -> String {
+        match parse(line) {
+            Err(ParseError::Usage { reason, .. }) => reason,
+            other => panic!("{line}: expected a usage error, got {other:?}"),
+        }
+    }
+
+    // Proves blank lines parse to nothing and unknown commands are named.
+    #[test]
+    fn blank_and_unknown() {
+        assert_eq!(parse("   ").unwrap(), None);
+        assert_eq!(
+            parse("frobnicate x").unwrap_err(),
+            ParseError::UnknownCommand("frobnicate".into())
+        );
+    }
+
+    // Proves set takes an optional TTL and decodes escaped bytes.
+    #[test]
+    fn set_with_and_without_ttl() {
+        assert_eq!(
+            parsed(r#"set h "s k" v\x00"#),
+            Command::Set {
+                hash_key: b"h".to_vec(),
+                sort_key: b"s k".to_vec(),
+                value: b"v\0".to_vec(),
+                ttl_seconds: 0
+            }
+        );
+        assert!(matches!(
+            parsed("set h s v 60"),
+            Command::Set {
+                ttl_seconds: 60,
+                ..
+            }
+        ));
+        assert!(usage_error("set h s v -1").contains("ttl_seconds"));
+        assert!(usage_error("set h s").contains("missing"));
+        assert!(usage_error("set h s v 1 extra").contains("unexpected"));
+    }
+
+    // Proves the single-record commands map to their variants.
+    #[test]
+    fn single_record_commands() {
+        let key = (b"h".to_vec(), b"s".to_vec());
+        assert_eq!(
+            parsed("get h s"),
+            Command::Get {
+                hash_key: key.0.clone(),
+                sort_key: key.1.clone()
+            }
+        );
+        assert_eq!(
+            parsed("del h s"),
+            Command::Del {
+                hash_key: key.0.clone(),
+                sort_key: key.1.clone()
+            }
+        );
+        assert_eq!(
+            parsed("exist h s"),
+            Command::Exist {
+                hash_key: key.0.clone(),
+                sort_key: key.1.clone()
+            }
+        );
+        assert_eq!(
+            parsed("ttl h s"),
+            Command::Ttl {
+                hash_key: key.0,
+                sort_key: key.1
+            }
+        );
+        assert_eq!(
+            parsed(r#"get "" s"#),
+            Command::Get {
+                hash_key: Vec::new(),
+                sort_key: b"s".to_vec()
+            }
+        );
+        assert_eq!(parsed("exit"), Command::Exit);
+        assert_eq!(parsed("quit"), Command::Exit);
+        assert_eq!(parsed("help"), Command::Help);
+    }
+
+    // Proves multi_set pairs sort keys with values and rejects odd counts.
+    #[test]
+    fn multi_set_pairs() {
+        assert_eq!(
+            parsed("multi_set h a 1 b 2"),
+            Command::MultiSet {
+                hash_key: b"h".to_vec(),
+                kvs: vec![
+                    SortKeyValue {
+                        sort_key: b"a".to_vec(),
+                        value: b"1".to_vec()
+                    },
+                    SortKeyValue {
+                        sort_key: b"b".to_vec(),
+                        value: b"2".to_vec()
+                    },
+                ]
+            }
+        );
+        assert!(usage_error("multi_set h a 1 b").contains("pairs"));
+        assert!(usage_error("multi_set h").contains("pairs"));
+    }
+
+    // Proves multi_get lists sort keys, or reads the whole hash key without them.
+    #[test]
+    fn multi_get_sort_keys_or_whole_hash_key() {
+        let Command::MultiGet(request) = parsed("multi_get h a b") else {
+            panic!()
+        };
+        assert_eq!(request.sort_keys, vec![b"a".to_vec(), b"b".to_vec()]);
+        let Command::MultiGet(request) = parsed("multi_get h") else {
+            panic!()
+        };
+        assert!(request.sort_keys.is_empty());
+        assert!(request.start_sort_key.is_empty() && request.stop_sort_key.is_empty());
+        assert_eq!(request.max_kv_count, -1);
+    }
+
+    // Proves every multi_get_range option sets its request field.
+    #[test]
+    fn multi_get_range_options() {
+        let Command::MultiGet(request) =
+            parsed("multi_get_range h a z -a false -b true -s prefix -y p -n 7 -i -r")
+        else {
+            panic!()
+        };
+        assert_eq!(request.hash_key, b"h".to_vec());
+        assert_eq!(request.start_sort_key, b"a".to_vec());
+        assert_eq!(request.stop_sort_key, b"z".to_vec());
+        assert!(!request.start_inclusive);
+        assert!(request.stop_inclusive);
+        assert_eq!(
+            request.sort_key_filter,
+            Filter::new(FilterType::MatchPrefix, b"p".to_vec())
+        );
+        assert_eq!(request.max_kv_count, 7);
+        assert!(request.no_value);
+        assert!(request.reverse);
+        let Command::MultiGet(defaults) = parsed("multi_get_range h a z") else {
+            panic!()
+        };
+        assert!(defaults.start_inclusive && !defaults.stop_inclusive && !defaults.reverse);
+        assert!(usage_error("multi_get_range h a z -a maybe").contains("true or false"));
+        assert!(usage_error("multi_get_range h a z -s middle").contains("anywhere"));
+        assert!(usage_error("multi_get_range h a z -q 1").contains("no option -q"));
+        assert!(usage_error("multi_get_range h a z -n").contains("needs a value"));
+    }
+
+    // Proves multi_del, sortkey_count and incr parse with their defaults.
+    #[test]
+    fn multi_del_sortkey_count_incr() {
+        assert_eq!(
+            parsed("multi_del h a b"),
+            Command::MultiDel {
+                hash_key: b"h".to_vec(),
+                sort_keys: vec![b"a".to_vec(), b"b".to_vec()]
+            }
+        );
+        assert!(usage_error("multi_del h").contains("at least one"));
+        assert_eq!(
+            parsed("sortkey_count h"),
+            Command::SortKeyCount {
+                hash_key: b"h".to_vec()
+            }
+        );
+        assert_eq!(
+            parsed("incr h s"),
+            Command::Incr {
+                hash_key: b"h".to_vec(),
+                sort_key: b"s".to_vec(),
+                increment: 1,
+                ttl_seconds: 0
+            }
+        );
+        assert_eq!(
+            parsed("incr h s -5 -t -1"),
+            Command::Incr {
+                hash_key: b"h".to_vec(),
+                sort_key: b"s".to_vec(),
+                increment: -5,
+                ttl_seconds: -1
+            }
+        );
+        assert!(usage_error("incr h s ten").contains("increment"));
+    }
+
+    // Proves check_and_set reads every option, names check types, and
+    // requires the mandatory ones.
+    #[test]
+    fn check_and_set_options() {
+        let Command::CheckAndSet(request) =
+            parsed("check_and_set h -c c1 -t int_greater -o 5 -s s1 -v v1 -l 30 -r")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            request,
+            CheckAndSetRequest {
+                hash_key: b"h".to_vec(),
+                check_sort_key: b"c1".to_vec(),
+                check_type: CheckType::ValueIntGreater,
+                check_operand: b"5".to_vec(),
+                set_sort_key: b"s1".to_vec(),
+                set_value: b"v1".to_vec(),
+                set_ttl_seconds: 30,
+                return_check_value: true,
+            }
+        );
+        for (index, name) in CHECK_TYPE_NAMES.iter().enumerate() {
+            let line = format!("check_and_set h -c c -t {name} -s s -v v");
+            let Command::CheckAndSet(request) = parsed(&line) else {
+                panic!()
+            };
+            assert_eq!(request.check_type as usize, index, "{name}");
+        }
+        assert!(
+            usage_error("check_and_set h -c c -t bogus -s s -v v").contains("unknown check type")
+        );
+        assert!(usage_error("check_and_set h -c c -s s -v v").contains("-t"));
+        assert!(usage_error("check_and_set h -t exist -s s -v v").contains("-c"));
+    }
+
+    // Proves hash_scan, full_scan and count_data map their options.
+    #[test]
+    fn scan_options() {
+        let Command::HashScan {
+            hash_key,
+            start_sort_key,
+            stop_sort_key,
+            options,
+            max_count,
+        } = parsed("hash_scan h a z -a false -b true -s postfix -y x -n 3 -i")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (hash_key, start_sort_key, stop_sort_key),
+            (b"h".to_vec(), b"a".to_vec(), b"z".to_vec())
+        );
+        assert!(!options.start_inclusive && options.stop_inclusive && options.no_value);
+        assert_eq!(
+            options.sort_key_filter,
+            Filter::new(FilterType::MatchPostfix, b"x".to_vec())
+        );
+        assert_eq!(max_count, 3);
+
+        let Command::FullScan { options, max_count } =
+            parsed("full_scan -h anywhere -x hk -s prefix -y sk -n 10 -i")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            options.hash_key_filter,
+            Filter::new(FilterType::MatchAnywhere, b"hk".to_vec())
+        );
+        assert_eq!(
+            options.sort_key_filter,
+            Filter::new(FilterType::MatchPrefix, b"sk".to_vec())
+        );
+        assert!(options.no_value);
+        assert_eq!(max_count, 10);
+        assert_eq!(
+            parsed("full_scan"),
+            Command::FullScan {
+                options: ScanOptions::default(),
+                max_count: SCAN_PRINT_COUNT_DEFAULT
+            }
+        );
+        assert_eq!(
+            parsed("count_data"),
+            Command::CountData {
+                options: ScanOptions::default()
+            }
+        );
+        assert!(usage_error("count_data -n 5").contains("no option -n"));
+    }
+
+    // Proves escape errors surface as parse errors.
+    #[test]
+    fn escape_errors_surface() {
+        assert!(matches!(parse(r"get h \q"), Err(ParseError::Escape(_))));
+    }
+
+    // Proves every listed command parses (no spec without a parser arm).
+    #[test]
+    fn every_listed_command_is_parsed() {
+        for spec in COMMANDS {
+            // A parse error is fine (arguments are missing); a panic is not.
+            let _ = parse(spec.name);
+        }
+    }
+}

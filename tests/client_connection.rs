@@ -1,0 +1,637 @@
+//! The client's connection layer against a scripted in-test server on
+//! 127.0.0.1: pipelining with out-of-order responses, per-request timeouts,
+//! connection loss and reconnection, the request size bound, and scan
+//! cursors. (End-to-end tests against a real node live elsewhere.)
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use markab::client::{Client, ClientError, ClientOptions, ScanOptions};
+use markab::wire::codec::{decode_request, Encoder};
+use markab::wire::frame::{FrameDecoder, FRAME_BODY_BYTES_MAX};
+use markab::wire::{
+    Envelope, ErrorCode, OpError, PartitionRoute, Record, Request, Response, ResponseBody, Route,
+    SCAN_CONTEXT_COMPLETE,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpListener;
+
+/// Every test finishes well within this bound or fails.
+const TEST_TIME_MAX: Duration = Duration::from_secs(20);
+const PARTITION_COUNT: i32 = 4;
+
+/// What the scripted server does with one request.
+enum Action {
+    Reply(Response),
+    /// Never answer.
+    Ignore,
+    /// Answer after a delay.
+    ReplyAfter(Duration, Response),
+    /// Hold the answer; once `count` answers are held, send them all in
+    /// reverse order of arrival.
+    HoldReversed {
+        count: usize,
+        response: Response,
+    },
+    /// Close the connection.
+    Close,
+}
+
+/// Decides the action for (connection number, envelope, request).
+type Handler = dyn Fn(usize, &Envelope, &Request) -> Action + Send + Sync;
+
+struct TestServer {
+    address: String,
+    connections: Arc<AtomicUsize>,
+    /// Every request received, with its connection number.
+    received: Arc<Mutex<Vec<(usize, Request)>>>,
+}
+
+impl TestServer {
+    async fn start(
+        handler: impl Fn(usize, &Envelope, &Request) -> Action + Send + Sync + 'static,
+    ) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let server = TestServer {
+            address: address.clone(),
+            connections: connections.clone(),
+            received: received.clone(),
+        };
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let number = connections.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(
+                    socket,
+                    number,
+                    address.clone(),
+                    handler.clone(),
+                    received.clone(),
+                ));
+            }
+        });
+        server
+    }
+
+    fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    fn received(&self) -> Vec<(usize, Request)> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+fn route(address: &str, table: &str) -> Route {
+    Route {
+        table: table.to_string(),
+        app_id: 7,
+        partition_count: PARTITION_COUNT,
+        partitions: (0..PARTITION_COUNT)
+            .map(|partition_index| PartitionRoute {
+                partition_index,
+                address: address.to_string(),
+                ballot: 1,
+            })
+            .collect(),
+    }
+}
+
+async fn write_response(
+    writer: &tokio::sync::Mutex<OwnedWriteHalf>,
+    request_id: u64,
+    response: &Response,
+) {
+    let mut frame = Vec::new();
+    Encoder::new()
+        .response_frame(request_id, response, &mut frame)
+        .unwrap();
+    let _ = writer.lock().await.write_all(&frame).await;
+}
+
+async fn serve(
+    socket: tokio::net::TcpStream,
+    number: usize,
+    address: String,
+    handler: Arc<Handler>,
+    received: Arc<Mutex<Vec<(usize, Request)>>>,
+) {
+    let (mut reader, writer) = socket.into_split();
+    let writer = Arc::new(tokio::sync::Mutex::new(writer));
+    let mut decoder = FrameDecoder::new(FRAME_BODY_BYTES_MAX);
+    let mut held: Vec<(u64, Response)> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let bytes_read = match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(bytes_read) => bytes_read,
+        };
+        decoder.extend(&chunk[..bytes_read]);
+        while let Some(frame) = decoder.next_frame().unwrap() {
+            let (envelope, request) = decode_request(&frame.body).unwrap();
+            received.lock().unwrap().push((number, request.clone()));
+            let action = match &request {
+                Request::QueryRoute { table } if table == "missing" => {
+                    Action::Reply(Err(OpError::new(ErrorCode::UnknownTable, "no such table")))
+                }
+                Request::QueryRoute { table } => {
+                    Action::Reply(Ok(ResponseBody::Route(route(&address, table))))
+                }
+                _ => handler(number, &envelope, &request),
+            };
+            let request_id = envelope.request_id;
+            match action {
+                Action::Reply(response) => write_response(&writer, request_id, &response).await,
+                Action::Ignore => {}
+                Action::ReplyAfter(delay, response) => {
+                    let writer = writer.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        write_response(&writer, request_id, &response).await;
+                    });
+                }
+                Action::HoldReversed { count, response } => {
+                    held.push((request_id, response));
+                    if held.len() == count {
+                        for (request_id, response) in held.drain(..).rev() {
+                            write_response(&writer, request_id, &response).await;
+                        }
+                    }
+                }
+                Action::Close => {
+                    let _ = writer.lock().await.shutdown().await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The value the scripted servers return for a get: the sort key, reversed.
+fn value_of(sort_key: &[u8]) -> Vec<u8> {
+    sort_key.iter().rev().copied().collect()
+}
+
+async fn bounded<T>(test: impl Future<Output = T>) -> T {
+    tokio::time::timeout(TEST_TIME_MAX, test)
+        .await
+        .expect("the test ran past its time bound")
+}
+
+// Proves that pipelined requests answered in reverse order each get their own
+// response (matching is by request id), all over one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reversed_responses_match_by_request_id() {
+    bounded(async {
+        const REQUESTS: usize = 32;
+        let server = TestServer::start(|_, _, request| match request {
+            Request::Get(key) => Action::HoldReversed {
+                count: REQUESTS,
+                response: Ok(ResponseBody::Value(value_of(&key.sort_key))),
+            },
+            _ => Action::Ignore,
+        })
+        .await;
+        let client = Client::connect(&server.address, ClientOptions::default())
+            .await
+            .unwrap();
+        let table = client.open_table("t").await.unwrap();
+        assert_eq!(table.partition_count(), PARTITION_COUNT as u32);
+        assert_eq!(table.app_id(), 7);
+
+        let sort_keys: Vec<Vec<u8>> = (0..REQUESTS)
+            .map(|i| format!("sort-{i:03}").into_bytes())
+            .collect();
+        let gets = sort_keys
+            .iter()
+            .map(|sort_key| table.get(b"hash", sort_key));
+        let values = futures::future::join_all(gets).await;
+        for (sort_key, value) in sort_keys.iter().zip(values) {
+            assert_eq!(value.unwrap(), Some(value_of(sort_key)));
+        }
+        assert_eq!(
+            server.connection_count(),
+            1,
+            "all requests share one connection"
+        );
+    })
+    .await;
+}
+
+// Proves that a request without an answer fails with Timeout while other
+// requests on the same connection succeed, and that a late answer to a
+// timed-out request is dropped without disturbing the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_request_times_out_others_succeed() {
+    bounded(async {
+        let server = TestServer::start(|_, _, request| match request {
+            Request::Get(key) if key.sort_key == b"never" => Action::Ignore,
+            Request::Get(key) if key.sort_key == b"late" => Action::ReplyAfter(
+                Duration::from_millis(600),
+                Ok(ResponseBody::Value(b"too late".to_vec())),
+            ),
+            Request::Get(key) => Action::Reply(Ok(ResponseBody::Value(value_of(&key.sort_key)))),
+            _ => Action::Ignore,
+        })
+        .await;
+        let options = ClientOptions {
+            operation_timeout: Duration::from_millis(300),
+            ..ClientOptions::default()
+        };
+        let client = Client::connect(&server.address, options).await.unwrap();
+        let table = client.open_table("t").await.unwrap();
+
+        let (never, late, others) = tokio::join!(
+            table.get(b"h", b"never"),
+            table.get(b"h", b"late"),
+            futures::future::join_all((0..10).map(|i| {
+                let table = table.clone();
+                async move { table.get(b"h", format!("k{i}").as_bytes()).await }
+            })),
+        );
+        for result in [never, late] {
+            match result {
+                Err(ClientError::Timeout {
+                    operation,
+                    timeout_ms,
+                }) => {
+                    assert_eq!(operation, "get");
+                    assert_eq!(timeout_ms, 300);
+                }
+                other => panic!("expected a timeout, got {other:?}"),
+            }
+        }
+        for (i, result) in others.into_iter().enumerate() {
+            assert_eq!(result.unwrap(), Some(value_of(format!("k{i}").as_bytes())));
+        }
+        // Let the late answer arrive; it must be dropped quietly.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            table.get(b"h", b"after").await.unwrap(),
+            Some(value_of(b"after"))
+        );
+        assert_eq!(
+            server.connection_count(),
+            1,
+            "a timeout does not cost the connection"
+        );
+    })
+    .await;
+}
+
+// Proves that when the server closes the connection, pending writes fail
+// with an Io error (never retried), and the next request dials a new
+// connection and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_connection_fails_pending_and_next_request_reconnects() {
+    bounded(async {
+        let server = TestServer::start(|connection, _, request| match (connection, request) {
+            (0, Request::Set { .. }) => Action::Ignore,
+            (0, Request::Del(_)) => Action::Close,
+            (_, Request::Get(key)) => {
+                Action::Reply(Ok(ResponseBody::Value(value_of(&key.sort_key))))
+            }
+            _ => Action::Reply(Ok(ResponseBody::Done)),
+        })
+        .await;
+        let client = Client::connect(&server.address, ClientOptions::default())
+            .await
+            .unwrap();
+        let table = client.open_table("t").await.unwrap();
+
+        let pending = tokio::spawn({
+            let table = table.clone();
+            async move { table.set(b"h", b"pending", b"v", 0).await }
+        });
+        // Wait until the server has the pending write.
+        while !server
+            .received()
+            .iter()
+            .any(|(_, r)| matches!(r, Request::Set { .. }))
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let closing = table.del(b"h", b"close").await;
+        assert!(matches!(closing, Err(ClientError::Io(_))), "{closing:?}");
+        let pending = pending.await.unwrap();
+        assert!(matches!(pending, Err(ClientError::Io(_))), "{pending:?}");
+        let sets = server
+            .received()
+            .iter()
+            .filter(|(_, r)| matches!(r, Request::Set { .. }))
+            .count();
+        assert_eq!(sets, 1, "a write whose connection failed is not retried");
+
+        assert_eq!(
+            table.get(b"h", b"again").await.unwrap(),
+            Some(value_of(b"again"))
+        );
+        assert_eq!(server.connection_count(), 2);
+    })
+    .await;
+}
+
+// Proves that a read pending when its connection fails is retried once on
+// a new connection and succeeds there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_read_is_retried_after_reconnect() {
+    bounded(async {
+        let server = TestServer::start(|connection, _, request| match (connection, request) {
+            (0, Request::Get(_)) => Action::Ignore,
+            (0, Request::Del(_)) => Action::Close,
+            (_, Request::Get(key)) => {
+                Action::Reply(Ok(ResponseBody::Value(value_of(&key.sort_key))))
+            }
+            _ => Action::Reply(Ok(ResponseBody::Done)),
+        })
+        .await;
+        let client = Client::connect(&server.address, ClientOptions::default())
+            .await
+            .unwrap();
+        let table = client.open_table("t").await.unwrap();
+        let read = tokio::spawn({
+            let table = table.clone();
+            async move { table.get(b"h", b"hang").await }
+        });
+        while !server
+            .received()
+            .iter()
+            .any(|(_, r)| matches!(r, Request::Get(_)))
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(matches!(
+            table.del(b"h", b"close").await,
+            Err(ClientError::Io(_))
+        ));
+        assert_eq!(read.await.unwrap().unwrap(), Some(value_of(b"hang")));
+        let gets: Vec<usize> = server
+            .received()
+            .iter()
+            .filter(|(_, r)| matches!(r, Request::Get(_)))
+            .map(|(connection, _)| *connection)
+            .collect();
+        assert_eq!(gets, vec![0, 1], "one try per connection");
+    })
+    .await;
+}
+
+// Proves that a request over request_bytes_max fails with REQUEST_TOO_LARGE
+// without reaching the server, and that server error codes map to the API
+// (NOT_FOUND → None, UNKNOWN_TABLE → UnknownTable, others → Server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_bound_and_error_mapping() {
+    bounded(async {
+        let server = TestServer::start(|_, _, request| match request {
+            Request::Get(_) | Request::Ttl(_) => {
+                Action::Reply(Err(OpError::new(ErrorCode::NotFound, "gone")))
+            }
+            _ => Action::Reply(Err(OpError::new(ErrorCode::Busy, "try later"))),
+        })
+        .await;
+        let options = ClientOptions {
+            request_bytes_max: 1024,
+            ..ClientOptions::default()
+        };
+        let client = Client::connect(&server.address, options).await.unwrap();
+        assert!(matches!(
+            client.open_table("missing").await,
+            Err(ClientError::UnknownTable(name)) if name == "missing"
+        ));
+        let table = client.open_table("t").await.unwrap();
+
+        let error = table
+            .set(b"h", b"s", &vec![b'x'; 4096], 0)
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::RequestTooLarge), "{error:?}");
+        assert!(!server
+            .received()
+            .iter()
+            .any(|(_, r)| matches!(r, Request::Set { .. })));
+
+        assert_eq!(table.get(b"h", b"s").await.unwrap(), None);
+        assert_eq!(table.ttl(b"h", b"s").await.unwrap(), None);
+        let error = table.del(b"h", b"s").await.unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::Busy));
+    })
+    .await;
+}
+
+// Proves that requests carry the routed gpid and partition hash, and that
+// batch_get sends one request per partition and returns records in the
+// caller's key order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_and_batch_get_order() {
+    bounded(async {
+        let server = TestServer::start(|_, envelope, request| match request {
+            Request::Get(key) => {
+                let hash = markab::key::partition_hash(&key.hash_key, &key.sort_key);
+                let index = markab::key::partition_index(hash, PARTITION_COUNT as u32) as i32;
+                let routed = envelope.partition_hash == hash
+                    && envelope.gpid.partition_index == index
+                    && envelope.gpid.app_id == 7;
+                Action::Reply(Ok(ResponseBody::Value(vec![routed as u8])))
+            }
+            Request::BatchGet { keys } => {
+                let records = keys
+                    .iter()
+                    // Keys whose sort key starts with "missing" do not exist.
+                    .filter(|key| !key.sort_key.starts_with(b"missing"))
+                    .map(|key| Record {
+                        hash_key: key.hash_key.clone(),
+                        sort_key: key.sort_key.clone(),
+                        value: value_of(&key.sort_key),
+                    })
+                    .collect();
+                Action::Reply(Ok(ResponseBody::BatchGet(records)))
+            }
+            _ => Action::Ignore,
+        })
+        .await;
+        let client = Client::connect(&server.address, ClientOptions::default())
+            .await
+            .unwrap();
+        let table = client.open_table("t").await.unwrap();
+        for i in 0..16 {
+            let hash_key = format!("user{i}");
+            assert_eq!(
+                table.get(hash_key.as_bytes(), b"s").await.unwrap(),
+                Some(vec![1])
+            );
+        }
+
+        let keys: Vec<markab::wire::Key> = (0..40)
+            .map(|i| {
+                let sort_key = if i % 5 == 0 {
+                    format!("missing{i}")
+                } else {
+                    format!("s{i}")
+                };
+                markab::wire::Key::new(format!("user{}", i % 13), sort_key)
+            })
+            .collect();
+        let records = table.batch_get(keys.clone()).await.unwrap();
+        let expected: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|key| !key.sort_key.starts_with(b"missing"))
+            .map(|key| key.sort_key.clone())
+            .collect();
+        let got: Vec<Vec<u8>> = records
+            .iter()
+            .map(|record| record.sort_key.clone())
+            .collect();
+        assert_eq!(got, expected);
+        let batch_requests = server
+            .received()
+            .iter()
+            .filter(|(_, r)| matches!(r, Request::BatchGet { .. }))
+            .count();
+        assert!((1..=PARTITION_COUNT as usize).contains(&batch_requests));
+    })
+    .await;
+}
+
+// Proves a full scan walks every partition through GetScanner and Scan until
+// each cursor completes, count sums the per-batch counts, and a stream
+// dropped early clears its open cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_walk_every_partition_and_clear_early_drops() {
+    bounded(async {
+        // Partition p: GetScanner returns record "p-0" and cursor 100 + p;
+        // Scan{100 + p} returns "p-1" and completes.
+        let server = TestServer::start(|_, envelope, request| {
+            let partition = envelope.gpid.partition_index;
+            let record = |n: i32| Record {
+                hash_key: format!("p{partition}").into_bytes(),
+                sort_key: format!("{n}").into_bytes(),
+                value: b"v".to_vec(),
+            };
+            match request {
+                Request::GetScanner(scan) if scan.only_return_count => {
+                    Action::Reply(Ok(ResponseBody::Scan {
+                        records: Vec::new(),
+                        count: 3,
+                        context_id: SCAN_CONTEXT_COMPLETE,
+                    }))
+                }
+                Request::GetScanner(_) => Action::Reply(Ok(ResponseBody::Scan {
+                    records: vec![record(0)],
+                    count: 1,
+                    context_id: 100 + i64::from(partition),
+                })),
+                Request::Scan { context_id } if *context_id == 100 + i64::from(partition) => {
+                    Action::Reply(Ok(ResponseBody::Scan {
+                        records: vec![record(1)],
+                        count: 1,
+                        context_id: SCAN_CONTEXT_COMPLETE,
+                    }))
+                }
+                Request::ClearScanner { .. } => Action::Reply(Ok(ResponseBody::Done)),
+                _ => Action::Reply(Err(OpError::new(ErrorCode::ScannerNotFound, "bad cursor"))),
+            }
+        })
+        .await;
+        let client = Client::connect(&server.address, ClientOptions::default())
+            .await
+            .unwrap();
+        let table = client.open_table("t").await.unwrap();
+
+        let records: Vec<Record> = table
+            .full_scan(ScanOptions::default())
+            .map(|record| record.unwrap())
+            .collect()
+            .await;
+        let names: Vec<String> = records
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}/{}",
+                    String::from_utf8_lossy(&r.hash_key),
+                    String::from_utf8_lossy(&r.sort_key)
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec!["p0/0", "p0/1", "p1/0", "p1/1", "p2/0", "p2/1", "p3/0", "p3/1"]
+        );
+
+        assert_eq!(
+            table.count(ScanOptions::default()).await.unwrap(),
+            3 * PARTITION_COUNT as i64
+        );
+
+        {
+            let stream = table.full_scan(ScanOptions::default());
+            futures::pin_mut!(stream);
+            assert!(stream.next().await.unwrap().is_ok());
+        } // Dropped with cursor 100 open on partition 0.
+        let cleared = async {
+            loop {
+                if server
+                    .received()
+                    .iter()
+                    .any(|(_, r)| matches!(r, Request::ClearScanner { context_id: 100 }))
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), cleared)
+            .await
+            .expect("dropping the stream clears its cursor");
+
+        let hash_scan = table.hash_scan(b"", b"", b"", ScanOptions::default());
+        futures::pin_mut!(hash_scan);
+        let first = hash_scan.next().await.unwrap().unwrap_err();
+        assert_eq!(
+            first.code(),
+            Some(ErrorCode::InvalidArgument),
+            "empty hash key is refused locally"
+        );
+        assert!(hash_scan.next().await.is_none());
+    })
+    .await;
+}
+
+// Proves the shell's one-command mode (-e) exits zero on success and
+// non-zero on a parse error or a server error, over the scripted server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_execute_exit_codes() {
+    bounded(async {
+        let server = TestServer::start(|_, _, request| match request {
+            Request::Get(key) => Action::Reply(Ok(ResponseBody::Value(value_of(&key.sort_key)))),
+            _ => Action::Reply(Err(OpError::new(ErrorCode::Busy, "try later"))),
+        })
+        .await;
+        let run = |line: &str| {
+            markab::shell::run(markab::shell::ShellArgs {
+                node: server.address.clone(),
+                table: "t".into(),
+                execute: Some(line.to_string()),
+                timeout_ms: 2000,
+            })
+        };
+        let success = std::process::ExitCode::SUCCESS;
+        assert_eq!(run(r#"get "h k" s\x01"#).await.unwrap(), success);
+        assert_ne!(run("get h").await.unwrap(), success, "missing argument");
+        assert_ne!(run("del h s").await.unwrap(), success, "server error");
+        assert!(server
+            .received()
+            .iter()
+            .any(|(_, r)| matches!(r, Request::Get(key) if key.hash_key == b"h k" && key.sort_key == b"s\x01")));
+    })
+    .await;
+}
