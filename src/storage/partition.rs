@@ -1,0 +1,432 @@
+//! [`Partition`]: Pegasus's point and atomic operations on one partition
+//! replica, over any [`StorageEngine`]. Range reads (multi_get ranges,
+//! sortkey_count, scans) live in `scan.rs`. Semantics: docs/storage.md,
+//! "Operations".
+
+use std::cmp::Ordering;
+
+use super::{storage_error, StorageEngine, StorageLimits, WriteBatch};
+use crate::key::{self, check_hash_key, encode_key, encode_value, expire_ts_for_ttl};
+use crate::wire::message::{
+    CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult, CheckType, ErrorCode, Key,
+    Mutation, OpError, Record, Request, Response, ResponseBody, SortKeyValue,
+};
+
+/// A live (present, unexpired) record's expire time and user data.
+pub(super) struct LiveValue {
+    pub expire_ts: u32,
+    pub user_data: Vec<u8>,
+}
+
+/// Pegasus's data operations on one partition replica.
+///
+/// Every method takes the current time (`now_epoch_s`, seconds since
+/// 2016-01-01, see [`key::now_epoch_s`]) so that the simulator can drive
+/// the clock; records with `0 < expire_ts <= now_epoch_s` are invisible.
+pub struct Partition<E: StorageEngine> {
+    engine: E,
+    limits: StorageLimits,
+}
+
+impl<E: StorageEngine> Partition<E> {
+    /// A partition over `engine`, bounded by `limits`.
+    pub fn new(engine: E, limits: StorageLimits) -> Partition<E> {
+        Partition { engine, limits }
+    }
+
+    /// The engine underneath.
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    /// The bounds this partition enforces.
+    pub fn limits(&self) -> &StorageLimits {
+        &self.limits
+    }
+
+    /// Executes one data request at `now_epoch_s`. Scanner requests and
+    /// route queries are the server's (see [`Partition::scan_batch`]) and
+    /// are answered `InvalidArgument` here.
+    pub fn execute(&self, request: &Request, now_epoch_s: u32) -> Response {
+        match request {
+            Request::Get(key) => self.get(key, now_epoch_s),
+            Request::Set {
+                key,
+                value,
+                ttl_seconds,
+            } => self.set(key, value, *ttl_seconds, now_epoch_s),
+            Request::Del(key) => self.del(key),
+            Request::Exist(key) => self.exist(key, now_epoch_s),
+            Request::Ttl(key) => self.ttl(key, now_epoch_s),
+            Request::MultiGet(request) => self.multi_get(request, now_epoch_s),
+            Request::MultiSet {
+                hash_key,
+                kvs,
+                ttl_seconds,
+            } => self.multi_set(hash_key, kvs, *ttl_seconds, now_epoch_s),
+            Request::MultiDel {
+                hash_key,
+                sort_keys,
+            } => self.multi_del(hash_key, sort_keys, now_epoch_s),
+            Request::SortKeyCount { hash_key } => self.sortkey_count(hash_key, now_epoch_s),
+            Request::Incr {
+                key,
+                increment,
+                ttl_seconds,
+            } => self.incr(key, *increment, *ttl_seconds, now_epoch_s),
+            Request::CheckAndSet(request) => self.check_and_set(request, now_epoch_s),
+            Request::CheckAndMutate(request) => self.check_and_mutate(request, now_epoch_s),
+            Request::BatchGet { keys } => self.batch_get(keys, now_epoch_s),
+            Request::GetScanner(_)
+            | Request::Scan { .. }
+            | Request::ClearScanner { .. }
+            | Request::QueryRoute { .. } => Err(OpError::invalid_argument(format!(
+                "{} is served by the server, not by partition storage",
+                request.name()
+            ))),
+        }
+    }
+
+    /// The live record under `raw_key`, if any.
+    pub(super) fn read_live(
+        &self,
+        raw_key: &[u8],
+        now_epoch_s: u32,
+    ) -> Result<Option<LiveValue>, OpError> {
+        let Some(raw_value) = self.engine.get(raw_key)? else {
+            return Ok(None);
+        };
+        Ok(
+            live_value(&raw_value, now_epoch_s)?.map(|(expire_ts, user_data)| LiveValue {
+                expire_ts,
+                user_data: user_data.to_vec(),
+            }),
+        )
+    }
+
+    fn get(&self, key: &Key, now_epoch_s: u32) -> Response {
+        let raw_key = encode_key(&key.hash_key, &key.sort_key)?;
+        match self.read_live(&raw_key, now_epoch_s)? {
+            Some(live) => Ok(ResponseBody::Value(live.user_data)),
+            None => Err(not_found()),
+        }
+    }
+
+    fn set(&self, key: &Key, value: &[u8], ttl_seconds: u32, now_epoch_s: u32) -> Response {
+        let raw_key = encode_key(&key.hash_key, &key.sort_key)?;
+        let mut batch = WriteBatch::new();
+        batch.put(
+            raw_key,
+            encode_value(expire_ts_for_ttl(ttl_seconds, now_epoch_s), value),
+        );
+        self.engine.write(&batch)?;
+        Ok(ResponseBody::Done)
+    }
+
+    fn del(&self, key: &Key) -> Response {
+        let raw_key = encode_key(&key.hash_key, &key.sort_key)?;
+        let mut batch = WriteBatch::new();
+        batch.delete(raw_key);
+        self.engine.write(&batch)?;
+        Ok(ResponseBody::Done)
+    }
+
+    fn exist(&self, key: &Key, now_epoch_s: u32) -> Response {
+        let raw_key = encode_key(&key.hash_key, &key.sort_key)?;
+        Ok(ResponseBody::Exist(
+            self.read_live(&raw_key, now_epoch_s)?.is_some(),
+        ))
+    }
+
+    fn ttl(&self, key: &Key, now_epoch_s: u32) -> Response {
+        let raw_key = encode_key(&key.hash_key, &key.sort_key)?;
+        let live = self
+            .read_live(&raw_key, now_epoch_s)?
+            .ok_or_else(not_found)?;
+        if live.expire_ts == 0 {
+            return Ok(ResponseBody::Ttl(-1));
+        }
+        let left_s = live.expire_ts - now_epoch_s; // Live, so expire_ts > now_epoch_s.
+        Ok(ResponseBody::Ttl(i32::try_from(left_s).unwrap_or(i32::MAX)))
+    }
+
+    fn multi_set(
+        &self,
+        hash_key: &[u8],
+        kvs: &[SortKeyValue],
+        ttl_seconds: u32,
+        now_epoch_s: u32,
+    ) -> Response {
+        check_hash_key_for_multi(hash_key, "multi_set")?;
+        if kvs.is_empty() {
+            return Err(OpError::invalid_argument(
+                "multi_set needs at least one sort key",
+            ));
+        }
+        let expire_ts = expire_ts_for_ttl(ttl_seconds, now_epoch_s);
+        let mut batch = WriteBatch::new();
+        for kv in kvs {
+            batch.put(
+                encode_key(hash_key, &kv.sort_key)?,
+                encode_value(expire_ts, &kv.value),
+            );
+        }
+        self.engine.write(&batch)?;
+        Ok(ResponseBody::Done)
+    }
+
+    fn multi_del(&self, hash_key: &[u8], sort_keys: &[Vec<u8>], now_epoch_s: u32) -> Response {
+        check_hash_key_for_multi(hash_key, "multi_del")?;
+        if sort_keys.is_empty() {
+            return Err(OpError::invalid_argument(
+                "multi_del needs at least one sort key",
+            ));
+        }
+        let mut unique: Vec<&[u8]> = sort_keys.iter().map(Vec::as_slice).collect();
+        unique.sort_unstable();
+        unique.dedup();
+        let mut batch = WriteBatch::new();
+        let mut existed: i64 = 0;
+        for sort_key in unique {
+            let raw_key = encode_key(hash_key, sort_key)?;
+            if self.read_live(&raw_key, now_epoch_s)?.is_some() {
+                existed += 1;
+            }
+            batch.delete(raw_key);
+        }
+        self.engine.write(&batch)?;
+        Ok(ResponseBody::Count(existed))
+    }
+
+    fn incr(&self, key: &Key, increment: i64, ttl_seconds: i32, now_epoch_s: u32) -> Response {
+        let raw_key = encode_key(&key.hash_key, &key.sort_key)?;
+        let (base, old_expire_ts) = match self.read_live(&raw_key, now_epoch_s)? {
+            None => (0, 0),
+            Some(live) if live.user_data.is_empty() => (0, live.expire_ts),
+            Some(live) => (
+                parse_i64(&live.user_data).ok_or_else(|| {
+                    OpError::invalid_argument(
+                        "incr: the stored value is not a decimal 64-bit integer",
+                    )
+                })?,
+                live.expire_ts,
+            ),
+        };
+        let new_value = base.checked_add(increment).ok_or_else(|| {
+            OpError::invalid_argument(format!(
+                "incr: {base} + {increment} overflows a 64-bit integer"
+            ))
+        })?;
+        let expire_ts = match ttl_seconds.cmp(&0) {
+            Ordering::Equal => old_expire_ts,
+            Ordering::Greater => expire_ts_for_ttl(ttl_seconds.unsigned_abs(), now_epoch_s),
+            Ordering::Less => 0,
+        };
+        let mut batch = WriteBatch::new();
+        batch.put(
+            raw_key,
+            encode_value(expire_ts, new_value.to_string().as_bytes()),
+        );
+        self.engine.write(&batch)?;
+        Ok(ResponseBody::Incr(new_value))
+    }
+
+    fn check_and_set(&self, request: &CheckAndSetRequest, now_epoch_s: u32) -> Response {
+        let check_raw_key = encode_key(&request.hash_key, &request.check_sort_key)?;
+        let set_raw_key = encode_key(&request.hash_key, &request.set_sort_key)?;
+        let check_value = self.read_live(&check_raw_key, now_epoch_s)?;
+        let passed = check_passes(
+            request.check_type,
+            &request.check_operand,
+            check_value.as_ref(),
+        )?;
+        if passed {
+            let mut batch = WriteBatch::new();
+            let expire_ts = expire_ts_for_ttl(request.set_ttl_seconds, now_epoch_s);
+            batch.put(set_raw_key, encode_value(expire_ts, &request.set_value));
+            self.engine.write(&batch)?;
+        }
+        Ok(ResponseBody::CheckAndSet(check_result(
+            passed,
+            request.return_check_value,
+            check_value,
+        )))
+    }
+
+    fn check_and_mutate(&self, request: &CheckAndMutateRequest, now_epoch_s: u32) -> Response {
+        if request.mutations.is_empty() {
+            return Err(OpError::invalid_argument(
+                "check_and_mutate needs at least one mutation",
+            ));
+        }
+        let check_raw_key = encode_key(&request.hash_key, &request.check_sort_key)?;
+        let mut batch = WriteBatch::new();
+        for mutation in &request.mutations {
+            match mutation {
+                Mutation::Put {
+                    sort_key,
+                    value,
+                    ttl_seconds,
+                } => batch.put(
+                    encode_key(&request.hash_key, sort_key)?,
+                    encode_value(expire_ts_for_ttl(*ttl_seconds, now_epoch_s), value),
+                ),
+                Mutation::Delete { sort_key } => {
+                    batch.delete(encode_key(&request.hash_key, sort_key)?)
+                }
+            }
+        }
+        let check_value = self.read_live(&check_raw_key, now_epoch_s)?;
+        let passed = check_passes(
+            request.check_type,
+            &request.check_operand,
+            check_value.as_ref(),
+        )?;
+        if passed {
+            self.engine.write(&batch)?;
+        }
+        Ok(ResponseBody::CheckAndSet(check_result(
+            passed,
+            request.return_check_value,
+            check_value,
+        )))
+    }
+
+    fn batch_get(&self, keys: &[Key], now_epoch_s: u32) -> Response {
+        let mut records = Vec::new();
+        for key in keys {
+            let raw_key = encode_key(&key.hash_key, &key.sort_key)?;
+            if let Some(live) = self.read_live(&raw_key, now_epoch_s)? {
+                records.push(Record {
+                    hash_key: key.hash_key.clone(),
+                    sort_key: key.sort_key.clone(),
+                    value: live.user_data,
+                });
+            }
+        }
+        Ok(ResponseBody::BatchGet(records))
+    }
+}
+
+/// Decodes a raw value: `Some((expire_ts, user_data))` when live, `None`
+/// when expired, `StorageError` when shorter than its header.
+pub(super) fn live_value(
+    raw_value: &[u8],
+    now_epoch_s: u32,
+) -> Result<Option<(u32, &[u8])>, OpError> {
+    let (expire_ts, user_data) = key::decode_value(raw_value).ok_or_else(|| {
+        storage_error(
+            "corrupt stored value",
+            format!(
+                "{} bytes is shorter than the 4-byte header",
+                raw_value.len()
+            ),
+        )
+    })?;
+    Ok((!key::is_expired(expire_ts, now_epoch_s)).then_some((expire_ts, user_data)))
+}
+
+/// Multi-record operations need a non-empty hash key of legal length.
+pub(super) fn check_hash_key_for_multi(hash_key: &[u8], operation: &str) -> Result<(), OpError> {
+    if hash_key.is_empty() {
+        return Err(OpError::invalid_argument(format!(
+            "{operation} needs a non-empty hash key"
+        )));
+    }
+    check_hash_key(hash_key)
+}
+
+fn not_found() -> OpError {
+    OpError::new(
+        ErrorCode::NotFound,
+        "the record does not exist or has expired",
+    )
+}
+
+/// A decimal 64-bit integer (optional sign, digits, nothing else).
+pub(super) fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// Whether the check of check_and_set / check_and_mutate passes.
+/// Existence checks treat a missing value as absent; every other check
+/// fails on a missing value; int checks fail with `InvalidArgument` when
+/// the value or the operand is not a decimal 64-bit integer.
+fn check_passes(
+    check_type: CheckType,
+    operand: &[u8],
+    value: Option<&LiveValue>,
+) -> Result<bool, OpError> {
+    let value = value.map(|live| live.user_data.as_slice());
+    let passed = match check_type {
+        CheckType::NoCheck => true,
+        CheckType::ValueNotExist => value.is_none(),
+        CheckType::ValueNotExistOrEmpty => value.is_none_or(<[u8]>::is_empty),
+        CheckType::ValueExist => value.is_some(),
+        CheckType::ValueNotEmpty => value.is_some_and(|value| !value.is_empty()),
+        CheckType::ValueMatchAnywhere => value.is_some_and(|value| {
+            operand.is_empty() || value.windows(operand.len()).any(|window| window == operand)
+        }),
+        CheckType::ValueMatchPrefix => value.is_some_and(|value| value.starts_with(operand)),
+        CheckType::ValueMatchPostfix => value.is_some_and(|value| value.ends_with(operand)),
+        CheckType::ValueBytesLess
+        | CheckType::ValueBytesLessOrEqual
+        | CheckType::ValueBytesEqual
+        | CheckType::ValueBytesGreaterOrEqual
+        | CheckType::ValueBytesGreater => {
+            value.is_some_and(|value| ordering_passes(check_type, value.cmp(operand)))
+        }
+        CheckType::ValueIntLess
+        | CheckType::ValueIntLessOrEqual
+        | CheckType::ValueIntEqual
+        | CheckType::ValueIntGreaterOrEqual
+        | CheckType::ValueIntGreater => match value {
+            None => false,
+            Some(value) => {
+                let value = parse_i64(value).ok_or_else(|| {
+                    OpError::invalid_argument("check value is not a decimal 64-bit integer")
+                })?;
+                let operand = parse_i64(operand).ok_or_else(|| {
+                    OpError::invalid_argument("check operand is not a decimal 64-bit integer")
+                })?;
+                ordering_passes(check_type, value.cmp(&operand))
+            }
+        },
+    };
+    Ok(passed)
+}
+
+/// Whether `value.cmp(operand)` satisfies a comparison check type.
+fn ordering_passes(check_type: CheckType, ordering: Ordering) -> bool {
+    match check_type {
+        CheckType::ValueBytesLess | CheckType::ValueIntLess => ordering == Ordering::Less,
+        CheckType::ValueBytesLessOrEqual | CheckType::ValueIntLessOrEqual => {
+            ordering != Ordering::Greater
+        }
+        CheckType::ValueBytesEqual | CheckType::ValueIntEqual => ordering == Ordering::Equal,
+        CheckType::ValueBytesGreaterOrEqual | CheckType::ValueIntGreaterOrEqual => {
+            ordering != Ordering::Less
+        }
+        CheckType::ValueBytesGreater | CheckType::ValueIntGreater => ordering == Ordering::Greater,
+        _ => false,
+    }
+}
+
+fn check_result(
+    passed: bool,
+    return_check_value: bool,
+    check_value: Option<LiveValue>,
+) -> CheckAndSetResult {
+    if !return_check_value {
+        return CheckAndSetResult {
+            set_succeeded: passed,
+            ..CheckAndSetResult::default()
+        };
+    }
+    CheckAndSetResult {
+        set_succeeded: passed,
+        check_value_returned: true,
+        check_value_exist: check_value.is_some(),
+        check_value: check_value.map(|live| live.user_data).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,285 @@
+//! [`RocksEngine`]: one RocksDB instance per partition replica, and
+//! [`ShardStorage`]: what the instances of one shard share (block cache,
+//! write-buffer budget, background threads). See docs/storage.md, "RocksDB".
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::compaction_filter::Decision;
+use rocksdb::{
+    BlockBasedOptions, Cache, DBCompressionType, Env, Options, ReadOptions, SliceTransform,
+    WriteBufferManager, DB,
+};
+
+use super::{
+    storage_error, Direction, ScanControl, ScanVisitor, StorageEngine, WriteBatch, WriteOp,
+};
+use crate::key::{self, HASH_KEY_LENGTH_BYTES};
+use crate::wire::message::OpError;
+
+/// Most compaction threads a shard may ask for.
+pub const COMPACTION_THREADS_MAX: i32 = 64;
+/// Smallest block cache a shard may configure (1 MiB).
+pub const BLOCK_CACHE_BYTES_MIN: usize = 1 << 20;
+/// Smallest write-buffer budget a shard may configure (1 MiB).
+pub const WRITE_BUFFER_BYTES_MIN: usize = 1 << 20;
+/// Bloom filter bits per key (about 1% false positives).
+const BLOOM_BITS_PER_KEY: f64 = 10.0;
+
+/// Per-shard RocksDB resource settings (from the tuning files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageTuning {
+    /// LRU block cache shared by the shard's instances (default 64 MiB,
+    /// at least [`BLOCK_CACHE_BYTES_MIN`]).
+    pub block_cache_bytes: usize,
+    /// Memtable budget shared by the shard's instances (default 64 MiB, at
+    /// least [`WRITE_BUFFER_BYTES_MIN`]).
+    pub write_buffer_bytes: usize,
+    /// Background flush/compaction jobs per instance and threads of the
+    /// compaction pool (default 2, 1..=[`COMPACTION_THREADS_MAX`]).
+    pub compaction_threads: i32,
+}
+
+impl Default for StorageTuning {
+    fn default() -> StorageTuning {
+        StorageTuning {
+            block_cache_bytes: 64 << 20,
+            write_buffer_bytes: 64 << 20,
+            compaction_threads: 2,
+        }
+    }
+}
+
+/// The RocksDB resources one shard's instances share.
+///
+/// RocksDB's C API only reaches the process-wide default `Env`, so the
+/// background thread pools are sized per process (to this shard's
+/// `compaction_threads`, plus one high-priority flush thread); each
+/// instance is further limited to `compaction_threads` background jobs.
+pub struct ShardStorage {
+    tuning: StorageTuning,
+    block_cache: Cache,
+    write_buffer_manager: WriteBufferManager,
+    env: Env,
+}
+
+impl ShardStorage {
+    /// Creates the shard's block cache, write-buffer manager and thread
+    /// pools. Fails with `InvalidArgument` on out-of-range tuning and with
+    /// `StorageError` when RocksDB cannot create its environment.
+    pub fn new(tuning: &StorageTuning) -> Result<ShardStorage, OpError> {
+        if tuning.block_cache_bytes < BLOCK_CACHE_BYTES_MIN {
+            return Err(OpError::invalid_argument(format!(
+                "block_cache_bytes {} is below the minimum of {BLOCK_CACHE_BYTES_MIN}",
+                tuning.block_cache_bytes
+            )));
+        }
+        if tuning.write_buffer_bytes < WRITE_BUFFER_BYTES_MIN {
+            return Err(OpError::invalid_argument(format!(
+                "write_buffer_bytes {} is below the minimum of {WRITE_BUFFER_BYTES_MIN}",
+                tuning.write_buffer_bytes
+            )));
+        }
+        if !(1..=COMPACTION_THREADS_MAX).contains(&tuning.compaction_threads) {
+            return Err(OpError::invalid_argument(format!(
+                "compaction_threads {} is outside 1..={COMPACTION_THREADS_MAX}",
+                tuning.compaction_threads
+            )));
+        }
+        let block_cache = Cache::new_lru_cache(tuning.block_cache_bytes);
+        let write_buffer_manager =
+            WriteBufferManager::new_write_buffer_manager(tuning.write_buffer_bytes, false);
+        let mut env =
+            Env::new().map_err(|error| storage_error("creating the RocksDB env", error))?;
+        env.set_background_threads(tuning.compaction_threads);
+        env.set_high_priority_background_threads(1);
+        Ok(ShardStorage {
+            tuning: *tuning,
+            block_cache,
+            write_buffer_manager,
+            env,
+        })
+    }
+
+    /// The settings this shard was created with.
+    pub fn tuning(&self) -> &StorageTuning {
+        &self.tuning
+    }
+
+    /// Bytes the shard's memtables use now.
+    pub fn write_buffer_usage_bytes(&self) -> usize {
+        self.write_buffer_manager.get_usage()
+    }
+
+    /// Bytes held by the shard's block cache now.
+    pub fn block_cache_usage_bytes(&self) -> usize {
+        self.block_cache.get_usage()
+    }
+
+    fn options(&self) -> Options {
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&self.block_cache);
+        table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_whole_key_filtering(true);
+
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.set_env(&self.env);
+        options.set_max_background_jobs(self.tuning.compaction_threads);
+        options.set_write_buffer_manager(&self.write_buffer_manager);
+        options.set_block_based_table_factory(&table);
+        options.set_compression_type(DBCompressionType::Lz4);
+        options.set_bottommost_compression_type(DBCompressionType::Zstd);
+        options.set_prefix_extractor(SliceTransform::create(
+            "markab.hash_key",
+            hash_key_prefix_of,
+            Some(has_hash_key_prefix),
+        ));
+        options.set_compaction_filter("markab.ttl", drop_expired);
+        options
+    }
+}
+
+/// The prefix extractor: the length field and bytes of the hash key.
+fn hash_key_prefix_of(raw_key: &[u8]) -> &[u8] {
+    match prefix_len(raw_key) {
+        Some(len) => &raw_key[..len],
+        None => raw_key,
+    }
+}
+
+fn has_hash_key_prefix(raw_key: &[u8]) -> bool {
+    prefix_len(raw_key).is_some()
+}
+
+fn prefix_len(raw_key: &[u8]) -> Option<usize> {
+    let length_bytes: [u8; HASH_KEY_LENGTH_BYTES] =
+        raw_key.get(..HASH_KEY_LENGTH_BYTES)?.try_into().ok()?;
+    let len = HASH_KEY_LENGTH_BYTES + usize::from(u16::from_be_bytes(length_bytes));
+    (raw_key.len() >= len).then_some(len)
+}
+
+/// The TTL compaction filter: drops records expired by the system clock
+/// at the time of compaction; keeps anything it cannot decode.
+fn drop_expired(_level: u32, _raw_key: &[u8], raw_value: &[u8]) -> Decision {
+    match key::decode_value(raw_value) {
+        Some((expire_ts, _)) if key::is_expired(expire_ts, key::now_epoch_s()) => Decision::Remove,
+        _ => Decision::Keep,
+    }
+}
+
+/// One RocksDB instance (one partition replica's data).
+pub struct RocksEngine {
+    db: DB,
+    path: PathBuf,
+}
+
+impl RocksEngine {
+    /// Opens (creating if missing) the instance at `path`, sharing the
+    /// shard's cache, write-buffer budget and threads. RocksDB's own WAL is
+    /// on for now (the mutation log replaces it later).
+    pub fn open(path: &Path, shard: &ShardStorage) -> Result<RocksEngine, OpError> {
+        let db = DB::open(&shard.options(), path).map_err(|error| {
+            storage_error(&format!("opening RocksDB at {}", path.display()), error)
+        })?;
+        Ok(RocksEngine {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Where this instance lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes memtables and compacts every level (running the TTL
+    /// compaction filter over all data).
+    pub fn compact_all(&self) -> Result<(), OpError> {
+        self.db
+            .flush()
+            .map_err(|error| storage_error("flushing RocksDB", error))?;
+        self.db.compact_range::<&[u8], &[u8]>(None, None);
+        Ok(())
+    }
+}
+
+impl StorageEngine for RocksEngine {
+    fn get(&self, raw_key: &[u8]) -> Result<Option<Vec<u8>>, OpError> {
+        self.db
+            .get(raw_key)
+            .map_err(|error| storage_error("RocksDB get", error))
+    }
+
+    fn write(&self, batch: &WriteBatch) -> Result<(), OpError> {
+        let mut rocks_batch = rocksdb::WriteBatch::default();
+        for op in batch.ops() {
+            match op {
+                WriteOp::Put { raw_key, raw_value } => rocks_batch.put(raw_key, raw_value),
+                WriteOp::Delete { raw_key } => rocks_batch.delete(raw_key),
+            }
+        }
+        self.db
+            .write(rocks_batch)
+            .map_err(|error| storage_error("RocksDB write", error))
+    }
+
+    fn scan(
+        &self,
+        lower_inclusive: &[u8],
+        upper_exclusive: Option<&[u8]>,
+        direction: Direction,
+        visit: &mut ScanVisitor<'_>,
+    ) -> Result<(), OpError> {
+        if upper_exclusive.is_some_and(|upper| upper <= lower_inclusive) {
+            return Ok(());
+        }
+        let mut read_options = ReadOptions::default();
+        // Prefix (bloom-assisted) seeks only for forward reads inside one
+        // hash key; everything else needs total order.
+        let within_one_hash_key = direction == Direction::Forward
+            && prefix_len(lower_inclusive).is_some_and(|len| {
+                let end = key::next_key(&lower_inclusive[..len]);
+                match (upper_exclusive, end) {
+                    (Some(upper), Some(end)) => upper <= end.as_slice(),
+                    _ => false,
+                }
+            });
+        if within_one_hash_key {
+            read_options.set_prefix_same_as_start(true);
+        } else {
+            read_options.set_total_order_seek(true);
+        }
+        read_options.set_iterate_lower_bound(lower_inclusive.to_vec());
+        if let Some(upper) = upper_exclusive {
+            read_options.set_iterate_upper_bound(upper.to_vec());
+        }
+        let mut iterator = self.db.raw_iterator_opt(read_options);
+        match direction {
+            Direction::Forward => iterator.seek(lower_inclusive),
+            Direction::Reverse => match upper_exclusive {
+                Some(upper) => {
+                    iterator.seek_for_prev(upper);
+                    while iterator.key().is_some_and(|key| key >= upper) {
+                        iterator.prev();
+                    }
+                }
+                None => iterator.seek_to_last(),
+            },
+        }
+        while let Some((raw_key, raw_value)) = iterator.item() {
+            let in_range =
+                raw_key >= lower_inclusive && upper_exclusive.is_none_or(|upper| raw_key < upper);
+            if !in_range || visit(raw_key, raw_value)? == ScanControl::Stop {
+                break;
+            }
+            match direction {
+                Direction::Forward => iterator.next(),
+                Direction::Reverse => iterator.prev(),
+            }
+        }
+        iterator
+            .status()
+            .map_err(|error| storage_error("RocksDB iteration", error))
+    }
+}
