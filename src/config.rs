@@ -1,0 +1,287 @@
+//! The node's config file: where it listens, where its data lives, how many
+//! shards it runs, and — in standalone mode — which tables it serves.
+//!
+//! ```toml
+//! [node]
+//! data_dir = "/var/tmp/markab/node1"   # required
+//! host = "127.0.0.1"                    # default 127.0.0.1
+//! port_base = 34801                     # shard i listens on port_base + i; 0 = any free port
+//! shards = "auto"                       # "auto" (one per core), a count, or a list of cpu ids
+//! pin = true                            # pin each shard's executor to its cpu
+//! tuning_dir = "tuning"                 # relative to this file; default.toml + core-<cpu>.toml
+//!
+//! [[table]]
+//! name = "temp"
+//! app_id = 1
+//! partition_count = 8
+//! ```
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use markab_shards::topology::ShardCount;
+use serde::Deserialize;
+
+/// Largest partition count a table may have.
+pub const PARTITION_COUNT_MAX: u32 = 65_536;
+/// Longest table name, in bytes.
+pub const TABLE_NAME_BYTES_MAX: usize = 128;
+/// Default first shard port (shard i listens on `port_base + i`).
+pub const PORT_BASE_DEFAULT: u16 = 34_801;
+
+/// Errors loading or validating a config file; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    node: NodeSection,
+    #[serde(default, rename = "table")]
+    tables: Vec<TableConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeSection {
+    data_dir: PathBuf,
+    #[serde(default = "default_host")]
+    host: IpAddr,
+    #[serde(default = "default_port_base")]
+    port_base: u16,
+    #[serde(default)]
+    shards: ShardsSetting,
+    #[serde(default = "default_pin")]
+    pin: bool,
+    tuning_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum ShardsSetting {
+    #[default]
+    #[serde(skip)]
+    Auto,
+    Word(String),
+    Count(usize),
+    Cpus(Vec<usize>),
+}
+
+fn default_host() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+
+fn default_port_base() -> u16 {
+    PORT_BASE_DEFAULT
+}
+
+fn default_pin() -> bool {
+    true
+}
+
+/// A table served by a standalone node.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Letters, digits, `_`, `-` and `.`; at most 128 bytes.
+    pub name: String,
+    /// Positive and unique on this node.
+    pub app_id: i32,
+    /// A power of two, at most 65,536.
+    pub partition_count: u32,
+}
+
+/// A validated node configuration.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub path: PathBuf,
+    pub data_dir: PathBuf,
+    pub host: IpAddr,
+    pub port_base: u16,
+    pub shards: ShardCount,
+    pub pin: bool,
+    pub tuning_dir: PathBuf,
+    pub tables: Vec<TableConfig>,
+}
+
+impl NodeConfig {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        NodeConfig::parse(path, &text)
+    }
+
+    /// Parses and validates `text`; `path` names the file in errors and
+    /// anchors the relative `tuning_dir`.
+    pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, ConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: path.to_owned(),
+            message: error.to_string(),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let shards = match file.node.shards {
+            ShardsSetting::Auto => ShardCount::Auto,
+            ShardsSetting::Word(word) if word == "auto" => ShardCount::Auto,
+            ShardsSetting::Word(word) => {
+                return Err(invalid(format!(
+                    "node.shards = {word:?} is not valid (allowed: \"auto\", a count, or a list of cpu ids)"
+                )))
+            }
+            ShardsSetting::Count(0) => {
+                return Err(invalid("node.shards = 0 is out of range (allowed 1..)".into()))
+            }
+            ShardsSetting::Count(count) => ShardCount::Count(count),
+            ShardsSetting::Cpus(cpus) if cpus.is_empty() => {
+                return Err(invalid("node.shards = [] names no cpu".into()))
+            }
+            ShardsSetting::Cpus(cpus) => ShardCount::Cpus(cpus),
+        };
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        let tuning_dir = base_dir.join(file.node.tuning_dir.unwrap_or_else(|| "tuning".into()));
+        let mut names = HashSet::new();
+        let mut app_ids = HashSet::new();
+        for table in &file.tables {
+            validate_table_name(&table.name)
+                .map_err(|message| invalid(format!("table {message}")))?;
+            if table.app_id <= 0 {
+                return Err(invalid(format!(
+                    "table {:?}: app_id = {} is out of range (allowed 1..)",
+                    table.name, table.app_id
+                )));
+            }
+            validate_partition_count(table.partition_count)
+                .map_err(|message| invalid(format!("table {:?}: {message}", table.name)))?;
+            if !names.insert(table.name.clone()) {
+                return Err(invalid(format!("table {:?} is declared twice", table.name)));
+            }
+            if !app_ids.insert(table.app_id) {
+                return Err(invalid(format!(
+                    "app_id {} is used by two tables",
+                    table.app_id
+                )));
+            }
+        }
+        Ok(NodeConfig {
+            path: path.to_owned(),
+            data_dir: file.node.data_dir,
+            host: file.node.host,
+            port_base: file.node.port_base,
+            shards,
+            pin: file.node.pin,
+            tuning_dir,
+            tables: file.tables,
+        })
+    }
+}
+
+/// Checks a table name: 1–128 bytes of letters, digits, `_`, `-`, `.`.
+pub fn validate_table_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > TABLE_NAME_BYTES_MAX {
+        return Err(format!(
+            "name {name:?} must be 1..={TABLE_NAME_BYTES_MAX} bytes long"
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!(
+            "name {name:?} contains {bad:?}; only letters, digits, '_', '-' and '.' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a partition count: a power of two in 1..=65,536.
+pub fn validate_partition_count(count: u32) -> Result<(), String> {
+    if count == 0 || count > PARTITION_COUNT_MAX || !count.is_power_of_two() {
+        return Err(format!(
+            "partition_count = {count} must be a power of two in 1..={PARTITION_COUNT_MAX}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::parse(Path::new("/etc/markab/node.toml"), text)
+    }
+
+    // A full file parses with every field, and defaults fill what is left out.
+    #[test]
+    fn parses_full_and_minimal_files() {
+        let config = parse(
+            "[node]\ndata_dir = \"/d\"\nport_base = 0\nshards = [0, 1]\npin = false\ntuning_dir = \"t\"\n\
+             [[table]]\nname = \"temp\"\napp_id = 1\npartition_count = 8\n",
+        )
+        .unwrap();
+        assert_eq!(config.shards, ShardCount::Cpus(vec![0, 1]));
+        assert_eq!(config.tuning_dir, Path::new("/etc/markab/t"));
+        assert_eq!(config.tables.len(), 1);
+        assert!(!config.pin);
+
+        let config = parse("[node]\ndata_dir = \"/d\"\n").unwrap();
+        assert_eq!(config.shards, ShardCount::Auto);
+        assert_eq!(config.port_base, PORT_BASE_DEFAULT);
+        assert_eq!(config.tuning_dir, Path::new("/etc/markab/tuning"));
+        assert!(config.pin);
+        assert_eq!(
+            parse("[node]\ndata_dir = \"/d\"\nshards = 2\n")
+                .unwrap()
+                .shards,
+            ShardCount::Count(2)
+        );
+    }
+
+    // Every validation error names the file and the offending setting.
+    #[test]
+    fn rejects_bad_settings_with_clear_errors() {
+        let cases = [
+            ("[node]\ndata_dir = \"/d\"\nshards = 0\n", "node.shards = 0"),
+            ("[node]\ndata_dir = \"/d\"\nshards = \"many\"\n", "node.shards = \"many\""),
+            ("[node]\ndata_dir = \"/d\"\nbogus = 1\n", "bogus"),
+            ("[node]\n", "data_dir"),
+            ("[node]\ndata_dir = \"/d\"\n[[table]]\nname = \"a b\"\napp_id = 1\npartition_count = 8\n", "' '"),
+            ("[node]\ndata_dir = \"/d\"\n[[table]]\nname = \"t\"\napp_id = 1\npartition_count = 6\n", "power of two"),
+            ("[node]\ndata_dir = \"/d\"\n[[table]]\nname = \"t\"\napp_id = 0\npartition_count = 8\n", "app_id = 0"),
+            (
+                "[node]\ndata_dir = \"/d\"\n[[table]]\nname = \"t\"\napp_id = 1\npartition_count = 8\n\
+                 [[table]]\nname = \"t\"\napp_id = 2\npartition_count = 8\n",
+                "declared twice",
+            ),
+            (
+                "[node]\ndata_dir = \"/d\"\n[[table]]\nname = \"t\"\napp_id = 1\npartition_count = 8\n\
+                 [[table]]\nname = \"u\"\napp_id = 1\npartition_count = 8\n",
+                "app_id 1 is used by two tables",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(message.starts_with("/etc/markab/node.toml"), "{message}");
+            assert!(
+                message.contains(expected),
+                "{message:?} should mention {expected:?}"
+            );
+        }
+    }
+}

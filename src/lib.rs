@@ -1,0 +1,14 @@
+//! Markab: a distributed, strongly consistent, low-latency key-value store.
+//!
+//! The Apache Pegasus design — tables of `(hash_key, sort_key) -> value`
+//! records with TTL, hash partitioning, RocksDB underneath — rebuilt as a
+//! thread-per-core server. See README.md and docs/DESIGN.md.
+
+pub mod client;
+pub mod config;
+pub mod key;
+pub mod server;
+pub mod shell;
+pub mod storage;
+
+pub use markab_wire as wire;

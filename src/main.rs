@@ -1,0 +1,98 @@
+//! The `markab` command: node, shell and operator tools.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use markab::config::NodeConfig;
+use markab_shards::topology::{ShardCount, Topology};
+
+#[derive(Parser)]
+#[command(
+    name = "markab",
+    version,
+    about = "Markab: a strongly consistent, low-latency key-value store (Pegasus, shard per core)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a replica node. In standalone mode it serves the tables listed in
+    /// its config file. Stops cleanly on SIGTERM or Ctrl-C.
+    Replica {
+        /// The node's TOML config file (see tuning/standalone.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Interactive data shell (or one command with -e).
+    Shell(markab::shell::ShellArgs),
+    /// Print CPU cores, NUMA nodes and the shard plan.
+    Topology {
+        /// "auto" (one shard per core), a shard count, or a comma-separated
+        /// list of cpu ids.
+        #[arg(long, default_value = "auto")]
+        shards: String,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MARKAB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replica { config } => NodeConfig::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(markab::server::run_node)
+            .map(|()| ExitCode::SUCCESS),
+        Command::Shell(args) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the tokio runtime")
+            .and_then(|runtime| runtime.block_on(markab::shell::run(args))),
+        Command::Topology { shards } => topology(&shards),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn topology(shards: &str) -> anyhow::Result<ExitCode> {
+    let count = parse_shard_count(shards)?;
+    let topology = Topology::detect().context("cannot read the CPU topology")?;
+    let plan = topology.plan(count)?;
+    print!("{}", markab_shards::topology::report(&topology, &plan));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_shard_count(text: &str) -> anyhow::Result<ShardCount> {
+    if text == "auto" {
+        return Ok(ShardCount::Auto);
+    }
+    if text.contains(',') {
+        let cpus = text
+            .split(',')
+            .map(|cpu| cpu.trim().parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("--shards {text:?}: expected cpu ids like 0,1"))?;
+        return Ok(ShardCount::Cpus(cpus));
+    }
+    let count: usize = text
+        .parse()
+        .with_context(|| format!("--shards {text:?}: expected \"auto\", a count or cpu ids"))?;
+    anyhow::ensure!(count > 0, "--shards 0: at least one shard is needed");
+    Ok(ShardCount::Count(count))
+}

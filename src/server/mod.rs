@@ -1,0 +1,205 @@
+//! The replica node (`markab replica`): one pinned glommio executor per
+//! shard, each owning its listener, its partition replicas (one RocksDB
+//! each) and its scan cursors; requests for another shard's partitions are
+//! forwarded over the bounded channel mesh.
+//!
+//! In this standalone mode the node serves the tables listed in its config
+//! file, every partition with one replica; partition `p` lives on shard
+//! `p % shards`.
+
+pub mod connection;
+pub mod cursors;
+pub mod shard;
+
+use std::io::Write;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::channel::oneshot;
+use futures::StreamExt;
+use glommio::channels::channel_mesh::{Receivers, Senders};
+use markab_shards::runtime::{ListenSpec, ShardContext, ShardRuntime, StopSignal};
+use markab_shards::topology::Topology;
+use markab_shards::tuning::load_tuning;
+use markab_wire::codec::Encoder;
+
+use crate::config::NodeConfig;
+use crate::server::shard::{NodeLayout, ShardState};
+
+/// How often each shard drops idle scan cursors.
+const CURSOR_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A message between shards.
+pub enum MeshMessage {
+    /// A request body for a partition the receiving shard owns; the reply
+    /// frame goes back on `reply`.
+    Forward {
+        body: Vec<u8>,
+        reply: oneshot::Sender<Vec<u8>>,
+    },
+}
+
+/// What a shard's connection tasks share.
+pub struct ShardServer {
+    pub state: ShardState,
+    pub mesh_senders: Senders<MeshMessage>,
+    pub stop: StopSignal,
+    pub request_bytes_max: usize,
+}
+
+/// Runs a standalone node until SIGTERM or Ctrl-C, then shuts it down
+/// cleanly. Prints one `ready` line on stdout once every shard listens.
+pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let topology = Topology::detect().context("cannot read the CPU topology")?;
+    let plan = topology
+        .plan(config.shards.clone())
+        .with_context(|| format!("{}: node.shards", config.path.display()))?;
+    let cpus: Vec<usize> = plan.slots.iter().map(|slot| slot.cpu).collect();
+    let tunings = load_tuning(&config.tuning_dir, &cpus)?;
+    let tables = Arc::new(config.tables.clone());
+    let data_dir = Arc::new(config.data_dir.clone());
+    let listen = ListenSpec {
+        host: config.host,
+        port_base: config.port_base,
+    };
+    let runtime = ShardRuntime::start(&plan, tunings, listen, config.pin, move |context| {
+        let tables = tables.clone();
+        let data_dir = data_dir.clone();
+        async move { shard_main(context, tables, data_dir).await }
+    })?;
+    let stop = runtime.stop_handle();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("cannot install signal handlers")?;
+    let signal_handle = signals.handle();
+    let signal_thread = std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            tracing::info!(signal, "stopping");
+            stop.stop();
+        }
+    });
+    let addresses: Vec<String> = runtime.addresses().iter().map(|a| a.to_string()).collect();
+    println!(
+        "markab replica ready: {} shard(s) at {} data_dir={}",
+        addresses.len(),
+        addresses.join(","),
+        config.data_dir.display()
+    );
+    let _ = std::io::stdout().flush();
+    let result = runtime.join();
+    signal_handle.close();
+    let _ = signal_thread.join();
+    result?;
+    println!("markab replica stopped");
+    Ok(())
+}
+
+/// The life of one shard: open its partitions, then accept connections and
+/// serve forwarded requests until stopped.
+async fn shard_main(
+    context: ShardContext<MeshMessage>,
+    tables: Arc<Vec<crate::config::TableConfig>>,
+    data_dir: Arc<std::path::PathBuf>,
+) {
+    let ShardContext {
+        shard,
+        tuning,
+        listener,
+        addresses,
+        mesh,
+        stop,
+        ..
+    } = context;
+    let layout = Arc::new(NodeLayout {
+        tables: (*tables).clone(),
+        addresses,
+    });
+    let state = match ShardState::open(shard, layout, &data_dir, &tuning) {
+        Ok(state) => state,
+        Err(error) => {
+            // The node cannot serve without its partitions. Returning from a
+            // shard stops every shard (see `ShardRuntime::start`).
+            eprintln!("shard {shard}: cannot open partitions: {error}");
+            return;
+        }
+    };
+    tracing::info!(shard, partitions = state.partition_count(), "shard serving");
+    let (mesh_senders, mesh_receivers) = (mesh.senders, mesh.receivers);
+    let server = Rc::new(ShardServer {
+        state,
+        mesh_senders,
+        stop: stop.clone(),
+        request_bytes_max: tuning.request_bytes_max,
+    });
+    spawn_mesh_receivers(server.clone(), mesh_receivers);
+    let sweeper = server.clone();
+    glommio::spawn_local(async move {
+        while !sweeper.stop.is_stopped() {
+            glommio::timer::sleep(CURSOR_SWEEP_INTERVAL).await;
+            sweeper.state.expire_cursors();
+        }
+    })
+    .detach();
+
+    let connections_max = tuning.connections_max;
+    let open_connections = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        let accepted =
+            futures::future::select(Box::pin(listener.accept()), Box::pin(server.stop.stopped()))
+                .await;
+        let stream = match accepted {
+            futures::future::Either::Left((Ok(stream), _)) => stream,
+            futures::future::Either::Left((Err(error), _)) => {
+                tracing::warn!(shard, %error, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            futures::future::Either::Right(_) => break,
+        };
+        if open_connections.get() >= connections_max {
+            tracing::warn!(shard, connections_max, "refusing connection: too many open");
+            drop(stream);
+            continue;
+        }
+        if let Err(error) = markab_shards::listener::configure_stream(&stream) {
+            tracing::debug!(shard, %error, "cannot configure accepted connection");
+            continue;
+        }
+        open_connections.set(open_connections.get() + 1);
+        let server = server.clone();
+        let open_connections = open_connections.clone();
+        glommio::spawn_local(async move {
+            connection::serve_connection(server, stream).await;
+            open_connections.set(open_connections.get() - 1);
+        })
+        .detach();
+    }
+    server.mesh_senders.close();
+    tracing::info!(shard, "shard stopped");
+}
+
+/// One task per peer shard, serving the requests it forwards here.
+fn spawn_mesh_receivers(server: Rc<ShardServer>, mut receivers: Receivers<MeshMessage>) {
+    for (_peer, mut stream) in receivers.streams() {
+        let server = server.clone();
+        glommio::spawn_local(async move {
+            let mut encoder = Encoder::new();
+            while let Some(message) = stream.next().await {
+                match message {
+                    MeshMessage::Forward { body, reply } => {
+                        let frame = connection::serve_forwarded(&server, &mut encoder, &body);
+                        // The asking connection may be gone; nothing to do then.
+                        let _ = reply.send(frame);
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+}

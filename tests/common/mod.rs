@@ -1,0 +1,147 @@
+//! Test harness: starts real `markab replica` processes on 127.0.0.1 with
+//! OS-assigned ports and kills only the processes it started, by pid.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a node may take to print its ready line.
+pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running node process.
+pub struct Node {
+    pub child: Child,
+    pub addresses: Vec<SocketAddr>,
+    pub config_path: PathBuf,
+    stdout_lines: mpsc::Receiver<String>,
+}
+
+/// Writes a standalone node config in `dir` with tables `(name, app_id, partitions)`.
+pub fn write_config(dir: &Path, shards: usize, tables: &[(&str, i32, u32)]) -> PathBuf {
+    write_config_with(dir, shards, tables, "")
+}
+
+/// Like [`write_config`], with extra tuning written to `dir/tuning/default.toml`.
+pub fn write_config_with(
+    dir: &Path,
+    shards: usize,
+    tables: &[(&str, i32, u32)],
+    tuning: &str,
+) -> PathBuf {
+    let mut text = format!(
+        "[node]\ndata_dir = {:?}\nhost = \"127.0.0.1\"\nport_base = 0\nshards = {shards}\npin = false\ntuning_dir = \"tuning\"\n",
+        dir.join("data")
+    );
+    for (name, app_id, partitions) in tables {
+        text.push_str(&format!(
+            "\n[[table]]\nname = {name:?}\napp_id = {app_id}\npartition_count = {partitions}\n"
+        ));
+    }
+    std::fs::create_dir_all(dir.join("tuning")).unwrap();
+    std::fs::write(dir.join("tuning/default.toml"), tuning).unwrap();
+    let path = dir.join("node.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl Node {
+    /// Starts `markab replica --config PATH` and waits for its ready line.
+    pub fn start(config_path: &Path) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_markab"))
+            .args(["replica", "--config"])
+            .arg(config_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn markab replica");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, stdout_lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut node = Node {
+            child,
+            addresses: Vec::new(),
+            config_path: config_path.to_owned(),
+            stdout_lines,
+        };
+        let line = node.wait_line("markab replica ready", NODE_START_TIMEOUT);
+        let at = line
+            .split(" at ")
+            .nth(1)
+            .expect("ready line names addresses");
+        let list = at.split_whitespace().next().unwrap();
+        node.addresses = list.split(',').map(|a| a.parse().unwrap()).collect();
+        node
+    }
+
+    /// Waits for a stdout line containing `needle`; panics after `timeout`.
+    pub fn wait_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stdout_lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => {
+                    let status = self.child.try_wait();
+                    panic!(
+                        "no line containing {needle:?} within {timeout:?} (process: {status:?})"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The address of shard 0, where a client starts.
+    pub fn address(&self) -> String {
+        self.addresses[0].to_string()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns its status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), libc::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("node did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) with a pid this test started.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
