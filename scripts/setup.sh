@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building and testing Markab needs on Debian 12: the C
+# libraries its -sys crates link (libclang for RocksDB's bindgen, hwloc and
+# udev for topology), Python's venv (for the pinned flatc), and a Rust
+# toolchain if there is none. Safe to run again: it installs only what is
+# missing.
+set -euo pipefail
+
+packages=(build-essential pkg-config libclang-dev libhwloc-dev libudev-dev python3 python3-venv python3-pip curl ca-certificates)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: installing the Rust toolchain with rustup"
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The project's whole test run, as CI runs it: installs what it needs, checks
+# the committed generated wire code, formatting and lints, then runs every
+# test (unit, model-based, real-process integration) in the release profile.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+source scripts/env.sh
+
+echo "== generated wire code matches the schema (flatc 25.12.19)"
+scripts/flatc-gen.sh --check
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy (release profile, all targets, -D warnings)"
+cargo clippy --release --workspace --all-targets -- -D warnings
+echo "== cargo test (release profile)"
+cargo test --release --workspace --all-targets
