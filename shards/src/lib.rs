@@ -25,6 +25,7 @@
 
 pub mod error;
 pub mod listener;
+pub mod log;
 pub mod runtime;
 pub mod topology;
 pub mod tuning;

@@ -239,6 +239,12 @@ numeric_keys! {
     /// Largest batch of log records written by one group commit, in bytes (default 1 MiB;
     /// range 4 KiB..=64 MiB).
     log_batch_bytes_max: usize = MIB, 4 * KIB, 64 * MIB;
+    /// Largest mutation-log segment file, header included, in bytes (default 64 MiB;
+    /// range 1 MiB..=4 GiB).
+    log_segment_bytes: u64 = 64 * MIB, MIB, 4 * GIB;
+    /// Log size above which the shard flushes the replicas pinning the oldest segment so it can
+    /// be deleted, in bytes (default 1 GiB; range 4 MiB..=1 TiB).
+    log_bytes_max: u64 = GIB, 4 * MIB, TIB;
 }
 
 // Every range must fit the field types on the 64-bit targets Markab supports.
