@@ -1,7 +1,7 @@
 //! [`MemoryEngine`]: a `BTreeMap` behind a `RefCell`, the engine of the
 //! deterministic simulator and of fast tests.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -13,6 +13,9 @@ use crate::wire::message::{ErrorCode, OpError};
 #[derive(Debug, Default)]
 pub struct MemoryEngine {
     records: RefCell<BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// The last decree written; memory has no separate "flushed" state, so
+    /// it is also the flushed decree.
+    decree: Cell<i64>,
 }
 
 impl MemoryEngine {
@@ -59,6 +62,21 @@ impl StorageEngine for MemoryEngine {
                 }
             }
         }
+        if let Some(decree) = batch.decree() {
+            self.decree.set(decree);
+        }
+        Ok(())
+    }
+
+    fn applied_decree(&self) -> Result<i64, OpError> {
+        Ok(self.decree.get())
+    }
+
+    fn flushed_decree(&self) -> Result<i64, OpError> {
+        Ok(self.decree.get())
+    }
+
+    fn flush(&self) -> Result<(), OpError> {
         Ok(())
     }
 

@@ -72,6 +72,19 @@ pub trait StorageEngine {
         direction: Direction,
         visit: &mut ScanVisitor<'_>,
     ) -> Result<(), OpError>;
+
+    /// The decree of the last batch written with one (0 if none): what the
+    /// engine holds, flushed or not.
+    fn applied_decree(&self) -> Result<i64, OpError>;
+
+    /// The decree of the last batch that is durable in the engine itself
+    /// (for RocksDB with its WAL off: flushed to SST files). After a crash
+    /// the engine comes back with exactly this decree applied
+    /// (**flushed-decree-consistent**).
+    fn flushed_decree(&self) -> Result<i64, OpError>;
+
+    /// Makes everything written so far durable in the engine itself.
+    fn flush(&self) -> Result<(), OpError>;
 }
 
 /// One operation of a [`WriteBatch`].
@@ -91,7 +104,14 @@ pub enum WriteOp {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     ops: Vec<WriteOp>,
+    /// The decree this batch applies, stored atomically with it
+    /// (**decree-with-data**); `None` for batches outside the log.
+    decree: Option<i64>,
 }
+
+/// Tags of a [`WriteBatch`]'s encoded operations.
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
 
 impl WriteBatch {
     /// An empty batch.
@@ -120,6 +140,95 @@ impl WriteBatch {
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// Marks the batch as applying `decree`.
+    pub fn set_decree(&mut self, decree: i64) {
+        self.decree = Some(decree);
+    }
+
+    /// The decree the batch applies, if any.
+    pub fn decree(&self) -> Option<i64> {
+        self.decree
+    }
+
+    /// The mutation-log payload of this batch (its decree travels in the
+    /// record header): `u32 count`, then per operation `u8 tag` (1 put,
+    /// 2 delete), `u32 key length`, key, and for puts `u32 value length`,
+    /// value; integers little-endian. Values carry absolute expire times,
+    /// so replaying a payload twice gives the same state.
+    pub fn encode(&self) -> Vec<u8> {
+        let bytes: usize = self
+            .ops
+            .iter()
+            .map(|op| match op {
+                WriteOp::Put { raw_key, raw_value } => 9 + raw_key.len() + raw_value.len(),
+                WriteOp::Delete { raw_key } => 5 + raw_key.len(),
+            })
+            .sum();
+        let mut out = Vec::with_capacity(4 + bytes);
+        out.extend_from_slice(&(self.ops.len() as u32).to_le_bytes());
+        for op in &self.ops {
+            match op {
+                WriteOp::Put { raw_key, raw_value } => {
+                    out.push(OP_PUT);
+                    out.extend_from_slice(&(raw_key.len() as u32).to_le_bytes());
+                    out.extend_from_slice(raw_key);
+                    out.extend_from_slice(&(raw_value.len() as u32).to_le_bytes());
+                    out.extend_from_slice(raw_value);
+                }
+                WriteOp::Delete { raw_key } => {
+                    out.push(OP_DELETE);
+                    out.extend_from_slice(&(raw_key.len() as u32).to_le_bytes());
+                    out.extend_from_slice(raw_key);
+                }
+            }
+        }
+        out
+    }
+
+    /// Decodes a payload written by [`WriteBatch::encode`].
+    pub fn decode(mut payload: &[u8]) -> Result<WriteBatch, OpError> {
+        fn take<'a>(payload: &mut &'a [u8], bytes: usize) -> Result<&'a [u8], OpError> {
+            if payload.len() < bytes {
+                return Err(storage_error("decoding a log payload", "it is truncated"));
+            }
+            let (head, tail) = payload.split_at(bytes);
+            *payload = tail;
+            Ok(head)
+        }
+        fn take_u32(payload: &mut &[u8]) -> Result<usize, OpError> {
+            let bytes = take(payload, 4)?;
+            Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize)
+        }
+        let count = take_u32(&mut payload)?;
+        let mut batch = WriteBatch::new();
+        for _ in 0..count {
+            let tag = take(&mut payload, 1)?[0];
+            let key_bytes = take_u32(&mut payload)?;
+            let raw_key = take(&mut payload, key_bytes)?.to_vec();
+            match tag {
+                OP_PUT => {
+                    let value_bytes = take_u32(&mut payload)?;
+                    let raw_value = take(&mut payload, value_bytes)?.to_vec();
+                    batch.put(raw_key, raw_value);
+                }
+                OP_DELETE => batch.delete(raw_key),
+                other => {
+                    return Err(storage_error(
+                        "decoding a log payload",
+                        format!("unknown operation tag {other}"),
+                    ))
+                }
+            }
+        }
+        if !payload.is_empty() {
+            return Err(storage_error(
+                "decoding a log payload",
+                format!("{} bytes follow the last operation", payload.len()),
+            ));
+        }
+        Ok(batch)
     }
 }
 

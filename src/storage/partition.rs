@@ -3,14 +3,19 @@
 //! sortkey_count, scans) live in `scan.rs`. Semantics: docs/storage.md,
 //! "Operations".
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
-use super::{storage_error, StorageEngine, StorageLimits, WriteBatch};
+use super::{storage_error, StorageEngine, StorageLimits, WriteBatch, WriteOp};
 use crate::key::{self, check_hash_key, encode_key, encode_value, expire_ts_for_ttl};
 use crate::wire::message::{
     CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult, CheckType, ErrorCode, Key,
     Mutation, OpError, Record, Request, Response, ResponseBody, SortKeyValue,
 };
+
+/// A prepared write: its batch and the reply to send once it is applied.
+type Prepared = Result<(WriteBatch, ResponseBody), OpError>;
 
 /// A live (present, unexpired) record's expire time and user data.
 pub(super) struct LiveValue {
@@ -23,15 +28,35 @@ pub(super) struct LiveValue {
 /// Every method takes the current time (`now_epoch_s`, seconds since
 /// 2016-01-01, see [`key::now_epoch_s`]) so that the simulator can drive
 /// the clock; records with `0 < expire_ts <= now_epoch_s` are invisible.
+///
+/// Writes happen in two steps so that a write is applied only once it is
+/// durable in the mutation log: [`Partition::prepare_write`] turns a write
+/// request into plain puts and deletes (evaluating incr and the checks of
+/// check_and_* against the latest state, staged writes included) and
+/// [`Partition::apply`] writes them to the engine. Between the two the batch
+/// is *staged*: reads do not see it (**reads-see-durable-only**), later
+/// prepares do (**prepare-sees-staged**), so atomic operations on one hash
+/// key stay atomic while earlier writes wait for their log sync.
 pub struct Partition<E: StorageEngine> {
     engine: E,
     limits: StorageLimits,
+    /// Staged writes by raw key: the decree of the latest staged batch that
+    /// touches the key and the raw value it leaves (`None` = deleted).
+    staged: RefCell<HashMap<Vec<u8>, StagedValue>>,
 }
+
+/// A staged write to one key: the decree of the latest staged batch that
+/// touches it and the raw value it leaves (`None` = deleted).
+type StagedValue = (i64, Option<Vec<u8>>);
 
 impl<E: StorageEngine> Partition<E> {
     /// A partition over `engine`, bounded by `limits`.
     pub fn new(engine: E, limits: StorageLimits) -> Partition<E> {
-        Partition { engine, limits }
+        Partition {
+            engine,
+            limits,
+            staged: RefCell::new(HashMap::new()),
+        }
     }
 
     /// The engine underneath.
@@ -48,17 +73,53 @@ impl<E: StorageEngine> Partition<E> {
     /// route queries are the server's (see [`Partition::scan_batch`]) and
     /// are answered `InvalidArgument` here.
     pub fn execute(&self, request: &Request, now_epoch_s: u32) -> Response {
+        if request.is_write() {
+            let (batch, body) = self.prepare_write(request, now_epoch_s)?;
+            if !batch.is_empty() {
+                self.engine.write(&batch)?;
+            }
+            return Ok(body);
+        }
         match request {
             Request::Get(key) => self.get(key, now_epoch_s),
+            Request::Exist(key) => self.exist(key, now_epoch_s),
+            Request::Ttl(key) => self.ttl(key, now_epoch_s),
+            Request::MultiGet(request) => self.multi_get(request, now_epoch_s),
+            Request::SortKeyCount { hash_key } => self.sortkey_count(hash_key, now_epoch_s),
+            Request::BatchGet { keys } => self.batch_get(keys, now_epoch_s),
+            Request::Set { .. }
+            | Request::Del(_)
+            | Request::MultiSet { .. }
+            | Request::MultiDel { .. }
+            | Request::Incr { .. }
+            | Request::CheckAndSet(_)
+            | Request::CheckAndMutate(_) => unreachable!("writes are prepared above"),
+            Request::GetScanner(_)
+            | Request::Scan { .. }
+            | Request::ClearScanner { .. }
+            | Request::QueryRoute { .. } => Err(OpError::invalid_argument(format!(
+                "{} is served by the server, not by partition storage",
+                request.name()
+            ))),
+        }
+    }
+
+    /// Turns a write request into the puts and deletes it makes (values
+    /// carry absolute expire times, so the batch is idempotent) and the
+    /// reply to send once they are applied. Nothing is written. An empty
+    /// batch means the write changes nothing (a failed check).
+    pub fn prepare_write(
+        &self,
+        request: &Request,
+        now_epoch_s: u32,
+    ) -> Result<(WriteBatch, ResponseBody), OpError> {
+        match request {
             Request::Set {
                 key,
                 value,
                 ttl_seconds,
             } => self.set(key, value, *ttl_seconds, now_epoch_s),
             Request::Del(key) => self.del(key),
-            Request::Exist(key) => self.exist(key, now_epoch_s),
-            Request::Ttl(key) => self.ttl(key, now_epoch_s),
-            Request::MultiGet(request) => self.multi_get(request, now_epoch_s),
             Request::MultiSet {
                 hash_key,
                 kvs,
@@ -68,7 +129,6 @@ impl<E: StorageEngine> Partition<E> {
                 hash_key,
                 sort_keys,
             } => self.multi_del(hash_key, sort_keys, now_epoch_s),
-            Request::SortKeyCount { hash_key } => self.sortkey_count(hash_key, now_epoch_s),
             Request::Incr {
                 key,
                 increment,
@@ -76,15 +136,74 @@ impl<E: StorageEngine> Partition<E> {
             } => self.incr(key, *increment, *ttl_seconds, now_epoch_s),
             Request::CheckAndSet(request) => self.check_and_set(request, now_epoch_s),
             Request::CheckAndMutate(request) => self.check_and_mutate(request, now_epoch_s),
-            Request::BatchGet { keys } => self.batch_get(keys, now_epoch_s),
-            Request::GetScanner(_)
-            | Request::Scan { .. }
-            | Request::ClearScanner { .. }
-            | Request::QueryRoute { .. } => Err(OpError::invalid_argument(format!(
-                "{} is served by the server, not by partition storage",
-                request.name()
+            other => Err(OpError::invalid_argument(format!(
+                "{} is not a write",
+                other.name()
             ))),
         }
+    }
+
+    /// Records `batch` (about to be logged under `decree`) as staged, so
+    /// later prepares see it.
+    pub fn stage(&self, decree: i64, batch: &WriteBatch) {
+        let mut staged = self.staged.borrow_mut();
+        for op in batch.ops() {
+            match op {
+                WriteOp::Put { raw_key, raw_value } => {
+                    staged.insert(raw_key.clone(), (decree, Some(raw_value.clone())))
+                }
+                WriteOp::Delete { raw_key } => staged.insert(raw_key.clone(), (decree, None)),
+            };
+        }
+    }
+
+    /// Writes `batch` (durable in the log under its decree) to the engine,
+    /// with its decree, and forgets what it staged.
+    pub fn apply(&self, batch: &WriteBatch) -> Result<(), OpError> {
+        self.engine.write(batch)?;
+        if let Some(decree) = batch.decree() {
+            let mut staged = self.staged.borrow_mut();
+            for op in batch.ops() {
+                let raw_key = match op {
+                    WriteOp::Put { raw_key, .. } | WriteOp::Delete { raw_key } => raw_key,
+                };
+                if staged
+                    .get(raw_key)
+                    .is_some_and(|(staged_decree, _)| *staged_decree <= decree)
+                {
+                    staged.remove(raw_key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every staged write (their log writes failed).
+    pub fn discard_staged(&self) {
+        self.staged.borrow_mut().clear();
+    }
+
+    /// The live record under `raw_key` as the next write sees it: the
+    /// latest staged write if there is one, else the engine's.
+    fn read_latest(&self, raw_key: &[u8], now_epoch_s: u32) -> Result<Option<LiveValue>, OpError> {
+        let staged = self
+            .staged
+            .borrow()
+            .get(raw_key)
+            .map(|(_, value)| value.clone());
+        let raw_value = match staged {
+            Some(value) => value,
+            None => self.engine.get(raw_key)?,
+        };
+        let Some(raw_value) = raw_value else {
+            return Ok(None);
+        };
+        Ok(
+            live_value(&raw_value, now_epoch_s)?.map(|(expire_ts, user_data)| LiveValue {
+                expire_ts,
+                user_data: user_data.to_vec(),
+            }),
+        )
     }
 
     /// The live record under `raw_key`, if any.
@@ -112,23 +231,21 @@ impl<E: StorageEngine> Partition<E> {
         }
     }
 
-    fn set(&self, key: &Key, value: &[u8], ttl_seconds: u32, now_epoch_s: u32) -> Response {
+    fn set(&self, key: &Key, value: &[u8], ttl_seconds: u32, now_epoch_s: u32) -> Prepared {
         let raw_key = encode_key(&key.hash_key, &key.sort_key)?;
         let mut batch = WriteBatch::new();
         batch.put(
             raw_key,
             encode_value(expire_ts_for_ttl(ttl_seconds, now_epoch_s), value),
         );
-        self.engine.write(&batch)?;
-        Ok(ResponseBody::Done)
+        Ok((batch, ResponseBody::Done))
     }
 
-    fn del(&self, key: &Key) -> Response {
+    fn del(&self, key: &Key) -> Prepared {
         let raw_key = encode_key(&key.hash_key, &key.sort_key)?;
         let mut batch = WriteBatch::new();
         batch.delete(raw_key);
-        self.engine.write(&batch)?;
-        Ok(ResponseBody::Done)
+        Ok((batch, ResponseBody::Done))
     }
 
     fn exist(&self, key: &Key, now_epoch_s: u32) -> Response {
@@ -156,7 +273,7 @@ impl<E: StorageEngine> Partition<E> {
         kvs: &[SortKeyValue],
         ttl_seconds: u32,
         now_epoch_s: u32,
-    ) -> Response {
+    ) -> Prepared {
         check_hash_key_for_multi(hash_key, "multi_set")?;
         if kvs.is_empty() {
             return Err(OpError::invalid_argument(
@@ -171,11 +288,10 @@ impl<E: StorageEngine> Partition<E> {
                 encode_value(expire_ts, &kv.value),
             );
         }
-        self.engine.write(&batch)?;
-        Ok(ResponseBody::Done)
+        Ok((batch, ResponseBody::Done))
     }
 
-    fn multi_del(&self, hash_key: &[u8], sort_keys: &[Vec<u8>], now_epoch_s: u32) -> Response {
+    fn multi_del(&self, hash_key: &[u8], sort_keys: &[Vec<u8>], now_epoch_s: u32) -> Prepared {
         check_hash_key_for_multi(hash_key, "multi_del")?;
         if sort_keys.is_empty() {
             return Err(OpError::invalid_argument(
@@ -189,18 +305,17 @@ impl<E: StorageEngine> Partition<E> {
         let mut existed: i64 = 0;
         for sort_key in unique {
             let raw_key = encode_key(hash_key, sort_key)?;
-            if self.read_live(&raw_key, now_epoch_s)?.is_some() {
+            if self.read_latest(&raw_key, now_epoch_s)?.is_some() {
                 existed += 1;
             }
             batch.delete(raw_key);
         }
-        self.engine.write(&batch)?;
-        Ok(ResponseBody::Count(existed))
+        Ok((batch, ResponseBody::Count(existed)))
     }
 
-    fn incr(&self, key: &Key, increment: i64, ttl_seconds: i32, now_epoch_s: u32) -> Response {
+    fn incr(&self, key: &Key, increment: i64, ttl_seconds: i32, now_epoch_s: u32) -> Prepared {
         let raw_key = encode_key(&key.hash_key, &key.sort_key)?;
-        let (base, old_expire_ts) = match self.read_live(&raw_key, now_epoch_s)? {
+        let (base, old_expire_ts) = match self.read_latest(&raw_key, now_epoch_s)? {
             None => (0, 0),
             Some(live) if live.user_data.is_empty() => (0, live.expire_ts),
             Some(live) => (
@@ -227,33 +342,32 @@ impl<E: StorageEngine> Partition<E> {
             raw_key,
             encode_value(expire_ts, new_value.to_string().as_bytes()),
         );
-        self.engine.write(&batch)?;
-        Ok(ResponseBody::Incr(new_value))
+        Ok((batch, ResponseBody::Incr(new_value)))
     }
 
-    fn check_and_set(&self, request: &CheckAndSetRequest, now_epoch_s: u32) -> Response {
+    fn check_and_set(&self, request: &CheckAndSetRequest, now_epoch_s: u32) -> Prepared {
         let check_raw_key = encode_key(&request.hash_key, &request.check_sort_key)?;
         let set_raw_key = encode_key(&request.hash_key, &request.set_sort_key)?;
-        let check_value = self.read_live(&check_raw_key, now_epoch_s)?;
+        let check_value = self.read_latest(&check_raw_key, now_epoch_s)?;
         let passed = check_passes(
             request.check_type,
             &request.check_operand,
             check_value.as_ref(),
         )?;
+        let mut batch = WriteBatch::new();
         if passed {
-            let mut batch = WriteBatch::new();
             let expire_ts = expire_ts_for_ttl(request.set_ttl_seconds, now_epoch_s);
             batch.put(set_raw_key, encode_value(expire_ts, &request.set_value));
-            self.engine.write(&batch)?;
         }
-        Ok(ResponseBody::CheckAndSet(check_result(
+        let body = ResponseBody::CheckAndSet(check_result(
             passed,
             request.return_check_value,
             check_value,
-        )))
+        ));
+        Ok((batch, body))
     }
 
-    fn check_and_mutate(&self, request: &CheckAndMutateRequest, now_epoch_s: u32) -> Response {
+    fn check_and_mutate(&self, request: &CheckAndMutateRequest, now_epoch_s: u32) -> Prepared {
         if request.mutations.is_empty() {
             return Err(OpError::invalid_argument(
                 "check_and_mutate needs at least one mutation",
@@ -276,20 +390,21 @@ impl<E: StorageEngine> Partition<E> {
                 }
             }
         }
-        let check_value = self.read_live(&check_raw_key, now_epoch_s)?;
+        let check_value = self.read_latest(&check_raw_key, now_epoch_s)?;
         let passed = check_passes(
             request.check_type,
             &request.check_operand,
             check_value.as_ref(),
         )?;
-        if passed {
-            self.engine.write(&batch)?;
+        if !passed {
+            batch = WriteBatch::new();
         }
-        Ok(ResponseBody::CheckAndSet(check_result(
+        let body = ResponseBody::CheckAndSet(check_result(
             passed,
             request.return_check_value,
             check_value,
-        )))
+        ));
+        Ok((batch, body))
     }
 
     fn batch_get(&self, keys: &[Key], now_epoch_s: u32) -> Response {

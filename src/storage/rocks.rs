@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{
-    BlockBasedOptions, Cache, DBCompressionType, Env, Options, ReadOptions, SliceTransform,
-    WriteBufferManager, DB,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Env, Options, ReadOptions,
+    SliceTransform, WriteBufferManager, WriteOptions, DB,
 };
 
 use super::{
@@ -136,6 +136,10 @@ impl ShardStorage {
             Some(has_hash_key_prefix),
         ));
         options.set_compaction_filter("markab.ttl", drop_expired);
+        options.create_missing_column_families(true);
+        // The data and the applied decree flush together
+        // (**flushed-decree-consistent**).
+        options.set_atomic_flush(true);
         options
     }
 }
@@ -168,24 +172,68 @@ fn drop_expired(_level: u32, _raw_key: &[u8], raw_value: &[u8]) -> Decision {
     }
 }
 
-/// One RocksDB instance (one partition replica's data).
+/// The column family holding Markab's per-replica metadata.
+const META_CF: &str = "markab_meta";
+/// The key of the last applied decree in [`META_CF`] (i64 little-endian).
+const APPLIED_DECREE_KEY: &[u8] = b"applied_decree";
+
+/// One RocksDB instance (one partition replica's data). RocksDB's WAL is
+/// off: the shard's mutation log is the write-ahead log, and every batch
+/// stores its decree in the `markab_meta` column family so a restart knows
+/// where to replay from.
 pub struct RocksEngine {
     db: DB,
     path: PathBuf,
+    write_options: WriteOptions,
 }
 
 impl RocksEngine {
     /// Opens (creating if missing) the instance at `path`, sharing the
-    /// shard's cache, write-buffer budget and threads. RocksDB's own WAL is
-    /// on for now (the mutation log replaces it later).
+    /// shard's cache, write-buffer budget and threads.
     pub fn open(path: &Path, shard: &ShardStorage) -> Result<RocksEngine, OpError> {
-        let db = DB::open(&shard.options(), path).map_err(|error| {
+        let options = shard.options();
+        let families = [
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, options.clone()),
+            ColumnFamilyDescriptor::new(META_CF, Options::default()),
+        ];
+        let db = DB::open_cf_descriptors(&options, path, families).map_err(|error| {
             storage_error(&format!("opening RocksDB at {}", path.display()), error)
         })?;
+        let mut write_options = WriteOptions::default();
+        write_options.disable_wal(true);
         Ok(RocksEngine {
             db,
             path: path.to_path_buf(),
+            write_options,
         })
+    }
+
+    fn meta_cf(&self) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(META_CF)
+            .expect("the meta column family is created at open")
+    }
+
+    fn read_decree(&self, tier: rocksdb::ReadTier) -> Result<i64, OpError> {
+        let mut read_options = ReadOptions::default();
+        read_options.set_read_tier(tier);
+        let value = self
+            .db
+            .get_cf_opt(self.meta_cf(), APPLIED_DECREE_KEY, &read_options)
+            .map_err(|error| storage_error("RocksDB get of the applied decree", error))?;
+        match value {
+            None => Ok(0),
+            Some(bytes) => bytes
+                .as_slice()
+                .try_into()
+                .map(i64::from_le_bytes)
+                .map_err(|_| {
+                    storage_error(
+                        "reading the applied decree",
+                        format!("{} bytes instead of 8", bytes.len()),
+                    )
+                }),
+        }
     }
 
     /// Where this instance lives.
@@ -196,9 +244,7 @@ impl RocksEngine {
     /// Flushes memtables and compacts every level (running the TTL
     /// compaction filter over all data).
     pub fn compact_all(&self) -> Result<(), OpError> {
-        self.db
-            .flush()
-            .map_err(|error| storage_error("flushing RocksDB", error))?;
+        self.flush()?;
         self.db.compact_range::<&[u8], &[u8]>(None, None);
         Ok(())
     }
@@ -219,9 +265,34 @@ impl StorageEngine for RocksEngine {
                 WriteOp::Delete { raw_key } => rocks_batch.delete(raw_key),
             }
         }
+        if let Some(decree) = batch.decree() {
+            rocks_batch.put_cf(self.meta_cf(), APPLIED_DECREE_KEY, decree.to_le_bytes());
+        }
         self.db
-            .write(rocks_batch)
+            .write_opt(rocks_batch, &self.write_options)
             .map_err(|error| storage_error("RocksDB write", error))
+    }
+
+    fn applied_decree(&self) -> Result<i64, OpError> {
+        self.read_decree(rocksdb::ReadTier::All)
+    }
+
+    fn flushed_decree(&self) -> Result<i64, OpError> {
+        // With the WAL off, the persisted tier skips the memtables.
+        self.read_decree(rocksdb::ReadTier::Persisted)
+    }
+
+    fn flush(&self) -> Result<(), OpError> {
+        let default_cf = self
+            .db
+            .cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .expect("the default column family always exists");
+        self.db
+            .flush_cfs_opt(
+                &[&default_cf, &self.meta_cf()],
+                &rocksdb::FlushOptions::default(),
+            )
+            .map_err(|error| storage_error("flushing RocksDB", error))
     }
 
     fn scan(
