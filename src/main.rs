@@ -30,6 +30,13 @@ enum Command {
     },
     /// Interactive data shell (or one command with -e).
     Shell(markab::shell::ShellArgs),
+    /// Print a mutation log's segments and records (gpid, ballot, decree,
+    /// sizes, crc status) for operators. PATH is a segment file or a shard's
+    /// log directory (<data_dir>/log/shard-N).
+    LogDump {
+        /// A segment file or a log directory.
+        path: PathBuf,
+    },
     /// Print CPU cores, NUMA nodes and the shard plan.
     Topology {
         /// "auto" (one shard per core), a shard count, or a comma-separated
@@ -60,6 +67,7 @@ fn main() -> ExitCode {
             .context("cannot start the tokio runtime")
             .and_then(|runtime| runtime.block_on(markab::shell::run(args))),
         Command::Topology { shards } => topology(&shards),
+        Command::LogDump { path } => log_dump(&path),
     };
     match result {
         Ok(code) => code,
@@ -68,6 +76,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn log_dump(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    markab_shards::log::dump(path, &mut out)?;
+    std::io::Write::flush(&mut out)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn topology(shards: &str) -> anyhow::Result<ExitCode> {

@@ -15,13 +15,7 @@ use markab::wire::{
     MultiGetRequest, Mutation, SortKeyValue,
 };
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use common::runtime;
 
 // Every data operation gives Pegasus's answer through the client against a
 // real two-shard node, and the node stops cleanly on SIGTERM.

@@ -3,10 +3,12 @@
 //!
 //! Data path of one request (docs/DESIGN.md, "Data path"): bytes from the
 //! socket go into a `FrameDecoder`; each whole frame's checksum and
-//! flatbuffer are verified and decoded; the request is served on this shard
-//! if it owns the partition, otherwise forwarded over the mesh to the owner
-//! and its encoded reply awaited; replies to every request found in one read
-//! are written with one `write_all`.
+//! flatbuffer are verified and decoded. Reads of partitions this shard owns
+//! are answered at once. Writes, and requests for other shards' partitions
+//! (forwarded over the mesh), run as their own tasks — a write waits for its
+//! log sync, and many writes of one connection share one sync. Replies go to
+//! a per-connection queue; a writer task sends everything queued with one
+//! `write_all`. Replies may leave out of order; clients match request ids.
 //!
 //! A frame that cannot be decoded gets a `BAD_FRAME` (or `UNKNOWN_KIND`)
 //! reply and the connection is closed: after a framing error the byte stream
@@ -16,33 +18,66 @@
 use std::rc::Rc;
 
 use futures::channel::oneshot;
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::io::{ReadHalf, WriteHalf};
+use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
+use glommio::sync::Semaphore;
 use markab_wire::codec::{self, Encoder};
 use markab_wire::frame::{FrameDecoder, FrameError, MessageKind, FRAME_BODY_BYTES_MAX};
-use markab_wire::{ErrorCode, OpError, Request, Response};
+use markab_wire::{Envelope, ErrorCode, OpError, Request, Response};
 
 use crate::server::{MeshMessage, ShardServer};
 
 /// Bytes of free buffer offered to each socket `read`.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Requests of one connection running as tasks (writes, forwards) at once;
+/// the reader waits when this many are in flight.
+pub const CONNECTION_IN_FLIGHT_MAX: u64 = 1024;
+/// Reply frames queued for the writer task of one connection.
+const REPLY_QUEUE_MAX: usize = 1024;
 
-/// What the connection does after a frame.
-enum Next {
-    Continue,
-    Close,
-}
+type ReplySender = Rc<LocalSender<Vec<u8>>>;
 
 /// Serves one connection until the peer closes it, a framing error occurs or
-/// the shard stops.
-pub async fn serve_connection(server: Rc<ShardServer>, mut stream: TcpStream) {
+/// the shard stops (the shard's executor then drops this task).
+pub async fn serve_connection(server: Rc<ShardServer>, stream: TcpStream) {
+    let (reader, writer) = stream.split();
+    let (reply_sender, reply_receiver) = local_channel::new_bounded(REPLY_QUEUE_MAX);
+    let writer_task = glommio::spawn_local(write_replies(writer, reply_receiver));
+    read_requests(server, reader, Rc::new(reply_sender)).await;
+    // Every reply sender is gone once the in-flight tasks finish; the writer
+    // then drains the queue and closes the socket.
+    writer_task.await;
+}
+
+/// Sends queued reply frames, coalescing whatever is queued into one write.
+async fn write_replies(mut writer: WriteHalf<TcpStream>, replies: LocalReceiver<Vec<u8>>) {
+    let mut batch = Vec::new();
+    while let Some(frame) = replies.recv().await {
+        batch.extend_from_slice(&frame);
+        while let Some(Some(frame)) = replies.recv().now_or_never() {
+            batch.extend_from_slice(&frame);
+        }
+        if let Err(error) = writer.write_all(&batch).await {
+            tracing::debug!(%error, "connection write failed");
+            return;
+        }
+        batch.clear();
+    }
+    let _ = writer.close().await;
+}
+
+async fn read_requests(
+    server: Rc<ShardServer>,
+    mut reader: ReadHalf<TcpStream>,
+    replies: ReplySender,
+) {
     let mut decoder = FrameDecoder::new(FRAME_BODY_BYTES_MAX);
     let mut encoder = Encoder::new();
-    let mut replies = Vec::new();
+    let in_flight = Rc::new(Semaphore::new(CONNECTION_IN_FLIGHT_MAX));
     loop {
-        // Connections end with the shard: when the shard's main future
-        // returns, its executor drops this task.
-        let bytes_read = match stream.read(decoder.read_buffer(READ_CHUNK_BYTES)).await {
+        let bytes_read = match reader.read(decoder.read_buffer(READ_CHUNK_BYTES)).await {
             Ok(0) => return,
             Ok(bytes_read) => bytes_read,
             Err(error) => {
@@ -51,60 +86,67 @@ pub async fn serve_connection(server: Rc<ShardServer>, mut stream: TcpStream) {
             }
         };
         decoder.commit_read(bytes_read);
-        let mut next = Next::Continue;
         loop {
-            match decoder.next_frame() {
+            let frame = match decoder.next_frame() {
                 Ok(None) => break,
-                Ok(Some(frame)) => {
-                    if frame.kind != MessageKind::Request {
-                        let error = OpError::new(
-                            ErrorCode::UnknownKind,
-                            format!("a node accepts request frames, not {:?}", frame.kind),
-                        );
-                        encode_reply(&mut encoder, 0, &Err(error), &mut replies);
-                        next = Next::Close;
-                        break;
-                    }
-                    next = handle_frame(&server, &mut encoder, frame.body, &mut replies).await;
-                    if matches!(next, Next::Close) {
-                        break;
-                    }
-                }
+                Ok(Some(frame)) => frame,
                 Err(error) => {
                     let code = match error {
                         FrameError::UnknownKind(_) => ErrorCode::UnknownKind,
                         _ => ErrorCode::BadFrame,
                     };
                     let error = OpError::new(code, format!("bad frame: {error}"));
-                    encode_reply(&mut encoder, 0, &Err(error), &mut replies);
-                    next = Next::Close;
-                    break;
+                    send_reply(&replies, &mut encoder, 0, &Err(error)).await;
+                    return;
                 }
-            }
-        }
-        if !replies.is_empty() {
-            if let Err(error) = stream.write_all(&replies).await {
-                tracing::debug!(%error, "connection write failed");
+            };
+            if frame.kind != MessageKind::Request {
+                let error = OpError::new(
+                    ErrorCode::UnknownKind,
+                    format!("a node accepts request frames, not {:?}", frame.kind),
+                );
+                send_reply(&replies, &mut encoder, 0, &Err(error)).await;
                 return;
             }
-            replies.clear();
-        }
-        if matches!(next, Next::Close) {
-            let _ = stream.close().await;
-            return;
+            let (envelope, request) =
+                match decode(&server, &replies, &mut encoder, &frame.body).await {
+                    Decoded::Serve(envelope, request) => (envelope, request),
+                    Decoded::Skip => continue,
+                    Decoded::Close => return,
+                };
+            dispatch(
+                &server,
+                &replies,
+                &mut encoder,
+                &in_flight,
+                envelope,
+                request,
+                frame.body,
+            )
+            .await;
         }
     }
 }
 
-/// Serves one request frame body, appending its reply frame to `replies`.
-async fn handle_frame(
+/// What to do with a received frame body.
+enum Decoded {
+    /// Serve this request.
+    Serve(Envelope, Request),
+    /// Already answered (with an error); go on with the next frame.
+    Skip,
+    /// Already answered (with an error); close the connection.
+    Close,
+}
+
+/// Decodes a request body, answering the ones that cannot be served.
+async fn decode(
     server: &ShardServer,
+    replies: &ReplySender,
     encoder: &mut Encoder,
-    body: Vec<u8>,
-    replies: &mut Vec<u8>,
-) -> Next {
+    body: &[u8],
+) -> Decoded {
     if body.len() > server.request_bytes_max {
-        let request_id = codec::peek_request_id(&body).unwrap_or(0);
+        let request_id = codec::peek_request_id(body).unwrap_or(0);
         let error = OpError::new(
             ErrorCode::RequestTooLarge,
             format!(
@@ -113,41 +155,86 @@ async fn handle_frame(
                 server.request_bytes_max
             ),
         );
-        encode_reply(encoder, request_id, &Err(error), replies);
-        return Next::Continue;
+        send_reply(replies, encoder, request_id, &Err(error)).await;
+        // The frame itself was sound, so the stream can still be trusted.
+        return Decoded::Skip;
     }
-    let (envelope, request) = match codec::decode_request(&body) {
-        Ok(decoded) => decoded,
+    match codec::decode_request(body) {
+        Ok((envelope, request)) => Decoded::Serve(envelope, request),
         Err(error) => {
-            let request_id = codec::peek_request_id(&body).unwrap_or(0);
+            let request_id = codec::peek_request_id(body).unwrap_or(0);
             let error = OpError::new(ErrorCode::BadFrame, format!("undecodable request: {error}"));
-            encode_reply(encoder, request_id, &Err(error), replies);
-            return Next::Close;
+            send_reply(replies, encoder, request_id, &Err(error)).await;
+            Decoded::Close
         }
-    };
+    }
+}
+
+/// Serves a request: at once when it is a read of an owned partition, as a
+/// task otherwise.
+async fn dispatch(
+    server: &Rc<ShardServer>,
+    replies: &ReplySender,
+    encoder: &mut Encoder,
+    in_flight: &Rc<Semaphore>,
+    envelope: Envelope,
+    request: Request,
+    body: Vec<u8>,
+) {
     if let Request::QueryRoute { table } = &request {
         let response = server
             .state
             .layout
             .route(table)
             .map(markab_wire::ResponseBody::Route);
-        encode_reply(encoder, envelope.request_id, &response, replies);
-        return Next::Continue;
+        send_reply(replies, encoder, envelope.request_id, &response).await;
+        return;
     }
     let owner = server
         .state
         .layout
         .owner_shard(envelope.gpid.partition_index.max(0));
-    if owner == server.state.shard || envelope.gpid.partition_index < 0 {
-        let response = server.state.serve(envelope.gpid, &request);
-        encode_reply(encoder, envelope.request_id, &response, replies);
-        return Next::Continue;
+    let local = owner == server.state.shard || envelope.gpid.partition_index < 0;
+    if local && !request.is_write() {
+        let response = server.state.serve_read(envelope.gpid, &request);
+        send_reply(replies, encoder, envelope.request_id, &response).await;
+        return;
     }
-    match forward(server, owner, body).await {
-        Ok(reply_frame) => replies.extend_from_slice(&reply_frame),
-        Err(error) => encode_reply(encoder, envelope.request_id, &Err(error), replies),
-    }
-    Next::Continue
+    let Ok(permit) = in_flight.acquire_static_permit(1).await else {
+        return;
+    };
+    let server = server.clone();
+    let replies = replies.clone();
+    glommio::spawn_local(async move {
+        let mut encoder = Encoder::new();
+        if local {
+            let response = server.state.serve_write(envelope.gpid, &request).await;
+            send_reply(&replies, &mut encoder, envelope.request_id, &response).await;
+        } else {
+            match forward(&server, owner, body).await {
+                Ok(frame) => {
+                    let _ = replies.send(frame).await;
+                }
+                Err(error) => {
+                    send_reply(&replies, &mut encoder, envelope.request_id, &Err(error)).await
+                }
+            }
+        }
+        drop(permit);
+    })
+    .detach();
+}
+
+async fn send_reply(
+    replies: &ReplySender,
+    encoder: &mut Encoder,
+    request_id: u64,
+    response: &Response,
+) {
+    let mut frame = Vec::new();
+    encode_reply(encoder, request_id, response, &mut frame);
+    // The writer is gone only when the socket failed; the reply has nowhere to go.
+    let _ = replies.send(frame).await;
 }
 
 /// Sends a request body to the shard that owns its partition and waits for
@@ -164,16 +251,16 @@ async fn forward(server: &ShardServer, owner: usize, body: Vec<u8>) -> Result<Ve
 }
 
 /// Serves a request forwarded by another shard; returns the reply frame.
-pub fn serve_forwarded(server: &ShardServer, encoder: &mut Encoder, body: &[u8]) -> Vec<u8> {
-    let mut reply = Vec::new();
+pub async fn serve_forwarded(server: &ShardServer, body: &[u8]) -> Vec<u8> {
     let (request_id, response): (u64, Response) = match codec::decode_request(body) {
         Ok((envelope, request)) => (
             envelope.request_id,
-            server.state.serve(envelope.gpid, &request),
+            server.state.serve(envelope.gpid, &request).await,
         ),
         Err(error) => (0, Err(OpError::new(ErrorCode::BadFrame, error.to_string()))),
     };
-    encode_reply(encoder, request_id, &response, &mut reply);
+    let mut reply = Vec::new();
+    encode_reply(&mut Encoder::new(), request_id, &response, &mut reply);
     reply
 }
 

@@ -23,13 +23,15 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use markab_shards::runtime::{ListenSpec, ShardContext, ShardRuntime, StopSignal};
 use markab_shards::topology::Topology;
 use markab_shards::tuning::load_tuning;
-use markab_wire::codec::Encoder;
 
 use crate::config::NodeConfig;
 use crate::server::shard::{NodeLayout, ShardState};
 
-/// How often each shard drops idle scan cursors.
-const CURSOR_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often each shard compares its log's size with `log_bytes_max`.
+const LOG_SIZE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+/// Every this many size checks (500 ms) a shard also drops idle scan cursors
+/// and deletes log segments every replica has flushed past.
+const HOUSEKEEPING_EVERY_ROUNDS: u64 = 10;
 
 /// A message between shards.
 pub enum MeshMessage {
@@ -120,7 +122,7 @@ async fn shard_main(
         tables: (*tables).clone(),
         addresses,
     });
-    let state = match ShardState::open(shard, layout, &data_dir, &tuning) {
+    let state = match ShardState::open(shard, layout, &data_dir, &tuning).await {
         Ok(state) => state,
         Err(error) => {
             // The node cannot serve without its partitions. Returning from a
@@ -138,11 +140,24 @@ async fn shard_main(
         request_bytes_max: tuning.request_bytes_max,
     });
     spawn_mesh_receivers(server.clone(), mesh_receivers);
-    let sweeper = server.clone();
+    let housekeeper = server.clone();
+    let log_bytes_max = tuning.log_bytes_max;
     glommio::spawn_local(async move {
-        while !sweeper.stop.is_stopped() {
-            glommio::timer::sleep(CURSOR_SWEEP_INTERVAL).await;
-            sweeper.state.expire_cursors();
+        let mut rounds: u64 = 0;
+        while !housekeeper.stop.is_stopped() {
+            glommio::timer::sleep(LOG_SIZE_CHECK_INTERVAL).await;
+            rounds += 1;
+            let full_round = rounds.is_multiple_of(HOUSEKEEPING_EVERY_ROUNDS);
+            if full_round {
+                housekeeper.state.expire_cursors();
+            }
+            // The size check is cheap; the flushed-decree pass runs when the
+            // log is over its bound, and every full round.
+            if full_round || housekeeper.state.log().total_bytes() > log_bytes_max {
+                if let Err(error) = housekeeper.state.collect_log_garbage(log_bytes_max) {
+                    tracing::warn!(shard, %error, "mutation log garbage collection failed");
+                }
+            }
         }
     })
     .detach();
@@ -181,6 +196,7 @@ async fn shard_main(
         .detach();
     }
     server.mesh_senders.close();
+    server.state.close().await;
     tracing::info!(shard, "shard stopped");
 }
 
@@ -189,13 +205,17 @@ fn spawn_mesh_receivers(server: Rc<ShardServer>, mut receivers: Receivers<MeshMe
     for (_peer, mut stream) in receivers.streams() {
         let server = server.clone();
         glommio::spawn_local(async move {
-            let mut encoder = Encoder::new();
             while let Some(message) = stream.next().await {
                 match message {
                     MeshMessage::Forward { body, reply } => {
-                        let frame = connection::serve_forwarded(&server, &mut encoder, &body);
-                        // The asking connection may be gone; nothing to do then.
-                        let _ = reply.send(frame);
+                        let server = server.clone();
+                        // Each request runs as its own task so writes share log syncs.
+                        glommio::spawn_local(async move {
+                            let frame = connection::serve_forwarded(&server, &body).await;
+                            // The asking connection may be gone; nothing to do then.
+                            let _ = reply.send(frame);
+                        })
+                        .detach();
                     }
                 }
             }

@@ -6,11 +6,18 @@
 //! RocksDB synchronously (memtable writes and point reads are short; see
 //! docs/DESIGN.md, "Inside a node").
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::path::Path;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use markab_shards::log::{
+    segment_path, LogConfig, LogError, LogPosition, MutationLog, RecordHeader, RecordLocation,
+    Recovery, SegmentInfo,
+};
 
 use markab_shards::tuning::Tuning;
 use markab_wire::{
@@ -21,7 +28,13 @@ use markab_wire::{
 use crate::config::TableConfig;
 use crate::key;
 use crate::server::cursors::CursorTable;
-use crate::storage::{Partition, RocksEngine, ShardStorage, StorageLimits, StorageTuning};
+use crate::storage::{
+    Partition, RocksEngine, ShardStorage, StorageEngine, StorageLimits, StorageTuning, WriteBatch,
+};
+
+/// The ballot of every record a standalone node writes (replication brings
+/// real ballots).
+pub const BALLOT_STANDALONE: i64 = 1;
 
 /// Records per scan batch when the request leaves it to the server.
 pub const SCAN_BATCH_DEFAULT: usize = 100;
@@ -126,24 +139,109 @@ fn check_keys(request: &Request, gpid: Gpid, partition_count: u32) -> Result<(),
     }
 }
 
+/// One partition replica on its shard.
+pub struct Replica {
+    pub partition: Partition<RocksEngine>,
+    /// The last decree given to a write (logged, or being logged).
+    decree_last: Cell<i64>,
+    /// Why this replica stopped serving, if it did (log corruption, a gap in
+    /// its decrees, a failed apply). The replication issue re-learns such a
+    /// replica from its peers; until then it answers `STORAGE_ERROR`.
+    failure: RefCell<Option<String>>,
+}
+
+impl Replica {
+    fn fail(&self, gpid: Gpid, reason: String) {
+        tracing::error!(app_id = gpid.app_id, partition = gpid.partition_index, %reason, "replica stopped");
+        let mut failure = self.failure.borrow_mut();
+        if failure.is_none() {
+            *failure = Some(reason);
+        }
+    }
+
+    fn check_serving(&self, gpid: Gpid) -> Result<(), OpError> {
+        match &*self.failure.borrow() {
+            None => Ok(()),
+            Some(reason) => Err(OpError::new(
+                ErrorCode::StorageError,
+                format!(
+                    "replica {}.{} is stopped: {reason}",
+                    gpid.app_id, gpid.partition_index
+                ),
+            )),
+        }
+    }
+
+    /// Why the replica stopped, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+}
+
+/// A write that is in the log and waits for its sync before it is applied.
+struct PendingWrite {
+    gpid: Gpid,
+    /// The puts and deletes, with their decree set.
+    batch: WriteBatch,
+    /// The log position just past its record.
+    position: LogPosition,
+    body: ResponseBody,
+    reply: oneshot::Sender<Response>,
+}
+
 /// The state one shard serves from.
 pub struct ShardState {
     pub shard: usize,
     pub layout: Arc<NodeLayout>,
-    partitions: HashMap<Gpid, Partition<RocksEngine>>,
+    replicas: HashMap<Gpid, Replica>,
     cursors: RefCell<CursorTable>,
     scan_batch_max: usize,
+    log: Rc<MutationLog>,
+    /// Logged writes in log order, applied once the log is durable past
+    /// them (**apply-after-durable**, **apply-in-log-order**).
+    pending: RefCell<VecDeque<PendingWrite>>,
+    /// The position just past the last record this shard appended.
+    appended: Cell<LogPosition>,
+}
+
+/// The directory of shard `shard`'s mutation log.
+pub fn log_dir(data_dir: &Path, shard: usize) -> PathBuf {
+    data_dir.join("log").join(format!("shard-{shard}"))
+}
+
+fn log_error(error: LogError) -> OpError {
+    match error {
+        LogError::Busy { .. } => OpError::new(
+            ErrorCode::Busy,
+            format!("the shard's mutation log is full of unsynced writes: {error}"),
+        ),
+        other => OpError::new(ErrorCode::StorageError, format!("mutation log: {other}")),
+    }
 }
 
 impl ShardState {
     /// Opens (creating if needed) every partition replica this shard owns,
-    /// under `data_dir/<table>.<app_id>/<partition>`.
-    pub fn open(
+    /// under `data_dir/<table>.<app_id>/<partition>`, replays the shard's
+    /// mutation log above each replica's flushed decree, and opens the log
+    /// for new writes.
+    pub async fn open(
         shard: usize,
         layout: Arc<NodeLayout>,
         data_dir: &Path,
         tuning: &Tuning,
     ) -> Result<ShardState, OpError> {
+        let nr_shards = layout.addresses.len();
+        if let Some(stale) =
+            (nr_shards..nr_shards + 64).find(|other| log_dir(data_dir, *other).exists())
+        {
+            return Err(OpError::new(
+                ErrorCode::StorageError,
+                format!(
+                    "{} exists: this node last ran with more than {nr_shards} shards; restart it with the same shard count",
+                    log_dir(data_dir, stale).display()
+                ),
+            ));
+        }
         let storage = ShardStorage::new(&StorageTuning {
             block_cache_bytes: tuning.block_cache_bytes as usize,
             write_buffer_bytes: tuning.write_buffer_bytes as usize,
@@ -151,7 +249,7 @@ impl ShardState {
         })?;
         let limits = StorageLimits::default();
         let scan_batch_max = limits.scan_batch_max;
-        let mut partitions = HashMap::new();
+        let mut replicas = HashMap::new();
         for table in &layout.tables {
             for partition_index in 0..table.partition_count as i32 {
                 if layout.owner_shard(partition_index) != shard {
@@ -167,28 +265,62 @@ impl ShardState {
                     )
                 })?;
                 let engine = RocksEngine::open(&path, &storage)?;
+                let decree = engine.applied_decree()?;
                 let gpid = Gpid {
                     app_id: table.app_id,
                     partition_index,
                 };
-                partitions.insert(gpid, Partition::new(engine, limits));
+                replicas.insert(
+                    gpid,
+                    Replica {
+                        partition: Partition::new(engine, limits),
+                        decree_last: Cell::new(decree),
+                        failure: RefCell::new(None),
+                    },
+                );
             }
         }
+
+        let dir = log_dir(data_dir, shard);
+        let recovery = replay(&dir, &replicas)?;
+        let config = LogConfig {
+            dir,
+            segment_bytes: tuning.log_segment_bytes,
+            group_commit_window: tuning.log_group_commit_window(),
+            batch_bytes_max: tuning.log_batch_bytes_max,
+            sync: tuning.log_sync,
+        };
+        let log = MutationLog::open(config, &recovery)
+            .await
+            .map_err(log_error)?;
         Ok(ShardState {
             shard,
             layout,
-            partitions,
+            replicas,
             cursors: RefCell::new(CursorTable::new(
                 tuning.scanners_max,
                 Duration::from_millis(tuning.scanner_idle_timeout_ms),
             )),
             scan_batch_max,
+            appended: Cell::new(log.durable()),
+            log,
+            pending: RefCell::new(VecDeque::new()),
         })
     }
 
     /// How many partition replicas this shard hosts.
     pub fn partition_count(&self) -> usize {
-        self.partitions.len()
+        self.replicas.len()
+    }
+
+    /// The replicas this shard hosts.
+    pub fn replicas(&self) -> impl Iterator<Item = (&Gpid, &Replica)> {
+        self.replicas.iter()
+    }
+
+    /// The shard's mutation log.
+    pub fn log(&self) -> &MutationLog {
+        &self.log
     }
 
     /// Drops scan cursors idle past their timeout.
@@ -196,12 +328,8 @@ impl ShardState {
         self.cursors.borrow_mut().expire(Instant::now())
     }
 
-    /// Serves one request addressed to a partition this shard owns (the
-    /// caller has checked ownership with [`NodeLayout::owner_shard`]).
-    pub fn serve(&self, gpid: Gpid, request: &Request) -> Response {
-        let table = self.layout.check_gpid(gpid)?;
-        check_keys(request, gpid, table.partition_count)?;
-        let partition = self.partitions.get(&gpid).ok_or_else(|| {
+    fn replica(&self, gpid: Gpid) -> Result<&Replica, OpError> {
+        let replica = self.replicas.get(&gpid).ok_or_else(|| {
             OpError::new(
                 ErrorCode::Internal,
                 format!(
@@ -210,6 +338,24 @@ impl ShardState {
                 ),
             )
         })?;
+        replica.check_serving(gpid)?;
+        Ok(replica)
+    }
+
+    /// Serves any request addressed to a partition this shard owns.
+    pub async fn serve(&self, gpid: Gpid, request: &Request) -> Response {
+        if request.is_write() {
+            self.serve_write(gpid, request).await
+        } else {
+            self.serve_read(gpid, request)
+        }
+    }
+
+    /// Serves a read (or scanner request) at once, from applied data only.
+    pub fn serve_read(&self, gpid: Gpid, request: &Request) -> Response {
+        let table = self.layout.check_gpid(gpid)?;
+        check_keys(request, gpid, table.partition_count)?;
+        let partition = &self.replica(gpid)?.partition;
         let now_epoch_s = key::now_epoch_s();
         match request {
             Request::GetScanner(scan) => self.open_scanner(gpid, partition, scan, now_epoch_s),
@@ -221,6 +367,164 @@ impl ShardState {
                 Ok(ResponseBody::Done)
             }
             other => partition.execute(other, now_epoch_s),
+        }
+    }
+
+    /// Serves a write: prepare it into puts and deletes, give it the next
+    /// decree, append it to the log, and once the log is durable past it,
+    /// apply it and reply (**ack-after-durable**).
+    pub async fn serve_write(&self, gpid: Gpid, request: &Request) -> Response {
+        let table = self.layout.check_gpid(gpid)?;
+        check_keys(request, gpid, table.partition_count)?;
+        let replica = self.replica(gpid)?;
+        let (mut batch, body) = replica
+            .partition
+            .prepare_write(request, key::now_epoch_s())?;
+        if batch.is_empty() {
+            // Nothing to write (a failed check), but the answer may rest on
+            // staged writes: give it only once they are durable.
+            self.log
+                .wait_durable(self.appended.get())
+                .await
+                .map_err(log_error)?;
+            return Ok(body);
+        }
+        let decree = replica.decree_last.get() + 1;
+        batch.set_decree(decree);
+        let header = RecordHeader {
+            app_id: gpid.app_id,
+            partition_index: gpid.partition_index,
+            ballot: BALLOT_STANDALONE,
+            decree,
+        };
+        let position = self
+            .log
+            .append(&header, &batch.encode())
+            .map_err(log_error)?;
+        replica.decree_last.set(decree);
+        replica.partition.stage(decree, &batch);
+        self.appended.set(position);
+        let (reply, reply_received) = oneshot::channel();
+        self.pending.borrow_mut().push_back(PendingWrite {
+            gpid,
+            batch,
+            position,
+            body,
+            reply,
+        });
+        match self.log.wait_durable(position).await {
+            Ok(()) => self.apply_durable(),
+            Err(error) => self.fail_pending(error),
+        }
+        reply_received.await.unwrap_or_else(|_| {
+            Err(OpError::new(
+                ErrorCode::Internal,
+                "the write was dropped before it was applied",
+            ))
+        })
+    }
+
+    /// Applies, in log order, every pending write the log has made durable,
+    /// and sends their replies.
+    fn apply_durable(&self) {
+        let durable = self.log.durable();
+        loop {
+            let next = {
+                let mut pending = self.pending.borrow_mut();
+                match pending.front() {
+                    Some(write) if write.position <= durable => pending.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some(write) = next else { break };
+            let replica = &self.replicas[&write.gpid];
+            let result = match replica.check_serving(write.gpid) {
+                Ok(()) => replica.partition.apply(&write.batch).map(|()| write.body),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = &result {
+                let decree = write.batch.decree().unwrap_or_default();
+                replica.fail(
+                    write.gpid,
+                    format!("applying decree {decree} failed: {error}"),
+                );
+            }
+            let _ = write.reply.send(result);
+        }
+    }
+
+    /// The log failed: every pending write fails with it, and staged state is
+    /// forgotten. The log stays failed; the node must restart (and replays).
+    fn fail_pending(&self, error: LogError) {
+        let error = log_error(error);
+        for write in self.pending.borrow_mut().drain(..) {
+            let _ = write.reply.send(Err(error.clone()));
+        }
+        for replica in self.replicas.values() {
+            replica.partition.discard_staged();
+        }
+    }
+
+    /// Deletes log segments every replica has flushed past; when the log is
+    /// still above `log_bytes_max`, flushes the replicas that pin its oldest
+    /// segment and tries again. Returns the segments deleted.
+    pub fn collect_log_garbage(&self, log_bytes_max: u64) -> Result<usize, OpError> {
+        let mut removed = self.remove_flushed_segments()?;
+        if self.log.total_bytes() > log_bytes_max {
+            if let Some(oldest) = self.log.segments().into_iter().next() {
+                for ((app_id, partition_index), decree_max) in &oldest.decree_max {
+                    let gpid = Gpid {
+                        app_id: *app_id,
+                        partition_index: *partition_index,
+                    };
+                    let Some(replica) = self.replicas.get(&gpid) else {
+                        continue;
+                    };
+                    let engine = replica.partition.engine();
+                    if replica.failure.borrow().is_none() && engine.flushed_decree()? < *decree_max
+                    {
+                        engine.flush()?;
+                    }
+                }
+            }
+            removed += self.remove_flushed_segments()?;
+        }
+        Ok(removed)
+    }
+
+    fn remove_flushed_segments(&self) -> Result<usize, OpError> {
+        let mut flushed = HashMap::new();
+        for (gpid, replica) in &self.replicas {
+            flushed.insert(
+                (gpid.app_id, gpid.partition_index),
+                replica.partition.engine().flushed_decree()?,
+            );
+        }
+        // A segment stays while any hosted replica has not flushed past it;
+        // records of replicas no longer hosted pin nothing.
+        let keep = |segment: &SegmentInfo| {
+            segment.decree_max.iter().any(|(stream, decree_max)| {
+                flushed
+                    .get(stream)
+                    .is_some_and(|flushed| flushed < decree_max)
+            })
+        };
+        self.log.remove_segments(&keep).map_err(log_error)
+    }
+
+    /// Clean shutdown: syncs the log and flushes every replica, so a restart
+    /// has nothing to replay.
+    pub async fn close(&self) {
+        if let Err(error) = self.log.close().await {
+            tracing::warn!(shard = self.shard, %error, "closing the mutation log failed");
+        }
+        for (gpid, replica) in &self.replicas {
+            if replica.failure.borrow().is_some() {
+                continue;
+            }
+            if let Err(error) = replica.partition.engine().flush() {
+                tracing::warn!(app_id = gpid.app_id, partition = gpid.partition_index, %error, "flush at shutdown failed");
+            }
         }
     }
 
@@ -284,4 +588,100 @@ impl ShardState {
             context_id,
         })
     }
+}
+
+/// Replays the shard's log into its replicas: every good record above a
+/// replica's flushed decree is applied in order (**replay-above-flushed**).
+/// A replica whose decrees have a gap, whose record does not decode, or whose
+/// records sit in a corrupted stretch of the log stops; the others go on.
+fn replay(dir: &Path, replicas: &HashMap<Gpid, Replica>) -> Result<Recovery, OpError> {
+    let mut visit = |header: &RecordHeader, payload: &[u8], location: RecordLocation| {
+        let gpid = Gpid {
+            app_id: header.app_id,
+            partition_index: header.partition_index,
+        };
+        let Some(replica) = replicas.get(&gpid) else {
+            return;
+        };
+        if replica.failure.borrow().is_some() {
+            return;
+        }
+        let applied = replica.decree_last.get();
+        if header.decree <= applied {
+            return;
+        }
+        let at = format!(
+            "{} offset {}",
+            segment_path(dir, location.segment_index).display(),
+            location.offset
+        );
+        if header.decree != applied + 1 {
+            replica.fail(
+                gpid,
+                format!(
+                    "the mutation log jumps from decree {applied} to {} at {at}",
+                    header.decree
+                ),
+            );
+            return;
+        }
+        let result = WriteBatch::decode(payload).and_then(|mut batch| {
+            batch.set_decree(header.decree);
+            replica.partition.apply(&batch)
+        });
+        match result {
+            Ok(()) => replica.decree_last.set(header.decree),
+            Err(error) => replica.fail(
+                gpid,
+                format!("replaying decree {} from {at}: {error}", header.decree),
+            ),
+        }
+    };
+    let recovery = markab_shards::log::recover(dir, &mut visit).map_err(log_error)?;
+    if let Some(torn) = &recovery.torn_tail {
+        tracing::warn!(
+            path = %torn.path.display(),
+            offset = torn.offset,
+            bytes = torn.bytes_dropped,
+            reason = %torn.reason,
+            "cut a torn tail off the mutation log"
+        );
+        eprintln!(
+            "mutation log: cut a torn tail at {} offset {} ({} bytes: {})",
+            torn.path.display(),
+            torn.offset,
+            torn.bytes_dropped,
+            torn.reason
+        );
+    }
+    for corruption in &recovery.corruptions {
+        for (app_id, partition_index) in &corruption.streams {
+            let gpid = Gpid {
+                app_id: *app_id,
+                partition_index: *partition_index,
+            };
+            if let Some(replica) = replicas.get(&gpid) {
+                // The corruption is the root cause of any gap replay saw.
+                replica.failure.borrow_mut().take();
+                replica.fail(
+                    gpid,
+                    format!(
+                        "the mutation log is corrupted at {} offset {}: {}",
+                        corruption.path.display(),
+                        corruption.offset,
+                        corruption.reason
+                    ),
+                );
+            }
+        }
+    }
+    for (gpid, replica) in replicas {
+        if let Some(reason) = replica.failure() {
+            eprintln!(
+                "replica {}.{} stopped: {reason}",
+                gpid.app_id, gpid.partition_index
+            );
+        }
+    }
+    Ok(recovery)
 }

@@ -124,6 +124,12 @@ impl Node {
         }
     }
 
+    /// Kills the process with SIGKILL (no clean shutdown) and reaps it.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL the node");
+        self.child.wait().expect("reap the node");
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
@@ -144,4 +150,27 @@ fn signal(pid: u32, signal: i32) {
     unsafe {
         libc::kill(pid as i32, signal);
     }
+}
+
+/// A multi-threaded tokio runtime for driving the client in tests.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Total bytes of the files directly in `dir` (0 if it does not exist).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| entry.metadata().ok())
+                .filter(|metadata| metadata.is_file())
+                .map(|metadata| metadata.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
