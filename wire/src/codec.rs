@@ -16,9 +16,11 @@ use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, VerifierOptions, W
 use crate::fb;
 use crate::frame::{write_frame, FrameError, MessageKind, FRAME_BODY_BYTES_MAX};
 use crate::message::{
-    CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult, CheckType, Envelope, ErrorCode,
-    Filter, FilterType, Gpid, Key, MultiGetRequest, Mutation, OpError, PartitionRoute, Record,
-    Request, Response, ResponseBody, Route, ScanRange, ScanRequest, SortKeyValue,
+    BeaconAck, CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult, CheckType,
+    CreateTableRequest, Envelope, ErrorCode, Filter, FilterType, Gpid, HostedReplica, Key,
+    MultiGetRequest, Mutation, NodeBeacon, NodeInfo, OpError, PartitionConfig, PartitionRoute,
+    Record, ReplicaAssignment, Request, Response, ResponseBody, Route, ScanRange, ScanRequest,
+    SortKeyValue, TableDescription, TableInfo, TableStatus,
 };
 
 /// Once a message needed a builder larger than this, the encoder drops that
@@ -35,12 +37,17 @@ pub const ENCODER_BUILDER_BYTES_INITIAL: usize = 4 * 1024;
 /// vector lengths, alignment padding and the offset in its list.
 const ENCODED_ITEM_OVERHEAD_BYTES_MAX: usize = 64;
 
+/// Extra bytes charged to a list item with many scalar fields (table info,
+/// node info, partition configuration, hosted replica, replica assignment):
+/// its larger vtable and up to 48 bytes of scalars and padding.
+const ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX: usize = 64;
+
 /// Upper bound on the flatbuffers bytes of an envelope and a body table
 /// beyond their byte strings and list items.
 const ENCODED_MESSAGE_OVERHEAD_BYTES_MAX: usize = 512;
 
-/// Deepest table nesting a valid message has (envelope → body → list item
-/// or filter) is 3; this leaves room for appended fields.
+/// Deepest table nesting a valid message has (envelope → body → table info
+/// → env pair) is 4; this leaves room for appended fields.
 const VERIFY_DEPTH_MAX: usize = 16;
 
 /// A legitimate buffer's "apparent size" (bytes visited by the verifier,
@@ -310,9 +317,41 @@ fn request_bytes_estimate(request: &Request) -> usize {
                 .saturating_add(request.sort_key_filter.pattern.len())
         }
         Request::Scan { .. } | Request::ClearScanner { .. } => 0,
-        Request::QueryRoute { table } => table.len(),
+        Request::QueryRoute { table }
+        | Request::DescribeTable { table }
+        | Request::GetAppEnvs { table }
+        | Request::DropTable { table, .. } => table.len(),
+        Request::CreateTable(request) => request
+            .table
+            .len()
+            .saturating_add(pairs_bytes(&request.envs)),
+        Request::RecallTable { new_name, .. } => new_name.len(),
+        Request::ListTables { .. } | Request::ListNodes | Request::ClusterInfo => 0,
+        Request::SetAppEnvs { table, envs } => table.len().saturating_add(pairs_bytes(envs)),
+        Request::Beacon(beacon) => beacon
+            .node
+            .len()
+            .saturating_add(strings_bytes(&beacon.shard_addresses))
+            .saturating_add(items_estimate(&beacon.replicas, |_| {
+                ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX
+            })),
     };
     payload.saturating_add(ENCODED_MESSAGE_OVERHEAD_BYTES_MAX)
+}
+
+fn pairs_bytes(pairs: &[(String, String)]) -> usize {
+    items_estimate(pairs, |(key, value)| key.len().saturating_add(value.len()))
+}
+
+fn strings_bytes(strings: &[String]) -> usize {
+    items_estimate(strings, String::len)
+}
+
+fn table_info_bytes(info: &TableInfo) -> usize {
+    info.name
+        .len()
+        .saturating_add(pairs_bytes(&info.envs))
+        .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
 }
 
 fn record_bytes(record: &Record) -> usize {
@@ -344,6 +383,30 @@ fn response_bytes_estimate(response: &Response) -> usize {
             .saturating_add(items_estimate(&route.partitions, |partition| {
                 partition.address.len()
             })),
+        Ok(ResponseBody::Table(info)) => table_info_bytes(info),
+        Ok(ResponseBody::Tables(tables)) => items_estimate(tables, table_info_bytes),
+        Ok(ResponseBody::Description(description)) => table_info_bytes(&description.info)
+            .saturating_add(items_estimate(&description.partitions, |partition| {
+                partition
+                    .primary
+                    .len()
+                    .saturating_add(strings_bytes(&partition.secondaries))
+                    .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
+            })),
+        Ok(ResponseBody::Nodes(nodes)) => items_estimate(nodes, |node| {
+            node.node
+                .len()
+                .saturating_add(strings_bytes(&node.shard_addresses))
+                .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
+        }),
+        Ok(ResponseBody::Pairs(pairs)) => pairs_bytes(pairs),
+        Ok(ResponseBody::BeaconAck(ack)) => items_estimate(&ack.assignments, |assignment| {
+            assignment
+                .table
+                .len()
+                .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
+        })
+        .saturating_add(items_estimate(&ack.drops, |_| 0)),
     };
     payload.saturating_add(ENCODED_MESSAGE_OVERHEAD_BYTES_MAX)
 }
@@ -429,6 +492,120 @@ fn records(
         })
         .collect();
     builder.create_vector(&offsets)
+}
+
+type StringList = WIPOffset<Vector<'static, ForwardsUOffset<&'static str>>>;
+
+fn string_list(builder: &mut Builder, strings: &[String]) -> StringList {
+    let offsets: Vec<_> = strings
+        .iter()
+        .map(|string| builder.create_string(string))
+        .collect();
+    builder.create_vector(&offsets)
+}
+
+fn string_pairs(
+    builder: &mut Builder,
+    pairs: &[(String, String)],
+) -> WIPOffset<Vector<'static, ForwardsUOffset<fb::StringPair<'static>>>> {
+    let offsets: Vec<_> = pairs
+        .iter()
+        .map(|(key, value)| {
+            let key = Some(builder.create_string(key));
+            let value = Some(builder.create_string(value));
+            fb::StringPair::create(builder, &fb::StringPairArgs { key, value })
+        })
+        .collect();
+    builder.create_vector(&offsets)
+}
+
+fn table_info(builder: &mut Builder, info: &TableInfo) -> WIPOffset<fb::TableInfo<'static>> {
+    let name = Some(builder.create_string(&info.name));
+    let envs = Some(string_pairs(builder, &info.envs));
+    fb::TableInfo::create(
+        builder,
+        &fb::TableInfoArgs {
+            app_id: info.app_id,
+            name,
+            status: fb::TableStatus(info.status as u8),
+            partition_count: info.partition_count,
+            replica_count: info.replica_count,
+            envs,
+            create_time_s: info.create_time_s,
+            drop_time_s: info.drop_time_s,
+            drop_expire_s: info.drop_expire_s,
+        },
+    )
+}
+
+fn partition_config(
+    builder: &mut Builder,
+    partition: &PartitionConfig,
+) -> WIPOffset<fb::PartitionConfig<'static>> {
+    let primary = Some(builder.create_string(&partition.primary));
+    let secondaries = Some(string_list(builder, &partition.secondaries));
+    fb::PartitionConfig::create(
+        builder,
+        &fb::PartitionConfigArgs {
+            partition_index: partition.partition_index,
+            ballot: partition.ballot,
+            primary,
+            secondaries,
+        },
+    )
+}
+
+fn node_info(builder: &mut Builder, node: &NodeInfo) -> WIPOffset<fb::NodeInfo<'static>> {
+    let name = Some(builder.create_string(&node.node));
+    let shard_addresses = Some(string_list(builder, &node.shard_addresses));
+    fb::NodeInfo::create(
+        builder,
+        &fb::NodeInfoArgs {
+            node: name,
+            shard_addresses,
+            alive: node.alive,
+            replica_count: node.replica_count,
+            last_beacon_ms_ago: node.last_beacon_ms_ago,
+        },
+    )
+}
+
+fn hosted_replica(
+    builder: &mut Builder,
+    replica: &HostedReplica,
+) -> WIPOffset<fb::HostedReplica<'static>> {
+    let gpid = fb_gpid(replica.gpid);
+    fb::HostedReplica::create(
+        builder,
+        &fb::HostedReplicaArgs {
+            gpid: Some(&gpid),
+            shard: replica.shard,
+            ballot: replica.ballot,
+            decree_applied: replica.decree_applied,
+        },
+    )
+}
+
+fn replica_assignment(
+    builder: &mut Builder,
+    assignment: &ReplicaAssignment,
+) -> WIPOffset<fb::ReplicaAssignment<'static>> {
+    let table = Some(builder.create_string(&assignment.table));
+    fb::ReplicaAssignment::create(
+        builder,
+        &fb::ReplicaAssignmentArgs {
+            table,
+            app_id: assignment.app_id,
+            partition_index: assignment.partition_index,
+            partition_count: assignment.partition_count,
+            shard: assignment.shard,
+            ballot: assignment.ballot,
+        },
+    )
+}
+
+fn fb_gpid(gpid: Gpid) -> fb::Gpid {
+    fb::Gpid::new(gpid.app_id, gpid.partition_index)
 }
 
 type Union = WIPOffset<flatbuffers::UnionWIPOffset>;
@@ -677,6 +854,108 @@ fn build_request(builder: &mut Builder, request: &Request) -> (fb::RequestBody, 
                 fb::QueryRouteRequest::create(builder, &fb::QueryRouteRequestArgs { table: name });
             (fb::RequestBody::QueryRouteRequest, table.as_union_value())
         }
+        Request::CreateTable(request) => {
+            let name = Some(builder.create_string(&request.table));
+            let envs = Some(string_pairs(builder, &request.envs));
+            let table = fb::CreateTableRequest::create(
+                builder,
+                &fb::CreateTableRequestArgs {
+                    table: name,
+                    partition_count: request.partition_count,
+                    replica_count: request.replica_count,
+                    envs,
+                    success_if_exist: request.success_if_exist,
+                },
+            );
+            (fb::RequestBody::CreateTableRequest, table.as_union_value())
+        }
+        Request::DropTable {
+            table,
+            reserve_seconds,
+        } => {
+            let name = Some(builder.create_string(table));
+            let table = fb::DropTableRequest::create(
+                builder,
+                &fb::DropTableRequestArgs {
+                    table: name,
+                    reserve_seconds: *reserve_seconds,
+                },
+            );
+            (fb::RequestBody::DropTableRequest, table.as_union_value())
+        }
+        Request::RecallTable { app_id, new_name } => {
+            let new_name = Some(builder.create_string(new_name));
+            let table = fb::RecallTableRequest::create(
+                builder,
+                &fb::RecallTableRequestArgs {
+                    app_id: *app_id,
+                    new_name,
+                },
+            );
+            (fb::RequestBody::RecallTableRequest, table.as_union_value())
+        }
+        Request::ListTables { include_dropped } => {
+            let table = fb::ListTablesRequest::create(
+                builder,
+                &fb::ListTablesRequestArgs {
+                    include_dropped: *include_dropped,
+                },
+            );
+            (fb::RequestBody::ListTablesRequest, table.as_union_value())
+        }
+        Request::DescribeTable { table } => {
+            let name = Some(builder.create_string(table));
+            let table = fb::DescribeTableRequest::create(
+                builder,
+                &fb::DescribeTableRequestArgs { table: name },
+            );
+            (
+                fb::RequestBody::DescribeTableRequest,
+                table.as_union_value(),
+            )
+        }
+        Request::ListNodes => {
+            let table = fb::ListNodesRequest::create(builder, &fb::ListNodesRequestArgs {});
+            (fb::RequestBody::ListNodesRequest, table.as_union_value())
+        }
+        Request::ClusterInfo => {
+            let table = fb::ClusterInfoRequest::create(builder, &fb::ClusterInfoRequestArgs {});
+            (fb::RequestBody::ClusterInfoRequest, table.as_union_value())
+        }
+        Request::SetAppEnvs { table, envs } => {
+            let name = Some(builder.create_string(table));
+            let envs = Some(string_pairs(builder, envs));
+            let table = fb::SetAppEnvsRequest::create(
+                builder,
+                &fb::SetAppEnvsRequestArgs { table: name, envs },
+            );
+            (fb::RequestBody::SetAppEnvsRequest, table.as_union_value())
+        }
+        Request::GetAppEnvs { table } => {
+            let name = Some(builder.create_string(table));
+            let table =
+                fb::GetAppEnvsRequest::create(builder, &fb::GetAppEnvsRequestArgs { table: name });
+            (fb::RequestBody::GetAppEnvsRequest, table.as_union_value())
+        }
+        Request::Beacon(beacon) => {
+            let node = Some(builder.create_string(&beacon.node));
+            let shard_addresses = Some(string_list(builder, &beacon.shard_addresses));
+            let replicas: Vec<_> = beacon
+                .replicas
+                .iter()
+                .map(|replica| hosted_replica(builder, replica))
+                .collect();
+            let replicas = Some(builder.create_vector(&replicas));
+            let table = fb::BeaconRequest::create(
+                builder,
+                &fb::BeaconRequestArgs {
+                    node,
+                    shard_addresses,
+                    replicas,
+                },
+            );
+            (fb::RequestBody::BeaconRequest, table.as_union_value())
+        }
     }
 }
 
@@ -831,6 +1110,63 @@ fn build_response_body(builder: &mut Builder, body: &ResponseBody) -> (fb::Respo
             );
             (fb::ResponseBody::RouteResponse, table.as_union_value())
         }
+        ResponseBody::Table(info) => {
+            let info = Some(table_info(builder, info));
+            let table = fb::TableResponse::create(builder, &fb::TableResponseArgs { info });
+            (fb::ResponseBody::TableResponse, table.as_union_value())
+        }
+        ResponseBody::Tables(tables) => {
+            let offsets: Vec<_> = tables
+                .iter()
+                .map(|info| table_info(builder, info))
+                .collect();
+            let tables = Some(builder.create_vector(&offsets));
+            let table = fb::TablesResponse::create(builder, &fb::TablesResponseArgs { tables });
+            (fb::ResponseBody::TablesResponse, table.as_union_value())
+        }
+        ResponseBody::Description(description) => {
+            let info = Some(table_info(builder, &description.info));
+            let offsets: Vec<_> = description
+                .partitions
+                .iter()
+                .map(|partition| partition_config(builder, partition))
+                .collect();
+            let partitions = Some(builder.create_vector(&offsets));
+            let table = fb::DescriptionResponse::create(
+                builder,
+                &fb::DescriptionResponseArgs { info, partitions },
+            );
+            (
+                fb::ResponseBody::DescriptionResponse,
+                table.as_union_value(),
+            )
+        }
+        ResponseBody::Nodes(nodes) => {
+            let offsets: Vec<_> = nodes.iter().map(|node| node_info(builder, node)).collect();
+            let nodes = Some(builder.create_vector(&offsets));
+            let table = fb::NodesResponse::create(builder, &fb::NodesResponseArgs { nodes });
+            (fb::ResponseBody::NodesResponse, table.as_union_value())
+        }
+        ResponseBody::Pairs(pairs) => {
+            let pairs = Some(string_pairs(builder, pairs));
+            let table = fb::PairsResponse::create(builder, &fb::PairsResponseArgs { pairs });
+            (fb::ResponseBody::PairsResponse, table.as_union_value())
+        }
+        ResponseBody::BeaconAck(ack) => {
+            let offsets: Vec<_> = ack
+                .assignments
+                .iter()
+                .map(|assignment| replica_assignment(builder, assignment))
+                .collect();
+            let assignments = Some(builder.create_vector(&offsets));
+            let drops: Vec<fb::Gpid> = ack.drops.iter().copied().map(fb_gpid).collect();
+            let drops = Some(builder.create_vector(&drops));
+            let table = fb::BeaconAckResponse::create(
+                builder,
+                &fb::BeaconAckResponseArgs { assignments, drops },
+            );
+            (fb::ResponseBody::BeaconAckResponse, table.as_union_value())
+        }
     }
 }
 
@@ -906,6 +1242,62 @@ fn decode_records(list: Option<Vector<'_, ForwardsUOffset<fb::Record<'_>>>>) -> 
             .collect()
     })
     .unwrap_or_default()
+}
+
+fn owned_string(string: Option<&str>) -> String {
+    string.unwrap_or_default().to_string()
+}
+
+fn owned_strings(list: Option<Vector<'_, ForwardsUOffset<&str>>>) -> Vec<String> {
+    list.map(|list| list.iter().map(|string| string.to_string()).collect())
+        .unwrap_or_default()
+}
+
+fn decode_string_pairs(
+    list: Option<Vector<'_, ForwardsUOffset<fb::StringPair<'_>>>>,
+) -> Vec<(String, String)> {
+    list.map(|list| {
+        list.iter()
+            .map(|pair| (owned_string(pair.key()), owned_string(pair.value())))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn decode_gpid(gpid: &fb::Gpid) -> Gpid {
+    Gpid {
+        app_id: gpid.app_id(),
+        partition_index: gpid.partition_index(),
+    }
+}
+
+fn decode_table_info(table: fb::TableInfo<'_>) -> Result<TableInfo, DecodeError> {
+    let status = match table.status() {
+        fb::TableStatus::Available => TableStatus::Available,
+        fb::TableStatus::Dropped => TableStatus::Dropped,
+        other => return Err(invalid(format!("unknown table status {}", other.0))),
+    };
+    Ok(TableInfo {
+        app_id: table.app_id(),
+        name: owned_string(table.name()),
+        status,
+        partition_count: table.partition_count(),
+        replica_count: table.replica_count(),
+        envs: decode_string_pairs(table.envs()),
+        create_time_s: table.create_time_s(),
+        drop_time_s: table.drop_time_s(),
+        drop_expire_s: table.drop_expire_s(),
+    })
+}
+
+/// A required table info: absent is an error, not a default, so a reply
+/// that lost its table never reads as table 0.
+fn decode_required_table_info(
+    table: Option<fb::TableInfo<'_>>,
+    what: &str,
+) -> Result<TableInfo, DecodeError> {
+    let table = table.ok_or_else(|| invalid(format!("{what} carries no table info")))?;
+    decode_table_info(table)
 }
 
 fn missing_body(kind: &str) -> DecodeError {
@@ -1116,6 +1508,83 @@ pub fn decode_request(body: &[u8]) -> Result<(Envelope, Request), DecodeError> {
                 table: table.table().unwrap_or_default().to_string(),
             }
         }
+        fb::RequestBody::CreateTableRequest => {
+            let table = root.body_as_create_table_request().ok_or_else(missing)?;
+            Request::CreateTable(CreateTableRequest {
+                table: owned_string(table.table()),
+                partition_count: table.partition_count(),
+                replica_count: table.replica_count(),
+                envs: decode_string_pairs(table.envs()),
+                success_if_exist: table.success_if_exist(),
+            })
+        }
+        fb::RequestBody::DropTableRequest => {
+            let table = root.body_as_drop_table_request().ok_or_else(missing)?;
+            Request::DropTable {
+                table: owned_string(table.table()),
+                reserve_seconds: table.reserve_seconds(),
+            }
+        }
+        fb::RequestBody::RecallTableRequest => {
+            let table = root.body_as_recall_table_request().ok_or_else(missing)?;
+            Request::RecallTable {
+                app_id: table.app_id(),
+                new_name: owned_string(table.new_name()),
+            }
+        }
+        fb::RequestBody::ListTablesRequest => {
+            let table = root.body_as_list_tables_request().ok_or_else(missing)?;
+            Request::ListTables {
+                include_dropped: table.include_dropped(),
+            }
+        }
+        fb::RequestBody::DescribeTableRequest => {
+            let table = root.body_as_describe_table_request().ok_or_else(missing)?;
+            Request::DescribeTable {
+                table: owned_string(table.table()),
+            }
+        }
+        fb::RequestBody::ListNodesRequest => {
+            root.body_as_list_nodes_request().ok_or_else(missing)?;
+            Request::ListNodes
+        }
+        fb::RequestBody::ClusterInfoRequest => {
+            root.body_as_cluster_info_request().ok_or_else(missing)?;
+            Request::ClusterInfo
+        }
+        fb::RequestBody::SetAppEnvsRequest => {
+            let table = root.body_as_set_app_envs_request().ok_or_else(missing)?;
+            Request::SetAppEnvs {
+                table: owned_string(table.table()),
+                envs: decode_string_pairs(table.envs()),
+            }
+        }
+        fb::RequestBody::GetAppEnvsRequest => {
+            let table = root.body_as_get_app_envs_request().ok_or_else(missing)?;
+            Request::GetAppEnvs {
+                table: owned_string(table.table()),
+            }
+        }
+        fb::RequestBody::BeaconRequest => {
+            let table = root.body_as_beacon_request().ok_or_else(missing)?;
+            let mut replicas = Vec::new();
+            for replica in table.replicas().iter().flat_map(|list| list.iter()) {
+                let gpid = replica
+                    .gpid()
+                    .ok_or_else(|| invalid("beacon replica carries no gpid"))?;
+                replicas.push(HostedReplica {
+                    gpid: decode_gpid(gpid),
+                    shard: replica.shard(),
+                    ballot: replica.ballot(),
+                    decree_applied: replica.decree_applied(),
+                });
+            }
+            Request::Beacon(NodeBeacon {
+                node: owned_string(table.node()),
+                shard_addresses: owned_strings(table.shard_addresses()),
+                replicas,
+            })
+        }
         other => return Err(invalid(format!("unknown request body type {}", other.0))),
     };
     Ok((envelope, request))
@@ -1213,6 +1682,86 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
                 partition_count: table.partition_count(),
                 partitions,
             })
+        }
+        fb::ResponseBody::TableResponse => {
+            let table = root.body_as_table_response().ok_or_else(missing)?;
+            ResponseBody::Table(decode_required_table_info(table.info(), "table response")?)
+        }
+        fb::ResponseBody::TablesResponse => {
+            let table = root.body_as_tables_response().ok_or_else(missing)?;
+            let mut tables = Vec::new();
+            for info in table.tables().iter().flat_map(|list| list.iter()) {
+                tables.push(decode_table_info(info)?);
+            }
+            ResponseBody::Tables(tables)
+        }
+        fb::ResponseBody::DescriptionResponse => {
+            let table = root.body_as_description_response().ok_or_else(missing)?;
+            let partitions = table
+                .partitions()
+                .map(|partitions| {
+                    partitions
+                        .iter()
+                        .map(|partition| PartitionConfig {
+                            partition_index: partition.partition_index(),
+                            ballot: partition.ballot(),
+                            primary: owned_string(partition.primary()),
+                            secondaries: owned_strings(partition.secondaries()),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            ResponseBody::Description(TableDescription {
+                info: decode_required_table_info(table.info(), "description response")?,
+                partitions,
+            })
+        }
+        fb::ResponseBody::NodesResponse => {
+            let table = root.body_as_nodes_response().ok_or_else(missing)?;
+            let nodes = table
+                .nodes()
+                .map(|nodes| {
+                    nodes
+                        .iter()
+                        .map(|node| NodeInfo {
+                            node: owned_string(node.node()),
+                            shard_addresses: owned_strings(node.shard_addresses()),
+                            alive: node.alive(),
+                            replica_count: node.replica_count(),
+                            last_beacon_ms_ago: node.last_beacon_ms_ago(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            ResponseBody::Nodes(nodes)
+        }
+        fb::ResponseBody::PairsResponse => {
+            let table = root.body_as_pairs_response().ok_or_else(missing)?;
+            ResponseBody::Pairs(decode_string_pairs(table.pairs()))
+        }
+        fb::ResponseBody::BeaconAckResponse => {
+            let table = root.body_as_beacon_ack_response().ok_or_else(missing)?;
+            let assignments = table
+                .assignments()
+                .map(|assignments| {
+                    assignments
+                        .iter()
+                        .map(|assignment| ReplicaAssignment {
+                            table: owned_string(assignment.table()),
+                            app_id: assignment.app_id(),
+                            partition_index: assignment.partition_index(),
+                            partition_count: assignment.partition_count(),
+                            shard: assignment.shard(),
+                            ballot: assignment.ballot(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let drops = table
+                .drops()
+                .map(|drops| drops.iter().map(decode_gpid).collect())
+                .unwrap_or_default();
+            ResponseBody::BeaconAck(BeaconAck { assignments, drops })
         }
         other => return Err(invalid(format!("unknown response body type {}", other.0))),
     };

@@ -47,11 +47,19 @@ pub enum ErrorCode {
     Internal = 14,
     /// The partition hash in the envelope does not match the key.
     WrongPartition = 15,
+    /// create_table: a table with this name already exists.
+    TableExists = 16,
+    /// Not enough alive nodes for the request (for example to place a
+    /// table's replicas).
+    NotEnoughNodes = 17,
+    /// The node does not host this partition (any more); the client should
+    /// refresh its route from meta.
+    NotHosted = 18,
 }
 
 impl ErrorCode {
     /// All codes, in wire order.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::Ok,
         ErrorCode::NotFound,
         ErrorCode::InvalidArgument,
@@ -68,6 +76,9 @@ impl ErrorCode {
         ErrorCode::StorageError,
         ErrorCode::Internal,
         ErrorCode::WrongPartition,
+        ErrorCode::TableExists,
+        ErrorCode::NotEnoughNodes,
+        ErrorCode::NotHosted,
     ];
 
     /// The code with this wire value, if any.
@@ -97,6 +108,9 @@ impl ErrorCode {
             ErrorCode::StorageError => "STORAGE_ERROR",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::WrongPartition => "WRONG_PARTITION",
+            ErrorCode::TableExists => "TABLE_EXISTS",
+            ErrorCode::NotEnoughNodes => "NOT_ENOUGH_NODES",
+            ErrorCode::NotHosted => "NOT_HOSTED",
         }
     }
 }
@@ -451,11 +465,162 @@ pub enum Request {
     ClearScanner {
         context_id: i64,
     },
-    /// Where the partitions of a table live (answered by a standalone node
-    /// for the tables in its config; later by meta).
+    /// Where the partitions of a table live (answered by meta, and by a
+    /// standalone node for the tables in its config).
     QueryRoute {
         table: String,
     },
+
+    // ---- Meta requests (sent to `markab meta`) ----
+    /// Create a table. `partition_count` must be a power of two,
+    /// `replica_count` within meta's bounds.
+    CreateTable(CreateTableRequest),
+    /// Drop a table: it disappears at once, its data is kept for
+    /// `reserve_seconds` (meta's default when `None`) and can be recalled.
+    DropTable {
+        table: String,
+        reserve_seconds: Option<u32>,
+    },
+    /// Bring a dropped table back (under `new_name`, or its old name when
+    /// empty) while its data is still held.
+    RecallTable {
+        app_id: i32,
+        new_name: String,
+    },
+    /// The tables; dropped ones (still held) too when `include_dropped`.
+    ListTables {
+        include_dropped: bool,
+    },
+    /// A table's info and every partition's configuration.
+    DescribeTable {
+        table: String,
+    },
+    /// The nodes meta knows, alive or not.
+    ListNodes,
+    /// Meta's own summary (address, node and table counts, settings).
+    ClusterInfo,
+    /// Set (insert or replace) environment entries of a table.
+    SetAppEnvs {
+        table: String,
+        envs: Vec<(String, String)>,
+    },
+    /// A table's environment entries.
+    GetAppEnvs {
+        table: String,
+    },
+    /// A node's periodic report to meta (node → meta); the reply carries
+    /// what the node must host and drop.
+    Beacon(NodeBeacon),
+}
+
+/// Parameters of create_table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateTableRequest {
+    pub table: String,
+    pub partition_count: i32,
+    pub replica_count: i32,
+    pub envs: Vec<(String, String)>,
+    /// Answer success (with the existing table) instead of `TABLE_EXISTS`.
+    pub success_if_exist: bool,
+}
+
+/// Lifecycle state of a table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum TableStatus {
+    #[default]
+    Available = 0,
+    /// Dropped, data held until `drop_expire_s`, recallable until then.
+    Dropped = 1,
+}
+
+/// What meta knows about a table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableInfo {
+    pub app_id: i32,
+    pub name: String,
+    pub status: TableStatus,
+    pub partition_count: i32,
+    pub replica_count: i32,
+    pub envs: Vec<(String, String)>,
+    /// Unix seconds.
+    pub create_time_s: u64,
+    /// Unix seconds; 0 while available.
+    pub drop_time_s: u64,
+    /// Unix seconds after which a dropped table's data is deleted; 0 while
+    /// available.
+    pub drop_expire_s: u64,
+}
+
+/// One partition's configuration `(ballot, primary, secondaries)`; nodes
+/// are named by their id (`host:port_base`), empty = none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionConfig {
+    pub partition_index: i32,
+    pub ballot: i64,
+    pub primary: String,
+    pub secondaries: Vec<String>,
+}
+
+/// describe_table's answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableDescription {
+    pub info: TableInfo,
+    /// Sorted by partition index, one per partition.
+    pub partitions: Vec<PartitionConfig>,
+}
+
+/// A node as meta sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The node's id: `host:port_base` (its shard 0 address).
+    pub node: String,
+    /// Every shard's listener address, by shard index.
+    pub shard_addresses: Vec<String>,
+    pub alive: bool,
+    /// Partition replicas meta has placed on it.
+    pub replica_count: i32,
+    /// Milliseconds since its last beacon.
+    pub last_beacon_ms_ago: u64,
+}
+
+/// A replica a node hosts, as it reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostedReplica {
+    pub gpid: Gpid,
+    pub shard: i32,
+    pub ballot: i64,
+    /// The last decree the replica applied.
+    pub decree_applied: i64,
+}
+
+/// A node's beacon.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeBeacon {
+    /// The node's id: `host:port_base` (its shard 0 address).
+    pub node: String,
+    pub shard_addresses: Vec<String>,
+    pub replicas: Vec<HostedReplica>,
+}
+
+/// A replica meta wants a node to host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaAssignment {
+    pub table: String,
+    pub app_id: i32,
+    pub partition_index: i32,
+    pub partition_count: i32,
+    /// The shard of the node that hosts it.
+    pub shard: i32,
+    pub ballot: i64,
+}
+
+/// Meta's answer to a beacon: the node's full desired set of replicas, and
+/// replicas whose data it must delete (their tables' hold time is over).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BeaconAck {
+    pub assignments: Vec<ReplicaAssignment>,
+    pub drops: Vec<Gpid>,
 }
 
 impl Request {
@@ -482,7 +647,17 @@ impl Request {
             | Request::GetScanner(_)
             | Request::Scan { .. }
             | Request::ClearScanner { .. }
-            | Request::QueryRoute { .. } => None,
+            | Request::QueryRoute { .. }
+            | Request::CreateTable(_)
+            | Request::DropTable { .. }
+            | Request::RecallTable { .. }
+            | Request::ListTables { .. }
+            | Request::DescribeTable { .. }
+            | Request::ListNodes
+            | Request::ClusterInfo
+            | Request::SetAppEnvs { .. }
+            | Request::GetAppEnvs { .. }
+            | Request::Beacon(_) => None,
         }
     }
 
@@ -497,6 +672,24 @@ impl Request {
                 | Request::Incr { .. }
                 | Request::CheckAndSet(_)
                 | Request::CheckAndMutate(_)
+        )
+    }
+
+    /// Whether the request is addressed to meta (DDL, cluster queries,
+    /// beacons) rather than to a node's data plane.
+    pub fn is_meta(&self) -> bool {
+        matches!(
+            self,
+            Request::CreateTable(_)
+                | Request::DropTable { .. }
+                | Request::RecallTable { .. }
+                | Request::ListTables { .. }
+                | Request::DescribeTable { .. }
+                | Request::ListNodes
+                | Request::ClusterInfo
+                | Request::SetAppEnvs { .. }
+                | Request::GetAppEnvs { .. }
+                | Request::Beacon(_)
         )
     }
 
@@ -520,6 +713,16 @@ impl Request {
             Request::Scan { .. } => "scan",
             Request::ClearScanner { .. } => "clear_scanner",
             Request::QueryRoute { .. } => "query_route",
+            Request::CreateTable(_) => "create_table",
+            Request::DropTable { .. } => "drop_table",
+            Request::RecallTable { .. } => "recall_table",
+            Request::ListTables { .. } => "list_tables",
+            Request::DescribeTable { .. } => "describe_table",
+            Request::ListNodes => "list_nodes",
+            Request::ClusterInfo => "cluster_info",
+            Request::SetAppEnvs { .. } => "set_app_envs",
+            Request::GetAppEnvs { .. } => "get_app_envs",
+            Request::Beacon(_) => "beacon",
         }
     }
 }
@@ -561,6 +764,10 @@ pub struct Route {
 /// deleted); sortkey_count → `Count`; incr → `Incr`; check_and_set and
 /// check_and_mutate → `CheckAndSet`; batch_get → `BatchGet`; get_scanner and
 /// scan → `Scan`; clear_scanner → `Done`; query_route → `Route`.
+/// Meta: create_table → `Table` (the created or existing table); drop_table,
+/// set_app_envs → `Done`; recall_table → `Table`; list_tables → `Tables`;
+/// describe_table → `Description`; list_nodes → `Nodes`; cluster_info and
+/// get_app_envs → `Pairs`; beacon → `BeaconAck`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ResponseBody {
     Done,
@@ -587,6 +794,13 @@ pub enum ResponseBody {
         context_id: i64,
     },
     Route(Route),
+    Table(TableInfo),
+    Tables(Vec<TableInfo>),
+    Description(TableDescription),
+    Nodes(Vec<NodeInfo>),
+    /// Ordered key-value pairs (cluster_info, get_app_envs).
+    Pairs(Vec<(String, String)>),
+    BeaconAck(BeaconAck),
 }
 
 /// A response: `Ok(body)` or the error that stopped the request.

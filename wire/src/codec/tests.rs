@@ -5,6 +5,42 @@ use super::*;
 use crate::frame::{Frame, FrameDecoder, FRAME_HEADER_BYTES};
 use crate::message::{Gpid, ScanRequest, SCAN_CONTEXT_COMPLETE};
 
+/// Env-like string pairs: empty strings, UTF-8, a duplicate key (order kept).
+fn sample_pairs() -> Vec<(String, String)> {
+    vec![
+        (
+            "rocksdb.usage_scenario".to_string(),
+            "bulk_load".to_string(),
+        ),
+        (String::new(), String::new()),
+        ("ключ".to_string(), "значение ✓".to_string()),
+        ("dup".to_string(), "first".to_string()),
+        ("dup".to_string(), "second".to_string()),
+    ]
+}
+
+fn sample_table_info(app_id: i32, status: TableStatus) -> TableInfo {
+    TableInfo {
+        app_id,
+        name: format!("table.{app_id}-x_y"),
+        status,
+        partition_count: 65536,
+        replica_count: 3,
+        envs: sample_pairs(),
+        create_time_s: 1_700_000_000,
+        drop_time_s: if status == TableStatus::Dropped {
+            1_700_000_500
+        } else {
+            0
+        },
+        drop_expire_s: if status == TableStatus::Dropped {
+            u64::MAX
+        } else {
+            0
+        },
+    }
+}
+
 /// Bytes that exercise the edges: empty, a zero byte, 0xFF runs, non-UTF-8.
 fn binary(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
@@ -217,6 +253,91 @@ fn every_request() -> Vec<Request> {
         Request::QueryRoute {
             table: String::new(),
         },
+        Request::CreateTable(CreateTableRequest {
+            table: "users.v2".to_string(),
+            partition_count: 65536,
+            replica_count: 5,
+            envs: sample_pairs(),
+            success_if_exist: true,
+        }),
+        Request::CreateTable(CreateTableRequest {
+            table: String::new(),
+            partition_count: -3,
+            replica_count: 0,
+            envs: Vec::new(),
+            success_if_exist: false,
+        }),
+        Request::DropTable {
+            table: "users".to_string(),
+            reserve_seconds: None,
+        },
+        Request::DropTable {
+            table: "users".to_string(),
+            reserve_seconds: Some(0),
+        },
+        Request::DropTable {
+            table: String::new(),
+            reserve_seconds: Some(u32::MAX),
+        },
+        Request::RecallTable {
+            app_id: i32::MAX,
+            new_name: "users_back".to_string(),
+        },
+        Request::RecallTable {
+            app_id: -1,
+            new_name: String::new(),
+        },
+        Request::ListTables {
+            include_dropped: true,
+        },
+        Request::ListTables {
+            include_dropped: false,
+        },
+        Request::DescribeTable {
+            table: "temp".to_string(),
+        },
+        Request::ListNodes,
+        Request::ClusterInfo,
+        Request::SetAppEnvs {
+            table: "temp".to_string(),
+            envs: sample_pairs(),
+        },
+        Request::SetAppEnvs {
+            table: "temp".to_string(),
+            envs: Vec::new(),
+        },
+        Request::GetAppEnvs {
+            table: "temp".to_string(),
+        },
+        Request::Beacon(NodeBeacon {
+            node: "127.0.0.1:34801".to_string(),
+            shard_addresses: vec![
+                "127.0.0.1:34801".to_string(),
+                "127.0.0.1:34802".to_string(),
+                String::new(),
+            ],
+            replicas: vec![
+                HostedReplica {
+                    gpid: Gpid {
+                        app_id: 1,
+                        partition_index: 0,
+                    },
+                    shard: 2,
+                    ballot: 1,
+                    decree_applied: 0,
+                },
+                HostedReplica {
+                    gpid: Gpid {
+                        app_id: i32::MAX,
+                        partition_index: 65535,
+                    },
+                    shard: -1,
+                    ballot: i64::MAX,
+                    decree_applied: i64::MIN,
+                },
+            ],
+        }),
+        Request::Beacon(NodeBeacon::default()),
     ]
 }
 
@@ -303,6 +424,85 @@ fn every_response() -> Vec<Response> {
             partition_count: 0,
             partitions: Vec::new(),
         })),
+        Ok(ResponseBody::Table(sample_table_info(
+            7,
+            TableStatus::Available,
+        ))),
+        Ok(ResponseBody::Table(TableInfo::default())),
+        Ok(ResponseBody::Tables(vec![
+            sample_table_info(1, TableStatus::Available),
+            sample_table_info(2, TableStatus::Dropped),
+            TableInfo::default(),
+        ])),
+        Ok(ResponseBody::Tables(Vec::new())),
+        Ok(ResponseBody::Description(TableDescription {
+            info: sample_table_info(3, TableStatus::Available),
+            partitions: vec![
+                PartitionConfig {
+                    partition_index: 0,
+                    ballot: 1,
+                    primary: "127.0.0.1:34801".to_string(),
+                    secondaries: Vec::new(),
+                },
+                PartitionConfig {
+                    partition_index: 1,
+                    ballot: i64::MAX,
+                    primary: String::new(),
+                    secondaries: vec!["127.0.0.1:34811".to_string(), "127.0.0.1:34821".to_string()],
+                },
+            ],
+        })),
+        Ok(ResponseBody::Description(TableDescription::default())),
+        Ok(ResponseBody::Nodes(vec![
+            NodeInfo {
+                node: "127.0.0.1:34801".to_string(),
+                shard_addresses: vec!["127.0.0.1:34801".to_string(), "127.0.0.1:34802".to_string()],
+                alive: true,
+                replica_count: 12,
+                last_beacon_ms_ago: 999,
+            },
+            NodeInfo {
+                node: "[::1]:34901".to_string(),
+                shard_addresses: Vec::new(),
+                alive: false,
+                replica_count: 0,
+                last_beacon_ms_ago: u64::MAX,
+            },
+        ])),
+        Ok(ResponseBody::Nodes(Vec::new())),
+        Ok(ResponseBody::Pairs(sample_pairs())),
+        Ok(ResponseBody::Pairs(Vec::new())),
+        Ok(ResponseBody::BeaconAck(BeaconAck {
+            assignments: vec![
+                ReplicaAssignment {
+                    table: "temp".to_string(),
+                    app_id: 1,
+                    partition_index: 7,
+                    partition_count: 8,
+                    shard: 3,
+                    ballot: 1,
+                },
+                ReplicaAssignment {
+                    table: String::new(),
+                    app_id: i32::MIN,
+                    partition_index: -1,
+                    partition_count: 0,
+                    shard: i32::MAX,
+                    ballot: i64::MIN,
+                },
+            ],
+            drops: vec![
+                Gpid {
+                    app_id: 2,
+                    partition_index: 0,
+                },
+                Gpid {
+                    app_id: i32::MAX,
+                    partition_index: i32::MIN,
+                },
+            ],
+        })),
+        Ok(ResponseBody::BeaconAck(BeaconAck::default())),
     ];
     for code in ErrorCode::ALL {
         if code != ErrorCode::Ok {
@@ -320,7 +520,7 @@ fn every_request_variant_round_trips() {
     let mut names: Vec<&str> = requests.iter().map(Request::name).collect();
     names.sort_unstable();
     names.dedup();
-    assert_eq!(names.len(), 17, "every variant is covered");
+    assert_eq!(names.len(), 27, "every variant is covered");
     let mut encoder = Encoder::new();
     for (index, request) in requests.iter().enumerate() {
         round_trip_request(&mut encoder, &sample_envelope(index as u64), request);
@@ -388,6 +588,151 @@ fn every_response_variant_and_error_round_trips() {
     for (index, response) in every_response().iter().enumerate() {
         round_trip_response(&mut encoder, u64::MAX - index as u64, response);
     }
+}
+
+#[test]
+fn every_response_body_variant_is_sampled() {
+    // Proves the round-trip samples hold all 17 ResponseBody variants, so a new variant cannot go untested.
+    let mut distinct: Vec<std::mem::Discriminant<ResponseBody>> = Vec::new();
+    for body in every_response()
+        .iter()
+        .filter_map(|response| response.as_ref().ok())
+    {
+        let kind = std::mem::discriminant(body);
+        if !distinct.contains(&kind) {
+            distinct.push(kind);
+        }
+    }
+    assert_eq!(distinct.len(), 17);
+}
+
+#[test]
+fn meta_error_codes_travel_with_their_schema_numbers() {
+    // Proves TABLE_EXISTS, NOT_ENOUGH_NODES and NOT_HOSTED use wire values 16..=18 in both enums and round-trip as errors.
+    let expected = [
+        (ErrorCode::TableExists, 16, "TableExists"),
+        (ErrorCode::NotEnoughNodes, 17, "NotEnoughNodes"),
+        (ErrorCode::NotHosted, 18, "NotHosted"),
+    ];
+    let mut encoder = Encoder::new();
+    for (code, value, schema_name) in expected {
+        assert_eq!(code as i16, value);
+        assert_eq!(ErrorCode::from_i16(value), Some(code));
+        assert_eq!(fb::ErrorCode(value).variant_name(), Some(schema_name));
+        round_trip_response(
+            &mut encoder,
+            value as u64,
+            &Err(OpError::new(code, format!("table \"users\": {code}"))),
+        );
+    }
+    // Every code of the Rust enum is named by the schema, and the schema has no extra ones.
+    for code in ErrorCode::ALL {
+        assert!(
+            fb::ErrorCode(code as i16).variant_name().is_some(),
+            "{code}"
+        );
+    }
+    assert_eq!(fb::ErrorCode::ENUM_MAX as usize, ErrorCode::ALL.len() - 1);
+    assert_eq!(
+        fb::TableStatus(TableStatus::Dropped as u8),
+        fb::TableStatus::Dropped
+    );
+    assert_eq!(fb::TableStatus::ENUM_MAX, TableStatus::Dropped as u8);
+}
+
+#[test]
+fn large_meta_messages_round_trip_within_their_size_estimates() {
+    // Proves long lists of wide items with tiny strings (the worst case for per-item overhead) round-trip and stay within the size estimate.
+    let item_count = 4096;
+    let tables: Vec<TableInfo> = (0..item_count)
+        .map(|index| TableInfo {
+            app_id: index,
+            name: "t".to_string(),
+            status: TableStatus::Dropped,
+            partition_count: i32::MAX,
+            replica_count: i32::MAX,
+            envs: vec![(String::new(), "v".to_string())],
+            create_time_s: u64::MAX,
+            drop_time_s: u64::MAX,
+            drop_expire_s: u64::MAX,
+        })
+        .collect();
+    let partitions: Vec<PartitionConfig> = (0..item_count)
+        .map(|index| PartitionConfig {
+            partition_index: index,
+            ballot: -1,
+            primary: "p".to_string(),
+            secondaries: vec![String::new(), "s".to_string()],
+        })
+        .collect();
+    let nodes: Vec<NodeInfo> = (0..item_count)
+        .map(|index| NodeInfo {
+            node: index.to_string(),
+            shard_addresses: vec![String::new()],
+            alive: true,
+            replica_count: -1,
+            last_beacon_ms_ago: u64::MAX,
+        })
+        .collect();
+    let assignments: Vec<ReplicaAssignment> = (0..item_count)
+        .map(|index| ReplicaAssignment {
+            table: String::new(),
+            app_id: -1,
+            partition_index: index,
+            partition_count: -1,
+            shard: -1,
+            ballot: -1,
+        })
+        .collect();
+    let drops: Vec<Gpid> = (0..item_count)
+        .map(|index| Gpid {
+            app_id: index,
+            partition_index: -index,
+        })
+        .collect();
+    let replicas: Vec<HostedReplica> = (0..item_count)
+        .map(|index| HostedReplica {
+            gpid: Gpid {
+                app_id: -1,
+                partition_index: index,
+            },
+            shard: -1,
+            ballot: -1,
+            decree_applied: -1,
+        })
+        .collect();
+    let responses = [
+        Ok(ResponseBody::Tables(tables.clone())),
+        Ok(ResponseBody::Description(TableDescription {
+            info: tables[0].clone(),
+            partitions,
+        })),
+        Ok(ResponseBody::Nodes(nodes)),
+        Ok(ResponseBody::BeaconAck(BeaconAck { assignments, drops })),
+        Ok(ResponseBody::Pairs(vec![
+            (String::new(), String::new());
+            4096
+        ])),
+    ];
+    let mut encoder = Encoder::new();
+    for response in &responses {
+        round_trip_response(&mut encoder, 3, response);
+        let mut out = Vec::new();
+        encoder.response_frame(3, response, &mut out).unwrap();
+        let body_bytes = out.len() - FRAME_HEADER_BYTES;
+        assert!(body_bytes <= response_bytes_estimate(response));
+    }
+    let beacon = Request::Beacon(NodeBeacon {
+        node: String::new(),
+        shard_addresses: vec![String::new(); 4096],
+        replicas,
+    });
+    round_trip_request(&mut encoder, &sample_envelope(4), &beacon);
+    let mut out = Vec::new();
+    encoder
+        .request_frame(&sample_envelope(4), &beacon, &mut out)
+        .unwrap();
+    assert!(out.len() - FRAME_HEADER_BYTES <= request_bytes_estimate(&beacon));
 }
 
 #[test]
@@ -633,6 +978,162 @@ fn unknown_enum_values_in_requests_are_invalid() {
     assert_invalid(decode_request(&body), "unknown scan range kind 2");
 }
 
+fn response_with_body(body_type: fb::ResponseBody, body: Union, builder: &mut Builder) -> Vec<u8> {
+    let root = fb::ResponseEnvelope::create(
+        builder,
+        &fb::ResponseEnvelopeArgs {
+            request_id: 6,
+            error: fb::ErrorCode::Ok,
+            message: None,
+            body_type,
+            body: Some(body),
+        },
+    );
+    builder.finish(root, None);
+    finished(builder)
+}
+
+#[test]
+fn invalid_meta_messages_are_rejected() {
+    // Proves an unknown table status, a table or description reply without its table info, and a beacon replica without a gpid are Invalid.
+    let mut builder = FlatBufferBuilder::new();
+    let info = fb::TableInfo::create(
+        &mut builder,
+        &fb::TableInfoArgs {
+            status: fb::TableStatus(2),
+            ..Default::default()
+        },
+    );
+    let table =
+        fb::TableResponse::create(&mut builder, &fb::TableResponseArgs { info: Some(info) });
+    let body = response_with_body(
+        fb::ResponseBody::TableResponse,
+        table.as_union_value(),
+        &mut builder,
+    );
+    assert_invalid(decode_response(&body), "unknown table status 2");
+
+    let mut builder = FlatBufferBuilder::new();
+    let info = fb::TableInfo::create(
+        &mut builder,
+        &fb::TableInfoArgs {
+            status: fb::TableStatus(255),
+            ..Default::default()
+        },
+    );
+    let tables = builder.create_vector(&[info]);
+    let table = fb::TablesResponse::create(
+        &mut builder,
+        &fb::TablesResponseArgs {
+            tables: Some(tables),
+        },
+    );
+    let body = response_with_body(
+        fb::ResponseBody::TablesResponse,
+        table.as_union_value(),
+        &mut builder,
+    );
+    assert_invalid(decode_response(&body), "unknown table status 255");
+
+    let mut builder = FlatBufferBuilder::new();
+    let table = fb::TableResponse::create(&mut builder, &fb::TableResponseArgs { info: None });
+    let body = response_with_body(
+        fb::ResponseBody::TableResponse,
+        table.as_union_value(),
+        &mut builder,
+    );
+    assert_invalid(
+        decode_response(&body),
+        "table response carries no table info",
+    );
+
+    let mut builder = FlatBufferBuilder::new();
+    let table = fb::DescriptionResponse::create(
+        &mut builder,
+        &fb::DescriptionResponseArgs {
+            info: None,
+            partitions: None,
+        },
+    );
+    let body = response_with_body(
+        fb::ResponseBody::DescriptionResponse,
+        table.as_union_value(),
+        &mut builder,
+    );
+    assert_invalid(
+        decode_response(&body),
+        "description response carries no table info",
+    );
+
+    let mut builder = FlatBufferBuilder::new();
+    let replica = fb::HostedReplica::create(
+        &mut builder,
+        &fb::HostedReplicaArgs {
+            gpid: None,
+            shard: 1,
+            ..Default::default()
+        },
+    );
+    let replicas = builder.create_vector(&[replica]);
+    let table = fb::BeaconRequest::create(
+        &mut builder,
+        &fb::BeaconRequestArgs {
+            replicas: Some(replicas),
+            ..Default::default()
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::BeaconRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_invalid(decode_request(&body), "beacon replica carries no gpid");
+    assert_eq!(peek_request_id(&body), Some(77));
+}
+
+#[test]
+fn absent_meta_fields_decode_as_empty_defaults() {
+    // Proves meta tables with every optional field absent decode to empty strings and lists and to reserve_seconds None.
+    let mut builder = FlatBufferBuilder::new();
+    let table = fb::DropTableRequest::create(&mut builder, &fb::DropTableRequestArgs::default());
+    let body = request_with_body(
+        fb::RequestBody::DropTableRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_eq!(
+        decode_request(&body).unwrap().1,
+        Request::DropTable {
+            table: String::new(),
+            reserve_seconds: None,
+        }
+    );
+
+    let mut builder = FlatBufferBuilder::new();
+    let table = fb::BeaconRequest::create(&mut builder, &fb::BeaconRequestArgs::default());
+    let body = request_with_body(
+        fb::RequestBody::BeaconRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_eq!(
+        decode_request(&body).unwrap().1,
+        Request::Beacon(NodeBeacon::default())
+    );
+
+    let mut builder = FlatBufferBuilder::new();
+    let table = fb::BeaconAckResponse::create(&mut builder, &fb::BeaconAckResponseArgs::default());
+    let body = response_with_body(
+        fb::ResponseBody::BeaconAckResponse,
+        table.as_union_value(),
+        &mut builder,
+    );
+    assert_eq!(
+        decode_response(&body).unwrap(),
+        (6, Ok(ResponseBody::BeaconAck(BeaconAck::default())))
+    );
+}
+
 fn response_envelope(
     error: fb::ErrorCode,
     body_type: fb::ResponseBody,
@@ -658,8 +1159,8 @@ fn response_envelope(
 #[test]
 fn inconsistent_responses_are_invalid() {
     // Proves unknown error codes, error responses with a body, bodiless successes and unknown body types are rejected.
-    let unknown_code = response_envelope(fb::ErrorCode(16), fb::ResponseBody::NONE, false);
-    assert_invalid(decode_response(&unknown_code), "unknown error code 16");
+    let unknown_code = response_envelope(fb::ErrorCode(19), fb::ResponseBody::NONE, false);
+    assert_invalid(decode_response(&unknown_code), "unknown error code 19");
     let negative_code = response_envelope(fb::ErrorCode(-1), fb::ResponseBody::NONE, false);
     assert_invalid(decode_response(&negative_code), "unknown error code -1");
 

@@ -16,10 +16,10 @@ pub mod fb {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: i16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: i16 = 15;
+pub const ENUM_MAX_ERROR_CODE: i16 = 18;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 16] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
   ErrorCode::Ok,
   ErrorCode::NotFound,
   ErrorCode::InvalidArgument,
@@ -36,6 +36,9 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 16] = [
   ErrorCode::StorageError,
   ErrorCode::Internal,
   ErrorCode::WrongPartition,
+  ErrorCode::TableExists,
+  ErrorCode::NotEnoughNodes,
+  ErrorCode::NotHosted,
 ];
 
 /// Response status. Same numbering as `message::ErrorCode`.
@@ -60,9 +63,12 @@ impl ErrorCode {
   pub const StorageError: Self = Self(13);
   pub const Internal: Self = Self(14);
   pub const WrongPartition: Self = Self(15);
+  pub const TableExists: Self = Self(16);
+  pub const NotEnoughNodes: Self = Self(17);
+  pub const NotHosted: Self = Self(18);
 
   pub const ENUM_MIN: i16 = 0;
-  pub const ENUM_MAX: i16 = 15;
+  pub const ENUM_MAX: i16 = 18;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Ok,
     Self::NotFound,
@@ -80,6 +86,9 @@ impl ErrorCode {
     Self::StorageError,
     Self::Internal,
     Self::WrongPartition,
+    Self::TableExists,
+    Self::NotEnoughNodes,
+    Self::NotHosted,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -100,6 +109,9 @@ impl ErrorCode {
       Self::StorageError => Some("StorageError"),
       Self::Internal => Some("Internal"),
       Self::WrongPartition => Some("WrongPartition"),
+      Self::TableExists => Some("TableExists"),
+      Self::NotEnoughNodes => Some("NotEnoughNodes"),
+      Self::NotHosted => Some("NotHosted"),
       _ => None,
     }
   }
@@ -568,12 +580,97 @@ impl<'a> ::flatbuffers::Verifiable for ScanRangeKind {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ScanRangeKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+pub const ENUM_MIN_TABLE_STATUS: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 17;
+pub const ENUM_MAX_TABLE_STATUS: u8 = 1;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 18] = [
+pub const ENUM_VALUES_TABLE_STATUS: [TableStatus; 2] = [
+  TableStatus::Available,
+  TableStatus::Dropped,
+];
+
+/// Lifecycle state of a table. Same as `message::TableStatus`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct TableStatus(pub u8);
+#[allow(non_upper_case_globals)]
+impl TableStatus {
+  pub const Available: Self = Self(0);
+  pub const Dropped: Self = Self(1);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 1;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Available,
+    Self::Dropped,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Available => Some("Available"),
+      Self::Dropped => Some("Dropped"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for TableStatus {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for TableStatus {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for TableStatus {
+    type Output = TableStatus;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for TableStatus {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for TableStatus {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for TableStatus {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_REQUEST_BODY: u8 = 27;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 28] = [
   RequestBody::NONE,
   RequestBody::GetRequest,
   RequestBody::SetRequest,
@@ -592,6 +689,16 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 18] = [
   RequestBody::ScanRequest,
   RequestBody::ClearScannerRequest,
   RequestBody::QueryRouteRequest,
+  RequestBody::CreateTableRequest,
+  RequestBody::DropTableRequest,
+  RequestBody::RecallTableRequest,
+  RequestBody::ListTablesRequest,
+  RequestBody::DescribeTableRequest,
+  RequestBody::ListNodesRequest,
+  RequestBody::ClusterInfoRequest,
+  RequestBody::SetAppEnvsRequest,
+  RequestBody::GetAppEnvsRequest,
+  RequestBody::BeaconRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -617,9 +724,19 @@ impl RequestBody {
   pub const ScanRequest: Self = Self(15);
   pub const ClearScannerRequest: Self = Self(16);
   pub const QueryRouteRequest: Self = Self(17);
+  pub const CreateTableRequest: Self = Self(18);
+  pub const DropTableRequest: Self = Self(19);
+  pub const RecallTableRequest: Self = Self(20);
+  pub const ListTablesRequest: Self = Self(21);
+  pub const DescribeTableRequest: Self = Self(22);
+  pub const ListNodesRequest: Self = Self(23);
+  pub const ClusterInfoRequest: Self = Self(24);
+  pub const SetAppEnvsRequest: Self = Self(25);
+  pub const GetAppEnvsRequest: Self = Self(26);
+  pub const BeaconRequest: Self = Self(27);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 17;
+  pub const ENUM_MAX: u8 = 27;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::GetRequest,
@@ -639,6 +756,16 @@ impl RequestBody {
     Self::ScanRequest,
     Self::ClearScannerRequest,
     Self::QueryRouteRequest,
+    Self::CreateTableRequest,
+    Self::DropTableRequest,
+    Self::RecallTableRequest,
+    Self::ListTablesRequest,
+    Self::DescribeTableRequest,
+    Self::ListNodesRequest,
+    Self::ClusterInfoRequest,
+    Self::SetAppEnvsRequest,
+    Self::GetAppEnvsRequest,
+    Self::BeaconRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -661,6 +788,16 @@ impl RequestBody {
       Self::ScanRequest => Some("ScanRequest"),
       Self::ClearScannerRequest => Some("ClearScannerRequest"),
       Self::QueryRouteRequest => Some("QueryRouteRequest"),
+      Self::CreateTableRequest => Some("CreateTableRequest"),
+      Self::DropTableRequest => Some("DropTableRequest"),
+      Self::RecallTableRequest => Some("RecallTableRequest"),
+      Self::ListTablesRequest => Some("ListTablesRequest"),
+      Self::DescribeTableRequest => Some("DescribeTableRequest"),
+      Self::ListNodesRequest => Some("ListNodesRequest"),
+      Self::ClusterInfoRequest => Some("ClusterInfoRequest"),
+      Self::SetAppEnvsRequest => Some("SetAppEnvsRequest"),
+      Self::GetAppEnvsRequest => Some("GetAppEnvsRequest"),
+      Self::BeaconRequest => Some("BeaconRequest"),
       _ => None,
     }
   }
@@ -720,10 +857,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 11;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 17;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 12] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 18] = [
   ResponseBody::NONE,
   ResponseBody::DoneResponse,
   ResponseBody::ValueResponse,
@@ -736,6 +873,12 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 12] = [
   ResponseBody::BatchGetResponse,
   ResponseBody::ScanResponse,
   ResponseBody::RouteResponse,
+  ResponseBody::TableResponse,
+  ResponseBody::TablesResponse,
+  ResponseBody::DescriptionResponse,
+  ResponseBody::NodesResponse,
+  ResponseBody::PairsResponse,
+  ResponseBody::BeaconAckResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -755,9 +898,15 @@ impl ResponseBody {
   pub const BatchGetResponse: Self = Self(9);
   pub const ScanResponse: Self = Self(10);
   pub const RouteResponse: Self = Self(11);
+  pub const TableResponse: Self = Self(12);
+  pub const TablesResponse: Self = Self(13);
+  pub const DescriptionResponse: Self = Self(14);
+  pub const NodesResponse: Self = Self(15);
+  pub const PairsResponse: Self = Self(16);
+  pub const BeaconAckResponse: Self = Self(17);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 17;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::DoneResponse,
@@ -771,6 +920,12 @@ impl ResponseBody {
     Self::BatchGetResponse,
     Self::ScanResponse,
     Self::RouteResponse,
+    Self::TableResponse,
+    Self::TablesResponse,
+    Self::DescriptionResponse,
+    Self::NodesResponse,
+    Self::PairsResponse,
+    Self::BeaconAckResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -787,6 +942,12 @@ impl ResponseBody {
       Self::BatchGetResponse => Some("BatchGetResponse"),
       Self::ScanResponse => Some("ScanResponse"),
       Self::RouteResponse => Some("RouteResponse"),
+      Self::TableResponse => Some("TableResponse"),
+      Self::TablesResponse => Some("TablesResponse"),
+      Self::DescriptionResponse => Some("DescriptionResponse"),
+      Self::NodesResponse => Some("NodesResponse"),
+      Self::PairsResponse => Some("PairsResponse"),
+      Self::BeaconAckResponse => Some("BeaconAckResponse"),
       _ => None,
     }
   }
@@ -842,6 +1003,134 @@ impl<'a> ::flatbuffers::Verifiable for ResponseBody {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ResponseBody {}
 pub struct ResponseBodyUnionTableOffset {}
+
+/// A partition's global id. A struct: its layout is fixed forever.
+// struct Gpid, aligned to 4
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct Gpid(pub [u8; 8]);
+impl Default for Gpid { 
+  fn default() -> Self { 
+    Self([0; 8])
+  }
+}
+impl ::core::fmt::Debug for Gpid {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("Gpid")
+      .field("app_id", &self.app_id())
+      .field("partition_index", &self.partition_index())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for Gpid {}
+impl<'a> ::flatbuffers::Follow<'a> for Gpid {
+  type Inner = &'a Gpid;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a Gpid>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a Gpid {
+  type Inner = &'a Gpid;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<Gpid>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for Gpid {
+    type Output = Gpid;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const Gpid as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(4)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for Gpid {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> Gpid {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    app_id: i32,
+    partition_index: i32,
+  ) -> Self {
+    let mut s = Self([0; 8]);
+    s.set_app_id(app_id);
+    s.set_partition_index(partition_index);
+    s
+  }
+
+  pub fn app_id(&self) -> i32 {
+    let mut mem = ::core::mem::MaybeUninit::<<i32 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<i32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_app_id(&mut self, x: i32) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<i32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn partition_index(&self) -> i32 {
+    let mut mem = ::core::mem::MaybeUninit::<<i32 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[4..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<i32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_partition_index(&mut self, x: i32) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[4..].as_mut_ptr(),
+        ::core::mem::size_of::<<i32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
 
 pub enum BytesOffset {}
 #[derive(Copy, Clone, PartialEq)]
@@ -1406,6 +1695,121 @@ impl ::core::fmt::Debug for Record<'_> {
     let mut ds = f.debug_struct("Record");
       ds.field("hash_key", &self.hash_key());
       ds.field("sort_key", &self.sort_key());
+      ds.field("value", &self.value());
+      ds.finish()
+  }
+}
+pub enum StringPairOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One entry of an ordered list of string pairs (table envs,
+/// cluster_info). An absent string means an empty one.
+pub struct StringPair<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StringPair<'a> {
+  type Inner = StringPair<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StringPair<'a> {
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StringPair { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StringPairArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<StringPair<'bldr>> {
+    let mut builder = StringPairBuilder::new(_fbb);
+    if let Some(x) = args.value { builder.add_value(x); }
+    if let Some(x) = args.key { builder.add_key(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(StringPair::VT_KEY, None)}
+  }
+  #[inline]
+  pub fn value(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(StringPair::VT_VALUE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for StringPair<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("value", Self::VT_VALUE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StringPairArgs<'a> {
+    pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub value: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for StringPairArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    StringPairArgs {
+      key: None,
+      value: None,
+    }
+  }
+}
+
+pub struct StringPairBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StringPairBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StringPair::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StringPair::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StringPairBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StringPairBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StringPair<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StringPair<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StringPair");
+      ds.field("key", &self.key());
       ds.field("value", &self.value());
       ds.finish()
   }
@@ -3959,6 +4363,1236 @@ impl ::core::fmt::Debug for QueryRouteRequest<'_> {
       ds.finish()
   }
 }
+pub enum CreateTableRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CreateTableRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CreateTableRequest<'a> {
+  type Inner = CreateTableRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CreateTableRequest<'a> {
+  pub const VT_TABLE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION_COUNT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REPLICA_COUNT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ENVS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SUCCESS_IF_EXIST: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CreateTableRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CreateTableRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CreateTableRequest<'bldr>> {
+    let mut builder = CreateTableRequestBuilder::new(_fbb);
+    if let Some(x) = args.envs { builder.add_envs(x); }
+    builder.add_replica_count(args.replica_count);
+    builder.add_partition_count(args.partition_count);
+    if let Some(x) = args.table { builder.add_table(x); }
+    builder.add_success_if_exist(args.success_if_exist);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn table(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(CreateTableRequest::VT_TABLE, None)}
+  }
+  #[inline]
+  pub fn partition_count(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(CreateTableRequest::VT_PARTITION_COUNT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn replica_count(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(CreateTableRequest::VT_REPLICA_COUNT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn envs(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StringPair<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StringPair>>>>(CreateTableRequest::VT_ENVS, None)}
+  }
+  #[inline]
+  pub fn success_if_exist(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(CreateTableRequest::VT_SUCCESS_IF_EXIST, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CreateTableRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table", Self::VT_TABLE, false)?
+     .visit_field::<i32>("partition_count", Self::VT_PARTITION_COUNT, false)?
+     .visit_field::<i32>("replica_count", Self::VT_REPLICA_COUNT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<StringPair>>>>("envs", Self::VT_ENVS, false)?
+     .visit_field::<bool>("success_if_exist", Self::VT_SUCCESS_IF_EXIST, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CreateTableRequestArgs<'a> {
+    pub table: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub partition_count: i32,
+    pub replica_count: i32,
+    pub envs: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StringPair<'a>>>>>,
+    pub success_if_exist: bool,
+}
+impl<'a> Default for CreateTableRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CreateTableRequestArgs {
+      table: None,
+      partition_count: 0,
+      replica_count: 0,
+      envs: None,
+      success_if_exist: false,
+    }
+  }
+}
+
+pub struct CreateTableRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CreateTableRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_table(&mut self, table: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CreateTableRequest::VT_TABLE, table);
+  }
+  #[inline]
+  pub fn add_partition_count(&mut self, partition_count: i32) {
+    self.fbb_.push_slot::<i32>(CreateTableRequest::VT_PARTITION_COUNT, partition_count, 0);
+  }
+  #[inline]
+  pub fn add_replica_count(&mut self, replica_count: i32) {
+    self.fbb_.push_slot::<i32>(CreateTableRequest::VT_REPLICA_COUNT, replica_count, 0);
+  }
+  #[inline]
+  pub fn add_envs(&mut self, envs: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<StringPair<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CreateTableRequest::VT_ENVS, envs);
+  }
+  #[inline]
+  pub fn add_success_if_exist(&mut self, success_if_exist: bool) {
+    self.fbb_.push_slot::<bool>(CreateTableRequest::VT_SUCCESS_IF_EXIST, success_if_exist, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CreateTableRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CreateTableRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CreateTableRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CreateTableRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CreateTableRequest");
+      ds.field("table", &self.table());
+      ds.field("partition_count", &self.partition_count());
+      ds.field("replica_count", &self.replica_count());
+      ds.field("envs", &self.envs());
+      ds.field("success_if_exist", &self.success_if_exist());
+      ds.finish()
+  }
+}
+pub enum DropTableRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DropTableRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DropTableRequest<'a> {
+  type Inner = DropTableRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DropTableRequest<'a> {
+  pub const VT_TABLE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_RESERVE_SECONDS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DropTableRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DropTableRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DropTableRequest<'bldr>> {
+    let mut builder = DropTableRequestBuilder::new(_fbb);
+    if let Some(x) = args.reserve_seconds { builder.add_reserve_seconds(x); }
+    if let Some(x) = args.table { builder.add_table(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn table(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DropTableRequest::VT_TABLE, None)}
+  }
+  /// Absent = meta's configured hold time.
+  #[inline]
+  pub fn reserve_seconds(&self) -> Option<u32> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(DropTableRequest::VT_RESERVE_SECONDS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DropTableRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table", Self::VT_TABLE, false)?
+     .visit_field::<u32>("reserve_seconds", Self::VT_RESERVE_SECONDS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DropTableRequestArgs<'a> {
+    pub table: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub reserve_seconds: Option<u32>,
+}
+impl<'a> Default for DropTableRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DropTableRequestArgs {
+      table: None,
+      reserve_seconds: None,
+    }
+  }
+}
+
+pub struct DropTableRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DropTableRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_table(&mut self, table: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DropTableRequest::VT_TABLE, table);
+  }
+  #[inline]
+  pub fn add_reserve_seconds(&mut self, reserve_seconds: u32) {
+    self.fbb_.push_slot_always::<u32>(DropTableRequest::VT_RESERVE_SECONDS, reserve_seconds);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DropTableRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DropTableRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DropTableRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DropTableRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DropTableRequest");
+      ds.field("table", &self.table());
+      ds.field("reserve_seconds", &self.reserve_seconds());
+      ds.finish()
+  }
+}
+pub enum RecallTableRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RecallTableRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RecallTableRequest<'a> {
+  type Inner = RecallTableRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RecallTableRequest<'a> {
+  pub const VT_APP_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NEW_NAME: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RecallTableRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RecallTableRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RecallTableRequest<'bldr>> {
+    let mut builder = RecallTableRequestBuilder::new(_fbb);
+    if let Some(x) = args.new_name { builder.add_new_name(x); }
+    builder.add_app_id(args.app_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn app_id(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(RecallTableRequest::VT_APP_ID, Some(0)).unwrap()}
+  }
+  /// Empty = the table's old name.
+  #[inline]
+  pub fn new_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RecallTableRequest::VT_NEW_NAME, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RecallTableRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i32>("app_id", Self::VT_APP_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("new_name", Self::VT_NEW_NAME, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RecallTableRequestArgs<'a> {
+    pub app_id: i32,
+    pub new_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for RecallTableRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RecallTableRequestArgs {
+      app_id: 0,
+      new_name: None,
+    }
+  }
+}
+
+pub struct RecallTableRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RecallTableRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_app_id(&mut self, app_id: i32) {
+    self.fbb_.push_slot::<i32>(RecallTableRequest::VT_APP_ID, app_id, 0);
+  }
+  #[inline]
+  pub fn add_new_name(&mut self, new_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RecallTableRequest::VT_NEW_NAME, new_name);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RecallTableRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RecallTableRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RecallTableRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RecallTableRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RecallTableRequest");
+      ds.field("app_id", &self.app_id());
+      ds.field("new_name", &self.new_name());
+      ds.finish()
+  }
+}
+pub enum ListTablesRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListTablesRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListTablesRequest<'a> {
+  type Inner = ListTablesRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListTablesRequest<'a> {
+  pub const VT_INCLUDE_DROPPED: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListTablesRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListTablesRequestArgs
+  ) -> ::flatbuffers::WIPOffset<ListTablesRequest<'bldr>> {
+    let mut builder = ListTablesRequestBuilder::new(_fbb);
+    builder.add_include_dropped(args.include_dropped);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn include_dropped(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ListTablesRequest::VT_INCLUDE_DROPPED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListTablesRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("include_dropped", Self::VT_INCLUDE_DROPPED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListTablesRequestArgs {
+    pub include_dropped: bool,
+}
+impl<'a> Default for ListTablesRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    ListTablesRequestArgs {
+      include_dropped: false,
+    }
+  }
+}
+
+pub struct ListTablesRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListTablesRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_include_dropped(&mut self, include_dropped: bool) {
+    self.fbb_.push_slot::<bool>(ListTablesRequest::VT_INCLUDE_DROPPED, include_dropped, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListTablesRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListTablesRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListTablesRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListTablesRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListTablesRequest");
+      ds.field("include_dropped", &self.include_dropped());
+      ds.finish()
+  }
+}
+pub enum DescribeTableRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DescribeTableRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DescribeTableRequest<'a> {
+  type Inner = DescribeTableRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DescribeTableRequest<'a> {
+  pub const VT_TABLE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DescribeTableRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DescribeTableRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DescribeTableRequest<'bldr>> {
+    let mut builder = DescribeTableRequestBuilder::new(_fbb);
+    if let Some(x) = args.table { builder.add_table(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn table(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DescribeTableRequest::VT_TABLE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DescribeTableRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table", Self::VT_TABLE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DescribeTableRequestArgs<'a> {
+    pub table: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for DescribeTableRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DescribeTableRequestArgs {
+      table: None,
+    }
+  }
+}
+
+pub struct DescribeTableRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DescribeTableRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_table(&mut self, table: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DescribeTableRequest::VT_TABLE, table);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DescribeTableRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DescribeTableRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DescribeTableRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DescribeTableRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DescribeTableRequest");
+      ds.field("table", &self.table());
+      ds.finish()
+  }
+}
+pub enum ListNodesRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListNodesRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListNodesRequest<'a> {
+  type Inner = ListNodesRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListNodesRequest<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListNodesRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args ListNodesRequestArgs
+  ) -> ::flatbuffers::WIPOffset<ListNodesRequest<'bldr>> {
+    let mut builder = ListNodesRequestBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for ListNodesRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListNodesRequestArgs {
+}
+impl<'a> Default for ListNodesRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    ListNodesRequestArgs {
+    }
+  }
+}
+
+pub struct ListNodesRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListNodesRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListNodesRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListNodesRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListNodesRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListNodesRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListNodesRequest");
+      ds.finish()
+  }
+}
+pub enum ClusterInfoRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ClusterInfoRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ClusterInfoRequest<'a> {
+  type Inner = ClusterInfoRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ClusterInfoRequest<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ClusterInfoRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args ClusterInfoRequestArgs
+  ) -> ::flatbuffers::WIPOffset<ClusterInfoRequest<'bldr>> {
+    let mut builder = ClusterInfoRequestBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for ClusterInfoRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ClusterInfoRequestArgs {
+}
+impl<'a> Default for ClusterInfoRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    ClusterInfoRequestArgs {
+    }
+  }
+}
+
+pub struct ClusterInfoRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ClusterInfoRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ClusterInfoRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ClusterInfoRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ClusterInfoRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ClusterInfoRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ClusterInfoRequest");
+      ds.finish()
+  }
+}
+pub enum SetAppEnvsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SetAppEnvsRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetAppEnvsRequest<'a> {
+  type Inner = SetAppEnvsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetAppEnvsRequest<'a> {
+  pub const VT_TABLE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ENVS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetAppEnvsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetAppEnvsRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SetAppEnvsRequest<'bldr>> {
+    let mut builder = SetAppEnvsRequestBuilder::new(_fbb);
+    if let Some(x) = args.envs { builder.add_envs(x); }
+    if let Some(x) = args.table { builder.add_table(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn table(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetAppEnvsRequest::VT_TABLE, None)}
+  }
+  #[inline]
+  pub fn envs(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StringPair<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StringPair>>>>(SetAppEnvsRequest::VT_ENVS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetAppEnvsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table", Self::VT_TABLE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<StringPair>>>>("envs", Self::VT_ENVS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetAppEnvsRequestArgs<'a> {
+    pub table: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub envs: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StringPair<'a>>>>>,
+}
+impl<'a> Default for SetAppEnvsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SetAppEnvsRequestArgs {
+      table: None,
+      envs: None,
+    }
+  }
+}
+
+pub struct SetAppEnvsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetAppEnvsRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_table(&mut self, table: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetAppEnvsRequest::VT_TABLE, table);
+  }
+  #[inline]
+  pub fn add_envs(&mut self, envs: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<StringPair<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetAppEnvsRequest::VT_ENVS, envs);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetAppEnvsRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetAppEnvsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetAppEnvsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetAppEnvsRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetAppEnvsRequest");
+      ds.field("table", &self.table());
+      ds.field("envs", &self.envs());
+      ds.finish()
+  }
+}
+pub enum GetAppEnvsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GetAppEnvsRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetAppEnvsRequest<'a> {
+  type Inner = GetAppEnvsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetAppEnvsRequest<'a> {
+  pub const VT_TABLE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetAppEnvsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GetAppEnvsRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<GetAppEnvsRequest<'bldr>> {
+    let mut builder = GetAppEnvsRequestBuilder::new(_fbb);
+    if let Some(x) = args.table { builder.add_table(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn table(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(GetAppEnvsRequest::VT_TABLE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GetAppEnvsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table", Self::VT_TABLE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetAppEnvsRequestArgs<'a> {
+    pub table: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for GetAppEnvsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GetAppEnvsRequestArgs {
+      table: None,
+    }
+  }
+}
+
+pub struct GetAppEnvsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetAppEnvsRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_table(&mut self, table: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GetAppEnvsRequest::VT_TABLE, table);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetAppEnvsRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetAppEnvsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetAppEnvsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetAppEnvsRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetAppEnvsRequest");
+      ds.field("table", &self.table());
+      ds.finish()
+  }
+}
+pub enum HostedReplicaOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A replica a node reports it hosts.
+pub struct HostedReplica<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for HostedReplica<'a> {
+  type Inner = HostedReplica<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> HostedReplica<'a> {
+  pub const VT_GPID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SHARD: ::flatbuffers::VOffsetT = 6;
+  pub const VT_BALLOT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_DECREE_APPLIED: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    HostedReplica { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args HostedReplicaArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<HostedReplica<'bldr>> {
+    let mut builder = HostedReplicaBuilder::new(_fbb);
+    builder.add_decree_applied(args.decree_applied);
+    builder.add_ballot(args.ballot);
+    builder.add_shard(args.shard);
+    if let Some(x) = args.gpid { builder.add_gpid(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn gpid(&self) -> Option<&'a Gpid> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Gpid>(HostedReplica::VT_GPID, None)}
+  }
+  #[inline]
+  pub fn shard(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(HostedReplica::VT_SHARD, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn ballot(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(HostedReplica::VT_BALLOT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn decree_applied(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(HostedReplica::VT_DECREE_APPLIED, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for HostedReplica<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<Gpid>("gpid", Self::VT_GPID, false)?
+     .visit_field::<i32>("shard", Self::VT_SHARD, false)?
+     .visit_field::<i64>("ballot", Self::VT_BALLOT, false)?
+     .visit_field::<i64>("decree_applied", Self::VT_DECREE_APPLIED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct HostedReplicaArgs<'a> {
+    pub gpid: Option<&'a Gpid>,
+    pub shard: i32,
+    pub ballot: i64,
+    pub decree_applied: i64,
+}
+impl<'a> Default for HostedReplicaArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    HostedReplicaArgs {
+      gpid: None,
+      shard: 0,
+      ballot: 0,
+      decree_applied: 0,
+    }
+  }
+}
+
+pub struct HostedReplicaBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HostedReplicaBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_gpid(&mut self, gpid: &Gpid) {
+    self.fbb_.push_slot_always::<&Gpid>(HostedReplica::VT_GPID, gpid);
+  }
+  #[inline]
+  pub fn add_shard(&mut self, shard: i32) {
+    self.fbb_.push_slot::<i32>(HostedReplica::VT_SHARD, shard, 0);
+  }
+  #[inline]
+  pub fn add_ballot(&mut self, ballot: i64) {
+    self.fbb_.push_slot::<i64>(HostedReplica::VT_BALLOT, ballot, 0);
+  }
+  #[inline]
+  pub fn add_decree_applied(&mut self, decree_applied: i64) {
+    self.fbb_.push_slot::<i64>(HostedReplica::VT_DECREE_APPLIED, decree_applied, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HostedReplicaBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    HostedReplicaBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<HostedReplica<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for HostedReplica<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("HostedReplica");
+      ds.field("gpid", &self.gpid());
+      ds.field("shard", &self.shard());
+      ds.field("ballot", &self.ballot());
+      ds.field("decree_applied", &self.decree_applied());
+      ds.finish()
+  }
+}
+pub enum BeaconRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A node's periodic report to meta.
+pub struct BeaconRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for BeaconRequest<'a> {
+  type Inner = BeaconRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> BeaconRequest<'a> {
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SHARD_ADDRESSES: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REPLICAS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    BeaconRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args BeaconRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<BeaconRequest<'bldr>> {
+    let mut builder = BeaconRequestBuilder::new(_fbb);
+    if let Some(x) = args.replicas { builder.add_replicas(x); }
+    if let Some(x) = args.shard_addresses { builder.add_shard_addresses(x); }
+    if let Some(x) = args.node { builder.add_node(x); }
+    builder.finish()
+  }
+
+
+  /// The node's id: its shard 0 address `host:port`.
+  #[inline]
+  pub fn node(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BeaconRequest::VT_NODE, None)}
+  }
+  /// Every shard's `host:port`, by shard index.
+  #[inline]
+  pub fn shard_addresses(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(BeaconRequest::VT_SHARD_ADDRESSES, None)}
+  }
+  #[inline]
+  pub fn replicas(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<HostedReplica<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<HostedReplica>>>>(BeaconRequest::VT_REPLICAS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for BeaconRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("node", Self::VT_NODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("shard_addresses", Self::VT_SHARD_ADDRESSES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<HostedReplica>>>>("replicas", Self::VT_REPLICAS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BeaconRequestArgs<'a> {
+    pub node: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub shard_addresses: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<HostedReplica<'a>>>>>,
+}
+impl<'a> Default for BeaconRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    BeaconRequestArgs {
+      node: None,
+      shard_addresses: None,
+      replicas: None,
+    }
+  }
+}
+
+pub struct BeaconRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BeaconRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node(&mut self, node: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconRequest::VT_NODE, node);
+  }
+  #[inline]
+  pub fn add_shard_addresses(&mut self, shard_addresses: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconRequest::VT_SHARD_ADDRESSES, shard_addresses);
+  }
+  #[inline]
+  pub fn add_replicas(&mut self, replicas: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<HostedReplica<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconRequest::VT_REPLICAS, replicas);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BeaconRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    BeaconRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<BeaconRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for BeaconRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("BeaconRequest");
+      ds.field("node", &self.node());
+      ds.field("shard_addresses", &self.shard_addresses());
+      ds.field("replicas", &self.replicas());
+      ds.finish()
+  }
+}
 pub enum RequestEnvelopeOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4309,6 +5943,156 @@ impl<'a> RequestEnvelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_create_table_request(&self) -> Option<CreateTableRequest<'a>> {
+    if self.body_type() == RequestBody::CreateTableRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CreateTableRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_drop_table_request(&self) -> Option<DropTableRequest<'a>> {
+    if self.body_type() == RequestBody::DropTableRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DropTableRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_recall_table_request(&self) -> Option<RecallTableRequest<'a>> {
+    if self.body_type() == RequestBody::RecallTableRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RecallTableRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_tables_request(&self) -> Option<ListTablesRequest<'a>> {
+    if self.body_type() == RequestBody::ListTablesRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListTablesRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_describe_table_request(&self) -> Option<DescribeTableRequest<'a>> {
+    if self.body_type() == RequestBody::DescribeTableRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DescribeTableRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_nodes_request(&self) -> Option<ListNodesRequest<'a>> {
+    if self.body_type() == RequestBody::ListNodesRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListNodesRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_cluster_info_request(&self) -> Option<ClusterInfoRequest<'a>> {
+    if self.body_type() == RequestBody::ClusterInfoRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ClusterInfoRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_app_envs_request(&self) -> Option<SetAppEnvsRequest<'a>> {
+    if self.body_type() == RequestBody::SetAppEnvsRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetAppEnvsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_app_envs_request(&self) -> Option<GetAppEnvsRequest<'a>> {
+    if self.body_type() == RequestBody::GetAppEnvsRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GetAppEnvsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_beacon_request(&self) -> Option<BeaconRequest<'a>> {
+    if self.body_type() == RequestBody::BeaconRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { BeaconRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestEnvelope<'_> {
@@ -4341,6 +6125,16 @@ impl ::flatbuffers::Verifiable for RequestEnvelope<'_> {
           RequestBody::ScanRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ScanRequest>>("RequestBody::ScanRequest", pos),
           RequestBody::ClearScannerRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ClearScannerRequest>>("RequestBody::ClearScannerRequest", pos),
           RequestBody::QueryRouteRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<QueryRouteRequest>>("RequestBody::QueryRouteRequest", pos),
+          RequestBody::CreateTableRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CreateTableRequest>>("RequestBody::CreateTableRequest", pos),
+          RequestBody::DropTableRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DropTableRequest>>("RequestBody::DropTableRequest", pos),
+          RequestBody::RecallTableRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RecallTableRequest>>("RequestBody::RecallTableRequest", pos),
+          RequestBody::ListTablesRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListTablesRequest>>("RequestBody::ListTablesRequest", pos),
+          RequestBody::DescribeTableRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DescribeTableRequest>>("RequestBody::DescribeTableRequest", pos),
+          RequestBody::ListNodesRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListNodesRequest>>("RequestBody::ListNodesRequest", pos),
+          RequestBody::ClusterInfoRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ClusterInfoRequest>>("RequestBody::ClusterInfoRequest", pos),
+          RequestBody::SetAppEnvsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetAppEnvsRequest>>("RequestBody::SetAppEnvsRequest", pos),
+          RequestBody::GetAppEnvsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetAppEnvsRequest>>("RequestBody::GetAppEnvsRequest", pos),
+          RequestBody::BeaconRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BeaconRequest>>("RequestBody::BeaconRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -4544,6 +6338,76 @@ impl ::core::fmt::Debug for RequestEnvelope<'_> {
         },
         RequestBody::QueryRouteRequest => {
           if let Some(x) = self.body_as_query_route_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::CreateTableRequest => {
+          if let Some(x) = self.body_as_create_table_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::DropTableRequest => {
+          if let Some(x) = self.body_as_drop_table_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::RecallTableRequest => {
+          if let Some(x) = self.body_as_recall_table_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::ListTablesRequest => {
+          if let Some(x) = self.body_as_list_tables_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::DescribeTableRequest => {
+          if let Some(x) = self.body_as_describe_table_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::ListNodesRequest => {
+          if let Some(x) = self.body_as_list_nodes_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::ClusterInfoRequest => {
+          if let Some(x) = self.body_as_cluster_info_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::SetAppEnvsRequest => {
+          if let Some(x) = self.body_as_set_app_envs_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::GetAppEnvsRequest => {
+          if let Some(x) = self.body_as_get_app_envs_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::BeaconRequest => {
+          if let Some(x) = self.body_as_beacon_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -5879,6 +7743,1351 @@ impl ::core::fmt::Debug for RouteResponse<'_> {
       ds.finish()
   }
 }
+pub enum TableInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// What meta knows about a table. Times are Unix seconds; the drop times
+/// are 0 while the table is available.
+pub struct TableInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TableInfo<'a> {
+  type Inner = TableInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TableInfo<'a> {
+  pub const VT_APP_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_STATUS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PARTITION_COUNT: ::flatbuffers::VOffsetT = 10;
+  pub const VT_REPLICA_COUNT: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ENVS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_CREATE_TIME_S: ::flatbuffers::VOffsetT = 16;
+  pub const VT_DROP_TIME_S: ::flatbuffers::VOffsetT = 18;
+  pub const VT_DROP_EXPIRE_S: ::flatbuffers::VOffsetT = 20;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TableInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TableInfoArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<TableInfo<'bldr>> {
+    let mut builder = TableInfoBuilder::new(_fbb);
+    builder.add_drop_expire_s(args.drop_expire_s);
+    builder.add_drop_time_s(args.drop_time_s);
+    builder.add_create_time_s(args.create_time_s);
+    if let Some(x) = args.envs { builder.add_envs(x); }
+    builder.add_replica_count(args.replica_count);
+    builder.add_partition_count(args.partition_count);
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_app_id(args.app_id);
+    builder.add_status(args.status);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn app_id(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(TableInfo::VT_APP_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TableInfo::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn status(&self) -> TableStatus {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<TableStatus>(TableInfo::VT_STATUS, Some(TableStatus::Available)).unwrap()}
+  }
+  #[inline]
+  pub fn partition_count(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(TableInfo::VT_PARTITION_COUNT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn replica_count(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(TableInfo::VT_REPLICA_COUNT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn envs(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StringPair<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StringPair>>>>(TableInfo::VT_ENVS, None)}
+  }
+  #[inline]
+  pub fn create_time_s(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TableInfo::VT_CREATE_TIME_S, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn drop_time_s(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TableInfo::VT_DROP_TIME_S, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn drop_expire_s(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TableInfo::VT_DROP_EXPIRE_S, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TableInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i32>("app_id", Self::VT_APP_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<TableStatus>("status", Self::VT_STATUS, false)?
+     .visit_field::<i32>("partition_count", Self::VT_PARTITION_COUNT, false)?
+     .visit_field::<i32>("replica_count", Self::VT_REPLICA_COUNT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<StringPair>>>>("envs", Self::VT_ENVS, false)?
+     .visit_field::<u64>("create_time_s", Self::VT_CREATE_TIME_S, false)?
+     .visit_field::<u64>("drop_time_s", Self::VT_DROP_TIME_S, false)?
+     .visit_field::<u64>("drop_expire_s", Self::VT_DROP_EXPIRE_S, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TableInfoArgs<'a> {
+    pub app_id: i32,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub status: TableStatus,
+    pub partition_count: i32,
+    pub replica_count: i32,
+    pub envs: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StringPair<'a>>>>>,
+    pub create_time_s: u64,
+    pub drop_time_s: u64,
+    pub drop_expire_s: u64,
+}
+impl<'a> Default for TableInfoArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TableInfoArgs {
+      app_id: 0,
+      name: None,
+      status: TableStatus::Available,
+      partition_count: 0,
+      replica_count: 0,
+      envs: None,
+      create_time_s: 0,
+      drop_time_s: 0,
+      drop_expire_s: 0,
+    }
+  }
+}
+
+pub struct TableInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TableInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_app_id(&mut self, app_id: i32) {
+    self.fbb_.push_slot::<i32>(TableInfo::VT_APP_ID, app_id, 0);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TableInfo::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_status(&mut self, status: TableStatus) {
+    self.fbb_.push_slot::<TableStatus>(TableInfo::VT_STATUS, status, TableStatus::Available);
+  }
+  #[inline]
+  pub fn add_partition_count(&mut self, partition_count: i32) {
+    self.fbb_.push_slot::<i32>(TableInfo::VT_PARTITION_COUNT, partition_count, 0);
+  }
+  #[inline]
+  pub fn add_replica_count(&mut self, replica_count: i32) {
+    self.fbb_.push_slot::<i32>(TableInfo::VT_REPLICA_COUNT, replica_count, 0);
+  }
+  #[inline]
+  pub fn add_envs(&mut self, envs: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<StringPair<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TableInfo::VT_ENVS, envs);
+  }
+  #[inline]
+  pub fn add_create_time_s(&mut self, create_time_s: u64) {
+    self.fbb_.push_slot::<u64>(TableInfo::VT_CREATE_TIME_S, create_time_s, 0);
+  }
+  #[inline]
+  pub fn add_drop_time_s(&mut self, drop_time_s: u64) {
+    self.fbb_.push_slot::<u64>(TableInfo::VT_DROP_TIME_S, drop_time_s, 0);
+  }
+  #[inline]
+  pub fn add_drop_expire_s(&mut self, drop_expire_s: u64) {
+    self.fbb_.push_slot::<u64>(TableInfo::VT_DROP_EXPIRE_S, drop_expire_s, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TableInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TableInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TableInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TableInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TableInfo");
+      ds.field("app_id", &self.app_id());
+      ds.field("name", &self.name());
+      ds.field("status", &self.status());
+      ds.field("partition_count", &self.partition_count());
+      ds.field("replica_count", &self.replica_count());
+      ds.field("envs", &self.envs());
+      ds.field("create_time_s", &self.create_time_s());
+      ds.field("drop_time_s", &self.drop_time_s());
+      ds.field("drop_expire_s", &self.drop_expire_s());
+      ds.finish()
+  }
+}
+pub enum TableResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// create_table, recall_table. `info` is required.
+pub struct TableResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TableResponse<'a> {
+  type Inner = TableResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TableResponse<'a> {
+  pub const VT_INFO: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TableResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TableResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<TableResponse<'bldr>> {
+    let mut builder = TableResponseBuilder::new(_fbb);
+    if let Some(x) = args.info { builder.add_info(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn info(&self) -> Option<TableInfo<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<TableInfo>>(TableResponse::VT_INFO, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TableResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<TableInfo>>("info", Self::VT_INFO, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TableResponseArgs<'a> {
+    pub info: Option<::flatbuffers::WIPOffset<TableInfo<'a>>>,
+}
+impl<'a> Default for TableResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TableResponseArgs {
+      info: None,
+    }
+  }
+}
+
+pub struct TableResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TableResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_info(&mut self, info: ::flatbuffers::WIPOffset<TableInfo<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<TableInfo>>(TableResponse::VT_INFO, info);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TableResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TableResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TableResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TableResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TableResponse");
+      ds.field("info", &self.info());
+      ds.finish()
+  }
+}
+pub enum TablesResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// list_tables.
+pub struct TablesResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TablesResponse<'a> {
+  type Inner = TablesResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TablesResponse<'a> {
+  pub const VT_TABLES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TablesResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TablesResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<TablesResponse<'bldr>> {
+    let mut builder = TablesResponseBuilder::new(_fbb);
+    if let Some(x) = args.tables { builder.add_tables(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn tables(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TableInfo<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TableInfo>>>>(TablesResponse::VT_TABLES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TablesResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<TableInfo>>>>("tables", Self::VT_TABLES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TablesResponseArgs<'a> {
+    pub tables: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TableInfo<'a>>>>>,
+}
+impl<'a> Default for TablesResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TablesResponseArgs {
+      tables: None,
+    }
+  }
+}
+
+pub struct TablesResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TablesResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_tables(&mut self, tables: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<TableInfo<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TablesResponse::VT_TABLES, tables);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TablesResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TablesResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TablesResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TablesResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TablesResponse");
+      ds.field("tables", &self.tables());
+      ds.finish()
+  }
+}
+pub enum PartitionConfigOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One partition's configuration `(ballot, primary, secondaries)`; nodes
+/// are named by their id, an empty primary means none.
+pub struct PartitionConfig<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PartitionConfig<'a> {
+  type Inner = PartitionConfig<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PartitionConfig<'a> {
+  pub const VT_PARTITION_INDEX: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BALLOT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PRIMARY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_SECONDARIES: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PartitionConfig { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PartitionConfigArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PartitionConfig<'bldr>> {
+    let mut builder = PartitionConfigBuilder::new(_fbb);
+    builder.add_ballot(args.ballot);
+    if let Some(x) = args.secondaries { builder.add_secondaries(x); }
+    if let Some(x) = args.primary { builder.add_primary(x); }
+    builder.add_partition_index(args.partition_index);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn partition_index(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(PartitionConfig::VT_PARTITION_INDEX, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn ballot(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(PartitionConfig::VT_BALLOT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn primary(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PartitionConfig::VT_PRIMARY, None)}
+  }
+  #[inline]
+  pub fn secondaries(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(PartitionConfig::VT_SECONDARIES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PartitionConfig<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i32>("partition_index", Self::VT_PARTITION_INDEX, false)?
+     .visit_field::<i64>("ballot", Self::VT_BALLOT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("primary", Self::VT_PRIMARY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("secondaries", Self::VT_SECONDARIES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PartitionConfigArgs<'a> {
+    pub partition_index: i32,
+    pub ballot: i64,
+    pub primary: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub secondaries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for PartitionConfigArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PartitionConfigArgs {
+      partition_index: 0,
+      ballot: 0,
+      primary: None,
+      secondaries: None,
+    }
+  }
+}
+
+pub struct PartitionConfigBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionConfigBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_partition_index(&mut self, partition_index: i32) {
+    self.fbb_.push_slot::<i32>(PartitionConfig::VT_PARTITION_INDEX, partition_index, 0);
+  }
+  #[inline]
+  pub fn add_ballot(&mut self, ballot: i64) {
+    self.fbb_.push_slot::<i64>(PartitionConfig::VT_BALLOT, ballot, 0);
+  }
+  #[inline]
+  pub fn add_primary(&mut self, primary: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionConfig::VT_PRIMARY, primary);
+  }
+  #[inline]
+  pub fn add_secondaries(&mut self, secondaries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionConfig::VT_SECONDARIES, secondaries);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PartitionConfigBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PartitionConfigBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PartitionConfig<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PartitionConfig<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PartitionConfig");
+      ds.field("partition_index", &self.partition_index());
+      ds.field("ballot", &self.ballot());
+      ds.field("primary", &self.primary());
+      ds.field("secondaries", &self.secondaries());
+      ds.finish()
+  }
+}
+pub enum DescriptionResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// describe_table. `info` is required.
+pub struct DescriptionResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DescriptionResponse<'a> {
+  type Inner = DescriptionResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DescriptionResponse<'a> {
+  pub const VT_INFO: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DescriptionResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DescriptionResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DescriptionResponse<'bldr>> {
+    let mut builder = DescriptionResponseBuilder::new(_fbb);
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
+    if let Some(x) = args.info { builder.add_info(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn info(&self) -> Option<TableInfo<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<TableInfo>>(DescriptionResponse::VT_INFO, None)}
+  }
+  #[inline]
+  pub fn partitions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionConfig<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionConfig>>>>(DescriptionResponse::VT_PARTITIONS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DescriptionResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<TableInfo>>("info", Self::VT_INFO, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PartitionConfig>>>>("partitions", Self::VT_PARTITIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DescriptionResponseArgs<'a> {
+    pub info: Option<::flatbuffers::WIPOffset<TableInfo<'a>>>,
+    pub partitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionConfig<'a>>>>>,
+}
+impl<'a> Default for DescriptionResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DescriptionResponseArgs {
+      info: None,
+      partitions: None,
+    }
+  }
+}
+
+pub struct DescriptionResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DescriptionResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_info(&mut self, info: ::flatbuffers::WIPOffset<TableInfo<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<TableInfo>>(DescriptionResponse::VT_INFO, info);
+  }
+  #[inline]
+  pub fn add_partitions(&mut self, partitions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<PartitionConfig<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DescriptionResponse::VT_PARTITIONS, partitions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DescriptionResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DescriptionResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DescriptionResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DescriptionResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DescriptionResponse");
+      ds.field("info", &self.info());
+      ds.field("partitions", &self.partitions());
+      ds.finish()
+  }
+}
+pub enum NodeInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct NodeInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for NodeInfo<'a> {
+  type Inner = NodeInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> NodeInfo<'a> {
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SHARD_ADDRESSES: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ALIVE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_REPLICA_COUNT: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LAST_BEACON_MS_AGO: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    NodeInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args NodeInfoArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<NodeInfo<'bldr>> {
+    let mut builder = NodeInfoBuilder::new(_fbb);
+    builder.add_last_beacon_ms_ago(args.last_beacon_ms_ago);
+    builder.add_replica_count(args.replica_count);
+    if let Some(x) = args.shard_addresses { builder.add_shard_addresses(x); }
+    if let Some(x) = args.node { builder.add_node(x); }
+    builder.add_alive(args.alive);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(NodeInfo::VT_NODE, None)}
+  }
+  #[inline]
+  pub fn shard_addresses(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(NodeInfo::VT_SHARD_ADDRESSES, None)}
+  }
+  #[inline]
+  pub fn alive(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(NodeInfo::VT_ALIVE, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn replica_count(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(NodeInfo::VT_REPLICA_COUNT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_beacon_ms_ago(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(NodeInfo::VT_LAST_BEACON_MS_AGO, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for NodeInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("node", Self::VT_NODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("shard_addresses", Self::VT_SHARD_ADDRESSES, false)?
+     .visit_field::<bool>("alive", Self::VT_ALIVE, false)?
+     .visit_field::<i32>("replica_count", Self::VT_REPLICA_COUNT, false)?
+     .visit_field::<u64>("last_beacon_ms_ago", Self::VT_LAST_BEACON_MS_AGO, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct NodeInfoArgs<'a> {
+    pub node: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub shard_addresses: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub alive: bool,
+    pub replica_count: i32,
+    pub last_beacon_ms_ago: u64,
+}
+impl<'a> Default for NodeInfoArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    NodeInfoArgs {
+      node: None,
+      shard_addresses: None,
+      alive: false,
+      replica_count: 0,
+      last_beacon_ms_ago: 0,
+    }
+  }
+}
+
+pub struct NodeInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NodeInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node(&mut self, node: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NodeInfo::VT_NODE, node);
+  }
+  #[inline]
+  pub fn add_shard_addresses(&mut self, shard_addresses: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NodeInfo::VT_SHARD_ADDRESSES, shard_addresses);
+  }
+  #[inline]
+  pub fn add_alive(&mut self, alive: bool) {
+    self.fbb_.push_slot::<bool>(NodeInfo::VT_ALIVE, alive, false);
+  }
+  #[inline]
+  pub fn add_replica_count(&mut self, replica_count: i32) {
+    self.fbb_.push_slot::<i32>(NodeInfo::VT_REPLICA_COUNT, replica_count, 0);
+  }
+  #[inline]
+  pub fn add_last_beacon_ms_ago(&mut self, last_beacon_ms_ago: u64) {
+    self.fbb_.push_slot::<u64>(NodeInfo::VT_LAST_BEACON_MS_AGO, last_beacon_ms_ago, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NodeInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    NodeInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<NodeInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for NodeInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("NodeInfo");
+      ds.field("node", &self.node());
+      ds.field("shard_addresses", &self.shard_addresses());
+      ds.field("alive", &self.alive());
+      ds.field("replica_count", &self.replica_count());
+      ds.field("last_beacon_ms_ago", &self.last_beacon_ms_ago());
+      ds.finish()
+  }
+}
+pub enum NodesResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// list_nodes.
+pub struct NodesResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for NodesResponse<'a> {
+  type Inner = NodesResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> NodesResponse<'a> {
+  pub const VT_NODES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    NodesResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args NodesResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<NodesResponse<'bldr>> {
+    let mut builder = NodesResponseBuilder::new(_fbb);
+    if let Some(x) = args.nodes { builder.add_nodes(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn nodes(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NodeInfo<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NodeInfo>>>>(NodesResponse::VT_NODES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for NodesResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<NodeInfo>>>>("nodes", Self::VT_NODES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct NodesResponseArgs<'a> {
+    pub nodes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NodeInfo<'a>>>>>,
+}
+impl<'a> Default for NodesResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    NodesResponseArgs {
+      nodes: None,
+    }
+  }
+}
+
+pub struct NodesResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NodesResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_nodes(&mut self, nodes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<NodeInfo<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NodesResponse::VT_NODES, nodes);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NodesResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    NodesResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<NodesResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for NodesResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("NodesResponse");
+      ds.field("nodes", &self.nodes());
+      ds.finish()
+  }
+}
+pub enum PairsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// cluster_info, get_app_envs: ordered string pairs.
+pub struct PairsResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PairsResponse<'a> {
+  type Inner = PairsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PairsResponse<'a> {
+  pub const VT_PAIRS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PairsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PairsResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PairsResponse<'bldr>> {
+    let mut builder = PairsResponseBuilder::new(_fbb);
+    if let Some(x) = args.pairs { builder.add_pairs(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn pairs(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StringPair<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StringPair>>>>(PairsResponse::VT_PAIRS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PairsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<StringPair>>>>("pairs", Self::VT_PAIRS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PairsResponseArgs<'a> {
+    pub pairs: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StringPair<'a>>>>>,
+}
+impl<'a> Default for PairsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PairsResponseArgs {
+      pairs: None,
+    }
+  }
+}
+
+pub struct PairsResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PairsResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_pairs(&mut self, pairs: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<StringPair<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PairsResponse::VT_PAIRS, pairs);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PairsResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PairsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PairsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PairsResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PairsResponse");
+      ds.field("pairs", &self.pairs());
+      ds.finish()
+  }
+}
+pub enum ReplicaAssignmentOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A replica meta wants a node to host.
+pub struct ReplicaAssignment<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ReplicaAssignment<'a> {
+  type Inner = ReplicaAssignment<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ReplicaAssignment<'a> {
+  pub const VT_TABLE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_APP_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PARTITION_INDEX: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PARTITION_COUNT: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SHARD: ::flatbuffers::VOffsetT = 12;
+  pub const VT_BALLOT: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ReplicaAssignment { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReplicaAssignmentArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ReplicaAssignment<'bldr>> {
+    let mut builder = ReplicaAssignmentBuilder::new(_fbb);
+    builder.add_ballot(args.ballot);
+    builder.add_shard(args.shard);
+    builder.add_partition_count(args.partition_count);
+    builder.add_partition_index(args.partition_index);
+    builder.add_app_id(args.app_id);
+    if let Some(x) = args.table { builder.add_table(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn table(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ReplicaAssignment::VT_TABLE, None)}
+  }
+  #[inline]
+  pub fn app_id(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(ReplicaAssignment::VT_APP_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn partition_index(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(ReplicaAssignment::VT_PARTITION_INDEX, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn partition_count(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(ReplicaAssignment::VT_PARTITION_COUNT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn shard(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(ReplicaAssignment::VT_SHARD, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn ballot(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ReplicaAssignment::VT_BALLOT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ReplicaAssignment<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table", Self::VT_TABLE, false)?
+     .visit_field::<i32>("app_id", Self::VT_APP_ID, false)?
+     .visit_field::<i32>("partition_index", Self::VT_PARTITION_INDEX, false)?
+     .visit_field::<i32>("partition_count", Self::VT_PARTITION_COUNT, false)?
+     .visit_field::<i32>("shard", Self::VT_SHARD, false)?
+     .visit_field::<i64>("ballot", Self::VT_BALLOT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReplicaAssignmentArgs<'a> {
+    pub table: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub app_id: i32,
+    pub partition_index: i32,
+    pub partition_count: i32,
+    pub shard: i32,
+    pub ballot: i64,
+}
+impl<'a> Default for ReplicaAssignmentArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReplicaAssignmentArgs {
+      table: None,
+      app_id: 0,
+      partition_index: 0,
+      partition_count: 0,
+      shard: 0,
+      ballot: 0,
+    }
+  }
+}
+
+pub struct ReplicaAssignmentBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicaAssignmentBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_table(&mut self, table: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicaAssignment::VT_TABLE, table);
+  }
+  #[inline]
+  pub fn add_app_id(&mut self, app_id: i32) {
+    self.fbb_.push_slot::<i32>(ReplicaAssignment::VT_APP_ID, app_id, 0);
+  }
+  #[inline]
+  pub fn add_partition_index(&mut self, partition_index: i32) {
+    self.fbb_.push_slot::<i32>(ReplicaAssignment::VT_PARTITION_INDEX, partition_index, 0);
+  }
+  #[inline]
+  pub fn add_partition_count(&mut self, partition_count: i32) {
+    self.fbb_.push_slot::<i32>(ReplicaAssignment::VT_PARTITION_COUNT, partition_count, 0);
+  }
+  #[inline]
+  pub fn add_shard(&mut self, shard: i32) {
+    self.fbb_.push_slot::<i32>(ReplicaAssignment::VT_SHARD, shard, 0);
+  }
+  #[inline]
+  pub fn add_ballot(&mut self, ballot: i64) {
+    self.fbb_.push_slot::<i64>(ReplicaAssignment::VT_BALLOT, ballot, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicaAssignmentBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReplicaAssignmentBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ReplicaAssignment<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ReplicaAssignment<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ReplicaAssignment");
+      ds.field("table", &self.table());
+      ds.field("app_id", &self.app_id());
+      ds.field("partition_index", &self.partition_index());
+      ds.field("partition_count", &self.partition_count());
+      ds.field("shard", &self.shard());
+      ds.field("ballot", &self.ballot());
+      ds.finish()
+  }
+}
+pub enum BeaconAckResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Meta's answer to a beacon.
+pub struct BeaconAckResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for BeaconAckResponse<'a> {
+  type Inner = BeaconAckResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> BeaconAckResponse<'a> {
+  pub const VT_ASSIGNMENTS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DROPS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    BeaconAckResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args BeaconAckResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<BeaconAckResponse<'bldr>> {
+    let mut builder = BeaconAckResponseBuilder::new(_fbb);
+    if let Some(x) = args.drops { builder.add_drops(x); }
+    if let Some(x) = args.assignments { builder.add_assignments(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn assignments(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaAssignment<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaAssignment>>>>(BeaconAckResponse::VT_ASSIGNMENTS, None)}
+  }
+  #[inline]
+  pub fn drops(&self) -> Option<::flatbuffers::Vector<'a, Gpid>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, Gpid>>>(BeaconAckResponse::VT_DROPS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for BeaconAckResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ReplicaAssignment>>>>("assignments", Self::VT_ASSIGNMENTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, Gpid>>>("drops", Self::VT_DROPS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BeaconAckResponseArgs<'a> {
+    pub assignments: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaAssignment<'a>>>>>,
+    pub drops: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Gpid>>>,
+}
+impl<'a> Default for BeaconAckResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    BeaconAckResponseArgs {
+      assignments: None,
+      drops: None,
+    }
+  }
+}
+
+pub struct BeaconAckResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BeaconAckResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_assignments(&mut self, assignments: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ReplicaAssignment<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconAckResponse::VT_ASSIGNMENTS, assignments);
+  }
+  #[inline]
+  pub fn add_drops(&mut self, drops: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , Gpid>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconAckResponse::VT_DROPS, drops);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BeaconAckResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    BeaconAckResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<BeaconAckResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for BeaconAckResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("BeaconAckResponse");
+      ds.field("assignments", &self.assignments());
+      ds.field("drops", &self.drops());
+      ds.finish()
+  }
+}
 pub enum ResponseEnvelopeOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6122,6 +9331,96 @@ impl<'a> ResponseEnvelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_table_response(&self) -> Option<TableResponse<'a>> {
+    if self.body_type() == ResponseBody::TableResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { TableResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_tables_response(&self) -> Option<TablesResponse<'a>> {
+    if self.body_type() == ResponseBody::TablesResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { TablesResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_description_response(&self) -> Option<DescriptionResponse<'a>> {
+    if self.body_type() == ResponseBody::DescriptionResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DescriptionResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_nodes_response(&self) -> Option<NodesResponse<'a>> {
+    if self.body_type() == ResponseBody::NodesResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { NodesResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_pairs_response(&self) -> Option<PairsResponse<'a>> {
+    if self.body_type() == ResponseBody::PairsResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PairsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_beacon_ack_response(&self) -> Option<BeaconAckResponse<'a>> {
+    if self.body_type() == ResponseBody::BeaconAckResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { BeaconAckResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ResponseEnvelope<'_> {
@@ -6146,6 +9445,12 @@ impl ::flatbuffers::Verifiable for ResponseEnvelope<'_> {
           ResponseBody::BatchGetResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BatchGetResponse>>("ResponseBody::BatchGetResponse", pos),
           ResponseBody::ScanResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ScanResponse>>("ResponseBody::ScanResponse", pos),
           ResponseBody::RouteResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RouteResponse>>("ResponseBody::RouteResponse", pos),
+          ResponseBody::TableResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TableResponse>>("ResponseBody::TableResponse", pos),
+          ResponseBody::TablesResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TablesResponse>>("ResponseBody::TablesResponse", pos),
+          ResponseBody::DescriptionResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DescriptionResponse>>("ResponseBody::DescriptionResponse", pos),
+          ResponseBody::NodesResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NodesResponse>>("ResponseBody::NodesResponse", pos),
+          ResponseBody::PairsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PairsResponse>>("ResponseBody::PairsResponse", pos),
+          ResponseBody::BeaconAckResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BeaconAckResponse>>("ResponseBody::BeaconAckResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -6293,6 +9598,48 @@ impl ::core::fmt::Debug for ResponseEnvelope<'_> {
         },
         ResponseBody::RouteResponse => {
           if let Some(x) = self.body_as_route_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::TableResponse => {
+          if let Some(x) = self.body_as_table_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::TablesResponse => {
+          if let Some(x) = self.body_as_tables_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::DescriptionResponse => {
+          if let Some(x) = self.body_as_description_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::NodesResponse => {
+          if let Some(x) = self.body_as_nodes_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::PairsResponse => {
+          if let Some(x) = self.body_as_pairs_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::BeaconAckResponse => {
+          if let Some(x) = self.body_as_beacon_ack_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
