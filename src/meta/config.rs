@@ -1,0 +1,231 @@
+//! Meta's config file (`markab meta --config FILE`).
+//!
+//! ```toml
+//! [meta]
+//! listen = "127.0.0.1:34601"      # default; port 0 = any free port
+//! data_dir = "/var/tmp/markab/meta" # required; holds meta.json
+//! hold_seconds = 604800            # how long a dropped table's data is kept (7 days)
+//! node_timeout_ms = 5000           # a node is dead once its last beacon is this old
+//! replica_count_default = 3        # replica count of a create that names none
+//! replica_count_max = 5            # largest replica count a create may ask for
+//! ```
+//!
+//! Every error names the file and the key, and states the allowed range.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default listen address of meta.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:34601";
+/// Default hold time of a dropped table's data: 7 days.
+pub const HOLD_SECONDS_DEFAULT: u64 = 7 * 24 * 3600;
+/// Longest hold time a config or a drop may ask for: 10 years.
+pub const HOLD_SECONDS_MAX: u64 = 10 * 365 * 24 * 3600;
+/// Default node timeout: a node is dead 5 s after its last beacon.
+pub const NODE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Smallest node timeout allowed (100 ms).
+pub const NODE_TIMEOUT_MS_MIN: u64 = 100;
+/// Largest node timeout allowed (10 minutes).
+pub const NODE_TIMEOUT_MS_MAX: u64 = 600_000;
+/// Default replica count of a new table.
+pub const REPLICA_COUNT_DEFAULT: i32 = 3;
+/// Hard upper bound on any replica count (Pegasus's `max_allowed_replica_count`).
+pub const REPLICA_COUNT_LIMIT: i32 = 5;
+
+/// Errors loading or validating meta's config file; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    meta: MetaSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetaSection {
+    listen: Option<String>,
+    data_dir: PathBuf,
+    hold_seconds: Option<u64>,
+    node_timeout_ms: Option<u64>,
+    replica_count_default: Option<i32>,
+    replica_count_max: Option<i32>,
+}
+
+/// A validated meta configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaConfig {
+    /// The file it was read from (for messages).
+    pub path: PathBuf,
+    /// Where meta listens (default [`LISTEN_DEFAULT`]).
+    pub listen: SocketAddr,
+    /// Meta's data directory (required); the store keeps `meta.json` there.
+    pub data_dir: PathBuf,
+    /// Hold time of a dropped table (default [`HOLD_SECONDS_DEFAULT`]).
+    pub hold_seconds: u64,
+    /// Beacon age after which a node is dead (default [`NODE_TIMEOUT_MS_DEFAULT`]).
+    pub node_timeout_ms: u64,
+    /// Replica count of a create that names none (default [`REPLICA_COUNT_DEFAULT`]).
+    pub replica_count_default: i32,
+    /// Largest replica count a create may ask for (default and bound [`REPLICA_COUNT_LIMIT`]).
+    pub replica_count_max: i32,
+}
+
+impl MetaConfig {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<MetaConfig, MetaConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| MetaConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        MetaConfig::parse(path, &text)
+    }
+
+    /// Parses and validates `text`; `path` names the file in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<MetaConfig, MetaConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|error| MetaConfigError::Parse {
+            path: path.to_owned(),
+            message: error.to_string(),
+        })?;
+        let invalid = |message: String| MetaConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let section = file.meta;
+        let listen_text = section.listen.as_deref().unwrap_or(LISTEN_DEFAULT);
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            invalid(format!(
+                "meta.listen = {listen_text:?} is not an address (expected \"ip:port\", e.g. {LISTEN_DEFAULT:?})"
+            ))
+        })?;
+        if section.data_dir.as_os_str().is_empty() {
+            return Err(invalid("meta.data_dir is empty".into()));
+        }
+        let hold_seconds = section.hold_seconds.unwrap_or(HOLD_SECONDS_DEFAULT);
+        if hold_seconds > HOLD_SECONDS_MAX {
+            return Err(invalid(format!(
+                "meta.hold_seconds = {hold_seconds} is out of range (allowed 0..={HOLD_SECONDS_MAX})"
+            )));
+        }
+        let node_timeout_ms = section.node_timeout_ms.unwrap_or(NODE_TIMEOUT_MS_DEFAULT);
+        if !(NODE_TIMEOUT_MS_MIN..=NODE_TIMEOUT_MS_MAX).contains(&node_timeout_ms) {
+            return Err(invalid(format!(
+                "meta.node_timeout_ms = {node_timeout_ms} is out of range (allowed {NODE_TIMEOUT_MS_MIN}..={NODE_TIMEOUT_MS_MAX})"
+            )));
+        }
+        let replica_count_max = section.replica_count_max.unwrap_or(REPLICA_COUNT_LIMIT);
+        if !(1..=REPLICA_COUNT_LIMIT).contains(&replica_count_max) {
+            return Err(invalid(format!(
+                "meta.replica_count_max = {replica_count_max} is out of range (allowed 1..={REPLICA_COUNT_LIMIT})"
+            )));
+        }
+        let replica_count_default = section
+            .replica_count_default
+            .unwrap_or(REPLICA_COUNT_DEFAULT.min(replica_count_max));
+        if !(1..=replica_count_max).contains(&replica_count_default) {
+            return Err(invalid(format!(
+                "meta.replica_count_default = {replica_count_default} is out of range (allowed 1..=meta.replica_count_max = {replica_count_max})"
+            )));
+        }
+        Ok(MetaConfig {
+            path: path.to_owned(),
+            listen,
+            data_dir: section.data_dir,
+            hold_seconds,
+            node_timeout_ms,
+            replica_count_default,
+            replica_count_max,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<MetaConfig, MetaConfigError> {
+        MetaConfig::parse(Path::new("/etc/markab/meta.toml"), text)
+    }
+
+    fn error_text(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    // A minimal file gets every default, and a full file keeps every value.
+    #[test]
+    fn parses_minimal_and_full_files() {
+        let config = parse("[meta]\ndata_dir = \"/d\"\n").unwrap();
+        assert_eq!(config.listen, LISTEN_DEFAULT.parse().unwrap());
+        assert_eq!(config.data_dir, Path::new("/d"));
+        assert_eq!(config.hold_seconds, HOLD_SECONDS_DEFAULT);
+        assert_eq!(config.node_timeout_ms, NODE_TIMEOUT_MS_DEFAULT);
+        assert_eq!(config.replica_count_default, 3);
+        assert_eq!(config.replica_count_max, 5);
+
+        let config = parse(
+            "[meta]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"/d\"\nhold_seconds = 10\n\
+             node_timeout_ms = 700\nreplica_count_default = 1\nreplica_count_max = 3\n",
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.hold_seconds, 10);
+        assert_eq!(config.node_timeout_ms, 700);
+        assert_eq!(config.replica_count_default, 1);
+        assert_eq!(config.replica_count_max, 3);
+    }
+
+    // A smaller replica_count_max lowers the default replica count with it.
+    #[test]
+    fn default_replica_count_follows_a_small_max() {
+        let config = parse("[meta]\ndata_dir = \"/d\"\nreplica_count_max = 1\n").unwrap();
+        assert_eq!(config.replica_count_default, 1);
+    }
+
+    // Every bad value is refused with the file, the key and the allowed range.
+    #[test]
+    fn bad_values_name_file_and_key() {
+        let cases = [
+            ("[meta]\n", "data_dir"),
+            (
+                "[meta]\ndata_dir = \"/d\"\nlisten = \"nowhere\"\n",
+                "meta.listen",
+            ),
+            ("[meta]\ndata_dir = \"\"\n", "meta.data_dir"),
+            (
+                "[meta]\ndata_dir = \"/d\"\nnode_timeout_ms = 5\n",
+                "meta.node_timeout_ms",
+            ),
+            (
+                "[meta]\ndata_dir = \"/d\"\nreplica_count_max = 6\n",
+                "meta.replica_count_max",
+            ),
+            (
+                "[meta]\ndata_dir = \"/d\"\nreplica_count_default = 0\n",
+                "meta.replica_count_default",
+            ),
+            (
+                "[meta]\ndata_dir = \"/d\"\nhold_seconds = 999999999999\n",
+                "meta.hold_seconds",
+            ),
+            ("[meta]\ndata_dir = \"/d\"\nbogus = 1\n", "bogus"),
+        ];
+        for (text, key) in cases {
+            let message = error_text(text);
+            assert!(message.contains("/etc/markab/meta.toml"), "{message}");
+            assert!(message.contains(key), "{key}: {message}");
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! Meta's I/O layer: a tokio TCP server in front of the [`MetaState`]
+//! state machine and a [`MetaStore`].
+//!
+//! One actor thread owns the state and the store; connections send it
+//! requests over a bounded queue and wait for the answer. For a request that
+//! changes persistent data the actor writes the store first, commits the
+//! state second and answers last (invariant "persist before effect"); when
+//! the write fails the state is unchanged and the client gets
+//! `STORAGE_ERROR`. A ticker feeds the actor a tick every
+//! [`TICK_INTERVAL_MS`].
+//!
+//! Connections read frames with [`FrameDecoder`] and answer in order, one
+//! request at a time (meta is not on the data path). A framing error or an
+//! undecodable body gets a `BAD_FRAME` reply (request id 0 when unknown) and
+//! a closed connection; data requests other than `query_route` get
+//! `INVALID_ARGUMENT`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use markab_wire::codec::{self, Encoder};
+use markab_wire::frame::{FrameDecoder, FrameError, MessageKind};
+use markab_wire::message::{ErrorCode, OpError, Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::meta::state::MetaState;
+use crate::meta::store::{MetaStore, MetaStoreError};
+
+/// How often the actor gets a tick (drop-hold expiry, forgetting tables).
+pub const TICK_INTERVAL_MS: u64 = 500;
+/// Most requests waiting for the actor; senders wait when it is full.
+pub const ACTOR_QUEUE_MAX: usize = 1_024;
+/// Most open client and node connections; further accepts wait.
+pub const CONNECTIONS_MAX: usize = 1_024;
+/// Largest request body meta accepts (16 MiB: a beacon of a node hosting
+/// many replicas fits with a wide margin).
+pub const META_REQUEST_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Bytes read from a socket per read call.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+const _: () = assert!(META_REQUEST_BYTES_MAX <= markab_wire::frame::FRAME_BODY_BYTES_MAX);
+
+/// Unix time in milliseconds (0 if the clock is before 1970).
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs one request through the state machine and, when it changes
+/// persistent data, through the store: save, then commit, then answer. A
+/// failed save answers `STORAGE_ERROR` and changes nothing.
+pub fn execute(
+    state: &mut MetaState,
+    store: &mut dyn MetaStore,
+    request: &Request,
+    now_ms: u64,
+) -> Response {
+    let step = state.handle(request, now_ms);
+    let Some(data) = step.persist else {
+        return step.reply;
+    };
+    match store.save(&data) {
+        Ok(()) => {
+            state.commit(data);
+            tracing::info!(request = request.name(), "meta state changed");
+            step.reply
+        }
+        Err(error) => {
+            tracing::error!(request = request.name(), %error, "meta store write failed; change refused");
+            Err(store_error(&error))
+        }
+    }
+}
+
+/// Runs a tick through the state machine and persists what it proposes.
+pub fn execute_tick(
+    state: &mut MetaState,
+    store: &mut dyn MetaStore,
+    now_ms: u64,
+) -> Result<(), MetaStoreError> {
+    if let Some(data) = state.tick(now_ms) {
+        let before = state.data().tables.len();
+        store.save(&data)?;
+        let after = data.tables.len();
+        state.commit(data);
+        tracing::info!(
+            tables_forgotten = before - after,
+            "dropped tables past their hold forgotten"
+        );
+    }
+    Ok(())
+}
+
+fn store_error(error: &MetaStoreError) -> OpError {
+    OpError::new(
+        ErrorCode::StorageError,
+        format!("meta could not persist the change, nothing changed: {error}"),
+    )
+}
+
+enum ActorInput {
+    Request {
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    },
+    Tick,
+}
+
+/// A handle to the actor thread that owns the state and the store.
+#[derive(Clone)]
+struct Actor {
+    sender: mpsc::Sender<ActorInput>,
+}
+
+impl Actor {
+    /// Starts the actor thread; it ends when every handle is dropped.
+    fn start(
+        mut state: MetaState,
+        mut store: Box<dyn MetaStore>,
+    ) -> std::io::Result<(Actor, std::thread::JoinHandle<()>)> {
+        let (sender, mut receiver) = mpsc::channel(ACTOR_QUEUE_MAX);
+        let thread = std::thread::Builder::new()
+            .name("markab-meta-state".into())
+            .spawn(move || {
+                while let Some(input) = receiver.blocking_recv() {
+                    let now_ms = unix_now_ms();
+                    match input {
+                        ActorInput::Request { request, reply } => {
+                            let response = execute(&mut state, store.as_mut(), &request, now_ms);
+                            // The requester may have gone away; nothing to do then.
+                            let _ = reply.send(response);
+                        }
+                        ActorInput::Tick => {
+                            if let Err(error) = execute_tick(&mut state, store.as_mut(), now_ms) {
+                                tracing::error!(%error, "meta store write failed on tick; will retry");
+                            }
+                        }
+                    }
+                }
+            })?;
+        Ok((Actor { sender }, thread))
+    }
+
+    async fn call(&self, request: Request) -> Response {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || OpError::new(ErrorCode::ShuttingDown, "meta is shutting down");
+        if self
+            .sender
+            .send(ActorInput::Request { request, reply })
+            .await
+            .is_err()
+        {
+            return Err(stopped());
+        }
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+/// Serves meta on `listener` until `shutdown` completes, then stops
+/// accepting, lets the actor finish and returns.
+pub async fn serve(
+    listener: TcpListener,
+    state: MetaState,
+    store: Box<dyn MetaStore>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (actor, thread) = Actor::start(state, store)?;
+    let ticker = {
+        let actor = actor.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_millis(TICK_INTERVAL_MS));
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                if actor.sender.send(ActorInput::Tick).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = connections.clone().acquire_owned() => permit.expect("semaphore never closed"),
+        };
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let actor = actor.clone();
+                tasks.spawn(async move {
+                    serve_connection(actor, stream, peer).await;
+                    drop(permit);
+                });
+            }
+            Err(error) => {
+                // Typically EMFILE; back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // Reap finished connection tasks so the set stays bounded.
+        while tasks.try_join_next().is_some() {}
+    }
+    tracing::info!("meta shutting down");
+    ticker.abort();
+    tasks.shutdown().await;
+    drop(actor);
+    let _ = ticker.await;
+    // Every sender is gone now: the actor drains its queue and ends.
+    let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+    if !matches!(joined, Ok(Ok(()))) {
+        tracing::error!("meta state thread panicked");
+    }
+    Ok(())
+}
+
+async fn serve_connection(actor: Actor, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut decoder = FrameDecoder::new(META_REQUEST_BYTES_MAX);
+    let mut encoder = Encoder::new();
+    let mut out = Vec::new();
+    loop {
+        let bytes_read = match stream.read(decoder.read_buffer(READ_CHUNK_BYTES)).await {
+            Ok(0) => return,
+            Ok(bytes_read) => bytes_read,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "meta connection read failed");
+                return;
+            }
+        };
+        decoder.commit_read(bytes_read);
+        loop {
+            let (request_id, response, close) = match decoder.next_frame() {
+                Ok(None) => break,
+                Err(error) => {
+                    let code = match error {
+                        FrameError::UnknownKind(_) => ErrorCode::UnknownKind,
+                        _ => ErrorCode::BadFrame,
+                    };
+                    (
+                        0,
+                        Err(OpError::new(code, format!("bad frame: {error}"))),
+                        true,
+                    )
+                }
+                Ok(Some(frame)) if frame.kind != MessageKind::Request => (
+                    0,
+                    Err(OpError::new(
+                        ErrorCode::UnknownKind,
+                        format!("meta accepts request frames, not {:?}", frame.kind),
+                    )),
+                    true,
+                ),
+                Ok(Some(frame)) => match codec::decode_request(&frame.body) {
+                    Err(error) => (
+                        codec::peek_request_id(&frame.body).unwrap_or(0),
+                        Err(OpError::new(
+                            ErrorCode::BadFrame,
+                            format!("undecodable request: {error}"),
+                        )),
+                        true,
+                    ),
+                    Ok((envelope, request)) => {
+                        let response =
+                            if request.is_meta() || matches!(request, Request::QueryRoute { .. }) {
+                                actor.call(request).await
+                            } else {
+                                Err(OpError::invalid_argument(format!(
+                                    "meta serves DDL and routing; send data requests ({}) to nodes",
+                                    request.name()
+                                )))
+                            };
+                        (envelope.request_id, response, false)
+                    }
+                },
+            };
+            out.clear();
+            if let Err(error) = encoder.response_frame(request_id, &response, &mut out) {
+                tracing::error!(%peer, %error, "cannot encode a meta response");
+                let fallback = Err(OpError::new(
+                    ErrorCode::Internal,
+                    format!("meta could not encode its answer: {error}"),
+                ));
+                out.clear();
+                if encoder
+                    .response_frame(request_id, &fallback, &mut out)
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if let Err(error) = stream.write_all(&out).await {
+                tracing::debug!(%peer, %error, "meta connection write failed");
+                return;
+            }
+            if close {
+                let _ = stream.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::state::{MetaData, MetaSettings};
+    use crate::meta::store::MemoryMetaStore;
+    use markab_wire::message::{CreateTableRequest, NodeBeacon, ResponseBody};
+
+    fn state() -> MetaState {
+        MetaState::new(
+            MetaSettings {
+                meta_address: "127.0.0.1:34601".into(),
+                data_dir: "/d".into(),
+                hold_seconds: 100,
+                node_timeout_ms: 5_000,
+                replica_count_default: 3,
+                replica_count_max: 5,
+            },
+            MetaData::default(),
+        )
+    }
+
+    fn beacon() -> Request {
+        Request::Beacon(NodeBeacon {
+            node: "127.0.0.1:1".into(),
+            shard_addresses: vec!["127.0.0.1:1".into()],
+            replicas: Vec::new(),
+        })
+    }
+
+    fn create(name: &str) -> Request {
+        Request::CreateTable(CreateTableRequest {
+            table: name.into(),
+            partition_count: 4,
+            replica_count: 1,
+            envs: Vec::new(),
+            success_if_exist: false,
+        })
+    }
+
+    // A failed store write answers STORAGE_ERROR and leaves the state as it
+    // was; the same request succeeds once the store works again, and the
+    // store then holds exactly the committed state.
+    #[test]
+    fn failed_save_changes_nothing() {
+        let mut state = state();
+        let mut store = MemoryMetaStore::default();
+        execute(&mut state, &mut store, &beacon(), 1_000).unwrap();
+        let before = state.data().clone();
+
+        store.fail_saves = true;
+        let error = execute(&mut state, &mut store, &create("t"), 1_000).unwrap_err();
+        assert_eq!(error.code, ErrorCode::StorageError);
+        assert_eq!(state.data(), &before);
+        let missing = execute(
+            &mut state,
+            &mut store,
+            &Request::ListTables {
+                include_dropped: true,
+            },
+            1_000,
+        );
+        assert_eq!(missing, Ok(ResponseBody::Tables(Vec::new())));
+
+        store.fail_saves = false;
+        let created = execute(&mut state, &mut store, &create("t"), 1_000).unwrap();
+        let ResponseBody::Table(info) = created else {
+            panic!("{created:?}")
+        };
+        assert_eq!(info.app_id, 1, "the failed create consumed no app id");
+        assert_eq!(store.saved.as_ref(), Some(state.data()));
+    }
+
+    // A tick that forgets a table persists before it commits, and a failed
+    // tick write keeps the table until a later tick succeeds.
+    #[test]
+    fn tick_persists_before_commit() {
+        let mut state = state();
+        let mut store = MemoryMetaStore::default();
+        execute(&mut state, &mut store, &beacon(), 1_000).unwrap();
+        execute(&mut state, &mut store, &create("t"), 1_000).unwrap();
+        let drop = Request::DropTable {
+            table: "t".into(),
+            reserve_seconds: Some(1),
+        };
+        execute(&mut state, &mut store, &drop, 1_000).unwrap();
+
+        store.fail_saves = true;
+        assert!(execute_tick(&mut state, &mut store, 10_000).is_err());
+        assert_eq!(state.data().tables.len(), 1);
+        store.fail_saves = false;
+        execute_tick(&mut state, &mut store, 10_000).unwrap();
+        assert!(state.data().tables.is_empty());
+        assert_eq!(store.saved.as_ref(), Some(state.data()));
+    }
+}

@@ -1,0 +1,993 @@
+//! Meta's logic as a sans-IO state machine (see docs/meta.md).
+//!
+//! Inputs are requests and ticks, each with the current time in Unix
+//! milliseconds supplied by the caller — the state machine never reads a
+//! clock, so a simulator can drive it. Outputs are a [`Step`]: the reply, and
+//! for every request that changes persistent data the new [`MetaData`] that
+//! must be made durable *before* the reply is sent. Until the caller hands
+//! that data back through [`MetaState::commit`], nothing has changed: a failed
+//! store write leaves the state exactly as it was (invariant
+//! "persist before effect").
+//!
+//! State is split in two:
+//! - persistent ([`MetaData`]): tables, every partition's configuration
+//!   `(ballot, primary, secondaries)` with the shard of each replica, the
+//!   next app id;
+//! - volatile (the node registry): what each node's last beacon said and
+//!   when it came. It is rebuilt from beacons after a restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use markab_wire::message::{
+    BeaconAck, CreateTableRequest, ErrorCode, Gpid, HostedReplica, NodeBeacon, NodeInfo, OpError,
+    PartitionConfig, PartitionRoute, ReplicaAssignment, Request, Response, ResponseBody, Route,
+    TableDescription, TableInfo, TableStatus,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{validate_partition_count, validate_table_name};
+use crate::meta::config::{MetaConfig, HOLD_SECONDS_MAX};
+
+/// Version of the [`MetaData`] layout; a store refuses any other.
+pub const META_DATA_FORMAT_VERSION: u32 = 1;
+/// Most tables meta keeps, dropped ones (still held) included.
+pub const TABLES_MAX: usize = 4_096;
+/// Most partitions over all tables meta keeps (2^20).
+pub const PARTITIONS_TOTAL_MAX: usize = 1 << 20;
+/// Most nodes in the registry; when full, the longest-dead node makes room.
+pub const NODES_MAX: usize = 1_024;
+/// Most shards one node may report.
+pub const SHARDS_PER_NODE_MAX: usize = 1_024;
+/// Longest node id or shard address, in bytes.
+pub const ADDRESS_BYTES_MAX: usize = 256;
+/// Most environment entries per table.
+pub const ENVS_PER_TABLE_MAX: usize = 256;
+/// Longest environment key, in bytes.
+pub const ENV_KEY_BYTES_MAX: usize = 256;
+/// Longest environment value, in bytes.
+pub const ENV_VALUE_BYTES_MAX: usize = 4_096;
+
+const _: () = assert!(PARTITIONS_TOTAL_MAX >= crate::config::PARTITION_COUNT_MAX as usize);
+
+/// Settings the state machine needs (from [`MetaConfig`] and the server).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaSettings {
+    /// Meta's own address, as served (reported by cluster_info).
+    pub meta_address: String,
+    /// Meta's data directory (reported by cluster_info).
+    pub data_dir: String,
+    /// Default hold time of a dropped table, in seconds.
+    pub hold_seconds: u64,
+    /// A node is dead once its last beacon is this old.
+    pub node_timeout_ms: u64,
+    /// Replica count of a create that asks for 0.
+    pub replica_count_default: i32,
+    /// Largest replica count a create may ask for.
+    pub replica_count_max: i32,
+}
+
+impl MetaSettings {
+    /// The settings of `config`, served at `meta_address`.
+    pub fn from_config(config: &MetaConfig, meta_address: String) -> MetaSettings {
+        MetaSettings {
+            meta_address,
+            data_dir: config.data_dir.display().to_string(),
+            hold_seconds: config.hold_seconds,
+            node_timeout_ms: config.node_timeout_ms,
+            replica_count_default: config.replica_count_default,
+            replica_count_max: config.replica_count_max,
+        }
+    }
+}
+
+/// Lifecycle state of a stored table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoredStatus {
+    #[default]
+    Available,
+    Dropped,
+}
+
+/// One replica's place: node id, shard index on that node, and the shard's
+/// address when meta placed it (the route's fallback while the node is unknown).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaPlace {
+    pub node: String,
+    pub shard: i32,
+    pub address: String,
+}
+
+/// One partition's configuration `(ballot, primary, secondaries)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPartition {
+    /// Starts at 1; never decreases.
+    pub ballot: i64,
+    pub primary: ReplicaPlace,
+    /// Empty in this issue (meta places primaries only).
+    pub secondaries: Vec<ReplicaPlace>,
+}
+
+/// A table as meta persists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredTable {
+    pub name: String,
+    pub status: StoredStatus,
+    pub partition_count: i32,
+    pub replica_count: i32,
+    pub envs: BTreeMap<String, String>,
+    /// Unix seconds.
+    pub create_time_s: u64,
+    /// Unix seconds; 0 while available.
+    pub drop_time_s: u64,
+    /// Unix seconds when the hold ends; 0 while available.
+    pub drop_expire_s: u64,
+    /// One per partition, by index.
+    pub partitions: Vec<StoredPartition>,
+}
+
+impl StoredTable {
+    fn info(&self, app_id: i32) -> TableInfo {
+        TableInfo {
+            app_id,
+            name: self.name.clone(),
+            status: match self.status {
+                StoredStatus::Available => TableStatus::Available,
+                StoredStatus::Dropped => TableStatus::Dropped,
+            },
+            partition_count: self.partition_count,
+            replica_count: self.replica_count,
+            envs: self
+                .envs
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+            create_time_s: self.create_time_s,
+            drop_time_s: self.drop_time_s,
+            drop_expire_s: self.drop_expire_s,
+        }
+    }
+
+    fn is_available(&self) -> bool {
+        self.status == StoredStatus::Available
+    }
+
+    /// Dropped and past its hold time at `now_ms`.
+    fn hold_expired(&self, now_ms: u64) -> bool {
+        self.status == StoredStatus::Dropped && now_ms / 1000 >= self.drop_expire_s
+    }
+}
+
+/// Meta's persistent state: everything that must survive a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaData {
+    /// [`META_DATA_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Incremented by every change; a commit must be the next version.
+    pub version: u64,
+    /// The next app id to hand out (app ids are never reused).
+    pub next_app_id: i32,
+    /// Tables by app id, dropped ones (until forgotten) included.
+    pub tables: BTreeMap<i32, StoredTable>,
+}
+
+impl Default for MetaData {
+    fn default() -> Self {
+        MetaData {
+            format_version: META_DATA_FORMAT_VERSION,
+            version: 0,
+            next_app_id: 1,
+            tables: BTreeMap::new(),
+        }
+    }
+}
+
+impl MetaData {
+    /// Checks the invariants a loaded copy must hold; the message says which
+    /// one failed.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format_version != META_DATA_FORMAT_VERSION {
+            return Err(format!(
+                "format_version {} is not supported (expected {META_DATA_FORMAT_VERSION})",
+                self.format_version
+            ));
+        }
+        let mut available_names = BTreeSet::new();
+        for (app_id, table) in &self.tables {
+            if *app_id <= 0 || *app_id >= self.next_app_id {
+                return Err(format!(
+                    "app_id {app_id} is outside 1..next_app_id ({})",
+                    self.next_app_id
+                ));
+            }
+            if table.partitions.len() != table.partition_count.max(0) as usize {
+                return Err(format!(
+                    "table {:?} (app_id {app_id}) has {} partitions, expected {}",
+                    table.name,
+                    table.partitions.len(),
+                    table.partition_count
+                ));
+            }
+            if table
+                .partitions
+                .iter()
+                .any(|partition| partition.ballot < 1)
+            {
+                return Err(format!("table {:?} has a ballot below 1", table.name));
+            }
+            if table.is_available() && !available_names.insert(table.name.as_str()) {
+                return Err(format!("two available tables are named {:?}", table.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the last beacon of a node said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct NodeRecord {
+    shard_addresses: Vec<String>,
+    last_beacon_ms: u64,
+    replicas: Vec<HostedReplica>,
+}
+
+/// The output of one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The answer. When `persist` is set it may only be sent after `persist`
+    /// was stored and committed; if the store fails, send an error instead.
+    pub reply: Response,
+    /// New persistent state to store, then hand to [`MetaState::commit`].
+    pub persist: Option<MetaData>,
+}
+
+impl Step {
+    fn reply(reply: Response) -> Step {
+        Step {
+            reply,
+            persist: None,
+        }
+    }
+
+    fn error(code: ErrorCode, message: impl Into<String>) -> Step {
+        Step::reply(Err(OpError::new(code, message)))
+    }
+}
+
+/// Meta's state machine: persistent [`MetaData`] plus the node registry.
+///
+/// ```
+/// use markab::meta::state::{MetaData, MetaSettings, MetaState};
+/// use markab::wire::message::{CreateTableRequest, NodeBeacon, Request, ResponseBody};
+///
+/// let settings = MetaSettings {
+///     meta_address: "127.0.0.1:34601".into(),
+///     data_dir: "/var/tmp/meta".into(),
+///     hold_seconds: 604_800,
+///     node_timeout_ms: 5_000,
+///     replica_count_default: 3,
+///     replica_count_max: 5,
+/// };
+/// let mut state = MetaState::new(settings, MetaData::default());
+/// let now_ms = 1_700_000_000_000;
+/// let beacon = NodeBeacon {
+///     node: "127.0.0.1:34801".into(),
+///     shard_addresses: vec!["127.0.0.1:34801".into()],
+///     replicas: Vec::new(),
+/// };
+/// state.handle(&Request::Beacon(beacon), now_ms).reply.unwrap();
+/// let create = Request::CreateTable(CreateTableRequest {
+///     table: "temp".into(),
+///     partition_count: 8,
+///     replica_count: 0,
+///     envs: Vec::new(),
+///     success_if_exist: false,
+/// });
+/// let step = state.handle(&create, now_ms);
+/// // Store `persist` durably first; only then commit and send the reply.
+/// let persist = step.persist.expect("create changes persistent data");
+/// state.commit(persist);
+/// assert!(matches!(step.reply, Ok(ResponseBody::Table(ref info)) if info.app_id == 1));
+/// ```
+#[derive(Debug)]
+pub struct MetaState {
+    settings: MetaSettings,
+    data: MetaData,
+    nodes: BTreeMap<String, NodeRecord>,
+}
+
+impl MetaState {
+    /// A state machine starting from `data` (as loaded from the store, or
+    /// `MetaData::default()` for a new cluster) with an empty node registry.
+    pub fn new(settings: MetaSettings, data: MetaData) -> MetaState {
+        MetaState {
+            settings,
+            data,
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    /// The committed persistent state.
+    pub fn data(&self) -> &MetaData {
+        &self.data
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &MetaSettings {
+        &self.settings
+    }
+
+    /// Installs `data` after the store made it durable. It must be the
+    /// successor of the committed state (the `persist` of the last step).
+    pub fn commit(&mut self, data: MetaData) {
+        assert_eq!(
+            data.version,
+            self.data.version + 1,
+            "meta commit out of order: committed version {}, offered {}",
+            self.data.version,
+            data.version
+        );
+        assert!(
+            data.next_app_id >= self.data.next_app_id,
+            "app ids never go back"
+        );
+        self.data = data;
+    }
+
+    /// Handles one request at `now_ms` (Unix milliseconds).
+    pub fn handle(&mut self, request: &Request, now_ms: u64) -> Step {
+        match request {
+            Request::CreateTable(create) => self.create_table(create, now_ms),
+            Request::DropTable {
+                table,
+                reserve_seconds,
+            } => self.drop_table(table, *reserve_seconds, now_ms),
+            Request::RecallTable { app_id, new_name } => {
+                self.recall_table(*app_id, new_name, now_ms)
+            }
+            Request::ListTables { include_dropped } => {
+                let tables = self
+                    .data
+                    .tables
+                    .iter()
+                    .filter(|(_, table)| {
+                        table.is_available() || (*include_dropped && !table.hold_expired(now_ms))
+                    })
+                    .map(|(app_id, table)| table.info(*app_id))
+                    .collect();
+                Step::reply(Ok(ResponseBody::Tables(tables)))
+            }
+            Request::DescribeTable { table } => match self.available(table) {
+                Ok((app_id, stored)) => {
+                    Step::reply(Ok(ResponseBody::Description(TableDescription {
+                        info: stored.info(app_id),
+                        partitions: describe_partitions(stored),
+                    })))
+                }
+                Err(error) => Step::reply(Err(error)),
+            },
+            Request::QueryRoute { table } => match self.available(table) {
+                Ok((app_id, stored)) => Step::reply(Ok(ResponseBody::Route(Route {
+                    table: stored.name.clone(),
+                    app_id,
+                    partition_count: stored.partition_count,
+                    partitions: self.routes(stored),
+                }))),
+                Err(error) => Step::reply(Err(error)),
+            },
+            Request::ListNodes => Step::reply(Ok(ResponseBody::Nodes(self.node_infos(now_ms)))),
+            Request::ClusterInfo => Step::reply(Ok(ResponseBody::Pairs(self.cluster_info(now_ms)))),
+            Request::SetAppEnvs { table, envs } => self.set_app_envs(table, envs),
+            Request::GetAppEnvs { table } => match self.available(table) {
+                Ok((_, stored)) => Step::reply(Ok(ResponseBody::Pairs(
+                    stored
+                        .envs
+                        .iter()
+                        .map(|(key, value)| (key.clone(), value.clone()))
+                        .collect(),
+                ))),
+                Err(error) => Step::reply(Err(error)),
+            },
+            Request::Beacon(beacon) => self.beacon(beacon, now_ms),
+            other => Step::error(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "meta serves DDL and routing; send data requests ({}) to nodes",
+                    other.name()
+                ),
+            ),
+        }
+    }
+
+    /// Periodic housekeeping at `now_ms`: proposes forgetting dropped tables
+    /// whose hold is over once no alive node reports their replicas (or once
+    /// the hold plus the node timeout has passed). Store and commit the
+    /// returned data like a step's `persist`.
+    pub fn tick(&mut self, now_ms: u64) -> Option<MetaData> {
+        let forget: Vec<i32> = self
+            .data
+            .tables
+            .iter()
+            .filter(|(app_id, table)| {
+                table.hold_expired(now_ms)
+                    && (!self.reported_by_alive_node(**app_id, now_ms)
+                        || now_ms
+                            >= table
+                                .drop_expire_s
+                                .saturating_mul(1000)
+                                .saturating_add(self.settings.node_timeout_ms))
+            })
+            .map(|(app_id, _)| *app_id)
+            .collect();
+        if forget.is_empty() {
+            return None;
+        }
+        let mut next = self.successor();
+        for app_id in forget {
+            next.tables.remove(&app_id);
+        }
+        Some(next)
+    }
+
+    // ---- Requests that change persistent data ----
+
+    fn create_table(&self, create: &CreateTableRequest, now_ms: u64) -> Step {
+        if let Err(message) = validate_table_name(&create.table) {
+            return Step::error(ErrorCode::InvalidArgument, format!("table {message}"));
+        }
+        if let Some((app_id, existing)) = self.find_available(&create.table) {
+            if create.success_if_exist {
+                return Step::reply(Ok(ResponseBody::Table(existing.info(app_id))));
+            }
+            return Step::error(
+                ErrorCode::TableExists,
+                format!("table {:?} already exists (app_id {app_id})", create.table),
+            );
+        }
+        let partition_count = match u32::try_from(create.partition_count) {
+            Ok(count) => count,
+            Err(_) => {
+                return Step::error(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "partition_count = {} must be a power of two in 1..={}",
+                        create.partition_count,
+                        crate::config::PARTITION_COUNT_MAX
+                    ),
+                )
+            }
+        };
+        if let Err(message) = validate_partition_count(partition_count) {
+            return Step::error(ErrorCode::InvalidArgument, message);
+        }
+        let replica_count = if create.replica_count == 0 {
+            self.settings.replica_count_default
+        } else {
+            create.replica_count
+        };
+        if !(1..=self.settings.replica_count_max).contains(&replica_count) {
+            return Step::error(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "replica_count = {} is out of range (allowed 1..={}, 0 = the default {})",
+                    create.replica_count,
+                    self.settings.replica_count_max,
+                    self.settings.replica_count_default
+                ),
+            );
+        }
+        let envs = match validate_envs(&BTreeMap::new(), &create.envs) {
+            Ok(envs) => envs,
+            Err(error) => return Step::reply(Err(error)),
+        };
+        if self.data.tables.len() >= TABLES_MAX {
+            return Step::error(
+                ErrorCode::Busy,
+                format!("meta holds {TABLES_MAX} tables, its maximum; drop some first"),
+            );
+        }
+        let partitions_total: usize = self
+            .data
+            .tables
+            .values()
+            .map(|table| table.partitions.len())
+            .sum();
+        if partitions_total + partition_count as usize > PARTITIONS_TOTAL_MAX {
+            return Step::error(
+                ErrorCode::Busy,
+                format!(
+                    "{partition_count} more partitions would exceed meta's maximum of {PARTITIONS_TOTAL_MAX} (now {partitions_total})"
+                ),
+            );
+        }
+        if self.data.next_app_id == i32::MAX {
+            return Step::error(ErrorCode::Internal, "app ids are exhausted");
+        }
+        let partitions = match self.place(partition_count as usize, now_ms) {
+            Ok(partitions) => partitions,
+            Err(error) => return Step::reply(Err(error)),
+        };
+        let mut next = self.successor();
+        let app_id = next.next_app_id;
+        next.next_app_id += 1;
+        let table = StoredTable {
+            name: create.table.clone(),
+            status: StoredStatus::Available,
+            partition_count: create.partition_count,
+            replica_count,
+            envs,
+            create_time_s: now_ms / 1000,
+            drop_time_s: 0,
+            drop_expire_s: 0,
+            partitions,
+        };
+        let info = table.info(app_id);
+        next.tables.insert(app_id, table);
+        Step {
+            reply: Ok(ResponseBody::Table(info)),
+            persist: Some(next),
+        }
+    }
+
+    fn drop_table(&self, name: &str, reserve_seconds: Option<u32>, now_ms: u64) -> Step {
+        let app_id = match self.available(name) {
+            Ok((app_id, _)) => app_id,
+            Err(error) => return Step::reply(Err(error)),
+        };
+        let hold_seconds = reserve_seconds
+            .map(u64::from)
+            .unwrap_or(self.settings.hold_seconds)
+            .min(HOLD_SECONDS_MAX);
+        let mut next = self.successor();
+        let table = next.tables.get_mut(&app_id).expect("found above");
+        table.status = StoredStatus::Dropped;
+        table.drop_time_s = now_ms / 1000;
+        table.drop_expire_s = table.drop_time_s + hold_seconds;
+        Step {
+            reply: Ok(ResponseBody::Done),
+            persist: Some(next),
+        }
+    }
+
+    fn recall_table(&self, app_id: i32, new_name: &str, now_ms: u64) -> Step {
+        let Some(table) = self.data.tables.get(&app_id) else {
+            return Step::error(
+                ErrorCode::UnknownTable,
+                format!("no dropped table has app_id {app_id}"),
+            );
+        };
+        if table.is_available() {
+            return Step::error(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "table {:?} (app_id {app_id}) is not dropped; nothing to recall",
+                    table.name
+                ),
+            );
+        }
+        if table.hold_expired(now_ms) {
+            return Step::error(
+                ErrorCode::UnknownTable,
+                format!(
+                    "table {:?} (app_id {app_id}) can no longer be recalled: its hold ended at unix time {}",
+                    table.name, table.drop_expire_s
+                ),
+            );
+        }
+        let name = if new_name.is_empty() {
+            table.name.clone()
+        } else {
+            new_name.to_owned()
+        };
+        if let Err(message) = validate_table_name(&name) {
+            return Step::error(ErrorCode::InvalidArgument, format!("new table {message}"));
+        }
+        if let Some((other_app_id, _)) = self.find_available(&name) {
+            return Step::error(
+                ErrorCode::TableExists,
+                format!(
+                    "cannot recall app_id {app_id} as {name:?}: table {name:?} exists (app_id {other_app_id}); give a new name"
+                ),
+            );
+        }
+        let mut next = self.successor();
+        let table = next.tables.get_mut(&app_id).expect("found above");
+        table.name = name;
+        table.status = StoredStatus::Available;
+        table.drop_time_s = 0;
+        table.drop_expire_s = 0;
+        let info = table.info(app_id);
+        Step {
+            reply: Ok(ResponseBody::Table(info)),
+            persist: Some(next),
+        }
+    }
+
+    fn set_app_envs(&self, name: &str, envs: &[(String, String)]) -> Step {
+        let (app_id, stored) = match self.available(name) {
+            Ok(found) => found,
+            Err(error) => return Step::reply(Err(error)),
+        };
+        if envs.is_empty() {
+            return Step::error(
+                ErrorCode::InvalidArgument,
+                "set_app_envs needs at least one entry",
+            );
+        }
+        let merged = match validate_envs(&stored.envs, envs) {
+            Ok(merged) => merged,
+            Err(error) => return Step::reply(Err(error)),
+        };
+        let mut next = self.successor();
+        next.tables.get_mut(&app_id).expect("found above").envs = merged;
+        Step {
+            reply: Ok(ResponseBody::Done),
+            persist: Some(next),
+        }
+    }
+
+    // ---- Beacons ----
+
+    fn beacon(&mut self, beacon: &NodeBeacon, now_ms: u64) -> Step {
+        if beacon.node.is_empty() || beacon.node.len() > ADDRESS_BYTES_MAX {
+            return Step::error(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "beacon node id must be 1..={ADDRESS_BYTES_MAX} bytes (host:port of shard 0)"
+                ),
+            );
+        }
+        if beacon.shard_addresses.is_empty() || beacon.shard_addresses.len() > SHARDS_PER_NODE_MAX {
+            return Step::error(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "beacon of {} lists {} shard addresses (allowed 1..={SHARDS_PER_NODE_MAX})",
+                    beacon.node,
+                    beacon.shard_addresses.len()
+                ),
+            );
+        }
+        if let Some(bad) = beacon
+            .shard_addresses
+            .iter()
+            .find(|address| address.is_empty() || address.len() > ADDRESS_BYTES_MAX)
+        {
+            return Step::error(
+                ErrorCode::InvalidArgument,
+                format!("beacon of {} has a bad shard address {bad:?}", beacon.node),
+            );
+        }
+        if !self.nodes.contains_key(&beacon.node) && self.nodes.len() >= NODES_MAX {
+            let oldest_dead = self
+                .nodes
+                .iter()
+                .filter(|(_, record)| !self.is_alive(record, now_ms))
+                .min_by_key(|(_, record)| record.last_beacon_ms)
+                .map(|(node, _)| node.clone());
+            match oldest_dead {
+                Some(node) => {
+                    self.nodes.remove(&node);
+                }
+                None => {
+                    return Step::error(
+                        ErrorCode::Busy,
+                        format!("meta tracks {NODES_MAX} alive nodes, its maximum"),
+                    )
+                }
+            }
+        }
+        self.nodes.insert(
+            beacon.node.clone(),
+            NodeRecord {
+                shard_addresses: beacon.shard_addresses.clone(),
+                last_beacon_ms: now_ms,
+                replicas: beacon.replicas.clone(),
+            },
+        );
+        Step::reply(Ok(ResponseBody::BeaconAck(BeaconAck {
+            assignments: self.assignments(&beacon.node),
+            drops: self.drops(&beacon.replicas, now_ms),
+        })))
+    }
+
+    /// Every replica of an available table placed on `node`.
+    fn assignments(&self, node: &str) -> Vec<ReplicaAssignment> {
+        let mut assignments = Vec::new();
+        for (app_id, table) in &self.data.tables {
+            if !table.is_available() {
+                continue;
+            }
+            for (index, partition) in table.partitions.iter().enumerate() {
+                let places = std::iter::once(&partition.primary).chain(&partition.secondaries);
+                for place in places.filter(|place| place.node == node) {
+                    assignments.push(ReplicaAssignment {
+                        table: table.name.clone(),
+                        app_id: *app_id,
+                        partition_index: index as i32,
+                        partition_count: table.partition_count,
+                        shard: place.shard,
+                        ballot: partition.ballot,
+                    });
+                }
+            }
+        }
+        assignments
+    }
+
+    /// The reported replicas whose data the node must delete: those of
+    /// dropped tables past their hold, and those of forgotten tables (an
+    /// app id below `next_app_id` that meta no longer has — app ids are never
+    /// reused, so such a replica can belong to nothing).
+    fn drops(&self, replicas: &[HostedReplica], now_ms: u64) -> Vec<Gpid> {
+        let mut drops: Vec<Gpid> = replicas
+            .iter()
+            .map(|replica| replica.gpid)
+            .filter(|gpid| match self.data.tables.get(&gpid.app_id) {
+                Some(table) => table.hold_expired(now_ms),
+                None => gpid.app_id > 0 && gpid.app_id < self.data.next_app_id,
+            })
+            .collect();
+        drops.sort();
+        drops.dedup();
+        drops
+    }
+
+    // ---- Placement ----
+
+    /// Places `partition_count` primaries: each on the alive node with the
+    /// fewest replicas (ties: lowest node id), on that node's shard with the
+    /// fewest replicas (ties: lowest shard). Counts include the partitions
+    /// placed earlier in the same call.
+    fn place(&self, partition_count: usize, now_ms: u64) -> Result<Vec<StoredPartition>, OpError> {
+        let mut load: BTreeMap<&str, Vec<usize>> = self
+            .nodes
+            .iter()
+            .filter(|(_, record)| self.is_alive(record, now_ms))
+            .map(|(node, record)| (node.as_str(), vec![0usize; record.shard_addresses.len()]))
+            .collect();
+        if load.is_empty() {
+            return Err(OpError::new(
+                ErrorCode::NotEnoughNodes,
+                format!(
+                    "no alive node to place {partition_count} partitions on (a node is alive while its last beacon is younger than {} ms)",
+                    self.settings.node_timeout_ms
+                ),
+            ));
+        }
+        for table in self
+            .data
+            .tables
+            .values()
+            .filter(|table| table.is_available())
+        {
+            for partition in &table.partitions {
+                for place in std::iter::once(&partition.primary).chain(&partition.secondaries) {
+                    if let Some(shards) = load.get_mut(place.node.as_str()) {
+                        if let Some(count) = shards.get_mut(place.shard.max(0) as usize) {
+                            *count += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let mut partitions = Vec::with_capacity(partition_count);
+        for _ in 0..partition_count {
+            // BTreeMap iterates by node id, and min_by_key keeps the first
+            // minimum: ties go to the lowest node id, then the lowest shard.
+            let (node, shards) = load
+                .iter_mut()
+                .min_by_key(|(_, shards)| shards.iter().sum::<usize>())
+                .expect("load is not empty");
+            let (shard, count) = shards
+                .iter_mut()
+                .enumerate()
+                .min_by_key(|(_, count)| **count)
+                .expect("a node has at least one shard");
+            *count += 1;
+            let address = self.nodes[*node].shard_addresses[shard].clone();
+            partitions.push(StoredPartition {
+                ballot: 1,
+                primary: ReplicaPlace {
+                    node: (*node).to_owned(),
+                    shard: shard as i32,
+                    address,
+                },
+                secondaries: Vec::new(),
+            });
+        }
+        Ok(partitions)
+    }
+
+    // ---- Queries ----
+
+    /// Route entries: the primary's shard address from the node registry
+    /// while the node is known, else the address recorded at placement (a
+    /// dead or not yet re-registered primary still gets its last known
+    /// address; the client's retry and refresh handle it).
+    fn routes(&self, table: &StoredTable) -> Vec<PartitionRoute> {
+        table
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(index, partition)| PartitionRoute {
+                partition_index: index as i32,
+                address: self.shard_address(&partition.primary),
+                ballot: partition.ballot,
+            })
+            .collect()
+    }
+
+    fn shard_address(&self, place: &ReplicaPlace) -> String {
+        self.nodes
+            .get(&place.node)
+            .and_then(|record| record.shard_addresses.get(place.shard.max(0) as usize))
+            .cloned()
+            .unwrap_or_else(|| place.address.clone())
+    }
+
+    fn node_infos(&self, now_ms: u64) -> Vec<NodeInfo> {
+        let placed = self.placed_counts();
+        self.nodes
+            .iter()
+            .map(|(node, record)| NodeInfo {
+                node: node.clone(),
+                shard_addresses: record.shard_addresses.clone(),
+                alive: self.is_alive(record, now_ms),
+                replica_count: placed.get(node.as_str()).copied().unwrap_or(0),
+                last_beacon_ms_ago: now_ms.saturating_sub(record.last_beacon_ms),
+            })
+            .collect()
+    }
+
+    /// Replicas of available tables placed per node.
+    fn placed_counts(&self) -> BTreeMap<&str, i32> {
+        let mut counts = BTreeMap::new();
+        for table in self
+            .data
+            .tables
+            .values()
+            .filter(|table| table.is_available())
+        {
+            for partition in &table.partitions {
+                for place in std::iter::once(&partition.primary).chain(&partition.secondaries) {
+                    *counts.entry(place.node.as_str()).or_insert(0) += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    fn cluster_info(&self, now_ms: u64) -> Vec<(String, String)> {
+        let alive = self
+            .nodes
+            .values()
+            .filter(|record| self.is_alive(record, now_ms))
+            .count();
+        let available: Vec<&StoredTable> = self
+            .data
+            .tables
+            .values()
+            .filter(|table| table.is_available())
+            .collect();
+        let partitions: usize = available.iter().map(|table| table.partitions.len()).sum();
+        let pairs = [
+            ("meta_address", self.settings.meta_address.clone()),
+            ("data_dir", self.settings.data_dir.clone()),
+            ("nodes_alive", alive.to_string()),
+            ("nodes_total", self.nodes.len().to_string()),
+            ("tables", available.len().to_string()),
+            (
+                "tables_dropped",
+                (self.data.tables.len() - available.len()).to_string(),
+            ),
+            ("partitions", partitions.to_string()),
+            ("next_app_id", self.data.next_app_id.to_string()),
+            ("hold_seconds", self.settings.hold_seconds.to_string()),
+            ("node_timeout_ms", self.settings.node_timeout_ms.to_string()),
+            (
+                "replica_count_default",
+                self.settings.replica_count_default.to_string(),
+            ),
+            (
+                "replica_count_max",
+                self.settings.replica_count_max.to_string(),
+            ),
+            ("metadata_version", self.data.version.to_string()),
+        ];
+        pairs
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect()
+    }
+
+    // ---- Helpers ----
+
+    fn successor(&self) -> MetaData {
+        let mut next = self.data.clone();
+        next.version += 1;
+        next
+    }
+
+    fn is_alive(&self, record: &NodeRecord, now_ms: u64) -> bool {
+        now_ms.saturating_sub(record.last_beacon_ms) < self.settings.node_timeout_ms
+    }
+
+    fn reported_by_alive_node(&self, app_id: i32, now_ms: u64) -> bool {
+        self.nodes.values().any(|record| {
+            self.is_alive(record, now_ms)
+                && record
+                    .replicas
+                    .iter()
+                    .any(|replica| replica.gpid.app_id == app_id)
+        })
+    }
+
+    fn find_available(&self, name: &str) -> Option<(i32, &StoredTable)> {
+        self.data
+            .tables
+            .iter()
+            .find(|(_, table)| table.is_available() && table.name == name)
+            .map(|(app_id, table)| (*app_id, table))
+    }
+
+    fn available(&self, name: &str) -> Result<(i32, &StoredTable), OpError> {
+        self.find_available(name).ok_or_else(|| {
+            OpError::new(
+                ErrorCode::UnknownTable,
+                format!("table {name:?} does not exist"),
+            )
+        })
+    }
+}
+
+fn describe_partitions(table: &StoredTable) -> Vec<PartitionConfig> {
+    table
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, partition)| PartitionConfig {
+            partition_index: index as i32,
+            ballot: partition.ballot,
+            primary: partition.primary.node.clone(),
+            secondaries: partition
+                .secondaries
+                .iter()
+                .map(|place| place.node.clone())
+                .collect(),
+        })
+        .collect()
+}
+
+/// `current` with `updates` inserted or replaced, after checking every entry
+/// and the bounds.
+fn validate_envs(
+    current: &BTreeMap<String, String>,
+    updates: &[(String, String)],
+) -> Result<BTreeMap<String, String>, OpError> {
+    let mut merged = current.clone();
+    for (key, value) in updates {
+        if key.is_empty() || key.len() > ENV_KEY_BYTES_MAX {
+            return Err(OpError::invalid_argument(format!(
+                "env key {key:?} must be 1..={ENV_KEY_BYTES_MAX} bytes"
+            )));
+        }
+        if value.len() > ENV_VALUE_BYTES_MAX {
+            return Err(OpError::invalid_argument(format!(
+                "env {key:?}: value of {} bytes exceeds {ENV_VALUE_BYTES_MAX} bytes",
+                value.len()
+            )));
+        }
+        merged.insert(key.clone(), value.clone());
+    }
+    if merged.len() > ENVS_PER_TABLE_MAX {
+        return Err(OpError::invalid_argument(format!(
+            "a table may have at most {ENVS_PER_TABLE_MAX} envs ({} requested)",
+            merged.len()
+        )));
+    }
+    Ok(merged)
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,0 +1,727 @@
+//! Unit tests of the meta state machine: no I/O, time passed in.
+
+use super::*;
+use markab_wire::message::Key;
+
+const NODE_TIMEOUT_MS: u64 = 5_000;
+const HOLD_SECONDS: u64 = 100;
+/// A start time well past the epoch, in Unix milliseconds.
+const T0_MS: u64 = 1_700_000_000_000;
+
+fn settings() -> MetaSettings {
+    MetaSettings {
+        meta_address: "127.0.0.1:34601".into(),
+        data_dir: "/var/tmp/meta".into(),
+        hold_seconds: HOLD_SECONDS,
+        node_timeout_ms: NODE_TIMEOUT_MS,
+        replica_count_default: 3,
+        replica_count_max: 5,
+    }
+}
+
+fn new_state() -> MetaState {
+    MetaState::new(settings(), MetaData::default())
+}
+
+fn node_id(index: usize) -> String {
+    format!("127.0.0.1:{}", 34_800 + index * 10)
+}
+
+fn node_beacon(index: usize, shards: usize, replicas: Vec<HostedReplica>) -> Request {
+    let base = 34_800 + index * 10;
+    Request::Beacon(NodeBeacon {
+        node: node_id(index),
+        shard_addresses: (0..shards)
+            .map(|shard| format!("127.0.0.1:{}", base + shard))
+            .collect(),
+        replicas,
+    })
+}
+
+/// Handles `request` and commits its persist at once (a store that never fails).
+fn apply(state: &mut MetaState, request: &Request, now_ms: u64) -> Response {
+    let step = state.handle(request, now_ms);
+    if let Some(data) = step.persist {
+        state.commit(data);
+    }
+    step.reply
+}
+
+fn create_request(name: &str, partition_count: i32) -> CreateTableRequest {
+    CreateTableRequest {
+        table: name.into(),
+        partition_count,
+        replica_count: 0,
+        envs: Vec::new(),
+        success_if_exist: false,
+    }
+}
+
+fn create(state: &mut MetaState, name: &str, partition_count: i32, now_ms: u64) -> TableInfo {
+    match apply(
+        state,
+        &Request::CreateTable(create_request(name, partition_count)),
+        now_ms,
+    ) {
+        Ok(ResponseBody::Table(info)) => info,
+        other => panic!("create {name}: {other:?}"),
+    }
+}
+
+fn error_of(response: Response) -> OpError {
+    response.expect_err("expected an error")
+}
+
+fn list(state: &mut MetaState, include_dropped: bool, now_ms: u64) -> Vec<TableInfo> {
+    match apply(state, &Request::ListTables { include_dropped }, now_ms) {
+        Ok(ResponseBody::Tables(tables)) => tables,
+        other => panic!("list: {other:?}"),
+    }
+}
+
+fn beacon_ack(state: &mut MetaState, request: &Request, now_ms: u64) -> BeaconAck {
+    match apply(state, request, now_ms) {
+        Ok(ResponseBody::BeaconAck(ack)) => ack,
+        other => panic!("beacon: {other:?}"),
+    }
+}
+
+fn hosted(app_id: i32, partition_index: i32) -> HostedReplica {
+    HostedReplica {
+        gpid: Gpid {
+            app_id,
+            partition_index,
+        },
+        shard: 0,
+        ballot: 1,
+        decree_applied: 0,
+    }
+}
+
+// Create, list, describe, drop, list with dropped, recall and describe again
+// round-trip: ids increase from 1, a dropped table leaves list and route at
+// once, and a recall brings back the same app id and configurations.
+#[test]
+fn ddl_round_trip() {
+    let mut state = new_state();
+    apply(&mut state, &node_beacon(0, 2, Vec::new()), T0_MS).unwrap();
+    let first = create(&mut state, "first", 4, T0_MS);
+    let second = create(&mut state, "second", 8, T0_MS);
+    assert_eq!((first.app_id, second.app_id), (1, 2));
+    assert_eq!(first.replica_count, 3, "0 asks for the default");
+    assert_eq!(first.create_time_s, T0_MS / 1000);
+    assert_eq!(
+        list(&mut state, false, T0_MS),
+        vec![first.clone(), second.clone()]
+    );
+
+    let describe = Request::DescribeTable {
+        table: "second".into(),
+    };
+    let Ok(ResponseBody::Description(description)) = apply(&mut state, &describe, T0_MS) else {
+        panic!("describe failed")
+    };
+    assert_eq!(description.info, second);
+    assert_eq!(description.partitions.len(), 8);
+    for (index, partition) in description.partitions.iter().enumerate() {
+        assert_eq!(partition.partition_index, index as i32);
+        assert_eq!(partition.ballot, 1);
+        assert_eq!(partition.primary, node_id(0));
+        assert!(partition.secondaries.is_empty());
+    }
+
+    let drop = Request::DropTable {
+        table: "second".into(),
+        reserve_seconds: None,
+    };
+    assert_eq!(
+        apply(&mut state, &drop, T0_MS + 1_000),
+        Ok(ResponseBody::Done)
+    );
+    assert_eq!(list(&mut state, false, T0_MS + 1_000), vec![first.clone()]);
+    let dropped = list(&mut state, true, T0_MS + 1_000);
+    assert_eq!(dropped.len(), 2);
+    assert_eq!(dropped[1].status, TableStatus::Dropped);
+    assert_eq!(dropped[1].drop_time_s, T0_MS / 1000 + 1);
+    assert_eq!(dropped[1].drop_expire_s, T0_MS / 1000 + 1 + HOLD_SECONDS);
+    let route = Request::QueryRoute {
+        table: "second".into(),
+    };
+    assert_eq!(
+        error_of(apply(&mut state, &route, T0_MS + 1_000)).code,
+        ErrorCode::UnknownTable
+    );
+    assert_eq!(
+        error_of(apply(&mut state, &describe, T0_MS + 1_000)).code,
+        ErrorCode::UnknownTable
+    );
+
+    let recall = Request::RecallTable {
+        app_id: 2,
+        new_name: String::new(),
+    };
+    let Ok(ResponseBody::Table(recalled)) = apply(&mut state, &recall, T0_MS + 2_000) else {
+        panic!("recall failed")
+    };
+    assert_eq!(recalled, second, "recall restores the table as it was");
+    let Ok(ResponseBody::Description(again)) = apply(&mut state, &describe, T0_MS + 2_000) else {
+        panic!("describe after recall failed")
+    };
+    assert_eq!(again, description);
+}
+
+// Recall under a new name works, and a table dropped again can be recalled
+// under the old name once that name is free.
+#[test]
+fn recall_under_a_new_name() {
+    let mut state = new_state();
+    apply(&mut state, &node_beacon(0, 1, Vec::new()), T0_MS).unwrap();
+    create(&mut state, "t", 2, T0_MS);
+    apply(
+        &mut state,
+        &Request::DropTable {
+            table: "t".into(),
+            reserve_seconds: None,
+        },
+        T0_MS,
+    )
+    .unwrap();
+    create(&mut state, "t", 2, T0_MS);
+    let recall = Request::RecallTable {
+        app_id: 1,
+        new_name: "t_old".into(),
+    };
+    let Ok(ResponseBody::Table(info)) = apply(&mut state, &recall, T0_MS) else {
+        panic!("recall failed")
+    };
+    assert_eq!((info.app_id, info.name.as_str()), (1, "t_old"));
+    let names: Vec<String> = list(&mut state, false, T0_MS)
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, vec!["t_old".to_owned(), "t".to_owned()]);
+}
+
+// Envs given at create time and set later are merged (insert or replace)
+// and read back sorted by key; they survive in describe's info.
+#[test]
+fn envs_round_trip() {
+    let mut state = new_state();
+    apply(&mut state, &node_beacon(0, 1, Vec::new()), T0_MS).unwrap();
+    let mut request = create_request("t", 1);
+    request.envs = vec![("b".into(), "1".into())];
+    apply(&mut state, &Request::CreateTable(request), T0_MS).unwrap();
+    let set = Request::SetAppEnvs {
+        table: "t".into(),
+        envs: vec![("a".into(), "x".into()), ("b".into(), "2".into())],
+    };
+    assert_eq!(apply(&mut state, &set, T0_MS), Ok(ResponseBody::Done));
+    let get = Request::GetAppEnvs { table: "t".into() };
+    let expected = vec![
+        ("a".to_owned(), "x".to_owned()),
+        ("b".to_owned(), "2".to_owned()),
+    ];
+    assert_eq!(
+        apply(&mut state, &get, T0_MS),
+        Ok(ResponseBody::Pairs(expected.clone()))
+    );
+    assert_eq!(list(&mut state, false, T0_MS)[0].envs, expected);
+}
+
+// 64 partitions over 3 alive nodes of 2 shards each are spread evenly:
+// per node and per shard, the largest and smallest counts differ by at most 1,
+// and a second table keeps the whole cluster even.
+#[test]
+fn placement_spreads_evenly() {
+    let mut state = new_state();
+    for node in 0..3 {
+        apply(&mut state, &node_beacon(node, 2, Vec::new()), T0_MS).unwrap();
+    }
+    for (name, partition_count) in [("a", 64), ("b", 16)] {
+        create(&mut state, name, partition_count, T0_MS);
+        let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+        let mut per_shard: BTreeMap<(String, i32), usize> = BTreeMap::new();
+        for table in state.data().tables.values() {
+            for partition in &table.partitions {
+                *per_node.entry(partition.primary.node.clone()).or_default() += 1;
+                *per_shard
+                    .entry((partition.primary.node.clone(), partition.primary.shard))
+                    .or_default() += 1;
+            }
+        }
+        assert_eq!(per_node.len(), 3);
+        assert_eq!(per_shard.len(), 6);
+        let spread =
+            |counts: Vec<usize>| counts.iter().max().unwrap() - counts.iter().min().unwrap();
+        assert!(
+            spread(per_node.values().copied().collect()) <= 1,
+            "{per_node:?}"
+        );
+        assert!(
+            spread(per_shard.values().copied().collect()) <= 1,
+            "{per_shard:?}"
+        );
+    }
+    // Ties go to the lowest node id and shard: partition 0 of "a" is on node 0, shard 0.
+    let first = &state.data().tables[&1].partitions[0].primary;
+    assert_eq!((first.node.as_str(), first.shard), (node_id(0).as_str(), 0));
+}
+
+// Placement skips dead nodes, and with no alive node a create fails with
+// NOT_ENOUGH_NODES and persists nothing.
+#[test]
+fn placement_uses_alive_nodes_only() {
+    let mut state = new_state();
+    let step = state.handle(&Request::CreateTable(create_request("t", 4)), T0_MS);
+    assert_eq!(
+        step.reply.clone().unwrap_err().code,
+        ErrorCode::NotEnoughNodes
+    );
+    assert!(step.persist.is_none());
+
+    apply(&mut state, &node_beacon(0, 1, Vec::new()), T0_MS).unwrap();
+    apply(
+        &mut state,
+        &node_beacon(1, 1, Vec::new()),
+        T0_MS + NODE_TIMEOUT_MS,
+    )
+    .unwrap();
+    // Node 0 is now exactly node_timeout_ms old: dead.
+    create(&mut state, "t", 4, T0_MS + NODE_TIMEOUT_MS);
+    for partition in &state.data().tables[&1].partitions {
+        assert_eq!(partition.primary.node, node_id(1));
+    }
+    let later = T0_MS + 3 * NODE_TIMEOUT_MS;
+    let step = state.handle(&Request::CreateTable(create_request("u", 4)), later);
+    assert_eq!(step.reply.unwrap_err().code, ErrorCode::NotEnoughNodes);
+    assert!(step.persist.is_none());
+    assert_eq!(
+        state.data().next_app_id,
+        2,
+        "a failed create consumes no app id"
+    );
+}
+
+// Every bad input gets a clear error with the right code, and none of them
+// proposes a change.
+#[test]
+fn validation_errors() {
+    let mut state = new_state();
+    apply(&mut state, &node_beacon(0, 1, Vec::new()), T0_MS).unwrap();
+    create(&mut state, "taken", 2, T0_MS);
+    apply(
+        &mut state,
+        &Request::DropTable {
+            table: "taken".into(),
+            reserve_seconds: Some(10),
+        },
+        T0_MS,
+    )
+    .unwrap();
+    create(&mut state, "taken", 2, T0_MS);
+    let with = |change: fn(&mut CreateTableRequest)| {
+        let mut request = create_request("fresh", 4);
+        change(&mut request);
+        Request::CreateTable(request)
+    };
+    let cases: Vec<(Request, ErrorCode, &str)> = vec![
+        (
+            with(|r| r.table = String::new()),
+            ErrorCode::InvalidArgument,
+            "1..=128 bytes",
+        ),
+        (
+            with(|r| r.table = "a b".into()),
+            ErrorCode::InvalidArgument,
+            "contains ' '",
+        ),
+        (
+            with(|r| r.table = "x".repeat(129)),
+            ErrorCode::InvalidArgument,
+            "1..=128 bytes",
+        ),
+        (
+            with(|r| r.partition_count = 3),
+            ErrorCode::InvalidArgument,
+            "power of two",
+        ),
+        (
+            with(|r| r.partition_count = 0),
+            ErrorCode::InvalidArgument,
+            "power of two",
+        ),
+        (
+            with(|r| r.partition_count = -4),
+            ErrorCode::InvalidArgument,
+            "partition_count = -4",
+        ),
+        (
+            with(|r| r.partition_count = 131_072),
+            ErrorCode::InvalidArgument,
+            "power of two",
+        ),
+        (
+            with(|r| r.replica_count = 6),
+            ErrorCode::InvalidArgument,
+            "replica_count = 6",
+        ),
+        (
+            with(|r| r.replica_count = -1),
+            ErrorCode::InvalidArgument,
+            "replica_count = -1",
+        ),
+        (
+            with(|r| r.envs = vec![(String::new(), "v".into())]),
+            ErrorCode::InvalidArgument,
+            "env key",
+        ),
+        (
+            with(|r| r.table = "taken".into()),
+            ErrorCode::TableExists,
+            "already exists",
+        ),
+        (
+            Request::DropTable {
+                table: "nope".into(),
+                reserve_seconds: None,
+            },
+            ErrorCode::UnknownTable,
+            "\"nope\"",
+        ),
+        (
+            Request::DescribeTable {
+                table: "nope".into(),
+            },
+            ErrorCode::UnknownTable,
+            "does not exist",
+        ),
+        (
+            Request::QueryRoute {
+                table: "nope".into(),
+            },
+            ErrorCode::UnknownTable,
+            "does not exist",
+        ),
+        (
+            Request::GetAppEnvs {
+                table: "nope".into(),
+            },
+            ErrorCode::UnknownTable,
+            "does not exist",
+        ),
+        (
+            Request::SetAppEnvs {
+                table: "nope".into(),
+                envs: vec![("k".into(), "v".into())],
+            },
+            ErrorCode::UnknownTable,
+            "does not exist",
+        ),
+        (
+            Request::SetAppEnvs {
+                table: "taken".into(),
+                envs: Vec::new(),
+            },
+            ErrorCode::InvalidArgument,
+            "at least one",
+        ),
+        (
+            Request::RecallTable {
+                app_id: 99,
+                new_name: String::new(),
+            },
+            ErrorCode::UnknownTable,
+            "app_id 99",
+        ),
+        (
+            Request::RecallTable {
+                app_id: 2,
+                new_name: String::new(),
+            },
+            ErrorCode::InvalidArgument,
+            "not dropped",
+        ),
+        (
+            Request::RecallTable {
+                app_id: 1,
+                new_name: String::new(),
+            },
+            ErrorCode::TableExists,
+            "exists",
+        ),
+        (
+            Request::RecallTable {
+                app_id: 1,
+                new_name: "bad name".into(),
+            },
+            ErrorCode::InvalidArgument,
+            "contains ' '",
+        ),
+        (
+            Request::Get(Key::new("h", "s")),
+            ErrorCode::InvalidArgument,
+            "send data requests",
+        ),
+        (
+            Request::Beacon(NodeBeacon::default()),
+            ErrorCode::InvalidArgument,
+            "node id",
+        ),
+        (
+            Request::Beacon(NodeBeacon {
+                node: "n:1".into(),
+                ..NodeBeacon::default()
+            }),
+            ErrorCode::InvalidArgument,
+            "shard addresses",
+        ),
+    ];
+    let before = state.data().clone();
+    for (request, code, text) in cases {
+        let step = state.handle(&request, T0_MS);
+        assert!(step.persist.is_none(), "{request:?} proposed a change");
+        let error = step.reply.expect_err("expected an error");
+        assert_eq!(error.code, code, "{request:?}: {error}");
+        assert!(error.message.contains(text), "{request:?}: {error}");
+    }
+    assert_eq!(state.data(), &before);
+
+    // After the hold, the recall of app 1 fails as expired.
+    let recall = Request::RecallTable {
+        app_id: 1,
+        new_name: "again".into(),
+    };
+    let error = error_of(apply(&mut state, &recall, T0_MS + 10_000));
+    assert_eq!(error.code, ErrorCode::UnknownTable);
+    assert!(error.message.contains("no longer be recalled"), "{error}");
+}
+
+// success_if_exist answers with the existing table and changes nothing.
+#[test]
+fn success_if_exist_returns_the_existing_table() {
+    let mut state = new_state();
+    apply(&mut state, &node_beacon(0, 1, Vec::new()), T0_MS).unwrap();
+    let info = create(&mut state, "t", 2, T0_MS);
+    let mut request = create_request("t", 8);
+    request.success_if_exist = true;
+    let step = state.handle(&Request::CreateTable(request), T0_MS);
+    assert!(step.persist.is_none());
+    assert_eq!(step.reply, Ok(ResponseBody::Table(info)));
+}
+
+// A step whose persist is not committed changes nothing: the reply is
+// computed, yet list, route and the next app id are as before.
+#[test]
+fn uncommitted_step_changes_nothing() {
+    let mut state = new_state();
+    apply(&mut state, &node_beacon(0, 1, Vec::new()), T0_MS).unwrap();
+    let before = state.data().clone();
+    let step = state.handle(&Request::CreateTable(create_request("t", 4)), T0_MS);
+    assert!(step.reply.is_ok());
+    assert!(step.persist.is_some());
+    assert_eq!(state.data(), &before);
+    assert!(list(&mut state, true, T0_MS).is_empty());
+    assert_eq!(create(&mut state, "t", 4, T0_MS).app_id, 1);
+}
+
+// Beacon acks carry the node's assignments; after a drop they stop; after
+// the hold the node is told to drop the replicas it reports; once no alive
+// node reports them the tick forgets the table, and a later report of a
+// forgotten app id is still answered with a drop.
+#[test]
+fn drop_hold_expiry_and_forgetting() {
+    let mut state = new_state();
+    apply(&mut state, &node_beacon(0, 2, Vec::new()), T0_MS).unwrap();
+    let info = create(&mut state, "t", 4, T0_MS);
+    let ack = beacon_ack(&mut state, &node_beacon(0, 2, Vec::new()), T0_MS);
+    assert_eq!(ack.assignments.len(), 4);
+    assert!(ack.drops.is_empty());
+    for (index, assignment) in ack.assignments.iter().enumerate() {
+        assert_eq!(assignment.table, "t");
+        assert_eq!(assignment.app_id, info.app_id);
+        assert_eq!(assignment.partition_index, index as i32);
+        assert_eq!(assignment.partition_count, 4);
+        assert_eq!(assignment.shard, (index % 2) as i32);
+        assert_eq!(assignment.ballot, 1);
+    }
+    let reported: Vec<HostedReplica> = (0..4).map(|index| hosted(1, index)).collect();
+
+    let drop = Request::DropTable {
+        table: "t".into(),
+        reserve_seconds: Some(10),
+    };
+    apply(&mut state, &drop, T0_MS).unwrap();
+    let ack = beacon_ack(
+        &mut state,
+        &node_beacon(0, 2, reported.clone()),
+        T0_MS + 1_000,
+    );
+    assert!(ack.assignments.is_empty(), "a dropped table is not served");
+    assert!(ack.drops.is_empty(), "its data is held");
+    assert!(state.tick(T0_MS + 1_000).is_none());
+
+    let expired_ms = T0_MS + 10_000;
+    let ack = beacon_ack(&mut state, &node_beacon(0, 2, reported.clone()), expired_ms);
+    let gpids: Vec<Gpid> = reported.iter().map(|replica| replica.gpid).collect();
+    assert_eq!(ack.drops, gpids);
+    assert!(
+        state.tick(expired_ms).is_none(),
+        "an alive node still reports the replicas"
+    );
+
+    // The node deleted them and says so: the table is forgotten.
+    apply(&mut state, &node_beacon(0, 2, Vec::new()), expired_ms + 500).unwrap();
+    let forgotten = state.tick(expired_ms + 500).expect("forget proposal");
+    assert!(forgotten.tables.is_empty());
+    state.commit(forgotten);
+    assert!(list(&mut state, true, expired_ms + 500).is_empty());
+
+    // A node that was away reports the old replicas: still told to drop them.
+    let ack = beacon_ack(&mut state, &node_beacon(1, 1, reported), expired_ms + 600);
+    assert_eq!(ack.drops, gpids);
+    // An app id meta never handed out is left alone.
+    let ack = beacon_ack(
+        &mut state,
+        &node_beacon(1, 1, vec![hosted(77, 0)]),
+        expired_ms + 700,
+    );
+    assert!(ack.drops.is_empty());
+}
+
+// A dropped table is forgotten after its hold plus the node timeout even
+// while a node still reports its replicas.
+#[test]
+fn forgetting_has_a_deadline() {
+    let mut state = new_state();
+    apply(&mut state, &node_beacon(0, 1, Vec::new()), T0_MS).unwrap();
+    create(&mut state, "t", 1, T0_MS);
+    apply(
+        &mut state,
+        &Request::DropTable {
+            table: "t".into(),
+            reserve_seconds: Some(0),
+        },
+        T0_MS,
+    )
+    .unwrap();
+    let deadline = T0_MS + NODE_TIMEOUT_MS;
+    apply(
+        &mut state,
+        &node_beacon(0, 1, vec![hosted(1, 0)]),
+        deadline - 1,
+    )
+    .unwrap();
+    assert!(state.tick(deadline - 1).is_none());
+    assert!(state.tick(deadline).is_some());
+}
+
+// Routes name each partition's primary shard address from the registry,
+// fall back to the address recorded at placement while the node is
+// unknown (after a meta restart), and follow a node's new addresses.
+#[test]
+fn route_answers_primary_shard_addresses() {
+    let mut state = new_state();
+    apply(&mut state, &node_beacon(0, 2, Vec::new()), T0_MS).unwrap();
+    apply(&mut state, &node_beacon(1, 2, Vec::new()), T0_MS).unwrap();
+    create(&mut state, "t", 4, T0_MS);
+    let route_request = Request::QueryRoute { table: "t".into() };
+    let Ok(ResponseBody::Route(route)) = apply(&mut state, &route_request, T0_MS) else {
+        panic!("route failed")
+    };
+    assert_eq!(
+        (route.table.as_str(), route.app_id, route.partition_count),
+        ("t", 1, 4)
+    );
+    let addresses: Vec<&str> = route
+        .partitions
+        .iter()
+        .map(|p| p.address.as_str())
+        .collect();
+    // Round robin over nodes by load, shards by load within a node.
+    assert_eq!(
+        addresses,
+        vec![
+            "127.0.0.1:34800",
+            "127.0.0.1:34810",
+            "127.0.0.1:34801",
+            "127.0.0.1:34811"
+        ]
+    );
+    assert!(route.partitions.iter().all(|p| p.ballot == 1));
+
+    let mut restarted = MetaState::new(settings(), state.data().clone());
+    let Ok(ResponseBody::Route(after_restart)) = apply(&mut restarted, &route_request, T0_MS)
+    else {
+        panic!("route failed")
+    };
+    assert_eq!(
+        after_restart, route,
+        "last known addresses survive a restart"
+    );
+
+    let moved = Request::Beacon(NodeBeacon {
+        node: node_id(0),
+        shard_addresses: vec![node_id(0), "127.0.0.1:40000".into()],
+        replicas: Vec::new(),
+    });
+    apply(&mut restarted, &moved, T0_MS).unwrap();
+    let Ok(ResponseBody::Route(moved_route)) = apply(&mut restarted, &route_request, T0_MS) else {
+        panic!("route failed")
+    };
+    assert_eq!(moved_route.partitions[2].address, "127.0.0.1:40000");
+}
+
+// A node is alive while its last beacon is younger than node_timeout_ms;
+// list_nodes and cluster_info report it so.
+#[test]
+fn node_liveness_by_timeout() {
+    let mut state = new_state();
+    apply(&mut state, &node_beacon(0, 2, Vec::new()), T0_MS).unwrap();
+    apply(&mut state, &node_beacon(1, 1, Vec::new()), T0_MS + 2_000).unwrap();
+    create(&mut state, "t", 4, T0_MS + 2_000);
+    let nodes = |state: &mut MetaState, now_ms| match apply(state, &Request::ListNodes, now_ms) {
+        Ok(ResponseBody::Nodes(nodes)) => nodes,
+        other => panic!("{other:?}"),
+    };
+    let listed = nodes(&mut state, T0_MS + NODE_TIMEOUT_MS - 1);
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|node| node.alive));
+    assert_eq!(listed[0].shard_addresses.len(), 2);
+    assert_eq!(listed[0].replica_count + listed[1].replica_count, 4);
+    assert_eq!(listed[1].last_beacon_ms_ago, NODE_TIMEOUT_MS - 1 - 2_000);
+
+    let listed = nodes(&mut state, T0_MS + NODE_TIMEOUT_MS);
+    assert!(!listed[0].alive);
+    assert!(listed[1].alive);
+    let Ok(ResponseBody::Pairs(info)) =
+        apply(&mut state, &Request::ClusterInfo, T0_MS + NODE_TIMEOUT_MS)
+    else {
+        panic!("cluster_info failed")
+    };
+    let value = |key: &str| {
+        info.iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(value("nodes_alive"), "1");
+    assert_eq!(value("nodes_total"), "2");
+    assert_eq!(value("tables"), "1");
+    assert_eq!(value("partitions"), "4");
+    assert_eq!(value("meta_address"), "127.0.0.1:34601");
+    assert_eq!(value("hold_seconds"), HOLD_SECONDS.to_string());
+    assert_eq!(value("node_timeout_ms"), NODE_TIMEOUT_MS.to_string());
+}
+
+// Commits must come in order: a stale persist (not the next version) is
+// refused by assertion, so a lost or reordered store write cannot be applied.
+#[test]
+#[should_panic(expected = "meta commit out of order")]
+fn stale_commit_is_refused() {
+    let mut state = new_state();
+    apply(&mut state, &node_beacon(0, 1, Vec::new()), T0_MS).unwrap();
+    let first = state.handle(&Request::CreateTable(create_request("a", 1)), T0_MS);
+    let second = state.handle(&Request::CreateTable(create_request("b", 1)), T0_MS);
+    state.commit(first.persist.unwrap());
+    state.commit(second.persist.unwrap());
+}
