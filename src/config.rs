@@ -9,7 +9,12 @@
 //! shards = "auto"                       # "auto" (one per core), a count, or a list of cpu ids
 //! pin = true                            # pin each shard's executor to its cpu
 //! tuning_dir = "tuning"                 # relative to this file; default.toml + core-<cpu>.toml
+//! # Cluster mode: meta addresses (and no [[table]]); the node registers with
+//! # meta and hosts the replicas meta assigns to it.
+//! # meta = ["127.0.0.1:34601"]
+//! # beacon_interval_ms = 100
 //!
+//! # Standalone mode: the tables this node serves by itself.
 //! [[table]]
 //! name = "temp"
 //! app_id = 1
@@ -65,6 +70,10 @@ struct NodeSection {
     #[serde(default = "default_pin")]
     pin: bool,
     tuning_dir: Option<PathBuf>,
+    #[serde(default)]
+    meta: Vec<String>,
+    #[serde(default = "default_beacon_interval_ms")]
+    beacon_interval_ms: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +99,13 @@ fn default_pin() -> bool {
     true
 }
 
+fn default_beacon_interval_ms() -> u64 {
+    BEACON_INTERVAL_MS_DEFAULT
+}
+
+/// Default interval between a node's beacons to meta.
+pub const BEACON_INTERVAL_MS_DEFAULT: u64 = 100;
+
 /// A table served by a standalone node.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,7 +128,20 @@ pub struct NodeConfig {
     pub shards: ShardCount,
     pub pin: bool,
     pub tuning_dir: PathBuf,
+    /// Standalone mode: the tables this node serves by itself.
     pub tables: Vec<TableConfig>,
+    /// Cluster mode: meta addresses (`host:port`).
+    pub meta: Vec<String>,
+    /// Cluster mode: milliseconds between beacons to meta (100..=60,000).
+    pub beacon_interval_ms: u64,
+}
+
+impl NodeConfig {
+    /// Whether the node registers with meta (cluster mode) rather than
+    /// serving the tables of its config file (standalone mode).
+    pub fn is_cluster(&self) -> bool {
+        !self.meta.is_empty()
+    }
 }
 
 impl NodeConfig {
@@ -153,6 +182,34 @@ impl NodeConfig {
             }
             ShardsSetting::Cpus(cpus) => ShardCount::Cpus(cpus),
         };
+        match (file.tables.is_empty(), file.node.meta.is_empty()) {
+            (true, true) => {
+                return Err(invalid(
+                    "declare either node.meta (cluster mode) or [[table]] entries (standalone mode)"
+                        .into(),
+                ))
+            }
+            (false, false) => {
+                return Err(invalid(
+                    "node.meta (cluster mode) and [[table]] entries (standalone mode) exclude each other"
+                        .into(),
+                ))
+            }
+            _ => {}
+        }
+        for address in &file.node.meta {
+            if address.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(format!(
+                    "node.meta entry {address:?} is not an address like 127.0.0.1:34601"
+                )));
+            }
+        }
+        if !(100..=60_000).contains(&file.node.beacon_interval_ms) {
+            return Err(invalid(format!(
+                "node.beacon_interval_ms = {} is out of range (allowed 100..=60000)",
+                file.node.beacon_interval_ms
+            )));
+        }
         let base_dir = path.parent().unwrap_or(Path::new("."));
         let tuning_dir = base_dir.join(file.node.tuning_dir.unwrap_or_else(|| "tuning".into()));
         let mut names = HashSet::new();
@@ -187,6 +244,8 @@ impl NodeConfig {
             pin: file.node.pin,
             tuning_dir,
             tables: file.tables,
+            meta: file.node.meta,
+            beacon_interval_ms: file.node.beacon_interval_ms,
         })
     }
 }
@@ -240,13 +299,14 @@ mod tests {
         assert_eq!(config.tables.len(), 1);
         assert!(!config.pin);
 
-        let config = parse("[node]\ndata_dir = \"/d\"\n").unwrap();
+        let config = parse("[node]\ndata_dir = \"/d\"\nmeta = [\"127.0.0.1:34601\"]\n").unwrap();
+        assert!(config.is_cluster());
         assert_eq!(config.shards, ShardCount::Auto);
         assert_eq!(config.port_base, PORT_BASE_DEFAULT);
         assert_eq!(config.tuning_dir, Path::new("/etc/markab/tuning"));
         assert!(config.pin);
         assert_eq!(
-            parse("[node]\ndata_dir = \"/d\"\nshards = 2\n")
+            parse("[node]\ndata_dir = \"/d\"\nshards = 2\nmeta = [\"127.0.0.1:1\"]\n")
                 .unwrap()
                 .shards,
             ShardCount::Count(2)
@@ -259,6 +319,16 @@ mod tests {
         let cases = [
             ("[node]\ndata_dir = \"/d\"\nshards = 0\n", "node.shards = 0"),
             ("[node]\ndata_dir = \"/d\"\nshards = \"many\"\n", "node.shards = \"many\""),
+            ("[node]\ndata_dir = \"/d\"\n", "either node.meta"),
+            ("[node]\ndata_dir = \"/d\"\nmeta = [\"nowhere\"]\n", "\"nowhere\""),
+            (
+                "[node]\ndata_dir = \"/d\"\nmeta = [\"127.0.0.1:1\"]\nbeacon_interval_ms = 5\n",
+                "beacon_interval_ms = 5",
+            ),
+            (
+                "[node]\ndata_dir = \"/d\"\nmeta = [\"127.0.0.1:1\"]\n[[table]]\nname = \"t\"\napp_id = 1\npartition_count = 8\n",
+                "exclude each other",
+            ),
             ("[node]\ndata_dir = \"/d\"\nbogus = 1\n", "bogus"),
             ("[node]\n", "data_dir"),
             ("[node]\ndata_dir = \"/d\"\n[[table]]\nname = \"a b\"\napp_id = 1\npartition_count = 8\n", "' '"),

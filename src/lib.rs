@@ -7,6 +7,8 @@
 pub mod client;
 pub mod config;
 pub mod key;
+pub mod meta;
+pub mod onebox;
 pub mod server;
 pub mod shell;
 pub mod storage;

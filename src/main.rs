@@ -28,6 +28,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the meta server. Stops cleanly on SIGTERM or Ctrl-C.
+    Meta(markab::meta::MetaArgs),
+    /// Start a whole local cluster (one meta, N nodes) as child processes;
+    /// keeps its data in DIR across restarts. Stops on SIGTERM or Ctrl-C.
+    Onebox(markab::onebox::OneboxArgs),
     /// Interactive data shell (or one command with -e).
     Shell(markab::shell::ShellArgs),
     /// Print a mutation log's segments and records (gpid, ballot, decree,
@@ -50,7 +55,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MARKAB_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // glommio logs its io_uring poll-ring probe on virtio disks
+                // at error level; it only means "no IOPOLL here".
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,glommio::reactor=off")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -66,6 +73,8 @@ fn main() -> ExitCode {
             .build()
             .context("cannot start the tokio runtime")
             .and_then(|runtime| runtime.block_on(markab::shell::run(args))),
+        Command::Meta(args) => markab::meta::run(args),
+        Command::Onebox(args) => markab::onebox::run(args),
         Command::Topology { shards } => topology(&shards),
         Command::LogDump { path } => log_dump(&path),
     };

@@ -181,6 +181,14 @@ async fn dispatch(
     request: Request,
     body: Vec<u8>,
 ) {
+    if request.is_meta() {
+        let error = OpError::invalid_argument(format!(
+            "{} is a meta request; send it to `markab meta`, not to a node",
+            request.name()
+        ));
+        send_reply(replies, encoder, envelope.request_id, &Err(error)).await;
+        return;
+    }
     if let Request::QueryRoute { table } = &request {
         let response = server
             .state
@@ -190,11 +198,20 @@ async fn dispatch(
         send_reply(replies, encoder, envelope.request_id, &response).await;
         return;
     }
-    let owner = server
-        .state
-        .layout
-        .owner_shard(envelope.gpid.partition_index.max(0));
-    let local = owner == server.state.shard || envelope.gpid.partition_index < 0;
+    // A shard serves what it hosts without touching node-wide state.
+    let owner = if server.state.hosts(envelope.gpid) {
+        Ok(server.state.shard)
+    } else {
+        server.state.layout.locate(envelope.gpid)
+    };
+    let owner = match owner {
+        Ok(owner) => owner,
+        Err(error) => {
+            send_reply(replies, encoder, envelope.request_id, &Err(error)).await;
+            return;
+        }
+    };
+    let local = owner == server.state.shard;
     if local && !request.is_write() {
         let response = server.state.serve_read(envelope.gpid, &request);
         send_reply(replies, encoder, envelope.request_id, &response).await;

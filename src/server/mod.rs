@@ -7,13 +7,15 @@
 //! file, every partition with one replica; partition `p` lives on shard
 //! `p % shards`.
 
+pub mod beacon;
 pub mod connection;
 pub mod cursors;
 pub mod shard;
 
 use std::io::Write;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,7 +27,9 @@ use markab_shards::topology::Topology;
 use markab_shards::tuning::load_tuning;
 
 use crate::config::NodeConfig;
-use crate::server::shard::{NodeLayout, ShardState};
+use crate::config::TableConfig;
+use crate::server::shard::{NodeLayout, NodeMode, ShardState};
+use markab_wire::{Gpid, ReplicaAssignment};
 
 /// How often each shard compares its log's size with `log_bytes_max`.
 const LOG_SIZE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
@@ -41,6 +45,10 @@ pub enum MeshMessage {
         body: Vec<u8>,
         reply: oneshot::Sender<Vec<u8>>,
     },
+    /// Cluster mode: host this replica (from a beacon ack).
+    Host(ReplicaAssignment),
+    /// Cluster mode: drop this replica and delete its data.
+    Drop(Gpid),
 }
 
 /// What a shard's connection tasks share.
@@ -62,16 +70,20 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("{}: node.shards", config.path.display()))?;
     let cpus: Vec<usize> = plan.slots.iter().map(|slot| slot.cpu).collect();
     let tunings = load_tuning(&config.tuning_dir, &cpus)?;
-    let tables = Arc::new(config.tables.clone());
-    let data_dir = Arc::new(config.data_dir.clone());
+    let node = Arc::new(NodeSettings {
+        tables: config.tables.clone(),
+        meta: config.meta.clone(),
+        beacon_interval: Duration::from_millis(config.beacon_interval_ms),
+        data_dir: config.data_dir.clone(),
+        layout: OnceLock::new(),
+    });
     let listen = ListenSpec {
         host: config.host,
         port_base: config.port_base,
     };
     let runtime = ShardRuntime::start(&plan, tunings, listen, config.pin, move |context| {
-        let tables = tables.clone();
-        let data_dir = data_dir.clone();
-        async move { shard_main(context, tables, data_dir).await }
+        let node = node.clone();
+        async move { shard_main(context, node).await }
     })?;
     let stop = runtime.stop_handle();
     let mut signals = signal_hook::iterator::Signals::new([
@@ -102,13 +114,18 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What every shard gets from the node's config.
+struct NodeSettings {
+    tables: Vec<TableConfig>,
+    meta: Vec<String>,
+    beacon_interval: Duration,
+    data_dir: PathBuf,
+    layout: OnceLock<Arc<NodeLayout>>,
+}
+
 /// The life of one shard: open its partitions, then accept connections and
 /// serve forwarded requests until stopped.
-async fn shard_main(
-    context: ShardContext<MeshMessage>,
-    tables: Arc<Vec<crate::config::TableConfig>>,
-    data_dir: Arc<std::path::PathBuf>,
-) {
+async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>) {
     let ShardContext {
         shard,
         tuning,
@@ -118,11 +135,20 @@ async fn shard_main(
         stop,
         ..
     } = context;
-    let layout = Arc::new(NodeLayout {
-        tables: (*tables).clone(),
-        addresses,
-    });
-    let state = match ShardState::open(shard, layout, &data_dir, &tuning).await {
+    let mode = if node.meta.is_empty() {
+        NodeMode::Standalone {
+            tables: node.tables.clone(),
+        }
+    } else {
+        NodeMode::Cluster
+    };
+    // One layout for the whole node (its hosted registry is node-wide);
+    // every shard sees the same addresses, so the first one builds it.
+    let layout = node
+        .layout
+        .get_or_init(|| Arc::new(NodeLayout::new(mode, addresses)))
+        .clone();
+    let state = match ShardState::open(shard, layout, &node.data_dir, &tuning).await {
         Ok(state) => state,
         Err(error) => {
             // The node cannot serve without its partitions. Returning from a
@@ -140,6 +166,14 @@ async fn shard_main(
         request_bytes_max: tuning.request_bytes_max,
     });
     spawn_mesh_receivers(server.clone(), mesh_receivers);
+    if shard == 0 && !node.meta.is_empty() {
+        glommio::spawn_local(beacon::beacon_loop(
+            server.clone(),
+            node.meta.clone(),
+            node.beacon_interval,
+        ))
+        .detach();
+    }
     let housekeeper = server.clone();
     let log_bytes_max = tuning.log_bytes_max;
     glommio::spawn_local(async move {
@@ -207,6 +241,16 @@ fn spawn_mesh_receivers(server: Rc<ShardServer>, mut receivers: Receivers<MeshMe
         glommio::spawn_local(async move {
             while let Some(message) = stream.next().await {
                 match message {
+                    MeshMessage::Host(assignment) => {
+                        if let Err(error) = server.state.host(&assignment) {
+                            tracing::error!(%error, "cannot host an assigned replica");
+                        }
+                    }
+                    MeshMessage::Drop(gpid) => {
+                        if let Err(error) = server.state.drop_replica(gpid) {
+                            tracing::error!(%error, "cannot drop a replica");
+                        }
+                    }
                     MeshMessage::Forward { body, reply } => {
                         let server = server.clone();
                         // Each request runs as its own task so writes share log syncs.

@@ -10,7 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
@@ -21,8 +21,8 @@ use markab_shards::log::{
 
 use markab_shards::tuning::Tuning;
 use markab_wire::{
-    ErrorCode, Gpid, OpError, PartitionRoute, Request, Response, ResponseBody, Route, ScanRequest,
-    SCAN_CONTEXT_COMPLETE,
+    ErrorCode, Gpid, OpError, PartitionRoute, ReplicaAssignment, Request, Response, ResponseBody,
+    Route, ScanRequest, SCAN_CONTEXT_COMPLETE,
 };
 
 use crate::config::TableConfig;
@@ -39,41 +39,90 @@ pub const BALLOT_STANDALONE: i64 = 1;
 /// Records per scan batch when the request leaves it to the server.
 pub const SCAN_BATCH_DEFAULT: usize = 100;
 
+/// How a node learns which replicas it hosts.
+#[derive(Debug)]
+pub enum NodeMode {
+    /// The tables of the config file; partition `p` on shard `p % shards`.
+    Standalone { tables: Vec<TableConfig> },
+    /// Meta assigns replicas (and their shards) in beacon acks.
+    Cluster,
+}
+
+/// Where a hosted replica lives on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostedEntry {
+    pub shard: usize,
+    pub ballot: i64,
+}
+
 /// What every shard of a node knows about the node.
 #[derive(Debug)]
 pub struct NodeLayout {
-    pub tables: Vec<TableConfig>,
+    pub mode: NodeMode,
     /// Every shard's listener address, by shard index.
     pub addresses: Vec<std::net::SocketAddr>,
+    /// Every replica hosted on this node and its shard. Written only when a
+    /// replica is hosted or dropped; read for beacons and for requests a
+    /// shard does not host itself — never on the path of a request the
+    /// shard serves.
+    pub hosted: RwLock<HashMap<Gpid, HostedEntry>>,
 }
 
 impl NodeLayout {
-    /// The shard that owns partition `partition_index` (of any table).
-    pub fn owner_shard(&self, partition_index: i32) -> usize {
-        partition_index as usize % self.addresses.len()
+    pub fn new(mode: NodeMode, addresses: Vec<std::net::SocketAddr>) -> NodeLayout {
+        NodeLayout {
+            mode,
+            addresses,
+            hosted: RwLock::new(HashMap::new()),
+        }
     }
 
-    pub fn table_by_id(&self, app_id: i32) -> Option<&TableConfig> {
-        self.tables.iter().find(|table| table.app_id == app_id)
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.mode, NodeMode::Cluster)
     }
 
-    /// The route of table `name`: the shard address of every partition.
+    /// The shard that serves `gpid`, or why no shard of this node does.
+    pub fn locate(&self, gpid: Gpid) -> Result<usize, OpError> {
+        match &self.mode {
+            NodeMode::Standalone { tables } => {
+                check_standalone_gpid(tables, gpid)?;
+                Ok(gpid.partition_index as usize % self.addresses.len())
+            }
+            NodeMode::Cluster => {
+                let hosted = self.hosted.read().expect("hosted registry lock");
+                hosted.get(&gpid).map(|entry| entry.shard).ok_or_else(|| {
+                    OpError::new(
+                        ErrorCode::NotHosted,
+                        format!(
+                            "partition {}.{} is not hosted on this node; refresh the route from meta",
+                            gpid.app_id, gpid.partition_index
+                        ),
+                    )
+                })
+            }
+        }
+    }
+
+    /// Standalone mode: the route of table `name`, the shard address of
+    /// every partition. Cluster-mode nodes send clients to meta.
     pub fn route(&self, name: &str) -> Result<Route, OpError> {
-        let table = self
-            .tables
-            .iter()
-            .find(|table| table.name == name)
-            .ok_or_else(|| {
-                OpError::new(
-                    ErrorCode::UnknownTable,
-                    format!("table {name:?} does not exist on this node"),
-                )
-            })?;
+        let NodeMode::Standalone { tables } = &self.mode else {
+            return Err(OpError::invalid_argument(
+                "this node runs in cluster mode: ask meta for routes (markab shell --meta, Client::connect_meta)",
+            ));
+        };
+        let table = tables.iter().find(|table| table.name == name).ok_or_else(|| {
+            OpError::new(
+                ErrorCode::UnknownTable,
+                format!("table {name:?} does not exist on this node"),
+            )
+        })?;
         let partitions = (0..table.partition_count as i32)
             .map(|partition_index| PartitionRoute {
                 partition_index,
-                address: self.addresses[self.owner_shard(partition_index)].to_string(),
-                ballot: 1,
+                address: self.addresses[partition_index as usize % self.addresses.len()]
+                    .to_string(),
+                ballot: BALLOT_STANDALONE,
             })
             .collect();
         Ok(Route {
@@ -84,25 +133,91 @@ impl NodeLayout {
         })
     }
 
-    /// Checks that `gpid` names a hosted partition; the error says what is wrong.
-    pub fn check_gpid(&self, gpid: Gpid) -> Result<&TableConfig, OpError> {
-        let table = self.table_by_id(gpid.app_id).ok_or_else(|| {
+    fn register(&self, gpid: Gpid, entry: HostedEntry) {
+        self.hosted
+            .write()
+            .expect("hosted registry lock")
+            .insert(gpid, entry);
+    }
+
+    fn unregister(&self, gpid: Gpid) {
+        self.hosted.write().expect("hosted registry lock").remove(&gpid);
+    }
+}
+
+/// Checks that `gpid` names a partition of a configured table.
+fn check_standalone_gpid(tables: &[TableConfig], gpid: Gpid) -> Result<(), OpError> {
+    let table = tables
+        .iter()
+        .find(|table| table.app_id == gpid.app_id)
+        .ok_or_else(|| {
             OpError::new(
                 ErrorCode::UnknownTable,
                 format!("no table with app_id {} on this node", gpid.app_id),
             )
         })?;
-        if gpid.partition_index < 0 || gpid.partition_index as u32 >= table.partition_count {
-            return Err(OpError::new(
-                ErrorCode::UnknownPartition,
-                format!(
-                    "table {:?} has partitions 0..{}; partition {} is not hosted here",
-                    table.name, table.partition_count, gpid.partition_index
-                ),
-            ));
-        }
-        Ok(table)
+    if gpid.partition_index < 0 || gpid.partition_index as u32 >= table.partition_count {
+        return Err(OpError::new(
+            ErrorCode::UnknownPartition,
+            format!(
+                "table {:?} has partitions 0..{}; partition {} is not hosted here",
+                table.name, table.partition_count, gpid.partition_index
+            ),
+        ));
     }
+    Ok(())
+}
+
+/// What a replica is, stored beside its data as `replica.toml` so a
+/// restarted node reopens it (and replays its log) before meta speaks.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaMeta {
+    pub table: String,
+    pub app_id: i32,
+    pub partition_index: i32,
+    pub partition_count: u32,
+    pub shard: usize,
+}
+
+/// The directory of replica `gpid`: `<data_dir>/replicas/<app_id>.<partition>`.
+pub fn replica_dir(data_dir: &Path, gpid: Gpid) -> PathBuf {
+    data_dir
+        .join("replicas")
+        .join(format!("{}.{}", gpid.app_id, gpid.partition_index))
+}
+
+const REPLICA_META_FILE: &str = "replica.toml";
+
+fn storage_error(message: String) -> OpError {
+    OpError::new(ErrorCode::StorageError, message)
+}
+
+/// Every replica directory under `data_dir` with its metadata.
+fn replicas_on_disk(data_dir: &Path) -> Result<Vec<ReplicaMeta>, OpError> {
+    let root = data_dir.join("replicas");
+    let entries = match std::fs::read_dir(&root) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(storage_error(format!("cannot list {}: {error}", root.display()))),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|error| storage_error(format!("cannot list {}: {error}", root.display())))?
+            .path()
+            .join(REPLICA_META_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            // A directory without metadata was never completely created.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(storage_error(format!("cannot read {}: {error}", path.display()))),
+        };
+        let meta: ReplicaMeta = toml::from_str(&text)
+            .map_err(|error| storage_error(format!("{}: {error}", path.display())))?;
+        found.push(meta);
+    }
+    found.sort_by_key(|meta| (meta.app_id, meta.partition_index));
+    Ok(found)
 }
 
 /// Checks that every key of `request` hashes to `gpid`'s partition.
@@ -141,6 +256,7 @@ fn check_keys(request: &Request, gpid: Gpid, partition_count: u32) -> Result<(),
 
 /// One partition replica on its shard.
 pub struct Replica {
+    pub meta: ReplicaMeta,
     pub partition: Partition<RocksEngine>,
     /// The last decree given to a write (logged, or being logged).
     decree_last: Cell<i64>,
@@ -176,6 +292,11 @@ impl Replica {
     pub fn failure(&self) -> Option<String> {
         self.failure.borrow().clone()
     }
+
+    /// The last decree given to a write.
+    pub fn decree_last(&self) -> i64 {
+        self.decree_last.get()
+    }
 }
 
 /// A write that is in the log and waits for its sync before it is applied.
@@ -193,9 +314,11 @@ struct PendingWrite {
 pub struct ShardState {
     pub shard: usize,
     pub layout: Arc<NodeLayout>,
-    replicas: HashMap<Gpid, Replica>,
+    data_dir: PathBuf,
+    storage: ShardStorage,
+    limits: StorageLimits,
+    replicas: RefCell<HashMap<Gpid, Rc<Replica>>>,
     cursors: RefCell<CursorTable>,
-    scan_batch_max: usize,
     log: Rc<MutationLog>,
     /// Logged writes in log order, applied once the log is durable past
     /// them (**apply-after-durable**, **apply-in-log-order**).
@@ -219,11 +342,45 @@ fn log_error(error: LogError) -> OpError {
     }
 }
 
+/// Opens (creating if needed) the replica described by `meta`.
+fn open_replica(
+    data_dir: &Path,
+    meta: &ReplicaMeta,
+    storage: &ShardStorage,
+    limits: StorageLimits,
+) -> Result<Replica, OpError> {
+    let gpid = Gpid {
+        app_id: meta.app_id,
+        partition_index: meta.partition_index,
+    };
+    let dir = replica_dir(data_dir, gpid);
+    let meta_path = dir.join(REPLICA_META_FILE);
+    if !meta_path.exists() {
+        std::fs::create_dir_all(&dir)
+            .map_err(|error| storage_error(format!("cannot create {}: {error}", dir.display())))?;
+        let text = toml::to_string(meta).expect("replica metadata serializes");
+        // Write then rename, so a crash never leaves half a metadata file.
+        let temporary = dir.join("replica.toml.tmp");
+        std::fs::write(&temporary, text)
+            .and_then(|()| std::fs::rename(&temporary, &meta_path))
+            .map_err(|error| storage_error(format!("cannot write {}: {error}", meta_path.display())))?;
+    }
+    let engine = RocksEngine::open(&dir.join("rdb"), storage)?;
+    let decree = engine.applied_decree()?;
+    Ok(Replica {
+        meta: meta.clone(),
+        partition: Partition::new(engine, limits),
+        decree_last: Cell::new(decree),
+        failure: RefCell::new(None),
+    })
+}
+
 impl ShardState {
-    /// Opens (creating if needed) every partition replica this shard owns,
-    /// under `data_dir/<table>.<app_id>/<partition>`, replays the shard's
-    /// mutation log above each replica's flushed decree, and opens the log
-    /// for new writes.
+    /// Opens every partition replica this shard owns — in standalone mode
+    /// the configured tables' partitions `p` with `p % shards == shard`, in
+    /// cluster mode the replicas found on disk for this shard — replays the
+    /// shard's mutation log above each replica's flushed decree, and opens
+    /// the log for new writes.
     pub async fn open(
         shard: usize,
         layout: Arc<NodeLayout>,
@@ -231,16 +388,11 @@ impl ShardState {
         tuning: &Tuning,
     ) -> Result<ShardState, OpError> {
         let nr_shards = layout.addresses.len();
-        if let Some(stale) =
-            (nr_shards..nr_shards + 64).find(|other| log_dir(data_dir, *other).exists())
-        {
-            return Err(OpError::new(
-                ErrorCode::StorageError,
-                format!(
-                    "{} exists: this node last ran with more than {nr_shards} shards; restart it with the same shard count",
-                    log_dir(data_dir, stale).display()
-                ),
-            ));
+        if let Some(stale) = (nr_shards..nr_shards + 64).find(|other| log_dir(data_dir, *other).exists()) {
+            return Err(storage_error(format!(
+                "{} exists: this node last ran with more than {nr_shards} shards; restart it with the same shard count",
+                log_dir(data_dir, stale).display()
+            )));
         }
         let storage = ShardStorage::new(&StorageTuning {
             block_cache_bytes: tuning.block_cache_bytes as usize,
@@ -248,37 +400,46 @@ impl ShardState {
             compaction_threads: tuning.compaction_threads as i32,
         })?;
         let limits = StorageLimits::default();
-        let scan_batch_max = limits.scan_batch_max;
-        let mut replicas = HashMap::new();
-        for table in &layout.tables {
-            for partition_index in 0..table.partition_count as i32 {
-                if layout.owner_shard(partition_index) != shard {
-                    continue;
+        let wanted: Vec<ReplicaMeta> = match &layout.mode {
+            NodeMode::Standalone { tables } => tables
+                .iter()
+                .flat_map(|table| {
+                    (0..table.partition_count as i32).map(|partition_index| ReplicaMeta {
+                        table: table.name.clone(),
+                        app_id: table.app_id,
+                        partition_index,
+                        partition_count: table.partition_count,
+                        shard: partition_index as usize % nr_shards,
+                    })
+                })
+                .filter(|meta| meta.shard == shard)
+                .collect(),
+            NodeMode::Cluster => {
+                let on_disk = replicas_on_disk(data_dir)?;
+                if let Some(stale) = on_disk.iter().find(|meta| meta.shard >= nr_shards) {
+                    return Err(storage_error(format!(
+                        "replica {}.{} lives on shard {}, but this node runs {nr_shards} shards; restart it with the same shard count",
+                        stale.app_id, stale.partition_index, stale.shard
+                    )));
                 }
-                let path = data_dir
-                    .join(format!("{}.{}", table.name, table.app_id))
-                    .join(partition_index.to_string());
-                std::fs::create_dir_all(&path).map_err(|error| {
-                    OpError::new(
-                        ErrorCode::StorageError,
-                        format!("cannot create {}: {error}", path.display()),
-                    )
-                })?;
-                let engine = RocksEngine::open(&path, &storage)?;
-                let decree = engine.applied_decree()?;
-                let gpid = Gpid {
-                    app_id: table.app_id,
-                    partition_index,
-                };
-                replicas.insert(
-                    gpid,
-                    Replica {
-                        partition: Partition::new(engine, limits),
-                        decree_last: Cell::new(decree),
-                        failure: RefCell::new(None),
-                    },
-                );
+                on_disk.into_iter().filter(|meta| meta.shard == shard).collect()
             }
+        };
+        let mut replicas = HashMap::new();
+        for meta in &wanted {
+            let replica = open_replica(data_dir, meta, &storage, limits)?;
+            let gpid = Gpid {
+                app_id: meta.app_id,
+                partition_index: meta.partition_index,
+            };
+            layout.register(
+                gpid,
+                HostedEntry {
+                    shard,
+                    ballot: BALLOT_STANDALONE,
+                },
+            );
+            replicas.insert(gpid, Rc::new(replica));
         }
 
         let dir = log_dir(data_dir, shard);
@@ -290,18 +451,18 @@ impl ShardState {
             batch_bytes_max: tuning.log_batch_bytes_max,
             sync: tuning.log_sync,
         };
-        let log = MutationLog::open(config, &recovery)
-            .await
-            .map_err(log_error)?;
+        let log = MutationLog::open(config, &recovery).await.map_err(log_error)?;
         Ok(ShardState {
             shard,
             layout,
-            replicas,
+            data_dir: data_dir.to_owned(),
+            storage,
+            limits,
+            replicas: RefCell::new(replicas),
             cursors: RefCell::new(CursorTable::new(
                 tuning.scanners_max,
                 Duration::from_millis(tuning.scanner_idle_timeout_ms),
             )),
-            scan_batch_max,
             appended: Cell::new(log.durable()),
             log,
             pending: RefCell::new(VecDeque::new()),
@@ -310,12 +471,16 @@ impl ShardState {
 
     /// How many partition replicas this shard hosts.
     pub fn partition_count(&self) -> usize {
-        self.replicas.len()
+        self.replicas.borrow().len()
     }
 
     /// The replicas this shard hosts.
-    pub fn replicas(&self) -> impl Iterator<Item = (&Gpid, &Replica)> {
-        self.replicas.iter()
+    pub fn replicas(&self) -> Vec<(Gpid, Rc<Replica>)> {
+        self.replicas
+            .borrow()
+            .iter()
+            .map(|(gpid, replica)| (*gpid, replica.clone()))
+            .collect()
     }
 
     /// The shard's mutation log.
@@ -323,18 +488,68 @@ impl ShardState {
         &self.log
     }
 
+    /// Hosts the replica meta assigned (creating it empty if it is new);
+    /// nothing happens if it is already hosted.
+    pub fn host(&self, assignment: &ReplicaAssignment) -> Result<(), OpError> {
+        let gpid = Gpid {
+            app_id: assignment.app_id,
+            partition_index: assignment.partition_index,
+        };
+        if self.replicas.borrow().contains_key(&gpid) {
+            return Ok(());
+        }
+        let meta = ReplicaMeta {
+            table: assignment.table.clone(),
+            app_id: assignment.app_id,
+            partition_index: assignment.partition_index,
+            partition_count: assignment.partition_count as u32,
+            shard: self.shard,
+        };
+        let replica = open_replica(&self.data_dir, &meta, &self.storage, self.limits)?;
+        self.replicas.borrow_mut().insert(gpid, Rc::new(replica));
+        self.layout.register(
+            gpid,
+            HostedEntry {
+                shard: self.shard,
+                ballot: assignment.ballot,
+            },
+        );
+        tracing::info!(shard = self.shard, app_id = gpid.app_id, partition = gpid.partition_index, "hosting replica");
+        Ok(())
+    }
+
+    /// Stops hosting `gpid` and deletes its data (meta says its table's hold
+    /// time is over). Its records left in the log pin nothing.
+    pub fn drop_replica(&self, gpid: Gpid) -> Result<(), OpError> {
+        let Some(replica) = self.replicas.borrow_mut().remove(&gpid) else {
+            return Ok(());
+        };
+        self.layout.unregister(gpid);
+        drop(replica);
+        let dir = replica_dir(&self.data_dir, gpid);
+        std::fs::remove_dir_all(&dir)
+            .map_err(|error| storage_error(format!("cannot delete {}: {error}", dir.display())))?;
+        tracing::info!(shard = self.shard, app_id = gpid.app_id, partition = gpid.partition_index, "dropped replica");
+        Ok(())
+    }
+
     /// Drops scan cursors idle past their timeout.
     pub fn expire_cursors(&self) -> usize {
         self.cursors.borrow_mut().expire(Instant::now())
     }
 
-    fn replica(&self, gpid: Gpid) -> Result<&Replica, OpError> {
-        let replica = self.replicas.get(&gpid).ok_or_else(|| {
+    /// Whether this shard hosts `gpid`.
+    pub fn hosts(&self, gpid: Gpid) -> bool {
+        self.replicas.borrow().contains_key(&gpid)
+    }
+
+    fn replica(&self, gpid: Gpid) -> Result<Rc<Replica>, OpError> {
+        let replica = self.replicas.borrow().get(&gpid).cloned().ok_or_else(|| {
             OpError::new(
-                ErrorCode::Internal,
+                ErrorCode::NotHosted,
                 format!(
-                    "shard {} was asked for partition {}.{} it does not own",
-                    self.shard, gpid.app_id, gpid.partition_index
+                    "partition {}.{} is not hosted on shard {} of this node",
+                    gpid.app_id, gpid.partition_index, self.shard
                 ),
             )
         })?;
@@ -353,9 +568,9 @@ impl ShardState {
 
     /// Serves a read (or scanner request) at once, from applied data only.
     pub fn serve_read(&self, gpid: Gpid, request: &Request) -> Response {
-        let table = self.layout.check_gpid(gpid)?;
-        check_keys(request, gpid, table.partition_count)?;
-        let partition = &self.replica(gpid)?.partition;
+        let replica = self.replica(gpid)?;
+        check_keys(request, gpid, replica.meta.partition_count)?;
+        let partition = &replica.partition;
         let now_epoch_s = key::now_epoch_s();
         match request {
             Request::GetScanner(scan) => self.open_scanner(gpid, partition, scan, now_epoch_s),
@@ -374,19 +589,13 @@ impl ShardState {
     /// decree, append it to the log, and once the log is durable past it,
     /// apply it and reply (**ack-after-durable**).
     pub async fn serve_write(&self, gpid: Gpid, request: &Request) -> Response {
-        let table = self.layout.check_gpid(gpid)?;
-        check_keys(request, gpid, table.partition_count)?;
         let replica = self.replica(gpid)?;
-        let (mut batch, body) = replica
-            .partition
-            .prepare_write(request, key::now_epoch_s())?;
+        check_keys(request, gpid, replica.meta.partition_count)?;
+        let (mut batch, body) = replica.partition.prepare_write(request, key::now_epoch_s())?;
         if batch.is_empty() {
             // Nothing to write (a failed check), but the answer may rest on
             // staged writes: give it only once they are durable.
-            self.log
-                .wait_durable(self.appended.get())
-                .await
-                .map_err(log_error)?;
+            self.log.wait_durable(self.appended.get()).await.map_err(log_error)?;
             return Ok(body);
         }
         let decree = replica.decree_last.get() + 1;
@@ -397,10 +606,7 @@ impl ShardState {
             ballot: BALLOT_STANDALONE,
             decree,
         };
-        let position = self
-            .log
-            .append(&header, &batch.encode())
-            .map_err(log_error)?;
+        let position = self.log.append(&header, &batch.encode()).map_err(log_error)?;
         replica.decree_last.set(decree);
         replica.partition.stage(decree, &batch);
         self.appended.set(position);
@@ -417,14 +623,11 @@ impl ShardState {
             Err(error) => self.fail_pending(error),
         }
         reply_received.await.unwrap_or_else(|_| {
-            Err(OpError::new(
-                ErrorCode::Internal,
-                "the write was dropped before it was applied",
-            ))
+            Err(OpError::new(ErrorCode::Internal, "the write was dropped before it was applied"))
         })
     }
 
-    /// Applies, in log order, every pending write the log has made durable,
+/// Applies, in log order, every pending write the log has made durable,
     /// and sends their replies.
     fn apply_durable(&self) {
         let durable = self.log.durable();
@@ -437,7 +640,13 @@ impl ShardState {
                 }
             };
             let Some(write) = next else { break };
-            let replica = &self.replicas[&write.gpid];
+            let Some(replica) = self.replicas.borrow().get(&write.gpid).cloned() else {
+                let _ = write.reply.send(Err(OpError::new(
+                    ErrorCode::NotHosted,
+                    "the replica was dropped before the write was applied",
+                )));
+                continue;
+            };
             let result = match replica.check_serving(write.gpid) {
                 Ok(()) => replica.partition.apply(&write.batch).map(|()| write.body),
                 Err(error) => Err(error),
@@ -460,7 +669,7 @@ impl ShardState {
         for write in self.pending.borrow_mut().drain(..) {
             let _ = write.reply.send(Err(error.clone()));
         }
-        for replica in self.replicas.values() {
+        for replica in self.replicas.borrow().values() {
             replica.partition.discard_staged();
         }
     }
@@ -477,7 +686,7 @@ impl ShardState {
                         app_id: *app_id,
                         partition_index: *partition_index,
                     };
-                    let Some(replica) = self.replicas.get(&gpid) else {
+                    let Some(replica) = self.replicas.borrow().get(&gpid).cloned() else {
                         continue;
                     };
                     let engine = replica.partition.engine();
@@ -494,7 +703,7 @@ impl ShardState {
 
     fn remove_flushed_segments(&self) -> Result<usize, OpError> {
         let mut flushed = HashMap::new();
-        for (gpid, replica) in &self.replicas {
+        for (gpid, replica) in self.replicas.borrow().iter() {
             flushed.insert(
                 (gpid.app_id, gpid.partition_index),
                 replica.partition.engine().flushed_decree()?,
@@ -518,7 +727,7 @@ impl ShardState {
         if let Err(error) = self.log.close().await {
             tracing::warn!(shard = self.shard, %error, "closing the mutation log failed");
         }
-        for (gpid, replica) in &self.replicas {
+        for (gpid, replica) in self.replicas.borrow().iter() {
             if replica.failure.borrow().is_some() {
                 continue;
             }
@@ -531,7 +740,7 @@ impl ShardState {
     fn batch_size(&self, scan: &ScanRequest) -> usize {
         match scan.batch_size {
             size if size <= 0 => SCAN_BATCH_DEFAULT,
-            size => (size as usize).min(self.scan_batch_max),
+            size => (size as usize).min(self.limits.scan_batch_max),
         }
     }
 
@@ -594,7 +803,7 @@ impl ShardState {
 /// replica's flushed decree is applied in order (**replay-above-flushed**).
 /// A replica whose decrees have a gap, whose record does not decode, or whose
 /// records sit in a corrupted stretch of the log stops; the others go on.
-fn replay(dir: &Path, replicas: &HashMap<Gpid, Replica>) -> Result<Recovery, OpError> {
+fn replay(dir: &Path, replicas: &HashMap<Gpid, Rc<Replica>>) -> Result<Recovery, OpError> {
     let mut visit = |header: &RecordHeader, payload: &[u8], location: RecordLocation| {
         let gpid = Gpid {
             app_id: header.app_id,

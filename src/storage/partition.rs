@@ -97,7 +97,17 @@ impl<E: StorageEngine> Partition<E> {
             Request::GetScanner(_)
             | Request::Scan { .. }
             | Request::ClearScanner { .. }
-            | Request::QueryRoute { .. } => Err(OpError::invalid_argument(format!(
+            | Request::QueryRoute { .. }
+            | Request::CreateTable(_)
+            | Request::DropTable { .. }
+            | Request::RecallTable { .. }
+            | Request::ListTables { .. }
+            | Request::DescribeTable { .. }
+            | Request::ListNodes
+            | Request::ClusterInfo
+            | Request::SetAppEnvs { .. }
+            | Request::GetAppEnvs { .. }
+            | Request::Beacon(_) => Err(OpError::invalid_argument(format!(
                 "{} is served by the server, not by partition storage",
                 request.name()
             ))),
