@@ -136,7 +136,6 @@ pub(crate) struct Connection {
     frames: mpsc::Sender<Vec<u8>>,
     in_flight: Arc<Semaphore>,
     request_id_next: AtomicU64,
-    operation_timeout: Duration,
     request_bytes_max: usize,
 }
 
@@ -216,7 +215,6 @@ impl Connection {
             frames,
             in_flight: Arc::new(Semaphore::new(in_flight_max)),
             request_id_next: AtomicU64::new(1),
-            operation_timeout: options.operation_timeout,
             request_bytes_max: options.request_bytes_max,
         })
     }
@@ -233,12 +231,14 @@ impl Connection {
 
     /// Sends `request` with `envelope` (its request id and timeout are set
     /// here) and waits for the response until `deadline` (the operation's,
-    /// shared by its retries).
+    /// shared by its retries). `timeout` is the operation's whole bound, as
+    /// reported in a [`ClientError::Timeout`].
     pub(crate) async fn call(
         &self,
         mut envelope: Envelope,
         request: &Request,
         deadline: Instant,
+        timeout: Duration,
     ) -> Result<Response, CallError> {
         let operation = request.name();
         let request_id = self.request_id_next.fetch_add(1, Ordering::Relaxed);
@@ -279,7 +279,7 @@ impl Connection {
             return Err(too_large(body_bytes));
         }
 
-        let timed_out = || CallError::Sent(timeout_error(operation, self.operation_timeout));
+        let timed_out = || CallError::Sent(timeout_error(operation, timeout));
         let _permit: OwnedSemaphorePermit =
             match tokio::time::timeout_at(deadline, self.in_flight.clone().acquire_owned()).await {
                 Ok(Ok(permit)) => permit,

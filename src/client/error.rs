@@ -18,7 +18,9 @@ pub enum ClientError {
         timeout_ms: u64,
     },
     /// The TCP connection to `address` could not be established.
-    #[error("cannot connect to {address}: {source}")]
+    /// (`Display` names the address; the cause is the error's `source()`,
+    /// which `{:#}` in anyhow prints after it.)
+    #[error("cannot connect to {address}")]
     Connect {
         address: String,
         #[source]
@@ -34,6 +36,26 @@ pub enum ClientError {
     /// The node does not know this table.
     #[error("unknown table {0:?}")]
     UnknownTable(String),
+    /// The table this handle was opened on was dropped and its name now
+    /// belongs to another table (a new app id, maybe another partition
+    /// count): open the table again.
+    #[error(
+        "table {table:?} (app id {app_id}) was dropped; the name now belongs to app id \
+         {app_id_now}: open the table again"
+    )]
+    TableReplaced {
+        table: String,
+        app_id: i32,
+        app_id_now: i32,
+    },
+    /// A cluster operation (DDL, node and cluster queries) was asked of a
+    /// client connected to a standalone node; it needs
+    /// `Client::connect_meta`.
+    #[error(
+        "{operation} needs a client connected to meta (markab shell --meta, \
+         Client::connect_meta); this client talks to a standalone node"
+    )]
+    NeedsMeta { operation: &'static str },
     /// The client (or the connection) was shut down.
     #[error("client closed")]
     Closed,
@@ -47,8 +69,11 @@ impl ClientError {
         match self {
             ClientError::Server(error) => Some(error.code),
             ClientError::Timeout { .. } => Some(ErrorCode::Timeout),
-            ClientError::UnknownTable(_) => Some(ErrorCode::UnknownTable),
+            ClientError::UnknownTable(_) | ClientError::TableReplaced { .. } => {
+                Some(ErrorCode::UnknownTable)
+            }
             ClientError::Connect { .. }
+            | ClientError::NeedsMeta { .. }
             | ClientError::Io(_)
             | ClientError::Protocol(_)
             | ClientError::Closed => None,
@@ -83,5 +108,16 @@ mod tests {
         assert_eq!(ClientError::Io("reset".into()).code(), None);
         assert_eq!(ClientError::Protocol("bad".into()).code(), None);
         assert_eq!(ClientError::Closed.code(), None);
+        let replaced = ClientError::TableReplaced {
+            table: "t".into(),
+            app_id: 1,
+            app_id_now: 2,
+        };
+        assert_eq!(replaced.code(), Some(ErrorCode::UnknownTable));
+        let needs_meta = ClientError::NeedsMeta {
+            operation: "create_table",
+        };
+        assert_eq!(needs_meta.code(), None);
+        assert!(needs_meta.to_string().contains("connect_meta"));
     }
 }

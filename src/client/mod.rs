@@ -5,13 +5,18 @@
 //! node does: `partition_hash = crc64(hash_key)` (of the sort key when the
 //! hash key is empty), `partition_index = partition_hash mod
 //! partition_count`, and the partition's route names the shard's address.
-//! See docs/client.md.
+//!
+//! Routes come from meta ([`Client::connect_meta`], the cluster mode) or
+//! from a standalone node ([`Client::connect`]). In meta mode stale routes
+//! are refreshed and retried per the rules in `route` and docs/client.md, and
+//! the admin API (create_table, drop_table, ...) is available.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), markab::client::ClientError> {
 //! use markab::client::{Client, ClientOptions};
 //!
-//! let client = Client::connect("127.0.0.1:34801", ClientOptions::default()).await?;
+//! let metas = vec!["127.0.0.1:34601".to_string()];
+//! let client = Client::connect_meta(&metas, ClientOptions::default()).await?;
 //! let table = client.open_table("temp").await?;
 //! table.set(b"user1", b"name", b"ada", 0).await?;
 //! assert_eq!(table.get(b"user1", b"name").await?, Some(b"ada".to_vec()));
@@ -19,12 +24,15 @@
 //! # }
 //! ```
 
+mod admin;
 mod connection;
 mod error;
+mod route;
 mod scan;
 mod table;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,11 +40,17 @@ use markab_wire::{Envelope, ErrorCode, Gpid, Request, ResponseBody, Route};
 
 use connection::{timeout_error, CallError, Connection};
 pub use error::ClientError;
+use route::{MetaServers, RouteCell};
+pub use route::{
+    META_ADDRESSES_MAX, RETRY_BACKOFF_INITIAL, ROUTED_ATTEMPTS_MAX, ROUTE_REFRESH_INTERVAL_MIN,
+};
 pub use scan::ScanOptions;
 pub use table::{MultiGetResult, Table};
 
 /// Pegasus's default operation timeout.
 pub const OPERATION_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+/// Default bound on one request to meta (all meta addresses tried).
+pub const META_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 /// Default bound on establishing a TCP connection.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3);
 /// Default bound on requests in flight per connection.
@@ -46,7 +60,8 @@ pub const IN_FLIGHT_MAX_DEFAULT: usize = 1024;
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
 /// Default bound on a response frame body the client accepts.
 pub const RESPONSE_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
-/// Most attempts of one request (the first try plus one retry).
+/// Most attempts of one request to a standalone node (the first try plus
+/// one retry).
 const ATTEMPTS_MAX: usize = 2;
 
 /// Client settings.
@@ -78,6 +93,9 @@ pub struct ClientOptions {
     /// Most bytes of a response frame body; a larger frame closes the
     /// connection with a protocol error. Default 64 MiB.
     pub response_bytes_max: usize,
+    /// Bound on one request to meta (a route query or an admin call),
+    /// trying each meta address in turn. Default 5 s.
+    pub meta_timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -88,17 +106,19 @@ impl Default for ClientOptions {
             in_flight_max: IN_FLIGHT_MAX_DEFAULT,
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             response_bytes_max: RESPONSE_BYTES_MAX_DEFAULT,
+            meta_timeout: META_TIMEOUT_DEFAULT,
         }
     }
 }
 
-/// Where routes come from. Only a standalone node today; a meta server list
-/// is the next variant (routes then come from meta, and "not primary" or
-/// stale-ballot answers refresh them).
-#[derive(Clone, Debug)]
+/// Where routes come from.
+#[derive(Debug)]
 enum RouteSource {
-    /// A node that answers `QueryRoute` for its own tables.
+    /// A standalone node that answers `QueryRoute` for its own tables.
     Node(String),
+    /// Meta servers: routes are refreshed from them, and admin calls go to
+    /// them.
+    Meta(MetaServers),
 }
 
 /// The connection to one address, dialed lazily and re-dialed after it fails.
@@ -113,7 +133,7 @@ pub(crate) struct ClientInner {
     options: ClientOptions,
     route_source: RouteSource,
     slots: Mutex<HashMap<String, Arc<AddressSlot>>>,
-    routes: Mutex<HashMap<String, Arc<Route>>>,
+    routes: Mutex<HashMap<String, Arc<RouteCell>>>,
 }
 
 /// A handle to a Markab deployment. Cheap to clone; clones share the
@@ -142,16 +162,90 @@ impl Client {
         node_address: &str,
         options: ClientOptions,
     ) -> Result<Client, ClientError> {
-        let client = Client {
+        let client = Client::new(options, RouteSource::Node(node_address.to_string()));
+        client.inner.connection(node_address).await?;
+        Ok(client)
+    }
+
+    /// Connects to a cluster through its meta servers (`host:port` each; at
+    /// most [`META_ADDRESSES_MAX`]). Routes and admin calls go to the meta
+    /// that answered last, falling back to the others in turn. Fails with
+    /// [`ClientError::Connect`] (naming the last address tried) when no
+    /// meta can be reached within `options.connect_timeout` each, and with
+    /// `INVALID_ARGUMENT` for an empty or over-long list.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), markab::client::ClientError> {
+    /// use markab::client::{Client, ClientOptions};
+    ///
+    /// let metas = vec!["127.0.0.1:34601".to_string(), "127.0.0.1:34602".to_string()];
+    /// let client = Client::connect_meta(&metas, ClientOptions::default()).await?;
+    /// for table in client.list_tables(false).await? {
+    ///     println!("{} ({} partitions)", table.name, table.partition_count);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_meta(
+        meta_addresses: &[String],
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        if meta_addresses.is_empty() || meta_addresses.len() > META_ADDRESSES_MAX {
+            return Err(ClientError::invalid_argument(format!(
+                "connect_meta needs 1..={META_ADDRESSES_MAX} meta addresses, got {}",
+                meta_addresses.len()
+            )));
+        }
+        let addresses: Vec<String> = meta_addresses
+            .iter()
+            .map(|address| address.trim().to_string())
+            .collect();
+        if let Some(empty) = addresses.iter().position(String::is_empty) {
+            return Err(ClientError::invalid_argument(format!(
+                "meta address {empty} is empty"
+            )));
+        }
+        let client = Client::new(
+            options,
+            RouteSource::Meta(MetaServers {
+                addresses: addresses.clone(),
+                preferred: AtomicUsize::new(0),
+            }),
+        );
+        let mut last_error = None;
+        for (index, address) in addresses.iter().enumerate() {
+            match client.inner.connection(address).await {
+                Ok(_) => {
+                    if let RouteSource::Meta(meta) = &client.inner.route_source {
+                        meta.preferred
+                            .store(index, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    return Ok(client);
+                }
+                Err(error) => {
+                    tracing::debug!(%address, %error, "meta unreachable");
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or(ClientError::Closed))
+    }
+
+    fn new(options: ClientOptions, route_source: RouteSource) -> Client {
+        Client {
             inner: Arc::new(ClientInner {
                 options,
-                route_source: RouteSource::Node(node_address.to_string()),
+                route_source,
                 slots: Mutex::new(HashMap::new()),
                 routes: Mutex::new(HashMap::new()),
             }),
-        };
-        client.inner.connection(node_address).await?;
-        Ok(client)
+        }
+    }
+
+    /// Whether this client routes through meta (made by
+    /// [`Client::connect_meta`]).
+    pub fn is_meta_mode(&self) -> bool {
+        matches!(self.inner.route_source, RouteSource::Meta(_))
     }
 
     /// The options this client was built with.
@@ -159,20 +253,23 @@ impl Client {
         &self.inner.options
     }
 
-    /// Opens table `name`: fetches its route (once; later calls use the
-    /// cached route). Fails with [`ClientError::UnknownTable`] when the node
-    /// does not know the table.
+    /// Opens table `name`: fetches its route from meta (or the standalone
+    /// node) once; later calls share the cached route, which meta mode
+    /// refreshes as needed. Fails with [`ClientError::UnknownTable`] when
+    /// the table does not exist.
     pub async fn open_table(&self, name: &str) -> Result<Table, ClientError> {
         let cached = lock(&self.inner.routes).get(name).cloned();
-        let route = match cached {
-            Some(route) => route,
+        let cell = match cached {
+            Some(cell) => cell,
             None => {
-                let route = Arc::new(self.inner.query_route(name).await?);
-                lock(&self.inner.routes).insert(name.to_string(), route.clone());
-                route
+                let route = self.inner.query_route(name).await?;
+                lock(&self.inner.routes)
+                    .entry(name.to_string())
+                    .or_insert_with(|| Arc::new(RouteCell::new(route)))
+                    .clone()
             }
         };
-        Ok(Table::new(self.inner.clone(), route))
+        Ok(Table::new(self.inner.clone(), cell))
     }
 }
 
@@ -228,7 +325,7 @@ impl ClientInner {
             let connection = tokio::time::timeout_at(deadline, self.connection(&address))
                 .await
                 .map_err(|_| timeout_error(request.name(), timeout))??;
-            match connection.call(envelope, request, deadline).await {
+            match connection.call(envelope, request, deadline, timeout).await {
                 Ok(Ok(body)) => return Ok(body),
                 Ok(Err(error)) if error.code == ErrorCode::WrongShard && !last_attempt => {
                     tracing::debug!(from = connection.address(), to = %error.message, "wrong shard");
@@ -250,8 +347,15 @@ impl ClientInner {
         }
     }
 
+    /// The route of `table`, from meta or the standalone node.
     async fn query_route(&self, table: &str) -> Result<Route, ClientError> {
-        let RouteSource::Node(node_address) = &self.route_source;
+        let node_address = match &self.route_source {
+            RouteSource::Node(node_address) => node_address,
+            RouteSource::Meta(_) => {
+                let deadline = tokio::time::Instant::now() + self.options.meta_timeout;
+                return self.query_route_from_meta(table, deadline).await;
+            }
+        };
         let request = Request::QueryRoute {
             table: table.to_string(),
         };
@@ -377,5 +481,28 @@ mod tests {
         assert_eq!(options.connect_timeout, Duration::from_secs(3));
         assert_eq!(options.in_flight_max, 1024);
         assert_eq!(options.request_bytes_max, 1 << 20);
+        assert_eq!(options.meta_timeout, Duration::from_secs(5));
+    }
+
+    // Proves connect_meta refuses an empty address list or an empty
+    // address before dialing anything.
+    #[tokio::test]
+    async fn connect_meta_checks_addresses() {
+        let empty = Client::connect_meta(&[], ClientOptions::default()).await;
+        assert_eq!(
+            empty.err().and_then(|error| error.code()),
+            Some(ErrorCode::InvalidArgument)
+        );
+        let blank = Client::connect_meta(&[" ".to_string()], ClientOptions::default()).await;
+        assert_eq!(
+            blank.err().and_then(|error| error.code()),
+            Some(ErrorCode::InvalidArgument)
+        );
+        let too_many = vec!["127.0.0.1:1".to_string(); META_ADDRESSES_MAX + 1];
+        let too_many = Client::connect_meta(&too_many, ClientOptions::default()).await;
+        assert_eq!(
+            too_many.err().and_then(|error| error.code()),
+            Some(ErrorCode::InvalidArgument)
+        );
     }
 }

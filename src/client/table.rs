@@ -7,11 +7,12 @@ use futures::future::try_join_all;
 use futures::Stream;
 use markab_wire::{
     CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult, Envelope, Gpid, Key,
-    MultiGetRequest, Record, Request, ResponseBody, Route, ScanRange, SortKeyValue,
+    MultiGetRequest, Record, Request, ResponseBody, ScanRange, SortKeyValue,
 };
 
+use super::route::RouteCell;
 use super::scan::{self, ScanCursor, ScanOptions};
-use super::{unexpected, ClientError, ClientInner};
+use super::{unexpected, ClientError, ClientInner, RouteSource};
 #[cfg(test)]
 use crate::key::HASH_KEY_BYTES_MAX;
 use crate::key::{partition_hash, partition_index};
@@ -47,17 +48,17 @@ pub(crate) struct Target {
 #[derive(Clone)]
 pub struct Table {
     client: Arc<ClientInner>,
-    route: Arc<Route>,
+    route: Arc<RouteCell>,
 }
 
 impl Table {
-    pub(crate) fn new(client: Arc<ClientInner>, route: Arc<Route>) -> Table {
+    pub(crate) fn new(client: Arc<ClientInner>, route: Arc<RouteCell>) -> Table {
         Table { client, route }
     }
 
     /// The table's name.
     pub fn name(&self) -> &str {
-        &self.route.table
+        &self.route.name
     }
 
     /// The table's id (Pegasus's app id).
@@ -67,8 +68,13 @@ impl Table {
 
     /// The table's partition count (fixed at creation).
     pub fn partition_count(&self) -> u32 {
-        // validate_route checked it is positive.
-        self.route.partition_count as u32
+        self.route.partition_count
+    }
+
+    /// The route in use now: each partition's serving address and ballot
+    /// (refreshed from meta as needed in meta mode).
+    pub fn route(&self) -> markab_wire::Route {
+        self.route.current().as_ref().clone()
     }
 
     /// The partition and hash a key routes to.
@@ -80,14 +86,18 @@ impl Table {
         }
     }
 
-    /// Sends `request` to the shard serving `target`.
+    /// Sends `request` to the shard serving `target` (in meta mode with
+    /// route refresh and bounded retries).
     pub(crate) async fn call(
         &self,
         target: Target,
         request: &Request,
     ) -> Result<ResponseBody, ClientError> {
-        let partition = self
-            .route
+        if let RouteSource::Meta(_) = self.client.route_source {
+            return self.client.call_routed(&self.route, target, request).await;
+        }
+        let route = self.route.current();
+        let partition = route
             .partitions
             .get(target.partition_index as usize)
             .ok_or_else(|| {
@@ -101,7 +111,7 @@ impl Table {
             request_id: 0,
             timeout_ms: 0,
             gpid: Gpid {
-                app_id: self.route.app_id,
+                app_id: route.app_id,
                 partition_index: partition.partition_index,
             },
             partition_hash: target.partition_hash,

@@ -1,6 +1,8 @@
 //! Shell command parsing: a command line → a [`Command`], without a server.
 
-use markab_wire::{CheckAndSetRequest, CheckType, FilterType, MultiGetRequest, SortKeyValue};
+use markab_wire::{
+    CheckAndSetRequest, CheckType, CreateTableRequest, FilterType, MultiGetRequest, SortKeyValue,
+};
 
 use super::escape::{tokenize, EscapeError};
 use crate::client::ScanOptions;
@@ -9,6 +11,10 @@ use crate::client::ScanOptions;
 pub const SCAN_PRINT_COUNT_DEFAULT: u64 = 1_000_000;
 /// Most sort keys (or sort key/value pairs) one command line may name.
 pub const COMMAND_KEYS_MAX: usize = 10_000;
+/// Partition count of `create` without `-p`.
+pub const CREATE_PARTITION_COUNT_DEFAULT: i32 = 8;
+/// Replica count of `create` without `-r`.
+pub const CREATE_REPLICA_COUNT_DEFAULT: i32 = 3;
 
 /// One command: its name, syntax and purpose (for `help` and completion).
 pub struct CommandSpec {
@@ -114,6 +120,56 @@ pub const COMMANDS: &[CommandSpec] = &[
                 [-s anywhere|prefix|postfix] [-y sort_pattern]",
         summary: "count the table's records",
     },
+    CommandSpec {
+        name: "use",
+        usage: "use NAME",
+        summary: "switch the current table for data commands",
+    },
+    CommandSpec {
+        name: "cluster_info",
+        usage: "cluster_info",
+        summary: "meta's summary of the cluster (meta mode)",
+    },
+    CommandSpec {
+        name: "nodes",
+        usage: "nodes",
+        summary: "the nodes meta knows: address, liveness, replicas (meta mode)",
+    },
+    CommandSpec {
+        name: "ls",
+        usage: "ls [-a]",
+        summary: "list tables (-a: dropped ones still held too) (meta mode)",
+    },
+    CommandSpec {
+        name: "create",
+        usage: "create NAME [-p partitions (default 8)] [-r replicas (default 3)] [-e k=v,k=v]",
+        summary: "create a table (partitions: a power of two) (meta mode)",
+    },
+    CommandSpec {
+        name: "drop",
+        usage: "drop NAME [--reserve-seconds N]",
+        summary: "drop a table; its data is held N seconds (meta's default) for recall",
+    },
+    CommandSpec {
+        name: "recall",
+        usage: "recall APP_ID [NEW_NAME]",
+        summary: "bring back a dropped table while its data is held (meta mode)",
+    },
+    CommandSpec {
+        name: "app",
+        usage: "app NAME",
+        summary: "a table's info and its partitions' configurations (meta mode)",
+    },
+    CommandSpec {
+        name: "set_app_envs",
+        usage: "set_app_envs KEY VALUE [KEY VALUE ...]",
+        summary: "set environment entries of the current table (meta mode)",
+    },
+    CommandSpec {
+        name: "get_app_envs",
+        usage: "get_app_envs",
+        summary: "the current table's environment entries (meta mode)",
+    },
 ];
 
 /// The check type names `check_and_set -t` accepts, in wire order.
@@ -199,6 +255,55 @@ pub enum Command {
     CountData {
         options: ScanOptions,
     },
+    /// Switch the current table.
+    Use {
+        table: String,
+    },
+    ClusterInfo,
+    Nodes,
+    ListTables {
+        include_dropped: bool,
+    },
+    CreateTable(CreateTableRequest),
+    DropTable {
+        table: String,
+        reserve_seconds: Option<u32>,
+    },
+    RecallTable {
+        app_id: i32,
+        /// Empty: the table's old name.
+        new_name: String,
+    },
+    DescribeTable {
+        table: String,
+    },
+    /// Environment entries for the current table.
+    SetAppEnvs {
+        envs: Vec<(String, String)>,
+    },
+    GetAppEnvs,
+}
+
+impl Command {
+    /// Whether the command works on the current table's data (and so needs
+    /// one, chosen with `--table` or `use`).
+    pub fn needs_table(&self) -> bool {
+        !matches!(
+            self,
+            Command::Help
+                | Command::Exit
+                | Command::Use { .. }
+                | Command::ClusterInfo
+                | Command::Nodes
+                | Command::ListTables { .. }
+                | Command::CreateTable(_)
+                | Command::DropTable { .. }
+                | Command::RecallTable { .. }
+                | Command::DescribeTable { .. }
+                | Command::SetAppEnvs { .. }
+                | Command::GetAppEnvs
+        )
+    }
 }
 
 /// Why a command line is not a valid command.
@@ -426,6 +531,98 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
                 Command::CountData { options }
             }
         }
+        "use" => Command::Use {
+            table: parser.text_positional("table name")?,
+        },
+        "cluster_info" => Command::ClusterInfo,
+        "nodes" => Command::Nodes,
+        "ls" => {
+            let mut include_dropped = false;
+            while let Some(option) = parser.option()? {
+                match option {
+                    'a' => include_dropped = true,
+                    other => return Err(parser.unknown_option(other)),
+                }
+            }
+            Command::ListTables { include_dropped }
+        }
+        "create" => {
+            let table = parser.text_positional("table name")?;
+            let mut partition_count = CREATE_PARTITION_COUNT_DEFAULT;
+            let mut replica_count = CREATE_REPLICA_COUNT_DEFAULT;
+            let mut envs = Vec::new();
+            while let Some(option) = parser.option()? {
+                match option {
+                    'p' => partition_count = parser.number_value::<i32>(option)?,
+                    'r' => replica_count = parser.number_value::<i32>(option)?,
+                    'e' => {
+                        let text = parser.text_value(option)?;
+                        envs = parser.env_list(&text)?;
+                    }
+                    other => return Err(parser.unknown_option(other)),
+                }
+            }
+            Command::CreateTable(CreateTableRequest {
+                table,
+                partition_count,
+                replica_count,
+                envs,
+                success_if_exist: false,
+            })
+        }
+        "drop" => {
+            let table = parser.text_positional("table name")?;
+            let mut reserve_seconds = None;
+            while let Some(token) = parser.arguments.get(parser.next) {
+                if token.as_slice() != b"--reserve-seconds" {
+                    return Err(parser.usage(format!(
+                        "unexpected argument {:?}",
+                        String::from_utf8_lossy(token)
+                    )));
+                }
+                parser.next += 1;
+                let value = parser
+                    .optional_positional()
+                    .ok_or_else(|| parser.usage("--reserve-seconds needs a value"))?;
+                reserve_seconds = Some(parser.number::<u32>(&value, "--reserve-seconds")?);
+            }
+            Command::DropTable {
+                table,
+                reserve_seconds,
+            }
+        }
+        "recall" => {
+            let app_id_token = parser.positional()?;
+            let app_id = parser.number::<i32>(&app_id_token, "APP_ID")?;
+            if app_id <= 0 {
+                return Err(parser.usage(format!("APP_ID must be positive, not {app_id}")));
+            }
+            let new_name = match parser.optional_positional() {
+                Some(name) => parser.text(name, "NEW_NAME")?,
+                None => String::new(),
+            };
+            Command::RecallTable { app_id, new_name }
+        }
+        "app" => Command::DescribeTable {
+            table: parser.text_positional("table name")?,
+        },
+        "set_app_envs" => {
+            let rest = parser.rest();
+            if rest.is_empty() || !rest.len().is_multiple_of(2) {
+                return Err(parser.usage("set_app_envs needs key / value pairs"));
+            }
+            let mut envs = Vec::with_capacity(rest.len() / 2);
+            for pair in rest.chunks(2) {
+                let key = parser.text(pair[0].clone(), "KEY")?;
+                let value = parser.text(pair[1].clone(), "VALUE")?;
+                if key.is_empty() {
+                    return Err(parser.usage("an env key must not be empty"));
+                }
+                envs.push((key, value));
+            }
+            Command::SetAppEnvs { envs }
+        }
+        "get_app_envs" => Command::GetAppEnvs,
         other => unreachable!("command {other} is listed in COMMANDS but not parsed"),
     };
     parser.finish()?;
@@ -503,6 +700,27 @@ impl Parser<'_> {
         let value = self.arguments.get(self.next).cloned();
         self.next += 1;
         value.ok_or_else(|| self.usage(format!("-{option} needs a value")))
+    }
+
+    /// `token` as UTF-8 text, naming `what` in the error.
+    fn text(&self, token: Vec<u8>, what: &str) -> Result<String, ParseError> {
+        String::from_utf8(token).map_err(|_| self.usage(format!("{what} must be UTF-8 text")))
+    }
+
+    /// The next positional argument, as UTF-8 text.
+    fn text_positional(&mut self, what: &str) -> Result<String, ParseError> {
+        let token = self.positional()?;
+        self.text(token, what)
+    }
+
+    /// `k=v,k=v` (no empty keys; a value may be empty).
+    fn env_list(&self, text: &str) -> Result<Vec<(String, String)>, ParseError> {
+        text.split(',')
+            .map(|entry| match entry.split_once('=') {
+                Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+                _ => Err(self.usage(format!("env entry {entry:?} must look like key=value"))),
+            })
+            .collect()
     }
 
     fn text_value(&mut self, option: char) -> Result<String, ParseError> {
@@ -871,6 +1089,170 @@ mod tests {
     #[test]
     fn escape_errors_surface() {
         assert!(matches!(parse(r"get h \q"), Err(ParseError::Escape(_))));
+    }
+
+    // Proves use, cluster_info, nodes, app and get_app_envs parse, and that
+    // table names must be given.
+    #[test]
+    fn simple_admin_commands() {
+        assert_eq!(
+            parsed("use orders"),
+            Command::Use {
+                table: "orders".into()
+            }
+        );
+        assert_eq!(parsed("cluster_info"), Command::ClusterInfo);
+        assert_eq!(parsed("nodes"), Command::Nodes);
+        assert_eq!(
+            parsed("app orders"),
+            Command::DescribeTable {
+                table: "orders".into()
+            }
+        );
+        assert_eq!(parsed("get_app_envs"), Command::GetAppEnvs);
+        assert!(usage_error("use").contains("missing"));
+        assert!(usage_error("app").contains("missing"));
+        assert!(usage_error("nodes extra").contains("unexpected"));
+        assert!(usage_error("use a b").contains("unexpected"));
+        assert!(usage_error(r"use \xff").contains("UTF-8"));
+    }
+
+    // Proves ls takes only -a.
+    #[test]
+    fn ls_options() {
+        assert_eq!(
+            parsed("ls"),
+            Command::ListTables {
+                include_dropped: false
+            }
+        );
+        assert_eq!(
+            parsed("ls -a"),
+            Command::ListTables {
+                include_dropped: true
+            }
+        );
+        assert!(usage_error("ls -x").contains("no option -x"));
+    }
+
+    // Proves create applies its defaults (8 partitions, 3 replicas, no
+    // envs), reads -p, -r and -e, and rejects malformed values.
+    #[test]
+    fn create_options() {
+        assert_eq!(
+            parsed("create orders"),
+            Command::CreateTable(CreateTableRequest {
+                table: "orders".into(),
+                partition_count: 8,
+                replica_count: 3,
+                envs: vec![],
+                success_if_exist: false,
+            })
+        );
+        assert_eq!(
+            parsed("create t -p 16 -r 1 -e a=1,b=,c=x=y"),
+            Command::CreateTable(CreateTableRequest {
+                table: "t".into(),
+                partition_count: 16,
+                replica_count: 1,
+                envs: vec![
+                    ("a".into(), "1".into()),
+                    ("b".into(), String::new()),
+                    ("c".into(), "x=y".into())
+                ],
+                success_if_exist: false,
+            })
+        );
+        assert!(usage_error("create").contains("missing"));
+        assert!(usage_error("create t -p eight").contains("-p"));
+        assert!(usage_error("create t -r").contains("needs a value"));
+        assert!(usage_error("create t -e novalue").contains("key=value"));
+        assert!(usage_error("create t -e =v").contains("key=value"));
+    }
+
+    // Proves drop takes an optional --reserve-seconds and rejects anything
+    // else.
+    #[test]
+    fn drop_options() {
+        assert_eq!(
+            parsed("drop t"),
+            Command::DropTable {
+                table: "t".into(),
+                reserve_seconds: None
+            }
+        );
+        assert_eq!(
+            parsed("drop t --reserve-seconds 60"),
+            Command::DropTable {
+                table: "t".into(),
+                reserve_seconds: Some(60)
+            }
+        );
+        assert!(usage_error("drop t --reserve-seconds").contains("needs a value"));
+        assert!(usage_error("drop t --reserve-seconds -1").contains("--reserve-seconds"));
+        assert!(usage_error("drop t --reserve-seconds x").contains("--reserve-seconds"));
+        assert!(usage_error("drop t --hold 5").contains("unexpected"));
+        assert!(usage_error("drop").contains("missing"));
+    }
+
+    // Proves recall takes a positive app id and an optional new name.
+    #[test]
+    fn recall_arguments() {
+        assert_eq!(
+            parsed("recall 3"),
+            Command::RecallTable {
+                app_id: 3,
+                new_name: String::new()
+            }
+        );
+        assert_eq!(
+            parsed("recall 3 orders_old"),
+            Command::RecallTable {
+                app_id: 3,
+                new_name: "orders_old".into()
+            }
+        );
+        assert!(usage_error("recall x").contains("APP_ID"));
+        assert!(usage_error("recall 0").contains("positive"));
+        assert!(usage_error("recall").contains("missing"));
+        assert!(usage_error("recall 3 a b").contains("unexpected"));
+    }
+
+    // Proves set_app_envs pairs keys with values and rejects odd counts and
+    // empty keys.
+    #[test]
+    fn set_app_envs_pairs() {
+        assert_eq!(
+            parsed(r#"set_app_envs a 1 "b c" "" "#),
+            Command::SetAppEnvs {
+                envs: vec![("a".into(), "1".into()), ("b c".into(), String::new())]
+            }
+        );
+        assert!(usage_error("set_app_envs").contains("pairs"));
+        assert!(usage_error("set_app_envs a").contains("pairs"));
+        assert!(usage_error(r#"set_app_envs "" v"#).contains("empty"));
+    }
+
+    // Proves only data commands ask for a current table.
+    #[test]
+    fn data_commands_need_a_table() {
+        assert!(parsed("get h s").needs_table());
+        assert!(parsed("full_scan").needs_table());
+        for line in [
+            "help",
+            "use t",
+            "ls",
+            "nodes",
+            "cluster_info",
+            "create t",
+            "drop t",
+            "recall 1",
+            "app t",
+            "set_app_envs k v",
+            "get_app_envs",
+        ] {
+            assert!(!parsed(line).needs_table(), "{line}");
+        }
     }
 
     // Proves every listed command parses (no spec without a parser arm).

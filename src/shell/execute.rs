@@ -9,14 +9,26 @@ use super::command::Command;
 use super::escape::quote;
 use crate::client::Table;
 
-/// Runs `command` (any but help and exit) and writes its result to `out`.
+/// Runs a data command (one for which `Command::needs_table` holds) on
+/// `table` and writes its result to `out`.
 pub(super) async fn execute(
     table: &Table,
     command: Command,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     match command {
-        Command::Help | Command::Exit => {}
+        Command::Help
+        | Command::Exit
+        | Command::Use { .. }
+        | Command::ClusterInfo
+        | Command::Nodes
+        | Command::ListTables { .. }
+        | Command::CreateTable(_)
+        | Command::DropTable { .. }
+        | Command::RecallTable { .. }
+        | Command::DescribeTable { .. }
+        | Command::SetAppEnvs { .. }
+        | Command::GetAppEnvs => anyhow::bail!("{command:?} is not a data command"),
         Command::Set {
             hash_key,
             sort_key,
