@@ -57,7 +57,9 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("MARKAB_LOG")
                 // glommio logs its io_uring poll-ring probe on virtio disks
                 // at error level; it only means "no IOPOLL here".
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,glommio::reactor=off")),
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,glommio::reactor=off")
+                }),
         )
         .with_writer(std::io::stderr)
         .init();

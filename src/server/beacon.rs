@@ -10,9 +10,7 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use markab_wire::codec::{decode_response, Encoder};
 use markab_wire::frame::{FrameDecoder, MessageKind, FRAME_BODY_BYTES_MAX};
-use markab_wire::{
-    BeaconAck, Envelope, Gpid, HostedReplica, NodeBeacon, Request, ResponseBody,
-};
+use markab_wire::{BeaconAck, Envelope, Gpid, HostedReplica, NodeBeacon, Request, ResponseBody};
 
 use crate::server::{MeshMessage, ShardServer};
 
@@ -84,7 +82,12 @@ async fn connect(address: &str) -> std::io::Result<TcpStream> {
 
 /// The replicas this node hosts, from the node-wide registry.
 fn hosted_replicas(server: &ShardServer) -> Vec<HostedReplica> {
-    let hosted = server.state.layout.hosted.read().expect("hosted registry lock");
+    let hosted = server
+        .state
+        .layout
+        .hosted
+        .read()
+        .expect("hosted registry lock");
     let mut replicas: Vec<HostedReplica> = hosted
         .iter()
         .map(|(gpid, entry)| HostedReplica {
@@ -120,7 +123,10 @@ async fn exchange(
     stream.write_all(&frame).await?;
     let mut decoder = FrameDecoder::new(FRAME_BODY_BYTES_MAX);
     loop {
-        if let Some(frame) = decoder.next_frame().map_err(|error| failed(error.to_string()))? {
+        if let Some(frame) = decoder
+            .next_frame()
+            .map_err(|error| failed(error.to_string()))?
+        {
             if frame.kind != MessageKind::Response {
                 return Err(failed("meta sent a non-response frame"));
             }
@@ -163,7 +169,11 @@ async fn apply_ack(server: &Rc<ShardServer>, ack: BeaconAck) {
         }
         let shard = assignment.shard as usize;
         if assignment.shard < 0 || shard >= nr_shards {
-            tracing::error!(shard = assignment.shard, nr_shards, "meta assigned a replica to a shard this node does not have");
+            tracing::error!(
+                shard = assignment.shard,
+                nr_shards,
+                "meta assigned a replica to a shard this node does not have"
+            );
             continue;
         }
         if shard == server.state.shard {
@@ -196,7 +206,12 @@ async fn apply_ack(server: &Rc<ShardServer>, ack: BeaconAck) {
                 }
             }
             Some(shard) => {
-                if server.mesh_senders.send_to(shard, MeshMessage::Drop(gpid)).await.is_err() {
+                if server
+                    .mesh_senders
+                    .send_to(shard, MeshMessage::Drop(gpid))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

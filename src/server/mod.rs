@@ -13,8 +13,8 @@ pub mod cursors;
 pub mod shard;
 
 use std::io::Write;
-use std::rc::Rc;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 

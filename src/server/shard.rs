@@ -111,12 +111,15 @@ impl NodeLayout {
                 "this node runs in cluster mode: ask meta for routes (markab shell --meta, Client::connect_meta)",
             ));
         };
-        let table = tables.iter().find(|table| table.name == name).ok_or_else(|| {
-            OpError::new(
-                ErrorCode::UnknownTable,
-                format!("table {name:?} does not exist on this node"),
-            )
-        })?;
+        let table = tables
+            .iter()
+            .find(|table| table.name == name)
+            .ok_or_else(|| {
+                OpError::new(
+                    ErrorCode::UnknownTable,
+                    format!("table {name:?} does not exist on this node"),
+                )
+            })?;
         let partitions = (0..table.partition_count as i32)
             .map(|partition_index| PartitionRoute {
                 partition_index,
@@ -141,7 +144,10 @@ impl NodeLayout {
     }
 
     fn unregister(&self, gpid: Gpid) {
-        self.hosted.write().expect("hosted registry lock").remove(&gpid);
+        self.hosted
+            .write()
+            .expect("hosted registry lock")
+            .remove(&gpid);
     }
 }
 
@@ -198,7 +204,12 @@ fn replicas_on_disk(data_dir: &Path) -> Result<Vec<ReplicaMeta>, OpError> {
     let entries = match std::fs::read_dir(&root) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(storage_error(format!("cannot list {}: {error}", root.display()))),
+        Err(error) => {
+            return Err(storage_error(format!(
+                "cannot list {}: {error}",
+                root.display()
+            )))
+        }
     };
     let mut found = Vec::new();
     for entry in entries {
@@ -210,7 +221,12 @@ fn replicas_on_disk(data_dir: &Path) -> Result<Vec<ReplicaMeta>, OpError> {
             Ok(text) => text,
             // A directory without metadata was never completely created.
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(error) => return Err(storage_error(format!("cannot read {}: {error}", path.display()))),
+            Err(error) => {
+                return Err(storage_error(format!(
+                    "cannot read {}: {error}",
+                    path.display()
+                )))
+            }
         };
         let meta: ReplicaMeta = toml::from_str(&text)
             .map_err(|error| storage_error(format!("{}: {error}", path.display())))?;
@@ -363,7 +379,9 @@ fn open_replica(
         let temporary = dir.join("replica.toml.tmp");
         std::fs::write(&temporary, text)
             .and_then(|()| std::fs::rename(&temporary, &meta_path))
-            .map_err(|error| storage_error(format!("cannot write {}: {error}", meta_path.display())))?;
+            .map_err(|error| {
+                storage_error(format!("cannot write {}: {error}", meta_path.display()))
+            })?;
     }
     let engine = RocksEngine::open(&dir.join("rdb"), storage)?;
     let decree = engine.applied_decree()?;
@@ -388,7 +406,9 @@ impl ShardState {
         tuning: &Tuning,
     ) -> Result<ShardState, OpError> {
         let nr_shards = layout.addresses.len();
-        if let Some(stale) = (nr_shards..nr_shards + 64).find(|other| log_dir(data_dir, *other).exists()) {
+        if let Some(stale) =
+            (nr_shards..nr_shards + 64).find(|other| log_dir(data_dir, *other).exists())
+        {
             return Err(storage_error(format!(
                 "{} exists: this node last ran with more than {nr_shards} shards; restart it with the same shard count",
                 log_dir(data_dir, stale).display()
@@ -422,7 +442,10 @@ impl ShardState {
                         stale.app_id, stale.partition_index, stale.shard
                     )));
                 }
-                on_disk.into_iter().filter(|meta| meta.shard == shard).collect()
+                on_disk
+                    .into_iter()
+                    .filter(|meta| meta.shard == shard)
+                    .collect()
             }
         };
         let mut replicas = HashMap::new();
@@ -451,7 +474,9 @@ impl ShardState {
             batch_bytes_max: tuning.log_batch_bytes_max,
             sync: tuning.log_sync,
         };
-        let log = MutationLog::open(config, &recovery).await.map_err(log_error)?;
+        let log = MutationLog::open(config, &recovery)
+            .await
+            .map_err(log_error)?;
         Ok(ShardState {
             shard,
             layout,
@@ -514,7 +539,12 @@ impl ShardState {
                 ballot: assignment.ballot,
             },
         );
-        tracing::info!(shard = self.shard, app_id = gpid.app_id, partition = gpid.partition_index, "hosting replica");
+        tracing::info!(
+            shard = self.shard,
+            app_id = gpid.app_id,
+            partition = gpid.partition_index,
+            "hosting replica"
+        );
         Ok(())
     }
 
@@ -529,7 +559,12 @@ impl ShardState {
         let dir = replica_dir(&self.data_dir, gpid);
         std::fs::remove_dir_all(&dir)
             .map_err(|error| storage_error(format!("cannot delete {}: {error}", dir.display())))?;
-        tracing::info!(shard = self.shard, app_id = gpid.app_id, partition = gpid.partition_index, "dropped replica");
+        tracing::info!(
+            shard = self.shard,
+            app_id = gpid.app_id,
+            partition = gpid.partition_index,
+            "dropped replica"
+        );
         Ok(())
     }
 
@@ -591,11 +626,16 @@ impl ShardState {
     pub async fn serve_write(&self, gpid: Gpid, request: &Request) -> Response {
         let replica = self.replica(gpid)?;
         check_keys(request, gpid, replica.meta.partition_count)?;
-        let (mut batch, body) = replica.partition.prepare_write(request, key::now_epoch_s())?;
+        let (mut batch, body) = replica
+            .partition
+            .prepare_write(request, key::now_epoch_s())?;
         if batch.is_empty() {
             // Nothing to write (a failed check), but the answer may rest on
             // staged writes: give it only once they are durable.
-            self.log.wait_durable(self.appended.get()).await.map_err(log_error)?;
+            self.log
+                .wait_durable(self.appended.get())
+                .await
+                .map_err(log_error)?;
             return Ok(body);
         }
         let decree = replica.decree_last.get() + 1;
@@ -606,7 +646,10 @@ impl ShardState {
             ballot: BALLOT_STANDALONE,
             decree,
         };
-        let position = self.log.append(&header, &batch.encode()).map_err(log_error)?;
+        let position = self
+            .log
+            .append(&header, &batch.encode())
+            .map_err(log_error)?;
         replica.decree_last.set(decree);
         replica.partition.stage(decree, &batch);
         self.appended.set(position);
@@ -623,11 +666,14 @@ impl ShardState {
             Err(error) => self.fail_pending(error),
         }
         reply_received.await.unwrap_or_else(|_| {
-            Err(OpError::new(ErrorCode::Internal, "the write was dropped before it was applied"))
+            Err(OpError::new(
+                ErrorCode::Internal,
+                "the write was dropped before it was applied",
+            ))
         })
     }
 
-/// Applies, in log order, every pending write the log has made durable,
+    /// Applies, in log order, every pending write the log has made durable,
     /// and sends their replies.
     fn apply_durable(&self) {
         let durable = self.log.durable();
