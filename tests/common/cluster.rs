@@ -61,23 +61,7 @@ pub struct Meta {
 impl Meta {
     /// Starts `markab meta --config PATH` and waits for its ready line.
     pub fn start(config_path: &Path) -> Meta {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_markab"))
-            .args(["meta", "--config"])
-            .arg(config_path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn markab meta");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, stdout_lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (mut child, stdout_lines) = super::spawn_markab("meta", config_path);
         let deadline = Instant::now() + META_START_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -51,26 +51,33 @@ pub fn write_config_with(
     path
 }
 
+/// Starts `markab SUBCOMMAND --config PATH` with stdout piped; its lines
+/// arrive on the returned channel (a thread reads them).
+pub fn spawn_markab(subcommand: &str, config_path: &Path) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_markab"))
+        .args([subcommand, "--config"])
+        .arg(config_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|error| panic!("spawn markab {subcommand}: {error}"));
+    let stdout = child.stdout.take().unwrap();
+    let (sender, stdout_lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, stdout_lines)
+}
+
 impl Node {
     /// Starts `markab replica --config PATH` and waits for its ready line.
     pub fn start(config_path: &Path) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_markab"))
-            .args(["replica", "--config"])
-            .arg(config_path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn markab replica");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, stdout_lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (child, stdout_lines) = spawn_markab("replica", config_path);
         let mut node = Node {
             child,
             addresses: Vec::new(),
