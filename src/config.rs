@@ -13,6 +13,7 @@
 //! # meta and hosts the replicas meta assigns to it.
 //! # meta = ["127.0.0.1:34601"]
 //! # beacon_interval_ms = 100
+//! # metrics_listen = "127.0.0.1:9101"  # Prometheus text on /metrics (off when unset)
 //!
 //! # Standalone mode: the tables this node serves by itself.
 //! [[table]]
@@ -74,6 +75,7 @@ struct NodeSection {
     meta: Vec<String>,
     #[serde(default = "default_beacon_interval_ms")]
     beacon_interval_ms: u64,
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +136,8 @@ pub struct NodeConfig {
     pub meta: Vec<String>,
     /// Cluster mode: milliseconds between beacons to meta (100..=60,000).
     pub beacon_interval_ms: u64,
+    /// Where to serve Prometheus metrics on `/metrics` (off when unset).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl NodeConfig {
@@ -246,6 +250,7 @@ impl NodeConfig {
             tables: file.tables,
             meta: file.node.meta,
             beacon_interval_ms: file.node.beacon_interval_ms,
+            metrics_listen: file.node.metrics_listen,
         })
     }
 }

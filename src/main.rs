@@ -33,6 +33,9 @@ enum Command {
     /// Start a whole local cluster (one meta, N nodes) as child processes;
     /// keeps its data in DIR across restarts. Stops on SIGTERM or Ctrl-C.
     Onebox(markab::onebox::OneboxArgs),
+    /// Serve the Redis protocol (RESP2) over a Markab table, so Redis
+    /// clients and tools work unchanged.
+    RedisProxy(markab::redis_proxy::RedisProxyArgs),
     /// Interactive data shell (or one command with -e).
     Shell(markab::shell::ShellArgs),
     /// Print a mutation log's segments and records (gpid, ballot, decree,
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
             .and_then(|runtime| runtime.block_on(markab::shell::run(args))),
         Command::Meta(args) => markab::meta::run(args),
         Command::Onebox(args) => markab::onebox::run(args),
+        Command::RedisProxy(args) => markab::redis_proxy::run(args),
         Command::Topology { shards } => topology(&shards),
         Command::LogDump { path } => log_dump(&path),
     };

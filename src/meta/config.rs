@@ -63,6 +63,7 @@ struct MetaSection {
     node_timeout_ms: Option<u64>,
     replica_count_default: Option<i32>,
     replica_count_max: Option<i32>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// A validated meta configuration.
@@ -82,6 +83,8 @@ pub struct MetaConfig {
     pub replica_count_default: i32,
     /// Largest replica count a create may ask for (default and bound [`REPLICA_COUNT_LIMIT`]).
     pub replica_count_max: i32,
+    /// Where to serve Prometheus metrics on `/metrics` (off when unset).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl MetaConfig {
@@ -148,6 +151,7 @@ impl MetaConfig {
             node_timeout_ms,
             replica_count_default,
             replica_count_max,
+            metrics_listen: section.metrics_listen,
         })
     }
 }

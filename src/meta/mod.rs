@@ -79,11 +79,19 @@ async fn serve_until_signal(
             _ = terminate.recv() => {}
         }
     };
+    let metrics_note = match config.metrics_listen {
+        Some(listen) => {
+            let bound =
+                crate::metrics::serve(crate::metrics::meta_metrics().registry.clone(), listen)?;
+            format!(" metrics=http://{bound}/metrics")
+        }
+        None => String::new(),
+    };
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(
             stdout,
-            "markab meta ready: {address} data_dir={}",
+            "markab meta ready: {address} data_dir={}{metrics_note}",
             config.data_dir.display()
         )
         .and_then(|()| stdout.flush())

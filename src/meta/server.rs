@@ -60,6 +60,18 @@ pub fn execute(
     request: &Request,
     now_ms: u64,
 ) -> Response {
+    let started = std::time::Instant::now();
+    let response = execute_unobserved(state, store, request, now_ms);
+    crate::metrics::meta_metrics().observe(request, started.elapsed(), &response, state.data());
+    response
+}
+
+fn execute_unobserved(
+    state: &mut MetaState,
+    store: &mut dyn MetaStore,
+    request: &Request,
+    now_ms: u64,
+) -> Response {
     let step = state.handle(request, now_ms);
     let Some(data) = step.persist else {
         return step.reply;

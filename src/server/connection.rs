@@ -16,6 +16,7 @@
 //! error reply.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use futures::channel::oneshot;
 use futures::io::{ReadHalf, WriteHalf};
@@ -27,6 +28,7 @@ use markab_wire::codec::{self, Encoder};
 use markab_wire::frame::{FrameDecoder, FrameError, MessageKind, FRAME_BODY_BYTES_MAX};
 use markab_wire::{Envelope, ErrorCode, OpError, Request, Response};
 
+use crate::metrics::{operation_index, ShardMetrics};
 use crate::server::{MeshMessage, ShardServer};
 
 /// Bytes of free buffer offered to each socket `read`.
@@ -212,8 +214,10 @@ async fn dispatch(
         }
     };
     let local = owner == server.state.shard;
+    let started = Instant::now();
     if local && !request.is_write() {
         let response = server.state.serve_read(envelope.gpid, &request);
+        observe(&server.metrics, &request, started, &response);
         send_reply(replies, encoder, envelope.request_id, &response).await;
         return;
     }
@@ -224,8 +228,10 @@ async fn dispatch(
     let replies = replies.clone();
     glommio::spawn_local(async move {
         let mut encoder = Encoder::new();
+        server.metrics.in_flight.inc();
         if local {
             let response = server.state.serve_write(envelope.gpid, &request).await;
+            observe(&server.metrics, &request, started, &response);
             send_reply(&replies, &mut encoder, envelope.request_id, &response).await;
         } else {
             match forward(&server, owner, body).await {
@@ -237,6 +243,7 @@ async fn dispatch(
                 }
             }
         }
+        server.metrics.in_flight.dec();
         drop(permit);
     })
     .detach();
@@ -270,15 +277,24 @@ async fn forward(server: &ShardServer, owner: usize, body: Vec<u8>) -> Result<Ve
 /// Serves a request forwarded by another shard; returns the reply frame.
 pub async fn serve_forwarded(server: &ShardServer, body: &[u8]) -> Vec<u8> {
     let (request_id, response): (u64, Response) = match codec::decode_request(body) {
-        Ok((envelope, request)) => (
-            envelope.request_id,
-            server.state.serve(envelope.gpid, &request).await,
-        ),
+        Ok((envelope, request)) => {
+            // The owner counts forwarded requests; the forwarding shard does not.
+            let started = Instant::now();
+            let response = server.state.serve(envelope.gpid, &request).await;
+            observe(&server.metrics, &request, started, &response);
+            (envelope.request_id, response)
+        }
         Err(error) => (0, Err(OpError::new(ErrorCode::BadFrame, error.to_string()))),
     };
     let mut reply = Vec::new();
     encode_reply(&mut Encoder::new(), request_id, &response, &mut reply);
     reply
+}
+
+/// Counts a served request in the shard's metrics.
+fn observe(metrics: &ShardMetrics, request: &Request, started: Instant, response: &Response) {
+    let error = response.as_ref().err().map(|error| error.code);
+    metrics.observe(operation_index(request), started.elapsed(), error);
 }
 
 /// Appends the reply frame for `response`; a response too large to encode is

@@ -28,6 +28,7 @@ use markab_shards::tuning::load_tuning;
 
 use crate::config::NodeConfig;
 use crate::config::TableConfig;
+use crate::metrics::{NodeMetrics, ShardMetrics};
 use crate::server::shard::{NodeLayout, NodeMode, ShardState};
 use markab_wire::{Gpid, ReplicaAssignment};
 
@@ -54,6 +55,7 @@ pub enum MeshMessage {
 /// What a shard's connection tasks share.
 pub struct ShardServer {
     pub state: ShardState,
+    pub metrics: Rc<ShardMetrics>,
     pub mesh_senders: Senders<MeshMessage>,
     pub stop: StopSignal,
     pub request_bytes_max: usize,
@@ -70,7 +72,13 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("{}: node.shards", config.path.display()))?;
     let cpus: Vec<usize> = plan.slots.iter().map(|slot| slot.cpu).collect();
     let tunings = load_tuning(&config.tuning_dir, &cpus)?;
+    let metrics = NodeMetrics::new();
+    let metrics_address = match config.metrics_listen {
+        Some(address) => Some(crate::metrics::serve(metrics.registry.clone(), address)?),
+        None => None,
+    };
     let node = Arc::new(NodeSettings {
+        metrics,
         tables: config.tables.clone(),
         meta: config.meta.clone(),
         beacon_interval: Duration::from_millis(config.beacon_interval_ms),
@@ -99,8 +107,11 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         }
     });
     let addresses: Vec<String> = runtime.addresses().iter().map(|a| a.to_string()).collect();
+    let metrics_note = metrics_address
+        .map(|address| format!(" metrics=http://{address}/metrics"))
+        .unwrap_or_default();
     println!(
-        "markab replica ready: {} shard(s) at {} data_dir={}",
+        "markab replica ready: {} shard(s) at {} data_dir={}{metrics_note}",
         addresses.len(),
         addresses.join(","),
         config.data_dir.display()
@@ -116,6 +127,7 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
 
 /// What every shard gets from the node's config.
 struct NodeSettings {
+    metrics: Arc<NodeMetrics>,
     tables: Vec<TableConfig>,
     meta: Vec<String>,
     beacon_interval: Duration,
@@ -159,7 +171,13 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
     };
     tracing::info!(shard, partitions = state.partition_count(), "shard serving");
     let (mesh_senders, mesh_receivers) = (mesh.senders, mesh.receivers);
+    let metrics = Rc::new(node.metrics.shard(shard));
+    let flush_metrics = metrics.clone();
+    state
+        .log()
+        .set_flush_observer(Box::new(move |sample| flush_metrics.observe_flush(sample)));
     let server = Rc::new(ShardServer {
+        metrics,
         state,
         mesh_senders,
         stop: stop.clone(),
@@ -184,6 +202,7 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
             let full_round = rounds.is_multiple_of(HOUSEKEEPING_EVERY_ROUNDS);
             if full_round {
                 housekeeper.state.expire_cursors();
+                housekeeper.state.update_gauges(&housekeeper.metrics);
             }
             // The size check is cheap; the flushed-decree pass runs when the
             // log is over its bound, and every full round.

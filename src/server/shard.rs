@@ -27,6 +27,7 @@ use markab_wire::{
 
 use crate::config::TableConfig;
 use crate::key;
+use crate::metrics::ShardMetrics;
 use crate::server::cursors::CursorTable;
 use crate::storage::{
     Partition, RocksEngine, ShardStorage, StorageEngine, StorageLimits, StorageTuning, WriteBatch,
@@ -566,6 +567,20 @@ impl ShardState {
             "dropped replica"
         );
         Ok(())
+    }
+
+    /// Refreshes the shard's gauges (log size, RocksDB memory, replicas).
+    pub fn update_gauges(&self, metrics: &ShardMetrics) {
+        metrics.log_bytes.set(self.log.total_bytes() as i64);
+        metrics.log_segments.set(self.log.segments().len() as i64);
+        metrics
+            .block_cache_bytes
+            .set(self.storage.block_cache_usage_bytes() as i64);
+        metrics
+            .write_buffer_bytes
+            .set(self.storage.write_buffer_usage_bytes() as i64);
+        // Every hosted replica is a primary until replication arrives.
+        metrics.replicas_primary.set(self.partition_count() as i64);
     }
 
     /// Drops scan cursors idle past their timeout.

@@ -19,6 +19,8 @@ pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Node {
     pub child: Child,
     pub addresses: Vec<SocketAddr>,
+    /// `host:port` of its metrics endpoint, when its config enables one.
+    pub metrics_address: Option<String>,
     pub config_path: PathBuf,
     stdout_lines: mpsc::Receiver<String>,
 }
@@ -81,6 +83,7 @@ impl Node {
         let mut node = Node {
             child,
             addresses: Vec::new(),
+            metrics_address: None,
             config_path: config_path.to_owned(),
             stdout_lines,
         };
@@ -91,6 +94,11 @@ impl Node {
             .expect("ready line names addresses");
         let list = at.split_whitespace().next().unwrap();
         node.addresses = list.split(',').map(|a| a.parse().unwrap()).collect();
+        node.metrics_address = line
+            .split(" metrics=http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .map(str::to_string);
         node
     }
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 pub use dump::dump;
 pub use record::{LogPosition, RecordHeader, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES};
 pub use recovery::{recover, Corruption, RecordLocation, Recovery, RemovedSegment, TornTail};
-pub use writer::{LogStats, MutationLog, PENDING_BATCHES_MAX};
+pub use writer::{FlushObserver, FlushSample, LogStats, MutationLog, PENDING_BATCHES_MAX};
 
 /// Smallest allowed `segment_bytes` (64 KiB); tuning allows 1 MiB and up, tests go lower.
 pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;

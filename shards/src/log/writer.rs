@@ -55,6 +55,22 @@ pub struct LogStats {
     pub segments_removed: u64,
 }
 
+/// One flush of the group-commit task, as reported to a flush observer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlushSample {
+    /// Records the flush wrote.
+    pub records: u64,
+    /// Record bytes the flush wrote.
+    pub bytes: u64,
+    /// Microseconds the DMA write took.
+    pub write_us: u64,
+    /// Microseconds the fdatasync took (0 when `sync` is off).
+    pub sync_us: u64,
+}
+
+/// Called on the log's executor after every flush (metrics).
+pub type FlushObserver = Box<dyn Fn(&FlushSample)>;
+
 /// A wake-up flag for the group-commit task: `ring` sets it and wakes the task; `wait`
 /// resolves once it is set and clears it.
 #[derive(Default)]
@@ -134,6 +150,8 @@ struct Shared {
     work: Doorbell,
     /// Rung when pending bytes reach `batch_bytes_max` (ends the window early).
     full: Doorbell,
+    /// Told about every flush (see [`MutationLog::set_flush_observer`]).
+    observer: RefCell<Option<FlushObserver>>,
 }
 
 impl Shared {
@@ -435,14 +453,30 @@ async fn group_commit(shared: Rc<Shared>, mut segment: OpenSegment) -> Result<()
             batch.file_offset, segment.written,
             "batch starts at the write frontier"
         );
+        let write_started = std::time::Instant::now();
         write_batch(&mut segment, &batch.bytes).await?;
+        let write_us = write_started.elapsed().as_micros() as u64;
         let sync = shared.state.borrow().config.sync;
+        let sync_started = std::time::Instant::now();
         if sync {
             segment
                 .file
                 .fdatasync()
                 .await
                 .map_err(|error| glommio_error(&segment.path, "fdatasync", error))?;
+        }
+        let sample = FlushSample {
+            records: batch.records,
+            bytes: batch.bytes.len() as u64,
+            write_us,
+            sync_us: if sync {
+                sync_started.elapsed().as_micros() as u64
+            } else {
+                0
+            },
+        };
+        if let Some(observer) = shared.observer.borrow().as_ref() {
+            observer(&sample);
         }
         {
             let mut state = shared.state.borrow_mut();
@@ -528,6 +562,7 @@ impl MutationLog {
             }),
             work: Doorbell::default(),
             full: Doorbell::default(),
+            observer: RefCell::new(None),
         });
         let task_shared = shared.clone();
         let task = glommio::spawn_local(async move {
@@ -717,6 +752,12 @@ impl MutationLog {
     /// Counters since open.
     pub fn stats(&self) -> LogStats {
         self.shared.state.borrow().stats
+    }
+
+    /// Calls `observer` after every flush with its size and timings (for
+    /// metrics); replaces any earlier observer.
+    pub fn set_flush_observer(&self, observer: FlushObserver) {
+        *self.shared.observer.borrow_mut() = Some(observer);
     }
 
     /// Writes and syncs everything pending, closes the file and stops the group-commit task.

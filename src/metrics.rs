@@ -1,0 +1,415 @@
+//! Prometheus metrics of nodes and meta, served as text on `/metrics`.
+//!
+//! Hot path: each shard resolves its labelled series once at start
+//! ([`ShardMetrics`]) and then only increments atomics it alone writes
+//! (per-shard series), so counting a request costs a few uncontended atomic
+//! adds and one histogram observation. The HTTP endpoint runs on its own
+//! thread (`tiny_http`), never on a shard.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use markab_shards::log::FlushSample;
+use markab_wire::{ErrorCode, Request};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds: 20 µs … 10 s.
+const LATENCY_BUCKETS_S: &[f64] = &[
+    0.000_02, 0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2,
+    0.5, 1.0, 2.0, 5.0, 10.0,
+];
+/// Records-per-flush buckets of the group commit.
+const BATCH_RECORDS_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
+/// Operation names in a fixed order, so shards index their series by
+/// position instead of looking labels up per request.
+pub const OPERATIONS: &[&str] = &[
+    "get",
+    "set",
+    "del",
+    "exist",
+    "ttl",
+    "multi_get",
+    "multi_set",
+    "multi_del",
+    "sortkey_count",
+    "incr",
+    "check_and_set",
+    "check_and_mutate",
+    "batch_get",
+    "get_scanner",
+    "scan",
+    "clear_scanner",
+    "query_route",
+    "other",
+];
+
+/// The index of `request`'s operation in [`OPERATIONS`].
+pub fn operation_index(request: &Request) -> usize {
+    let name = request.name();
+    OPERATIONS
+        .iter()
+        .position(|operation| *operation == name)
+        .unwrap_or(OPERATIONS.len() - 1)
+}
+
+fn must<T>(result: prometheus::Result<T>) -> T {
+    // Metric definitions are static; a failure is a programming error.
+    result.expect("valid metric definition")
+}
+
+/// A node's metrics: one registry, series labelled by shard.
+pub struct NodeMetrics {
+    pub registry: Registry,
+    requests: IntCounterVec,
+    errors: IntCounterVec,
+    latency: HistogramVec,
+    in_flight: IntGaugeVec,
+    log_flush_records: HistogramVec,
+    log_sync_seconds: HistogramVec,
+    log_bytes: IntGaugeVec,
+    log_segments: IntGaugeVec,
+    block_cache_bytes: IntGaugeVec,
+    write_buffer_bytes: IntGaugeVec,
+    replicas: IntGaugeVec,
+}
+
+impl NodeMetrics {
+    pub fn new() -> Arc<NodeMetrics> {
+        let registry = Registry::new_custom(Some("markab".into()), None).expect("registry");
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let vec = must(IntCounterVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(vec.clone())));
+            vec
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let vec = must(IntGaugeVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(vec.clone())));
+            vec
+        };
+        let histogram = |name: &str, help: &str, buckets: &[f64], labels: &[&str]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            let vec = must(HistogramVec::new(opts, labels));
+            must(registry.register(Box::new(vec.clone())));
+            vec
+        };
+        let metrics = NodeMetrics {
+            requests: counter(
+                "requests_total",
+                "Requests served, by shard and operation.",
+                &["shard", "op"],
+            ),
+            errors: counter(
+                "request_errors_total",
+                "Requests answered with an error, by shard, operation and error code.",
+                &["shard", "op", "code"],
+            ),
+            latency: histogram(
+                "request_latency_seconds",
+                "Time from decoding a request to queueing its reply, by shard and operation.",
+                LATENCY_BUCKETS_S,
+                &["shard", "op"],
+            ),
+            in_flight: gauge(
+                "shard_requests_in_flight",
+                "Requests a shard is working on (writes waiting for their log sync, forwards).",
+                &["shard"],
+            ),
+            log_flush_records: histogram(
+                "log_flush_records",
+                "Records written per group-commit flush of the shard's mutation log.",
+                BATCH_RECORDS_BUCKETS,
+                &["shard"],
+            ),
+            log_sync_seconds: histogram(
+                "log_fsync_seconds",
+                "Latency of the mutation log's fdatasync per flush.",
+                LATENCY_BUCKETS_S,
+                &["shard"],
+            ),
+            log_bytes: gauge(
+                "log_bytes",
+                "Bytes of the shard's mutation log segments on disk.",
+                &["shard"],
+            ),
+            log_segments: gauge(
+                "log_segments",
+                "Segment files of the shard's mutation log.",
+                &["shard"],
+            ),
+            block_cache_bytes: gauge(
+                "rocksdb_block_cache_bytes",
+                "Bytes held by the shard's RocksDB block cache.",
+                &["shard"],
+            ),
+            write_buffer_bytes: gauge(
+                "rocksdb_write_buffer_bytes",
+                "Bytes of memtables under the shard's write-buffer manager.",
+                &["shard"],
+            ),
+            replicas: gauge(
+                "replicas",
+                "Partition replicas hosted, by shard and role.",
+                &["shard", "role"],
+            ),
+            registry: registry.clone(),
+        };
+        Arc::new(metrics)
+    }
+
+    /// The series of one shard, resolved once.
+    pub fn shard(self: &Arc<NodeMetrics>, shard: usize) -> ShardMetrics {
+        let label = shard.to_string();
+        let per_op = |vec: &IntCounterVec| {
+            OPERATIONS
+                .iter()
+                .map(|op| vec.with_label_values(&[label.as_str(), op]))
+                .collect()
+        };
+        ShardMetrics {
+            requests: per_op(&self.requests),
+            latency: OPERATIONS
+                .iter()
+                .map(|op| self.latency.with_label_values(&[label.as_str(), op]))
+                .collect(),
+            in_flight: self.in_flight.with_label_values(&[label.as_str()]),
+            log_flush_records: self.log_flush_records.with_label_values(&[label.as_str()]),
+            log_sync_seconds: self.log_sync_seconds.with_label_values(&[label.as_str()]),
+            log_bytes: self.log_bytes.with_label_values(&[label.as_str()]),
+            log_segments: self.log_segments.with_label_values(&[label.as_str()]),
+            block_cache_bytes: self.block_cache_bytes.with_label_values(&[label.as_str()]),
+            write_buffer_bytes: self.write_buffer_bytes.with_label_values(&[label.as_str()]),
+            replicas_primary: self
+                .replicas
+                .with_label_values(&[label.as_str(), "primary"]),
+            errors: self.errors.clone(),
+            shard_label: label,
+        }
+    }
+}
+
+/// One shard's series. Not shared between shards.
+pub struct ShardMetrics {
+    requests: Vec<IntCounter>,
+    latency: Vec<Histogram>,
+    pub in_flight: IntGauge,
+    log_flush_records: Histogram,
+    log_sync_seconds: Histogram,
+    pub log_bytes: IntGauge,
+    pub log_segments: IntGauge,
+    pub block_cache_bytes: IntGauge,
+    pub write_buffer_bytes: IntGauge,
+    pub replicas_primary: IntGauge,
+    errors: IntCounterVec,
+    shard_label: String,
+}
+
+impl ShardMetrics {
+    /// Counts one served request of operation `op` (see [`operation_index`]).
+    pub fn observe(&self, op: usize, elapsed: Duration, error: Option<ErrorCode>) {
+        self.requests[op].inc();
+        self.latency[op].observe(elapsed.as_secs_f64());
+        if let Some(code) = error {
+            // Errors are rare; the label lookup is off the common path.
+            self.errors
+                .with_label_values(&[self.shard_label.as_str(), OPERATIONS[op], code.name()])
+                .inc();
+        }
+    }
+
+    /// Records one group-commit flush of the shard's log.
+    pub fn observe_flush(&self, sample: &FlushSample) {
+        self.log_flush_records.observe(sample.records as f64);
+        if sample.sync_us > 0 {
+            self.log_sync_seconds
+                .observe(Duration::from_micros(sample.sync_us).as_secs_f64());
+        }
+    }
+}
+
+/// Meta's metrics (one per process).
+pub struct MetaMetrics {
+    pub registry: Registry,
+    requests: IntCounterVec,
+    errors: IntCounterVec,
+    latency: HistogramVec,
+    tables: IntGauge,
+    partitions: IntGauge,
+}
+
+/// The process's meta metrics, created on first use.
+pub fn meta_metrics() -> &'static MetaMetrics {
+    static METRICS: std::sync::OnceLock<MetaMetrics> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| {
+        let registry = Registry::new_custom(Some("markab_meta".into()), None).expect("registry");
+        let requests = must(IntCounterVec::new(
+            Opts::new("requests_total", "Meta requests served, by type."),
+            &["op"],
+        ));
+        let errors = must(IntCounterVec::new(
+            Opts::new(
+                "request_errors_total",
+                "Meta requests answered with an error.",
+            ),
+            &["op", "code"],
+        ));
+        let latency = must(HistogramVec::new(
+            HistogramOpts::new(
+                "request_latency_seconds",
+                "Meta request latency, store write included.",
+            )
+            .buckets(LATENCY_BUCKETS_S.to_vec()),
+            &["op"],
+        ));
+        let tables = must(IntGauge::new(
+            "tables",
+            "Tables meta holds (dropped ones included).",
+        ));
+        let partitions = must(IntGauge::new("partitions", "Partitions of those tables."));
+        must(registry.register(Box::new(requests.clone())));
+        must(registry.register(Box::new(errors.clone())));
+        must(registry.register(Box::new(latency.clone())));
+        must(registry.register(Box::new(tables.clone())));
+        must(registry.register(Box::new(partitions.clone())));
+        MetaMetrics {
+            registry,
+            requests,
+            errors,
+            latency,
+            tables,
+            partitions,
+        }
+    })
+}
+
+impl MetaMetrics {
+    /// Counts one meta request and refreshes the table gauges.
+    pub fn observe(
+        &self,
+        request: &Request,
+        elapsed: Duration,
+        response: &markab_wire::Response,
+        data: &crate::meta::state::MetaData,
+    ) {
+        let op = request.name();
+        self.requests.with_label_values(&[op]).inc();
+        self.latency
+            .with_label_values(&[op])
+            .observe(elapsed.as_secs_f64());
+        if let Err(error) = response {
+            self.errors
+                .with_label_values(&[op, error.code.name()])
+                .inc();
+        }
+        self.tables.set(data.tables.len() as i64);
+        let partitions: i64 = data
+            .tables
+            .values()
+            .map(|table| i64::from(table.partition_count))
+            .sum();
+        self.partitions.set(partitions);
+    }
+}
+
+/// Renders a registry in Prometheus's text format.
+pub fn render(registry: &Registry) -> Vec<u8> {
+    let mut text = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut text)
+        .expect("text encoding of gathered metrics");
+    text
+}
+
+/// Serves `GET /metrics` for `registry` on `address` from a thread of its
+/// own; returns the bound address (useful with port 0).
+pub fn serve(registry: Registry, address: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let server = tiny_http::Server::http(address)
+        .map_err(|error| anyhow::anyhow!("cannot serve metrics on {address}: {error}"))?;
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| anyhow::anyhow!("metrics listener has no IP address"))?;
+    std::thread::Builder::new()
+        .name("markab-metrics".into())
+        .spawn(move || {
+            for request in server.incoming_requests() {
+                let response = if request.url() == "/metrics" {
+                    let header = tiny_http::Header::from_bytes(
+                        &b"Content-Type"[..],
+                        &b"text/plain; version=0.0.4"[..],
+                    )
+                    .expect("static header");
+                    tiny_http::Response::from_data(render(&registry)).with_header(header)
+                } else {
+                    tiny_http::Response::from_data(b"see /metrics\n".to_vec()).with_status_code(404)
+                };
+                // A client that went away is not our problem.
+                let _ = request.respond(response);
+            }
+        })?;
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Observed requests, errors and flushes show up in the rendered text
+    // with their shard and operation labels.
+    #[test]
+    fn observations_render_with_labels() {
+        let metrics = NodeMetrics::new();
+        let shard = metrics.shard(1);
+        let get = operation_index(&Request::Get(markab_wire::Key::new("h", "s")));
+        assert_eq!(OPERATIONS[get], "get");
+        shard.observe(get, Duration::from_micros(150), None);
+        shard.observe(get, Duration::from_micros(300), Some(ErrorCode::NotFound));
+        shard.observe_flush(&FlushSample {
+            records: 12,
+            bytes: 4096,
+            write_us: 40,
+            sync_us: 250,
+        });
+        shard.in_flight.set(3);
+        let text = String::from_utf8(render(&metrics.registry)).unwrap();
+        assert!(
+            text.contains("markab_requests_total{op=\"get\",shard=\"1\"} 2"),
+            "{text}"
+        );
+        assert!(text
+            .contains("markab_request_errors_total{code=\"NOT_FOUND\",op=\"get\",shard=\"1\"} 1"));
+        assert!(text.contains("markab_request_latency_seconds_count{op=\"get\",shard=\"1\"} 2"));
+        assert!(text.contains("markab_log_flush_records_sum{shard=\"1\"} 12"));
+        assert!(text.contains("markab_log_fsync_seconds_count{shard=\"1\"} 1"));
+        assert!(text.contains("markab_shard_requests_in_flight{shard=\"1\"} 3"));
+    }
+
+    // The endpoint answers /metrics over real HTTP and 404 elsewhere.
+    #[test]
+    fn serves_metrics_over_http() {
+        use std::io::{Read, Write};
+        let metrics = NodeMetrics::new();
+        metrics.shard(0).in_flight.set(7);
+        let address = serve(metrics.registry.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let fetch = |path: &str| {
+            let mut stream = std::net::TcpStream::connect(address).unwrap();
+            write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).unwrap();
+            answer
+        };
+        let answer = fetch("/metrics");
+        assert!(
+            answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+            "{answer}"
+        );
+        assert!(answer.contains("markab_shard_requests_in_flight{shard=\"0\"} 7"));
+        assert!(fetch("/nope").contains(" 404 "));
+    }
+}
