@@ -176,6 +176,34 @@ fn group_commit_shares_fdatasyncs() {
     assert_exactly_once(&seen, 64, 20, 200);
 }
 
+// Proves that a lone writer does not wait out the group-commit window: with a
+// 2-second window, ten sequential appends (each waiting for durability) finish
+// far sooner than one window, because the window is only waited while flushes
+// carry more than one record.
+#[test]
+fn lone_writer_skips_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.group_commit_window = Duration::from_secs(2);
+    let elapsed = run(move || async move {
+        let recovery = recover(&config.dir, &mut |_, _, _| {}).unwrap();
+        let log = MutationLog::open(config, &recovery).await.unwrap();
+        let started = std::time::Instant::now();
+        for decree in 1..=10 {
+            let position = log.append(&header(0, decree), b"lone").unwrap();
+            log.wait_durable(position).await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        assert_eq!(log.stats().batch_records_max, 1);
+        log.close().await.unwrap();
+        elapsed
+    });
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "ten lone appends took {elapsed:?}"
+    );
+}
+
 // Proves that with sync off every record is still written and recovered, and that no
 // per-flush fdatasync is issued (only header and close syncs).
 #[test]

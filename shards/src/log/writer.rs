@@ -142,6 +142,9 @@ struct State {
     failed: Option<String>,
     closing: bool,
     stats: LogStats,
+    /// Records of the last flush: the window is only worth waiting when
+    /// writes are concurrent (the last flush carried more than one).
+    last_batch_records: u64,
 }
 
 struct Shared {
@@ -393,12 +396,16 @@ async fn group_commit(shared: Rc<Shared>, mut segment: OpenSegment) -> Result<()
             }
             shared.work.wait().await;
         }
-        // Gather: wait up to the window unless the batch is already full.
+        // Gather: wait up to the window unless the batch is already full or
+        // writes are not concurrent (the last flush carried one record: a lone
+        // writer would only wait for nobody). Appends during an in-flight
+        // flush join the next one either way.
         let (window, gather) = {
             let state = shared.state.borrow();
             let window = state.config.group_commit_window;
             let gather = !window.is_zero()
                 && !state.closing
+                && state.last_batch_records > 1
                 && state.pending_bytes < state.config.batch_bytes_max;
             (window, gather)
         };
@@ -485,6 +492,7 @@ async fn group_commit(shared: Rc<Shared>, mut segment: OpenSegment) -> Result<()
             stats.syncs += u64::from(sync);
             stats.batch_records_max = stats.batch_records_max.max(batch.records);
             stats.batch_bytes_max = stats.batch_bytes_max.max(batch.bytes.len() as u64);
+            state.last_batch_records = batch.records;
             let keep = state.spare_buffers.len() < SPARE_BUFFERS_MAX
                 && batch.bytes.capacity() <= 2 * state.config.batch_bytes_max;
             if keep {
@@ -558,6 +566,7 @@ impl MutationLog {
                 spare_buffers: Vec::new(),
                 failed: None,
                 closing: false,
+                last_batch_records: 0,
                 stats,
             }),
             work: Doorbell::default(),
