@@ -36,6 +36,8 @@ enum Command {
     /// Serve the Redis protocol (RESP2) over a Markab table, so Redis
     /// clients and tools work unchanged.
     RedisProxy(markab::redis_proxy::RedisProxyArgs),
+    /// YCSB-style benchmark against Markab, Redis or etcd.
+    Bench(markab::bench::BenchArgs),
     /// Interactive data shell (or one command with -e).
     Shell(markab::shell::ShellArgs),
     /// Print a mutation log's segments and records (gpid, ballot, decree,
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
             .and_then(|runtime| runtime.block_on(markab::shell::run(args))),
         Command::Meta(args) => markab::meta::run(args),
         Command::Onebox(args) => markab::onebox::run(args),
+        Command::Bench(args) => markab::bench::run(args),
         Command::RedisProxy(args) => markab::redis_proxy::run(args),
         Command::Topology { shards } => topology(&shards),
         Command::LogDump { path } => log_dump(&path),
