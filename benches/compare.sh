@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Side-by-side YCSB numbers on this machine: a Markab onebox cluster against
+# redis-server (appendfsync always), all on 127.0.0.1, with the same driver
+# (`markab bench`), the same workload and the same concurrency. Starts every
+# server itself, stops them by pid, and prints a table of ratios.
+#
+#   benches/compare.sh [RECORDS] [OPERATIONS] [CONNECTIONS] [IN_FLIGHT]
+#
+# Reads: YCSB-C (100 % reads) throughput and p99. Writes: the load phase
+# (100 % inserts, durable: Markab fsyncs its log, Redis uses appendfsync
+# always). etcd is not compared yet: `markab bench` has no etcd target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+records=${1:-20000}
+operations=${2:-100000}
+connections=${3:-8}
+in_flight=${4:-4}
+
+scripts/setup.sh
+source scripts/env.sh
+cargo build --release --bin markab >/dev/null 2>&1
+markab="$CARGO_TARGET_DIR/release/markab"
+command -v redis-server >/dev/null || { echo "redis-server missing: run scripts/setup.sh" >&2; exit 1; }
+
+work=$(mktemp -d /var/tmp/markab-compare.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+echo "== starting a Markab onebox (3 nodes) in $work/onebox"
+"$markab" onebox --dir "$work/onebox" --nodes 3 --partitions 8 >"$work/onebox.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 600); do grep -q "markab onebox ready" "$work/onebox.out" && break; sleep 0.1; done
+meta=$(grep -o "meta=[0-9.:]*" "$work/onebox.out" | cut -d= -f2)
+[ -n "$meta" ] || { cat "$work/onebox.out" >&2; echo "onebox did not start" >&2; exit 1; }
+
+echo "== starting redis-server (appendfsync always)"
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --save "" \
+  --appendonly yes --appendfsync always --daemonize no >"$work/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+run() { # TARGET WORKLOAD PHASE -> the BENCH_JSON line
+  "$markab" bench --target "$1" --table temp --workload "$2" --phase "$3" --quiet \
+    --records "$records" --operations "$operations" \
+    --connections "$connections" --in-flight "$in_flight" | sed -n 's/^BENCH_JSON //p' | tail -1
+}
+
+echo "== load (writes) and YCSB-C (reads): $records records, $operations operations, $connections x $in_flight"
+markab_load=$(run "markab://$meta" c load)
+markab_read=$(run "markab://$meta" c run)
+redis_load=$(run "redis://127.0.0.1:$redis_port" c load)
+redis_read=$(run "redis://127.0.0.1:$redis_port" c run)
+
+python3 - "$markab_load" "$markab_read" "$redis_load" "$redis_read" <<'PY'
+import json, sys
+markab_load, markab_read, redis_load, redis_read = (json.loads(a) for a in sys.argv[1:5])
+def row(name, m, r, key):
+    mv, rv = key(m), key(r)
+    print(f"| {name} | {mv:,.0f} | {rv:,.0f} | {mv / rv:.2f} |")
+ops = lambda j: j["overall"]["ops_per_s"]
+p99 = lambda j: j["overall"]["response_us"]["p99"]
+errors = lambda j: sum(j["overall"]["errors"].values())
+print()
+print("| measure | markab | redis | markab / redis |")
+print("|---|---:|---:|---:|")
+row("YCSB-C read ops/s", markab_read, redis_read, ops)
+row("YCSB-C read p99 µs (lower is better)", markab_read, redis_read, p99)
+row("durable insert ops/s (load phase)", markab_load, redis_load, ops)
+row("durable insert p99 µs (lower is better)", markab_load, redis_load, p99)
+print()
+print(f"errors: markab load {errors(markab_load)}, read {errors(markab_read)}; redis load {errors(redis_load)}, read {errors(redis_read)}")
+print("replicas per Markab partition:", markab_read["environment"].get("replicas", "?"))
+PY
