@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Side-by-side YCSB numbers on this machine: a Markab onebox cluster against
-# redis-server (appendfsync always), all on 127.0.0.1, with the same driver
-# (`markab bench`), the same workload and the same concurrency. Starts every
-# server itself, stops them by pid, and prints a table of ratios.
+# redis-server (appendfsync always) and a single etcd (fsync'd WAL, its
+# default), all on 127.0.0.1, with the same driver (`markab bench`), the same
+# workload and the same concurrency. Starts every server itself, stops them
+# by pid, and prints a table of ratios.
 #
 #   benches/compare.sh [RECORDS] [OPERATIONS] [CONNECTIONS] [IN_FLIGHT]
 #
 # Reads: YCSB-C (100 % reads) throughput and p99. Writes: the load phase
 # (100 % inserts, durable: Markab fsyncs its log, Redis uses appendfsync
-# always). etcd is not compared yet: `markab bench` has no etcd target.
+# always, etcd fsyncs its raft WAL before acknowledging).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 records=${1:-20000}
@@ -21,6 +22,7 @@ source scripts/env.sh
 cargo build --release --bin markab >/dev/null 2>&1
 markab="$CARGO_TARGET_DIR/release/markab"
 command -v redis-server >/dev/null || { echo "redis-server missing: run scripts/setup.sh" >&2; exit 1; }
+command -v etcd >/dev/null || { echo "etcd missing: run scripts/setup.sh" >&2; exit 1; }
 
 work=$(mktemp -d /var/tmp/markab-compare.XXXXXX)
 pids=()
@@ -47,6 +49,21 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --save "" \
 pids+=($!)
 for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
+echo "== starting a single etcd in $work/etcd"
+etcd_port=$(free_port)
+etcd_peer_port=$(free_port)
+etcd --name compare --data-dir "$work/etcd" \
+  --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+  --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+  --initial-cluster "compare=http://127.0.0.1:$etcd_peer_port" >"$work/etcd.log" 2>&1 &
+pids+=($!)
+etcd_ready=
+for _ in $(seq 300); do
+  curl -sf "http://127.0.0.1:$etcd_port/health" 2>/dev/null | grep -q '"health":"true"' && { etcd_ready=1; break; }
+  sleep 0.1
+done
+[ -n "$etcd_ready" ] || { cat "$work/etcd.log" >&2; echo "etcd did not start" >&2; exit 1; }
+
 run() { # TARGET WORKLOAD PHASE -> the BENCH_JSON line
   "$markab" bench --target "$1" --table temp --workload "$2" --phase "$3" --quiet \
     --records "$records" --operations "$operations" \
@@ -58,24 +75,29 @@ markab_load=$(run "markab://$meta" c load)
 markab_read=$(run "markab://$meta" c run)
 redis_load=$(run "redis://127.0.0.1:$redis_port" c load)
 redis_read=$(run "redis://127.0.0.1:$redis_port" c run)
+etcd_load=$(run "etcd://127.0.0.1:$etcd_port" c load)
+etcd_read=$(run "etcd://127.0.0.1:$etcd_port" c run)
 
-python3 - "$markab_load" "$markab_read" "$redis_load" "$redis_read" <<'PY'
+python3 - "$markab_load" "$markab_read" "$redis_load" "$redis_read" "$etcd_load" "$etcd_read" <<'PY'
 import json, sys
-markab_load, markab_read, redis_load, redis_read = (json.loads(a) for a in sys.argv[1:5])
-def row(name, m, r, key):
-    mv, rv = key(m), key(r)
-    print(f"| {name} | {mv:,.0f} | {rv:,.0f} | {mv / rv:.2f} |")
+markab_load, markab_read, redis_load, redis_read, etcd_load, etcd_read = (
+    json.loads(a) for a in sys.argv[1:7])
+def row(name, key, m, r, e):
+    mv, rv, ev = key(m), key(r), key(e)
+    print(f"| {name} | {mv:,.0f} | {rv:,.0f} | {ev:,.0f} | {mv / rv:.2f} | {mv / ev:.2f} |")
 ops = lambda j: j["overall"]["ops_per_s"]
 p99 = lambda j: j["overall"]["response_us"]["p99"]
 errors = lambda j: sum(j["overall"]["errors"].values())
 print()
-print("| measure | markab | redis | markab / redis |")
-print("|---|---:|---:|---:|")
-row("YCSB-C read ops/s", markab_read, redis_read, ops)
-row("YCSB-C read p99 µs (lower is better)", markab_read, redis_read, p99)
-row("durable insert ops/s (load phase)", markab_load, redis_load, ops)
-row("durable insert p99 µs (lower is better)", markab_load, redis_load, p99)
+print("| measure | markab | redis | etcd | markab / redis | markab / etcd |")
+print("|---|---:|---:|---:|---:|---:|")
+row("YCSB-C read ops/s", ops, markab_read, redis_read, etcd_read)
+row("YCSB-C read p99 µs (lower is better)", p99, markab_read, redis_read, etcd_read)
+row("durable insert ops/s (load phase)", ops, markab_load, redis_load, etcd_load)
+row("durable insert p99 µs (lower is better)", p99, markab_load, redis_load, etcd_load)
 print()
-print(f"errors: markab load {errors(markab_load)}, read {errors(markab_read)}; redis load {errors(redis_load)}, read {errors(redis_read)}")
+print(f"errors: markab load {errors(markab_load)}, read {errors(markab_read)}; "
+      f"redis load {errors(redis_load)}, read {errors(redis_read)}; "
+      f"etcd load {errors(etcd_load)}, read {errors(etcd_read)}")
 print("replicas per Markab partition:", markab_read["environment"].get("replicas", "?"))
 PY

@@ -1,11 +1,13 @@
 //! End to end: `markab bench` as a process against a real standalone
 //! two-shard node — load and run of workload A (and a short workload E
 //! scan run) complete with zero errors, and the JSON lines parse with the
-//! expected operation counts. Also: a bad target fails with a clear error.
+//! expected operation counts. The same against a real single etcd (its
+//! JSON gateway). Also: a bad target fails with a clear error.
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::io::{Read, Write};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -170,8 +172,8 @@ fn open_loop_run_against_a_real_node() {
     node.terminate();
 }
 
-// A target nobody listens on, an unknown scheme and etcd fail with a clear
-// message and a non-zero exit, without a panic.
+// A target nobody listens on (Markab or etcd) and an unknown scheme fail
+// with a clear message and a non-zero exit, without a panic.
 #[test]
 fn bad_targets_fail_clearly() {
     let output = bench(&["--target", "markab-node://127.0.0.1:1", "--records", "10"]);
@@ -179,10 +181,139 @@ fn bad_targets_fail_clearly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("connect"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    let output = bench(&["--target", "etcd://127.0.0.1:2379"]);
+    let output = bench(&["--target", "etcd://127.0.0.1:1", "--records", "10"]);
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("unsupported target"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("connect"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
     let output = bench(&["--target", "gopher://x:1"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown scheme"));
+}
+
+/// Bound on a fresh etcd becoming healthy.
+const ETCD_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A single-member etcd on free 127.0.0.1 ports with its data in a temp
+/// dir; killed by pid when dropped.
+struct Etcd {
+    child: Child,
+    client_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let (client_port, peer_port) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("t={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("cannot run etcd ({error}): run scripts/setup.sh to install etcd-server")
+            });
+        let mut etcd = Etcd {
+            child,
+            client_port,
+            _dir: dir,
+        };
+        etcd.wait_healthy();
+        etcd
+    }
+
+    /// Polls `GET /health` until etcd says `"health":"true"`.
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + ETCD_START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(self._dir.path().join("etcd.log"));
+                panic!("etcd exited with {status}: {log:?}");
+            }
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.client_port)) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let request = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+                let mut reply = String::new();
+                if stream.write_all(request.as_bytes()).is_ok()
+                    && stream.read_to_string(&mut reply).is_ok()
+                    && reply.contains(r#""health":"true""#)
+                {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("etcd did not become healthy within {ETCD_START_TIMEOUT:?}");
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        // Child::kill signals this child's pid only.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// A workload-A bench (load 300 records, run 1000 operations) against a real
+// single etcd finishes with zero errors and reports exactly those counts,
+// and etcd then holds one key per field of every loaded record.
+#[test]
+fn short_bench_against_a_real_etcd_has_zero_errors() {
+    let etcd = Etcd::start();
+    let target = format!("etcd://127.0.0.1:{}", etcd.client_port);
+    let output = bench(&[
+        "--target",
+        &target,
+        "--workload",
+        "a",
+        "--records",
+        "300",
+        "--operations",
+        "1000",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = json_lines(&output);
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let (load, run) = (&lines[0], &lines[1]);
+    assert_eq!(load["overall"]["count"], 300);
+    assert_eq!(load["overall"]["errors"], serde_json::json!({}), "{stdout}");
+    assert_eq!(run["overall"]["count"], 1000);
+    assert_eq!(run["overall"]["errors"], serde_json::json!({}), "{stdout}");
+    let reads = run["operations"]["READ"]["count"].as_u64().unwrap();
+    let updates = run["operations"]["UPDATE"]["count"].as_u64().unwrap();
+    assert_eq!(reads + updates, 1000);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", etcd.client_port)).unwrap();
+    // A count-only range over every key: {"key": "\0", "range_end": "\0"}.
+    let body = r#"{"key":"AA==","range_end":"AA==","count_only":true}"#;
+    let request = format!(
+        "POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.contains(r#""count":"3000""#), "{reply}");
 }

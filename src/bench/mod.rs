@@ -1,5 +1,5 @@
-//! `markab bench`: a YCSB-style benchmark driver for Markab, Redis (and
-//! later etcd), so one driver measures them all. See docs/bench.md.
+//! `markab bench`: a YCSB-style benchmark driver for Markab, Redis and
+//! etcd, so one driver measures them all. See docs/bench.md.
 //!
 //! - [`workload`]: YCSB core workloads A–F and the Pegasus profile;
 //! - [`driver`]: closed and open loop, service vs response time;
@@ -44,7 +44,7 @@ pub enum PhaseChoice {
 pub struct BenchArgs {
     /// What to benchmark: `markab://META[,META]`, `markab-node://ADDR`
     /// (a standalone node), `redis://HOST:PORT` or `etcd://HOST:PORT`
-    /// (not built yet).
+    /// (etcd's v3 JSON gateway on its client URL).
     #[arg(long)]
     pub target: String,
     /// Markab table (must exist). Default `temp`.

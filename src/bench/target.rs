@@ -1,21 +1,28 @@
 //! What the driver runs against: a [`Target`] per connection, for Markab
-//! (through meta or a standalone node) and Redis (a small RESP client);
-//! etcd is reserved in the URL syntax but not built yet.
+//! (through meta or a standalone node), Redis (a small RESP client) and etcd
+//! (its v3 KV API as JSON over HTTP/1.1, the grpc-gateway).
 //!
 //! Record mapping (docs/bench.md, "Target mappings"): a YCSB record is a
 //! key with `field_count` fields. In Markab the key is the hash key and each
-//! field a sort key; in Redis the record is a hash. A YCSB scan reads the
-//! records following the start key in key order; neither store keeps
-//! records ordered across hash keys, so both targets read the `scan_length`
-//! records with consecutive key numbers from the start key number — the
-//! same number of records and bytes as YCSB, not the same records.
+//! field a sort key; in Redis the record is a hash; in etcd each field is
+//! its own key `key/field`, and a whole record is one range over `key/`. A
+//! YCSB scan reads the records following the start key in key order; the
+//! targets read the `scan_length` records with consecutive key numbers from
+//! the start key number — the same number of records and bytes as YCSB, not
+//! the same records.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use futures::future::{try_join_all, BoxFuture};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
 use markab_wire::{MultiGetRequest, SortKeyValue};
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -30,6 +37,17 @@ pub const RESP_ARRAY_ELEMENTS_MAX: usize = 1 << 20;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on one operation against Redis.
 pub const REDIS_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on one HTTP request to etcd, from taking a connection to the last
+/// byte of the reply.
+pub const ETCD_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most bytes of one etcd JSON reply.
+pub const ETCD_REPLY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Most operations in one etcd transaction: etcd's default `--max-txn-ops`.
+/// A record with more fields cannot be inserted atomically and is refused.
+pub const ETCD_TXN_OPS_MAX: usize = 128;
+/// Most HTTP connections one etcd target keeps open: one per request in
+/// flight (`--in-flight`, itself at most 256).
+pub const ETCD_CONNECTIONS_MAX: usize = 256;
 
 /// Why an operation or a connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +55,6 @@ pub enum TargetError {
     /// The target URL is malformed or names an unknown scheme.
     #[error("bad target {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
-    /// The scheme is known but not built yet.
-    #[error("unsupported target {0}: not built yet (see docs/bench.md)")]
-    Unsupported(String),
     /// The Markab client failed.
     #[error(transparent)]
     Markab(#[from] ClientError),
@@ -49,6 +64,10 @@ pub enum TargetError {
     /// Redis answered with an error reply.
     #[error("redis error: {0}")]
     Redis(String),
+    /// etcd answered with an error: `code` is the gRPC status name
+    /// (`RESOURCE_EXHAUSTED`, ...) or `HTTP_<status>` when it gave none.
+    #[error("etcd error {code}: {message}")]
+    Etcd { code: String, message: String },
     /// The connection failed or timed out.
     #[error("i/o: {0}")]
     Io(String),
@@ -59,7 +78,8 @@ pub enum TargetError {
 
 impl TargetError {
     /// The code an error is counted under in reports: Markab's wire code
-    /// name, `NOT_FOUND`, `REDIS_<WORD>` or a transport class.
+    /// name, `NOT_FOUND`, `REDIS_<WORD>`, `ETCD_<CODE>` or a transport
+    /// class.
     pub fn code(&self) -> String {
         match self {
             TargetError::Markab(error) => match error.code() {
@@ -77,9 +97,10 @@ impl TargetError {
                 let word = message.split_whitespace().next().unwrap_or("ERR");
                 format!("REDIS_{word}")
             }
+            TargetError::Etcd { code, .. } => format!("ETCD_{code}"),
             TargetError::Io(_) => "IO".into(),
             TargetError::Protocol(_) => "PROTOCOL".into(),
-            TargetError::BadUrl { .. } | TargetError::Unsupported(_) => "CONFIG".into(),
+            TargetError::BadUrl { .. } => "CONFIG".into(),
         }
     }
 }
@@ -136,7 +157,7 @@ pub enum TargetUrl {
     MarkabNode(String),
     /// `redis://HOST:PORT`.
     Redis(String),
-    /// `etcd://HOST:PORT` (not built yet).
+    /// `etcd://HOST:PORT`: etcd's v3 KV API over its JSON gateway.
     Etcd(String),
 }
 
@@ -187,7 +208,8 @@ impl TargetUrl {
     }
 
     /// Opens one connection's target. `table` is used by Markab only;
-    /// `in_flight` sizes Markab's per-connection request bound.
+    /// `in_flight` sizes Markab's per-connection request bound and etcd's
+    /// HTTP connection pool.
     pub async fn open(
         &self,
         table: &str,
@@ -207,7 +229,9 @@ impl TargetUrl {
                 Ok(Arc::new(MarkabTarget::open(client, table).await?))
             }
             TargetUrl::Redis(address) => Ok(Arc::new(RedisTarget::connect(address).await?)),
-            TargetUrl::Etcd(address) => Err(TargetError::Unsupported(format!("etcd://{address}"))),
+            TargetUrl::Etcd(address) => {
+                Ok(Arc::new(EtcdTarget::connect(address, in_flight).await?))
+            }
         }
     }
 }
@@ -609,6 +633,316 @@ impl Target for RedisTarget {
     }
 }
 
+/// The gRPC status names, by code, that etcd's gateway puts in `"code"`.
+const GRPC_CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The etcd key of one field: `key/field` (docs/bench.md, "Target
+/// mappings").
+pub fn etcd_field_key(key: &[u8], field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 1 + field.len());
+    out.extend_from_slice(key);
+    out.push(b'/');
+    out.extend_from_slice(field);
+    out
+}
+
+/// The `[start, end)` range that holds every field of record `key`: from
+/// `key/` to `key0` (`/` + 1 = `0`).
+pub fn etcd_record_range(key: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut start = key.to_vec();
+    start.push(b'/');
+    let mut end = key.to_vec();
+    end.push(b'/' + 1);
+    (start, end)
+}
+
+/// The error an etcd gateway reply with a non-200 status stands for.
+fn etcd_error(status: u16, body: &[u8]) -> TargetError {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let code = parsed
+        .as_ref()
+        .and_then(|value| value.get("code"))
+        .and_then(Value::as_u64)
+        .and_then(|code| GRPC_CODE_NAMES.get(code as usize))
+        .map(|name| name.to_string())
+        .unwrap_or_else(|| format!("HTTP_{status}"));
+    let message = parsed
+        .as_ref()
+        .and_then(|value| value.get("message").or_else(|| value.get("error")))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+    TargetError::Etcd { code, message }
+}
+
+/// The number of key-values in one range reply (`kvs` is absent when
+/// empty, as protobuf's JSON leaves out empty fields).
+fn etcd_range_count(reply: &Value) -> Result<usize, TargetError> {
+    match reply.get("kvs") {
+        None | Some(Value::Null) => Ok(0),
+        Some(Value::Array(kvs)) => Ok(kvs.len()),
+        Some(other) => Err(TargetError::Protocol(format!(
+            "etcd range reply with kvs {other}"
+        ))),
+    }
+}
+
+/// The JSON body of a range over `[start, end)`; a point read when `end`
+/// is `None`.
+fn etcd_range_body(start: &[u8], end: Option<&[u8]>) -> Value {
+    match end {
+        Some(end) => json!({"key": BASE64.encode(start), "range_end": BASE64.encode(end)}),
+        None => json!({"key": BASE64.encode(start)}),
+    }
+}
+
+/// etcd through its v3 JSON gateway (`POST /v3/kv/put`, `/v3/kv/range`,
+/// `/v3/kv/txn`) over a pool of keep-alive HTTP/1.1 connections, one per
+/// request in flight (HTTP/1.1 answers one request at a time per
+/// connection, so the pool is what lets `--in-flight` apply).
+///
+/// A field is the key `key/field`; an insert is one transaction of puts
+/// (atomic, one raft entry and one fsync, like Markab's `multi_set` and
+/// Redis's `HSET`); an update is one put; a whole-record read is one range
+/// over `key/`.
+pub struct EtcdTarget {
+    address: String,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl EtcdTarget {
+    /// Connects to etcd's client URL at `address` (`host:port`, plain
+    /// HTTP) with up to `in_flight` connections (1 to
+    /// [`ETCD_CONNECTIONS_MAX`]), and checks that an etcd v3 gateway
+    /// answers there.
+    pub async fn connect(address: &str, in_flight: usize) -> Result<EtcdTarget, TargetError> {
+        let connections = in_flight.clamp(1, ETCD_CONNECTIONS_MAX);
+        let target = EtcdTarget {
+            address: address.to_string(),
+            idle: Mutex::new(Vec::with_capacity(connections)),
+            permits: tokio::sync::Semaphore::new(connections),
+        };
+        let status = target.post("/v3/maintenance/status", &json!({})).await?;
+        if status.get("header").is_none() {
+            return Err(TargetError::Protocol(format!(
+                "{address} is not an etcd v3 gateway: status answered {status}"
+            )));
+        }
+        Ok(target)
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<Full<Bytes>>>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn open_connection(&self) -> Result<SendRequest<Full<Bytes>>, TargetError> {
+        let address = &self.address;
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+            .await
+            .map_err(|_| TargetError::Io(format!("connect to {address} timed out")))?
+            .map_err(|error| TargetError::Io(format!("connect to {address}: {error}")))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|error| TargetError::Io(error.to_string()))?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|error| TargetError::Io(format!("HTTP handshake with {address}: {error}")))?;
+        // The connection task ends when every sender is dropped or the
+        // peer closes; its error then shows on the sender.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    /// Posts `body` to `path` and returns the parsed JSON reply; a non-200
+    /// status is [`TargetError::Etcd`].
+    async fn post(&self, path: &str, body: &Value) -> Result<Value, TargetError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| TargetError::Io("etcd target closed".into()))?;
+        let idle = {
+            let mut idle = self.lock_idle();
+            std::iter::from_fn(|| idle.pop()).find(|sender| !sender.is_closed())
+        };
+        let request = hyper::Request::post(path)
+            .header(hyper::header::HOST, self.address.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|error| TargetError::Protocol(error.to_string()))?;
+        let exchange = async {
+            let mut sender = match idle {
+                Some(sender) => sender,
+                None => self.open_connection().await?,
+            };
+            let io = |error: hyper::Error| TargetError::Io(format!("etcd {path}: {error}"));
+            sender.ready().await.map_err(io)?;
+            let response = sender.send_request(request).await.map_err(io)?;
+            let status = response.status();
+            let bytes = Limited::new(response.into_body(), ETCD_REPLY_BYTES_MAX)
+                .collect()
+                .await
+                .map_err(|error| TargetError::Io(format!("etcd {path} reply: {error}")))?
+                .to_bytes();
+            Ok::<_, TargetError>((sender, status, bytes))
+        };
+        // On a timeout the connection is dropped: its state is unknown.
+        let (sender, status, bytes) = tokio::time::timeout(ETCD_OPERATION_TIMEOUT, exchange)
+            .await
+            .map_err(|_| TargetError::Io(format!("etcd {path} timed out")))??;
+        if !sender.is_closed() {
+            self.lock_idle().push(sender);
+        }
+        if status != hyper::StatusCode::OK {
+            return Err(etcd_error(status.as_u16(), &bytes));
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|error| TargetError::Protocol(format!("etcd {path} reply: {error}")))
+    }
+
+    /// Reads every field of `key` with one range; the number found.
+    async fn read_all(&self, key: &[u8]) -> Result<usize, TargetError> {
+        let (start, end) = etcd_record_range(key);
+        let reply = self
+            .post("/v3/kv/range", &etcd_range_body(&start, Some(&end)))
+            .await?;
+        etcd_range_count(&reply)
+    }
+
+    /// Reads `fields` of `key` in one transaction of point ranges.
+    async fn read_fields(&self, key: &[u8], fields: &[Vec<u8>]) -> Result<usize, TargetError> {
+        check_txn_ops(fields.len())?;
+        let ranges: Vec<Value> = fields
+            .iter()
+            .map(|field| {
+                json!({"request_range": etcd_range_body(&etcd_field_key(key, field), None)})
+            })
+            .collect();
+        let reply = self
+            .post("/v3/kv/txn", &json!({ "success": ranges }))
+            .await?;
+        let responses = match reply.get("responses") {
+            Some(Value::Array(responses)) => responses.as_slice(),
+            _ => &[],
+        };
+        if responses.len() != fields.len() {
+            return Err(TargetError::Protocol(format!(
+                "etcd txn answered {} of {} ranges",
+                responses.len(),
+                fields.len()
+            )));
+        }
+        let mut found = 0;
+        for response in responses {
+            let range = response.get("response_range").ok_or_else(|| {
+                TargetError::Protocol(format!("etcd txn response without a range: {response}"))
+            })?;
+            found += etcd_range_count(range)?;
+        }
+        Ok(found)
+    }
+
+    /// Writes `fields` of `key`: one put for one field, else one
+    /// transaction of puts.
+    async fn write(&self, key: &[u8], fields: &[(Vec<u8>, Vec<u8>)]) -> Result<(), TargetError> {
+        let put = |(field, value): &(Vec<u8>, Vec<u8>)| json!({"key": BASE64.encode(etcd_field_key(key, field)), "value": BASE64.encode(value)});
+        match fields {
+            [] => Err(TargetError::Protocol("a write needs a field".into())),
+            [single] => self.post("/v3/kv/put", &put(single)).await.map(drop),
+            _ => {
+                check_txn_ops(fields.len())?;
+                let puts: Vec<Value> = fields
+                    .iter()
+                    .map(|field| json!({ "request_put": put(field) }))
+                    .collect();
+                self.post("/v3/kv/txn", &json!({ "success": puts }))
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+}
+
+fn check_txn_ops(count: usize) -> Result<(), TargetError> {
+    if count > ETCD_TXN_OPS_MAX {
+        return Err(TargetError::Etcd {
+            code: "TOO_MANY_FIELDS".into(),
+            message: format!(
+                "{count} fields need {count} operations in one transaction; etcd allows \
+                 {ETCD_TXN_OPS_MAX} by default"
+            ),
+        });
+    }
+    Ok(())
+}
+
+impl Target for EtcdTarget {
+    fn read<'a>(
+        &'a self,
+        key: &'a [u8],
+        fields: &'a [Vec<u8>],
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            let found = if fields.is_empty() {
+                self.read_all(key).await?
+            } else {
+                self.read_fields(key, fields).await?
+            };
+            if found == 0 {
+                return Err(TargetError::NotFound);
+            }
+            Ok(())
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        key: &'a [u8],
+        fields: &'a [(Vec<u8>, Vec<u8>)],
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(self.write(key, fields))
+    }
+
+    fn insert<'a>(
+        &'a self,
+        key: &'a [u8],
+        fields: &'a [(Vec<u8>, Vec<u8>)],
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(self.write(key, fields))
+    }
+
+    fn scan<'a>(&'a self, keys: &'a [Vec<u8>]) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            try_join_all(keys.iter().map(|key| self.read_all(key))).await?;
+            Ok(())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -645,12 +979,237 @@ mod tests {
         }
     }
 
-    // Proves opening an etcd target fails with a clear "unsupported" error.
+    // Proves a record's fields map to `key/field` and that the record range
+    // holds exactly its own fields, not those of a key it prefixes.
+    #[test]
+    fn etcd_key_mapping() {
+        assert_eq!(
+            etcd_field_key(b"user1", b"field0"),
+            b"user1/field0".to_vec()
+        );
+        let (start, end) = etcd_record_range(b"user1");
+        assert_eq!(
+            (start.as_slice(), end.as_slice()),
+            (&b"user1/"[..], &b"user10"[..])
+        );
+        let inside = |key: &[u8]| start.as_slice() <= key && key < end.as_slice();
+        assert!(inside(b"user1/field0"));
+        assert!(inside(b"user1/field9"));
+        assert!(!inside(b"user10/field0"));
+        assert!(!inside(b"user1"));
+        assert!(!inside(b"user12/field0"));
+    }
+
+    // Proves gateway error replies are counted under their gRPC code name,
+    // and under the HTTP status when the body carries no code.
+    #[test]
+    fn etcd_errors_carry_their_code() {
+        let body = br#"{"error":"etcdserver: too many operations in txn request","code":3,"message":"etcdserver: too many operations in txn request"}"#;
+        let error = etcd_error(400, body);
+        assert_eq!(error.code(), "ETCD_INVALID_ARGUMENT");
+        assert!(error.to_string().contains("too many operations"), "{error}");
+        assert_eq!(etcd_error(502, b"bad gateway").code(), "ETCD_HTTP_502");
+        assert_eq!(check_txn_ops(ETCD_TXN_OPS_MAX).ok(), Some(()));
+        assert_eq!(
+            check_txn_ops(ETCD_TXN_OPS_MAX + 1).unwrap_err().code(),
+            "ETCD_TOO_MANY_FIELDS"
+        );
+    }
+
+    // Proves opening an etcd target where nobody listens fails with a
+    // connect error rather than hanging or panicking.
     #[tokio::test]
-    async fn etcd_is_unsupported() {
-        let url = TargetUrl::parse("etcd://127.0.0.1:2379").unwrap();
+    async fn etcd_connect_failure_is_clear() {
+        let url = TargetUrl::parse("etcd://127.0.0.1:1").unwrap();
         let error = url.open("t", 1).await.err().unwrap();
-        assert!(error.to_string().contains("unsupported target"), "{error}");
+        assert!(error.to_string().contains("connect"), "{error}");
+        assert_eq!(error.code(), "IO");
+    }
+
+    type Store = Arc<Mutex<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>>;
+
+    fn fake_range(store: &Store, request: &Value) -> Value {
+        let decode = |name: &str| {
+            request
+                .get(name)
+                .and_then(Value::as_str)
+                .map(|text| BASE64.decode(text).unwrap())
+        };
+        let start = decode("key").unwrap();
+        let store = store.lock().unwrap();
+        let kvs: Vec<Value> = match decode("range_end") {
+            Some(end) => store
+                .range(start..end)
+                .map(|(k, v)| json!({"key": BASE64.encode(k), "value": BASE64.encode(v)}))
+                .collect(),
+            None => store
+                .get(&start)
+                .map(|v| json!({"key": BASE64.encode(&start), "value": BASE64.encode(v)}))
+                .into_iter()
+                .collect(),
+        };
+        if kvs.is_empty() {
+            json!({"header": {}})
+        } else {
+            json!({"header": {}, "count": kvs.len().to_string(), "kvs": kvs})
+        }
+    }
+
+    /// Answers `(status, body)` for one gateway request, like etcd 3.4.
+    fn fake_etcd_answer(store: &Store, path: &str, request: &Value) -> (u16, Value) {
+        let put = |request: &Value| {
+            let field = |name: &str| BASE64.decode(request[name].as_str().unwrap()).unwrap();
+            let key = field("key");
+            if key.starts_with(b"big") {
+                return Err(
+                    json!({"error": "etcdserver: request is too large", "code": 3,
+                    "message": "etcdserver: request is too large"}),
+                );
+            }
+            store.lock().unwrap().insert(key, field("value"));
+            Ok(json!({"header": {}}))
+        };
+        match path {
+            "/v3/maintenance/status" => (200, json!({"header": {}, "version": "3.4.23"})),
+            "/v3/kv/put" => match put(request) {
+                Ok(reply) => (200, reply),
+                Err(error) => (400, error),
+            },
+            "/v3/kv/range" => (200, fake_range(store, request)),
+            "/v3/kv/txn" => {
+                let mut responses = Vec::new();
+                for op in request["success"].as_array().unwrap() {
+                    if let Some(range) = op.get("request_range") {
+                        responses.push(json!({"response_range": fake_range(store, range)}));
+                    } else {
+                        put(&op["request_put"]).unwrap();
+                        responses.push(json!({"response_put": {"header": {}}}));
+                    }
+                }
+                (
+                    200,
+                    json!({"header": {}, "succeeded": true, "responses": responses}),
+                )
+            }
+            _ => (
+                404,
+                json!({"error": "Not Found", "code": 5, "message": "Not Found"}),
+            ),
+        }
+    }
+
+    /// A minimal etcd JSON gateway over keep-alive HTTP/1.1; returns its
+    /// address, its store and a count of accepted connections.
+    async fn fake_etcd() -> (String, Store, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::AsyncBufReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let store: Store = Arc::default();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (server_store, server_accepted) = (store.clone(), accepted.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                server_accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let store = server_store.clone();
+                tokio::spawn(async move {
+                    let (read_half, mut write_half) = stream.into_split();
+                    let mut reader = BufReader::new(read_half);
+                    loop {
+                        let mut request_line = String::new();
+                        if reader.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let path = request_line.split_whitespace().nth(1).unwrap().to_string();
+                        let mut length = 0;
+                        loop {
+                            let mut line = String::new();
+                            reader.read_line(&mut line).await.unwrap();
+                            if line == "\r\n" {
+                                break;
+                            }
+                            if let Some((name, value)) = line.split_once(':') {
+                                if name.eq_ignore_ascii_case("content-length") {
+                                    length = value.trim().parse().unwrap();
+                                }
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        reader.read_exact(&mut body).await.unwrap();
+                        let request: Value = serde_json::from_slice(&body).unwrap();
+                        let (status, reply) = fake_etcd_answer(&store, &path, &request);
+                        let reply = reply.to_string();
+                        let head = format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
+                             Content-Length: {}\r\n\r\n",
+                            reply.len()
+                        );
+                        write_half.write_all(head.as_bytes()).await.unwrap();
+                        write_half.write_all(reply.as_bytes()).await.unwrap();
+                    }
+                });
+            }
+        });
+        (address, store, accepted)
+    }
+
+    // Proves the etcd target stores a record as one key per field, reads it
+    // back with one range (all fields) or a transaction (some fields),
+    // reports a missing record as NOT_FOUND, scans without failing on
+    // missing records, counts a gateway error under its gRPC code, and keeps
+    // at most `in_flight` pooled connections under 40 concurrent requests.
+    #[tokio::test]
+    async fn etcd_target_against_fake_gateway() {
+        let (address, store, accepted) = fake_etcd().await;
+        let target = EtcdTarget::connect(&address, 3).await.unwrap();
+        let fields = vec![
+            (b"field0".to_vec(), b"v0".to_vec()),
+            (b"field1".to_vec(), b"v1".to_vec()),
+        ];
+        target.insert(b"user1", &fields).await.unwrap();
+        assert_eq!(
+            store.lock().unwrap().keys().cloned().collect::<Vec<_>>(),
+            vec![b"user1/field0".to_vec(), b"user1/field1".to_vec()]
+        );
+        target.read(b"user1", &[]).await.unwrap();
+        target.read(b"user1", &[b"field1".to_vec()]).await.unwrap();
+        assert_eq!(
+            target
+                .read(b"user1", &[b"field7".to_vec()])
+                .await
+                .unwrap_err()
+                .code(),
+            "NOT_FOUND"
+        );
+        assert_eq!(
+            target.read(b"user12", &[]).await.unwrap_err().code(),
+            "NOT_FOUND"
+        );
+        target
+            .read_modify_write(b"user1", &[(b"field0".to_vec(), b"v2".to_vec())])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.lock().unwrap()[&b"user1/field0".to_vec()],
+            b"v2".to_vec()
+        );
+        target
+            .scan(&[b"user1".to_vec(), b"user2".to_vec()])
+            .await
+            .unwrap();
+        let error = target.update(b"big", &fields[..1]).await.unwrap_err();
+        assert_eq!(error.code(), "ETCD_INVALID_ARGUMENT", "{error}");
+        let keys: Vec<Vec<u8>> = (0..40).map(|n| format!("user{n}").into_bytes()).collect();
+        try_join_all(keys.iter().map(|key| target.insert(key, &fields)))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.lock().unwrap().len(),
+            80,
+            "user1 was rewritten, not added"
+        );
+        let opened = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((1..=3).contains(&opened), "{opened} connections");
     }
 
     // Proves the RESP reader decodes every RESP2 type and enforces its bound.
