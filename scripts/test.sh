@@ -15,3 +15,5 @@ echo "== cargo clippy (release profile, all targets, -D warnings)"
 cargo clippy --release --workspace --all-targets -- -D warnings
 echo "== cargo test (release profile)"
 cargo test --release --workspace --all-targets
+echo "== doc tests (release profile)"
+cargo test --release --workspace --doc
