@@ -13,6 +13,7 @@ pub mod meta;
 pub mod metrics;
 pub mod onebox;
 pub mod redis_proxy;
+pub mod replication;
 pub mod server;
 pub mod shell;
 pub mod storage;

@@ -1,0 +1,721 @@
+//! [`ReplicaCore`]: one partition replica's PacificA state machine, sans IO.
+//!
+//! The host feeds it [`Input`]s with the current time and carries out the
+//! [`Output`]s it returns, in order: log appends, messages, applies, replies
+//! and requests to meta. Nothing in here reads a clock, touches a file or
+//! draws a random number, so the simulator under `tests/sim/` runs exactly
+//! this code. Rules and invariant names: docs/replication.md.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::wire::message::Gpid;
+
+use super::config::{ReplicationSettings, SettingsError};
+use super::messages::{
+    Ballot, Decree, Input, MetaRequest, Mutation, NodeId, Output, PartitionConfig, PeerMessage,
+    PrepareError, ReadError, Role, Token, WriteError,
+};
+
+/// One mutation in the prepare window (decrees above the commit point).
+#[derive(Clone, Debug)]
+struct Entry {
+    mutation: Mutation,
+    /// The local log append of `mutation` (under its ballot) is durable.
+    durable: bool,
+    /// Secondaries that acked `mutation` under its ballot (primary only).
+    acks: BTreeSet<NodeId>,
+    /// When the primary first sent this mutation under its ballot.
+    first_sent_ms: u64,
+    /// When the primary last sent it to a lagging secondary.
+    last_sent_ms: u64,
+    /// The client write waiting for this decree (primary only).
+    token: Option<Token>,
+}
+
+/// The replica state machine of one partition on one node.
+///
+/// A fresh replica is [`Role::Inactive`] at ballot 0 until a configuration
+/// from meta names it. Example: a primary alone commits once its own log
+/// append is durable.
+///
+/// ```
+/// use markab::replication::config::ReplicationSettings;
+/// use markab::replication::core::ReplicaCore;
+/// use markab::replication::messages::*;
+/// use markab::wire::message::Gpid;
+///
+/// let me = NodeId(1);
+/// let mut core = ReplicaCore::new(Gpid::default(), me, ReplicationSettings::default()).unwrap();
+/// core.handle(Input::Config(PartitionConfig { ballot: 1, primary: Some(me), secondaries: vec![] }), 0);
+/// core.handle(Input::Lease { until_ms: 600 }, 0);
+/// let out = core.handle(Input::ClientWrite { token: 7, payload: vec![] }, 1);
+/// assert!(matches!(out[0], Output::AppendLog(_)));
+/// let out = core.handle(Input::LogDurable { ballot: 1, decree: 1 }, 2);
+/// assert!(out.contains(&Output::WriteReply { token: 7, result: Ok(1) }));
+/// ```
+#[derive(Debug)]
+pub struct ReplicaCore {
+    gpid: Gpid,
+    node: NodeId,
+    settings: ReplicationSettings,
+    role: Role,
+    /// Never decreases (invariant **ballot-monotonic**).
+    ballot: Ballot,
+    /// The configuration this replica follows. A secondary that adopted a
+    /// ballot from a Prepare knows only the primary of it.
+    config: PartitionConfig,
+    /// Prepared, uncommitted mutations by decree; every key is in
+    /// `last_committed + 1 ..= last_committed + prepare_window_max`.
+    window: BTreeMap<Decree, Entry>,
+    /// Never decreases (invariant **commit-monotonic**).
+    last_committed: Decree,
+    /// Secondary: the highest commit point heard from a primary.
+    commit_target: Decree,
+    lease_until_ms: u64,
+    /// A primary serves only once the tail it re-prepared has committed.
+    activated: bool,
+    /// The last decree of the re-prepared tail.
+    activation_decree: Decree,
+    /// The highest commit point piggybacked to the secondaries.
+    committed_sent: Decree,
+    /// When the last Prepare went out.
+    last_prepare_sent_ms: u64,
+    /// When each secondary was last reported to meta as unreachable.
+    removal_reported_ms: BTreeMap<NodeId, u64>,
+    outputs: Vec<Output>,
+}
+
+impl ReplicaCore {
+    /// A new, empty, inactive replica. Fails if `settings` do not validate.
+    pub fn new(
+        gpid: Gpid,
+        node: NodeId,
+        settings: ReplicationSettings,
+    ) -> Result<ReplicaCore, SettingsError> {
+        settings.validate()?;
+        Ok(ReplicaCore {
+            gpid,
+            node,
+            settings,
+            role: Role::Inactive,
+            ballot: 0,
+            config: PartitionConfig {
+                ballot: 0,
+                primary: None,
+                secondaries: Vec::new(),
+            },
+            window: BTreeMap::new(),
+            last_committed: 0,
+            commit_target: 0,
+            lease_until_ms: 0,
+            activated: false,
+            activation_decree: 0,
+            committed_sent: 0,
+            last_prepare_sent_ms: 0,
+            removal_reported_ms: BTreeMap::new(),
+            outputs: Vec::new(),
+        })
+    }
+
+    /// Rebuilds a replica after a restart from its durable log records (in
+    /// append order) and the decree its storage has applied. Returns the
+    /// inactive replica and the committed mutations above `applied_decree`
+    /// that the host must apply, in order. The commit point is the highest
+    /// one logged with any record; later records of a decree replace earlier
+    /// ones of a lower or equal ballot; records above a gap are dropped.
+    pub fn recover(
+        gpid: Gpid,
+        node: NodeId,
+        settings: ReplicationSettings,
+        applied_decree: Decree,
+        log: impl IntoIterator<Item = Mutation>,
+    ) -> Result<(ReplicaCore, Vec<Mutation>), SettingsError> {
+        let mut core = ReplicaCore::new(gpid, node, settings)?;
+        let mut records: BTreeMap<Decree, Mutation> = BTreeMap::new();
+        let mut committed_logged: Decree = 0;
+        for mutation in log {
+            core.ballot = core.ballot.max(mutation.ballot);
+            committed_logged = committed_logged.max(mutation.committed_decree);
+            let replaces = records
+                .get(&mutation.decree)
+                .is_none_or(|held| held.ballot <= mutation.ballot);
+            if replaces && mutation.decree > applied_decree {
+                records.insert(mutation.decree, mutation);
+            }
+        }
+        core.config.ballot = core.ballot;
+        core.last_committed = applied_decree;
+        let mut replay = Vec::new();
+        let mut next = applied_decree + 1;
+        while let Some(mutation) = records.remove(&next) {
+            if next <= committed_logged {
+                replay.push(mutation);
+                core.last_committed = next;
+            } else if next <= core.last_committed + settings.prepare_window_max as Decree {
+                core.window.insert(next, Entry::durable(mutation));
+            } else {
+                break;
+            }
+            next += 1;
+        }
+        core.commit_target = core.last_committed;
+        core.check_invariants();
+        Ok((core, replay))
+    }
+
+    /// The partition this replica belongs to.
+    pub fn gpid(&self) -> Gpid {
+        self.gpid
+    }
+
+    /// The node this replica runs on.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// The current role (a new replica starts `Inactive`).
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The highest ballot accepted (starts at 0).
+    pub fn ballot(&self) -> Ballot {
+        self.ballot
+    }
+
+    /// The configuration followed; a secondary that adopted a ballot from a
+    /// Prepare knows only its primary.
+    pub fn config(&self) -> &PartitionConfig {
+        &self.config
+    }
+
+    /// The commit point: every decree up to it is applied here.
+    pub fn last_committed(&self) -> Decree {
+        self.last_committed
+    }
+
+    /// The end of the contiguous run of prepared decrees above the commit
+    /// point (the commit point itself when there is none).
+    pub fn last_prepared(&self) -> Decree {
+        let mut last = self.last_committed;
+        for decree in self.window.keys() {
+            if *decree != last + 1 {
+                break;
+            }
+            last = *decree;
+        }
+        last
+    }
+
+    /// Whether this primary finished re-preparing its predecessor's tail.
+    pub fn is_activated(&self) -> bool {
+        self.activated
+    }
+
+    /// The node's lease end as last fed (0 = none).
+    pub fn lease_until_ms(&self) -> u64 {
+        self.lease_until_ms
+    }
+
+    /// Whether this replica would serve a client read at `now_ms`: primary,
+    /// activated and within its lease.
+    pub fn is_serving(&self, now_ms: u64) -> bool {
+        self.serving_check(now_ms).is_ok()
+    }
+
+    /// Feeds one input at `now_ms` and returns the effects to carry out.
+    pub fn handle(&mut self, input: Input, now_ms: u64) -> Vec<Output> {
+        let mut outputs = Vec::new();
+        self.handle_into(input, now_ms, &mut outputs);
+        outputs
+    }
+
+    /// [`ReplicaCore::handle`] appending to the caller's buffer, so a host
+    /// on the hot path reuses one allocation.
+    pub fn handle_into(&mut self, input: Input, now_ms: u64, outputs: &mut Vec<Output>) {
+        assert!(self.outputs.is_empty());
+        std::mem::swap(&mut self.outputs, outputs);
+        self.dispatch(input, now_ms);
+        self.check_invariants();
+        std::mem::swap(&mut self.outputs, outputs);
+    }
+
+    fn dispatch(&mut self, input: Input, now_ms: u64) {
+        match input {
+            Input::ClientWrite { token, payload } => self.on_client_write(token, payload, now_ms),
+            Input::ClientRead { token } => {
+                let result = self.serving_check(now_ms);
+                self.outputs.push(Output::ReadReply { token, result });
+            }
+            Input::Peer { from, message } => match message {
+                PeerMessage::Prepare {
+                    ballot,
+                    mutation,
+                    committed_decree,
+                } => self.on_prepare(from, ballot, mutation, committed_decree),
+                PeerMessage::PrepareAck {
+                    ballot,
+                    decree,
+                    result,
+                } => self.on_prepare_ack(from, ballot, decree, result),
+            },
+            Input::LogDurable { ballot, decree } => self.on_log_durable(ballot, decree),
+            Input::Config(config) => self.on_config(config, now_ms),
+            Input::Lease { until_ms } => self.lease_until_ms = self.lease_until_ms.max(until_ms),
+            Input::Tick => self.on_tick(now_ms),
+        }
+    }
+
+    fn serving_check(&self, now_ms: u64) -> Result<(), ReadError> {
+        if self.role != Role::Primary {
+            return Err(ReadError::NotPrimary);
+        }
+        if !self.activated {
+            return Err(ReadError::NotActivated);
+        }
+        if now_ms >= self.lease_until_ms {
+            return Err(ReadError::LeaseExpired);
+        }
+        Ok(())
+    }
+
+    // ---- primary: the write path ----
+
+    fn on_client_write(&mut self, token: Token, payload: Vec<u8>, now_ms: u64) {
+        let refused = match self.serving_check(now_ms) {
+            Err(ReadError::NotPrimary) => Some(WriteError::NotPrimary),
+            Err(ReadError::NotActivated) => Some(WriteError::NotActivated),
+            Err(ReadError::LeaseExpired) => Some(WriteError::LeaseExpired),
+            Ok(()) if self.window.len() >= self.settings.prepare_window_max => {
+                Some(WriteError::Busy {
+                    window_max: self.settings.prepare_window_max,
+                })
+            }
+            Ok(()) => None,
+        };
+        match refused {
+            Some(error) => self.outputs.push(Output::WriteReply {
+                token,
+                result: Err(error),
+            }),
+            None => self.propose(Some(token), payload, now_ms),
+        }
+    }
+
+    /// Assigns the next decree to `payload`, logs it and sends it to every
+    /// secondary.
+    fn propose(&mut self, token: Option<Token>, payload: Vec<u8>, now_ms: u64) {
+        assert_eq!(self.role, Role::Primary);
+        assert!(self.activated);
+        assert!(self.window.len() < self.settings.prepare_window_max);
+        let decree = self.last_prepared() + 1;
+        let mutation = Mutation {
+            ballot: self.ballot,
+            decree,
+            committed_decree: self.last_committed,
+            payload,
+        };
+        let mut entry = Entry::durable(mutation.clone());
+        entry.durable = false;
+        entry.token = token;
+        entry.first_sent_ms = now_ms;
+        assert!(self.window.insert(decree, entry).is_none());
+        self.outputs.push(Output::AppendLog(mutation));
+        let targets = self.config.secondaries.clone();
+        self.send_prepare(decree, &targets, now_ms);
+    }
+
+    fn send_prepare(&mut self, decree: Decree, targets: &[NodeId], now_ms: u64) {
+        let Some(entry) = self.window.get_mut(&decree) else {
+            return;
+        };
+        entry.last_sent_ms = now_ms;
+        for to in targets {
+            self.outputs.push(Output::Send {
+                to: *to,
+                message: PeerMessage::Prepare {
+                    ballot: self.ballot,
+                    mutation: entry.mutation.clone(),
+                    committed_decree: self.last_committed,
+                },
+            });
+        }
+        if !targets.is_empty() {
+            self.committed_sent = self.committed_sent.max(self.last_committed);
+            self.last_prepare_sent_ms = now_ms;
+        }
+    }
+
+    fn on_prepare_ack(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        decree: Decree,
+        result: Result<(), PrepareError>,
+    ) {
+        if self.role != Role::Primary {
+            return;
+        }
+        match result {
+            Err(PrepareError::StaleBallot { ballot: newer }) if newer > self.ballot => {
+                // A newer configuration exists and this node is not its
+                // primary (else meta would have told it first).
+                self.change_role(Role::Inactive);
+            }
+            Ok(()) if ballot == self.ballot && self.config.secondaries.contains(&from) => {
+                if let Some(entry) = self.window.get_mut(&decree) {
+                    if entry.mutation.ballot == ballot {
+                        entry.acks.insert(from);
+                        self.try_commit_primary();
+                    }
+                }
+            }
+            // Old acks, acks from non-members and other refusals: the
+            // resend and the prepare timeout deal with the secondary.
+            _ => {}
+        }
+    }
+
+    /// Commits, in decree order, every mutation that is durable here under
+    /// the current ballot and acked by every current secondary
+    /// (invariant **commit-needs-all**).
+    fn try_commit_primary(&mut self) {
+        assert_eq!(self.role, Role::Primary);
+        while let Some(entry) = self.window.get(&(self.last_committed + 1)) {
+            let acked_by_all = self
+                .config
+                .secondaries
+                .iter()
+                .all(|node| entry.acks.contains(node));
+            if !(entry.durable && entry.mutation.ballot == self.ballot && acked_by_all) {
+                break;
+            }
+            self.commit_next();
+        }
+        if !self.activated && self.last_committed >= self.activation_decree {
+            self.activated = true;
+        }
+    }
+
+    /// Applies decree `last_committed + 1` and answers its client.
+    fn commit_next(&mut self) {
+        let decree = self.last_committed + 1;
+        let entry = self
+            .window
+            .remove(&decree)
+            .expect("commit_next is called only for a held decree");
+        assert_eq!(entry.mutation.decree, decree);
+        assert!(entry.durable, "a decree commits only once durable here");
+        assert!(entry.mutation.ballot <= self.ballot);
+        self.last_committed = decree;
+        self.outputs.push(Output::Apply(entry.mutation));
+        if let Some(token) = entry.token {
+            self.outputs.push(Output::WriteReply {
+                token,
+                result: Ok(decree),
+            });
+        }
+    }
+
+    // ---- secondary ----
+
+    fn on_prepare(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        mutation: Mutation,
+        committed_decree: Decree,
+    ) {
+        let decree = mutation.decree;
+        if mutation.ballot != ballot || decree == 0 {
+            return; // malformed: not from a primary of ours
+        }
+        let refusal = if ballot < self.ballot {
+            Some(PrepareError::StaleBallot {
+                ballot: self.ballot,
+            })
+        } else if matches!(self.role, Role::Inactive | Role::Learner) {
+            Some(PrepareError::NotMember)
+        } else if ballot == self.ballot
+            && (self.role == Role::Primary || self.config.primary != Some(from))
+        {
+            Some(PrepareError::WrongPrimary)
+        } else {
+            None
+        };
+        if let Some(error) = refusal {
+            self.ack(from, ballot, decree, Err(error));
+            return;
+        }
+        if ballot > self.ballot {
+            self.set_ballot(ballot);
+            self.config = PartitionConfig {
+                ballot,
+                primary: Some(from),
+                secondaries: Vec::new(),
+            };
+            self.change_role(Role::Secondary);
+        }
+        self.commit_target = self.commit_target.max(committed_decree);
+        self.try_commit_secondary();
+        if decree <= self.last_committed {
+            self.ack(from, ballot, decree, Ok(()));
+            return;
+        }
+        if decree > self.last_committed + self.settings.prepare_window_max as Decree {
+            self.ack(
+                from,
+                ballot,
+                decree,
+                Err(PrepareError::WindowFull { decree }),
+            );
+            return;
+        }
+        if let Some(held) = self.window.get(&decree) {
+            assert!(held.mutation.ballot <= ballot);
+            if held.mutation.ballot == ballot {
+                if held.durable {
+                    self.ack(from, ballot, decree, Ok(()));
+                }
+                return; // acked when its append is durable
+            }
+        }
+        // The primary of `ballot` decides decree `decree`: whatever older
+        // ballots left above it was built on another prefix and is dropped
+        // (the primary re-prepares what it holds).
+        self.window
+            .retain(|held, entry| *held < decree || entry.mutation.ballot >= ballot);
+        self.window.insert(decree, Entry::durable(mutation.clone()));
+        self.window.get_mut(&decree).expect("inserted").durable = false;
+        self.outputs.push(Output::AppendLog(mutation));
+    }
+
+    fn ack(
+        &mut self,
+        to: NodeId,
+        ballot: Ballot,
+        decree: Decree,
+        result: Result<(), PrepareError>,
+    ) {
+        self.outputs.push(Output::Send {
+            to,
+            message: PeerMessage::PrepareAck {
+                ballot,
+                decree,
+                result,
+            },
+        });
+    }
+
+    /// Applies, in order, held durable mutations up to the primary's
+    /// commit point.
+    fn try_commit_secondary(&mut self) {
+        while self.last_committed < self.commit_target {
+            match self.window.get(&(self.last_committed + 1)) {
+                Some(entry) if entry.durable => self.commit_next(),
+                _ => break,
+            }
+        }
+    }
+
+    fn on_log_durable(&mut self, ballot: Ballot, decree: Decree) {
+        let Some(entry) = self.window.get_mut(&decree) else {
+            return; // committed already, or dropped
+        };
+        if entry.mutation.ballot != ballot {
+            return; // an append the window has since replaced
+        }
+        entry.durable = true;
+        match self.role {
+            Role::Primary => self.try_commit_primary(),
+            Role::Secondary => {
+                if ballot == self.ballot {
+                    if let Some(primary) = self.config.primary {
+                        self.ack(primary, ballot, decree, Ok(()));
+                    }
+                }
+                self.try_commit_secondary();
+            }
+            Role::Learner | Role::Inactive => {}
+        }
+    }
+
+    // ---- configuration ----
+
+    fn on_config(&mut self, config: PartitionConfig, now_ms: u64) {
+        let well_formed = config
+            .primary
+            .is_none_or(|p| !config.secondaries.contains(&p))
+            && config.secondaries.windows(2).all(|pair| pair[0] < pair[1]);
+        if !well_formed || config.ballot <= self.ballot {
+            return; // malformed or not newer: ignored
+        }
+        self.set_ballot(config.ballot);
+        let role = if config.primary == Some(self.node) {
+            Role::Primary
+        } else if config.secondaries.contains(&self.node) {
+            Role::Secondary
+        } else {
+            Role::Inactive
+        };
+        self.config = config;
+        self.change_role(role);
+        if role == Role::Primary {
+            self.become_primary(now_ms);
+        }
+    }
+
+    /// Re-prepares the tail above the commit point under the new ballot;
+    /// the primary serves once all of it committed.
+    fn become_primary(&mut self, now_ms: u64) {
+        let last_prepared = self.last_prepared();
+        self.window.retain(|decree, _| *decree <= last_prepared);
+        self.activation_decree = last_prepared;
+        self.activated = false;
+        self.committed_sent = 0;
+        self.removal_reported_ms.clear();
+        let tail: Vec<Decree> = self.window.keys().copied().collect();
+        for decree in tail {
+            let entry = self.window.get_mut(&decree).expect("tail decree");
+            entry.mutation.ballot = self.ballot;
+            entry.mutation.committed_decree = self.last_committed;
+            entry.durable = false;
+            entry.acks.clear();
+            entry.first_sent_ms = now_ms;
+            let mutation = entry.mutation.clone();
+            self.outputs.push(Output::AppendLog(mutation));
+            let targets = self.config.secondaries.clone();
+            self.send_prepare(decree, &targets, now_ms);
+        }
+        self.try_commit_primary();
+    }
+
+    /// Moves to `role` (ballot already set); a primary that stops being one
+    /// answers its waiting writes "unknown outcome".
+    fn change_role(&mut self, role: Role) {
+        if self.role == Role::Primary && role != Role::Primary {
+            for entry in self.window.values_mut() {
+                if let Some(token) = entry.token.take() {
+                    self.outputs.push(Output::WriteReply {
+                        token,
+                        result: Err(WriteError::UnknownOutcome),
+                    });
+                }
+            }
+        }
+        if role != Role::Primary {
+            self.activated = false;
+        }
+        self.role = role;
+        self.outputs.push(Output::RoleChanged {
+            role,
+            ballot: self.ballot,
+        });
+    }
+
+    fn set_ballot(&mut self, ballot: Ballot) {
+        assert!(ballot >= self.ballot, "ballot-monotonic");
+        self.ballot = ballot;
+    }
+
+    // ---- time ----
+
+    fn on_tick(&mut self, now_ms: u64) {
+        if self.role != Role::Primary {
+            return;
+        }
+        let secondaries = self.config.secondaries.clone();
+        let decrees: Vec<Decree> = self.window.keys().copied().collect();
+        let mut unreachable: BTreeSet<NodeId> = BTreeSet::new();
+        for decree in decrees {
+            let entry = &self.window[&decree];
+            let missing: Vec<NodeId> = secondaries
+                .iter()
+                .copied()
+                .filter(|node| !entry.acks.contains(node))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            if now_ms >= entry.first_sent_ms + self.settings.prepare_timeout_ms {
+                unreachable.extend(missing.iter().copied());
+            }
+            if now_ms >= entry.last_sent_ms + self.settings.prepare_resend_ms {
+                self.send_prepare(decree, &missing, now_ms);
+            }
+        }
+        for node in unreachable {
+            let due = self
+                .removal_reported_ms
+                .get(&node)
+                .is_none_or(|at| now_ms >= at + self.settings.prepare_timeout_ms);
+            if due {
+                self.removal_reported_ms.insert(node, now_ms);
+                self.outputs
+                    .push(Output::ToMeta(MetaRequest::RemoveSecondary {
+                        ballot: self.ballot,
+                        node,
+                    }));
+            }
+        }
+        let idle = now_ms >= self.last_prepare_sent_ms + self.settings.idle_commit_push_ms;
+        if self.activated
+            && idle
+            && !secondaries.is_empty()
+            && self.last_committed > self.committed_sent
+            && self.window.len() < self.settings.prepare_window_max
+        {
+            self.propose(None, Vec::new(), now_ms);
+        }
+    }
+
+    /// The state invariants, checked after every input.
+    fn check_invariants(&self) {
+        assert!(self.last_committed <= self.last_prepared());
+        assert!(self.config.ballot <= self.ballot);
+        let window_max = self.settings.prepare_window_max as Decree;
+        for (decree, entry) in &self.window {
+            assert_eq!(*decree, entry.mutation.decree);
+            assert!(*decree > self.last_committed);
+            assert!(*decree <= self.last_committed + window_max);
+            assert!(entry.mutation.ballot <= self.ballot);
+        }
+        if self.activated {
+            assert_eq!(self.role, Role::Primary);
+        }
+        if self.role == Role::Primary {
+            assert_eq!(
+                self.last_prepared(),
+                self.window
+                    .keys()
+                    .last()
+                    .copied()
+                    .unwrap_or(self.last_committed)
+            );
+            assert!(self
+                .window
+                .values()
+                .all(|e| e.mutation.ballot == self.ballot));
+        } else {
+            assert!(self.window.values().all(|e| e.token.is_none()));
+        }
+    }
+}
+
+impl Entry {
+    /// A recovered (durable, unacknowledged) entry.
+    fn durable(mutation: Mutation) -> Entry {
+        Entry {
+            mutation,
+            durable: true,
+            acks: BTreeSet::new(),
+            first_sent_ms: 0,
+            last_sent_ms: 0,
+            token: None,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

@@ -1,0 +1,693 @@
+//! Unit tests of [`ReplicaCore`]'s rules, one rule per test.
+
+use super::*;
+
+const P: NodeId = NodeId(1);
+const S2: NodeId = NodeId(2);
+const S3: NodeId = NodeId(3);
+
+fn settings() -> ReplicationSettings {
+    ReplicationSettings::default()
+}
+
+fn config(ballot: Ballot, primary: NodeId, secondaries: &[NodeId]) -> PartitionConfig {
+    PartitionConfig {
+        ballot,
+        primary: Some(primary),
+        secondaries: secondaries.to_vec(),
+    }
+}
+
+fn replica(node: NodeId, config: PartitionConfig) -> ReplicaCore {
+    let mut core = ReplicaCore::new(Gpid::default(), node, settings()).unwrap();
+    core.handle(Input::Config(config), 0);
+    core.handle(Input::Lease { until_ms: 10_000 }, 0);
+    core
+}
+
+fn primary() -> ReplicaCore {
+    replica(P, config(1, P, &[S2, S3]))
+}
+
+fn write(core: &mut ReplicaCore, token: Token, payload: &[u8], now_ms: u64) -> Vec<Output> {
+    core.handle(
+        Input::ClientWrite {
+            token,
+            payload: payload.to_vec(),
+        },
+        now_ms,
+    )
+}
+
+fn ack(core: &mut ReplicaCore, from: NodeId, ballot: Ballot, decree: Decree) -> Vec<Output> {
+    core.handle(
+        Input::Peer {
+            from,
+            message: PeerMessage::PrepareAck {
+                ballot,
+                decree,
+                result: Ok(()),
+            },
+        },
+        1,
+    )
+}
+
+fn applied(outputs: &[Output]) -> Vec<Decree> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Apply(m) => Some(m.decree),
+            _ => None,
+        })
+        .collect()
+}
+
+fn prepares(outputs: &[Output]) -> Vec<(NodeId, Mutation, Decree)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to,
+                message:
+                    PeerMessage::Prepare {
+                        mutation,
+                        committed_decree,
+                        ..
+                    },
+            } => Some((*to, mutation.clone(), *committed_decree)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn prepare(ballot: Ballot, decree: Decree, committed: Decree, payload: &[u8]) -> PeerMessage {
+    PeerMessage::Prepare {
+        ballot,
+        mutation: Mutation {
+            ballot,
+            decree,
+            committed_decree: committed,
+            payload: payload.to_vec(),
+        },
+        committed_decree: committed,
+    }
+}
+
+// The primary logs a write, sends Prepare to every secondary, and commits in
+// decree order once durable and acked by all, replying after Apply.
+#[test]
+fn happy_path_commits_in_decree_order() {
+    let mut core = primary();
+    let out = write(&mut core, 10, b"a", 1);
+    assert!(matches!(&out[0], Output::AppendLog(m) if m.decree == 1 && m.ballot == 1));
+    assert_eq!(prepares(&out).len(), 2);
+    write(&mut core, 11, b"b", 1);
+    // Decree 2 completes first: nothing commits until decree 1 does.
+    core.handle(
+        Input::LogDurable {
+            ballot: 1,
+            decree: 2,
+        },
+        2,
+    );
+    ack(&mut core, S2, 1, 2);
+    assert!(applied(&ack(&mut core, S3, 1, 2)).is_empty());
+    core.handle(
+        Input::LogDurable {
+            ballot: 1,
+            decree: 1,
+        },
+        2,
+    );
+    ack(&mut core, S2, 1, 1);
+    let out = ack(&mut core, S3, 1, 1);
+    assert_eq!(applied(&out), vec![1, 2]);
+    let replies: Vec<&Output> = out
+        .iter()
+        .filter(|o| matches!(o, Output::WriteReply { .. }))
+        .collect();
+    assert_eq!(
+        replies,
+        vec![
+            &Output::WriteReply {
+                token: 10,
+                result: Ok(1)
+            },
+            &Output::WriteReply {
+                token: 11,
+                result: Ok(2)
+            }
+        ]
+    );
+    assert_eq!(core.last_committed(), 2);
+    // The commit point rides on the next Prepare.
+    let out = write(&mut core, 12, b"c", 3);
+    assert!(prepares(&out)
+        .iter()
+        .all(|(_, m, committed)| m.decree == 3 && *committed == 2));
+}
+
+// Without every secondary's ack, or without the primary's own durable
+// append, nothing commits.
+#[test]
+fn no_commit_until_every_secondary_acked() {
+    let mut core = primary();
+    write(&mut core, 1, b"a", 1);
+    ack(&mut core, S2, 1, 1);
+    ack(&mut core, S3, 1, 1);
+    assert_eq!(core.last_committed(), 0, "own append not durable yet");
+    let mut core = primary();
+    write(&mut core, 1, b"a", 1);
+    core.handle(
+        Input::LogDurable {
+            ballot: 1,
+            decree: 1,
+        },
+        2,
+    );
+    assert!(applied(&ack(&mut core, S2, 1, 1)).is_empty());
+    // An ack under another ballot does not count.
+    assert!(applied(&ack(&mut core, S3, 0, 1)).is_empty());
+    assert_eq!(applied(&ack(&mut core, S3, 1, 1)), vec![1]);
+}
+
+// A secondary refuses an older ballot with StaleBallot carrying its own,
+// and adopts a newer ballot with its sender as primary.
+#[test]
+fn stale_ballot_rejected_newer_adopted() {
+    let mut core = replica(S2, config(3, P, &[S2, S3]));
+    let out = core.handle(
+        Input::Peer {
+            from: P,
+            message: prepare(2, 1, 0, b"x"),
+        },
+        1,
+    );
+    assert_eq!(
+        out,
+        vec![Output::Send {
+            to: P,
+            message: PeerMessage::PrepareAck {
+                ballot: 2,
+                decree: 1,
+                result: Err(PrepareError::StaleBallot { ballot: 3 })
+            }
+        }]
+    );
+    let out = core.handle(
+        Input::Peer {
+            from: S3,
+            message: prepare(4, 1, 0, b"x"),
+        },
+        1,
+    );
+    assert_eq!(core.ballot(), 4);
+    assert_eq!(core.config().primary, Some(S3));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::AppendLog(m) if m.decree == 1)));
+    // Acked to the new primary once durable.
+    let out = core.handle(
+        Input::LogDurable {
+            ballot: 4,
+            decree: 1,
+        },
+        2,
+    );
+    assert_eq!(
+        out,
+        vec![Output::Send {
+            to: S3,
+            message: PeerMessage::PrepareAck {
+                ballot: 4,
+                decree: 1,
+                result: Ok(())
+            }
+        }]
+    );
+    // A primary told of a newer ballot by a secondary steps down.
+    let mut old = primary();
+    write(&mut old, 5, b"a", 1);
+    let out = old.handle(
+        Input::Peer {
+            from: S2,
+            message: PeerMessage::PrepareAck {
+                ballot: 1,
+                decree: 1,
+                result: Err(PrepareError::StaleBallot { ballot: 2 }),
+            },
+        },
+        2,
+    );
+    assert_eq!(old.role(), Role::Inactive);
+    assert!(out.contains(&Output::WriteReply {
+        token: 5,
+        result: Err(WriteError::UnknownOutcome)
+    }));
+}
+
+// A secondary applies held, durable mutations up to the piggybacked commit
+// point, in order, and re-acks duplicates.
+#[test]
+fn secondary_commits_to_piggybacked_point() {
+    let mut core = replica(S2, config(1, P, &[S2, S3]));
+    core.handle(
+        Input::Peer {
+            from: P,
+            message: prepare(1, 2, 0, b"b"),
+        },
+        1,
+    );
+    core.handle(
+        Input::Peer {
+            from: P,
+            message: prepare(1, 1, 0, b"a"),
+        },
+        1,
+    );
+    core.handle(
+        Input::LogDurable {
+            ballot: 1,
+            decree: 1,
+        },
+        1,
+    );
+    core.handle(
+        Input::LogDurable {
+            ballot: 1,
+            decree: 2,
+        },
+        1,
+    );
+    let out = core.handle(
+        Input::Peer {
+            from: P,
+            message: prepare(1, 3, 2, b"c"),
+        },
+        2,
+    );
+    assert_eq!(applied(&out), vec![1, 2]);
+    assert_eq!(core.last_committed(), 2);
+    let out = core.handle(
+        Input::Peer {
+            from: P,
+            message: prepare(1, 1, 2, b"a"),
+        },
+        3,
+    );
+    assert!(matches!(
+        &out[..],
+        [Output::Send {
+            message: PeerMessage::PrepareAck {
+                decree: 1,
+                result: Ok(()),
+                ..
+            },
+            ..
+        }]
+    ));
+}
+
+// A re-prepared decree under a newer ballot replaces the held one and drops
+// older-ballot decrees above it.
+#[test]
+fn newer_ballot_replaces_tail() {
+    let mut core = replica(S2, config(1, P, &[S2, S3]));
+    for decree in 1..=3 {
+        core.handle(
+            Input::Peer {
+                from: P,
+                message: prepare(1, decree, 0, b"old"),
+            },
+            1,
+        );
+    }
+    assert_eq!(core.last_prepared(), 3);
+    let out = core.handle(
+        Input::Peer {
+            from: S3,
+            message: prepare(2, 2, 0, b"new"),
+        },
+        2,
+    );
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::AppendLog(m) if m.decree == 2 && m.payload == b"new")));
+    assert_eq!(core.last_prepared(), 2, "decree 3 of ballot 1 dropped");
+}
+
+// A secondary promoted by meta re-prepares its uncommitted tail under the
+// new ballot and serves only once all of it committed.
+#[test]
+fn promotion_re_prepares_tail_before_serving() {
+    let mut core = replica(S2, config(1, P, &[S2, S3]));
+    for decree in 1..=2 {
+        core.handle(
+            Input::Peer {
+                from: P,
+                message: prepare(1, decree, 0, b"t"),
+            },
+            1,
+        );
+        core.handle(Input::LogDurable { ballot: 1, decree }, 1);
+    }
+    core.handle(Input::Lease { until_ms: 10_000 }, 1);
+    let out = core.handle(Input::Config(config(2, S2, &[S3])), 5);
+    assert_eq!(core.role(), Role::Primary);
+    let appends: Vec<(Ballot, Decree)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::AppendLog(m) => Some((m.ballot, m.decree)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(appends, vec![(2, 1), (2, 2)]);
+    assert_eq!(prepares(&out).len(), 2);
+    assert!(!core.is_activated());
+    assert_eq!(
+        write(&mut core, 9, b"w", 6),
+        vec![Output::WriteReply {
+            token: 9,
+            result: Err(WriteError::NotActivated)
+        }]
+    );
+    // The old ballot's durability no longer counts.
+    core.handle(
+        Input::LogDurable {
+            ballot: 1,
+            decree: 1,
+        },
+        6,
+    );
+    ack(&mut core, S3, 2, 1);
+    ack(&mut core, S3, 2, 2);
+    assert_eq!(core.last_committed(), 0);
+    let mut out = core.handle(
+        Input::LogDurable {
+            ballot: 2,
+            decree: 1,
+        },
+        7,
+    );
+    assert!(!core.is_activated(), "decree 2 is still uncommitted");
+    out.extend(core.handle(
+        Input::LogDurable {
+            ballot: 2,
+            decree: 2,
+        },
+        7,
+    ));
+    assert_eq!(applied(&out), vec![1, 2]);
+    assert!(core.is_activated());
+    assert!(core.is_serving(8));
+}
+
+// Reads are allowed only at an activated primary within its lease.
+#[test]
+fn reads_need_primary_and_lease() {
+    let mut core = replica(P, config(1, P, &[S2]));
+    let read = |core: &mut ReplicaCore, now_ms| core.handle(Input::ClientRead { token: 1 }, now_ms);
+    assert_eq!(
+        read(&mut core, 9_999),
+        vec![Output::ReadReply {
+            token: 1,
+            result: Ok(())
+        }]
+    );
+    assert_eq!(
+        read(&mut core, 10_000),
+        vec![Output::ReadReply {
+            token: 1,
+            result: Err(ReadError::LeaseExpired)
+        }]
+    );
+    assert_eq!(
+        write(&mut core, 2, b"a", 10_000),
+        vec![Output::WriteReply {
+            token: 2,
+            result: Err(WriteError::LeaseExpired)
+        }]
+    );
+    let mut secondary = replica(S2, config(1, P, &[S2]));
+    assert_eq!(
+        read(&mut secondary, 1),
+        vec![Output::ReadReply {
+            token: 1,
+            result: Err(ReadError::NotPrimary)
+        }]
+    );
+}
+
+// Writes beyond the prepare window are refused Busy, never queued.
+#[test]
+fn window_bound_refuses_busy() {
+    let mut core = primary();
+    let window_max = settings().prepare_window_max;
+    for token in 0..window_max as Token {
+        write(&mut core, token, b"x", 1);
+    }
+    assert_eq!(
+        write(&mut core, 999, b"x", 1),
+        vec![Output::WriteReply {
+            token: 999,
+            result: Err(WriteError::Busy { window_max })
+        }]
+    );
+}
+
+// After the idle time, a primary whose secondaries lag its commit point
+// sends an empty write carrying it; none when nothing lags.
+#[test]
+fn idle_primary_pushes_commit_point_with_empty_write() {
+    let mut core = primary();
+    write(&mut core, 1, b"a", 100);
+    core.handle(
+        Input::LogDurable {
+            ballot: 1,
+            decree: 1,
+        },
+        101,
+    );
+    ack(&mut core, S2, 1, 1);
+    ack(&mut core, S3, 1, 1);
+    assert_eq!(core.last_committed(), 1);
+    assert!(
+        core.handle(Input::Tick, 110).is_empty(),
+        "not idle long enough"
+    );
+    let out = core.handle(Input::Tick, 120);
+    let sent = prepares(&out);
+    assert_eq!(sent.len(), 2);
+    assert!(sent
+        .iter()
+        .all(|(_, m, committed)| m.payload.is_empty() && m.decree == 2 && *committed == 1));
+    assert!(core
+        .handle(Input::Tick, 200)
+        .iter()
+        .all(|o| !matches!(o, Output::AppendLog(_))));
+}
+
+// An unacked Prepare is resent, and after the prepare timeout the primary
+// asks meta to remove the silent secondary (rate-limited).
+#[test]
+fn silent_secondary_resent_then_reported() {
+    let mut core = primary();
+    write(&mut core, 1, b"a", 0);
+    core.handle(
+        Input::LogDurable {
+            ballot: 1,
+            decree: 1,
+        },
+        1,
+    );
+    ack(&mut core, S2, 1, 1);
+    let out = core.handle(Input::Tick, 50);
+    assert_eq!(
+        prepares(&out).iter().map(|p| p.0).collect::<Vec<_>>(),
+        vec![S3]
+    );
+    let out = core.handle(Input::Tick, 400);
+    assert!(out.contains(&Output::ToMeta(MetaRequest::RemoveSecondary {
+        ballot: 1,
+        node: S3
+    })));
+    let out = core.handle(Input::Tick, 450);
+    assert!(!out.iter().any(|o| matches!(o, Output::ToMeta(_))));
+    // Meta removes it: the primary re-prepares under the new ballot without
+    // it, keeps the client waiting, and commits.
+    let out = core.handle(Input::Config(config(2, P, &[S2])), 460);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::AppendLog(m) if m.ballot == 2 && m.decree == 1)));
+    core.handle(
+        Input::LogDurable {
+            ballot: 2,
+            decree: 1,
+        },
+        461,
+    );
+    let out = ack(&mut core, S2, 2, 1);
+    assert!(out.contains(&Output::WriteReply {
+        token: 1,
+        result: Ok(1)
+    }));
+}
+
+// A configuration without this node ends its service and answers waiting
+// writes "unknown outcome", never a definite failure; stale configs are ignored.
+#[test]
+fn removal_fails_pending_writes_unknown() {
+    let mut core = primary();
+    write(&mut core, 4, b"a", 1);
+    assert!(core
+        .handle(Input::Config(config(1, S2, &[S3])), 2)
+        .is_empty());
+    let out = core.handle(Input::Config(config(2, S2, &[S3])), 2);
+    assert_eq!(core.role(), Role::Inactive);
+    assert!(out.contains(&Output::WriteReply {
+        token: 4,
+        result: Err(WriteError::UnknownOutcome)
+    }));
+    assert_eq!(
+        write(&mut core, 5, b"b", 3),
+        vec![Output::WriteReply {
+            token: 5,
+            result: Err(WriteError::NotPrimary)
+        }]
+    );
+}
+
+// Recovery replays the logged commit point, keeps the durable tail, and
+// lets the latest record of a decree win.
+#[test]
+fn recover_from_log() {
+    let record = |ballot, decree, committed, payload: &[u8]| Mutation {
+        ballot,
+        decree,
+        committed_decree: committed,
+        payload: payload.to_vec(),
+    };
+    let log = vec![
+        record(1, 1, 0, b"a"),
+        record(1, 2, 1, b"b"),
+        record(1, 3, 1, b"old"),
+        record(2, 3, 2, b"new"),
+        record(2, 4, 2, b"d"),
+        record(2, 6, 2, b"gap"),
+    ];
+    let (core, replay) = ReplicaCore::recover(Gpid::default(), S2, settings(), 0, log).unwrap();
+    assert_eq!(
+        replay.iter().map(|m| m.decree).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(core.last_committed(), 2);
+    assert_eq!(core.last_prepared(), 4);
+    assert_eq!(core.ballot(), 2);
+    assert_eq!(core.role(), Role::Inactive);
+    // Reinstated as sole primary, it re-prepares 3..=4 and commits alone.
+    let mut core = core;
+    core.handle(Input::Config(config(3, S2, &[])), 10);
+    let mut out = core.handle(
+        Input::LogDurable {
+            ballot: 3,
+            decree: 3,
+        },
+        11,
+    );
+    out.extend(core.handle(
+        Input::LogDurable {
+            ballot: 3,
+            decree: 4,
+        },
+        11,
+    ));
+    assert_eq!(applied(&out), vec![3, 4]);
+    assert!(core.is_activated());
+}
+
+// Inactive replicas answer NotMember, a second sender at the same ballot
+// WrongPrimary, and a decree beyond the window WindowFull; none is logged.
+#[test]
+fn secondary_refusals() {
+    let refusal = |out: &[Output]| match out {
+        [Output::Send {
+            message: PeerMessage::PrepareAck {
+                result: Err(error), ..
+            },
+            ..
+        }] => Some(*error),
+        _ => None,
+    };
+    let mut inactive = ReplicaCore::new(Gpid::default(), S2, settings()).unwrap();
+    let out = inactive.handle(
+        Input::Peer {
+            from: P,
+            message: prepare(1, 1, 0, b"x"),
+        },
+        1,
+    );
+    assert_eq!(refusal(&out), Some(PrepareError::NotMember));
+    let mut secondary = replica(S2, config(1, P, &[S2, S3]));
+    let out = secondary.handle(
+        Input::Peer {
+            from: S3,
+            message: prepare(1, 1, 0, b"x"),
+        },
+        1,
+    );
+    assert_eq!(refusal(&out), Some(PrepareError::WrongPrimary));
+    let far = settings().prepare_window_max as Decree + 1;
+    let out = secondary.handle(
+        Input::Peer {
+            from: P,
+            message: prepare(1, far, 0, b"x"),
+        },
+        1,
+    );
+    assert_eq!(
+        refusal(&out),
+        Some(PrepareError::WindowFull { decree: far })
+    );
+    assert_eq!(secondary.last_prepared(), 0);
+}
+
+// Malformed configurations (primary among the secondaries, unsorted
+// secondaries) are ignored, and a lease never shrinks.
+#[test]
+fn malformed_config_ignored_lease_monotonic() {
+    let mut core = ReplicaCore::new(Gpid::default(), P, settings()).unwrap();
+    assert!(core.handle(Input::Config(config(1, P, &[P])), 0).is_empty());
+    assert!(core
+        .handle(Input::Config(config(1, P, &[S3, S2])), 0)
+        .is_empty());
+    assert_eq!(core.role(), Role::Inactive);
+    core.handle(Input::Lease { until_ms: 500 }, 0);
+    core.handle(Input::Lease { until_ms: 300 }, 0);
+    assert_eq!(core.lease_until_ms(), 500);
+}
+
+// handle_into appends to the caller's buffer and leaves the core's empty.
+#[test]
+fn handle_into_reuses_the_buffer() {
+    let mut core = primary();
+    let mut buffer = Vec::with_capacity(16);
+    core.handle_into(
+        Input::ClientWrite {
+            token: 1,
+            payload: b"a".to_vec(),
+        },
+        1,
+        &mut buffer,
+    );
+    assert_eq!(buffer.len(), 3, "one append and two prepares");
+    buffer.clear();
+    core.handle_into(Input::ClientRead { token: 2 }, 1, &mut buffer);
+    assert_eq!(
+        buffer,
+        vec![Output::ReadReply {
+            token: 2,
+            result: Ok(())
+        }]
+    );
+}

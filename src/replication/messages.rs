@@ -1,0 +1,192 @@
+//! What flows in and out of a [`ReplicaCore`](super::core::ReplicaCore):
+//! identities, mutations, peer messages, inputs, outputs and errors
+//! (docs/replication.md, "Messages").
+
+use std::fmt;
+
+use thiserror::Error;
+
+/// A configuration number; every membership change raises it by one
+/// (invariant **ballot-monotonic**).
+pub type Ballot = u64;
+/// A position in a partition's mutation sequence; 0 means "none yet".
+pub type Decree = u64;
+/// Chosen by the host for a client request, echoed back in its reply.
+pub type Token = u64;
+
+/// A replica node's identity (a small integer; meta maps it to an address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u32);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "n{}", self.0)
+    }
+}
+
+/// A partition's configuration as meta decides it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionConfig {
+    pub ballot: Ballot,
+    /// `None` only before the first primary is chosen.
+    pub primary: Option<NodeId>,
+    /// Sorted, without duplicates, never containing the primary.
+    pub secondaries: Vec<NodeId>,
+}
+
+impl PartitionConfig {
+    /// Whether `node` is the primary or a secondary.
+    pub fn is_member(&self, node: NodeId) -> bool {
+        self.primary == Some(node) || self.secondaries.contains(&node)
+    }
+
+    /// Primary first, then the secondaries.
+    pub fn members(&self) -> Vec<NodeId> {
+        self.primary
+            .iter()
+            .copied()
+            .chain(self.secondaries.iter().copied())
+            .collect()
+    }
+}
+
+/// One replicated write: an encoded `WriteBatch` (empty = the empty write
+/// that only carries the commit point) under a ballot and decree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mutation {
+    pub ballot: Ballot,
+    pub decree: Decree,
+    /// The primary's commit point when it created (or re-prepared) this
+    /// mutation; logged with it, so recovery knows what was committed.
+    pub committed_decree: Decree,
+    pub payload: Vec<u8>,
+}
+
+/// Why a secondary refused a Prepare.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum PrepareError {
+    #[error("stale ballot: the replica is at ballot {ballot}")]
+    StaleBallot { ballot: Ballot },
+    #[error("the replica is not a member of the partition")]
+    NotMember,
+    #[error("another primary holds this ballot")]
+    WrongPrimary,
+    #[error("decree {decree} is beyond the replica's window")]
+    WindowFull { decree: Decree },
+}
+
+/// Messages between replicas of one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerMessage {
+    /// Primary to secondary: log this mutation and ack; everything up to
+    /// `committed_decree` is committed.
+    Prepare {
+        ballot: Ballot,
+        mutation: Mutation,
+        committed_decree: Decree,
+    },
+    /// Secondary to primary: `decree` is durable under `ballot` (or why not).
+    PrepareAck {
+        ballot: Ballot,
+        decree: Decree,
+        result: Result<(), PrepareError>,
+    },
+}
+
+/// Requests from a replica to meta.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetaRequest {
+    /// The primary at `ballot` could not get `node` to ack within the
+    /// prepare timeout.
+    RemoveSecondary { ballot: Ballot, node: NodeId },
+}
+
+/// Role of a replica, following from the configuration it last accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Primary,
+    Secondary,
+    /// Catching up before it joins (learning comes with the guardian).
+    Learner,
+    /// Not serving: not a member, or state unknown since a restart.
+    Inactive,
+}
+
+/// Why a client write was not (or may not have been) applied.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum WriteError {
+    /// Refused before it got a decree: nothing was written.
+    #[error("this replica is not the primary")]
+    NotPrimary,
+    /// Refused before it got a decree: the new primary is still
+    /// re-preparing its predecessor's tail.
+    #[error("the primary is not activated yet")]
+    NotActivated,
+    /// Refused before it got a decree: the node's lease from meta expired.
+    #[error("the primary's lease expired")]
+    LeaseExpired,
+    /// Refused before it got a decree: the prepare window is full.
+    #[error("busy: {window_max} writes are already in flight")]
+    Busy { window_max: usize },
+    /// The write got a decree but this replica stopped being the primary
+    /// before it committed: it may or may not take effect.
+    #[error("outcome unknown: the primary changed while the write was in flight")]
+    UnknownOutcome,
+}
+
+/// Why a client read was refused.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum ReadError {
+    #[error("this replica is not the primary")]
+    NotPrimary,
+    #[error("the primary is not activated yet")]
+    NotActivated,
+    #[error("the primary's lease expired")]
+    LeaseExpired,
+}
+
+/// An input to [`ReplicaCore::handle`](super::core::ReplicaCore::handle).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A client write, already turned into an encoded `WriteBatch`.
+    ClientWrite { token: Token, payload: Vec<u8> },
+    /// A client read; the reply says whether the host may serve it.
+    ClientRead { token: Token },
+    /// A message from another replica.
+    Peer { from: NodeId, message: PeerMessage },
+    /// The local log append of (`ballot`, `decree`) is durable.
+    LogDurable { ballot: Ballot, decree: Decree },
+    /// A configuration from meta.
+    Config(PartitionConfig),
+    /// The node's lease from meta now holds until `until_ms`.
+    Lease { until_ms: u64 },
+    /// Time passed.
+    Tick,
+}
+
+/// An effect the host must carry out, in the order given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// The replica's role or ballot changed (emitted before the effects of
+    /// the change). A host that becomes primary must forget staged writes.
+    RoleChanged { role: Role, ballot: Ballot },
+    /// Append this mutation to the local log and report `LogDurable`.
+    AppendLog(Mutation),
+    /// Send a message to another replica of the partition.
+    Send { to: NodeId, message: PeerMessage },
+    /// Apply this committed mutation to storage; decrees come strictly in
+    /// order, each exactly once (invariant **apply-once-in-order**).
+    Apply(Mutation),
+    /// The outcome of a client write: its decree once applied.
+    WriteReply {
+        token: Token,
+        result: Result<Decree, WriteError>,
+    },
+    /// Whether a client read may be served from storage now.
+    ReadReply {
+        token: Token,
+        result: Result<(), ReadError>,
+    },
+    /// A request to meta.
+    ToMeta(MetaRequest),
+}

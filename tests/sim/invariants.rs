@@ -1,0 +1,135 @@
+//! The safety invariants the simulator checks after every event
+//! (docs/replication.md, "Invariants").
+
+use std::collections::BTreeMap;
+
+use markab::replication::core::ReplicaCore;
+use markab::replication::messages::{Ballot, Decree, Mutation, NodeId, Role};
+
+use super::model::PartitionId;
+
+/// A replica instance: node, incarnation (bumped by each restart), partition.
+pub type ReplicaKey = (NodeId, u64, PartitionId);
+
+/// FNV-1a of a payload: committed prefixes are compared by it, whatever
+/// ballot carried the mutation.
+pub fn payload_hash(payload: &[u8]) -> u64 {
+    payload.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[derive(Default)]
+pub struct Invariants {
+    /// Per partition, the payload hash of every committed decree (index =
+    /// decree - 1), as first applied by any replica.
+    committed: BTreeMap<PartitionId, Vec<u64>>,
+    /// Who was primary at each (partition, ballot).
+    primary_of_ballot: BTreeMap<(PartitionId, Ballot), NodeId>,
+    ballots: BTreeMap<ReplicaKey, Ballot>,
+    commits: BTreeMap<ReplicaKey, Decree>,
+    /// Per partition, the highest decree acknowledged to a client.
+    acked: BTreeMap<PartitionId, Decree>,
+}
+
+impl Invariants {
+    /// **committed-prefix-agreement**: every replica applies, at each
+    /// decree, the payload every other replica applied there.
+    pub fn on_apply(
+        &mut self,
+        pid: PartitionId,
+        node: NodeId,
+        mutation: &Mutation,
+    ) -> Result<(), String> {
+        let hashes = self.committed.entry(pid).or_default();
+        let hash = payload_hash(&mutation.payload);
+        let index = (mutation.decree - 1) as usize;
+        match hashes.get(index) {
+            Some(known) if *known != hash => Err(format!(
+                "committed-prefix-agreement: {node} applied a different payload at p{pid} decree {}",
+                mutation.decree
+            )),
+            Some(_) => Ok(()),
+            None if index == hashes.len() => {
+                hashes.push(hash);
+                Ok(())
+            }
+            None => Err(format!(
+                "apply-once-in-order: {node} applied p{pid} decree {} with only {} committed before",
+                mutation.decree,
+                hashes.len()
+            )),
+        }
+    }
+
+    /// A client was told its write committed at `decree`.
+    pub fn on_acked(&mut self, pid: PartitionId, decree: Decree) -> Result<(), String> {
+        let known = self
+            .committed
+            .get(&pid)
+            .map_or(0, |hashes| hashes.len() as Decree);
+        if decree > known {
+            return Err(format!(
+                "acked-after-apply: p{pid} decree {decree} acked before any apply"
+            ));
+        }
+        let acked = self.acked.entry(pid).or_default();
+        *acked = (*acked).max(decree);
+        Ok(())
+    }
+
+    /// The per-step checks over every live replica.
+    pub fn check_step<'a>(
+        &mut self,
+        now_ms: u64,
+        replicas: impl Iterator<Item = (ReplicaKey, &'a ReplicaCore)>,
+    ) -> Result<(), String> {
+        let mut serving: BTreeMap<PartitionId, NodeId> = BTreeMap::new();
+        for (key @ (node, _, pid), core) in replicas {
+            let ballot = core.ballot();
+            let last = self.ballots.insert(key, ballot).unwrap_or(0);
+            if ballot < last {
+                return Err(format!(
+                    "ballot-monotonic: {node} p{pid} went from {last} to {ballot}"
+                ));
+            }
+            let committed = core.last_committed();
+            let last = self.commits.insert(key, committed).unwrap_or(0);
+            if committed < last {
+                return Err(format!(
+                    "commit-monotonic: {node} p{pid} went from {last} to {committed}"
+                ));
+            }
+            if core.role() == Role::Primary {
+                let holder = *self.primary_of_ballot.entry((pid, ballot)).or_insert(node);
+                if holder != node {
+                    return Err(format!(
+                        "one-primary-per-ballot: {holder} and {node} are both primary of p{pid} at ballot {ballot}"
+                    ));
+                }
+            }
+            if core.is_serving(now_ms) {
+                if let Some(other) = serving.insert(pid, node) {
+                    return Err(format!(
+                        "one-serving-primary: {other} and {node} both serve p{pid} at {now_ms} ms"
+                    ));
+                }
+                let acked = self.acked.get(&pid).copied().unwrap_or(0);
+                if committed < acked {
+                    return Err(format!(
+                        "acked-never-lost: {node} serves p{pid} with commit point {committed} below acked decree {acked}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decrees committed so far per partition.
+    pub fn committed_counts(&self) -> BTreeMap<PartitionId, usize> {
+        self.committed
+            .iter()
+            .map(|(pid, hashes)| (*pid, hashes.len()))
+            .collect()
+    }
+}

@@ -1,0 +1,157 @@
+//! The simulated world's vocabulary: addresses, messages, events, the
+//! simulated log, and the fault settings drawn per seed.
+
+use markab::check::KvInput;
+use markab::replication::messages::{
+    Ballot, Decree, Mutation, NodeId, PartitionConfig, PeerMessage,
+};
+use markab::replication::reconfig::ReplicaReport;
+use markab::wire::message::{Request, Response};
+
+/// Partition index inside the simulated table.
+pub type PartitionId = u32;
+
+/// Who sends and receives messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Addr {
+    Meta,
+    Node(NodeId),
+    Client(usize),
+}
+
+/// What a client is told about its request.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// Executed: the storage layer's answer.
+    Done(Response),
+    /// Definitely not executed (not primary, lease, busy, ...).
+    Refused(String),
+    /// May or may not take effect.
+    Unknown,
+}
+
+/// Everything that travels on the simulated network.
+#[derive(Clone, Debug)]
+pub enum Msg {
+    Peer {
+        pid: PartitionId,
+        message: PeerMessage,
+    },
+    Beacon {
+        incarnation: u64,
+        sent_ms: u64,
+        reports: Vec<(PartitionId, ReplicaReport)>,
+    },
+    BeaconAck {
+        sent_ms: u64,
+        configs: Vec<(PartitionId, PartitionConfig)>,
+    },
+    Config {
+        pid: PartitionId,
+        config: PartitionConfig,
+    },
+    RemoveSecondary {
+        pid: PartitionId,
+        ballot: Ballot,
+        node: NodeId,
+    },
+    Request {
+        op: u64,
+        pid: PartitionId,
+        request: Request,
+    },
+    Reply {
+        op: u64,
+        reply: Reply,
+    },
+}
+
+/// A scheduled happening.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Deliver {
+        from: Addr,
+        to: Addr,
+        msg: Msg,
+    },
+    Durable {
+        node: NodeId,
+        incarnation: u64,
+        pid: PartitionId,
+        ballot: Ballot,
+        decree: Decree,
+    },
+    NodeTick {
+        node: NodeId,
+        incarnation: u64,
+    },
+    Beacon {
+        node: NodeId,
+        incarnation: u64,
+    },
+    MetaTick,
+    FaultTick,
+    ClientStep {
+        client: usize,
+    },
+    ClientTimeout {
+        client: usize,
+        op: u64,
+    },
+    Restart {
+        node: NodeId,
+    },
+}
+
+/// One replica's mutation log on a simulated disk: appends become durable
+/// in order after a delay; a crash keeps only the durable prefix.
+#[derive(Clone, Debug, Default)]
+pub struct SimLog {
+    /// Records with the time they became (or become) durable.
+    pub records: Vec<(Mutation, u64)>,
+}
+
+impl SimLog {
+    /// Appends `mutation`; returns when it will be durable (never before an
+    /// earlier record: the log is a prefix-durable stream).
+    pub fn append(&mut self, mutation: Mutation, now_ms: u64, delay_ms: u64) -> u64 {
+        let previous = self.records.last().map_or(0, |(_, at)| *at);
+        let durable_at_ms = previous.max(now_ms + delay_ms);
+        self.records.push((mutation, durable_at_ms));
+        durable_at_ms
+    }
+
+    /// Power cut at `now_ms`: every record not yet durable is lost.
+    pub fn crash(&mut self, now_ms: u64) {
+        self.records.retain(|(_, at)| *at <= now_ms);
+    }
+}
+
+/// Per-seed shape of the world and its faults.
+#[derive(Clone, Debug)]
+pub struct SimSettings {
+    pub partitions: u32,
+    pub clients: usize,
+    pub keys: usize,
+    /// Faults (crashes, cuts, drops) happen before this time.
+    pub faults_until_ms: u64,
+    /// The run ends here (quiet period after the faults).
+    pub end_ms: u64,
+    pub drop_per_mille: u32,
+    pub delay_max_ms: u64,
+    /// Chance per fault tick (100 ms) of a crash, per mille.
+    pub crash_per_mille: u32,
+    /// Chance per fault tick of cutting a link, per mille.
+    pub cut_per_mille: u32,
+    pub client_timeout_ms: u64,
+}
+
+/// One recorded client operation before it is handed to the checker.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub client: usize,
+    pub key_index: usize,
+    pub invoke_ns: u64,
+    pub input: KvInput,
+    pub complete: Option<(u64, markab::check::KvOutput)>,
+}

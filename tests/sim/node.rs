@@ -1,0 +1,44 @@
+//! A simulated replica node: the real `ReplicaCore` and `Partition` over
+//! `MemoryEngine` per hosted partition, plus per-replica simulated logs
+//! that survive crashes up to their durable prefix.
+
+use std::collections::BTreeMap;
+
+use markab::replication::core::ReplicaCore;
+use markab::replication::messages::{NodeId, Token};
+use markab::storage::{MemoryEngine, Partition};
+use markab::wire::message::{Request, ResponseBody};
+
+use super::model::{PartitionId, SimLog};
+
+/// A client request waiting for its replica's answer.
+pub struct Pending {
+    pub client: usize,
+    pub op: u64,
+    /// Writes: the reply to send once applied.
+    pub body: Option<ResponseBody>,
+    /// Reads: the request to execute once allowed.
+    pub read: Option<Request>,
+}
+
+/// One partition replica hosted on a node.
+pub struct Hosted {
+    pub core: ReplicaCore,
+    pub partition: Partition<MemoryEngine>,
+    /// The last decree applied to `partition`.
+    pub applied: u64,
+    pub pending: BTreeMap<Token, Pending>,
+}
+
+pub struct SimNode {
+    pub id: NodeId,
+    pub alive: bool,
+    /// Bumped by every restart.
+    pub incarnation: u64,
+    /// When the current incarnation started (acks of older beacons are ignored).
+    pub started_ms: u64,
+    pub replicas: BTreeMap<PartitionId, Hosted>,
+    /// The disk: survives crashes (durable prefix only).
+    pub logs: BTreeMap<PartitionId, SimLog>,
+    pub next_token: Token,
+}

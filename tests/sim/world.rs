@@ -1,0 +1,834 @@
+//! The deterministic discrete-event world: one seeded RNG, a simulated
+//! clock, a network with delay, drop, reorder and link cuts, nodes that
+//! crash (losing unsynced log bytes) and restart, the simulated meta, and
+//! clients recording a history. Every event is followed by the invariant
+//! checks of `invariants.rs`.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use markab::replication::config::ReplicationSettings;
+use markab::replication::core::ReplicaCore;
+use markab::replication::messages::{
+    Input, MetaRequest, NodeId, Output, PartitionConfig, Role, WriteError,
+};
+use markab::replication::reconfig::ReplicaReport;
+use markab::storage::{MemoryEngine, Partition, StorageLimits, WriteBatch};
+use markab::wire::message::{Gpid, Request};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::invariants::Invariants;
+use super::meta::{Change, SimMeta};
+use super::model::{Addr, Event, Msg, PartitionId, Recorded, Reply, SimLog, SimSettings};
+use super::node::{Hosted, Pending, SimNode};
+
+mod client;
+
+pub use client::sim_key;
+use client::SimClient;
+
+/// Storage time (seconds since 2016) used for every request: no TTLs.
+const NOW_EPOCH_S: u32 = 1_000;
+/// Interval of replica ticks.
+const NODE_TICK_MS: u64 = 5;
+/// Interval of meta's failure detection.
+const META_TICK_MS: u64 = 20;
+/// Interval of fault decisions.
+const FAULT_TICK_MS: u64 = 100;
+/// Lines of trace kept for a failure report.
+const TRACE_LINES_MAX: usize = 60;
+/// Hard bound on events per seed (a runaway loop is a failure).
+const EVENTS_MAX: u64 = 2_000_000;
+
+/// What one seed's run produced.
+pub struct RunSummary {
+    pub events: u64,
+    pub history: Vec<Recorded>,
+    pub committed: BTreeMap<PartitionId, usize>,
+    pub crashes: u32,
+    pub reconfigurations: usize,
+    pub final_reads: usize,
+    /// Replicas that became primary after the first configuration.
+    pub promotions: u32,
+}
+
+pub struct World {
+    rng: StdRng,
+    now_ms: u64,
+    seq: u64,
+    events: BTreeMap<(u64, u64), Event>,
+    settings: SimSettings,
+    replication: ReplicationSettings,
+    nodes: BTreeMap<NodeId, SimNode>,
+    meta: SimMeta,
+    clients: Vec<SimClient>,
+    cuts: BTreeMap<(Addr, Addr), u64>,
+    history: Vec<Recorded>,
+    /// History entries that were refused (never executed): left out.
+    refused: Vec<bool>,
+    next_op: u64,
+    invariants: Invariants,
+    trace: VecDeque<String>,
+    verbose: bool,
+    crashes: u32,
+    promotions: u32,
+    /// Sub-millisecond order of history timestamps.
+    history_tick: u64,
+}
+
+impl World {
+    pub fn new(seed: u64, verbose: bool) -> World {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let nodes_count = rng.random_range(3..=4u32);
+        let settings = SimSettings {
+            partitions: rng.random_range(1..=2),
+            clients: rng.random_range(2..=4),
+            keys: rng.random_range(2..=6),
+            faults_until_ms: 8_000,
+            end_ms: 11_000,
+            drop_per_mille: [0, 10, 50][rng.random_range(0..3)],
+            delay_max_ms: rng.random_range(1..=10),
+            crash_per_mille: [0, 50, 150][rng.random_range(0..3)],
+            cut_per_mille: [0, 50, 150][rng.random_range(0..3)],
+            client_timeout_ms: 1_000,
+        };
+        let replication = if rng.random_bool(0.5) {
+            ReplicationSettings::default()
+        } else {
+            random_settings(&mut rng)
+        };
+        replication.validate().expect("drawn settings are valid");
+        let ids: Vec<NodeId> = (1..=nodes_count).map(NodeId).collect();
+        let mut configs = BTreeMap::new();
+        let mut nodes: BTreeMap<NodeId, SimNode> = ids
+            .iter()
+            .map(|id| {
+                let node = SimNode {
+                    id: *id,
+                    alive: true,
+                    incarnation: 0,
+                    started_ms: 0,
+                    replicas: BTreeMap::new(),
+                    logs: BTreeMap::new(),
+                    next_token: 1,
+                };
+                (*id, node)
+            })
+            .collect();
+        for pid in 0..settings.partitions {
+            let members: Vec<NodeId> = (0..3)
+                .map(|i| ids[((pid + i) % nodes_count) as usize])
+                .collect();
+            let mut secondaries = members[1..].to_vec();
+            secondaries.sort();
+            configs.insert(
+                pid,
+                PartitionConfig {
+                    ballot: 1,
+                    primary: Some(members[0]),
+                    secondaries,
+                },
+            );
+            for member in members {
+                let node = nodes.get_mut(&member).expect("member");
+                let core = ReplicaCore::new(gpid(pid), member, replication).expect("settings");
+                node.replicas.insert(pid, hosted(core));
+                node.logs.insert(pid, SimLog::default());
+            }
+        }
+        let meta = SimMeta::new(replication, &ids, configs);
+        let clients = (0..settings.clients)
+            .map(|_| SimClient {
+                route: BTreeMap::new(),
+                outstanding: None,
+            })
+            .collect();
+        let mut world = World {
+            rng,
+            now_ms: 0,
+            seq: 0,
+            events: BTreeMap::new(),
+            settings,
+            replication,
+            nodes,
+            meta,
+            clients,
+            cuts: BTreeMap::new(),
+            history: Vec::new(),
+            refused: Vec::new(),
+            next_op: 1,
+            invariants: Invariants::default(),
+            trace: VecDeque::new(),
+            verbose,
+            crashes: 0,
+            promotions: 0,
+            history_tick: 0,
+        };
+        world.note(format!(
+            "settings {:?} {:?}",
+            world.settings, world.replication
+        ));
+        for id in ids {
+            world.schedule(
+                0,
+                Event::NodeTick {
+                    node: id,
+                    incarnation: 0,
+                },
+            );
+            world.schedule(
+                0,
+                Event::Beacon {
+                    node: id,
+                    incarnation: 0,
+                },
+            );
+        }
+        let configs: Vec<(PartitionId, PartitionConfig)> = world
+            .meta
+            .configs()
+            .iter()
+            .map(|(p, c)| (*p, c.clone()))
+            .collect();
+        for (pid, config) in configs {
+            for member in config.members() {
+                world.send(
+                    Addr::Meta,
+                    Addr::Node(member),
+                    Msg::Config {
+                        pid,
+                        config: config.clone(),
+                    },
+                );
+            }
+        }
+        world.schedule(0, Event::MetaTick);
+        world.schedule(FAULT_TICK_MS, Event::FaultTick);
+        for client in 0..world.settings.clients {
+            world.schedule(1, Event::ClientStep { client });
+        }
+        world
+    }
+
+    /// Runs to the end; `Err` carries the violated invariant and the trace tail.
+    pub fn run(mut self) -> Result<RunSummary, String> {
+        let mut events = 0u64;
+        while let Some(((at_ms, _), event)) = self.events.pop_first() {
+            if at_ms > self.settings.end_ms {
+                break;
+            }
+            assert!(at_ms >= self.now_ms, "the clock never goes back");
+            self.now_ms = at_ms;
+            events += 1;
+            if events > EVENTS_MAX {
+                return Err(self.failure("more than EVENTS_MAX events".into()));
+            }
+            if let Err(violation) = self.step(event).and_then(|()| self.check()) {
+                return Err(self.failure(violation));
+            }
+        }
+        let final_reads = match self.final_reads() {
+            Ok(count) => count,
+            Err(violation) => return Err(self.failure(violation)),
+        };
+        let history = self
+            .history
+            .iter()
+            .zip(self.refused.iter())
+            .filter(|(_, refused)| !**refused)
+            .map(|(op, _)| op.clone())
+            .collect();
+        Ok(RunSummary {
+            events,
+            history,
+            committed: self.invariants.committed_counts(),
+            crashes: self.crashes,
+            reconfigurations: self.meta.persisted.len(),
+            final_reads,
+            promotions: self.promotions,
+        })
+    }
+
+    fn failure(&self, violation: String) -> String {
+        let tail: Vec<&str> = self.trace.iter().map(String::as_str).collect();
+        format!("{violation}\n--- trace tail ---\n{}", tail.join("\n"))
+    }
+
+    fn note(&mut self, line: String) {
+        let line = format!("{:>6} ms  {line}", self.now_ms);
+        if self.verbose {
+            println!("{line}");
+        }
+        if self.trace.len() == TRACE_LINES_MAX {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(line);
+    }
+
+    fn schedule(&mut self, at_ms: u64, event: Event) {
+        self.seq += 1;
+        self.events.insert((at_ms, self.seq), event);
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        let now_ms = self.now_ms;
+        let replicas = self
+            .nodes
+            .values()
+            .filter(|node| node.alive)
+            .flat_map(|node| {
+                node.replicas
+                    .iter()
+                    .map(move |(pid, hosted)| ((node.id, node.incarnation, *pid), &hosted.core))
+            });
+        self.invariants.check_step(now_ms, replicas)
+    }
+
+    // ---- network ----
+
+    fn link(a: Addr, b: Addr) -> (Addr, Addr) {
+        if a <= b {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    }
+
+    fn send(&mut self, from: Addr, to: Addr, msg: Msg) {
+        let cut = self
+            .cuts
+            .get(&Self::link(from, to))
+            .is_some_and(|until| *until > self.now_ms);
+        let dropped = self.rng.random_range(0..1000) < self.settings.drop_per_mille;
+        if cut || dropped {
+            if self.verbose {
+                self.note(format!("drop {from:?} -> {to:?} {msg:?}"));
+            }
+            return;
+        }
+        let mut delay_ms = self.rng.random_range(1..=self.settings.delay_max_ms);
+        if self.rng.random_range(0..100) < 5 {
+            delay_ms += self.rng.random_range(0..50);
+        }
+        self.schedule(self.now_ms + delay_ms, Event::Deliver { from, to, msg });
+    }
+
+    // ---- events ----
+
+    fn step(&mut self, event: Event) -> Result<(), String> {
+        match event {
+            Event::Deliver { from, to, msg } => self.deliver(from, to, msg),
+            Event::Durable {
+                node,
+                incarnation,
+                pid,
+                ballot,
+                decree,
+            } => {
+                if self.is_current(node, incarnation) {
+                    self.feed(node, pid, Input::LogDurable { ballot, decree })?;
+                }
+                Ok(())
+            }
+            Event::NodeTick { node, incarnation } => {
+                if !self.is_current(node, incarnation) {
+                    return Ok(());
+                }
+                let pids: Vec<PartitionId> = self.nodes[&node].replicas.keys().copied().collect();
+                for pid in pids {
+                    self.feed(node, pid, Input::Tick)?;
+                }
+                self.schedule(
+                    self.now_ms + NODE_TICK_MS,
+                    Event::NodeTick { node, incarnation },
+                );
+                Ok(())
+            }
+            Event::Beacon { node, incarnation } => {
+                if !self.is_current(node, incarnation) {
+                    return Ok(());
+                }
+                let reports = self.nodes[&node]
+                    .replicas
+                    .iter()
+                    .map(|(pid, hosted)| {
+                        let report = ReplicaReport {
+                            ballot: hosted.core.ballot(),
+                            last_prepared: hosted.core.last_prepared(),
+                            last_committed: hosted.core.last_committed(),
+                        };
+                        (*pid, report)
+                    })
+                    .collect();
+                let sent_ms = self.now_ms;
+                self.send(
+                    Addr::Node(node),
+                    Addr::Meta,
+                    Msg::Beacon {
+                        incarnation,
+                        sent_ms,
+                        reports,
+                    },
+                );
+                let next = self.now_ms + self.replication.beacon_interval_ms;
+                self.schedule(next, Event::Beacon { node, incarnation });
+                Ok(())
+            }
+            Event::MetaTick => {
+                let changes = self.meta.on_tick(self.now_ms);
+                self.announce(changes);
+                self.schedule(self.now_ms + META_TICK_MS, Event::MetaTick);
+                Ok(())
+            }
+            Event::FaultTick => {
+                self.fault_tick();
+                Ok(())
+            }
+            Event::ClientStep { client } => {
+                self.client_step(client);
+                Ok(())
+            }
+            Event::ClientTimeout { client, op } => {
+                if self.clients[client]
+                    .outstanding
+                    .is_some_and(|(held, _)| held == op)
+                {
+                    self.note(format!("client {client} op {op} timed out"));
+                    self.client_done(client, None, true);
+                }
+                Ok(())
+            }
+            Event::Restart { node } => self.restart(node),
+        }
+    }
+
+    fn is_current(&self, node: NodeId, incarnation: u64) -> bool {
+        let held = &self.nodes[&node];
+        held.alive && held.incarnation == incarnation
+    }
+
+    fn deliver(&mut self, from: Addr, to: Addr, msg: Msg) -> Result<(), String> {
+        if self.verbose {
+            self.note(format!("deliver {from:?} -> {to:?} {msg:?}"));
+        }
+        match to {
+            Addr::Meta => {
+                self.meta_receive(from, msg);
+                Ok(())
+            }
+            Addr::Client(client) => match msg {
+                Msg::Reply { op, reply } => self.client_reply(client, op, reply),
+                _ => Ok(()),
+            },
+            Addr::Node(node) => {
+                if !self.nodes[&node].alive {
+                    return Ok(());
+                }
+                self.node_receive(node, from, msg)
+            }
+        }
+    }
+
+    fn meta_receive(&mut self, from: Addr, msg: Msg) {
+        let Addr::Node(node) = from else { return };
+        match msg {
+            Msg::Beacon {
+                incarnation,
+                sent_ms,
+                reports,
+            } => {
+                let (changes, configs) =
+                    self.meta
+                        .on_beacon(node, incarnation, &reports, self.now_ms);
+                self.announce(changes);
+                if let Some(configs) = configs {
+                    self.send(Addr::Meta, from, Msg::BeaconAck { sent_ms, configs });
+                }
+            }
+            Msg::RemoveSecondary {
+                pid,
+                ballot,
+                node: removed,
+            } => {
+                if let Some(change) =
+                    self.meta
+                        .on_remove_request(node, pid, ballot, removed, self.now_ms)
+                {
+                    self.announce(vec![change]);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends every persisted change to the members of the old and the new
+    /// configuration.
+    fn announce(&mut self, changes: Vec<Change>) {
+        for (pid, old, new) in changes {
+            self.note(format!("meta p{pid}: {old:?} -> {new:?}"));
+            let mut targets = old.members();
+            targets.extend(new.members());
+            targets.sort();
+            targets.dedup();
+            for node in targets {
+                self.send(
+                    Addr::Meta,
+                    Addr::Node(node),
+                    Msg::Config {
+                        pid,
+                        config: new.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn node_receive(&mut self, node: NodeId, from: Addr, msg: Msg) -> Result<(), String> {
+        match msg {
+            Msg::Peer { pid, message } => {
+                let Addr::Node(sender) = from else {
+                    return Ok(());
+                };
+                self.feed(
+                    node,
+                    pid,
+                    Input::Peer {
+                        from: sender,
+                        message,
+                    },
+                )
+            }
+            Msg::Config { pid, config } => self.feed(node, pid, Input::Config(config)),
+            Msg::BeaconAck { sent_ms, configs } => {
+                if sent_ms < self.nodes[&node].started_ms {
+                    return Ok(());
+                }
+                for (pid, config) in configs {
+                    self.feed(node, pid, Input::Config(config))?;
+                }
+                let until_ms = sent_ms + self.replication.lease_ms;
+                let pids: Vec<PartitionId> = self.nodes[&node].replicas.keys().copied().collect();
+                for pid in pids {
+                    self.feed(node, pid, Input::Lease { until_ms })?;
+                }
+                Ok(())
+            }
+            Msg::Request { op, pid, request } => {
+                let Addr::Client(client) = from else {
+                    return Ok(());
+                };
+                self.client_request(node, client, op, pid, request)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn client_request(
+        &mut self,
+        node: NodeId,
+        client: usize,
+        op: u64,
+        pid: PartitionId,
+        request: Request,
+    ) -> Result<(), String> {
+        let to = Addr::Client(client);
+        let held = self.nodes.get_mut(&node).expect("node");
+        let token = held.next_token;
+        held.next_token += 1;
+        let Some(hosted) = held.replicas.get_mut(&pid) else {
+            self.send(
+                Addr::Node(node),
+                to,
+                Msg::Reply {
+                    op,
+                    reply: Reply::Refused("no replica".into()),
+                },
+            );
+            return Ok(());
+        };
+        if request.is_write() {
+            let (batch, body) = match hosted.partition.prepare_write(&request, NOW_EPOCH_S) {
+                Ok(prepared) => prepared,
+                Err(error) => {
+                    self.send(
+                        Addr::Node(node),
+                        to,
+                        Msg::Reply {
+                            op,
+                            reply: Reply::Done(Err(error)),
+                        },
+                    );
+                    return Ok(());
+                }
+            };
+            let pending = Pending {
+                client,
+                op,
+                body: Some(body),
+                read: None,
+            };
+            hosted.pending.insert(token, pending);
+            self.feed(
+                node,
+                pid,
+                Input::ClientWrite {
+                    token,
+                    payload: batch.encode(),
+                },
+            )
+        } else {
+            let pending = Pending {
+                client,
+                op,
+                body: None,
+                read: Some(request),
+            };
+            hosted.pending.insert(token, pending);
+            self.feed(node, pid, Input::ClientRead { token })
+        }
+    }
+
+    /// Feeds one input to a hosted replica and carries out its outputs.
+    fn feed(&mut self, node: NodeId, pid: PartitionId, input: Input) -> Result<(), String> {
+        let now_ms = self.now_ms;
+        let Some(hosted) = self
+            .nodes
+            .get_mut(&node)
+            .and_then(|n| n.replicas.get_mut(&pid))
+        else {
+            return Ok(()); // not hosted here (no learning yet)
+        };
+        let outputs = hosted.core.handle(input, now_ms);
+        for output in outputs {
+            self.carry_out(node, pid, output)?;
+        }
+        Ok(())
+    }
+
+    fn carry_out(&mut self, node: NodeId, pid: PartitionId, output: Output) -> Result<(), String> {
+        let now_ms = self.now_ms;
+        let delay_ms = self.rng.random_range(1..=4);
+        let held = self.nodes.get_mut(&node).expect("node");
+        let incarnation = held.incarnation;
+        let hosted = held.replicas.get_mut(&pid).expect("hosted");
+        match output {
+            Output::RoleChanged { role, ballot } => {
+                if role == Role::Primary {
+                    hosted.partition.discard_staged();
+                    if ballot > 1 {
+                        self.promotions += 1;
+                    }
+                }
+                self.note(format!("{node} p{pid} becomes {role:?} at ballot {ballot}"));
+            }
+            Output::AppendLog(mutation) => {
+                if hosted.core.role() == Role::Primary && !mutation.payload.is_empty() {
+                    let batch = WriteBatch::decode(&mutation.payload)
+                        .map_err(|e| format!("{node} cannot decode its own payload: {e:?}"))?;
+                    hosted.partition.stage(mutation.decree as i64, &batch);
+                }
+                let (ballot, decree) = (mutation.ballot, mutation.decree);
+                let log = held.logs.get_mut(&pid).expect("log");
+                let durable_at_ms = log.append(mutation, now_ms, delay_ms);
+                self.schedule(
+                    durable_at_ms,
+                    Event::Durable {
+                        node,
+                        incarnation,
+                        pid,
+                        ballot,
+                        decree,
+                    },
+                );
+            }
+            Output::Send { to, message } => {
+                self.send(Addr::Node(node), Addr::Node(to), Msg::Peer { pid, message });
+            }
+            Output::Apply(mutation) => {
+                if mutation.decree != hosted.applied + 1 {
+                    return Err(format!(
+                        "apply-once-in-order: {node} p{pid} applied {} after {}",
+                        mutation.decree, hosted.applied
+                    ));
+                }
+                apply(&hosted.partition, &mutation)?;
+                hosted.applied = mutation.decree;
+                self.invariants.on_apply(pid, node, &mutation)?;
+            }
+            Output::WriteReply { token, result } => {
+                let Some(pending) = hosted.pending.remove(&token) else {
+                    return Err(format!("{node} p{pid} replied to unknown token {token}"));
+                };
+                let reply = match result {
+                    Ok(decree) => {
+                        self.invariants.on_acked(pid, decree)?;
+                        Reply::Done(Ok(pending.body.expect("write body")))
+                    }
+                    Err(WriteError::UnknownOutcome) => Reply::Unknown,
+                    Err(error) => Reply::Refused(error.to_string()),
+                };
+                let msg = Msg::Reply {
+                    op: pending.op,
+                    reply,
+                };
+                self.send(Addr::Node(node), Addr::Client(pending.client), msg);
+            }
+            Output::ReadReply { token, result } => {
+                let Some(pending) = hosted.pending.remove(&token) else {
+                    return Err(format!("{node} p{pid} answered unknown read token {token}"));
+                };
+                let reply = match result {
+                    Ok(()) => {
+                        let request = pending.read.expect("read request");
+                        Reply::Done(hosted.partition.execute(&request, NOW_EPOCH_S))
+                    }
+                    Err(error) => Reply::Refused(error.to_string()),
+                };
+                let msg = Msg::Reply {
+                    op: pending.op,
+                    reply,
+                };
+                self.send(Addr::Node(node), Addr::Client(pending.client), msg);
+            }
+            Output::ToMeta(MetaRequest::RemoveSecondary {
+                ballot,
+                node: removed,
+            }) => {
+                self.note(format!("{node} p{pid} asks meta to remove {removed}"));
+                self.send(
+                    Addr::Node(node),
+                    Addr::Meta,
+                    Msg::RemoveSecondary {
+                        pid,
+                        ballot,
+                        node: removed,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    // ---- faults ----
+
+    fn fault_tick(&mut self) {
+        if self.now_ms >= self.settings.faults_until_ms {
+            return;
+        }
+        self.schedule(self.now_ms + FAULT_TICK_MS, Event::FaultTick);
+        let down = self.nodes.values().filter(|node| !node.alive).count() as u32;
+        // A second simultaneous crash is rarer than the first.
+        let crash_per_mille = self.settings.crash_per_mille / (1 + 3 * down);
+        let alive: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|n| n.alive)
+            .map(|n| n.id)
+            .collect();
+        if down < 2 && self.rng.random_range(0..1000) < crash_per_mille {
+            let node = alive[self.rng.random_range(0..alive.len())];
+            self.crash(node);
+            let back_ms = self.now_ms + self.rng.random_range(100..=1_500);
+            self.schedule(back_ms, Event::Restart { node });
+        }
+        if self.rng.random_range(0..1000) < self.settings.cut_per_mille {
+            let mut ends: Vec<Addr> = vec![Addr::Meta];
+            ends.extend(self.nodes.keys().map(|id| Addr::Node(*id)));
+            let a = ends[self.rng.random_range(0..ends.len())];
+            let b = ends[self.rng.random_range(0..ends.len())];
+            if a != b {
+                let until_ms = self.now_ms + self.rng.random_range(100..=1_500);
+                self.note(format!("cut {a:?} <-> {b:?} until {until_ms} ms"));
+                self.cuts.insert(Self::link(a, b), until_ms);
+            }
+        }
+    }
+
+    fn crash(&mut self, node: NodeId) {
+        self.crashes += 1;
+        let now_ms = self.now_ms;
+        let held = self.nodes.get_mut(&node).expect("node");
+        held.alive = false;
+        held.replicas.clear();
+        for log in held.logs.values_mut() {
+            log.crash(now_ms);
+        }
+        self.note(format!("crash {node}"));
+    }
+
+    fn restart(&mut self, node: NodeId) -> Result<(), String> {
+        let now_ms = self.now_ms;
+        let replication = self.replication;
+        let held = self.nodes.get_mut(&node).expect("node");
+        held.alive = true;
+        held.incarnation += 1;
+        held.started_ms = now_ms;
+        let incarnation = held.incarnation;
+        let mut replays = Vec::new();
+        for (pid, log) in &held.logs {
+            let records = log.records.iter().map(|(mutation, _)| mutation.clone());
+            let (core, replay) = ReplicaCore::recover(gpid(*pid), node, replication, 0, records)
+                .map_err(|e| format!("recover: {e}"))?;
+            let mut hosted = hosted(core);
+            for mutation in &replay {
+                apply(&hosted.partition, mutation)?;
+                hosted.applied = mutation.decree;
+            }
+            held.replicas.insert(*pid, hosted);
+            replays.push((*pid, replay));
+        }
+        for (pid, replay) in replays {
+            for mutation in &replay {
+                self.invariants.on_apply(pid, node, mutation)?;
+            }
+        }
+        self.note(format!("restart {node} (incarnation {incarnation})"));
+        self.schedule(now_ms, Event::NodeTick { node, incarnation });
+        self.schedule(now_ms, Event::Beacon { node, incarnation });
+        Ok(())
+    }
+}
+
+/// Valid but unusual timings: short beacons, leases and windows.
+fn random_settings(rng: &mut StdRng) -> ReplicationSettings {
+    let beacon_interval_ms = rng.random_range(20..=100);
+    let lease_ms = 2 * beacon_interval_ms + rng.random_range(1..=300);
+    let prepare_resend_ms = rng.random_range(10..=50);
+    ReplicationSettings {
+        beacon_interval_ms,
+        lease_ms,
+        grace_ms: lease_ms + rng.random_range(1..=300),
+        prepare_window_max: rng.random_range(2..=64),
+        idle_commit_push_ms: rng.random_range(5..=30),
+        prepare_resend_ms,
+        prepare_timeout_ms: prepare_resend_ms + rng.random_range(50..=400),
+    }
+}
+
+fn gpid(pid: PartitionId) -> Gpid {
+    Gpid {
+        app_id: 1,
+        partition_index: pid as i32,
+    }
+}
+
+fn hosted(core: ReplicaCore) -> Hosted {
+    Hosted {
+        core,
+        partition: Partition::new(MemoryEngine::new(), StorageLimits::default()),
+        applied: 0,
+        pending: BTreeMap::new(),
+    }
+}
+
+fn apply(
+    partition: &Partition<MemoryEngine>,
+    mutation: &markab::replication::messages::Mutation,
+) -> Result<(), String> {
+    if mutation.payload.is_empty() {
+        return Ok(());
+    }
+    let mut batch = WriteBatch::decode(&mutation.payload).map_err(|e| format!("decode: {e:?}"))?;
+    batch.set_decree(mutation.decree as i64);
+    partition.apply(&batch).map_err(|e| format!("apply: {e:?}"))
+}
