@@ -80,30 +80,13 @@ impl Proxy {
 
     /// Sends SIGTERM and returns the exit status (bounded wait).
     fn terminate(mut self) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on the pid of a child this test started.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "proxy did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::terminate_child(&mut self.child, "redis-proxy")
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        common::kill_child(&mut self.child);
     }
 }
 

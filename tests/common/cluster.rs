@@ -17,7 +17,7 @@ use markab::wire::codec::{decode_response, Encoder};
 use markab::wire::frame::{decode_header, FRAME_HEADER_BYTES};
 use markab::wire::{Envelope, NodeInfo, Request, Response, ResponseBody};
 
-use super::{signal, Node};
+use super::Node;
 
 /// How long meta may take to print its ready line.
 pub const META_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -88,18 +88,7 @@ impl Meta {
 
     /// Sends SIGTERM and waits (bounded) for a clean exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        signal(self.child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "meta did not stop within 30 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::terminate_child(&mut self.child, "meta")
     }
 
     /// Kills the process with SIGKILL and reaps it.
@@ -116,10 +105,7 @@ impl Meta {
 
 impl Drop for Meta {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        super::kill_child(&mut self.child);
     }
 }
 

@@ -127,18 +127,7 @@ impl Node {
 
     /// Sends SIGTERM and waits (bounded) for a clean exit; returns its status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        signal(self.child.id(), libc::SIGTERM);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("node did not stop within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        terminate_child(&mut self.child, "node")
     }
 
     /// Kills the process with SIGKILL (no clean shutdown) and reaps it.
@@ -155,10 +144,35 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        kill_child(&mut self.child);
+    }
+}
+
+/// How long a process may take to exit after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends SIGTERM to a child this test started and waits (bounded) for its
+/// exit; SIGKILLs it and panics past [`STOP_TIMEOUT`].
+pub fn terminate_child(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    signal(child.id(), libc::SIGTERM);
+    let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
         }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not stop within {STOP_TIMEOUT:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGKILLs and reaps a child this test started, if it still runs.
+pub fn kill_child(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
