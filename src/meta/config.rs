@@ -8,9 +8,16 @@
 //! node_timeout_ms = 5000           # a node is dead once its last beacon is this old
 //! replica_count_default = 3        # replica count of a create that names none
 //! replica_count_max = 5            # largest replica count a create may ask for
+//! replication = false              # PacificA: place secondaries, grant leases, fail over
+//! beacon_interval_ms = 100         # must match the nodes' beacon_interval_ms
+//! lease_ms = 600                   # lease granted in every beacon ack (replication only)
+//! grace_ms = 800                   # a node is dead after this long without a beacon (replication only)
+//! replica_count_min_alive = 2      # create refuses NOT_ENOUGH_NODES below min(this, replica count)
 //! ```
 //!
 //! Every error names the file and the key, and states the allowed range.
+//! `grace_ms > lease_ms > 2 x beacon_interval_ms` is checked whether or not
+//! replication is on (docs/replication.md, "Timing settings").
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +40,69 @@ pub const NODE_TIMEOUT_MS_MAX: u64 = 600_000;
 pub const REPLICA_COUNT_DEFAULT: i32 = 3;
 /// Hard upper bound on any replica count (Pegasus's `max_allowed_replica_count`).
 pub const REPLICA_COUNT_LIMIT: i32 = 5;
+/// Default fewest replicas a new partition must get when replication is on
+/// (capped by the table's replica count).
+pub const REPLICA_COUNT_MIN_ALIVE_DEFAULT: i32 = 2;
+/// Largest beacon interval, lease or grace allowed (10 minutes).
+pub const REPLICATION_TIMING_MS_MAX: u64 = 600_000;
+
+/// Meta's side of PacificA replication (present only with `replication = true`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetaReplication {
+    /// The nodes' beacon interval (default
+    /// [`crate::replication::config::BEACON_INTERVAL_MS_DEFAULT`], 100 ms);
+    /// meta ticks at half of it.
+    pub beacon_interval_ms: u64,
+    /// Lease in every beacon ack (default
+    /// [`crate::replication::config::LEASE_MS_DEFAULT`], 600 ms).
+    pub lease_ms: u64,
+    /// Silence after which a node is dead (default
+    /// [`crate::replication::config::GRACE_MS_DEFAULT`], 800 ms); replaces
+    /// `node_timeout_ms`.
+    pub grace_ms: u64,
+    /// Fewest replicas a new partition gets, capped by its replica count
+    /// (default [`REPLICA_COUNT_MIN_ALIVE_DEFAULT`]).
+    pub replica_count_min_alive: i32,
+}
+
+impl Default for MetaReplication {
+    fn default() -> MetaReplication {
+        MetaReplication {
+            beacon_interval_ms: crate::replication::config::BEACON_INTERVAL_MS_DEFAULT,
+            lease_ms: crate::replication::config::LEASE_MS_DEFAULT,
+            grace_ms: crate::replication::config::GRACE_MS_DEFAULT,
+            replica_count_min_alive: REPLICA_COUNT_MIN_ALIVE_DEFAULT,
+        }
+    }
+}
+
+impl MetaReplication {
+    /// Checks grace > lease > 2 x beacon (through
+    /// [`crate::replication::config::ReplicationSettings::validate`]), the
+    /// timing upper bound and the minimum replica count.
+    pub fn validate(&self) -> Result<(), String> {
+        let settings = crate::replication::config::ReplicationSettings {
+            beacon_interval_ms: self.beacon_interval_ms,
+            lease_ms: self.lease_ms,
+            grace_ms: self.grace_ms,
+            ..Default::default()
+        };
+        settings.validate().map_err(|error| error.to_string())?;
+        if self.grace_ms > REPLICATION_TIMING_MS_MAX {
+            return Err(format!(
+                "grace_ms ({}) must be at most {REPLICATION_TIMING_MS_MAX}",
+                self.grace_ms
+            ));
+        }
+        if !(1..=REPLICA_COUNT_LIMIT).contains(&self.replica_count_min_alive) {
+            return Err(format!(
+                "replica_count_min_alive ({}) is out of range (allowed 1..={REPLICA_COUNT_LIMIT})",
+                self.replica_count_min_alive
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Errors loading or validating meta's config file; each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +134,11 @@ struct MetaSection {
     replica_count_default: Option<i32>,
     replica_count_max: Option<i32>,
     metrics_listen: Option<SocketAddr>,
+    replication: Option<bool>,
+    beacon_interval_ms: Option<u64>,
+    lease_ms: Option<u64>,
+    grace_ms: Option<u64>,
+    replica_count_min_alive: Option<i32>,
 }
 
 /// A validated meta configuration.
@@ -85,6 +160,9 @@ pub struct MetaConfig {
     pub replica_count_max: i32,
     /// Where to serve Prometheus metrics on `/metrics` (off when unset).
     pub metrics_listen: Option<SocketAddr>,
+    /// PacificA replication; `None` (the default, `replication = false`)
+    /// keeps meta placing primaries only, without leases or reconfiguration.
+    pub replication: Option<MetaReplication>,
 }
 
 impl MetaConfig {
@@ -143,6 +221,23 @@ impl MetaConfig {
                 "meta.replica_count_default = {replica_count_default} is out of range (allowed 1..=meta.replica_count_max = {replica_count_max})"
             )));
         }
+        let defaults = MetaReplication::default();
+        let timing = MetaReplication {
+            beacon_interval_ms: section
+                .beacon_interval_ms
+                .unwrap_or(defaults.beacon_interval_ms),
+            lease_ms: section.lease_ms.unwrap_or(defaults.lease_ms),
+            grace_ms: section.grace_ms.unwrap_or(defaults.grace_ms),
+            replica_count_min_alive: section
+                .replica_count_min_alive
+                .unwrap_or(defaults.replica_count_min_alive),
+        };
+        timing.validate().map_err(|message| {
+            invalid(format!(
+                "meta.beacon_interval_ms / meta.lease_ms / meta.grace_ms / meta.replica_count_min_alive: {message}"
+            ))
+        })?;
+        let replication = section.replication.unwrap_or(false).then_some(timing);
         Ok(MetaConfig {
             path: path.to_owned(),
             listen,
@@ -152,6 +247,7 @@ impl MetaConfig {
             replica_count_default,
             replica_count_max,
             metrics_listen: section.metrics_listen,
+            replication,
         })
     }
 }
@@ -191,6 +287,30 @@ mod tests {
         assert_eq!(config.replica_count_max, 3);
     }
 
+    // Replication is off by default; `replication = true` turns it on with
+    // the default timings, and explicit timings are kept.
+    #[test]
+    fn replication_switch_and_timings() {
+        let config = parse("[meta]\ndata_dir = \"/d\"\n").unwrap();
+        assert_eq!(config.replication, None);
+        let config = parse("[meta]\ndata_dir = \"/d\"\nreplication = true\n").unwrap();
+        assert_eq!(config.replication, Some(MetaReplication::default()));
+        let config = parse(
+            "[meta]\ndata_dir = \"/d\"\nreplication = true\nbeacon_interval_ms = 50\n\
+             lease_ms = 300\ngrace_ms = 400\nreplica_count_min_alive = 3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.replication,
+            Some(MetaReplication {
+                beacon_interval_ms: 50,
+                lease_ms: 300,
+                grace_ms: 400,
+                replica_count_min_alive: 3,
+            })
+        );
+    }
+
     // A smaller replica_count_max lowers the default replica count with it.
     #[test]
     fn default_replica_count_follows_a_small_max() {
@@ -225,6 +345,18 @@ mod tests {
                 "meta.hold_seconds",
             ),
             ("[meta]\ndata_dir = \"/d\"\nbogus = 1\n", "bogus"),
+            (
+                "[meta]\ndata_dir = \"/d\"\nlease_ms = 900\n",
+                "grace_ms (800) must be more than lease_ms (900)",
+            ),
+            (
+                "[meta]\ndata_dir = \"/d\"\nbeacon_interval_ms = 300\n",
+                "lease_ms (600) must be more than 2 x beacon_interval_ms (300)",
+            ),
+            (
+                "[meta]\ndata_dir = \"/d\"\nreplication = true\nreplica_count_min_alive = 0\n",
+                "replica_count_min_alive",
+            ),
         ];
         for (text, key) in cases {
             let message = error_text(text);

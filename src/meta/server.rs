@@ -7,7 +7,9 @@
 //! state second and answers last (invariant "persist before effect"); when
 //! the write fails the state is unchanged and the client gets
 //! `STORAGE_ERROR`. A ticker feeds the actor a tick every
-//! [`TICK_INTERVAL_MS`].
+//! [`TICK_INTERVAL_MS`], or every half beacon interval with replication on
+//! (a tick is where dead members are replaced; the new configuration is
+//! stored before it is committed, like any change).
 //!
 //! Connections read frames with [`FrameDecoder`] and answer in order, one
 //! request at a time (meta is not on the data path). A framing error or an
@@ -29,7 +31,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::meta::state::MetaState;
 use crate::meta::store::{MetaStore, MetaStoreError};
 
-/// How often the actor gets a tick (drop-hold expiry, forgetting tables).
+/// How often the actor gets a tick without replication (drop-hold expiry,
+/// forgetting tables).
 pub const TICK_INTERVAL_MS: u64 = 500;
 /// Most requests waiting for the actor; senders wait when it is full.
 pub const ACTOR_QUEUE_MAX: usize = 1_024;
@@ -102,7 +105,8 @@ pub fn execute_tick(
         state.commit(data);
         tracing::info!(
             tables_forgotten = before - after,
-            "dropped tables past their hold forgotten"
+            version = state.data().version,
+            "meta tick persisted a change (forgotten tables or new partition configurations)"
         );
     }
     Ok(())
@@ -181,11 +185,12 @@ pub async fn serve(
     store: Box<dyn MetaStore>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let tick_interval_ms = state.settings().tick_interval_ms(TICK_INTERVAL_MS);
     let (actor, thread) = Actor::start(state, store)?;
     let ticker = {
         let actor = actor.clone();
         tokio::spawn(async move {
-            let mut interval = tokio::time::interval(Duration::from_millis(TICK_INTERVAL_MS));
+            let mut interval = tokio::time::interval(Duration::from_millis(tick_interval_ms));
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 interval.tick().await;
@@ -340,6 +345,7 @@ mod tests {
                 node_timeout_ms: 5_000,
                 replica_count_default: 3,
                 replica_count_max: 5,
+                replication: None,
             },
             MetaData::default(),
         )

@@ -26,7 +26,9 @@ use markab_wire::message::{
 use serde::{Deserialize, Serialize};
 
 use crate::config::{validate_partition_count, validate_table_name};
-use crate::meta::config::{MetaConfig, HOLD_SECONDS_MAX};
+use crate::meta::config::{MetaConfig, MetaReplication, HOLD_SECONDS_MAX};
+use crate::replication::messages::{Ballot, NodeId, PartitionConfig as ReplicaConfig};
+use crate::replication::reconfig::{self, ReconfigError, ReplicaReport};
 
 /// Version of the [`MetaData`] layout; a store refuses any other.
 pub const META_DATA_FORMAT_VERSION: u32 = 1;
@@ -64,6 +66,10 @@ pub struct MetaSettings {
     pub replica_count_default: i32,
     /// Largest replica count a create may ask for.
     pub replica_count_max: i32,
+    /// PacificA replication; `None` (the default) is today's behaviour:
+    /// primaries only, liveness by `node_timeout_ms`, lease 0 in acks, no
+    /// reconfiguration.
+    pub replication: Option<MetaReplication>,
 }
 
 impl MetaSettings {
@@ -76,6 +82,26 @@ impl MetaSettings {
             node_timeout_ms: config.node_timeout_ms,
             replica_count_default: config.replica_count_default,
             replica_count_max: config.replica_count_max,
+            replication: config.replication,
+        }
+    }
+
+    /// A node is dead once its last beacon is this old: `grace_ms` with
+    /// replication, else `node_timeout_ms`.
+    pub fn dead_after_ms(&self) -> u64 {
+        match self.replication {
+            Some(replication) => replication.grace_ms,
+            None => self.node_timeout_ms,
+        }
+    }
+
+    /// How often the server should tick the state machine: half a beacon
+    /// interval with replication (so failover follows the grace closely),
+    /// else `idle_tick_ms`.
+    pub fn tick_interval_ms(&self, idle_tick_ms: u64) -> u64 {
+        match self.replication {
+            Some(replication) => (replication.beacon_interval_ms / 2).max(1),
+            None => idle_tick_ms,
         }
     }
 }
@@ -267,6 +293,7 @@ impl Step {
 ///     node_timeout_ms: 5_000,
 ///     replica_count_default: 3,
 ///     replica_count_max: 5,
+///     replication: None,
 /// };
 /// let mut state = MetaState::new(settings, MetaData::default());
 /// let now_ms = 1_700_000_000_000;
@@ -294,6 +321,9 @@ pub struct MetaState {
     settings: MetaSettings,
     data: MetaData,
     nodes: BTreeMap<String, NodeRecord>,
+    /// The time of the first request or tick: a member that has not
+    /// beaconed since meta started counts as dead only a grace after it.
+    started_ms: Option<u64>,
 }
 
 impl MetaState {
@@ -304,6 +334,7 @@ impl MetaState {
             settings,
             data,
             nodes: BTreeMap::new(),
+            started_ms: None,
         }
     }
 
@@ -331,11 +362,25 @@ impl MetaState {
             data.next_app_id >= self.data.next_app_id,
             "app ids never go back"
         );
+        for (app_id, table) in &data.tables {
+            let Some(old) = self.data.tables.get(app_id) else {
+                continue;
+            };
+            for (new_partition, old_partition) in table.partitions.iter().zip(&old.partitions) {
+                assert!(
+                    new_partition.ballot >= old_partition.ballot,
+                    "ballot-monotonic: app {app_id} ballot {} would become {}",
+                    old_partition.ballot,
+                    new_partition.ballot
+                );
+            }
+        }
         self.data = data;
     }
 
     /// Handles one request at `now_ms` (Unix milliseconds).
     pub fn handle(&mut self, request: &Request, now_ms: u64) -> Step {
+        self.started_ms.get_or_insert(now_ms);
         match request {
             Request::CreateTable(create) => self.create_table(create, now_ms),
             Request::DropTable {
@@ -389,6 +434,9 @@ impl MetaState {
                 Err(error) => Step::reply(Err(error)),
             },
             Request::Beacon(beacon) => self.beacon(beacon, now_ms),
+            Request::RemoveSecondary { gpid, ballot, node } => {
+                self.remove_secondary(*gpid, *ballot, node)
+            }
             other => Step::error(
                 ErrorCode::InvalidArgument,
                 format!(
@@ -403,7 +451,14 @@ impl MetaState {
     /// whose hold is over once no alive node reports their replicas (or once
     /// the hold plus the node timeout has passed). Store and commit the
     /// returned data like a step's `persist`.
+    ///
+    /// With replication on it also gives every partition with a dead member
+    /// its next configuration ([`reconfig::on_nodes_dead`], fed with the
+    /// members' last beacon reports); nothing routes or acks it before the
+    /// caller stored and committed it.
     pub fn tick(&mut self, now_ms: u64) -> Option<MetaData> {
+        self.started_ms.get_or_insert(now_ms);
+        let reconfigured = self.reconfigure_dead(now_ms);
         let forget: Vec<i32> = self
             .data
             .tables
@@ -415,18 +470,155 @@ impl MetaState {
                             >= table
                                 .drop_expire_s
                                 .saturating_mul(1000)
-                                .saturating_add(self.settings.node_timeout_ms))
+                                .saturating_add(self.settings.dead_after_ms()))
             })
             .map(|(app_id, _)| *app_id)
             .collect();
-        if forget.is_empty() {
+        if forget.is_empty() && reconfigured.is_empty() {
             return None;
         }
         let mut next = self.successor();
+        for ((app_id, index), partition) in reconfigured {
+            let table = next
+                .tables
+                .get_mut(&app_id)
+                .expect("reconfigured a known table");
+            table.partitions[index] = partition;
+        }
         for app_id in forget {
             next.tables.remove(&app_id);
         }
         Some(next)
+    }
+
+    // ---- Replication: reconfiguration ----
+
+    /// The next configuration of every available partition that has a dead
+    /// member, by (app id, partition index). Empty with replication off.
+    fn reconfigure_dead(&self, now_ms: u64) -> Vec<((i32, usize), StoredPartition)> {
+        if self.settings.replication.is_none() {
+            return Vec::new();
+        }
+        let mut changes = Vec::new();
+        for (app_id, table) in &self.data.tables {
+            if !table.is_available() {
+                continue;
+            }
+            for (index, partition) in table.partitions.iter().enumerate() {
+                let members = ReplicaMembers::of(partition, None);
+                let dead: BTreeSet<NodeId> = members
+                    .names
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, node)| !self.is_node_alive(node, now_ms))
+                    .map(|(id, _)| NodeId(id as u32))
+                    .collect();
+                if dead.is_empty() {
+                    continue;
+                }
+                let gpid = Gpid {
+                    app_id: *app_id,
+                    partition_index: index as i32,
+                };
+                let reports = self.reports(&members, gpid);
+                if let Some(new) = reconfig::on_nodes_dead(&members.config, &reports, &dead) {
+                    changes.push(((*app_id, index), members.stored(partition, &new)));
+                }
+            }
+        }
+        changes
+    }
+
+    /// What the members' last beacons said about `gpid`.
+    fn reports(&self, members: &ReplicaMembers, gpid: Gpid) -> BTreeMap<NodeId, ReplicaReport> {
+        let mut reports = BTreeMap::new();
+        for (id, node) in members.names.iter().enumerate() {
+            let Some(record) = self.nodes.get(node) else {
+                continue;
+            };
+            if let Some(replica) = record.replicas.iter().find(|replica| replica.gpid == gpid) {
+                reports.insert(
+                    NodeId(id as u32),
+                    ReplicaReport {
+                        ballot: replica.ballot.max(0) as u64,
+                        last_prepared: replica.decree_prepared.max(0) as u64,
+                        last_committed: replica.decree_committed.max(0) as u64,
+                    },
+                );
+            }
+        }
+        reports
+    }
+
+    /// A primary's request to remove the secondary `node` it cannot reach.
+    /// The ballot proves who asks: only the primary of the current ballot
+    /// talks to its secondaries at that ballot.
+    fn remove_secondary(&self, gpid: Gpid, ballot: i64, node: &str) -> Step {
+        if self.settings.replication.is_none() {
+            return Step::error(
+                ErrorCode::InvalidArgument,
+                "remove_secondary needs replication (meta config replication = true)",
+            );
+        }
+        let Some(table) = self
+            .data
+            .tables
+            .get(&gpid.app_id)
+            .filter(|table| table.is_available())
+        else {
+            return Step::error(
+                ErrorCode::UnknownTable,
+                format!("no available table has app_id {}", gpid.app_id),
+            );
+        };
+        let Some(partition) = usize::try_from(gpid.partition_index)
+            .ok()
+            .and_then(|index| table.partitions.get(index))
+        else {
+            return Step::error(
+                ErrorCode::UnknownPartition,
+                format!(
+                    "table {:?} has no partition {} (it has {})",
+                    table.name, gpid.partition_index, table.partition_count
+                ),
+            );
+        };
+        let members = ReplicaMembers::of(partition, Some(node));
+        let requester = members
+            .config
+            .primary
+            .expect("a stored partition has a primary");
+        let target = members.id(node).expect("node was added to the members");
+        let ballot = Ballot::try_from(ballot).unwrap_or(0);
+        match reconfig::on_remove_request(&members.config, requester, ballot, target) {
+            Ok(new) => {
+                let mut next = self.successor();
+                next.tables.get_mut(&gpid.app_id).expect("found above").partitions
+                    [gpid.partition_index as usize] = members.stored(partition, &new);
+                Step {
+                    reply: Ok(ResponseBody::Done),
+                    persist: Some(next),
+                }
+            }
+            Err(ReconfigError::StaleBallot { got, current }) => Step::error(
+                ErrorCode::StaleBallot,
+                format!(
+                    "remove_secondary of {node} in partition {}.{} at ballot {got}: the partition is at ballot {current}",
+                    gpid.app_id, gpid.partition_index
+                ),
+            ),
+            Err(error @ (ReconfigError::NotPrimary { .. } | ReconfigError::NotSecondary { .. })) => {
+                Step::error(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "remove_secondary in partition {}.{}: {}",
+                        gpid.app_id,
+                        gpid.partition_index,
+                        members.describe(&error)
+                    ),
+                )
+            }
+        }
     }
 
     // ---- Requests that change persistent data ----
@@ -503,7 +695,7 @@ impl MetaState {
         if self.data.next_app_id == i32::MAX {
             return Step::error(ErrorCode::Internal, "app ids are exhausted");
         }
-        let partitions = match self.place(partition_count as usize, now_ms) {
+        let partitions = match self.place(partition_count as usize, replica_count, now_ms) {
             Ok(partitions) => partitions,
             Err(error) => return Step::reply(Err(error)),
         };
@@ -687,6 +879,10 @@ impl MetaState {
         Step::reply(Ok(ResponseBody::BeaconAck(BeaconAck {
             assignments: self.assignments(&beacon.node),
             drops: self.drops(&beacon.replicas, now_ms),
+            lease_ms: self
+                .settings
+                .replication
+                .map_or(0, |replication| replication.lease_ms),
         })))
     }
 
@@ -707,6 +903,12 @@ impl MetaState {
                         partition_count: table.partition_count,
                         shard: place.shard,
                         ballot: partition.ballot,
+                        primary: partition.primary.node.clone(),
+                        secondaries: partition
+                            .secondaries
+                            .iter()
+                            .map(|secondary| secondary.node.clone())
+                            .collect(),
                     });
                 }
             }
@@ -734,11 +936,21 @@ impl MetaState {
 
     // ---- Placement ----
 
-    /// Places `partition_count` primaries: each on the alive node with the
-    /// fewest replicas (ties: lowest node id), on that node's shard with the
-    /// fewest replicas (ties: lowest shard). Counts include the partitions
-    /// placed earlier in the same call.
-    fn place(&self, partition_count: usize, now_ms: u64) -> Result<Vec<StoredPartition>, OpError> {
+    /// Places `partition_count` partitions. Without replication: a primary
+    /// only. With replication: a primary and `replica_count - 1`
+    /// secondaries on distinct alive nodes, as many as there are alive nodes
+    /// (the guardian will fill the rest later), refusing `NOT_ENOUGH_NODES`
+    /// below `min(replica_count, replica_count_min_alive)`. Each replica
+    /// goes to the alive node with the fewest replicas (ties: lowest node
+    /// id) not yet holding one of the partition, on that node's shard with
+    /// the fewest replicas (ties: lowest shard). Counts include the
+    /// replicas placed earlier in the same call.
+    fn place(
+        &self,
+        partition_count: usize,
+        replica_count: i32,
+        now_ms: u64,
+    ) -> Result<Vec<StoredPartition>, OpError> {
         let mut load: BTreeMap<&str, Vec<usize>> = self
             .nodes
             .iter()
@@ -770,29 +982,56 @@ impl MetaState {
                 }
             }
         }
+        let places_per_partition = match self.settings.replication {
+            None => 1,
+            Some(replication) => {
+                let wanted = replica_count.max(1) as usize;
+                let needed = wanted.min(replication.replica_count_min_alive.max(1) as usize);
+                if load.len() < needed {
+                    return Err(OpError::new(
+                        ErrorCode::NotEnoughNodes,
+                        format!(
+                            "{} alive nodes, but each partition needs at least {needed} replicas on distinct nodes (replica_count {replica_count}, meta replica_count_min_alive {})",
+                            load.len(),
+                            replication.replica_count_min_alive
+                        ),
+                    ));
+                }
+                wanted.min(load.len())
+            }
+        };
         let mut partitions = Vec::with_capacity(partition_count);
         for _ in 0..partition_count {
-            // BTreeMap iterates by node id, and min_by_key keeps the first
-            // minimum: ties go to the lowest node id, then the lowest shard.
-            let (node, shards) = load
-                .iter_mut()
-                .min_by_key(|(_, shards)| shards.iter().sum::<usize>())
-                .expect("load is not empty");
-            let (shard, count) = shards
-                .iter_mut()
-                .enumerate()
-                .min_by_key(|(_, count)| **count)
-                .expect("a node has at least one shard");
-            *count += 1;
-            let address = self.nodes[*node].shard_addresses[shard].clone();
-            partitions.push(StoredPartition {
-                ballot: 1,
-                primary: ReplicaPlace {
+            let mut places: Vec<ReplicaPlace> = Vec::with_capacity(places_per_partition);
+            for _ in 0..places_per_partition {
+                // BTreeMap iterates by node id, and min_by_key keeps the first
+                // minimum: ties go to the lowest node id, then the lowest shard.
+                let (node, shards) = load
+                    .iter_mut()
+                    .filter(|(node, _)| !places.iter().any(|place| place.node == **node))
+                    .min_by_key(|(_, shards)| shards.iter().sum::<usize>())
+                    .expect("fewer places than alive nodes");
+                let (shard, count) = shards
+                    .iter_mut()
+                    .enumerate()
+                    .min_by_key(|(_, count)| **count)
+                    .expect("a node has at least one shard");
+                *count += 1;
+                let address = self.nodes[*node].shard_addresses[shard].clone();
+                places.push(ReplicaPlace {
                     node: (*node).to_owned(),
                     shard: shard as i32,
                     address,
-                },
-                secondaries: Vec::new(),
+                });
+            }
+            let mut places = places.into_iter();
+            let primary = places.next().expect("at least one place per partition");
+            let mut secondaries: Vec<ReplicaPlace> = places.collect();
+            secondaries.sort_by(|a, b| a.node.cmp(&b.node));
+            partitions.push(StoredPartition {
+                ballot: 1,
+                primary,
+                secondaries,
             });
         }
         Ok(partitions)
@@ -894,10 +1133,30 @@ impl MetaState {
             ),
             ("metadata_version", self.data.version.to_string()),
         ];
-        pairs
+        let mut pairs: Vec<(String, String)> = pairs
             .into_iter()
             .map(|(key, value)| (key.to_owned(), value))
-            .collect()
+            .collect();
+        // Only with replication on, so that the switch off answers exactly
+        // as before.
+        if let Some(replication) = self.settings.replication {
+            for (key, value) in [
+                ("replication", "true".to_owned()),
+                (
+                    "beacon_interval_ms",
+                    replication.beacon_interval_ms.to_string(),
+                ),
+                ("lease_ms", replication.lease_ms.to_string()),
+                ("grace_ms", replication.grace_ms.to_string()),
+                (
+                    "replica_count_min_alive",
+                    replication.replica_count_min_alive.to_string(),
+                ),
+            ] {
+                pairs.push((key.to_owned(), value));
+            }
+        }
+        pairs
     }
 
     // ---- Helpers ----
@@ -909,7 +1168,20 @@ impl MetaState {
     }
 
     fn is_alive(&self, record: &NodeRecord, now_ms: u64) -> bool {
-        now_ms.saturating_sub(record.last_beacon_ms) < self.settings.node_timeout_ms
+        now_ms.saturating_sub(record.last_beacon_ms) < self.settings.dead_after_ms()
+    }
+
+    /// Whether `node` is alive: its last beacon is younger than the dead
+    /// time, or it never beaconed since meta started and meta started less
+    /// than the dead time ago (a restarted meta gives every node a chance).
+    fn is_node_alive(&self, node: &str, now_ms: u64) -> bool {
+        match self.nodes.get(node) {
+            Some(record) => self.is_alive(record, now_ms),
+            None => {
+                let started_ms = self.started_ms.unwrap_or(now_ms);
+                now_ms.saturating_sub(started_ms) < self.settings.dead_after_ms()
+            }
+        }
     }
 
     fn reported_by_alive_node(&self, app_id: i32, now_ms: u64) -> bool {
@@ -937,6 +1209,95 @@ impl MetaState {
                 format!("table {name:?} does not exist"),
             )
         })
+    }
+}
+
+/// A stored partition's members in the terms of
+/// [`crate::replication::reconfig`]: node names sorted, `NodeId(i)` is the
+/// i-th name, so "lowest node id" there means the lowest name here.
+struct ReplicaMembers {
+    names: Vec<String>,
+    config: ReplicaConfig,
+}
+
+impl ReplicaMembers {
+    /// The members of `partition`, plus `extra` (a node a request names
+    /// that may not be a member).
+    fn of(partition: &StoredPartition, extra: Option<&str>) -> ReplicaMembers {
+        let mut names: Vec<String> = std::iter::once(&partition.primary)
+            .chain(&partition.secondaries)
+            .map(|place| place.node.clone())
+            .chain(extra.map(str::to_owned))
+            .collect();
+        names.sort();
+        names.dedup();
+        let id = |node: &str| {
+            NodeId(
+                names
+                    .binary_search_by(|name| name.as_str().cmp(node))
+                    .expect("a member") as u32,
+            )
+        };
+        let mut secondaries: Vec<NodeId> = partition
+            .secondaries
+            .iter()
+            .map(|place| id(&place.node))
+            .collect();
+        secondaries.sort();
+        let config = ReplicaConfig {
+            ballot: partition.ballot.max(0) as u64,
+            primary: Some(id(&partition.primary.node)),
+            secondaries,
+        };
+        ReplicaMembers { names, config }
+    }
+
+    fn id(&self, node: &str) -> Option<NodeId> {
+        self.names
+            .binary_search_by(|name| name.as_str().cmp(node))
+            .ok()
+            .map(|index| NodeId(index as u32))
+    }
+
+    fn name(&self, id: NodeId) -> &str {
+        &self.names[id.0 as usize]
+    }
+
+    /// `new` as a stored partition, every member keeping the place (shard,
+    /// address) it had in `old`.
+    fn stored(&self, old: &StoredPartition, new: &ReplicaConfig) -> StoredPartition {
+        let place_of = |id: NodeId| -> ReplicaPlace {
+            let node = self.name(id);
+            std::iter::once(&old.primary)
+                .chain(&old.secondaries)
+                .find(|place| place.node == node)
+                .cloned()
+                .expect("reconfiguration keeps members only")
+        };
+        let primary = place_of(new.primary.expect("reconfiguration keeps a primary"));
+        let secondaries = new.secondaries.iter().map(|id| place_of(*id)).collect();
+        let ballot = i64::try_from(new.ballot).expect("ballot fits i64");
+        assert!(ballot > old.ballot, "ballot-monotonic");
+        StoredPartition {
+            ballot,
+            primary,
+            secondaries,
+        }
+    }
+
+    /// `error` with node names instead of ids.
+    fn describe(&self, error: &ReconfigError) -> String {
+        match error {
+            ReconfigError::StaleBallot { got, current } => {
+                format!("ballot {got} is stale, the partition is at ballot {current}")
+            }
+            ReconfigError::NotPrimary { node } => {
+                format!("{} is not the partition's primary", self.name(*node))
+            }
+            ReconfigError::NotSecondary { node } => {
+                format!("{} is not a secondary of the partition", self.name(*node))
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Unit tests of the meta state machine: no I/O, time passed in.
 
 use super::*;
-use markab_wire::message::Key;
+use markab_wire::message::{Key, ReplicaRole};
 
 const NODE_TIMEOUT_MS: u64 = 5_000;
 const HOLD_SECONDS: u64 = 100;
@@ -16,6 +16,7 @@ fn settings() -> MetaSettings {
         node_timeout_ms: NODE_TIMEOUT_MS,
         replica_count_default: 3,
         replica_count_max: 5,
+        replication: None,
     }
 }
 
@@ -95,6 +96,9 @@ fn hosted(app_id: i32, partition_index: i32) -> HostedReplica {
         shard: 0,
         ballot: 1,
         decree_applied: 0,
+        role: ReplicaRole::Primary,
+        decree_prepared: 0,
+        decree_committed: 0,
     }
 }
 
@@ -724,4 +728,359 @@ fn stale_commit_is_refused() {
     let second = state.handle(&Request::CreateTable(create_request("b", 1)), T0_MS);
     state.commit(first.persist.unwrap());
     state.commit(second.persist.unwrap());
+}
+
+// ---- Replication (meta config `replication = true`) ----
+
+const GRACE_MS: u64 = 800;
+const LEASE_MS: u64 = 600;
+
+fn replicated_state() -> MetaState {
+    let settings = MetaSettings {
+        replication: Some(MetaReplication {
+            beacon_interval_ms: 100,
+            lease_ms: LEASE_MS,
+            grace_ms: GRACE_MS,
+            replica_count_min_alive: 2,
+        }),
+        ..settings()
+    };
+    MetaState::new(settings, MetaData::default())
+}
+
+/// A replica report of partition `app_id`.0 as the core would send it.
+fn report(app_id: i32, role: ReplicaRole, prepared: i64, committed: i64) -> HostedReplica {
+    HostedReplica {
+        role,
+        decree_prepared: prepared,
+        decree_committed: committed,
+        decree_applied: committed,
+        ..hosted(app_id, 0)
+    }
+}
+
+fn describe(state: &mut MetaState, table: &str, now_ms: u64) -> Vec<PartitionConfig> {
+    match apply(
+        state,
+        &Request::DescribeTable {
+            table: table.into(),
+        },
+        now_ms,
+    ) {
+        Ok(ResponseBody::Description(description)) => description.partitions,
+        other => panic!("describe: {other:?}"),
+    }
+}
+
+fn route(state: &mut MetaState, table: &str, now_ms: u64) -> Route {
+    match apply(
+        state,
+        &Request::QueryRoute {
+            table: table.into(),
+        },
+        now_ms,
+    ) {
+        Ok(ResponseBody::Route(route)) => route,
+        other => panic!("route: {other:?}"),
+    }
+}
+
+/// Three nodes with one shard each and a one-partition, three-replica table
+/// "t" (app id 1): primary node 0, secondaries nodes 1 and 2.
+fn three_replica_cluster() -> MetaState {
+    let mut state = replicated_state();
+    for node in 0..3 {
+        apply(&mut state, &node_beacon(node, 1, Vec::new()), T0_MS).unwrap();
+    }
+    create(&mut state, "t", 1, T0_MS);
+    let partition = &state.data().tables[&1].partitions[0];
+    assert_eq!(partition.primary.node, node_id(0));
+    assert_eq!(partition.secondaries.len(), 2);
+    state
+}
+
+// With replication, every partition gets a primary and replica_count - 1
+// secondaries on distinct nodes, spread evenly over nodes and shards, and
+// describe_table and the beacon acks carry the whole configuration.
+#[test]
+fn replicated_placement_uses_distinct_nodes() {
+    let mut state = replicated_state();
+    for node in 0..4 {
+        apply(&mut state, &node_beacon(node, 2, Vec::new()), T0_MS).unwrap();
+    }
+    create(&mut state, "t", 8, T0_MS);
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    let mut per_shard: BTreeMap<(String, i32), usize> = BTreeMap::new();
+    for partition in &state.data().tables[&1].partitions {
+        assert_eq!(partition.ballot, 1);
+        let mut nodes: Vec<&str> = std::iter::once(&partition.primary)
+            .chain(&partition.secondaries)
+            .map(|place| place.node.as_str())
+            .collect();
+        assert_eq!(nodes.len(), 3);
+        nodes.sort();
+        nodes.dedup();
+        assert_eq!(nodes.len(), 3, "replicas on distinct nodes");
+        for place in std::iter::once(&partition.primary).chain(&partition.secondaries) {
+            *per_node.entry(place.node.clone()).or_default() += 1;
+            *per_shard
+                .entry((place.node.clone(), place.shard))
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(per_node.values().copied().collect::<Vec<_>>(), vec![6; 4]);
+    assert_eq!(per_shard.values().copied().collect::<Vec<_>>(), vec![3; 8]);
+
+    let described = describe(&mut state, "t", T0_MS);
+    let stored = &state.data().tables[&1].partitions[0];
+    assert_eq!(described[0].primary, stored.primary.node);
+    assert_eq!(
+        described[0].secondaries,
+        stored
+            .secondaries
+            .iter()
+            .map(|place| place.node.clone())
+            .collect::<Vec<_>>()
+    );
+    let ack = beacon_ack(&mut state, &node_beacon(0, 2, Vec::new()), T0_MS);
+    assert_eq!(ack.assignments.len(), 6);
+    for assignment in &ack.assignments {
+        let partition = &described[assignment.partition_index as usize];
+        assert_eq!(assignment.primary, partition.primary);
+        assert_eq!(assignment.secondaries, partition.secondaries);
+    }
+}
+
+// With fewer alive nodes than the replica count, placement puts what it can
+// (and describe_table shows it); below min(replica count,
+// replica_count_min_alive) it refuses NOT_ENOUGH_NODES and persists nothing.
+#[test]
+fn replicated_placement_with_few_nodes() {
+    let mut state = replicated_state();
+    apply(&mut state, &node_beacon(0, 1, Vec::new()), T0_MS).unwrap();
+    let step = state.handle(&Request::CreateTable(create_request("t", 2)), T0_MS);
+    assert_eq!(error_of(step.reply).code, ErrorCode::NotEnoughNodes);
+    assert!(step.persist.is_none());
+    let single = CreateTableRequest {
+        replica_count: 1,
+        ..create_request("single", 2)
+    };
+    apply(&mut state, &Request::CreateTable(single), T0_MS).unwrap();
+
+    apply(&mut state, &node_beacon(1, 1, Vec::new()), T0_MS).unwrap();
+    create(&mut state, "t", 2, T0_MS);
+    for partition in describe(&mut state, "t", T0_MS) {
+        assert_eq!(partition.secondaries.len(), 1);
+        assert_ne!(partition.primary, partition.secondaries[0]);
+    }
+}
+
+// A dead primary is replaced by the secondary that prepared the most, under
+// ballot + 1; the new configuration shows in no route, describe or ack
+// until the tick's data is committed (persist before effect).
+#[test]
+fn dead_primary_promotes_most_prepared_secondary() {
+    let mut state = three_replica_cluster();
+    let beacons = |state: &mut MetaState, now_ms| {
+        apply(
+            state,
+            &node_beacon(1, 1, vec![report(1, ReplicaRole::Secondary, 10, 9)]),
+            now_ms,
+        )
+        .unwrap();
+        apply(
+            state,
+            &node_beacon(2, 1, vec![report(1, ReplicaRole::Secondary, 12, 5)]),
+            now_ms,
+        )
+        .unwrap();
+    };
+    beacons(&mut state, T0_MS + 500);
+    assert_eq!(
+        state.tick(T0_MS + GRACE_MS - 1),
+        None,
+        "alive within the grace"
+    );
+    beacons(&mut state, T0_MS + GRACE_MS);
+    let next = state.tick(T0_MS + GRACE_MS).expect("the primary is dead");
+    // Not yet committed: everything still shows ballot 1 with node 0 primary.
+    assert_eq!(describe(&mut state, "t", T0_MS + GRACE_MS)[0].ballot, 1);
+    assert_eq!(
+        route(&mut state, "t", T0_MS + GRACE_MS).partitions[0].address,
+        "127.0.0.1:34800"
+    );
+    let ack = beacon_ack(&mut state, &node_beacon(2, 1, Vec::new()), T0_MS + GRACE_MS);
+    assert_eq!(ack.assignments[0].ballot, 1);
+
+    state.commit(next);
+    let described = describe(&mut state, "t", T0_MS + GRACE_MS);
+    assert_eq!(described[0].ballot, 2);
+    assert_eq!(described[0].primary, node_id(2));
+    assert_eq!(described[0].secondaries, vec![node_id(1)]);
+    assert_eq!(
+        route(&mut state, "t", T0_MS + GRACE_MS).partitions[0].address,
+        "127.0.0.1:34820"
+    );
+    let ack = beacon_ack(&mut state, &node_beacon(1, 1, Vec::new()), T0_MS + GRACE_MS);
+    assert_eq!(ack.assignments[0].ballot, 2);
+    assert_eq!(ack.assignments[0].primary, node_id(2));
+    // Nothing further changes while the survivors keep beaconing.
+    assert_eq!(state.tick(T0_MS + GRACE_MS + 1), None);
+}
+
+// A dead secondary is removed under ballot + 1; the primary stays, and a
+// member that never beaconed since meta started is dead only a grace after
+// meta's start.
+#[test]
+fn dead_secondary_is_removed() {
+    let mut state = three_replica_cluster();
+    let data = state.data().clone();
+    let mut restarted = MetaState::new(state.settings().clone(), data);
+    let later_ms = T0_MS + 10_000;
+    for node in 0..2 {
+        apply(&mut restarted, &node_beacon(node, 1, Vec::new()), later_ms).unwrap();
+    }
+    assert_eq!(restarted.tick(later_ms + GRACE_MS - 1), None);
+    for node in 0..2 {
+        apply(
+            &mut restarted,
+            &node_beacon(node, 1, Vec::new()),
+            later_ms + GRACE_MS,
+        )
+        .unwrap();
+    }
+    let next = restarted.tick(later_ms + GRACE_MS).expect("node 2 is dead");
+    restarted.commit(next);
+    let partition = &restarted.data().tables[&1].partitions[0];
+    assert_eq!(partition.ballot, 2);
+    assert_eq!(partition.primary.node, node_id(0));
+    assert_eq!(partition.secondaries.len(), 1);
+    assert_eq!(partition.secondaries[0].node, node_id(1));
+
+    // The original state sees it the same way once node 2 goes silent.
+    for node in 0..2 {
+        apply(
+            &mut state,
+            &node_beacon(node, 1, Vec::new()),
+            T0_MS + GRACE_MS,
+        )
+        .unwrap();
+    }
+    let next = state.tick(T0_MS + GRACE_MS).expect("node 2 is dead");
+    assert_eq!(next.tables[&1].partitions[0], *partition);
+}
+
+// RemoveSecondary at the current ballot removes the secondary under ballot
+// + 1; a stale ballot gets STALE_BALLOT, a non-secondary INVALID_ARGUMENT,
+// an unknown partition UNKNOWN_PARTITION, all persisting nothing.
+#[test]
+fn remove_secondary_requests() {
+    let mut state = three_replica_cluster();
+    let remove = |ballot: i64, node: String, partition_index: i32| Request::RemoveSecondary {
+        gpid: Gpid {
+            app_id: 1,
+            partition_index,
+        },
+        ballot,
+        node,
+    };
+    for (request, code) in [
+        (remove(0, node_id(1), 0), ErrorCode::StaleBallot),
+        (remove(2, node_id(1), 0), ErrorCode::StaleBallot),
+        (remove(1, node_id(0), 0), ErrorCode::InvalidArgument),
+        (remove(1, node_id(7), 0), ErrorCode::InvalidArgument),
+        (remove(1, node_id(1), 1), ErrorCode::UnknownPartition),
+    ] {
+        let step = state.handle(&request, T0_MS);
+        assert!(step.persist.is_none(), "{request:?}");
+        assert_eq!(error_of(step.reply).code, code, "{request:?}");
+    }
+    assert_eq!(
+        apply(&mut state, &remove(1, node_id(1), 0), T0_MS),
+        Ok(ResponseBody::Done)
+    );
+    let partition = &state.data().tables[&1].partitions[0];
+    assert_eq!(partition.ballot, 2);
+    assert_eq!(partition.primary.node, node_id(0));
+    assert_eq!(partition.secondaries.len(), 1);
+    assert_eq!(partition.secondaries[0].node, node_id(2));
+    // The same request again is stale now.
+    let error = error_of(apply(&mut state, &remove(1, node_id(1), 0), T0_MS));
+    assert_eq!(error.code, ErrorCode::StaleBallot);
+    assert!(error.message.contains("ballot 2"), "{}", error.message);
+}
+
+// Every beacon ack grants the configured lease with replication on.
+#[test]
+fn beacon_acks_carry_the_lease() {
+    let mut state = replicated_state();
+    let ack = beacon_ack(&mut state, &node_beacon(0, 1, Vec::new()), T0_MS);
+    assert_eq!(ack.lease_ms, LEASE_MS);
+    let Ok(ResponseBody::Pairs(info)) = apply(&mut state, &Request::ClusterInfo, T0_MS) else {
+        panic!("cluster_info failed")
+    };
+    assert!(info.contains(&("replication".to_owned(), "true".to_owned())));
+    assert!(info.contains(&("grace_ms".to_owned(), GRACE_MS.to_string())));
+}
+
+// With the switch off, meta behaves as before replication: primaries only
+// even for three replicas, lease 0, no secondaries in acks, no
+// reconfiguration of a dead primary, RemoveSecondary refused, liveness by
+// node_timeout_ms, and cluster_info without replication keys.
+#[test]
+fn switch_off_keeps_todays_behaviour() {
+    let mut state = new_state();
+    for node in 0..3 {
+        apply(&mut state, &node_beacon(node, 1, Vec::new()), T0_MS).unwrap();
+    }
+    create(&mut state, "t", 4, T0_MS);
+    for partition in &state.data().tables[&1].partitions {
+        assert_eq!(partition.ballot, 1);
+        assert!(partition.secondaries.is_empty());
+    }
+    let ack = beacon_ack(&mut state, &node_beacon(0, 1, Vec::new()), T0_MS);
+    assert_eq!(ack.lease_ms, 0);
+    assert!(ack
+        .assignments
+        .iter()
+        .all(|assignment| assignment.secondaries.is_empty() && assignment.primary == node_id(0)));
+    let before = state.data().clone();
+    assert_eq!(state.tick(T0_MS + NODE_TIMEOUT_MS * 10), None);
+    assert_eq!(state.data(), &before);
+    let step = state.handle(
+        &Request::RemoveSecondary {
+            gpid: Gpid {
+                app_id: 1,
+                partition_index: 0,
+            },
+            ballot: 1,
+            node: node_id(1),
+        },
+        T0_MS,
+    );
+    assert!(step.persist.is_none());
+    assert_eq!(error_of(step.reply).code, ErrorCode::InvalidArgument);
+    let Ok(ResponseBody::Pairs(info)) = apply(&mut state, &Request::ClusterInfo, T0_MS) else {
+        panic!("cluster_info failed")
+    };
+    assert_eq!(info.len(), 13);
+    assert!(info.iter().all(|(key, _)| key != "replication"));
+    // Liveness still follows node_timeout_ms, not the grace.
+    let Ok(ResponseBody::Nodes(nodes)) = apply(&mut state, &Request::ListNodes, T0_MS + GRACE_MS)
+    else {
+        panic!("list_nodes failed")
+    };
+    assert!(nodes.iter().all(|node| node.alive));
+}
+
+// A persisted configuration with a lower ballot than the committed one is
+// refused by assertion (ballot-monotonic).
+#[test]
+#[should_panic(expected = "ballot-monotonic")]
+fn lower_ballot_commit_is_refused() {
+    let mut state = three_replica_cluster();
+    let mut next = state.data().clone();
+    next.version += 1;
+    next.tables.get_mut(&1).unwrap().partitions[0].ballot = 0;
+    state.commit(next);
 }

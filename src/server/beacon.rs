@@ -10,7 +10,9 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use markab_wire::codec::{decode_response, Encoder};
 use markab_wire::frame::{FrameDecoder, MessageKind, FRAME_BODY_BYTES_MAX};
-use markab_wire::{BeaconAck, Envelope, Gpid, HostedReplica, NodeBeacon, Request, ResponseBody};
+use markab_wire::{
+    BeaconAck, Envelope, Gpid, HostedReplica, NodeBeacon, ReplicaRole, Request, ResponseBody,
+};
 
 use crate::server::{MeshMessage, ShardServer};
 
@@ -95,6 +97,9 @@ fn hosted_replicas(server: &ShardServer) -> Vec<HostedReplica> {
             shard: entry.shard as i32,
             ballot: entry.ballot,
             decree_applied: 0,
+            role: ReplicaRole::Primary,
+            decree_prepared: 0,
+            decree_committed: 0,
         })
         .collect();
     replicas.sort();

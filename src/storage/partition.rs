@@ -107,7 +107,8 @@ impl<E: StorageEngine> Partition<E> {
             | Request::ClusterInfo
             | Request::SetAppEnvs { .. }
             | Request::GetAppEnvs { .. }
-            | Request::Beacon(_) => Err(OpError::invalid_argument(format!(
+            | Request::Beacon(_)
+            | Request::RemoveSecondary { .. } => Err(OpError::invalid_argument(format!(
                 "{} is served by the server, not by partition storage",
                 request.name()
             ))),

@@ -19,8 +19,8 @@ use crate::message::{
     BeaconAck, CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult, CheckType,
     CreateTableRequest, Envelope, ErrorCode, Filter, FilterType, Gpid, HostedReplica, Key,
     MultiGetRequest, Mutation, NodeBeacon, NodeInfo, OpError, PartitionConfig, PartitionRoute,
-    Record, ReplicaAssignment, Request, Response, ResponseBody, Route, ScanRange, ScanRequest,
-    SortKeyValue, TableDescription, TableInfo, TableStatus,
+    Record, ReplicaAssignment, ReplicaRole, Request, Response, ResponseBody, Route, ScanRange,
+    ScanRequest, SortKeyValue, TableDescription, TableInfo, TableStatus,
 };
 
 /// Once a message needed a builder larger than this, the encoder drops that
@@ -335,6 +335,7 @@ fn request_bytes_estimate(request: &Request) -> usize {
             .saturating_add(items_estimate(&beacon.replicas, |_| {
                 ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX
             })),
+        Request::RemoveSecondary { node, .. } => node.len(),
     };
     payload.saturating_add(ENCODED_MESSAGE_OVERHEAD_BYTES_MAX)
 }
@@ -404,6 +405,8 @@ fn response_bytes_estimate(response: &Response) -> usize {
             assignment
                 .table
                 .len()
+                .saturating_add(assignment.primary.len())
+                .saturating_add(strings_bytes(&assignment.secondaries))
                 .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
         })
         .saturating_add(items_estimate(&ack.drops, |_| 0)),
@@ -582,6 +585,9 @@ fn hosted_replica(
             shard: replica.shard,
             ballot: replica.ballot,
             decree_applied: replica.decree_applied,
+            role: fb::ReplicaRole(replica.role as u8),
+            decree_prepared: replica.decree_prepared,
+            decree_committed: replica.decree_committed,
         },
     )
 }
@@ -591,6 +597,8 @@ fn replica_assignment(
     assignment: &ReplicaAssignment,
 ) -> WIPOffset<fb::ReplicaAssignment<'static>> {
     let table = Some(builder.create_string(&assignment.table));
+    let primary = Some(builder.create_string(&assignment.primary));
+    let secondaries = Some(string_list(builder, &assignment.secondaries));
     fb::ReplicaAssignment::create(
         builder,
         &fb::ReplicaAssignmentArgs {
@@ -600,6 +608,8 @@ fn replica_assignment(
             partition_count: assignment.partition_count,
             shard: assignment.shard,
             ballot: assignment.ballot,
+            primary,
+            secondaries,
         },
     )
 }
@@ -956,6 +966,22 @@ fn build_request(builder: &mut Builder, request: &Request) -> (fb::RequestBody, 
             );
             (fb::RequestBody::BeaconRequest, table.as_union_value())
         }
+        Request::RemoveSecondary { gpid, ballot, node } => {
+            let gpid = fb_gpid(*gpid);
+            let node = Some(builder.create_string(node));
+            let table = fb::RemoveSecondaryRequest::create(
+                builder,
+                &fb::RemoveSecondaryRequestArgs {
+                    gpid: Some(&gpid),
+                    ballot: *ballot,
+                    node,
+                },
+            );
+            (
+                fb::RequestBody::RemoveSecondaryRequest,
+                table.as_union_value(),
+            )
+        }
     }
 }
 
@@ -1163,7 +1189,11 @@ fn build_response_body(builder: &mut Builder, body: &ResponseBody) -> (fb::Respo
             let drops = Some(builder.create_vector(&drops));
             let table = fb::BeaconAckResponse::create(
                 builder,
-                &fb::BeaconAckResponseArgs { assignments, drops },
+                &fb::BeaconAckResponseArgs {
+                    assignments,
+                    drops,
+                    lease_ms: ack.lease_ms,
+                },
             );
             (fb::ResponseBody::BeaconAckResponse, table.as_union_value())
         }
@@ -1268,6 +1298,16 @@ fn decode_gpid(gpid: &fb::Gpid) -> Gpid {
     Gpid {
         app_id: gpid.app_id(),
         partition_index: gpid.partition_index(),
+    }
+}
+
+fn decode_replica_role(role: fb::ReplicaRole) -> Result<ReplicaRole, DecodeError> {
+    match role {
+        fb::ReplicaRole::Primary => Ok(ReplicaRole::Primary),
+        fb::ReplicaRole::Secondary => Ok(ReplicaRole::Secondary),
+        fb::ReplicaRole::Learner => Ok(ReplicaRole::Learner),
+        fb::ReplicaRole::Inactive => Ok(ReplicaRole::Inactive),
+        other => Err(invalid(format!("unknown replica role {}", other.0))),
     }
 }
 
@@ -1577,6 +1617,9 @@ pub fn decode_request(body: &[u8]) -> Result<(Envelope, Request), DecodeError> {
                     shard: replica.shard(),
                     ballot: replica.ballot(),
                     decree_applied: replica.decree_applied(),
+                    role: decode_replica_role(replica.role())?,
+                    decree_prepared: replica.decree_prepared(),
+                    decree_committed: replica.decree_committed(),
                 });
             }
             Request::Beacon(NodeBeacon {
@@ -1584,6 +1627,19 @@ pub fn decode_request(body: &[u8]) -> Result<(Envelope, Request), DecodeError> {
                 shard_addresses: owned_strings(table.shard_addresses()),
                 replicas,
             })
+        }
+        fb::RequestBody::RemoveSecondaryRequest => {
+            let table = root
+                .body_as_remove_secondary_request()
+                .ok_or_else(missing)?;
+            let gpid = table
+                .gpid()
+                .ok_or_else(|| invalid("remove_secondary carries no gpid"))?;
+            Request::RemoveSecondary {
+                gpid: decode_gpid(gpid),
+                ballot: table.ballot(),
+                node: owned_string(table.node()),
+            }
         }
         other => return Err(invalid(format!("unknown request body type {}", other.0))),
     };
@@ -1753,6 +1809,8 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
                             partition_count: assignment.partition_count(),
                             shard: assignment.shard(),
                             ballot: assignment.ballot(),
+                            primary: owned_string(assignment.primary()),
+                            secondaries: owned_strings(assignment.secondaries()),
                         })
                         .collect()
                 })
@@ -1761,7 +1819,11 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
                 .drops()
                 .map(|drops| drops.iter().map(decode_gpid).collect())
                 .unwrap_or_default();
-            ResponseBody::BeaconAck(BeaconAck { assignments, drops })
+            ResponseBody::BeaconAck(BeaconAck {
+                assignments,
+                drops,
+                lease_ms: table.lease_ms(),
+            })
         }
         other => return Err(invalid(format!("unknown response body type {}", other.0))),
     };

@@ -55,11 +55,15 @@ pub enum ErrorCode {
     /// The node does not host this partition (any more); the client should
     /// refresh its route from meta.
     NotHosted = 18,
+    /// A replication request names a ballot older than the partition's
+    /// current one (for example a RemoveSecondary from a deposed primary);
+    /// `message` names both ballots.
+    StaleBallot = 19,
 }
 
 impl ErrorCode {
     /// All codes, in wire order.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::Ok,
         ErrorCode::NotFound,
         ErrorCode::InvalidArgument,
@@ -79,6 +83,7 @@ impl ErrorCode {
         ErrorCode::TableExists,
         ErrorCode::NotEnoughNodes,
         ErrorCode::NotHosted,
+        ErrorCode::StaleBallot,
     ];
 
     /// The code with this wire value, if any.
@@ -111,6 +116,7 @@ impl ErrorCode {
             ErrorCode::TableExists => "TABLE_EXISTS",
             ErrorCode::NotEnoughNodes => "NOT_ENOUGH_NODES",
             ErrorCode::NotHosted => "NOT_HOSTED",
+            ErrorCode::StaleBallot => "STALE_BALLOT",
         }
     }
 }
@@ -511,6 +517,15 @@ pub enum Request {
     /// A node's periodic report to meta (node → meta); the reply carries
     /// what the node must host and drop.
     Beacon(NodeBeacon),
+    /// A primary (at `ballot`) asks meta to remove the secondary `node` it
+    /// cannot reach (node → meta). Answered `Done` once the new
+    /// configuration is persisted; `STALE_BALLOT` when `ballot` is not the
+    /// partition's current one.
+    RemoveSecondary {
+        gpid: Gpid,
+        ballot: i64,
+        node: String,
+    },
 }
 
 /// Parameters of create_table.
@@ -584,6 +599,19 @@ pub struct NodeInfo {
     pub last_beacon_ms_ago: u64,
 }
 
+/// A replica's role in its partition (PacificA). Wire-visible numbering.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum ReplicaRole {
+    /// Serves reads and writes; the default (a node without replication
+    /// hosts primaries only).
+    #[default]
+    Primary = 0,
+    Secondary = 1,
+    Learner = 2,
+    Inactive = 3,
+}
+
 /// A replica a node hosts, as it reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HostedReplica {
@@ -592,6 +620,14 @@ pub struct HostedReplica {
     pub ballot: i64,
     /// The last decree the replica applied.
     pub decree_applied: i64,
+    /// Its role (default `Primary`).
+    pub role: ReplicaRole,
+    /// The last decree the replica prepared (0 = none; nodes without
+    /// replication report `decree_applied`).
+    pub decree_prepared: i64,
+    /// The last decree the replica committed (0 = none; nodes without
+    /// replication report `decree_applied`).
+    pub decree_committed: i64,
 }
 
 /// A node's beacon.
@@ -613,6 +649,10 @@ pub struct ReplicaAssignment {
     /// The shard of the node that hosts it.
     pub shard: i32,
     pub ballot: i64,
+    /// The partition's primary node id (`host:port_base`).
+    pub primary: String,
+    /// The partition's secondary node ids (empty without replication).
+    pub secondaries: Vec<String>,
 }
 
 /// Meta's answer to a beacon: the node's full desired set of replicas, and
@@ -621,6 +661,10 @@ pub struct ReplicaAssignment {
 pub struct BeaconAck {
     pub assignments: Vec<ReplicaAssignment>,
     pub drops: Vec<Gpid>,
+    /// How long from the beacon's send time the node may serve as primary,
+    /// in milliseconds; 0 when meta's replication switch is off (nodes
+    /// ignore it then).
+    pub lease_ms: u64,
 }
 
 impl Request {
@@ -657,7 +701,8 @@ impl Request {
             | Request::ClusterInfo
             | Request::SetAppEnvs { .. }
             | Request::GetAppEnvs { .. }
-            | Request::Beacon(_) => None,
+            | Request::Beacon(_)
+            | Request::RemoveSecondary { .. } => None,
         }
     }
 
@@ -690,6 +735,7 @@ impl Request {
                 | Request::SetAppEnvs { .. }
                 | Request::GetAppEnvs { .. }
                 | Request::Beacon(_)
+                | Request::RemoveSecondary { .. }
         )
     }
 
@@ -723,6 +769,7 @@ impl Request {
             Request::SetAppEnvs { .. } => "set_app_envs",
             Request::GetAppEnvs { .. } => "get_app_envs",
             Request::Beacon(_) => "beacon",
+            Request::RemoveSecondary { .. } => "remove_secondary",
         }
     }
 }
@@ -767,7 +814,7 @@ pub struct Route {
 /// Meta: create_table → `Table` (the created or existing table); drop_table,
 /// set_app_envs → `Done`; recall_table → `Table`; list_tables → `Tables`;
 /// describe_table → `Description`; list_nodes → `Nodes`; cluster_info and
-/// get_app_envs → `Pairs`; beacon → `BeaconAck`.
+/// get_app_envs → `Pairs`; beacon → `BeaconAck`; remove_secondary → `Done`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ResponseBody {
     Done,

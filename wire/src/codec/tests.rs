@@ -325,6 +325,9 @@ fn every_request() -> Vec<Request> {
                     shard: 2,
                     ballot: 1,
                     decree_applied: 0,
+                    role: ReplicaRole::Secondary,
+                    decree_prepared: 7,
+                    decree_committed: 5,
                 },
                 HostedReplica {
                     gpid: Gpid {
@@ -334,10 +337,41 @@ fn every_request() -> Vec<Request> {
                     shard: -1,
                     ballot: i64::MAX,
                     decree_applied: i64::MIN,
+                    role: ReplicaRole::Inactive,
+                    decree_prepared: i64::MAX,
+                    decree_committed: i64::MIN,
+                },
+                HostedReplica {
+                    gpid: Gpid {
+                        app_id: 3,
+                        partition_index: 1,
+                    },
+                    shard: 0,
+                    ballot: 4,
+                    decree_applied: 9,
+                    role: ReplicaRole::Learner,
+                    decree_prepared: 9,
+                    decree_committed: 9,
                 },
             ],
         }),
         Request::Beacon(NodeBeacon::default()),
+        Request::RemoveSecondary {
+            gpid: Gpid {
+                app_id: 1,
+                partition_index: 3,
+            },
+            ballot: 4,
+            node: "127.0.0.1:34901".to_string(),
+        },
+        Request::RemoveSecondary {
+            gpid: Gpid {
+                app_id: i32::MIN,
+                partition_index: i32::MAX,
+            },
+            ballot: i64::MIN,
+            node: String::new(),
+        },
     ]
 }
 
@@ -481,6 +515,8 @@ fn every_response() -> Vec<Response> {
                     partition_count: 8,
                     shard: 3,
                     ballot: 1,
+                    primary: "127.0.0.1:34801".to_string(),
+                    secondaries: vec!["127.0.0.1:34901".to_string(), "127.0.0.1:35001".to_string()],
                 },
                 ReplicaAssignment {
                     table: String::new(),
@@ -489,6 +525,8 @@ fn every_response() -> Vec<Response> {
                     partition_count: 0,
                     shard: i32::MAX,
                     ballot: i64::MIN,
+                    primary: String::new(),
+                    secondaries: Vec::new(),
                 },
             ],
             drops: vec![
@@ -501,6 +539,12 @@ fn every_response() -> Vec<Response> {
                     partition_index: i32::MIN,
                 },
             ],
+            lease_ms: 600,
+        })),
+        Ok(ResponseBody::BeaconAck(BeaconAck {
+            assignments: Vec::new(),
+            drops: Vec::new(),
+            lease_ms: u64::MAX,
         })),
         Ok(ResponseBody::BeaconAck(BeaconAck::default())),
     ];
@@ -520,7 +564,7 @@ fn every_request_variant_round_trips() {
     let mut names: Vec<&str> = requests.iter().map(Request::name).collect();
     names.sort_unstable();
     names.dedup();
-    assert_eq!(names.len(), 27, "every variant is covered");
+    assert_eq!(names.len(), 28, "every variant is covered");
     let mut encoder = Encoder::new();
     for (index, request) in requests.iter().enumerate() {
         round_trip_request(&mut encoder, &sample_envelope(index as u64), request);
@@ -608,11 +652,12 @@ fn every_response_body_variant_is_sampled() {
 
 #[test]
 fn meta_error_codes_travel_with_their_schema_numbers() {
-    // Proves TABLE_EXISTS, NOT_ENOUGH_NODES and NOT_HOSTED use wire values 16..=18 in both enums and round-trip as errors.
+    // Proves TABLE_EXISTS, NOT_ENOUGH_NODES, NOT_HOSTED and STALE_BALLOT use wire values 16..=19 in both enums and round-trip as errors.
     let expected = [
         (ErrorCode::TableExists, 16, "TableExists"),
         (ErrorCode::NotEnoughNodes, 17, "NotEnoughNodes"),
         (ErrorCode::NotHosted, 18, "NotHosted"),
+        (ErrorCode::StaleBallot, 19, "StaleBallot"),
     ];
     let mut encoder = Encoder::new();
     for (code, value, schema_name) in expected {
@@ -638,6 +683,18 @@ fn meta_error_codes_travel_with_their_schema_numbers() {
         fb::TableStatus::Dropped
     );
     assert_eq!(fb::TableStatus::ENUM_MAX, TableStatus::Dropped as u8);
+    for role in [
+        ReplicaRole::Primary,
+        ReplicaRole::Secondary,
+        ReplicaRole::Learner,
+        ReplicaRole::Inactive,
+    ] {
+        assert_eq!(
+            fb::ReplicaRole(role as u8).variant_name(),
+            Some(format!("{role:?}").as_str())
+        );
+    }
+    assert_eq!(fb::ReplicaRole::ENUM_MAX, ReplicaRole::Inactive as u8);
 }
 
 #[test]
@@ -682,6 +739,8 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
             partition_count: -1,
             shard: -1,
             ballot: -1,
+            primary: "p".to_string(),
+            secondaries: vec![String::new(), "s".to_string()],
         })
         .collect();
     let drops: Vec<Gpid> = (0..item_count)
@@ -699,6 +758,9 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
             shard: -1,
             ballot: -1,
             decree_applied: -1,
+            role: ReplicaRole::Learner,
+            decree_prepared: -1,
+            decree_committed: -1,
         })
         .collect();
     let responses = [
@@ -708,7 +770,11 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
             partitions,
         })),
         Ok(ResponseBody::Nodes(nodes)),
-        Ok(ResponseBody::BeaconAck(BeaconAck { assignments, drops })),
+        Ok(ResponseBody::BeaconAck(BeaconAck {
+            assignments,
+            drops,
+            lease_ms: u64::MAX,
+        })),
         Ok(ResponseBody::Pairs(vec![
             (String::new(), String::new());
             4096
@@ -1089,6 +1155,115 @@ fn invalid_meta_messages_are_rejected() {
     );
     assert_invalid(decode_request(&body), "beacon replica carries no gpid");
     assert_eq!(peek_request_id(&body), Some(77));
+
+    let mut builder = FlatBufferBuilder::new();
+    let table = fb::RemoveSecondaryRequest::create(
+        &mut builder,
+        &fb::RemoveSecondaryRequestArgs {
+            gpid: None,
+            ballot: 3,
+            ..Default::default()
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::RemoveSecondaryRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_invalid(decode_request(&body), "remove_secondary carries no gpid");
+
+    let mut builder = FlatBufferBuilder::new();
+    let gpid = fb::Gpid::new(1, 0);
+    let replica = fb::HostedReplica::create(
+        &mut builder,
+        &fb::HostedReplicaArgs {
+            gpid: Some(&gpid),
+            role: fb::ReplicaRole(9),
+            ..Default::default()
+        },
+    );
+    let replicas = builder.create_vector(&[replica]);
+    let table = fb::BeaconRequest::create(
+        &mut builder,
+        &fb::BeaconRequestArgs {
+            replicas: Some(replicas),
+            ..Default::default()
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::BeaconRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_invalid(decode_request(&body), "unknown replica role 9");
+}
+
+#[test]
+fn beacon_fields_absent_in_old_messages_read_as_todays_values() {
+    // Proves a beacon replica and ack written without the replication fields decode as a primary with zero decrees, an empty configuration and lease 0.
+    let mut builder = FlatBufferBuilder::new();
+    let gpid = fb::Gpid::new(1, 2);
+    let replica = fb::HostedReplica::create(
+        &mut builder,
+        &fb::HostedReplicaArgs {
+            gpid: Some(&gpid),
+            shard: 1,
+            ballot: 1,
+            decree_applied: 4,
+            ..Default::default()
+        },
+    );
+    let replicas = builder.create_vector(&[replica]);
+    let table = fb::BeaconRequest::create(
+        &mut builder,
+        &fb::BeaconRequestArgs {
+            replicas: Some(replicas),
+            ..Default::default()
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::BeaconRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    let (_, request) = decode_request(&body).unwrap();
+    let Request::Beacon(beacon) = request else {
+        panic!("decoded {request:?}");
+    };
+    assert_eq!(beacon.replicas[0].role, ReplicaRole::Primary);
+    assert_eq!(beacon.replicas[0].decree_applied, 4);
+    assert_eq!(beacon.replicas[0].decree_prepared, 0);
+    assert_eq!(beacon.replicas[0].decree_committed, 0);
+
+    let mut builder = FlatBufferBuilder::new();
+    let assignment = fb::ReplicaAssignment::create(
+        &mut builder,
+        &fb::ReplicaAssignmentArgs {
+            app_id: 1,
+            ballot: 2,
+            ..Default::default()
+        },
+    );
+    let assignments = builder.create_vector(&[assignment]);
+    let table = fb::BeaconAckResponse::create(
+        &mut builder,
+        &fb::BeaconAckResponseArgs {
+            assignments: Some(assignments),
+            ..Default::default()
+        },
+    );
+    let body = response_with_body(
+        fb::ResponseBody::BeaconAckResponse,
+        table.as_union_value(),
+        &mut builder,
+    );
+    let (_, response) = decode_response(&body).unwrap();
+    let Ok(ResponseBody::BeaconAck(ack)) = response else {
+        panic!("decoded {response:?}");
+    };
+    assert_eq!(ack.lease_ms, 0);
+    assert_eq!(ack.assignments[0].primary, "");
+    assert!(ack.assignments[0].secondaries.is_empty());
 }
 
 #[test]
@@ -1159,8 +1334,8 @@ fn response_envelope(
 #[test]
 fn inconsistent_responses_are_invalid() {
     // Proves unknown error codes, error responses with a body, bodiless successes and unknown body types are rejected.
-    let unknown_code = response_envelope(fb::ErrorCode(19), fb::ResponseBody::NONE, false);
-    assert_invalid(decode_response(&unknown_code), "unknown error code 19");
+    let unknown_code = response_envelope(fb::ErrorCode(20), fb::ResponseBody::NONE, false);
+    assert_invalid(decode_response(&unknown_code), "unknown error code 20");
     let negative_code = response_envelope(fb::ErrorCode(-1), fb::ResponseBody::NONE, false);
     assert_invalid(decode_response(&negative_code), "unknown error code -1");
 

@@ -16,10 +16,10 @@ pub mod fb {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: i16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: i16 = 18;
+pub const ENUM_MAX_ERROR_CODE: i16 = 19;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 20] = [
   ErrorCode::Ok,
   ErrorCode::NotFound,
   ErrorCode::InvalidArgument,
@@ -39,6 +39,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
   ErrorCode::TableExists,
   ErrorCode::NotEnoughNodes,
   ErrorCode::NotHosted,
+  ErrorCode::StaleBallot,
 ];
 
 /// Response status. Same numbering as `message::ErrorCode`.
@@ -66,9 +67,10 @@ impl ErrorCode {
   pub const TableExists: Self = Self(16);
   pub const NotEnoughNodes: Self = Self(17);
   pub const NotHosted: Self = Self(18);
+  pub const StaleBallot: Self = Self(19);
 
   pub const ENUM_MIN: i16 = 0;
-  pub const ENUM_MAX: i16 = 18;
+  pub const ENUM_MAX: i16 = 19;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Ok,
     Self::NotFound,
@@ -89,6 +91,7 @@ impl ErrorCode {
     Self::TableExists,
     Self::NotEnoughNodes,
     Self::NotHosted,
+    Self::StaleBallot,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -112,6 +115,7 @@ impl ErrorCode {
       Self::TableExists => Some("TableExists"),
       Self::NotEnoughNodes => Some("NotEnoughNodes"),
       Self::NotHosted => Some("NotHosted"),
+      Self::StaleBallot => Some("StaleBallot"),
       _ => None,
     }
   }
@@ -665,12 +669,106 @@ impl<'a> ::flatbuffers::Verifiable for TableStatus {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for TableStatus {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+pub const ENUM_MIN_REPLICA_ROLE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 27;
+pub const ENUM_MAX_REPLICA_ROLE: u8 = 3;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 28] = [
+pub const ENUM_VALUES_REPLICA_ROLE: [ReplicaRole; 4] = [
+  ReplicaRole::Primary,
+  ReplicaRole::Secondary,
+  ReplicaRole::Learner,
+  ReplicaRole::Inactive,
+];
+
+/// A replica a node reports it hosts.
+/// A replica's role in its partition. Same as `message::ReplicaRole`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ReplicaRole(pub u8);
+#[allow(non_upper_case_globals)]
+impl ReplicaRole {
+  pub const Primary: Self = Self(0);
+  pub const Secondary: Self = Self(1);
+  pub const Learner: Self = Self(2);
+  pub const Inactive: Self = Self(3);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Primary,
+    Self::Secondary,
+    Self::Learner,
+    Self::Inactive,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Primary => Some("Primary"),
+      Self::Secondary => Some("Secondary"),
+      Self::Learner => Some("Learner"),
+      Self::Inactive => Some("Inactive"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ReplicaRole {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ReplicaRole {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ReplicaRole {
+    type Output = ReplicaRole;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ReplicaRole {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ReplicaRole {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ReplicaRole {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_REQUEST_BODY: u8 = 28;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 29] = [
   RequestBody::NONE,
   RequestBody::GetRequest,
   RequestBody::SetRequest,
@@ -699,6 +797,7 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 28] = [
   RequestBody::SetAppEnvsRequest,
   RequestBody::GetAppEnvsRequest,
   RequestBody::BeaconRequest,
+  RequestBody::RemoveSecondaryRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -734,9 +833,10 @@ impl RequestBody {
   pub const SetAppEnvsRequest: Self = Self(25);
   pub const GetAppEnvsRequest: Self = Self(26);
   pub const BeaconRequest: Self = Self(27);
+  pub const RemoveSecondaryRequest: Self = Self(28);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 27;
+  pub const ENUM_MAX: u8 = 28;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::GetRequest,
@@ -766,6 +866,7 @@ impl RequestBody {
     Self::SetAppEnvsRequest,
     Self::GetAppEnvsRequest,
     Self::BeaconRequest,
+    Self::RemoveSecondaryRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -798,6 +899,7 @@ impl RequestBody {
       Self::SetAppEnvsRequest => Some("SetAppEnvsRequest"),
       Self::GetAppEnvsRequest => Some("GetAppEnvsRequest"),
       Self::BeaconRequest => Some("BeaconRequest"),
+      Self::RemoveSecondaryRequest => Some("RemoveSecondaryRequest"),
       _ => None,
     }
   }
@@ -5315,7 +5417,6 @@ impl ::core::fmt::Debug for GetAppEnvsRequest<'_> {
 pub enum HostedReplicaOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// A replica a node reports it hosts.
 pub struct HostedReplica<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -5333,6 +5434,9 @@ impl<'a> HostedReplica<'a> {
   pub const VT_SHARD: ::flatbuffers::VOffsetT = 6;
   pub const VT_BALLOT: ::flatbuffers::VOffsetT = 8;
   pub const VT_DECREE_APPLIED: ::flatbuffers::VOffsetT = 10;
+  pub const VT_ROLE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_DECREE_PREPARED: ::flatbuffers::VOffsetT = 14;
+  pub const VT_DECREE_COMMITTED: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5344,10 +5448,13 @@ impl<'a> HostedReplica<'a> {
     args: &'args HostedReplicaArgs<'args>
   ) -> ::flatbuffers::WIPOffset<HostedReplica<'bldr>> {
     let mut builder = HostedReplicaBuilder::new(_fbb);
+    builder.add_decree_committed(args.decree_committed);
+    builder.add_decree_prepared(args.decree_prepared);
     builder.add_decree_applied(args.decree_applied);
     builder.add_ballot(args.ballot);
     builder.add_shard(args.shard);
     if let Some(x) = args.gpid { builder.add_gpid(x); }
+    builder.add_role(args.role);
     builder.finish()
   }
 
@@ -5380,6 +5487,28 @@ impl<'a> HostedReplica<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i64>(HostedReplica::VT_DECREE_APPLIED, Some(0)).unwrap()}
   }
+  /// Appended for replication; old nodes send none and read as Primary.
+  #[inline]
+  pub fn role(&self) -> ReplicaRole {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ReplicaRole>(HostedReplica::VT_ROLE, Some(ReplicaRole::Primary)).unwrap()}
+  }
+  #[inline]
+  pub fn decree_prepared(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(HostedReplica::VT_DECREE_PREPARED, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn decree_committed(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(HostedReplica::VT_DECREE_COMMITTED, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for HostedReplica<'_> {
@@ -5392,6 +5521,9 @@ impl ::flatbuffers::Verifiable for HostedReplica<'_> {
      .visit_field::<i32>("shard", Self::VT_SHARD, false)?
      .visit_field::<i64>("ballot", Self::VT_BALLOT, false)?
      .visit_field::<i64>("decree_applied", Self::VT_DECREE_APPLIED, false)?
+     .visit_field::<ReplicaRole>("role", Self::VT_ROLE, false)?
+     .visit_field::<i64>("decree_prepared", Self::VT_DECREE_PREPARED, false)?
+     .visit_field::<i64>("decree_committed", Self::VT_DECREE_COMMITTED, false)?
      .finish();
     Ok(())
   }
@@ -5401,6 +5533,9 @@ pub struct HostedReplicaArgs<'a> {
     pub shard: i32,
     pub ballot: i64,
     pub decree_applied: i64,
+    pub role: ReplicaRole,
+    pub decree_prepared: i64,
+    pub decree_committed: i64,
 }
 impl<'a> Default for HostedReplicaArgs<'a> {
   #[inline]
@@ -5410,6 +5545,9 @@ impl<'a> Default for HostedReplicaArgs<'a> {
       shard: 0,
       ballot: 0,
       decree_applied: 0,
+      role: ReplicaRole::Primary,
+      decree_prepared: 0,
+      decree_committed: 0,
     }
   }
 }
@@ -5436,6 +5574,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HostedReplicaBuilder<'a, 'b, 
     self.fbb_.push_slot::<i64>(HostedReplica::VT_DECREE_APPLIED, decree_applied, 0);
   }
   #[inline]
+  pub fn add_role(&mut self, role: ReplicaRole) {
+    self.fbb_.push_slot::<ReplicaRole>(HostedReplica::VT_ROLE, role, ReplicaRole::Primary);
+  }
+  #[inline]
+  pub fn add_decree_prepared(&mut self, decree_prepared: i64) {
+    self.fbb_.push_slot::<i64>(HostedReplica::VT_DECREE_PREPARED, decree_prepared, 0);
+  }
+  #[inline]
+  pub fn add_decree_committed(&mut self, decree_committed: i64) {
+    self.fbb_.push_slot::<i64>(HostedReplica::VT_DECREE_COMMITTED, decree_committed, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HostedReplicaBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     HostedReplicaBuilder {
@@ -5457,6 +5607,9 @@ impl ::core::fmt::Debug for HostedReplica<'_> {
       ds.field("shard", &self.shard());
       ds.field("ballot", &self.ballot());
       ds.field("decree_applied", &self.decree_applied());
+      ds.field("role", &self.role());
+      ds.field("decree_prepared", &self.decree_prepared());
+      ds.field("decree_committed", &self.decree_committed());
       ds.finish()
   }
 }
@@ -5590,6 +5743,137 @@ impl ::core::fmt::Debug for BeaconRequest<'_> {
       ds.field("node", &self.node());
       ds.field("shard_addresses", &self.shard_addresses());
       ds.field("replicas", &self.replicas());
+      ds.finish()
+  }
+}
+pub enum RemoveSecondaryRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A primary asks meta to remove a secondary it cannot reach.
+pub struct RemoveSecondaryRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RemoveSecondaryRequest<'a> {
+  type Inner = RemoveSecondaryRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RemoveSecondaryRequest<'a> {
+  pub const VT_GPID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BALLOT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RemoveSecondaryRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RemoveSecondaryRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RemoveSecondaryRequest<'bldr>> {
+    let mut builder = RemoveSecondaryRequestBuilder::new(_fbb);
+    builder.add_ballot(args.ballot);
+    if let Some(x) = args.node { builder.add_node(x); }
+    if let Some(x) = args.gpid { builder.add_gpid(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn gpid(&self) -> Option<&'a Gpid> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Gpid>(RemoveSecondaryRequest::VT_GPID, None)}
+  }
+  #[inline]
+  pub fn ballot(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(RemoveSecondaryRequest::VT_BALLOT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn node(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RemoveSecondaryRequest::VT_NODE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RemoveSecondaryRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<Gpid>("gpid", Self::VT_GPID, false)?
+     .visit_field::<i64>("ballot", Self::VT_BALLOT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("node", Self::VT_NODE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RemoveSecondaryRequestArgs<'a> {
+    pub gpid: Option<&'a Gpid>,
+    pub ballot: i64,
+    pub node: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for RemoveSecondaryRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RemoveSecondaryRequestArgs {
+      gpid: None,
+      ballot: 0,
+      node: None,
+    }
+  }
+}
+
+pub struct RemoveSecondaryRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RemoveSecondaryRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_gpid(&mut self, gpid: &Gpid) {
+    self.fbb_.push_slot_always::<&Gpid>(RemoveSecondaryRequest::VT_GPID, gpid);
+  }
+  #[inline]
+  pub fn add_ballot(&mut self, ballot: i64) {
+    self.fbb_.push_slot::<i64>(RemoveSecondaryRequest::VT_BALLOT, ballot, 0);
+  }
+  #[inline]
+  pub fn add_node(&mut self, node: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RemoveSecondaryRequest::VT_NODE, node);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RemoveSecondaryRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RemoveSecondaryRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RemoveSecondaryRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RemoveSecondaryRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RemoveSecondaryRequest");
+      ds.field("gpid", &self.gpid());
+      ds.field("ballot", &self.ballot());
+      ds.field("node", &self.node());
       ds.finish()
   }
 }
@@ -6093,6 +6377,21 @@ impl<'a> RequestEnvelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_remove_secondary_request(&self) -> Option<RemoveSecondaryRequest<'a>> {
+    if self.body_type() == RequestBody::RemoveSecondaryRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RemoveSecondaryRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestEnvelope<'_> {
@@ -6135,6 +6434,7 @@ impl ::flatbuffers::Verifiable for RequestEnvelope<'_> {
           RequestBody::SetAppEnvsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetAppEnvsRequest>>("RequestBody::SetAppEnvsRequest", pos),
           RequestBody::GetAppEnvsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetAppEnvsRequest>>("RequestBody::GetAppEnvsRequest", pos),
           RequestBody::BeaconRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BeaconRequest>>("RequestBody::BeaconRequest", pos),
+          RequestBody::RemoveSecondaryRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RemoveSecondaryRequest>>("RequestBody::RemoveSecondaryRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -6408,6 +6708,13 @@ impl ::core::fmt::Debug for RequestEnvelope<'_> {
         },
         RequestBody::BeaconRequest => {
           if let Some(x) = self.body_as_beacon_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::RemoveSecondaryRequest => {
+          if let Some(x) = self.body_as_remove_secondary_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -8815,6 +9122,8 @@ impl<'a> ReplicaAssignment<'a> {
   pub const VT_PARTITION_COUNT: ::flatbuffers::VOffsetT = 10;
   pub const VT_SHARD: ::flatbuffers::VOffsetT = 12;
   pub const VT_BALLOT: ::flatbuffers::VOffsetT = 14;
+  pub const VT_PRIMARY: ::flatbuffers::VOffsetT = 16;
+  pub const VT_SECONDARIES: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -8827,6 +9136,8 @@ impl<'a> ReplicaAssignment<'a> {
   ) -> ::flatbuffers::WIPOffset<ReplicaAssignment<'bldr>> {
     let mut builder = ReplicaAssignmentBuilder::new(_fbb);
     builder.add_ballot(args.ballot);
+    if let Some(x) = args.secondaries { builder.add_secondaries(x); }
+    if let Some(x) = args.primary { builder.add_primary(x); }
     builder.add_shard(args.shard);
     builder.add_partition_count(args.partition_count);
     builder.add_partition_index(args.partition_index);
@@ -8878,6 +9189,22 @@ impl<'a> ReplicaAssignment<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i64>(ReplicaAssignment::VT_BALLOT, Some(0)).unwrap()}
   }
+  /// The partition's primary node id (appended for replication).
+  #[inline]
+  pub fn primary(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ReplicaAssignment::VT_PRIMARY, None)}
+  }
+  /// The partition's secondary node ids (appended for replication).
+  #[inline]
+  pub fn secondaries(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(ReplicaAssignment::VT_SECONDARIES, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ReplicaAssignment<'_> {
@@ -8892,6 +9219,8 @@ impl ::flatbuffers::Verifiable for ReplicaAssignment<'_> {
      .visit_field::<i32>("partition_count", Self::VT_PARTITION_COUNT, false)?
      .visit_field::<i32>("shard", Self::VT_SHARD, false)?
      .visit_field::<i64>("ballot", Self::VT_BALLOT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("primary", Self::VT_PRIMARY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("secondaries", Self::VT_SECONDARIES, false)?
      .finish();
     Ok(())
   }
@@ -8903,6 +9232,8 @@ pub struct ReplicaAssignmentArgs<'a> {
     pub partition_count: i32,
     pub shard: i32,
     pub ballot: i64,
+    pub primary: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub secondaries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
 }
 impl<'a> Default for ReplicaAssignmentArgs<'a> {
   #[inline]
@@ -8914,6 +9245,8 @@ impl<'a> Default for ReplicaAssignmentArgs<'a> {
       partition_count: 0,
       shard: 0,
       ballot: 0,
+      primary: None,
+      secondaries: None,
     }
   }
 }
@@ -8948,6 +9281,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicaAssignmentBuilder<'a, 
     self.fbb_.push_slot::<i64>(ReplicaAssignment::VT_BALLOT, ballot, 0);
   }
   #[inline]
+  pub fn add_primary(&mut self, primary: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicaAssignment::VT_PRIMARY, primary);
+  }
+  #[inline]
+  pub fn add_secondaries(&mut self, secondaries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicaAssignment::VT_SECONDARIES, secondaries);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicaAssignmentBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ReplicaAssignmentBuilder {
@@ -8971,6 +9312,8 @@ impl ::core::fmt::Debug for ReplicaAssignment<'_> {
       ds.field("partition_count", &self.partition_count());
       ds.field("shard", &self.shard());
       ds.field("ballot", &self.ballot());
+      ds.field("primary", &self.primary());
+      ds.field("secondaries", &self.secondaries());
       ds.finish()
   }
 }
@@ -8993,6 +9336,7 @@ impl<'a> ::flatbuffers::Follow<'a> for BeaconAckResponse<'a> {
 impl<'a> BeaconAckResponse<'a> {
   pub const VT_ASSIGNMENTS: ::flatbuffers::VOffsetT = 4;
   pub const VT_DROPS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LEASE_MS: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -9004,6 +9348,7 @@ impl<'a> BeaconAckResponse<'a> {
     args: &'args BeaconAckResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<BeaconAckResponse<'bldr>> {
     let mut builder = BeaconAckResponseBuilder::new(_fbb);
+    builder.add_lease_ms(args.lease_ms);
     if let Some(x) = args.drops { builder.add_drops(x); }
     if let Some(x) = args.assignments { builder.add_assignments(x); }
     builder.finish()
@@ -9024,6 +9369,14 @@ impl<'a> BeaconAckResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, Gpid>>>(BeaconAckResponse::VT_DROPS, None)}
   }
+  /// Lease in ms from the beacon's send time; 0 = replication off.
+  #[inline]
+  pub fn lease_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(BeaconAckResponse::VT_LEASE_MS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BeaconAckResponse<'_> {
@@ -9034,6 +9387,7 @@ impl ::flatbuffers::Verifiable for BeaconAckResponse<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ReplicaAssignment>>>>("assignments", Self::VT_ASSIGNMENTS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, Gpid>>>("drops", Self::VT_DROPS, false)?
+     .visit_field::<u64>("lease_ms", Self::VT_LEASE_MS, false)?
      .finish();
     Ok(())
   }
@@ -9041,6 +9395,7 @@ impl ::flatbuffers::Verifiable for BeaconAckResponse<'_> {
 pub struct BeaconAckResponseArgs<'a> {
     pub assignments: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaAssignment<'a>>>>>,
     pub drops: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Gpid>>>,
+    pub lease_ms: u64,
 }
 impl<'a> Default for BeaconAckResponseArgs<'a> {
   #[inline]
@@ -9048,6 +9403,7 @@ impl<'a> Default for BeaconAckResponseArgs<'a> {
     BeaconAckResponseArgs {
       assignments: None,
       drops: None,
+      lease_ms: 0,
     }
   }
 }
@@ -9064,6 +9420,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BeaconAckResponseBuilder<'a, 
   #[inline]
   pub fn add_drops(&mut self, drops: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , Gpid>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconAckResponse::VT_DROPS, drops);
+  }
+  #[inline]
+  pub fn add_lease_ms(&mut self, lease_ms: u64) {
+    self.fbb_.push_slot::<u64>(BeaconAckResponse::VT_LEASE_MS, lease_ms, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BeaconAckResponseBuilder<'a, 'b, A> {
@@ -9085,6 +9445,7 @@ impl ::core::fmt::Debug for BeaconAckResponse<'_> {
     let mut ds = f.debug_struct("BeaconAckResponse");
       ds.field("assignments", &self.assignments());
       ds.field("drops", &self.drops());
+      ds.field("lease_ms", &self.lease_ms());
       ds.finish()
   }
 }
