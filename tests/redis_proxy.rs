@@ -43,9 +43,13 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(node_address: &str) -> Proxy {
+    /// Starts the proxy in front of `target`: `["--node", ADDR]` or
+    /// `["--meta", ADDR]`.
+    fn start(target: &[&str]) -> Proxy {
         let mut child = Command::new(env!("CARGO_BIN_EXE_markab"))
-            .args(["redis-proxy", "--node", node_address, "--table", "temp"])
+            .arg("redis-proxy")
+            .args(target)
+            .args(["--table", "temp"])
             .args(["--listen", "127.0.0.1:0", "--timeout-ms", "5000"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -138,7 +142,7 @@ fn start_stack() -> (tempfile::TempDir, common::Node, Proxy) {
     let dir = tempfile::tempdir().unwrap();
     let config = common::write_config(dir.path(), 2, &[("temp", 1, 8)]);
     let node = common::Node::start(&config);
-    let proxy = Proxy::start(&node.address());
+    let proxy = Proxy::start(&["--node", &node.address()]);
     (dir, node, proxy)
 }
 
@@ -700,4 +704,41 @@ fn node_loss_gives_error_replies_not_hangs() {
         started.elapsed()
     );
     assert_eq!(client.call(&["PING"]), Value::Simple("PONG".into()));
+}
+
+// In cluster mode (`--meta`) the proxy routes through meta: keys spread over
+// the partitions of two nodes are written and read back through redis-cli.
+#[test]
+fn proxy_routes_through_meta() {
+    require_tool("redis-cli");
+    let cluster = common::cluster::Cluster::start(common::cluster::ClusterOptions {
+        nodes: 2,
+        ..Default::default()
+    });
+    let create = markab::wire::Request::CreateTable(markab::wire::CreateTableRequest {
+        table: "temp".into(),
+        partition_count: 8,
+        replica_count: 1,
+        envs: Vec::new(),
+        success_if_exist: false,
+    });
+    assert!(cluster.meta_call(&create).is_ok(), "create table temp");
+    let meta = cluster.meta_addresses()[0].clone();
+    let proxy = Proxy::start(&["--meta", &meta]);
+    for i in 0..40 {
+        let key = format!("user:{i}");
+        assert_eq!(cli(proxy.port, &["set", &key, &format!("v{i}")]), "OK");
+        assert_eq!(cli(proxy.port, &["incr", &format!("counter:{i}")]), "1");
+    }
+    for i in 0..40 {
+        assert_eq!(
+            cli(proxy.port, &["get", &format!("user:{i}")]),
+            format!("v{i}")
+        );
+    }
+    assert_eq!(
+        cli(proxy.port, &["exists", "user:1", "user:2", "nobody"]),
+        "2"
+    );
+    assert!(proxy.terminate().success());
 }
