@@ -123,12 +123,16 @@ pub trait Target: Send + Sync {
         fields: &'a [(Vec<u8>, Vec<u8>)],
     ) -> BoxFuture<'a, Result<(), TargetError>>;
 
-    /// Writes a new record with all its fields.
+    /// Writes a new record with all its fields. Every target writes a whole
+    /// record the way it writes fields (atomically within the record), so
+    /// this defaults to [`Target::update`].
     fn insert<'a>(
         &'a self,
         key: &'a [u8],
         fields: &'a [(Vec<u8>, Vec<u8>)],
-    ) -> BoxFuture<'a, Result<(), TargetError>>;
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        self.update(key, fields)
+    }
 
     /// Reads every field of each record in `keys` (the records a scan
     /// covers, see the module docs). Missing records are not an error.
@@ -308,14 +312,6 @@ impl Target for MarkabTarget {
     }
 
     fn update<'a>(
-        &'a self,
-        key: &'a [u8],
-        fields: &'a [(Vec<u8>, Vec<u8>)],
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(self.write(key, fields))
-    }
-
-    fn insert<'a>(
         &'a self,
         key: &'a [u8],
         fields: &'a [(Vec<u8>, Vec<u8>)],
@@ -600,14 +596,6 @@ impl Target for RedisTarget {
     }
 
     fn update<'a>(
-        &'a self,
-        key: &'a [u8],
-        fields: &'a [(Vec<u8>, Vec<u8>)],
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(self.hset(key, fields))
-    }
-
-    fn insert<'a>(
         &'a self,
         key: &'a [u8],
         fields: &'a [(Vec<u8>, Vec<u8>)],
@@ -920,14 +908,6 @@ impl Target for EtcdTarget {
     }
 
     fn update<'a>(
-        &'a self,
-        key: &'a [u8],
-        fields: &'a [(Vec<u8>, Vec<u8>)],
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(self.write(key, fields))
-    }
-
-    fn insert<'a>(
         &'a self,
         key: &'a [u8],
         fields: &'a [(Vec<u8>, Vec<u8>)],
