@@ -809,7 +809,6 @@ async fn routed_attempts_are_bounded() {
             elapsed >= RETRY_BACKOFF_INITIAL + ROUTE_REFRESH_INTERVAL_MIN,
             "backoff and the refresh rate limit were waited: {elapsed:?}"
         );
-        assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     })
     .await;
 }

@@ -53,6 +53,9 @@ pub struct LogStats {
     pub segments_created: u64,
     /// Segment files removed by [`MutationLog::remove_segments`].
     pub segments_removed: u64,
+    /// Flushes that waited out (part of) the group-commit window for more
+    /// appends; zero while writes are not concurrent.
+    pub window_waits: u64,
 }
 
 /// One flush of the group-commit task, as reported to a flush observer.
@@ -410,6 +413,7 @@ async fn group_commit(shared: Rc<Shared>, mut segment: OpenSegment) -> Result<()
             (window, gather)
         };
         if gather {
+            shared.state.borrow_mut().stats.window_waits += 1;
             shared.full.rung.set(false);
             let sleep = std::pin::pin!(glommio::timer::sleep(window));
             let full = std::pin::pin!(shared.full.wait());
