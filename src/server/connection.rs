@@ -24,7 +24,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
-use markab_wire::codec::{self, Encoder};
+use markab_wire::codec;
 use markab_wire::frame::{FrameDecoder, FrameError, MessageKind, FRAME_BODY_BYTES_MAX};
 use markab_wire::{Envelope, ErrorCode, OpError, Request, Response};
 
@@ -76,7 +76,6 @@ async fn read_requests(
     replies: ReplySender,
 ) {
     let mut decoder = FrameDecoder::new(FRAME_BODY_BYTES_MAX);
-    let mut encoder = Encoder::new();
     let in_flight = Rc::new(Semaphore::new(CONNECTION_IN_FLIGHT_MAX));
     loop {
         let bytes_read = match reader.read(decoder.read_buffer(READ_CHUNK_BYTES)).await {
@@ -98,7 +97,7 @@ async fn read_requests(
                         _ => ErrorCode::BadFrame,
                     };
                     let error = OpError::new(code, format!("bad frame: {error}"));
-                    send_reply(&replies, &mut encoder, 0, &Err(error)).await;
+                    send_reply(&server, &replies, 0, &Err(error)).await;
                     return;
                 }
             };
@@ -107,25 +106,15 @@ async fn read_requests(
                     ErrorCode::UnknownKind,
                     format!("a node accepts request frames, not {:?}", frame.kind),
                 );
-                send_reply(&replies, &mut encoder, 0, &Err(error)).await;
+                send_reply(&server, &replies, 0, &Err(error)).await;
                 return;
             }
-            let (envelope, request) =
-                match decode(&server, &replies, &mut encoder, &frame.body).await {
-                    Decoded::Serve(envelope, request) => (envelope, request),
-                    Decoded::Skip => continue,
-                    Decoded::Close => return,
-                };
-            dispatch(
-                &server,
-                &replies,
-                &mut encoder,
-                &in_flight,
-                envelope,
-                request,
-                frame.body,
-            )
-            .await;
+            let (envelope, request) = match decode(&server, &replies, &frame.body).await {
+                Decoded::Serve(envelope, request) => (envelope, request),
+                Decoded::Skip => continue,
+                Decoded::Close => return,
+            };
+            dispatch(&server, &replies, &in_flight, envelope, request, frame.body).await;
         }
     }
 }
@@ -141,12 +130,7 @@ enum Decoded {
 }
 
 /// Decodes a request body, answering the ones that cannot be served.
-async fn decode(
-    server: &ShardServer,
-    replies: &ReplySender,
-    encoder: &mut Encoder,
-    body: &[u8],
-) -> Decoded {
+async fn decode(server: &ShardServer, replies: &ReplySender, body: &[u8]) -> Decoded {
     if body.len() > server.request_bytes_max {
         let request_id = codec::peek_request_id(body).unwrap_or(0);
         let error = OpError::new(
@@ -157,7 +141,7 @@ async fn decode(
                 server.request_bytes_max
             ),
         );
-        send_reply(replies, encoder, request_id, &Err(error)).await;
+        send_reply(server, replies, request_id, &Err(error)).await;
         // The frame itself was sound, so the stream can still be trusted.
         return Decoded::Skip;
     }
@@ -166,7 +150,7 @@ async fn decode(
         Err(error) => {
             let request_id = codec::peek_request_id(body).unwrap_or(0);
             let error = OpError::new(ErrorCode::BadFrame, format!("undecodable request: {error}"));
-            send_reply(replies, encoder, request_id, &Err(error)).await;
+            send_reply(server, replies, request_id, &Err(error)).await;
             Decoded::Close
         }
     }
@@ -177,7 +161,6 @@ async fn decode(
 async fn dispatch(
     server: &Rc<ShardServer>,
     replies: &ReplySender,
-    encoder: &mut Encoder,
     in_flight: &Rc<Semaphore>,
     envelope: Envelope,
     request: Request,
@@ -188,7 +171,7 @@ async fn dispatch(
             "{} is a meta request; send it to `markab meta`, not to a node",
             request.name()
         ));
-        send_reply(replies, encoder, envelope.request_id, &Err(error)).await;
+        send_reply(server, replies, envelope.request_id, &Err(error)).await;
         return;
     }
     if let Request::QueryRoute { table } = &request {
@@ -197,7 +180,7 @@ async fn dispatch(
             .layout
             .route(table)
             .map(markab_wire::ResponseBody::Route);
-        send_reply(replies, encoder, envelope.request_id, &response).await;
+        send_reply(server, replies, envelope.request_id, &response).await;
         return;
     }
     // A shard serves what it hosts without touching node-wide state.
@@ -209,7 +192,7 @@ async fn dispatch(
     let owner = match owner {
         Ok(owner) => owner,
         Err(error) => {
-            send_reply(replies, encoder, envelope.request_id, &Err(error)).await;
+            send_reply(server, replies, envelope.request_id, &Err(error)).await;
             return;
         }
     };
@@ -218,7 +201,7 @@ async fn dispatch(
     if local && !request.is_write() {
         let response = server.state.serve_read(envelope.gpid, &request);
         observe(&server.metrics, &request, started, &response);
-        send_reply(replies, encoder, envelope.request_id, &response).await;
+        send_reply(server, replies, envelope.request_id, &response).await;
         return;
     }
     let Ok(permit) = in_flight.acquire_static_permit(1).await else {
@@ -227,20 +210,17 @@ async fn dispatch(
     let server = server.clone();
     let replies = replies.clone();
     glommio::spawn_local(async move {
-        let mut encoder = Encoder::new();
         server.metrics.in_flight.inc();
         if local {
             let response = server.state.serve_write(envelope.gpid, &request).await;
             observe(&server.metrics, &request, started, &response);
-            send_reply(&replies, &mut encoder, envelope.request_id, &response).await;
+            send_reply(&server, &replies, envelope.request_id, &response).await;
         } else {
             match forward(&server, owner, body).await {
                 Ok(frame) => {
                     let _ = replies.send(frame).await;
                 }
-                Err(error) => {
-                    send_reply(&replies, &mut encoder, envelope.request_id, &Err(error)).await
-                }
+                Err(error) => send_reply(&server, &replies, envelope.request_id, &Err(error)).await,
             }
         }
         server.metrics.in_flight.dec();
@@ -250,13 +230,12 @@ async fn dispatch(
 }
 
 async fn send_reply(
+    server: &ShardServer,
     replies: &ReplySender,
-    encoder: &mut Encoder,
     request_id: u64,
     response: &Response,
 ) {
-    let mut frame = Vec::new();
-    encode_reply(encoder, request_id, response, &mut frame);
+    let frame = server.encode_reply(request_id, response);
     // The writer is gone only when the socket failed; the reply has nowhere to go.
     let _ = replies.send(frame).await;
 }
@@ -286,32 +265,11 @@ pub async fn serve_forwarded(server: &ShardServer, body: &[u8]) -> Vec<u8> {
         }
         Err(error) => (0, Err(OpError::new(ErrorCode::BadFrame, error.to_string()))),
     };
-    let mut reply = Vec::new();
-    encode_reply(&mut Encoder::new(), request_id, &response, &mut reply);
-    reply
+    server.encode_reply(request_id, &response)
 }
 
 /// Counts a served request in the shard's metrics.
 fn observe(metrics: &ShardMetrics, request: &Request, started: Instant, response: &Response) {
     let error = response.as_ref().err().map(|error| error.code);
     metrics.observe(operation_index(request), started.elapsed(), error);
-}
-
-/// Appends the reply frame for `response`; a response too large to encode is
-/// replaced by an `INTERNAL` error naming the problem.
-pub fn encode_reply(
-    encoder: &mut Encoder,
-    request_id: u64,
-    response: &Response,
-    out: &mut Vec<u8>,
-) {
-    if let Err(error) = encoder.response_frame(request_id, response, out) {
-        let error = OpError::new(
-            ErrorCode::Internal,
-            format!("cannot encode the reply: {error}"),
-        );
-        encoder
-            .response_frame(request_id, &Err(error), out)
-            .expect("a short error reply always encodes");
-    }
 }

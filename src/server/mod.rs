@@ -12,6 +12,7 @@ pub mod connection;
 pub mod cursors;
 pub mod shard;
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -30,7 +31,8 @@ use crate::config::NodeConfig;
 use crate::config::TableConfig;
 use crate::metrics::{NodeMetrics, ShardMetrics};
 use crate::server::shard::{NodeLayout, NodeMode, ShardState};
-use markab_wire::{Gpid, ReplicaAssignment};
+use markab_wire::codec::Encoder;
+use markab_wire::{ErrorCode, Gpid, OpError, ReplicaAssignment, Response};
 
 /// How often each shard compares its log's size with `log_bytes_max`.
 const LOG_SIZE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
@@ -55,10 +57,32 @@ pub enum MeshMessage {
 /// What a shard's connection tasks share.
 pub struct ShardServer {
     pub state: ShardState,
+    /// The shard's one reply encoder (its builder is reused by every
+    /// request; borrowed only while encoding, never across an await).
+    encoder: RefCell<Encoder>,
     pub metrics: Rc<ShardMetrics>,
     pub mesh_senders: Senders<MeshMessage>,
     pub stop: StopSignal,
     pub request_bytes_max: usize,
+}
+
+impl ShardServer {
+    /// The reply frame for `response`; a response too large to encode is
+    /// replaced by an `INTERNAL` error naming the problem.
+    pub fn encode_reply(&self, request_id: u64, response: &Response) -> Vec<u8> {
+        let mut encoder = self.encoder.borrow_mut();
+        let mut frame = Vec::new();
+        if let Err(error) = encoder.response_frame(request_id, response, &mut frame) {
+            let error = OpError::new(
+                ErrorCode::Internal,
+                format!("cannot encode the reply: {error}"),
+            );
+            encoder
+                .response_frame(request_id, &Err(error), &mut frame)
+                .expect("a short error reply always encodes");
+        }
+        frame
+    }
 }
 
 /// Runs a standalone node until SIGTERM or Ctrl-C, then shuts it down
@@ -177,6 +201,7 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
         .log()
         .set_flush_observer(Box::new(move |sample| flush_metrics.observe_flush(sample)));
     let server = Rc::new(ShardServer {
+        encoder: RefCell::new(Encoder::new()),
         metrics,
         state,
         mesh_senders,
