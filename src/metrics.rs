@@ -185,9 +185,8 @@ impl NodeMetrics {
             log_segments: self.log_segments.with_label_values(&[label.as_str()]),
             block_cache_bytes: self.block_cache_bytes.with_label_values(&[label.as_str()]),
             write_buffer_bytes: self.write_buffer_bytes.with_label_values(&[label.as_str()]),
-            replicas_primary: self
-                .replicas
-                .with_label_values(&[label.as_str(), "primary"]),
+            replicas_by_role: ["primary", "secondary", "learner", "inactive"]
+                .map(|role| self.replicas.with_label_values(&[label.as_str(), role])),
             errors: self.errors.clone(),
             shard_label: label,
         }
@@ -205,7 +204,9 @@ pub struct ShardMetrics {
     pub log_segments: IntGauge,
     pub block_cache_bytes: IntGauge,
     pub write_buffer_bytes: IntGauge,
-    pub replicas_primary: IntGauge,
+    /// Replicas by role, indexed by `ReplicaRole as usize` (primary,
+    /// secondary, learner, inactive).
+    pub replicas_by_role: [IntGauge; 4],
     errors: IntCounterVec,
     shard_label: String,
 }

@@ -83,9 +83,10 @@ pub struct OneboxArgs {
     /// Partition count of that table (a power of two).
     #[arg(long, default_value_t = 8)]
     pub partitions: u32,
-    /// Replica count of that table.
-    #[arg(long, default_value_t = 1)]
-    pub replicas: i32,
+    /// Replica count of that table (1..=--nodes; default 3, or --nodes when
+    /// fewer nodes run).
+    #[arg(long)]
+    pub replicas: Option<i32>,
     /// Bound on each wait of the start, in seconds.
     #[arg(long, default_value_t = READY_TIMEOUT_DEFAULT_S)]
     pub ready_timeout_s: u64,
@@ -234,13 +235,20 @@ fn validate(args: &OneboxArgs) -> Result<(), OneboxError> {
         .map_err(|message| OneboxError::InvalidArgument(format!("--table: {message}")))?;
     crate::config::validate_partition_count(args.partitions)
         .map_err(|message| OneboxError::InvalidArgument(format!("--partitions: {message}")))?;
-    if args.replicas < 1 {
-        return invalid(format!(
-            "--replicas {} is out of range (at least 1)",
-            args.replicas
-        ));
+    if let Some(replicas) = args.replicas {
+        if replicas < 1 || replicas as usize > args.nodes {
+            return invalid(format!(
+                "--replicas {replicas} is out of range (allowed 1..=--nodes = {}: each replica needs its own node)",
+                args.nodes
+            ));
+        }
     }
     Ok(())
+}
+
+/// The table's replica count: `--replicas`, else 3 capped by `--nodes`.
+fn replica_count(args: &OneboxArgs) -> i32 {
+    args.replicas.unwrap_or_else(|| args.nodes.min(3) as i32)
 }
 
 /// `DIR/onebox.pid`: keeps two oneboxes out of one directory. Removed on drop.
@@ -930,7 +938,7 @@ mod admin {
             let request = CreateTableRequest {
                 table: args.table.clone(),
                 partition_count: args.partitions as i32,
-                replica_count: args.replicas,
+                replica_count: replica_count(args),
                 envs: Vec::new(),
                 success_if_exist: true,
             };
@@ -1028,7 +1036,7 @@ mod tests {
             shards: 2,
             table: "temp".into(),
             partitions: 8,
-            replicas: 1,
+            replicas: Some(1),
             ready_timeout_s: READY_TIMEOUT_DEFAULT_S,
         }
     }
@@ -1103,7 +1111,8 @@ mod tests {
             (|a| a.nodes = NODES_MAX + 1, "--nodes 65"),
             (|a| a.shards = 0, "--shards 0"),
             (|a| a.partitions = 6, "--partitions"),
-            (|a| a.replicas = 0, "--replicas 0"),
+            (|a| a.replicas = Some(0), "--replicas 0"),
+            (|a| a.replicas = Some(4), "--replicas 4"),
             (|a| a.table = "no spaces".into(), "--table"),
             (|a| a.ready_timeout_s = 0, "--ready-timeout-s"),
         ];

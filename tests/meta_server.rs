@@ -33,7 +33,7 @@ struct Meta {
 fn write_config(dir: &Path) -> PathBuf {
     let path = dir.join("meta.toml");
     let text = format!(
-        "[meta]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\nhold_seconds = 3600\nnode_timeout_ms = 60000\n",
+        "[meta]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\nhold_seconds = 3600\nnode_timeout_ms = 60000\n# a fake node beacons by hand: no replication\nreplication = false\n",
         dir.join("meta-data")
     );
     std::fs::write(&path, text).unwrap();
@@ -169,6 +169,7 @@ fn beacon() -> Request {
         node: "127.0.0.1:45000".into(),
         shard_addresses: vec!["127.0.0.1:45000".into(), "127.0.0.1:45001".into()],
         replicas: Vec::new(),
+        incarnation: 1,
     })
 }
 

@@ -23,12 +23,15 @@ use super::table::Target;
 use super::{lock, validate_route, ClientError, ClientInner, RouteSource};
 
 /// Most attempts of one routed operation in meta mode (the first try and
-/// four retries: about 300 ms of backoff, longer than a node's default
-/// beacon interval, so a just-created table's replicas are found).
-pub const ROUTED_ATTEMPTS_MAX: usize = 5;
+/// seven retries: about 1.3 s of backoff, longer than a failover with the
+/// default timings — grace 800 ms plus the new primary's activation — so a
+/// request that meets a dead primary finds its successor).
+pub const ROUTED_ATTEMPTS_MAX: usize = 8;
 /// Backoff before the first retry of a routed operation; it doubles for
 /// each further retry.
 pub const RETRY_BACKOFF_INITIAL: Duration = Duration::from_millis(20);
+/// Longest backoff between two attempts.
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(320);
 /// Shortest interval between two route refreshes of one table.
 pub const ROUTE_REFRESH_INTERVAL_MIN: Duration = Duration::from_millis(100);
 /// Most meta addresses one client accepts.
@@ -42,8 +45,9 @@ const _: () = assert!(ROUTED_ATTEMPTS_MAX >= 2 && ROUTED_ATTEMPTS_MAX <= 8);
 const _: () = assert!(RETRY_BACKOFF_INITIAL.as_millis() < ROUTE_REFRESH_INTERVAL_MIN.as_millis());
 
 /// Node answers meaning "not executed here: the route is stale".
-const ROUTE_ERROR_CODES: [ErrorCode; 5] = [
+const ROUTE_ERROR_CODES: [ErrorCode; 6] = [
     ErrorCode::NotHosted,
+    ErrorCode::NotPrimary,
     ErrorCode::WrongShard,
     ErrorCode::UnknownPartition,
     ErrorCode::UnknownTable,
@@ -203,7 +207,7 @@ impl ClientInner {
                 return Err(error);
             }
             tokio::time::sleep(backoff).await;
-            backoff = backoff.saturating_mul(2);
+            backoff = backoff.saturating_mul(2).min(RETRY_BACKOFF_MAX);
             match self.refresh_route(cell, &route, deadline).await {
                 Ok(fresh) => route = fresh,
                 Err(

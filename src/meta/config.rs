@@ -8,7 +8,7 @@
 //! node_timeout_ms = 5000           # a node is dead once its last beacon is this old
 //! replica_count_default = 3        # replica count of a create that names none
 //! replica_count_max = 5            # largest replica count a create may ask for
-//! replication = false              # PacificA: place secondaries, grant leases, fail over
+//! replication = true               # PacificA: place secondaries, grant leases, fail over
 //! beacon_interval_ms = 100         # must match the nodes' beacon_interval_ms
 //! lease_ms = 600                   # lease granted in every beacon ack (replication only)
 //! grace_ms = 800                   # a node is dead after this long without a beacon (replication only)
@@ -160,8 +160,9 @@ pub struct MetaConfig {
     pub replica_count_max: i32,
     /// Where to serve Prometheus metrics on `/metrics` (off when unset).
     pub metrics_listen: Option<SocketAddr>,
-    /// PacificA replication; `None` (the default, `replication = false`)
-    /// keeps meta placing primaries only, without leases or reconfiguration.
+    /// PacificA replication (the default); `None` (`replication = false`)
+    /// keeps meta placing primaries only, without leases or reconfiguration
+    /// (nodes then serve without a lease: each partition has one copy).
     pub replication: Option<MetaReplication>,
 }
 
@@ -237,7 +238,7 @@ impl MetaConfig {
                 "meta.beacon_interval_ms / meta.lease_ms / meta.grace_ms / meta.replica_count_min_alive: {message}"
             ))
         })?;
-        let replication = section.replication.unwrap_or(false).then_some(timing);
+        let replication = section.replication.unwrap_or(true).then_some(timing);
         Ok(MetaConfig {
             path: path.to_owned(),
             listen,
@@ -287,14 +288,14 @@ mod tests {
         assert_eq!(config.replica_count_max, 3);
     }
 
-    // Replication is off by default; `replication = true` turns it on with
-    // the default timings, and explicit timings are kept.
+    // Replication is on by default with the default timings;
+    // `replication = false` turns it off, and explicit timings are kept.
     #[test]
     fn replication_switch_and_timings() {
         let config = parse("[meta]\ndata_dir = \"/d\"\n").unwrap();
-        assert_eq!(config.replication, None);
-        let config = parse("[meta]\ndata_dir = \"/d\"\nreplication = true\n").unwrap();
         assert_eq!(config.replication, Some(MetaReplication::default()));
+        let config = parse("[meta]\ndata_dir = \"/d\"\nreplication = false\n").unwrap();
+        assert_eq!(config.replication, None);
         let config = parse(
             "[meta]\ndata_dir = \"/d\"\nreplication = true\nbeacon_interval_ms = 50\n\
              lease_ms = 300\ngrace_ms = 400\nreplica_count_min_alive = 3\n",

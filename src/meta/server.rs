@@ -356,6 +356,7 @@ mod tests {
             node: "127.0.0.1:1".into(),
             shard_addresses: vec!["127.0.0.1:1".into()],
             replicas: Vec::new(),
+            incarnation: 1,
         })
     }
 

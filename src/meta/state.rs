@@ -255,6 +255,8 @@ struct NodeRecord {
     shard_addresses: Vec<String>,
     last_beacon_ms: u64,
     replicas: Vec<HostedReplica>,
+    /// The node process's incarnation from its last beacon.
+    incarnation: u64,
 }
 
 /// The output of one request.
@@ -301,6 +303,7 @@ impl Step {
 ///     node: "127.0.0.1:34801".into(),
 ///     shard_addresses: vec!["127.0.0.1:34801".into()],
 ///     replicas: Vec::new(),
+///     incarnation: 1,
 /// };
 /// state.handle(&Request::Beacon(beacon), now_ms).reply.unwrap();
 /// let create = Request::CreateTable(CreateTableRequest {
@@ -527,6 +530,38 @@ impl MetaState {
             }
         }
         changes
+    }
+
+    /// With replication on: after node `node` restarted (a new incarnation
+    /// in its beacon), every partition it is a member of gets its next
+    /// configuration ([`reconfig::on_member_restarted`]): a sole primary is
+    /// reinstated under ballot + 1, any other member leaves (the guardian
+    /// brings it back as a learner). `None` when nothing changes.
+    fn reconfigure_restarted(&self, node: &str) -> Option<MetaData> {
+        self.settings.replication?;
+        let mut next: Option<MetaData> = None;
+        for (app_id, table) in &self.data.tables {
+            if !table.is_available() {
+                continue;
+            }
+            for (index, partition) in table.partitions.iter().enumerate() {
+                let members = ReplicaMembers::of(partition, None);
+                let Some(id) = members.id(node) else { continue };
+                let gpid = Gpid {
+                    app_id: *app_id,
+                    partition_index: index as i32,
+                };
+                let reports = self.reports(&members, gpid);
+                if let Some(new) = reconfig::on_member_restarted(&members.config, &reports, id) {
+                    let data = next.get_or_insert_with(|| self.successor());
+                    data.tables
+                        .get_mut(app_id)
+                        .expect("a known table")
+                        .partitions[index] = members.stored(partition, &new);
+                }
+            }
+        }
+        next
     }
 
     /// What the members' last beacons said about `gpid`.
@@ -868,22 +903,38 @@ impl MetaState {
                 }
             }
         }
+        let restarted = self
+            .nodes
+            .get(&beacon.node)
+            .is_some_and(|record| record.incarnation != beacon.incarnation);
         self.nodes.insert(
             beacon.node.clone(),
             NodeRecord {
                 shard_addresses: beacon.shard_addresses.clone(),
                 last_beacon_ms: now_ms,
                 replicas: beacon.replicas.clone(),
+                incarnation: beacon.incarnation,
             },
         );
-        Step::reply(Ok(ResponseBody::BeaconAck(BeaconAck {
+        let persist = if restarted {
+            self.reconfigure_restarted(&beacon.node)
+        } else {
+            None
+        };
+        let mut step = Step::reply(Ok(ResponseBody::BeaconAck(BeaconAck {
             assignments: self.assignments(&beacon.node),
             drops: self.drops(&beacon.replicas, now_ms),
             lease_ms: self
                 .settings
                 .replication
                 .map_or(0, |replication| replication.lease_ms),
-        })))
+            replica_count_min_alive: self
+                .settings
+                .replication
+                .map_or(0, |replication| replication.replica_count_min_alive),
+        })));
+        step.persist = persist;
+        step
     }
 
     /// Every replica of an available table placed on `node`.
@@ -909,6 +960,12 @@ impl MetaState {
                             .iter()
                             .map(|secondary| secondary.node.clone())
                             .collect(),
+                        member_addresses: std::iter::once(&partition.primary)
+                            .chain(&partition.secondaries)
+                            .map(|member| self.shard_address(member))
+                            .collect(),
+                        learners: Vec::new(),
+                        replica_count: table.replica_count,
                     });
                 }
             }
@@ -940,11 +997,13 @@ impl MetaState {
     /// only. With replication: a primary and `replica_count - 1`
     /// secondaries on distinct alive nodes, as many as there are alive nodes
     /// (the guardian will fill the rest later), refusing `NOT_ENOUGH_NODES`
-    /// below `min(replica_count, replica_count_min_alive)`. Each replica
-    /// goes to the alive node with the fewest replicas (ties: lowest node
-    /// id) not yet holding one of the partition, on that node's shard with
-    /// the fewest replicas (ties: lowest shard). Counts include the
-    /// replicas placed earlier in the same call.
+    /// below `min(replica_count, replica_count_min_alive)`. A partition's
+    /// primary goes to the alive node with the fewest primaries (ties: the
+    /// fewest replicas, then the lowest node id), each secondary to the
+    /// alive node with the fewest replicas (ties: lowest node id) not yet
+    /// holding one of the partition; each on that node's shard with the
+    /// fewest replicas (ties: lowest shard). Counts include the replicas
+    /// placed earlier in the same call.
     fn place(
         &self,
         partition_count: usize,
@@ -966,6 +1025,9 @@ impl MetaState {
                 ),
             ));
         }
+        // Primaries per node: a partition's first replica (its primary) goes
+        // to the node with the fewest primaries, so that writes spread.
+        let mut primaries: BTreeMap<String, usize> = BTreeMap::new();
         for table in self
             .data
             .tables
@@ -973,6 +1035,7 @@ impl MetaState {
             .filter(|table| table.is_available())
         {
             for partition in &table.partitions {
+                *primaries.entry(partition.primary.node.clone()).or_default() += 1;
                 for place in std::iter::once(&partition.primary).chain(&partition.secondaries) {
                     if let Some(shards) = load.get_mut(place.node.as_str()) {
                         if let Some(count) = shards.get_mut(place.shard.max(0) as usize) {
@@ -1006,11 +1069,22 @@ impl MetaState {
             for _ in 0..places_per_partition {
                 // BTreeMap iterates by node id, and min_by_key keeps the first
                 // minimum: ties go to the lowest node id, then the lowest shard.
+                let is_primary = places.is_empty();
                 let (node, shards) = load
                     .iter_mut()
                     .filter(|(node, _)| !places.iter().any(|place| place.node == **node))
-                    .min_by_key(|(_, shards)| shards.iter().sum::<usize>())
+                    .min_by_key(|(node, shards)| {
+                        let primary_count = if is_primary {
+                            primaries.get(**node).copied().unwrap_or(0)
+                        } else {
+                            0
+                        };
+                        (primary_count, shards.iter().sum::<usize>())
+                    })
                     .expect("fewer places than alive nodes");
+                if is_primary {
+                    *primaries.entry((*node).to_owned()).or_default() += 1;
+                }
                 let (shard, count) = shards
                     .iter_mut()
                     .enumerate()

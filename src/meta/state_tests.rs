@@ -36,6 +36,7 @@ fn node_beacon(index: usize, shards: usize, replicas: Vec<HostedReplica>) -> Req
             .map(|shard| format!("127.0.0.1:{}", base + shard))
             .collect(),
         replicas,
+        incarnation: 1,
     })
 }
 
@@ -667,6 +668,7 @@ fn route_answers_primary_shard_addresses() {
         node: node_id(0),
         shard_addresses: vec![node_id(0), "127.0.0.1:40000".into()],
         replicas: Vec::new(),
+        incarnation: 1,
     });
     apply(&mut restarted, &moved, T0_MS).unwrap();
     let Ok(ResponseBody::Route(moved_route)) = apply(&mut restarted, &route_request, T0_MS) else {

@@ -10,9 +10,13 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use markab_wire::codec::{decode_response, Encoder};
 use markab_wire::frame::{FrameDecoder, MessageKind, FRAME_BODY_BYTES_MAX};
+use std::sync::atomic::Ordering;
+
 use markab_wire::{
-    BeaconAck, Envelope, Gpid, HostedReplica, NodeBeacon, ReplicaRole, Request, ResponseBody,
+    BeaconAck, Envelope, Gpid, HostedReplica, NodeBeacon, Request, Response, ResponseBody,
 };
+
+use crate::server::shard::replicated::clock_ms;
 
 use crate::server::{MeshMessage, ShardServer};
 
@@ -31,6 +35,11 @@ pub async fn beacon_loop(server: Rc<ShardServer>, metas: Vec<String>, interval: 
         .iter()
         .map(|address| address.to_string())
         .collect();
+    // Differs after every restart, so meta knows the replicas' volatile
+    // state (their place in the configuration) was lost.
+    let incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |since| since.as_nanos() as u64);
     let mut connection: Option<TcpStream> = None;
     let mut meta_index = 0;
     let mut encoder = Encoder::new();
@@ -40,6 +49,7 @@ pub async fn beacon_loop(server: Rc<ShardServer>, metas: Vec<String>, interval: 
             node: node.clone(),
             shard_addresses: shard_addresses.clone(),
             replicas: hosted_replicas(&server),
+            incarnation,
         };
         if connection.is_none() {
             let address = &metas[meta_index % metas.len()];
@@ -53,14 +63,50 @@ pub async fn beacon_loop(server: Rc<ShardServer>, metas: Vec<String>, interval: 
         }
         if let Some(stream) = connection.as_mut() {
             request_id += 1;
+            // The lease counts from the beacon's send time.
+            let sent_ms = clock_ms();
             let exchange = glommio::timer::timeout(BEACON_TIMEOUT, async {
-                exchange(stream, &mut encoder, request_id, beacon)
+                call(stream, &mut encoder, request_id, &Request::Beacon(beacon))
                     .await
                     .map_err(glommio::GlommioError::IoError)
             })
             .await;
             match exchange {
-                Ok(ack) => apply_ack(&server, ack).await,
+                Ok(Ok(ResponseBody::BeaconAck(ack))) => {
+                    let layout = &server.state.layout;
+                    let lease_until = match ack.lease_ms {
+                        // Meta without replication grants no leases: a
+                        // replica is then its partition's only copy.
+                        0 => u64::MAX,
+                        lease_ms => sent_ms.saturating_add(lease_ms),
+                    };
+                    layout.lease_until_ms.store(lease_until, Ordering::Relaxed);
+                    layout
+                        .replica_count_min_alive
+                        .store(ack.replica_count_min_alive, Ordering::Relaxed);
+                    apply_ack(&server, ack).await;
+                    let requests: Vec<Request> = std::mem::take(
+                        &mut *layout
+                            .meta_requests
+                            .lock()
+                            .expect("meta request queue lock"),
+                    );
+                    for request in requests {
+                        request_id += 1;
+                        let answer = glommio::timer::timeout(BEACON_TIMEOUT, async {
+                            call(stream, &mut encoder, request_id, &request)
+                                .await
+                                .map_err(glommio::GlommioError::IoError)
+                        })
+                        .await;
+                        tracing::info!(request = ?request, answer = ?answer, "request to meta");
+                    }
+                }
+                Ok(other) => {
+                    tracing::warn!(answer = ?other, "meta did not acknowledge the beacon");
+                    connection = None;
+                    meta_index += 1;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "beacon to meta failed");
                     connection = None;
@@ -96,23 +142,23 @@ fn hosted_replicas(server: &ShardServer) -> Vec<HostedReplica> {
             gpid: *gpid,
             shard: entry.shard as i32,
             ballot: entry.ballot,
-            decree_applied: 0,
-            role: ReplicaRole::Primary,
-            decree_prepared: 0,
-            decree_committed: 0,
+            decree_applied: entry.decree_applied,
+            role: entry.role,
+            decree_prepared: entry.decree_prepared,
+            decree_committed: entry.decree_committed,
         })
         .collect();
     replicas.sort();
     replicas
 }
 
-/// Sends one beacon and reads meta's ack.
-async fn exchange(
+/// Sends one request to meta and reads its answer.
+async fn call(
     stream: &mut TcpStream,
     encoder: &mut Encoder,
     request_id: u64,
-    beacon: NodeBeacon,
-) -> std::io::Result<BeaconAck> {
+    request: &Request,
+) -> std::io::Result<Response> {
     fn failed(message: impl Into<String>) -> std::io::Error {
         std::io::Error::other(message.into())
     }
@@ -123,7 +169,7 @@ async fn exchange(
     };
     let mut frame = Vec::new();
     encoder
-        .request_frame(&envelope, &Request::Beacon(beacon), &mut frame)
+        .request_frame(&envelope, request, &mut frame)
         .map_err(|error| failed(error.to_string()))?;
     stream.write_all(&frame).await?;
     let mut decoder = FrameDecoder::new(FRAME_BODY_BYTES_MAX);
@@ -140,11 +186,7 @@ async fn exchange(
             if id != request_id {
                 continue;
             }
-            return match response {
-                Ok(ResponseBody::BeaconAck(ack)) => Ok(ack),
-                Ok(other) => Err(failed(format!("meta answered a beacon with {other:?}"))),
-                Err(error) => Err(failed(format!("meta refused the beacon: {error}"))),
-            };
+            return Ok(response);
         }
         let bytes_read = stream.read(decoder.read_buffer(4096)).await?;
         if bytes_read == 0 {
@@ -162,14 +204,17 @@ async fn apply_ack(server: &Rc<ShardServer>, ack: BeaconAck) {
             app_id: assignment.app_id,
             partition_index: assignment.partition_index,
         };
-        let already = server
+        // Skip what the replica already follows (a core ignores
+        // configurations whose ballot is not above its own).
+        let current = server
             .state
             .layout
             .hosted
             .read()
             .expect("hosted registry lock")
-            .contains_key(&gpid);
-        if already {
+            .get(&gpid)
+            .map(|entry| entry.ballot);
+        if current.is_some_and(|ballot| ballot >= assignment.ballot) {
             continue;
         }
         let shard = assignment.shard as usize;
@@ -182,9 +227,7 @@ async fn apply_ack(server: &Rc<ShardServer>, ack: BeaconAck) {
             continue;
         }
         if shard == server.state.shard {
-            if let Err(error) = server.state.host(&assignment) {
-                tracing::error!(%error, "cannot host an assigned replica");
-            }
+            server.state.assign(&assignment);
         } else if server
             .mesh_senders
             .send_to(shard, MeshMessage::Host(assignment))

@@ -166,6 +166,10 @@ async fn dispatch(
     request: Request,
     body: Vec<u8>,
 ) {
+    if let Request::Peer(peer) = request {
+        route_peer(server, envelope.gpid, peer).await;
+        return;
+    }
     if request.is_meta() {
         let error = OpError::invalid_argument(format!(
             "{} is a meta request; send it to `markab meta`, not to a node",
@@ -227,6 +231,35 @@ async fn dispatch(
         drop(permit);
     })
     .detach();
+}
+
+/// Hands a peer message to the shard hosting its partition; nothing is
+/// answered, and a message for a partition this node does not host is
+/// dropped (its sender resends).
+async fn route_peer(server: &ShardServer, gpid: markab_wire::Gpid, peer: markab_wire::PeerRequest) {
+    if server.state.hosts(gpid) {
+        server.state.on_peer(gpid, peer);
+        return;
+    }
+    match server.state.layout.locate(gpid) {
+        Ok(owner) if owner != server.state.shard => {
+            let _ = server
+                .mesh_senders
+                .send_to(
+                    owner,
+                    MeshMessage::Peer {
+                        gpid,
+                        request: peer,
+                    },
+                )
+                .await;
+        }
+        _ => tracing::debug!(
+            app_id = gpid.app_id,
+            partition = gpid.partition_index,
+            "peer message for a partition not hosted here"
+        ),
+    }
 }
 
 async fn send_reply(

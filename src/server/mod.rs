@@ -10,6 +10,7 @@
 pub mod beacon;
 pub mod connection;
 pub mod cursors;
+pub mod peer;
 pub mod shard;
 
 use std::cell::RefCell;
@@ -30,6 +31,7 @@ use markab_shards::tuning::load_tuning;
 use crate::config::NodeConfig;
 use crate::config::TableConfig;
 use crate::metrics::{NodeMetrics, ShardMetrics};
+use crate::replication::config::ReplicationSettings;
 use crate::server::shard::{NodeLayout, NodeMode, ShardState};
 use markab_wire::codec::Encoder;
 use markab_wire::{ErrorCode, Gpid, OpError, ReplicaAssignment, Response};
@@ -39,6 +41,9 @@ const LOG_SIZE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 /// Every this many size checks (500 ms) a shard also drops idle scan cursors
 /// and deletes log segments every replica has flushed past.
 const HOUSEKEEPING_EVERY_ROUNDS: u64 = 10;
+/// How often each shard feeds the lease and the time to its replica cores
+/// (their timers: Prepare resend, idle commit push, prepare timeout).
+const REPLICA_TICK_INTERVAL: Duration = Duration::from_millis(5);
 
 /// A message between shards.
 pub enum MeshMessage {
@@ -48,8 +53,14 @@ pub enum MeshMessage {
         body: Vec<u8>,
         reply: oneshot::Sender<Vec<u8>>,
     },
-    /// Cluster mode: host this replica (from a beacon ack).
+    /// Cluster mode: host this replica (from a beacon ack) if it is not
+    /// hosted yet, and follow its configuration.
     Host(ReplicaAssignment),
+    /// Cluster mode: a peer message for a replica the receiving shard hosts.
+    Peer {
+        gpid: Gpid,
+        request: markab_wire::PeerRequest,
+    },
     /// Cluster mode: drop this replica and delete its data.
     Drop(Gpid),
 }
@@ -106,6 +117,10 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         tables: config.tables.clone(),
         meta: config.meta.clone(),
         beacon_interval: Duration::from_millis(config.beacon_interval_ms),
+        replication: ReplicationSettings {
+            beacon_interval_ms: config.beacon_interval_ms,
+            ..ReplicationSettings::default()
+        },
         data_dir: config.data_dir.clone(),
         layout: OnceLock::new(),
     });
@@ -155,6 +170,8 @@ struct NodeSettings {
     tables: Vec<TableConfig>,
     meta: Vec<String>,
     beacon_interval: Duration,
+    /// The replica cores' settings (cluster mode).
+    replication: ReplicationSettings,
     data_dir: PathBuf,
     layout: OnceLock<Arc<NodeLayout>>,
 }
@@ -184,15 +201,16 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
         .layout
         .get_or_init(|| Arc::new(NodeLayout::new(mode, addresses)))
         .clone();
-    let state = match ShardState::open(shard, layout, &node.data_dir, &tuning).await {
-        Ok(state) => state,
-        Err(error) => {
-            // The node cannot serve without its partitions. Returning from a
-            // shard stops every shard (see `ShardRuntime::start`).
-            eprintln!("shard {shard}: cannot open partitions: {error}");
-            return;
-        }
-    };
+    let state =
+        match ShardState::open(shard, layout, &node.data_dir, &tuning, node.replication).await {
+            Ok(state) => state,
+            Err(error) => {
+                // The node cannot serve without its partitions. Returning from a
+                // shard stops every shard (see `ShardRuntime::start`).
+                eprintln!("shard {shard}: cannot open partitions: {error}");
+                return;
+            }
+        };
     tracing::info!(shard, partitions = state.partition_count(), "shard serving");
     let (mesh_senders, mesh_receivers) = (mesh.senders, mesh.receivers);
     let metrics = Rc::new(node.metrics.shard(shard));
@@ -209,6 +227,18 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
         request_bytes_max: tuning.request_bytes_max,
     });
     spawn_mesh_receivers(server.clone(), mesh_receivers);
+    if server.state.layout.is_cluster() {
+        let pump = server.clone();
+        glommio::spawn_local(async move { pump.state.durability_pump().await }).detach();
+        let ticker = server.clone();
+        glommio::spawn_local(async move {
+            while !ticker.stop.is_stopped() {
+                glommio::timer::sleep(REPLICA_TICK_INTERVAL).await;
+                ticker.state.tick_replicas();
+            }
+        })
+        .detach();
+    }
     if shard == 0 && !node.meta.is_empty() {
         glommio::spawn_local(beacon::beacon_loop(
             server.clone(),
@@ -285,11 +315,8 @@ fn spawn_mesh_receivers(server: Rc<ShardServer>, mut receivers: Receivers<MeshMe
         glommio::spawn_local(async move {
             while let Some(message) = stream.next().await {
                 match message {
-                    MeshMessage::Host(assignment) => {
-                        if let Err(error) = server.state.host(&assignment) {
-                            tracing::error!(%error, "cannot host an assigned replica");
-                        }
-                    }
+                    MeshMessage::Host(assignment) => server.state.assign(&assignment),
+                    MeshMessage::Peer { gpid, request } => server.state.on_peer(gpid, request),
                     MeshMessage::Drop(gpid) => {
                         if let Err(error) = server.state.drop_replica(gpid) {
                             tracing::error!(%error, "cannot drop a replica");

@@ -6,11 +6,14 @@
 //! RocksDB synchronously (memtable writes and point reads are short; see
 //! docs/DESIGN.md, "Inside a node").
 
+pub mod replicated;
+
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicI32, AtomicU64};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
@@ -21,17 +24,21 @@ use markab_shards::log::{
 
 use markab_shards::tuning::Tuning;
 use markab_wire::{
-    ErrorCode, Gpid, OpError, PartitionRoute, ReplicaAssignment, Request, Response, ResponseBody,
-    Route, ScanRequest, SCAN_CONTEXT_COMPLETE,
+    ErrorCode, Gpid, OpError, PartitionRoute, ReplicaAssignment, ReplicaRole, Request, Response,
+    ResponseBody, Route, ScanRequest, SCAN_CONTEXT_COMPLETE,
 };
 
 use crate::config::TableConfig;
 use crate::key;
 use crate::metrics::ShardMetrics;
+use crate::replication::config::ReplicationSettings;
+use crate::replication::core::ReplicaCore;
+use crate::replication::messages::Mutation;
 use crate::server::cursors::CursorTable;
 use crate::storage::{
     Partition, RocksEngine, ShardStorage, StorageEngine, StorageLimits, StorageTuning, WriteBatch,
 };
+use replicated::{ReplicaHost, Replication};
 
 /// The ballot of every record a standalone node writes (replication brings
 /// real ballots).
@@ -49,11 +56,28 @@ pub enum NodeMode {
     Cluster,
 }
 
-/// Where a hosted replica lives on this node.
+/// Where a hosted replica lives on this node, and what beacons report of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostedEntry {
     pub shard: usize,
     pub ballot: i64,
+    pub role: ReplicaRole,
+    pub decree_prepared: i64,
+    pub decree_committed: i64,
+    pub decree_applied: i64,
+}
+
+impl HostedEntry {
+    fn new(shard: usize, ballot: i64, decree_applied: i64, role: ReplicaRole) -> HostedEntry {
+        HostedEntry {
+            shard,
+            ballot,
+            role,
+            decree_prepared: decree_applied,
+            decree_committed: decree_applied,
+            decree_applied,
+        }
+    }
 }
 
 /// What every shard of a node knows about the node.
@@ -67,6 +91,15 @@ pub struct NodeLayout {
     /// shard does not host itself — never on the path of a request the
     /// shard serves.
     pub hosted: RwLock<HashMap<Gpid, HostedEntry>>,
+    /// Cluster mode: the lease from meta's last beacon ack, on
+    /// [`replicated::clock_ms`]'s clock (0 = none yet).
+    pub lease_until_ms: AtomicU64,
+    /// Cluster mode: a primary refuses writes while its partition has fewer
+    /// members (from meta's beacon acks; 0 = no bound).
+    pub replica_count_min_alive: AtomicI32,
+    /// Cluster mode: requests replicas make to meta, sent by shard 0's
+    /// beacon task.
+    pub meta_requests: Mutex<Vec<Request>>,
 }
 
 impl NodeLayout {
@@ -75,6 +108,9 @@ impl NodeLayout {
             mode,
             addresses,
             hosted: RwLock::new(HashMap::new()),
+            lease_until_ms: AtomicU64::new(0),
+            replica_count_min_alive: AtomicI32::new(0),
+            meta_requests: Mutex::new(Vec::new()),
         }
     }
 
@@ -278,9 +314,14 @@ pub struct Replica {
     /// The last decree given to a write (logged, or being logged).
     decree_last: Cell<i64>,
     /// Why this replica stopped serving, if it did (log corruption, a gap in
-    /// its decrees, a failed apply). The replication issue re-learns such a
-    /// replica from its peers; until then it answers `STORAGE_ERROR`.
+    /// its decrees, a failed apply). Until it is re-learned from its peers it
+    /// answers `STORAGE_ERROR`.
     failure: RefCell<Option<String>>,
+    /// Cluster mode: the replica's PacificA core and what the shard keeps
+    /// for it (`None` on a standalone node).
+    host: Option<ReplicaHost>,
+    /// Cluster mode: the table's replica count, from meta (0 until known).
+    replica_count: Cell<i32>,
 }
 
 impl Replica {
@@ -342,6 +383,8 @@ pub struct ShardState {
     pending: RefCell<VecDeque<PendingWrite>>,
     /// The position just past the last record this shard appended.
     appended: Cell<LogPosition>,
+    /// Cluster mode: the replication machinery (`None` when standalone).
+    replication: Option<Replication>,
 }
 
 /// The directory of shard `shard`'s mutation log.
@@ -391,6 +434,8 @@ fn open_replica(
         partition: Partition::new(engine, limits),
         decree_last: Cell::new(decree),
         failure: RefCell::new(None),
+        host: None,
+        replica_count: Cell::new(0),
     })
 }
 
@@ -405,6 +450,7 @@ impl ShardState {
         layout: Arc<NodeLayout>,
         data_dir: &Path,
         tuning: &Tuning,
+        settings: ReplicationSettings,
     ) -> Result<ShardState, OpError> {
         let nr_shards = layout.addresses.len();
         if let Some(stale) =
@@ -449,25 +495,38 @@ impl ShardState {
                     .collect()
             }
         };
+        let replication = layout.is_cluster().then(|| {
+            Replication::new(
+                layout.addresses[0].to_string(),
+                layout.addresses[shard].to_string(),
+                settings,
+            )
+        });
         let mut replicas = HashMap::new();
         for meta in &wanted {
-            let replica = open_replica(data_dir, meta, &storage, limits)?;
             let gpid = Gpid {
                 app_id: meta.app_id,
                 partition_index: meta.partition_index,
             };
-            layout.register(
-                gpid,
-                HostedEntry {
-                    shard,
-                    ballot: BALLOT_STANDALONE,
-                },
-            );
+            let mut replica = open_replica(data_dir, meta, &storage, limits)?;
+            if let Some(replication) = &replication {
+                replica.host = Some(new_host(gpid, replication)?);
+            }
             replicas.insert(gpid, Rc::new(replica));
         }
 
         let dir = log_dir(data_dir, shard);
-        let recovery = replay(&dir, &replicas)?;
+        let recovery = replay(&dir, &replicas, replication.as_ref())?;
+        for (gpid, replica) in &replicas {
+            let (ballot, role) = match &replica.host {
+                Some(host) => (host.core.borrow().ballot() as i64, host.wire_role()),
+                None => (BALLOT_STANDALONE, ReplicaRole::Primary),
+            };
+            layout.register(
+                *gpid,
+                HostedEntry::new(shard, ballot, replica.decree_last.get(), role),
+            );
+        }
         let config = LogConfig {
             dir,
             segment_bytes: tuning.log_segment_bytes,
@@ -492,6 +551,7 @@ impl ShardState {
             appended: Cell::new(log.durable()),
             log,
             pending: RefCell::new(VecDeque::new()),
+            replication,
         })
     }
 
@@ -531,15 +591,19 @@ impl ShardState {
             partition_count: assignment.partition_count as u32,
             shard: self.shard,
         };
-        let replica = open_replica(&self.data_dir, &meta, &self.storage, self.limits)?;
-        self.replicas.borrow_mut().insert(gpid, Rc::new(replica));
+        let mut replica = open_replica(&self.data_dir, &meta, &self.storage, self.limits)?;
+        if let Some(replication) = &self.replication {
+            replica.host = Some(new_host(gpid, replication)?);
+        }
+        let (ballot, role) = match &replica.host {
+            Some(host) => (host.core.borrow().ballot() as i64, host.wire_role()),
+            None => (assignment.ballot, ReplicaRole::Primary),
+        };
         self.layout.register(
             gpid,
-            HostedEntry {
-                shard: self.shard,
-                ballot: assignment.ballot,
-            },
+            HostedEntry::new(self.shard, ballot, replica.decree_last.get(), role),
         );
+        self.replicas.borrow_mut().insert(gpid, Rc::new(replica));
         tracing::info!(
             shard = self.shard,
             app_id = gpid.app_id,
@@ -547,6 +611,18 @@ impl ShardState {
             "hosting replica"
         );
         Ok(())
+    }
+
+    /// Hosts the replica meta assigned if needed and, in cluster mode,
+    /// gives its core the configuration.
+    pub fn assign(&self, assignment: &ReplicaAssignment) {
+        if let Err(error) = self.host(assignment) {
+            tracing::error!(%error, "cannot host an assigned replica");
+            return;
+        }
+        if self.replication.is_some() {
+            self.on_assignment(assignment);
+        }
     }
 
     /// Stops hosting `gpid` and deletes its data (meta says its table's hold
@@ -579,8 +655,17 @@ impl ShardState {
         metrics
             .write_buffer_bytes
             .set(self.storage.write_buffer_usage_bytes() as i64);
-        // Every hosted replica is a primary until replication arrives.
-        metrics.replicas_primary.set(self.partition_count() as i64);
+        let mut by_role = [0i64; 4];
+        for replica in self.replicas.borrow().values() {
+            let role = match &replica.host {
+                Some(host) => host.wire_role(),
+                None => ReplicaRole::Primary,
+            };
+            by_role[role as usize] += 1;
+        }
+        for (gauge, count) in metrics.replicas_by_role.iter().zip(by_role) {
+            gauge.set(count);
+        }
     }
 
     /// Drops scan cursors idle past their timeout.
@@ -620,6 +705,7 @@ impl ShardState {
     pub fn serve_read(&self, gpid: Gpid, request: &Request) -> Response {
         let replica = self.replica(gpid)?;
         check_keys(request, gpid, replica.meta.partition_count)?;
+        self.check_replicated_read(&replica)?;
         let partition = &replica.partition;
         let now_epoch_s = key::now_epoch_s();
         match request {
@@ -641,6 +727,9 @@ impl ShardState {
     pub async fn serve_write(&self, gpid: Gpid, request: &Request) -> Response {
         let replica = self.replica(gpid)?;
         check_keys(request, gpid, replica.meta.partition_count)?;
+        if replica.host.is_some() {
+            return self.serve_replicated_write(gpid, replica, request).await;
+        }
         let (mut batch, body) = replica
             .partition
             .prepare_write(request, key::now_epoch_s())?;
@@ -864,7 +953,14 @@ impl ShardState {
 /// replica's flushed decree is applied in order (**replay-above-flushed**).
 /// A replica whose decrees have a gap, whose record does not decode, or whose
 /// records sit in a corrupted stretch of the log stops; the others go on.
-fn replay(dir: &Path, replicas: &HashMap<Gpid, Rc<Replica>>) -> Result<Recovery, OpError> {
+fn replay(
+    dir: &Path,
+    replicas: &HashMap<Gpid, Rc<Replica>>,
+    replication: Option<&Replication>,
+) -> Result<Recovery, OpError> {
+    // Cluster mode: each replica's records above its applied decree, in log
+    // order, for `ReplicaCore::recover`.
+    let mut logged: BTreeMap<Gpid, Vec<Mutation>> = BTreeMap::new();
     let mut visit = |header: &RecordHeader, payload: &[u8], location: RecordLocation| {
         let gpid = Gpid {
             app_id: header.app_id,
@@ -874,6 +970,23 @@ fn replay(dir: &Path, replicas: &HashMap<Gpid, Rc<Replica>>) -> Result<Recovery,
             return;
         };
         if replica.failure.borrow().is_some() {
+            return;
+        }
+        if replica.host.is_some() {
+            if header.decree <= replica.decree_last.get() {
+                return;
+            }
+            match replicated::mutation_of_record(header, payload) {
+                Ok(mutation) => logged.entry(gpid).or_default().push(mutation),
+                Err(reason) => replica.fail(
+                    gpid,
+                    format!(
+                        "{reason} at {} offset {}",
+                        segment_path(dir, location.segment_index).display(),
+                        location.offset
+                    ),
+                ),
+            }
             return;
         }
         let applied = replica.decree_last.get();
@@ -908,6 +1021,9 @@ fn replay(dir: &Path, replicas: &HashMap<Gpid, Rc<Replica>>) -> Result<Recovery,
         }
     };
     let recovery = markab_shards::log::recover(dir, &mut visit).map_err(log_error)?;
+    if let Some(replication) = replication {
+        recover_cores(replicas, logged, replication);
+    }
     if let Some(torn) = &recovery.torn_tail {
         tracing::warn!(
             path = %torn.path.display(),
@@ -954,4 +1070,66 @@ fn replay(dir: &Path, replicas: &HashMap<Gpid, Rc<Replica>>) -> Result<Recovery,
         }
     }
     Ok(recovery)
+}
+
+/// A fresh, inactive core for a replica of this node.
+fn new_host(gpid: Gpid, replication: &Replication) -> Result<ReplicaHost, OpError> {
+    let core = ReplicaCore::new(gpid, replication.me(), replication.settings).map_err(|error| {
+        OpError::new(
+            ErrorCode::Internal,
+            format!("replication settings: {error}"),
+        )
+    })?;
+    Ok(ReplicaHost::new(core))
+}
+
+/// Cluster mode: rebuilds each replica's core from its logged records
+/// (`ReplicaCore::recover`) and applies the committed ones storage lacks
+/// (**replay-above-flushed**). The cores start inactive; meta decides.
+fn recover_cores(
+    replicas: &HashMap<Gpid, Rc<Replica>>,
+    mut logged: BTreeMap<Gpid, Vec<Mutation>>,
+    replication: &Replication,
+) {
+    for (gpid, replica) in replicas {
+        let Some(host) = &replica.host else { continue };
+        if replica.failure().is_some() {
+            continue;
+        }
+        let applied = replica.decree_last.get().max(0) as u64;
+        let records = logged.remove(gpid).unwrap_or_default();
+        let (core, replay) = match ReplicaCore::recover(
+            *gpid,
+            replication.me(),
+            replication.settings,
+            applied,
+            records,
+        ) {
+            Ok(recovered) => recovered,
+            Err(error) => {
+                replica.fail(*gpid, format!("replication settings: {error}"));
+                continue;
+            }
+        };
+        for mutation in replay {
+            let decree = mutation.decree;
+            let result = if mutation.payload.is_empty() {
+                Ok(WriteBatch::new())
+            } else {
+                WriteBatch::decode(&mutation.payload)
+            }
+            .and_then(|mut batch| {
+                batch.set_decree(decree as i64);
+                replica.partition.apply(&batch)
+            });
+            match result {
+                Ok(()) => replica.decree_last.set(decree as i64),
+                Err(error) => {
+                    replica.fail(*gpid, format!("replaying decree {decree}: {error}"));
+                    break;
+                }
+            }
+        }
+        *host.core.borrow_mut() = core;
+    }
 }

@@ -108,7 +108,9 @@ impl<E: StorageEngine> Partition<E> {
             | Request::SetAppEnvs { .. }
             | Request::GetAppEnvs { .. }
             | Request::Beacon(_)
-            | Request::RemoveSecondary { .. } => Err(OpError::invalid_argument(format!(
+            | Request::RemoveSecondary { .. }
+            | Request::UpgradeLearner { .. }
+            | Request::Peer(_) => Err(OpError::invalid_argument(format!(
                 "{} is served by the server, not by partition storage",
                 request.name()
             ))),

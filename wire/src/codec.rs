@@ -19,8 +19,9 @@ use crate::message::{
     BeaconAck, CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult, CheckType,
     CreateTableRequest, Envelope, ErrorCode, Filter, FilterType, Gpid, HostedReplica, Key,
     MultiGetRequest, Mutation, NodeBeacon, NodeInfo, OpError, PartitionConfig, PartitionRoute,
-    Record, ReplicaAssignment, ReplicaRole, Request, Response, ResponseBody, Route, ScanRange,
-    ScanRequest, SortKeyValue, TableDescription, TableInfo, TableStatus,
+    PeerKind, PeerMutation, PeerRequest, Record, ReplicaAssignment, ReplicaRole, Request, Response,
+    ResponseBody, Route, ScanRange, ScanRequest, SortKeyValue, TableDescription, TableInfo,
+    TableStatus,
 };
 
 /// Once a message needed a builder larger than this, the encoder drops that
@@ -335,7 +336,19 @@ fn request_bytes_estimate(request: &Request) -> usize {
             .saturating_add(items_estimate(&beacon.replicas, |_| {
                 ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX
             })),
-        Request::RemoveSecondary { node, .. } => node.len(),
+        Request::RemoveSecondary { node, .. } | Request::UpgradeLearner { node, .. } => node.len(),
+        Request::Peer(peer) => peer
+            .from
+            .len()
+            .saturating_add(peer.from_address.len())
+            .saturating_add(peer.name.len())
+            .saturating_add(peer.data.len())
+            .saturating_add(items_estimate(&peer.mutations, |mutation| {
+                mutation
+                    .payload
+                    .len()
+                    .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
+            })),
     };
     payload.saturating_add(ENCODED_MESSAGE_OVERHEAD_BYTES_MAX)
 }
@@ -407,6 +420,8 @@ fn response_bytes_estimate(response: &Response) -> usize {
                 .len()
                 .saturating_add(assignment.primary.len())
                 .saturating_add(strings_bytes(&assignment.secondaries))
+                .saturating_add(strings_bytes(&assignment.member_addresses))
+                .saturating_add(strings_bytes(&assignment.learners))
                 .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
         })
         .saturating_add(items_estimate(&ack.drops, |_| 0)),
@@ -599,6 +614,8 @@ fn replica_assignment(
     let table = Some(builder.create_string(&assignment.table));
     let primary = Some(builder.create_string(&assignment.primary));
     let secondaries = Some(string_list(builder, &assignment.secondaries));
+    let member_addresses = Some(string_list(builder, &assignment.member_addresses));
+    let learners = Some(string_list(builder, &assignment.learners));
     fb::ReplicaAssignment::create(
         builder,
         &fb::ReplicaAssignmentArgs {
@@ -610,8 +627,97 @@ fn replica_assignment(
             ballot: assignment.ballot,
             primary,
             secondaries,
+            member_addresses,
+            learners,
+            replica_count: assignment.replica_count,
         },
     )
+}
+
+fn peer_request(builder: &mut Builder, peer: &PeerRequest) -> WIPOffset<fb::PeerRequest<'static>> {
+    let from = Some(builder.create_string(&peer.from));
+    let from_address = Some(builder.create_string(&peer.from_address));
+    let name = Some(builder.create_string(&peer.name));
+    let mutations: Vec<_> = peer
+        .mutations
+        .iter()
+        .map(|mutation| {
+            let payload = Some(builder.create_vector(&mutation.payload));
+            fb::PeerMutation::create(
+                builder,
+                &fb::PeerMutationArgs {
+                    ballot: mutation.ballot,
+                    decree: mutation.decree,
+                    committed_decree: mutation.committed_decree,
+                    payload,
+                },
+            )
+        })
+        .collect();
+    let mutations = Some(builder.create_vector(&mutations));
+    let data = Some(builder.create_vector(&peer.data));
+    let kind = match peer.kind {
+        PeerKind::Prepare => fb::PeerKind::Prepare,
+        PeerKind::PrepareAck => fb::PeerKind::PrepareAck,
+        PeerKind::LearnRequest => fb::PeerKind::LearnRequest,
+        PeerKind::LearnResponse => fb::PeerKind::LearnResponse,
+        PeerKind::CheckpointChunk => fb::PeerKind::CheckpointChunk,
+    };
+    fb::PeerRequest::create(
+        builder,
+        &fb::PeerRequestArgs {
+            kind,
+            from,
+            from_address,
+            ballot: peer.ballot,
+            decree: peer.decree,
+            committed_decree: peer.committed_decree,
+            error: peer.error,
+            error_value: peer.error_value,
+            flag: peer.flag,
+            mutations,
+            data,
+            name,
+        },
+    )
+}
+
+fn decode_peer_request(table: fb::PeerRequest<'_>) -> Result<PeerRequest, DecodeError> {
+    let kind = match table.kind() {
+        fb::PeerKind::Prepare => PeerKind::Prepare,
+        fb::PeerKind::PrepareAck => PeerKind::PrepareAck,
+        fb::PeerKind::LearnRequest => PeerKind::LearnRequest,
+        fb::PeerKind::LearnResponse => PeerKind::LearnResponse,
+        fb::PeerKind::CheckpointChunk => PeerKind::CheckpointChunk,
+        other => return Err(invalid(format!("unknown peer message kind {}", other.0))),
+    };
+    let mutations = table
+        .mutations()
+        .map(|list| {
+            list.iter()
+                .map(|mutation| PeerMutation {
+                    ballot: mutation.ballot(),
+                    decree: mutation.decree(),
+                    committed_decree: mutation.committed_decree(),
+                    payload: owned(mutation.payload()),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(PeerRequest {
+        kind,
+        from: owned_string(table.from()),
+        from_address: owned_string(table.from_address()),
+        ballot: table.ballot(),
+        decree: table.decree(),
+        committed_decree: table.committed_decree(),
+        error: table.error(),
+        error_value: table.error_value(),
+        flag: table.flag(),
+        mutations,
+        data: owned(table.data()),
+        name: owned_string(table.name()),
+    })
 }
 
 fn fb_gpid(gpid: Gpid) -> fb::Gpid {
@@ -962,6 +1068,7 @@ fn build_request(builder: &mut Builder, request: &Request) -> (fb::RequestBody, 
                     node,
                     shard_addresses,
                     replicas,
+                    incarnation: beacon.incarnation,
                 },
             );
             (fb::RequestBody::BeaconRequest, table.as_union_value())
@@ -981,6 +1088,26 @@ fn build_request(builder: &mut Builder, request: &Request) -> (fb::RequestBody, 
                 fb::RequestBody::RemoveSecondaryRequest,
                 table.as_union_value(),
             )
+        }
+        Request::UpgradeLearner { gpid, ballot, node } => {
+            let gpid = fb_gpid(*gpid);
+            let node = Some(builder.create_string(node));
+            let table = fb::UpgradeLearnerRequest::create(
+                builder,
+                &fb::UpgradeLearnerRequestArgs {
+                    gpid: Some(&gpid),
+                    ballot: *ballot,
+                    node,
+                },
+            );
+            (
+                fb::RequestBody::UpgradeLearnerRequest,
+                table.as_union_value(),
+            )
+        }
+        Request::Peer(peer) => {
+            let table = peer_request(builder, peer);
+            (fb::RequestBody::PeerRequest, table.as_union_value())
         }
     }
 }
@@ -1193,6 +1320,7 @@ fn build_response_body(builder: &mut Builder, body: &ResponseBody) -> (fb::Respo
                     assignments,
                     drops,
                     lease_ms: ack.lease_ms,
+                    replica_count_min_alive: ack.replica_count_min_alive,
                 },
             );
             (fb::ResponseBody::BeaconAckResponse, table.as_union_value())
@@ -1626,6 +1754,7 @@ pub fn decode_request(body: &[u8]) -> Result<(Envelope, Request), DecodeError> {
                 node: owned_string(table.node()),
                 shard_addresses: owned_strings(table.shard_addresses()),
                 replicas,
+                incarnation: table.incarnation(),
             })
         }
         fb::RequestBody::RemoveSecondaryRequest => {
@@ -1640,6 +1769,21 @@ pub fn decode_request(body: &[u8]) -> Result<(Envelope, Request), DecodeError> {
                 ballot: table.ballot(),
                 node: owned_string(table.node()),
             }
+        }
+        fb::RequestBody::UpgradeLearnerRequest => {
+            let table = root.body_as_upgrade_learner_request().ok_or_else(missing)?;
+            let gpid = table
+                .gpid()
+                .ok_or_else(|| invalid("upgrade_learner carries no gpid"))?;
+            Request::UpgradeLearner {
+                gpid: decode_gpid(gpid),
+                ballot: table.ballot(),
+                node: owned_string(table.node()),
+            }
+        }
+        fb::RequestBody::PeerRequest => {
+            let table = root.body_as_peer_request().ok_or_else(missing)?;
+            Request::Peer(decode_peer_request(table)?)
         }
         other => return Err(invalid(format!("unknown request body type {}", other.0))),
     };
@@ -1811,6 +1955,9 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
                             ballot: assignment.ballot(),
                             primary: owned_string(assignment.primary()),
                             secondaries: owned_strings(assignment.secondaries()),
+                            member_addresses: owned_strings(assignment.member_addresses()),
+                            learners: owned_strings(assignment.learners()),
+                            replica_count: assignment.replica_count(),
                         })
                         .collect()
                 })
@@ -1823,6 +1970,7 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
                 assignments,
                 drops,
                 lease_ms: table.lease_ms(),
+                replica_count_min_alive: table.replica_count_min_alive(),
             })
         }
         other => return Err(invalid(format!("unknown response body type {}", other.0))),

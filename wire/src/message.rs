@@ -59,11 +59,21 @@ pub enum ErrorCode {
     /// current one (for example a RemoveSecondary from a deposed primary);
     /// `message` names both ballots.
     StaleBallot = 19,
+    /// The replica is not serving as the partition's primary (not the
+    /// primary, not activated yet, or its lease expired). The request was
+    /// not executed: refresh the route and retry.
+    NotPrimary = 20,
+    /// The write got a decree but its primary changed before it committed:
+    /// it may or may not take effect. Never retried automatically.
+    UnknownOutcome = 21,
+    /// The partition has fewer alive replicas than meta's
+    /// `replica_count_min_alive`: writes are refused until it recovers.
+    NotEnoughReplicas = 22,
 }
 
 impl ErrorCode {
     /// All codes, in wire order.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::Ok,
         ErrorCode::NotFound,
         ErrorCode::InvalidArgument,
@@ -84,6 +94,9 @@ impl ErrorCode {
         ErrorCode::NotEnoughNodes,
         ErrorCode::NotHosted,
         ErrorCode::StaleBallot,
+        ErrorCode::NotPrimary,
+        ErrorCode::UnknownOutcome,
+        ErrorCode::NotEnoughReplicas,
     ];
 
     /// The code with this wire value, if any.
@@ -117,6 +130,9 @@ impl ErrorCode {
             ErrorCode::NotEnoughNodes => "NOT_ENOUGH_NODES",
             ErrorCode::NotHosted => "NOT_HOSTED",
             ErrorCode::StaleBallot => "STALE_BALLOT",
+            ErrorCode::NotPrimary => "NOT_PRIMARY",
+            ErrorCode::UnknownOutcome => "UNKNOWN_OUTCOME",
+            ErrorCode::NotEnoughReplicas => "NOT_ENOUGH_REPLICAS",
         }
     }
 }
@@ -526,6 +542,15 @@ pub enum Request {
         ballot: i64,
         node: String,
     },
+    /// A primary (at `ballot`) asks meta to make the learner `node`, which
+    /// caught up, a secondary (node → meta). Answered like RemoveSecondary.
+    UpgradeLearner {
+        gpid: Gpid,
+        ballot: i64,
+        node: String,
+    },
+    /// A replica-to-replica message (node → node, never answered).
+    Peer(PeerRequest),
 }
 
 /// Parameters of create_table.
@@ -637,6 +662,9 @@ pub struct NodeBeacon {
     pub node: String,
     pub shard_addresses: Vec<String>,
     pub replicas: Vec<HostedReplica>,
+    /// Differs after every restart of the node process (its start time in
+    /// nanoseconds), so meta knows its replicas lost their volatile state.
+    pub incarnation: u64,
 }
 
 /// A replica meta wants a node to host.
@@ -653,6 +681,13 @@ pub struct ReplicaAssignment {
     pub primary: String,
     /// The partition's secondary node ids (empty without replication).
     pub secondaries: Vec<String>,
+    /// The listener address of each member's shard that hosts the
+    /// partition: primary, then secondaries, then learners.
+    pub member_addresses: Vec<String>,
+    /// The partition's learner node ids (catching up before they join).
+    pub learners: Vec<String>,
+    /// The table's replica count.
+    pub replica_count: i32,
 }
 
 /// Meta's answer to a beacon: the node's full desired set of replicas, and
@@ -665,6 +700,51 @@ pub struct BeaconAck {
     /// in milliseconds; 0 when meta's replication switch is off (nodes
     /// ignore it then).
     pub lease_ms: u64,
+    /// A primary refuses writes while its partition has fewer members
+    /// (0 = no bound).
+    pub replica_count_min_alive: i32,
+}
+
+/// What a replica-to-replica message is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PeerKind {
+    #[default]
+    Prepare,
+    PrepareAck,
+    LearnRequest,
+    LearnResponse,
+    CheckpointChunk,
+}
+
+/// One mutation as replicas ship it (an encoded write batch, empty for the
+/// empty write, under a ballot and decree).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerMutation {
+    pub ballot: u64,
+    pub decree: u64,
+    pub committed_decree: u64,
+    pub payload: Vec<u8>,
+}
+
+/// A replica-to-replica message; the partition is the envelope's. Never
+/// answered. Field meanings depend on `kind` (docs/wire.md, "Peer messages").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerRequest {
+    pub kind: PeerKind,
+    /// The sender's node id (`host:port` of its shard 0).
+    pub from: String,
+    /// The listener address of the sender's shard hosting the partition.
+    pub from_address: String,
+    pub ballot: u64,
+    pub decree: u64,
+    pub committed_decree: u64,
+    /// 0 = none; else a refusal code.
+    pub error: u8,
+    pub error_value: u64,
+    pub flag: bool,
+    pub mutations: Vec<PeerMutation>,
+    pub data: Vec<u8>,
+    pub name: String,
 }
 
 impl Request {
@@ -702,7 +782,9 @@ impl Request {
             | Request::SetAppEnvs { .. }
             | Request::GetAppEnvs { .. }
             | Request::Beacon(_)
-            | Request::RemoveSecondary { .. } => None,
+            | Request::RemoveSecondary { .. }
+            | Request::UpgradeLearner { .. }
+            | Request::Peer(_) => None,
         }
     }
 
@@ -736,6 +818,7 @@ impl Request {
                 | Request::GetAppEnvs { .. }
                 | Request::Beacon(_)
                 | Request::RemoveSecondary { .. }
+                | Request::UpgradeLearner { .. }
         )
     }
 
@@ -770,6 +853,8 @@ impl Request {
             Request::GetAppEnvs { .. } => "get_app_envs",
             Request::Beacon(_) => "beacon",
             Request::RemoveSecondary { .. } => "remove_secondary",
+            Request::UpgradeLearner { .. } => "upgrade_learner",
+            Request::Peer(_) => "peer",
         }
     }
 }

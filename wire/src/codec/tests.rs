@@ -354,6 +354,7 @@ fn every_request() -> Vec<Request> {
                     decree_committed: 9,
                 },
             ],
+            incarnation: 1_763_000_000_000_000_000,
         }),
         Request::Beacon(NodeBeacon::default()),
         Request::RemoveSecondary {
@@ -372,6 +373,62 @@ fn every_request() -> Vec<Request> {
             ballot: i64::MIN,
             node: String::new(),
         },
+        Request::UpgradeLearner {
+            gpid: Gpid {
+                app_id: 2,
+                partition_index: 0,
+            },
+            ballot: 9,
+            node: "127.0.0.1:35001".to_string(),
+        },
+        Request::Peer(PeerRequest {
+            kind: PeerKind::Prepare,
+            from: "127.0.0.1:34801".to_string(),
+            from_address: "127.0.0.1:34802".to_string(),
+            ballot: 3,
+            decree: 17,
+            committed_decree: 16,
+            error: 0,
+            error_value: 0,
+            flag: false,
+            mutations: vec![
+                PeerMutation {
+                    ballot: 3,
+                    decree: 17,
+                    committed_decree: 15,
+                    payload: b"batch\0bytes".to_vec(),
+                },
+                PeerMutation::default(),
+            ],
+            data: Vec::new(),
+            name: String::new(),
+        }),
+        Request::Peer(PeerRequest {
+            kind: PeerKind::CheckpointChunk,
+            from: String::new(),
+            from_address: String::new(),
+            ballot: u64::MAX,
+            decree: u64::MAX,
+            committed_decree: 0,
+            error: 255,
+            error_value: u64::MAX,
+            flag: true,
+            mutations: Vec::new(),
+            data: vec![0, 1, 2, 255],
+            name: "000012.sst".to_string(),
+        }),
+        Request::Peer(PeerRequest {
+            kind: PeerKind::PrepareAck,
+            ..PeerRequest::default()
+        }),
+        Request::Peer(PeerRequest {
+            kind: PeerKind::LearnRequest,
+            ..PeerRequest::default()
+        }),
+        Request::Peer(PeerRequest {
+            kind: PeerKind::LearnResponse,
+            ..PeerRequest::default()
+        }),
     ]
 }
 
@@ -517,6 +574,14 @@ fn every_response() -> Vec<Response> {
                     ballot: 1,
                     primary: "127.0.0.1:34801".to_string(),
                     secondaries: vec!["127.0.0.1:34901".to_string(), "127.0.0.1:35001".to_string()],
+                    member_addresses: vec![
+                        "127.0.0.1:34804".to_string(),
+                        "127.0.0.1:34901".to_string(),
+                        "127.0.0.1:35002".to_string(),
+                        "127.0.0.1:35101".to_string(),
+                    ],
+                    learners: vec!["127.0.0.1:35101".to_string()],
+                    replica_count: 4,
                 },
                 ReplicaAssignment {
                     table: String::new(),
@@ -527,6 +592,9 @@ fn every_response() -> Vec<Response> {
                     ballot: i64::MIN,
                     primary: String::new(),
                     secondaries: Vec::new(),
+                    member_addresses: Vec::new(),
+                    learners: Vec::new(),
+                    replica_count: i32::MIN,
                 },
             ],
             drops: vec![
@@ -540,11 +608,13 @@ fn every_response() -> Vec<Response> {
                 },
             ],
             lease_ms: 600,
+            replica_count_min_alive: 2,
         })),
         Ok(ResponseBody::BeaconAck(BeaconAck {
             assignments: Vec::new(),
             drops: Vec::new(),
             lease_ms: u64::MAX,
+            replica_count_min_alive: i32::MIN,
         })),
         Ok(ResponseBody::BeaconAck(BeaconAck::default())),
     ];
@@ -564,7 +634,7 @@ fn every_request_variant_round_trips() {
     let mut names: Vec<&str> = requests.iter().map(Request::name).collect();
     names.sort_unstable();
     names.dedup();
-    assert_eq!(names.len(), 28, "every variant is covered");
+    assert_eq!(names.len(), 30, "every variant is covered");
     let mut encoder = Encoder::new();
     for (index, request) in requests.iter().enumerate() {
         round_trip_request(&mut encoder, &sample_envelope(index as u64), request);
@@ -741,6 +811,9 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
             ballot: -1,
             primary: "p".to_string(),
             secondaries: vec![String::new(), "s".to_string()],
+            member_addresses: vec!["a".to_string(); 3],
+            learners: vec!["l".to_string()],
+            replica_count: -1,
         })
         .collect();
     let drops: Vec<Gpid> = (0..item_count)
@@ -774,6 +847,7 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
             assignments,
             drops,
             lease_ms: u64::MAX,
+            replica_count_min_alive: 3,
         })),
         Ok(ResponseBody::Pairs(vec![
             (String::new(), String::new());
@@ -792,6 +866,7 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
         node: String::new(),
         shard_addresses: vec![String::new(); 4096],
         replicas,
+        incarnation: u64::MAX,
     });
     round_trip_request(&mut encoder, &sample_envelope(4), &beacon);
     let mut out = Vec::new();
@@ -1334,8 +1409,8 @@ fn response_envelope(
 #[test]
 fn inconsistent_responses_are_invalid() {
     // Proves unknown error codes, error responses with a body, bodiless successes and unknown body types are rejected.
-    let unknown_code = response_envelope(fb::ErrorCode(20), fb::ResponseBody::NONE, false);
-    assert_invalid(decode_response(&unknown_code), "unknown error code 20");
+    let unknown_code = response_envelope(fb::ErrorCode(23), fb::ResponseBody::NONE, false);
+    assert_invalid(decode_response(&unknown_code), "unknown error code 23");
     let negative_code = response_envelope(fb::ErrorCode(-1), fb::ResponseBody::NONE, false);
     assert_invalid(decode_response(&negative_code), "unknown error code -1");
 

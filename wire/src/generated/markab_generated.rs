@@ -16,10 +16,10 @@ pub mod fb {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: i16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: i16 = 19;
+pub const ENUM_MAX_ERROR_CODE: i16 = 22;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 20] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 23] = [
   ErrorCode::Ok,
   ErrorCode::NotFound,
   ErrorCode::InvalidArgument,
@@ -40,6 +40,9 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 20] = [
   ErrorCode::NotEnoughNodes,
   ErrorCode::NotHosted,
   ErrorCode::StaleBallot,
+  ErrorCode::NotPrimary,
+  ErrorCode::UnknownOutcome,
+  ErrorCode::NotEnoughReplicas,
 ];
 
 /// Response status. Same numbering as `message::ErrorCode`.
@@ -68,9 +71,12 @@ impl ErrorCode {
   pub const NotEnoughNodes: Self = Self(17);
   pub const NotHosted: Self = Self(18);
   pub const StaleBallot: Self = Self(19);
+  pub const NotPrimary: Self = Self(20);
+  pub const UnknownOutcome: Self = Self(21);
+  pub const NotEnoughReplicas: Self = Self(22);
 
   pub const ENUM_MIN: i16 = 0;
-  pub const ENUM_MAX: i16 = 19;
+  pub const ENUM_MAX: i16 = 22;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Ok,
     Self::NotFound,
@@ -92,6 +98,9 @@ impl ErrorCode {
     Self::NotEnoughNodes,
     Self::NotHosted,
     Self::StaleBallot,
+    Self::NotPrimary,
+    Self::UnknownOutcome,
+    Self::NotEnoughReplicas,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -116,6 +125,9 @@ impl ErrorCode {
       Self::NotEnoughNodes => Some("NotEnoughNodes"),
       Self::NotHosted => Some("NotHosted"),
       Self::StaleBallot => Some("StaleBallot"),
+      Self::NotPrimary => Some("NotPrimary"),
+      Self::UnknownOutcome => Some("UnknownOutcome"),
+      Self::NotEnoughReplicas => Some("NotEnoughReplicas"),
       _ => None,
     }
   }
@@ -763,12 +775,109 @@ impl<'a> ::flatbuffers::Verifiable for ReplicaRole {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ReplicaRole {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+pub const ENUM_MIN_PEER_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 28;
+pub const ENUM_MAX_PEER_KIND: u8 = 4;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 29] = [
+pub const ENUM_VALUES_PEER_KIND: [PeerKind; 5] = [
+  PeerKind::Prepare,
+  PeerKind::PrepareAck,
+  PeerKind::LearnRequest,
+  PeerKind::LearnResponse,
+  PeerKind::CheckpointChunk,
+];
+
+/// What a replica-to-replica message is (PacificA and learning).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct PeerKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl PeerKind {
+  pub const Prepare: Self = Self(0);
+  pub const PrepareAck: Self = Self(1);
+  pub const LearnRequest: Self = Self(2);
+  pub const LearnResponse: Self = Self(3);
+  pub const CheckpointChunk: Self = Self(4);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Prepare,
+    Self::PrepareAck,
+    Self::LearnRequest,
+    Self::LearnResponse,
+    Self::CheckpointChunk,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Prepare => Some("Prepare"),
+      Self::PrepareAck => Some("PrepareAck"),
+      Self::LearnRequest => Some("LearnRequest"),
+      Self::LearnResponse => Some("LearnResponse"),
+      Self::CheckpointChunk => Some("CheckpointChunk"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for PeerKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for PeerKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for PeerKind {
+    type Output = PeerKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for PeerKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for PeerKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for PeerKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_REQUEST_BODY: u8 = 30;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 31] = [
   RequestBody::NONE,
   RequestBody::GetRequest,
   RequestBody::SetRequest,
@@ -798,6 +907,8 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 29] = [
   RequestBody::GetAppEnvsRequest,
   RequestBody::BeaconRequest,
   RequestBody::RemoveSecondaryRequest,
+  RequestBody::UpgradeLearnerRequest,
+  RequestBody::PeerRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -834,9 +945,11 @@ impl RequestBody {
   pub const GetAppEnvsRequest: Self = Self(26);
   pub const BeaconRequest: Self = Self(27);
   pub const RemoveSecondaryRequest: Self = Self(28);
+  pub const UpgradeLearnerRequest: Self = Self(29);
+  pub const PeerRequest: Self = Self(30);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 28;
+  pub const ENUM_MAX: u8 = 30;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::GetRequest,
@@ -867,6 +980,8 @@ impl RequestBody {
     Self::GetAppEnvsRequest,
     Self::BeaconRequest,
     Self::RemoveSecondaryRequest,
+    Self::UpgradeLearnerRequest,
+    Self::PeerRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -900,6 +1015,8 @@ impl RequestBody {
       Self::GetAppEnvsRequest => Some("GetAppEnvsRequest"),
       Self::BeaconRequest => Some("BeaconRequest"),
       Self::RemoveSecondaryRequest => Some("RemoveSecondaryRequest"),
+      Self::UpgradeLearnerRequest => Some("UpgradeLearnerRequest"),
+      Self::PeerRequest => Some("PeerRequest"),
       _ => None,
     }
   }
@@ -5633,6 +5750,7 @@ impl<'a> BeaconRequest<'a> {
   pub const VT_NODE: ::flatbuffers::VOffsetT = 4;
   pub const VT_SHARD_ADDRESSES: ::flatbuffers::VOffsetT = 6;
   pub const VT_REPLICAS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_INCARNATION: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5644,6 +5762,7 @@ impl<'a> BeaconRequest<'a> {
     args: &'args BeaconRequestArgs<'args>
   ) -> ::flatbuffers::WIPOffset<BeaconRequest<'bldr>> {
     let mut builder = BeaconRequestBuilder::new(_fbb);
+    builder.add_incarnation(args.incarnation);
     if let Some(x) = args.replicas { builder.add_replicas(x); }
     if let Some(x) = args.shard_addresses { builder.add_shard_addresses(x); }
     if let Some(x) = args.node { builder.add_node(x); }
@@ -5674,6 +5793,14 @@ impl<'a> BeaconRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<HostedReplica>>>>(BeaconRequest::VT_REPLICAS, None)}
   }
+  /// Changes whenever the node process restarts (appended for replication).
+  #[inline]
+  pub fn incarnation(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(BeaconRequest::VT_INCARNATION, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BeaconRequest<'_> {
@@ -5685,6 +5812,7 @@ impl ::flatbuffers::Verifiable for BeaconRequest<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("node", Self::VT_NODE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("shard_addresses", Self::VT_SHARD_ADDRESSES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<HostedReplica>>>>("replicas", Self::VT_REPLICAS, false)?
+     .visit_field::<u64>("incarnation", Self::VT_INCARNATION, false)?
      .finish();
     Ok(())
   }
@@ -5693,6 +5821,7 @@ pub struct BeaconRequestArgs<'a> {
     pub node: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub shard_addresses: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
     pub replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<HostedReplica<'a>>>>>,
+    pub incarnation: u64,
 }
 impl<'a> Default for BeaconRequestArgs<'a> {
   #[inline]
@@ -5701,6 +5830,7 @@ impl<'a> Default for BeaconRequestArgs<'a> {
       node: None,
       shard_addresses: None,
       replicas: None,
+      incarnation: 0,
     }
   }
 }
@@ -5723,6 +5853,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BeaconRequestBuilder<'a, 'b, 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconRequest::VT_REPLICAS, replicas);
   }
   #[inline]
+  pub fn add_incarnation(&mut self, incarnation: u64) {
+    self.fbb_.push_slot::<u64>(BeaconRequest::VT_INCARNATION, incarnation, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BeaconRequestBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BeaconRequestBuilder {
@@ -5743,6 +5877,7 @@ impl ::core::fmt::Debug for BeaconRequest<'_> {
       ds.field("node", &self.node());
       ds.field("shard_addresses", &self.shard_addresses());
       ds.field("replicas", &self.replicas());
+      ds.field("incarnation", &self.incarnation());
       ds.finish()
   }
 }
@@ -5874,6 +6009,575 @@ impl ::core::fmt::Debug for RemoveSecondaryRequest<'_> {
       ds.field("gpid", &self.gpid());
       ds.field("ballot", &self.ballot());
       ds.field("node", &self.node());
+      ds.finish()
+  }
+}
+pub enum UpgradeLearnerRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A primary asks meta to promote a learner that caught up to secondary.
+pub struct UpgradeLearnerRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UpgradeLearnerRequest<'a> {
+  type Inner = UpgradeLearnerRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UpgradeLearnerRequest<'a> {
+  pub const VT_GPID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BALLOT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UpgradeLearnerRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UpgradeLearnerRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UpgradeLearnerRequest<'bldr>> {
+    let mut builder = UpgradeLearnerRequestBuilder::new(_fbb);
+    builder.add_ballot(args.ballot);
+    if let Some(x) = args.node { builder.add_node(x); }
+    if let Some(x) = args.gpid { builder.add_gpid(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn gpid(&self) -> Option<&'a Gpid> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Gpid>(UpgradeLearnerRequest::VT_GPID, None)}
+  }
+  #[inline]
+  pub fn ballot(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(UpgradeLearnerRequest::VT_BALLOT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn node(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(UpgradeLearnerRequest::VT_NODE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UpgradeLearnerRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<Gpid>("gpid", Self::VT_GPID, false)?
+     .visit_field::<i64>("ballot", Self::VT_BALLOT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("node", Self::VT_NODE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UpgradeLearnerRequestArgs<'a> {
+    pub gpid: Option<&'a Gpid>,
+    pub ballot: i64,
+    pub node: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for UpgradeLearnerRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UpgradeLearnerRequestArgs {
+      gpid: None,
+      ballot: 0,
+      node: None,
+    }
+  }
+}
+
+pub struct UpgradeLearnerRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UpgradeLearnerRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_gpid(&mut self, gpid: &Gpid) {
+    self.fbb_.push_slot_always::<&Gpid>(UpgradeLearnerRequest::VT_GPID, gpid);
+  }
+  #[inline]
+  pub fn add_ballot(&mut self, ballot: i64) {
+    self.fbb_.push_slot::<i64>(UpgradeLearnerRequest::VT_BALLOT, ballot, 0);
+  }
+  #[inline]
+  pub fn add_node(&mut self, node: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UpgradeLearnerRequest::VT_NODE, node);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UpgradeLearnerRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UpgradeLearnerRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UpgradeLearnerRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UpgradeLearnerRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UpgradeLearnerRequest");
+      ds.field("gpid", &self.gpid());
+      ds.field("ballot", &self.ballot());
+      ds.field("node", &self.node());
+      ds.finish()
+  }
+}
+pub enum PeerMutationOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One mutation as replicas ship it.
+pub struct PeerMutation<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PeerMutation<'a> {
+  type Inner = PeerMutation<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PeerMutation<'a> {
+  pub const VT_BALLOT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DECREE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_COMMITTED_DECREE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PAYLOAD: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PeerMutation { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PeerMutationArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PeerMutation<'bldr>> {
+    let mut builder = PeerMutationBuilder::new(_fbb);
+    builder.add_committed_decree(args.committed_decree);
+    builder.add_decree(args.decree);
+    builder.add_ballot(args.ballot);
+    if let Some(x) = args.payload { builder.add_payload(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn ballot(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PeerMutation::VT_BALLOT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn decree(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PeerMutation::VT_DECREE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn committed_decree(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PeerMutation::VT_COMMITTED_DECREE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn payload(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(PeerMutation::VT_PAYLOAD, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PeerMutation<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("ballot", Self::VT_BALLOT, false)?
+     .visit_field::<u64>("decree", Self::VT_DECREE, false)?
+     .visit_field::<u64>("committed_decree", Self::VT_COMMITTED_DECREE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("payload", Self::VT_PAYLOAD, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PeerMutationArgs<'a> {
+    pub ballot: u64,
+    pub decree: u64,
+    pub committed_decree: u64,
+    pub payload: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for PeerMutationArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PeerMutationArgs {
+      ballot: 0,
+      decree: 0,
+      committed_decree: 0,
+      payload: None,
+    }
+  }
+}
+
+pub struct PeerMutationBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PeerMutationBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_ballot(&mut self, ballot: u64) {
+    self.fbb_.push_slot::<u64>(PeerMutation::VT_BALLOT, ballot, 0);
+  }
+  #[inline]
+  pub fn add_decree(&mut self, decree: u64) {
+    self.fbb_.push_slot::<u64>(PeerMutation::VT_DECREE, decree, 0);
+  }
+  #[inline]
+  pub fn add_committed_decree(&mut self, committed_decree: u64) {
+    self.fbb_.push_slot::<u64>(PeerMutation::VT_COMMITTED_DECREE, committed_decree, 0);
+  }
+  #[inline]
+  pub fn add_payload(&mut self, payload: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PeerMutation::VT_PAYLOAD, payload);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PeerMutationBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PeerMutationBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PeerMutation<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PeerMutation<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PeerMutation");
+      ds.field("ballot", &self.ballot());
+      ds.field("decree", &self.decree());
+      ds.field("committed_decree", &self.committed_decree());
+      ds.field("payload", &self.payload());
+      ds.finish()
+  }
+}
+pub enum PeerRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A replica-to-replica message. Never answered: the receiving node routes
+/// it to the shard hosting the envelope's partition; the sender's timers
+/// deal with losses. Which fields mean what depends on `kind`
+/// (docs/wire.md, "Peer messages").
+pub struct PeerRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PeerRequest<'a> {
+  type Inner = PeerRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PeerRequest<'a> {
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 4;
+  pub const VT_FROM: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FROM_ADDRESS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_BALLOT: ::flatbuffers::VOffsetT = 10;
+  pub const VT_DECREE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_COMMITTED_DECREE: ::flatbuffers::VOffsetT = 14;
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 16;
+  pub const VT_ERROR_VALUE: ::flatbuffers::VOffsetT = 18;
+  pub const VT_FLAG: ::flatbuffers::VOffsetT = 20;
+  pub const VT_MUTATIONS: ::flatbuffers::VOffsetT = 22;
+  pub const VT_DATA: ::flatbuffers::VOffsetT = 24;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 26;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PeerRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PeerRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PeerRequest<'bldr>> {
+    let mut builder = PeerRequestBuilder::new(_fbb);
+    builder.add_error_value(args.error_value);
+    builder.add_committed_decree(args.committed_decree);
+    builder.add_decree(args.decree);
+    builder.add_ballot(args.ballot);
+    if let Some(x) = args.name { builder.add_name(x); }
+    if let Some(x) = args.data { builder.add_data(x); }
+    if let Some(x) = args.mutations { builder.add_mutations(x); }
+    if let Some(x) = args.from_address { builder.add_from_address(x); }
+    if let Some(x) = args.from { builder.add_from(x); }
+    builder.add_flag(args.flag);
+    builder.add_error(args.error);
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn kind(&self) -> PeerKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<PeerKind>(PeerRequest::VT_KIND, Some(PeerKind::Prepare)).unwrap()}
+  }
+  /// The sender's node id (`host:port` of its shard 0).
+  #[inline]
+  pub fn from(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PeerRequest::VT_FROM, None)}
+  }
+  /// The listener address of the sender's shard that hosts the partition.
+  #[inline]
+  pub fn from_address(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PeerRequest::VT_FROM_ADDRESS, None)}
+  }
+  #[inline]
+  pub fn ballot(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PeerRequest::VT_BALLOT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn decree(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PeerRequest::VT_DECREE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn committed_decree(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PeerRequest::VT_COMMITTED_DECREE, Some(0)).unwrap()}
+  }
+  /// 0 = none; else a refusal code (PrepareAck).
+  #[inline]
+  pub fn error(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(PeerRequest::VT_ERROR, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn error_value(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PeerRequest::VT_ERROR_VALUE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn flag(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PeerRequest::VT_FLAG, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn mutations(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PeerMutation<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PeerMutation>>>>(PeerRequest::VT_MUTATIONS, None)}
+  }
+  #[inline]
+  pub fn data(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(PeerRequest::VT_DATA, None)}
+  }
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PeerRequest::VT_NAME, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PeerRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<PeerKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("from", Self::VT_FROM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("from_address", Self::VT_FROM_ADDRESS, false)?
+     .visit_field::<u64>("ballot", Self::VT_BALLOT, false)?
+     .visit_field::<u64>("decree", Self::VT_DECREE, false)?
+     .visit_field::<u64>("committed_decree", Self::VT_COMMITTED_DECREE, false)?
+     .visit_field::<u8>("error", Self::VT_ERROR, false)?
+     .visit_field::<u64>("error_value", Self::VT_ERROR_VALUE, false)?
+     .visit_field::<bool>("flag", Self::VT_FLAG, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PeerMutation>>>>("mutations", Self::VT_MUTATIONS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("data", Self::VT_DATA, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PeerRequestArgs<'a> {
+    pub kind: PeerKind,
+    pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub from_address: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub ballot: u64,
+    pub decree: u64,
+    pub committed_decree: u64,
+    pub error: u8,
+    pub error_value: u64,
+    pub flag: bool,
+    pub mutations: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PeerMutation<'a>>>>>,
+    pub data: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for PeerRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PeerRequestArgs {
+      kind: PeerKind::Prepare,
+      from: None,
+      from_address: None,
+      ballot: 0,
+      decree: 0,
+      committed_decree: 0,
+      error: 0,
+      error_value: 0,
+      flag: false,
+      mutations: None,
+      data: None,
+      name: None,
+    }
+  }
+}
+
+pub struct PeerRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PeerRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_kind(&mut self, kind: PeerKind) {
+    self.fbb_.push_slot::<PeerKind>(PeerRequest::VT_KIND, kind, PeerKind::Prepare);
+  }
+  #[inline]
+  pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PeerRequest::VT_FROM, from);
+  }
+  #[inline]
+  pub fn add_from_address(&mut self, from_address: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PeerRequest::VT_FROM_ADDRESS, from_address);
+  }
+  #[inline]
+  pub fn add_ballot(&mut self, ballot: u64) {
+    self.fbb_.push_slot::<u64>(PeerRequest::VT_BALLOT, ballot, 0);
+  }
+  #[inline]
+  pub fn add_decree(&mut self, decree: u64) {
+    self.fbb_.push_slot::<u64>(PeerRequest::VT_DECREE, decree, 0);
+  }
+  #[inline]
+  pub fn add_committed_decree(&mut self, committed_decree: u64) {
+    self.fbb_.push_slot::<u64>(PeerRequest::VT_COMMITTED_DECREE, committed_decree, 0);
+  }
+  #[inline]
+  pub fn add_error(&mut self, error: u8) {
+    self.fbb_.push_slot::<u8>(PeerRequest::VT_ERROR, error, 0);
+  }
+  #[inline]
+  pub fn add_error_value(&mut self, error_value: u64) {
+    self.fbb_.push_slot::<u64>(PeerRequest::VT_ERROR_VALUE, error_value, 0);
+  }
+  #[inline]
+  pub fn add_flag(&mut self, flag: bool) {
+    self.fbb_.push_slot::<bool>(PeerRequest::VT_FLAG, flag, false);
+  }
+  #[inline]
+  pub fn add_mutations(&mut self, mutations: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<PeerMutation<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PeerRequest::VT_MUTATIONS, mutations);
+  }
+  #[inline]
+  pub fn add_data(&mut self, data: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PeerRequest::VT_DATA, data);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PeerRequest::VT_NAME, name);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PeerRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PeerRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PeerRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PeerRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PeerRequest");
+      ds.field("kind", &self.kind());
+      ds.field("from", &self.from());
+      ds.field("from_address", &self.from_address());
+      ds.field("ballot", &self.ballot());
+      ds.field("decree", &self.decree());
+      ds.field("committed_decree", &self.committed_decree());
+      ds.field("error", &self.error());
+      ds.field("error_value", &self.error_value());
+      ds.field("flag", &self.flag());
+      ds.field("mutations", &self.mutations());
+      ds.field("data", &self.data());
+      ds.field("name", &self.name());
       ds.finish()
   }
 }
@@ -6392,6 +7096,36 @@ impl<'a> RequestEnvelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_upgrade_learner_request(&self) -> Option<UpgradeLearnerRequest<'a>> {
+    if self.body_type() == RequestBody::UpgradeLearnerRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UpgradeLearnerRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_peer_request(&self) -> Option<PeerRequest<'a>> {
+    if self.body_type() == RequestBody::PeerRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PeerRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestEnvelope<'_> {
@@ -6435,6 +7169,8 @@ impl ::flatbuffers::Verifiable for RequestEnvelope<'_> {
           RequestBody::GetAppEnvsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetAppEnvsRequest>>("RequestBody::GetAppEnvsRequest", pos),
           RequestBody::BeaconRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BeaconRequest>>("RequestBody::BeaconRequest", pos),
           RequestBody::RemoveSecondaryRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RemoveSecondaryRequest>>("RequestBody::RemoveSecondaryRequest", pos),
+          RequestBody::UpgradeLearnerRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UpgradeLearnerRequest>>("RequestBody::UpgradeLearnerRequest", pos),
+          RequestBody::PeerRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PeerRequest>>("RequestBody::PeerRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -6715,6 +7451,20 @@ impl ::core::fmt::Debug for RequestEnvelope<'_> {
         },
         RequestBody::RemoveSecondaryRequest => {
           if let Some(x) = self.body_as_remove_secondary_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::UpgradeLearnerRequest => {
+          if let Some(x) = self.body_as_upgrade_learner_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::PeerRequest => {
+          if let Some(x) = self.body_as_peer_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -9124,6 +9874,9 @@ impl<'a> ReplicaAssignment<'a> {
   pub const VT_BALLOT: ::flatbuffers::VOffsetT = 14;
   pub const VT_PRIMARY: ::flatbuffers::VOffsetT = 16;
   pub const VT_SECONDARIES: ::flatbuffers::VOffsetT = 18;
+  pub const VT_MEMBER_ADDRESSES: ::flatbuffers::VOffsetT = 20;
+  pub const VT_LEARNERS: ::flatbuffers::VOffsetT = 22;
+  pub const VT_REPLICA_COUNT: ::flatbuffers::VOffsetT = 24;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -9136,6 +9889,9 @@ impl<'a> ReplicaAssignment<'a> {
   ) -> ::flatbuffers::WIPOffset<ReplicaAssignment<'bldr>> {
     let mut builder = ReplicaAssignmentBuilder::new(_fbb);
     builder.add_ballot(args.ballot);
+    builder.add_replica_count(args.replica_count);
+    if let Some(x) = args.learners { builder.add_learners(x); }
+    if let Some(x) = args.member_addresses { builder.add_member_addresses(x); }
     if let Some(x) = args.secondaries { builder.add_secondaries(x); }
     if let Some(x) = args.primary { builder.add_primary(x); }
     builder.add_shard(args.shard);
@@ -9205,6 +9961,31 @@ impl<'a> ReplicaAssignment<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(ReplicaAssignment::VT_SECONDARIES, None)}
   }
+  /// The listener address of every member's shard hosting the partition:
+  /// primary, then secondaries, then learners (appended for replication).
+  #[inline]
+  pub fn member_addresses(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(ReplicaAssignment::VT_MEMBER_ADDRESSES, None)}
+  }
+  /// The partition's learner node ids (appended for learning).
+  #[inline]
+  pub fn learners(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(ReplicaAssignment::VT_LEARNERS, None)}
+  }
+  /// The table's replica count (appended for replication).
+  #[inline]
+  pub fn replica_count(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(ReplicaAssignment::VT_REPLICA_COUNT, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ReplicaAssignment<'_> {
@@ -9221,6 +10002,9 @@ impl ::flatbuffers::Verifiable for ReplicaAssignment<'_> {
      .visit_field::<i64>("ballot", Self::VT_BALLOT, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("primary", Self::VT_PRIMARY, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("secondaries", Self::VT_SECONDARIES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("member_addresses", Self::VT_MEMBER_ADDRESSES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("learners", Self::VT_LEARNERS, false)?
+     .visit_field::<i32>("replica_count", Self::VT_REPLICA_COUNT, false)?
      .finish();
     Ok(())
   }
@@ -9234,6 +10018,9 @@ pub struct ReplicaAssignmentArgs<'a> {
     pub ballot: i64,
     pub primary: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub secondaries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub member_addresses: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub learners: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub replica_count: i32,
 }
 impl<'a> Default for ReplicaAssignmentArgs<'a> {
   #[inline]
@@ -9247,6 +10034,9 @@ impl<'a> Default for ReplicaAssignmentArgs<'a> {
       ballot: 0,
       primary: None,
       secondaries: None,
+      member_addresses: None,
+      learners: None,
+      replica_count: 0,
     }
   }
 }
@@ -9289,6 +10079,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicaAssignmentBuilder<'a, 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicaAssignment::VT_SECONDARIES, secondaries);
   }
   #[inline]
+  pub fn add_member_addresses(&mut self, member_addresses: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicaAssignment::VT_MEMBER_ADDRESSES, member_addresses);
+  }
+  #[inline]
+  pub fn add_learners(&mut self, learners: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicaAssignment::VT_LEARNERS, learners);
+  }
+  #[inline]
+  pub fn add_replica_count(&mut self, replica_count: i32) {
+    self.fbb_.push_slot::<i32>(ReplicaAssignment::VT_REPLICA_COUNT, replica_count, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicaAssignmentBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ReplicaAssignmentBuilder {
@@ -9314,6 +10116,9 @@ impl ::core::fmt::Debug for ReplicaAssignment<'_> {
       ds.field("ballot", &self.ballot());
       ds.field("primary", &self.primary());
       ds.field("secondaries", &self.secondaries());
+      ds.field("member_addresses", &self.member_addresses());
+      ds.field("learners", &self.learners());
+      ds.field("replica_count", &self.replica_count());
       ds.finish()
   }
 }
@@ -9337,6 +10142,7 @@ impl<'a> BeaconAckResponse<'a> {
   pub const VT_ASSIGNMENTS: ::flatbuffers::VOffsetT = 4;
   pub const VT_DROPS: ::flatbuffers::VOffsetT = 6;
   pub const VT_LEASE_MS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_REPLICA_COUNT_MIN_ALIVE: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -9349,6 +10155,7 @@ impl<'a> BeaconAckResponse<'a> {
   ) -> ::flatbuffers::WIPOffset<BeaconAckResponse<'bldr>> {
     let mut builder = BeaconAckResponseBuilder::new(_fbb);
     builder.add_lease_ms(args.lease_ms);
+    builder.add_replica_count_min_alive(args.replica_count_min_alive);
     if let Some(x) = args.drops { builder.add_drops(x); }
     if let Some(x) = args.assignments { builder.add_assignments(x); }
     builder.finish()
@@ -9377,6 +10184,14 @@ impl<'a> BeaconAckResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(BeaconAckResponse::VT_LEASE_MS, Some(0)).unwrap()}
   }
+  /// A primary refuses writes while its partition has fewer members.
+  #[inline]
+  pub fn replica_count_min_alive(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(BeaconAckResponse::VT_REPLICA_COUNT_MIN_ALIVE, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BeaconAckResponse<'_> {
@@ -9388,6 +10203,7 @@ impl ::flatbuffers::Verifiable for BeaconAckResponse<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ReplicaAssignment>>>>("assignments", Self::VT_ASSIGNMENTS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, Gpid>>>("drops", Self::VT_DROPS, false)?
      .visit_field::<u64>("lease_ms", Self::VT_LEASE_MS, false)?
+     .visit_field::<i32>("replica_count_min_alive", Self::VT_REPLICA_COUNT_MIN_ALIVE, false)?
      .finish();
     Ok(())
   }
@@ -9396,6 +10212,7 @@ pub struct BeaconAckResponseArgs<'a> {
     pub assignments: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaAssignment<'a>>>>>,
     pub drops: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Gpid>>>,
     pub lease_ms: u64,
+    pub replica_count_min_alive: i32,
 }
 impl<'a> Default for BeaconAckResponseArgs<'a> {
   #[inline]
@@ -9404,6 +10221,7 @@ impl<'a> Default for BeaconAckResponseArgs<'a> {
       assignments: None,
       drops: None,
       lease_ms: 0,
+      replica_count_min_alive: 0,
     }
   }
 }
@@ -9426,6 +10244,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BeaconAckResponseBuilder<'a, 
     self.fbb_.push_slot::<u64>(BeaconAckResponse::VT_LEASE_MS, lease_ms, 0);
   }
   #[inline]
+  pub fn add_replica_count_min_alive(&mut self, replica_count_min_alive: i32) {
+    self.fbb_.push_slot::<i32>(BeaconAckResponse::VT_REPLICA_COUNT_MIN_ALIVE, replica_count_min_alive, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BeaconAckResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BeaconAckResponseBuilder {
@@ -9446,6 +10268,7 @@ impl ::core::fmt::Debug for BeaconAckResponse<'_> {
       ds.field("assignments", &self.assignments());
       ds.field("drops", &self.drops());
       ds.field("lease_ms", &self.lease_ms());
+      ds.field("replica_count_min_alive", &self.replica_count_min_alive());
       ds.finish()
   }
 }

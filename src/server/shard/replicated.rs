@@ -1,0 +1,557 @@
+//! Cluster mode: the shard as the host of each replica's PacificA core
+//! ([`ReplicaCore`], docs/replication.md).
+//!
+//! The core decides; this module carries out its outputs on the shard:
+//! log appends (reporting `LogDurable` once the shard's log syncs past them),
+//! peer messages over [`PeerLinks`], applies to RocksDB, client replies,
+//! requests to meta (queued for shard 0's beacon task). Inputs come from
+//! client requests, peer messages, meta's configurations (beacon acks) and
+//! the shard's ticker, which also feeds the node's lease.
+//!
+//! Data path of one write at the primary: `serve_write` prepares the
+//! request into a `WriteBatch` (reading staged writes), feeds it to the core
+//! as `ClientWrite`; the core's `AppendLog` is appended to the shard's log
+//! and staged, its `Send`s go to the secondaries; when the log is durable
+//! past it the pump feeds `LogDurable`; each secondary's PrepareAck arrives
+//! as a peer message; once durable here and acked by all, the core emits
+//! `Apply` (written to RocksDB) and `WriteReply`, which answers the client.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use futures::channel::oneshot;
+use markab_shards::log::{LogPosition, RecordHeader};
+use markab_wire::{
+    ErrorCode, Gpid, OpError, PeerRequest, ReplicaAssignment, ReplicaRole, Request, Response,
+    ResponseBody,
+};
+
+use crate::replication::config::ReplicationSettings;
+use crate::replication::core::ReplicaCore;
+use crate::replication::messages::{
+    Ballot, Decree, Input, MetaRequest, Mutation, NodeId, Output, PartitionConfig, Role, Token,
+    WriteError,
+};
+use crate::server::peer::{self, PeerLinks};
+use crate::storage::WriteBatch;
+
+use super::{Replica, ShardState};
+
+/// Milliseconds on the node's monotonic clock (since the first call); the
+/// cores' `now_ms` and the lease use it.
+pub fn clock_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    // Start at 1 so that a lease of 0 never holds.
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Bytes in front of each replicated log record's payload: the primary's
+/// commit point when it made the mutation (little-endian u64).
+pub const COMMITTED_PREFIX_BYTES: usize = 8;
+
+/// The log payload of a replicated mutation: its commit point, then the
+/// encoded write batch (nothing for the empty write).
+pub fn log_payload(mutation: &Mutation) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(COMMITTED_PREFIX_BYTES + mutation.payload.len());
+    payload.extend_from_slice(&mutation.committed_decree.to_le_bytes());
+    payload.extend_from_slice(&mutation.payload);
+    payload
+}
+
+/// The mutation of a replicated log record, or why it is malformed.
+pub fn mutation_of_record(header: &RecordHeader, payload: &[u8]) -> Result<Mutation, String> {
+    if payload.len() < COMMITTED_PREFIX_BYTES || header.ballot < 0 || header.decree <= 0 {
+        return Err(format!(
+            "replicated record (ballot {}, decree {}) of {} bytes is malformed",
+            header.ballot,
+            header.decree,
+            payload.len()
+        ));
+    }
+    let (prefix, batch) = payload.split_at(COMMITTED_PREFIX_BYTES);
+    Ok(Mutation {
+        ballot: header.ballot as Ballot,
+        decree: header.decree as Decree,
+        committed_decree: u64::from_le_bytes(prefix.try_into().expect("8 bytes")),
+        payload: batch.to_vec(),
+    })
+}
+
+/// The write batch a mutation carries (the empty write carries none).
+fn batch_of(mutation: &Mutation) -> Result<WriteBatch, OpError> {
+    let mut batch = if mutation.payload.is_empty() {
+        WriteBatch::new()
+    } else {
+        WriteBatch::decode(&mutation.payload)?
+    };
+    batch.set_decree(mutation.decree as i64);
+    Ok(batch)
+}
+
+/// The error a client gets for a write the core refused or lost.
+fn write_error(error: WriteError) -> OpError {
+    match error {
+        WriteError::NotPrimary | WriteError::NotActivated | WriteError::LeaseExpired => {
+            OpError::new(
+                ErrorCode::NotPrimary,
+                format!("{error}: the write was not executed; refresh the route and retry"),
+            )
+        }
+        WriteError::Busy { .. } => OpError::new(ErrorCode::Busy, error.to_string()),
+        WriteError::UnknownOutcome => OpError::new(ErrorCode::UnknownOutcome, error.to_string()),
+    }
+}
+
+/// Why `core` would refuse a client request now (`None`: it serves).
+fn not_serving(core: &ReplicaCore) -> Option<WriteError> {
+    if core.role() != Role::Primary {
+        Some(WriteError::NotPrimary)
+    } else if !core.is_activated() {
+        Some(WriteError::NotActivated)
+    } else if clock_ms() >= core.lease_until_ms() {
+        Some(WriteError::LeaseExpired)
+    } else {
+        None
+    }
+}
+
+/// A client write waiting for its decree to commit.
+pub struct Waiting {
+    body: ResponseBody,
+    reply: oneshot::Sender<Response>,
+}
+
+/// A replica's replication state on its shard.
+pub struct ReplicaHost {
+    pub core: RefCell<ReplicaCore>,
+    waiting: RefCell<HashMap<Token, Waiting>>,
+    /// The listener address of each member's shard hosting the partition.
+    addresses: RefCell<HashMap<NodeId, String>>,
+}
+
+impl ReplicaHost {
+    pub fn new(core: ReplicaCore) -> ReplicaHost {
+        ReplicaHost {
+            core: RefCell::new(core),
+            waiting: RefCell::new(HashMap::new()),
+            addresses: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The wire role of the replica.
+    pub fn wire_role(&self) -> ReplicaRole {
+        match self.core.borrow().role() {
+            Role::Primary => ReplicaRole::Primary,
+            Role::Secondary => ReplicaRole::Secondary,
+            Role::Learner => ReplicaRole::Learner,
+            Role::Inactive => ReplicaRole::Inactive,
+        }
+    }
+}
+
+/// A shard's replication machinery (cluster mode only).
+pub struct Replication {
+    /// This node's id as meta knows it (`host:port` of shard 0).
+    pub node_name: String,
+    /// This shard's listener address (where peers send to its replicas).
+    pub shard_address: String,
+    pub settings: ReplicationSettings,
+    /// Node names interned to the cores' [`NodeId`]s (shard-local).
+    names: RefCell<Vec<String>>,
+    tokens: Cell<Token>,
+    pub links: PeerLinks,
+    /// Appends waiting for the log to be durable past them, in log order.
+    appended: RefCell<VecDeque<(LogPosition, Gpid, Ballot, Decree)>>,
+    /// Wakes the durability pump.
+    pump_wake: RefCell<Option<oneshot::Sender<()>>>,
+    /// The lease last fed to the cores.
+    lease_fed: Cell<u64>,
+}
+
+impl Replication {
+    pub fn new(node_name: String, shard_address: String, settings: ReplicationSettings) -> Self {
+        Replication {
+            node_name,
+            shard_address,
+            settings,
+            names: RefCell::new(Vec::new()),
+            tokens: Cell::new(0),
+            links: PeerLinks::new(),
+            appended: RefCell::new(VecDeque::new()),
+            pump_wake: RefCell::new(None),
+            lease_fed: Cell::new(0),
+        }
+    }
+
+    /// The [`NodeId`] of node `name`, interning it on first sight.
+    pub fn id(&self, name: &str) -> NodeId {
+        let mut names = self.names.borrow_mut();
+        let index = match names.iter().position(|known| known == name) {
+            Some(index) => index,
+            None => {
+                names.push(name.to_owned());
+                names.len() - 1
+            }
+        };
+        NodeId(index as u32)
+    }
+
+    fn name(&self, id: NodeId) -> String {
+        self.names.borrow()[id.0 as usize].clone()
+    }
+
+    /// This node's own id.
+    pub fn me(&self) -> NodeId {
+        self.id(&self.node_name)
+    }
+}
+
+impl ShardState {
+    fn replication(&self) -> &Replication {
+        self.replication
+            .as_ref()
+            .expect("replicated paths run in cluster mode only")
+    }
+
+    /// Feeds `input` to `gpid`'s core and carries out what it decides.
+    pub(super) fn feed(&self, gpid: Gpid, replica: &Rc<Replica>, input: Input) {
+        let Some(host) = &replica.host else { return };
+        let outputs = host.core.borrow_mut().handle(input, clock_ms());
+        for output in outputs {
+            self.carry_out(gpid, replica, host, output);
+        }
+    }
+
+    fn carry_out(&self, gpid: Gpid, replica: &Rc<Replica>, host: &ReplicaHost, output: Output) {
+        let replication = self.replication();
+        match output {
+            Output::RoleChanged { role, ballot } => {
+                if role == Role::Primary {
+                    // A new primary re-stages its tail from the appends that follow.
+                    replica.partition.discard_staged();
+                }
+                tracing::info!(
+                    app_id = gpid.app_id,
+                    partition = gpid.partition_index,
+                    ?role,
+                    ballot,
+                    "replica role changed"
+                );
+                self.publish(gpid, replica);
+            }
+            Output::AppendLog(mutation) => {
+                let header = RecordHeader {
+                    app_id: gpid.app_id,
+                    partition_index: gpid.partition_index,
+                    ballot: mutation.ballot as i64,
+                    decree: mutation.decree as i64,
+                };
+                let position = match self.log.append(&header, &log_payload(&mutation)) {
+                    Ok(position) => position,
+                    Err(error) => {
+                        // Not durable, so never acked or committed: the
+                        // primary's timers (or meta) take it from here.
+                        tracing::warn!(app_id = gpid.app_id, partition = gpid.partition_index, %error, "cannot log a mutation");
+                        return;
+                    }
+                };
+                if host.core.borrow().role() == Role::Primary && !mutation.payload.is_empty() {
+                    match WriteBatch::decode(&mutation.payload) {
+                        Ok(batch) => replica.partition.stage(mutation.decree as i64, &batch),
+                        Err(error) => replica.fail(
+                            gpid,
+                            format!("decree {} does not decode: {error}", mutation.decree),
+                        ),
+                    }
+                }
+                replication.appended.borrow_mut().push_back((
+                    position,
+                    gpid,
+                    mutation.ballot,
+                    mutation.decree,
+                ));
+                if let Some(wake) = replication.pump_wake.borrow_mut().take() {
+                    let _ = wake.send(());
+                }
+            }
+            Output::Send { to, message } => {
+                let Some(address) = host.addresses.borrow().get(&to).cloned() else {
+                    tracing::debug!(node = %replication.name(to), "no address for a peer");
+                    return;
+                };
+                let request =
+                    peer::to_wire(&message, &replication.node_name, &replication.shard_address);
+                replication.links.send(&address, gpid, request);
+            }
+            Output::Apply(mutation) => {
+                let result = batch_of(&mutation).and_then(|batch| replica.partition.apply(&batch));
+                match result {
+                    Ok(()) => replica.decree_last.set(mutation.decree as i64),
+                    Err(error) => replica.fail(
+                        gpid,
+                        format!("applying decree {} failed: {error}", mutation.decree),
+                    ),
+                }
+            }
+            Output::WriteReply { token, result } => {
+                if let Some(waiting) = host.waiting.borrow_mut().remove(&token) {
+                    let response = match result {
+                        Ok(_) => match replica.check_serving(gpid) {
+                            Ok(()) => Ok(waiting.body),
+                            Err(error) => Err(error),
+                        },
+                        Err(error) => Err(write_error(error)),
+                    };
+                    let _ = waiting.reply.send(response);
+                }
+            }
+            Output::ReadReply { .. } => {}
+            Output::ToMeta(request) => {
+                let request = match request {
+                    MetaRequest::RemoveSecondary { ballot, node } => Request::RemoveSecondary {
+                        gpid,
+                        ballot: ballot as i64,
+                        node: replication.name(node),
+                    },
+                };
+                self.layout
+                    .meta_requests
+                    .lock()
+                    .expect("meta request queue lock")
+                    .push(request);
+            }
+        }
+    }
+
+    /// Publishes the replica's role and decrees in the node-wide registry
+    /// (what beacons report).
+    pub(super) fn publish(&self, gpid: Gpid, replica: &Replica) {
+        let Some(host) = &replica.host else { return };
+        let (ballot, prepared, committed) = {
+            let core = host.core.borrow();
+            (
+                core.ballot() as i64,
+                core.last_prepared() as i64,
+                core.last_committed() as i64,
+            )
+        };
+        let role = host.wire_role();
+        let mut hosted = self.layout.hosted.write().expect("hosted registry lock");
+        if let Some(entry) = hosted.get_mut(&gpid) {
+            entry.ballot = ballot;
+            entry.role = role;
+            entry.decree_prepared = prepared;
+            entry.decree_committed = committed;
+            entry.decree_applied = replica.decree_last.get();
+        }
+    }
+
+    /// A client write in cluster mode: refused at once unless this replica
+    /// is a serving primary with enough members; otherwise prepared into a
+    /// batch, proposed to the core, and answered once committed.
+    pub(super) async fn serve_replicated_write(
+        &self,
+        gpid: Gpid,
+        replica: Rc<Replica>,
+        request: &Request,
+    ) -> Response {
+        let host = replica.host.as_ref().expect("cluster-mode replica");
+        {
+            let core = host.core.borrow();
+            if let Some(error) = not_serving(&core) {
+                return Err(write_error(error));
+            }
+            let members = core.config().members().len();
+            // A table of fewer replicas than the bound needs only all of them.
+            let min_alive = (self.layout.replica_count_min_alive.load(Ordering::Relaxed))
+                .min(replica.replica_count.get())
+                .max(0) as usize;
+            if members < min_alive {
+                return Err(OpError::new(
+                    ErrorCode::NotEnoughReplicas,
+                    format!(
+                        "partition {}.{} has {members} alive replica(s), fewer than meta's replica_count_min_alive {min_alive}: writes are refused until it recovers",
+                        gpid.app_id, gpid.partition_index
+                    ),
+                ));
+            }
+        }
+        let (batch, body) = replica
+            .partition
+            .prepare_write(request, crate::key::now_epoch_s())?;
+        // A failed check writes nothing, but its answer may rest on staged
+        // writes: the empty write commits only after all of them.
+        let payload = if batch.is_empty() {
+            Vec::new()
+        } else {
+            batch.encode()
+        };
+        let replication = self.replication();
+        let token = replication.tokens.get() + 1;
+        replication.tokens.set(token);
+        let (reply, reply_received) = oneshot::channel();
+        host.waiting
+            .borrow_mut()
+            .insert(token, Waiting { body, reply });
+        self.feed(gpid, &replica, Input::ClientWrite { token, payload });
+        reply_received.await.unwrap_or_else(|_| {
+            Err(OpError::new(
+                ErrorCode::UnknownOutcome,
+                "the replica stopped before the write's outcome was known",
+            ))
+        })
+    }
+
+    /// Whether a read may be served now: only at an activated primary
+    /// within its lease.
+    pub(super) fn check_replicated_read(&self, replica: &Replica) -> Result<(), OpError> {
+        let Some(host) = &replica.host else {
+            return Ok(());
+        };
+        match not_serving(&host.core.borrow()) {
+            None => Ok(()),
+            Some(error) => Err(OpError::new(
+                ErrorCode::NotPrimary,
+                format!("{error}: refresh the route and retry"),
+            )),
+        }
+    }
+
+    /// A peer message for `gpid` (dropped when the replica is not hosted
+    /// here: the sender's timers resend).
+    pub fn on_peer(&self, gpid: Gpid, request: PeerRequest) {
+        if self.replication.is_none() {
+            return;
+        }
+        let Some(replica) = self.replicas.borrow().get(&gpid).cloned() else {
+            tracing::debug!(
+                app_id = gpid.app_id,
+                partition = gpid.partition_index,
+                "peer message for a replica not hosted here"
+            );
+            return;
+        };
+        let Some(host) = &replica.host else { return };
+        if replica.failure().is_some() {
+            return;
+        }
+        let from = self.replication().id(&request.from);
+        if !request.from_address.is_empty() {
+            host.addresses
+                .borrow_mut()
+                .insert(from, request.from_address.clone());
+        }
+        match peer::from_wire(request) {
+            Ok(message) => self.feed(gpid, &replica, Input::Peer { from, message }),
+            Err(reason) => tracing::warn!(%reason, "dropped a malformed peer message"),
+        }
+    }
+
+    /// A configuration from meta for a replica this shard hosts.
+    pub fn on_assignment(&self, assignment: &ReplicaAssignment) {
+        let gpid = Gpid {
+            app_id: assignment.app_id,
+            partition_index: assignment.partition_index,
+        };
+        let Some(replica) = self.replicas.borrow().get(&gpid).cloned() else {
+            return;
+        };
+        let Some(host) = &replica.host else { return };
+        replica.replica_count.set(assignment.replica_count);
+        let replication = self.replication();
+        let primary = replication.id(&assignment.primary);
+        let mut secondaries: Vec<NodeId> = assignment
+            .secondaries
+            .iter()
+            .map(|name| replication.id(name))
+            .collect();
+        secondaries.sort();
+        secondaries.dedup();
+        {
+            let mut addresses = host.addresses.borrow_mut();
+            let members = std::iter::once(&assignment.primary)
+                .chain(&assignment.secondaries)
+                .chain(&assignment.learners);
+            for (name, address) in members.zip(&assignment.member_addresses) {
+                addresses.insert(replication.id(name), address.clone());
+            }
+        }
+        let config = PartitionConfig {
+            ballot: assignment.ballot.max(0) as Ballot,
+            primary: Some(primary),
+            secondaries,
+        };
+        if config.ballot > host.core.borrow().config().ballot {
+            self.feed(gpid, &replica, Input::Config(config));
+            self.publish(gpid, &replica);
+        }
+    }
+
+    /// The ticker: feeds the node's lease and the time to every core, and
+    /// refreshes the registry beacons read.
+    pub fn tick_replicas(&self) {
+        let lease = self.layout.lease_until_ms.load(Ordering::Relaxed);
+        let replication = self.replication();
+        let lease_changed = replication.lease_fed.replace(lease) != lease;
+        for (gpid, replica) in self.replicas() {
+            if replica.host.is_none() || replica.failure().is_some() {
+                continue;
+            }
+            if lease_changed {
+                self.feed(gpid, &replica, Input::Lease { until_ms: lease });
+            }
+            self.feed(gpid, &replica, Input::Tick);
+            self.publish(gpid, &replica);
+        }
+    }
+
+    /// Reports `LogDurable` for every append the log has made durable; runs
+    /// until the shard stops. One pump per shard: each pass waits for the
+    /// newest append, which covers every earlier one.
+    pub async fn durability_pump(self: &ShardState) {
+        let replication = self.replication();
+        loop {
+            let newest = replication
+                .appended
+                .borrow()
+                .back()
+                .map(|(position, ..)| *position);
+            let Some(newest) = newest else {
+                let (wake, woken) = oneshot::channel();
+                *replication.pump_wake.borrow_mut() = Some(wake);
+                if woken.await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            if let Err(error) = self.log.wait_durable(newest).await {
+                tracing::error!(shard = self.shard, %error, "the mutation log failed; replicas stop");
+                for (gpid, replica) in self.replicas() {
+                    replica.fail(gpid, format!("mutation log: {error}"));
+                }
+                return;
+            }
+            let durable = self.log.durable();
+            loop {
+                let next = {
+                    let mut appended = replication.appended.borrow_mut();
+                    match appended.front() {
+                        Some((position, ..)) if *position <= durable => appended.pop_front(),
+                        _ => None,
+                    }
+                };
+                let Some((_, gpid, ballot, decree)) = next else {
+                    break;
+                };
+                let replica = self.replicas.borrow().get(&gpid).cloned();
+                if let Some(replica) = replica {
+                    self.feed(gpid, &replica, Input::LogDurable { ballot, decree });
+                }
+            }
+        }
+    }
+}
