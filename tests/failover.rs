@@ -1,0 +1,209 @@
+//! PacificA failover with real processes: `markab meta` and three
+//! `markab replica` nodes on 127.0.0.1, a table of three replicas per
+//! partition, a bounded write load, and SIGKILL of the node that hosts the
+//! most primaries. Writes must resume on the surviving replicas, every
+//! acknowledged write must read back afterwards, and the killed node must
+//! rejoin when restarted.
+//!
+//! Every wait is bounded; the load is bounded in time and in requests; only
+//! the processes the test started are killed, by pid.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::cluster::{wait_for, Cluster, ClusterOptions};
+use markab::client::{Client, ClientOptions, Table};
+use markab::wire::{CreateTableRequest, PartitionConfig, Request, ResponseBody};
+
+const TABLE: &str = "failover";
+const PARTITIONS: i32 = 4;
+/// Concurrent writers of the load.
+const WRITERS: usize = 6;
+/// Most writes the whole load makes.
+const WRITES_MAX: usize = 40_000;
+/// Writes acknowledged after the kill before the load counts as resumed.
+const RESUMED_WRITES: usize = 200;
+
+fn describe(cluster: &Cluster) -> Vec<PartitionConfig> {
+    match cluster.meta_call(&Request::DescribeTable {
+        table: TABLE.to_string(),
+    }) {
+        Ok(ResponseBody::Description(description)) => description.partitions,
+        other => panic!("describe_table answered {other:?}"),
+    }
+}
+
+/// What the load saw: every acknowledged write, and writes acknowledged
+/// after the kill.
+#[derive(Default)]
+struct Load {
+    acked: Mutex<BTreeMap<String, String>>,
+    failed: AtomicUsize,
+    after_kill: AtomicUsize,
+    /// Writes started after the kill and acknowledged, by partition.
+    after_kill_by_partition: Mutex<BTreeMap<u32, usize>>,
+    killed: AtomicBool,
+    stop: AtomicBool,
+    issued: AtomicUsize,
+}
+
+/// One writer: distinct keys, one write at a time, until stopped or the
+/// load's bound. A failed write (refused, timed out, unknown outcome) is
+/// left out of the acknowledged set.
+async fn write_loop(table: Table, writer: usize, load: Arc<Load>) {
+    let mut sequence = 0u64;
+    while !load.stop.load(Ordering::Relaxed) {
+        if load.issued.fetch_add(1, Ordering::Relaxed) >= WRITES_MAX {
+            return;
+        }
+        sequence += 1;
+        let hash_key = format!("w{writer}-{sequence}");
+        let value = format!("value-{writer}-{sequence}");
+        let killed_before = load.killed.load(Ordering::Relaxed);
+        match table
+            .set(hash_key.as_bytes(), b"s", value.as_bytes(), 0)
+            .await
+        {
+            Ok(()) => {
+                load.acked.lock().unwrap().insert(hash_key.clone(), value);
+                if killed_before {
+                    load.after_kill.fetch_add(1, Ordering::Relaxed);
+                    let partition = markab::key::partition_index(
+                        markab::key::partition_hash(hash_key.as_bytes(), b"s"),
+                        PARTITIONS as u32,
+                    );
+                    *load
+                        .after_kill_by_partition
+                        .lock()
+                        .unwrap()
+                        .entry(partition)
+                        .or_default() += 1;
+                }
+            }
+            Err(_) => {
+                load.failed.fetch_add(1, Ordering::Relaxed);
+                // Failover in progress: do not spin.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+fn read_back(runtime: &tokio::runtime::Runtime, table: &Table, acked: &BTreeMap<String, String>) {
+    runtime.block_on(async {
+        for (hash_key, value) in acked {
+            let got = table
+                .get(hash_key.as_bytes(), b"s")
+                .await
+                .unwrap_or_else(|error| panic!("get {hash_key}: {error}"));
+            assert_eq!(
+                got.as_deref(),
+                Some(value.as_bytes()),
+                "acknowledged write {hash_key} lost"
+            );
+        }
+    });
+}
+
+// SIGKILL of the node hosting the most primaries during a write load:
+// writes resume, every acknowledged write reads back, and the restarted node
+// comes back alive with its data intact.
+#[test]
+fn primary_node_sigkill_loses_no_acknowledged_write() {
+    let runtime = common::runtime();
+    let mut cluster = Cluster::start(ClusterOptions {
+        nodes: 3,
+        shards: 2,
+        hold_seconds: None,
+    });
+    let created = cluster.meta_call(&Request::CreateTable(CreateTableRequest {
+        table: TABLE.to_string(),
+        partition_count: PARTITIONS,
+        replica_count: 3,
+        envs: Vec::new(),
+        success_if_exist: false,
+    }));
+    assert!(created.is_ok(), "create: {created:?}");
+    let client = runtime
+        .block_on(Client::connect_meta(
+            &cluster.meta_addresses(),
+            ClientOptions {
+                operation_timeout: Duration::from_secs(3),
+                ..ClientOptions::default()
+            },
+        ))
+        .expect("connect to meta");
+    let table = runtime.block_on(client.open_table(TABLE)).expect("open");
+    // Every partition has three replicas and serves writes.
+    wait_for("three replicas per partition", || {
+        describe(&cluster)
+            .iter()
+            .all(|partition| partition.secondaries.len() == 2)
+            .then_some(())
+    });
+
+    let load = Arc::new(Load::default());
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| runtime.spawn(write_loop(table.clone(), writer, load.clone())))
+        .collect();
+    wait_for("writes before the kill", || {
+        (load.acked.lock().unwrap().len() >= 300).then_some(())
+    });
+
+    // The node with the most primaries.
+    let partitions = describe(&cluster);
+    let victim = (0..cluster.node_ids.len())
+        .max_by_key(|index| {
+            partitions
+                .iter()
+                .filter(|partition| partition.primary == cluster.node_ids[*index])
+                .count()
+        })
+        .expect("three nodes");
+    let victim_id = cluster.node_ids[victim].clone();
+    assert!(
+        partitions
+            .iter()
+            .any(|partition| partition.primary == victim_id),
+        "the victim hosts a primary"
+    );
+    load.killed.store(true, Ordering::Relaxed);
+    let killed_at = Instant::now();
+    cluster.kill_node(victim);
+
+    wait_for("writes resume on every partition after the kill", || {
+        let resumed = load.after_kill_by_partition.lock().unwrap().len() == PARTITIONS as usize;
+        (resumed && load.after_kill.load(Ordering::Relaxed) >= RESUMED_WRITES).then_some(())
+    });
+    let resumed_after = killed_at.elapsed();
+    load.stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        runtime.block_on(writer).expect("writer task");
+    }
+    // Meta moved every primary off the dead node.
+    let partitions = describe(&cluster);
+    assert!(
+        partitions
+            .iter()
+            .all(|partition| partition.primary != victim_id
+                && !partition.secondaries.contains(&victim_id)),
+        "the dead node left every configuration: {partitions:?}"
+    );
+    let acked = load.acked.lock().unwrap().clone();
+    eprintln!(
+        "failover: {} writes acknowledged, {} failed; {} acknowledged after the kill, within {resumed_after:?}",
+        acked.len(),
+        load.failed.load(Ordering::Relaxed),
+        load.after_kill.load(Ordering::Relaxed)
+    );
+    read_back(&runtime, &table, &acked);
+
+    // The killed node restarts: its replicas reopen from its own log and it
+    // is alive again; the data stays readable.
+    cluster.start_node(victim);
+    read_back(&runtime, &table, &acked);
+}
