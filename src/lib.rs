@@ -8,6 +8,7 @@ pub mod bench;
 pub mod check;
 pub mod client;
 pub mod config;
+pub mod failover;
 pub mod key;
 pub mod meta;
 pub mod metrics;

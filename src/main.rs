@@ -38,6 +38,10 @@ enum Command {
     RedisProxy(markab::redis_proxy::RedisProxyArgs),
     /// YCSB-style benchmark against Markab, Redis or etcd.
     Bench(markab::bench::BenchArgs),
+    /// Measure failover: fresh local clusters under a write load, SIGKILL
+    /// of the node hosting the most primaries, time until every affected
+    /// partition accepts writes again (median and worst over the kills).
+    FailoverBench(markab::failover::FailoverArgs),
     /// Interactive data shell (or one command with -e).
     Shell(markab::shell::ShellArgs),
     /// Print a mutation log's segments and records (gpid, ballot, decree,
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Command::Meta(args) => markab::meta::run(args),
         Command::Onebox(args) => markab::onebox::run(args),
         Command::Bench(args) => markab::bench::run(args),
+        Command::FailoverBench(args) => markab::failover::run(args).map(|()| ExitCode::SUCCESS),
         Command::RedisProxy(args) => markab::redis_proxy::run(args),
         Command::Topology { shards } => topology(&shards),
         Command::LogDump { path } => log_dump(&path),

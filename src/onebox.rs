@@ -251,6 +251,56 @@ fn replica_count(args: &OneboxArgs) -> i32 {
     args.replicas.unwrap_or_else(|| args.nodes.min(3) as i32)
 }
 
+/// A onebox cluster started by a tool (`markab failover-bench`): meta, the
+/// nodes and the table, ready; stopped (SIGTERM, then SIGKILL) on drop.
+pub(crate) struct ToolCluster {
+    pub layout: Layout,
+    cluster: Cluster,
+}
+
+impl ToolCluster {
+    /// Prepares `args.dir` and starts everything, like `markab onebox`.
+    pub(crate) fn start(args: &OneboxArgs) -> Result<ToolCluster, OneboxError> {
+        validate(args)?;
+        std::fs::create_dir_all(&args.dir).map_err(io_error(&args.dir))?;
+        let dir = args.dir.canonicalize().map_err(io_error(&args.dir))?;
+        let layout = Layout::prepare(&dir, args)?;
+        let mut cluster = Cluster {
+            children: Vec::new(),
+        };
+        let stop = AtomicBool::new(false);
+        match start(args, &layout, &mut cluster, &stop) {
+            Ok(_) => Ok(ToolCluster { layout, cluster }),
+            Err(error) => {
+                cluster.stop_all();
+                Err(error)
+            }
+        }
+    }
+
+    /// SIGKILLs the node whose id is `node_id` (by the pid onebox started).
+    pub(crate) fn kill_node(&mut self, node_id: &str) -> Result<(), OneboxError> {
+        let index = self
+            .layout
+            .nodes
+            .iter()
+            .position(|plan| plan.node_id == node_id)
+            .ok_or_else(|| OneboxError::InvalidArgument(format!("no node {node_id}")))?;
+        // Meta is child 0, then the nodes in order.
+        let running = &mut self.cluster.children[index + 1];
+        running.exit_reported = true;
+        running.child.kill().map_err(io_error(&running.log))?;
+        let _ = running.child.wait();
+        Ok(())
+    }
+}
+
+impl Drop for ToolCluster {
+    fn drop(&mut self) {
+        self.cluster.stop_all();
+    }
+}
+
 /// `DIR/onebox.pid`: keeps two oneboxes out of one directory. Removed on drop.
 struct PidFile {
     path: PathBuf,
@@ -835,7 +885,7 @@ fn terminate(group: &mut [Running], deadline: Instant) {
 }
 
 /// The start's calls to meta and to the nodes, through the client library.
-mod admin {
+pub(crate) mod admin {
     use super::*;
     use crate::client::{Client, ClientError, ClientOptions};
     use crate::wire::CreateTableRequest;
@@ -1004,7 +1054,7 @@ mod admin {
 
     /// One hash key per partition of a table of `partition_count`
     /// partitions, by index.
-    pub(super) fn probe_keys(partition_count: u32) -> Vec<String> {
+    pub(crate) fn probe_keys(partition_count: u32) -> Vec<String> {
         let count = partition_count.max(1) as usize;
         let mut keys: Vec<Option<String>> = vec![None; count];
         let mut missing = count;
