@@ -20,6 +20,15 @@ use markab::client::{Client, ClientOptions, Table};
 use markab::wire::{CreateTableRequest, PartitionConfig, Request, ResponseBody};
 
 const TABLE: &str = "failover";
+
+/// One cluster at a time: a two-core machine runs one well, not two.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 const PARTITIONS: i32 = 4;
 /// Concurrent writers of the load.
 const WRITERS: usize = 6;
@@ -114,6 +123,7 @@ fn read_back(runtime: &tokio::runtime::Runtime, table: &Table, acked: &BTreeMap<
 // comes back alive with its data intact.
 #[test]
 fn primary_node_sigkill_loses_no_acknowledged_write() {
+    let _serial = serial();
     let runtime = common::runtime();
     let mut cluster = Cluster::start(ClusterOptions {
         nodes: 3,
@@ -206,4 +216,49 @@ fn primary_node_sigkill_loses_no_acknowledged_write() {
     // is alive again; the data stays readable.
     cluster.start_node(victim);
     read_back(&runtime, &table, &acked);
+}
+
+// `markab failover-bench` runs a round end to end: a fresh cluster, a load,
+// a SIGKILL, and a report whose JSON line names the victim, the affected
+// partitions and a recovery time for each (measured, not bounded here).
+#[test]
+fn failover_bench_reports_one_round() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let rounds = dir.path().join("rounds");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_markab"))
+        .args(["failover-bench", "--kills", "1", "--partitions", "4"])
+        .args(["--warmup-s", "1", "--recovery-timeout-s", "20", "--dir"])
+        .arg(&rounds)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn markab failover-bench");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            common::kill_child(&mut child);
+            panic!("failover-bench did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(status.success(), "failover-bench failed: {stdout}");
+    let line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("FAILOVER_JSON "))
+        .unwrap_or_else(|| panic!("no FAILOVER_JSON line in {stdout}"));
+    let report: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(report["kills"], 1);
+    let round = &report["rounds"][0];
+    let affected = round["affected"].as_array().unwrap();
+    let recovered = round["recovered_ms"].as_array().unwrap();
+    assert!(!affected.is_empty(), "the victim was a primary: {round}");
+    assert_eq!(affected.len(), recovered.len());
+    assert!(recovered.iter().all(|ms| ms.as_f64().unwrap() > 0.0));
+    assert!(report["median_ms"].as_f64().unwrap() > 0.0);
 }
