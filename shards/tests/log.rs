@@ -9,8 +9,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use markab_shards::log::{
-    dump, recover, LogConfig, LogError, LogPosition, MutationLog, RecordHeader, RecordLocation,
-    Recovery,
+    dump, read_stream, recover, LogConfig, LogError, LogPosition, MutationLog, RecordHeader,
+    RecordLocation, Recovery,
 };
 
 /// Runs `make()` on a fresh glommio executor and returns its output.
@@ -257,6 +257,46 @@ fn segments_roll_with_decree_max() {
         assert!(std::fs::metadata(&segment.path).unwrap().len() <= 64 << 10);
     }
     assert_eq!(segments.last().unwrap().decree_max[&(1, 1)], 200);
+}
+
+// Proves read_stream reads one stream's records above a decree from a live
+// log's segments (sealed and open), in log order, skipping other streams.
+#[test]
+fn read_stream_reads_one_stream_of_a_live_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.segment_bytes = 64 << 10;
+    let read = run(move || async move {
+        let log = MutationLog::open(config, &Recovery::default())
+            .await
+            .unwrap();
+        let mut end = LogPosition::default();
+        for decree in 1..=120 {
+            for partition in 0..2 {
+                end = log
+                    .append(
+                        &header(partition, decree),
+                        &payload_of(partition, decree, 1000),
+                    )
+                    .unwrap();
+            }
+        }
+        log.wait_durable(end).await.unwrap();
+        // Read while the log is open (its last segment is still written to).
+        let mut read = Vec::new();
+        read_stream(&log.segments(), (1, 1), 90, &mut |header, payload| {
+            read.push((header.decree, payload.to_vec()))
+        })
+        .unwrap();
+        log.close().await.unwrap();
+        assert!(log.segments().len() >= 3);
+        read
+    });
+    let decrees: Vec<i64> = read.iter().map(|(decree, _)| *decree).collect();
+    assert_eq!(decrees, (91..=120).collect::<Vec<_>>());
+    for (decree, payload) in &read {
+        assert_eq!(payload, &payload_of(1, *decree, 1000));
+    }
 }
 
 // Proves remove_segments deletes only sealed segments from the oldest, never the open one,

@@ -14,6 +14,7 @@
 //! assert_eq!(partition.execute(&get, 1_000), Ok(ResponseBody::Value(b"v".to_vec())));
 //! ```
 
+pub mod copy;
 mod memory;
 mod partition;
 mod rocks;

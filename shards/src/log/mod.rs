@@ -14,6 +14,7 @@
 //! Formats, recovery rules and the group-commit contract are specified in `docs/log.md`.
 
 mod dump;
+pub mod reader;
 pub mod record;
 mod recovery;
 mod writer;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use dump::dump;
+pub use reader::read_stream;
 pub use record::{LogPosition, RecordHeader, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES};
 pub use recovery::{recover, Corruption, RecordLocation, Recovery, RemovedSegment, TornTail};
 pub use writer::{FlushObserver, FlushSample, LogStats, MutationLog, PENDING_BATCHES_MAX};
