@@ -596,14 +596,10 @@ impl MetaState {
                     continue;
                 }
                 let members = ReplicaMembers::of(partition, &alive);
-                let alive_ids: BTreeSet<NodeId> = alive
-                    .iter()
-                    .filter_map(|node| members.id(node))
-                    .filter(|id| {
-                        // Members count as alive only by their own beacon.
-                        self.is_node_alive(members.name(*id), now_ms)
-                    })
-                    .collect();
+                // Alive by a recent beacon only: a member meta has not heard
+                // from since it started is not proof of a live primary.
+                let alive_ids: BTreeSet<NodeId> =
+                    alive.iter().filter_map(|node| members.id(node)).collect();
                 let load: BTreeMap<NodeId, usize> = shard_load
                     .iter()
                     .filter_map(|(node, shards)| {
