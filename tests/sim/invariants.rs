@@ -103,11 +103,6 @@ impl Invariants {
     ) -> Result<(), String> {
         let mut serving: BTreeMap<PartitionId, NodeId> = BTreeMap::new();
         let replicas: Vec<(ReplicaKey, &ReplicaCore)> = replicas.collect();
-        let primaries: BTreeMap<(PartitionId, NodeId), &ReplicaCore> = replicas
-            .iter()
-            .filter(|(_, core)| core.role() == Role::Primary)
-            .map(|((node, _, pid), core)| ((*pid, *node), *core))
-            .collect();
         for ((node, _, pid), core) in &replicas {
             // **secondary-holds-committed**: a secondary of a primary at the
             // same ballot holds (applied, or durable in its window without
@@ -118,11 +113,12 @@ impl Invariants {
             if core.role() != Role::Secondary {
                 continue;
             }
-            let Some(primary) = core
-                .config()
-                .primary
-                .and_then(|p| primaries.get(&(*pid, p)))
-            else {
+            let Some(primary) = core.config().primary.and_then(|p| {
+                replicas
+                    .iter()
+                    .find(|((n, _, q), c)| *n == p && q == pid && c.role() == Role::Primary)
+                    .map(|(_, c)| *c)
+            }) else {
                 continue;
             };
             if primary.ballot() == core.ballot()

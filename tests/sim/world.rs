@@ -50,7 +50,7 @@ pub struct RunSummary {
     pub crashes: u32,
     pub reconfigurations: usize,
     pub final_reads: usize,
-    /// Replicas that became primary after the first configuration.
+    /// Times a partition's primary moved to another node.
     pub promotions: u32,
     /// Learners promoted to secondary.
     pub learner_promotions: u32,
@@ -80,6 +80,8 @@ pub struct World {
     verbose: bool,
     crashes: u32,
     promotions: u32,
+    /// The node that last became primary of each partition.
+    last_primary: BTreeMap<PartitionId, NodeId>,
     learner_promotions: u32,
     log_learns: u32,
     checkpoint_installs: u32,
@@ -152,6 +154,12 @@ impl World {
                 node.logs.insert(pid, SimLog::default());
             }
         }
+        let last_primary = configs
+            .iter()
+            .filter_map(|(pid, config): (&PartitionId, &PartitionConfig)| {
+                Some((*pid, config.primary?))
+            })
+            .collect();
         let meta = SimMeta::new(replication, &ids, configs);
         let clients = (0..settings.clients)
             .map(|_| SimClient {
@@ -178,6 +186,7 @@ impl World {
             verbose,
             crashes: 0,
             promotions: 0,
+            last_primary,
             learner_promotions: 0,
             log_learns: 0,
             checkpoint_installs: 0,
@@ -804,7 +813,9 @@ impl World {
             Output::RoleChanged { role, ballot } => {
                 if role == Role::Primary {
                     hosted.partition.discard_staged();
-                    if ballot > 1 {
+                    // A primary kept under a new ballot (a learner added or
+                    // promoted) is not a primary change.
+                    if ballot > 1 && self.last_primary.insert(pid, node) != Some(node) {
                         self.promotions += 1;
                     }
                 }
