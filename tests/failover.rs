@@ -128,7 +128,7 @@ fn primary_node_sigkill_loses_no_acknowledged_write() {
     let mut cluster = Cluster::start(ClusterOptions {
         nodes: 3,
         shards: 2,
-        hold_seconds: None,
+        ..ClusterOptions::default()
     });
     let created = cluster.meta_call(&Request::CreateTable(CreateTableRequest {
         table: TABLE.to_string(),
@@ -212,9 +212,141 @@ fn primary_node_sigkill_loses_no_acknowledged_write() {
     );
     read_back(&runtime, &table, &acked);
 
-    // The killed node restarts: its replicas reopen from its own log and it
-    // is alive again; the data stays readable.
+    // The killed node restarts: its replicas reopen from its own log, meta
+    // takes it back as a learner, it catches up and is promoted.
     cluster.start_node(victim);
+    wait_member_everywhere(&cluster, &victim_id);
+    read_back(&runtime, &table, &acked);
+
+    // Proof that it caught up: with both other nodes killed it is the only
+    // replica left, and every acknowledged write still reads back.
+    let others: Vec<usize> = (0..3).filter(|index| *index != victim).collect();
+    for index in others {
+        cluster.kill_node(index);
+    }
+    read_back(&runtime, &table, &acked);
+}
+
+/// Waits until `node` is the primary or a secondary of every partition.
+fn wait_member_everywhere(cluster: &Cluster, node: &str) {
+    wait_for(
+        "the restarted node is a member of every partition again",
+        || {
+            describe(cluster)
+                .iter()
+                .all(|partition| {
+                    partition.primary == node || partition.secondaries.iter().any(|s| s == node)
+                })
+                .then_some(())
+        },
+    );
+}
+
+/// Writes `count` records of `value_bytes` with `tasks` concurrent tasks;
+/// returns the acknowledged ones (all of them: no fault is injected).
+fn write_many(
+    runtime: &tokio::runtime::Runtime,
+    table: &Table,
+    prefix: &str,
+    count: usize,
+    value_bytes: usize,
+    tasks: usize,
+) -> BTreeMap<String, String> {
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    runtime.block_on(async {
+        let mut handles = Vec::new();
+        for task in 0..tasks {
+            let table = table.clone();
+            let acked = acked.clone();
+            let prefix = prefix.to_string();
+            handles.push(tokio::spawn(async move {
+                for index in (task..count).step_by(tasks) {
+                    let hash_key = format!("{prefix}{index}");
+                    let mut value = format!("{index}-").repeat(value_bytes / 4 + 1);
+                    value.truncate(value_bytes);
+                    table
+                        .set(hash_key.as_bytes(), b"s", value.as_bytes(), 0)
+                        .await
+                        .unwrap_or_else(|error| panic!("set {hash_key}: {error}"));
+                    acked.lock().unwrap().insert(hash_key, value);
+                }
+            }));
+        }
+        for handle in handles {
+            handle.await.unwrap();
+        }
+    });
+    let acked = acked.lock().unwrap().clone();
+    acked
+}
+
+// A node that was down while its partition took more writes than the
+// primary's learn cache (1,024 mutations) and log (bounded to 4 MiB here)
+// hold learns from a copy of the primary's records: after it rejoins and
+// both other nodes are killed, it alone serves every write, old and new.
+#[test]
+fn node_behind_the_log_learns_from_a_copy() {
+    let _serial = serial();
+    let runtime = common::runtime();
+    let mut cluster = Cluster::start(ClusterOptions {
+        nodes: 3,
+        shards: 1,
+        tuning: "log_segment_bytes = 1_048_576\nlog_bytes_max = 4_194_304\n".to_string(),
+        ..ClusterOptions::default()
+    });
+    let created = cluster.meta_call(&Request::CreateTable(CreateTableRequest {
+        table: TABLE.to_string(),
+        partition_count: 1,
+        replica_count: 3,
+        envs: Vec::new(),
+        success_if_exist: false,
+    }));
+    assert!(created.is_ok(), "create: {created:?}");
+    wait_for("three replicas", || {
+        describe(&cluster)
+            .iter()
+            .all(|partition| partition.secondaries.len() == 2)
+            .then_some(())
+    });
+    let client = runtime
+        .block_on(Client::connect_meta(
+            &cluster.meta_addresses(),
+            ClientOptions::default(),
+        ))
+        .expect("connect to meta");
+    let table = runtime.block_on(client.open_table(TABLE)).expect("open");
+    let mut acked = write_many(&runtime, &table, "early", 200, 100, 4);
+
+    // A secondary goes down; the partition takes 3,000 writes of 4 KiB
+    // (12 MiB: three times the primary's log bound).
+    let primary = describe(&cluster)[0].primary.clone();
+    let behind = (0..3)
+        .find(|index| cluster.node_ids[*index] != primary)
+        .unwrap();
+    cluster.kill_node(behind);
+    wait_for("the dead secondary removed", || {
+        describe(&cluster)[0]
+            .secondaries
+            .iter()
+            .all(|node| *node != cluster.node_ids[behind])
+            .then_some(())
+    });
+    acked.extend(write_many(&runtime, &table, "late", 3_000, 4096, 16));
+    let primary_index = (0..3)
+        .find(|index| cluster.node_ids[*index] == primary)
+        .unwrap();
+    let primary_log = common::dir_bytes(&cluster.node_data_dir(primary_index).join("log"));
+    assert!(
+        primary_log < 10 << 20,
+        "the primary's log ({primary_log} bytes) no longer holds every write"
+    );
+
+    cluster.start_node(behind);
+    let behind_id = cluster.node_ids[behind].clone();
+    wait_member_everywhere(&cluster, &behind_id);
+    for index in (0..3).filter(|index| *index != behind) {
+        cluster.kill_node(index);
+    }
     read_back(&runtime, &table, &acked);
 }
 

@@ -44,6 +44,9 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
                 total.reconfigurations += report.reconfigurations;
                 total.final_reads += report.final_reads;
                 total.promotions += report.promotions;
+                total.learner_promotions += report.learner_promotions;
+                total.log_learns += report.log_learns;
+                total.checkpoint_installs += report.checkpoint_installs;
                 inconclusive += u64::from(report.check_inconclusive);
             }
             Err(failure) => {
@@ -53,7 +56,8 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
     }
     println!(
         "{seeds} seeds in {:.1} s: {} events, {} ops ({} completed), {} decrees committed, \
-         {} crashes, {} configurations, {} primary changes, {} final reads, \
+         {} crashes, {} configurations, {} primary changes, {} learners promoted \
+         ({} learned from a log, {} checkpoints installed), {} final reads, \
          {inconclusive} checks inconclusive",
         started.elapsed().as_secs_f64(),
         total.events,
@@ -63,11 +67,18 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
         total.crashes,
         total.reconfigurations,
         total.promotions,
+        total.learner_promotions,
+        total.log_learns,
+        total.checkpoint_installs,
         total.final_reads,
     );
     if seeds >= 100 {
         // The faults really happened: the runs exercised failover.
         assert!(total.crashes > 0 && total.promotions > 0 && total.final_reads > 0);
+        // Learning ran from every source.
+        assert!(
+            total.learner_promotions > 0 && total.log_learns > 0 && total.checkpoint_installs > 0
+        );
     }
 }
 

@@ -130,8 +130,22 @@ pub struct StoredPartition {
     /// Starts at 1; never decreases.
     pub ballot: i64,
     pub primary: ReplicaPlace,
-    /// Empty in this issue (meta places primaries only).
+    /// Empty without replication (meta places primaries only).
     pub secondaries: Vec<ReplicaPlace>,
+    /// Replicas catching up before they become secondaries (the guardian
+    /// adds them; docs/replication.md, "Learning"). Left out of the stored
+    /// JSON when empty, so older files load and look the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learners: Vec<ReplicaPlace>,
+}
+
+impl StoredPartition {
+    /// Primary, secondaries, then learners.
+    fn places(&self) -> impl Iterator<Item = &ReplicaPlace> {
+        std::iter::once(&self.primary)
+            .chain(&self.secondaries)
+            .chain(&self.learners)
+    }
 }
 
 /// A table as meta persists it.
@@ -440,6 +454,9 @@ impl MetaState {
             Request::RemoveSecondary { gpid, ballot, node } => {
                 self.remove_secondary(*gpid, *ballot, node)
             }
+            Request::UpgradeLearner { gpid, ballot, node } => {
+                self.upgrade_learner(*gpid, *ballot, node)
+            }
             other => Step::error(
                 ErrorCode::InvalidArgument,
                 format!(
@@ -457,11 +474,18 @@ impl MetaState {
     ///
     /// With replication on it also gives every partition with a dead member
     /// its next configuration ([`reconfig::on_nodes_dead`], fed with the
-    /// members' last beacon reports); nothing routes or acks it before the
-    /// caller stored and committed it.
+    /// members' last beacon reports), and adds a learner to every other
+    /// partition below its replica count ([`reconfig::guardian`]); nothing
+    /// routes or acks it before the caller stored and committed it.
     pub fn tick(&mut self, now_ms: u64) -> Option<MetaData> {
         self.started_ms.get_or_insert(now_ms);
-        let reconfigured = self.reconfigure_dead(now_ms);
+        let mut reconfigured = self.reconfigure_dead(now_ms);
+        let changed: BTreeSet<(i32, usize)> = reconfigured.iter().map(|(at, _)| *at).collect();
+        reconfigured.extend(
+            self.guard(now_ms)
+                .into_iter()
+                .filter(|(at, _)| !changed.contains(at)),
+        );
         let forget: Vec<i32> = self
             .data
             .tables
@@ -508,7 +532,7 @@ impl MetaState {
                 continue;
             }
             for (index, partition) in table.partitions.iter().enumerate() {
-                let members = ReplicaMembers::of(partition, None);
+                let members = ReplicaMembers::of(partition, &[]);
                 let dead: BTreeSet<NodeId> = members
                     .names
                     .iter()
@@ -525,7 +549,7 @@ impl MetaState {
                 };
                 let reports = self.reports(&members, gpid);
                 if let Some(new) = reconfig::on_nodes_dead(&members.config, &reports, &dead) {
-                    changes.push(((*app_id, index), members.stored(partition, &new)));
+                    changes.push(((*app_id, index), members.stored(partition, &new, &[])));
                 }
             }
         }
@@ -545,7 +569,7 @@ impl MetaState {
                 continue;
             }
             for (index, partition) in table.partitions.iter().enumerate() {
-                let members = ReplicaMembers::of(partition, None);
+                let members = ReplicaMembers::of(partition, &[]);
                 let Some(id) = members.id(node) else { continue };
                 let gpid = Gpid {
                     app_id: *app_id,
@@ -557,11 +581,96 @@ impl MetaState {
                     data.tables
                         .get_mut(app_id)
                         .expect("a known table")
-                        .partitions[index] = members.stored(partition, &new);
+                        .partitions[index] = members.stored(partition, &new, &[]);
                 }
             }
         }
         next
+    }
+
+    /// The guardian: for every available partition with fewer replicas
+    /// (primary, secondaries, learners) than its table's replica count, the
+    /// configuration adding a learner on the least-loaded alive node that
+    /// holds none of it, on that node's least-loaded shard
+    /// ([`reconfig::guardian`]). Empty with replication off. Load counts
+    /// the replicas placed so far, including learners added in this tick.
+    fn guard(&self, now_ms: u64) -> Vec<((i32, usize), StoredPartition)> {
+        if self.settings.replication.is_none() {
+            return Vec::new();
+        }
+        let alive: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|(_, record)| self.is_alive(record, now_ms))
+            .map(|(node, _)| node.as_str())
+            .collect();
+        let mut shard_load: BTreeMap<String, Vec<usize>> = alive
+            .iter()
+            .map(|node| {
+                let shards = self.nodes[*node].shard_addresses.len();
+                ((*node).to_owned(), vec![0usize; shards])
+            })
+            .collect();
+        for table in self.data.tables.values().filter(|t| t.is_available()) {
+            for partition in &table.partitions {
+                for place in partition.places() {
+                    if let Some(count) = shard_load
+                        .get_mut(&place.node)
+                        .and_then(|shards| shards.get_mut(place.shard.max(0) as usize))
+                    {
+                        *count += 1;
+                    }
+                }
+            }
+        }
+        let mut changes = Vec::new();
+        for (app_id, table) in &self.data.tables {
+            if !table.is_available() {
+                continue;
+            }
+            let replica_count = table.replica_count.max(1) as usize;
+            for (index, partition) in table.partitions.iter().enumerate() {
+                if partition.places().count() >= replica_count {
+                    continue;
+                }
+                let members = ReplicaMembers::of(partition, &alive);
+                // Alive by a recent beacon only: a member meta has not heard
+                // from since it started is not proof of a live primary.
+                let alive_ids: BTreeSet<NodeId> =
+                    alive.iter().filter_map(|node| members.id(node)).collect();
+                let load: BTreeMap<NodeId, usize> = shard_load
+                    .iter()
+                    .filter_map(|(node, shards)| {
+                        Some((members.id(node)?, shards.iter().sum::<usize>()))
+                    })
+                    .collect();
+                let Some(new) =
+                    reconfig::guardian(&members.config, &alive_ids, &load, replica_count)
+                else {
+                    continue;
+                };
+                let added = new
+                    .learners
+                    .iter()
+                    .find(|id| !members.config.learners.contains(id))
+                    .map(|id| members.name(*id).to_owned())
+                    .expect("the guardian adds a learner");
+                let shards = shard_load.get_mut(&added).expect("an alive node");
+                let (shard, count) = shards
+                    .iter_mut()
+                    .enumerate()
+                    .min_by_key(|(_, count)| **count)
+                    .expect("a node has at least one shard");
+                *count += 1;
+                let place = ReplicaPlace {
+                    address: self.nodes[&added].shard_addresses[shard].clone(),
+                    node: added,
+                    shard: shard as i32,
+                };
+                changes.push(((*app_id, index), members.stored(partition, &new, &[place])));
+            }
+        }
+        changes
     }
 
     /// What the members' last beacons said about `gpid`.
@@ -618,7 +727,7 @@ impl MetaState {
                 ),
             );
         };
-        let members = ReplicaMembers::of(partition, Some(node));
+        let members = ReplicaMembers::of(partition, &[node]);
         let requester = members
             .config
             .primary
@@ -629,7 +738,7 @@ impl MetaState {
             Ok(new) => {
                 let mut next = self.successor();
                 next.tables.get_mut(&gpid.app_id).expect("found above").partitions
-                    [gpid.partition_index as usize] = members.stored(partition, &new);
+                    [gpid.partition_index as usize] = members.stored(partition, &new, &[]);
                 Step {
                     reply: Ok(ResponseBody::Done),
                     persist: Some(next),
@@ -642,17 +751,94 @@ impl MetaState {
                     gpid.app_id, gpid.partition_index
                 ),
             ),
-            Err(error @ (ReconfigError::NotPrimary { .. } | ReconfigError::NotSecondary { .. })) => {
-                Step::error(
-                    ErrorCode::InvalidArgument,
-                    format!(
-                        "remove_secondary in partition {}.{}: {}",
-                        gpid.app_id,
-                        gpid.partition_index,
-                        members.describe(&error)
-                    ),
-                )
+            Err(
+                error @ (ReconfigError::NotPrimary { .. }
+                | ReconfigError::NotSecondary { .. }
+                | ReconfigError::NotLearner { .. }),
+            ) => Step::error(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "remove_secondary in partition {}.{}: {}",
+                    gpid.app_id,
+                    gpid.partition_index,
+                    members.describe(&error)
+                ),
+            ),
+        }
+    }
+
+    /// The primary's request to promote learner `node`, which caught up
+    /// (`MetaRequest::UpgradeLearner` of the replica core): honoured only
+    /// at the current ballot (which proves the request comes from the
+    /// current primary, the only one that talks to learners at it) for a
+    /// current learner; `node` becomes a secondary under ballot + 1, `Done`
+    /// once persisted. Errors as for `remove_secondary`: `STALE_BALLOT`,
+    /// `INVALID_ARGUMENT` (not a learner, or replication off),
+    /// `UNKNOWN_TABLE`, `UNKNOWN_PARTITION`. The wire request that calls
+    /// this comes with the node side of replication.
+    pub fn upgrade_learner(&self, gpid: Gpid, ballot: i64, node: &str) -> Step {
+        if self.settings.replication.is_none() {
+            return Step::error(
+                ErrorCode::InvalidArgument,
+                "upgrade_learner needs replication (meta config replication = true)",
+            );
+        }
+        let Some(table) = self
+            .data
+            .tables
+            .get(&gpid.app_id)
+            .filter(|table| table.is_available())
+        else {
+            return Step::error(
+                ErrorCode::UnknownTable,
+                format!("no available table has app_id {}", gpid.app_id),
+            );
+        };
+        let Some(partition) = usize::try_from(gpid.partition_index)
+            .ok()
+            .and_then(|index| table.partitions.get(index))
+        else {
+            return Step::error(
+                ErrorCode::UnknownPartition,
+                format!(
+                    "table {:?} has no partition {} (it has {})",
+                    table.name, gpid.partition_index, table.partition_count
+                ),
+            );
+        };
+        let members = ReplicaMembers::of(partition, &[node]);
+        let requester = members
+            .config
+            .primary
+            .expect("a stored partition has a primary");
+        let target = members.id(node).expect("node was added to the members");
+        let ballot = Ballot::try_from(ballot).unwrap_or(0);
+        match reconfig::on_upgrade_request(&members.config, requester, ballot, target) {
+            Ok(new) => {
+                let mut next = self.successor();
+                next.tables.get_mut(&gpid.app_id).expect("found above").partitions
+                    [gpid.partition_index as usize] = members.stored(partition, &new, &[]);
+                Step {
+                    reply: Ok(ResponseBody::Done),
+                    persist: Some(next),
+                }
             }
+            Err(ReconfigError::StaleBallot { got, current }) => Step::error(
+                ErrorCode::StaleBallot,
+                format!(
+                    "upgrade_learner of {node} in partition {}.{} at ballot {got}: the partition is at ballot {current}",
+                    gpid.app_id, gpid.partition_index
+                ),
+            ),
+            Err(error) => Step::error(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "upgrade_learner in partition {}.{}: {}",
+                    gpid.app_id,
+                    gpid.partition_index,
+                    members.describe(&error)
+                ),
+            ),
         }
     }
 
@@ -945,8 +1131,9 @@ impl MetaState {
                 continue;
             }
             for (index, partition) in table.partitions.iter().enumerate() {
-                let places = std::iter::once(&partition.primary).chain(&partition.secondaries);
-                for place in places.filter(|place| place.node == node) {
+                // A learner gets the assignment too; it is the node listed
+                // neither as primary nor among the secondaries.
+                for place in partition.places().filter(|place| place.node == node) {
                     assignments.push(ReplicaAssignment {
                         table: table.name.clone(),
                         app_id: *app_id,
@@ -960,11 +1147,15 @@ impl MetaState {
                             .iter()
                             .map(|secondary| secondary.node.clone())
                             .collect(),
-                        member_addresses: std::iter::once(&partition.primary)
-                            .chain(&partition.secondaries)
+                        member_addresses: partition
+                            .places()
                             .map(|member| self.shard_address(member))
                             .collect(),
-                        learners: Vec::new(),
+                        learners: partition
+                            .learners
+                            .iter()
+                            .map(|learner| learner.node.clone())
+                            .collect(),
                         replica_count: table.replica_count,
                     });
                 }
@@ -1036,7 +1227,7 @@ impl MetaState {
         {
             for partition in &table.partitions {
                 *primaries.entry(partition.primary.node.clone()).or_default() += 1;
-                for place in std::iter::once(&partition.primary).chain(&partition.secondaries) {
+                for place in partition.places() {
                     if let Some(shards) = load.get_mut(place.node.as_str()) {
                         if let Some(count) = shards.get_mut(place.shard.max(0) as usize) {
                             *count += 1;
@@ -1106,6 +1297,7 @@ impl MetaState {
                 ballot: 1,
                 primary,
                 secondaries,
+                learners: Vec::new(),
             });
         }
         Ok(partitions)
@@ -1162,7 +1354,7 @@ impl MetaState {
             .filter(|table| table.is_available())
         {
             for partition in &table.partitions {
-                for place in std::iter::once(&partition.primary).chain(&partition.secondaries) {
+                for place in partition.places() {
                     *counts.entry(place.node.as_str()).or_insert(0) += 1;
                 }
             }
@@ -1295,13 +1487,13 @@ struct ReplicaMembers {
 }
 
 impl ReplicaMembers {
-    /// The members of `partition`, plus `extra` (a node a request names
-    /// that may not be a member).
-    fn of(partition: &StoredPartition, extra: Option<&str>) -> ReplicaMembers {
-        let mut names: Vec<String> = std::iter::once(&partition.primary)
-            .chain(&partition.secondaries)
+    /// The members and learners of `partition`, plus `extra` (nodes a
+    /// request or the guardian names that may not be replicas).
+    fn of(partition: &StoredPartition, extra: &[&str]) -> ReplicaMembers {
+        let mut names: Vec<String> = partition
+            .places()
             .map(|place| place.node.clone())
-            .chain(extra.map(str::to_owned))
+            .chain(extra.iter().map(|node| (*node).to_owned()))
             .collect();
         names.sort();
         names.dedup();
@@ -1318,10 +1510,17 @@ impl ReplicaMembers {
             .map(|place| id(&place.node))
             .collect();
         secondaries.sort();
+        let mut learners: Vec<NodeId> = partition
+            .learners
+            .iter()
+            .map(|place| id(&place.node))
+            .collect();
+        learners.sort();
         let config = ReplicaConfig {
             ballot: partition.ballot.max(0) as u64,
             primary: Some(id(&partition.primary.node)),
             secondaries,
+            learners,
         };
         ReplicaMembers { names, config }
     }
@@ -1337,25 +1536,33 @@ impl ReplicaMembers {
         &self.names[id.0 as usize]
     }
 
-    /// `new` as a stored partition, every member keeping the place (shard,
-    /// address) it had in `old`.
-    fn stored(&self, old: &StoredPartition, new: &ReplicaConfig) -> StoredPartition {
+    /// `new` as a stored partition, every replica keeping the place (shard,
+    /// address) it had in `old`; a new one (a learner the guardian adds)
+    /// takes its place from `added`.
+    fn stored(
+        &self,
+        old: &StoredPartition,
+        new: &ReplicaConfig,
+        added: &[ReplicaPlace],
+    ) -> StoredPartition {
         let place_of = |id: NodeId| -> ReplicaPlace {
             let node = self.name(id);
-            std::iter::once(&old.primary)
-                .chain(&old.secondaries)
+            old.places()
+                .chain(added)
                 .find(|place| place.node == node)
                 .cloned()
-                .expect("reconfiguration keeps members only")
+                .expect("reconfiguration keeps replicas or adds placed ones")
         };
         let primary = place_of(new.primary.expect("reconfiguration keeps a primary"));
         let secondaries = new.secondaries.iter().map(|id| place_of(*id)).collect();
+        let learners = new.learners.iter().map(|id| place_of(*id)).collect();
         let ballot = i64::try_from(new.ballot).expect("ballot fits i64");
         assert!(ballot > old.ballot, "ballot-monotonic");
         StoredPartition {
             ballot,
             primary,
             secondaries,
+            learners,
         }
     }
 
@@ -1369,7 +1576,13 @@ impl ReplicaMembers {
                 format!("{} is not the partition's primary", self.name(*node))
             }
             ReconfigError::NotSecondary { node } => {
-                format!("{} is not a secondary of the partition", self.name(*node))
+                format!(
+                    "{} is neither a secondary nor a learner of the partition",
+                    self.name(*node)
+                )
+            }
+            ReconfigError::NotLearner { node } => {
+                format!("{} is not a learner of the partition", self.name(*node))
             }
         }
     }
@@ -1384,6 +1597,7 @@ fn describe_partitions(table: &StoredTable) -> Vec<PartitionConfig> {
             partition_index: index as i32,
             ballot: partition.ballot,
             primary: partition.primary.node.clone(),
+            // TODO: learners, once the wire `PartitionConfig` lists them.
             secondaries: partition
                 .secondaries
                 .iter()

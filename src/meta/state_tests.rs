@@ -1012,6 +1012,180 @@ fn remove_secondary_requests() {
     assert!(error.message.contains("ballot 2"), "{}", error.message);
 }
 
+/// Applies a tick's change at once (a store that never fails).
+fn tick_commit(state: &mut MetaState, now_ms: u64) -> bool {
+    match state.tick(now_ms) {
+        Some(data) => {
+            state.commit(data);
+            true
+        }
+        None => false,
+    }
+}
+
+// The guardian: once a dead secondary is removed, the next tick adds a
+// learner on the least-loaded alive node (ballot + 1, persisted before it
+// shows), which gets an assignment; upgrade_learner from the primary's
+// ballot makes it a secondary under ballot + 1.
+#[test]
+fn guardian_adds_learner_and_upgrade_promotes_it() {
+    let mut state = three_replica_cluster();
+    // Nodes 3 (two shards) and 4 join; node 4 already holds a replica of
+    // another table, so node 3 is the least loaded.
+    let alive = |state: &mut MetaState, now_ms| {
+        for node in [0, 1, 3, 4] {
+            let shards = if node == 3 { 2 } else { 1 };
+            apply(state, &node_beacon(node, shards, Vec::new()), now_ms).unwrap();
+        }
+    };
+    alive(&mut state, T0_MS);
+    let single = CreateTableRequest {
+        replica_count: 1,
+        ..create_request("one", 1)
+    };
+    apply(&mut state, &Request::CreateTable(single), T0_MS).unwrap();
+    assert_eq!(
+        state.data().tables[&2].partitions[0].primary.node,
+        node_id(3),
+        "the new table lands on an empty node"
+    );
+    apply(&mut state, &node_beacon(4, 1, Vec::new()), T0_MS).unwrap();
+    // Full partitions: the guardian does nothing.
+    assert_eq!(state.tick(T0_MS + 1), None);
+
+    alive(&mut state, T0_MS + GRACE_MS);
+    assert!(tick_commit(&mut state, T0_MS + GRACE_MS), "node 2 is dead");
+    let partition = state.data().tables[&1].partitions[0].clone();
+    assert_eq!(partition.ballot, 2);
+    assert!(partition.learners.is_empty());
+    // Node 3 holds one replica (table "one"), node 4 none: node 4 it is.
+    let next = state.tick(T0_MS + GRACE_MS + 1).expect("one replica short");
+    assert_eq!(
+        state.data().tables[&1].partitions[0].ballot,
+        2,
+        "not in effect before commit"
+    );
+    state.commit(next);
+    let partition = state.data().tables[&1].partitions[0].clone();
+    assert_eq!(partition.ballot, 3);
+    assert_eq!(partition.secondaries.len(), 1);
+    assert_eq!(
+        partition.learners,
+        vec![ReplicaPlace {
+            node: node_id(4),
+            shard: 0,
+            address: "127.0.0.1:34840".into(),
+        }]
+    );
+    let ack = beacon_ack(&mut state, &node_beacon(4, 1, Vec::new()), T0_MS + GRACE_MS);
+    assert_eq!(ack.assignments.len(), 1);
+    assert_eq!(ack.assignments[0].ballot, 3);
+    assert_eq!(ack.assignments[0].primary, node_id(0));
+    assert!(!ack.assignments[0].secondaries.contains(&node_id(4)));
+    // Three replicas again: nothing more to add.
+    assert_eq!(state.tick(T0_MS + GRACE_MS + 2), None);
+
+    let gpid = Gpid {
+        app_id: 1,
+        partition_index: 0,
+    };
+    for (ballot, node, code) in [
+        (2, node_id(4), ErrorCode::StaleBallot),
+        (3, node_id(1), ErrorCode::InvalidArgument),
+        (3, node_id(9), ErrorCode::InvalidArgument),
+    ] {
+        let step = state.upgrade_learner(gpid, ballot, &node);
+        assert!(step.persist.is_none());
+        assert_eq!(error_of(step.reply).code, code, "{ballot} {node}");
+    }
+    let unknown = Gpid {
+        app_id: 1,
+        partition_index: 5,
+    };
+    assert_eq!(
+        error_of(state.upgrade_learner(unknown, 3, &node_id(4)).reply).code,
+        ErrorCode::UnknownPartition
+    );
+    let step = state.upgrade_learner(gpid, 3, &node_id(4));
+    assert_eq!(step.reply, Ok(ResponseBody::Done));
+    state.commit(step.persist.expect("persisted"));
+    let partition = &state.data().tables[&1].partitions[0];
+    assert_eq!(partition.ballot, 4);
+    assert!(partition.learners.is_empty());
+    let secondaries: Vec<&str> = partition
+        .secondaries
+        .iter()
+        .map(|place| place.node.as_str())
+        .collect();
+    assert_eq!(secondaries, vec![node_id(1), node_id(4)]);
+    assert_eq!(partition.secondaries[1].address, "127.0.0.1:34840");
+}
+
+// A dead learner is removed like a dead secondary; with replication off
+// the guardian never runs and upgrade_learner is refused.
+#[test]
+fn dead_learner_removed_switch_off_refuses_upgrade() {
+    let mut state = three_replica_cluster();
+    for node in [0, 1, 3] {
+        apply(
+            &mut state,
+            &node_beacon(node, 1, Vec::new()),
+            T0_MS + GRACE_MS,
+        )
+        .unwrap();
+    }
+    assert!(tick_commit(&mut state, T0_MS + GRACE_MS));
+    assert!(tick_commit(&mut state, T0_MS + GRACE_MS + 1));
+    assert_eq!(
+        state.data().tables[&1].partitions[0].learners[0].node,
+        node_id(3)
+    );
+    for node in [0, 1] {
+        apply(
+            &mut state,
+            &node_beacon(node, 1, Vec::new()),
+            T0_MS + 2 * GRACE_MS,
+        )
+        .unwrap();
+    }
+    assert!(tick_commit(&mut state, T0_MS + 2 * GRACE_MS));
+    let partition = &state.data().tables[&1].partitions[0];
+    assert_eq!(partition.ballot, 4);
+    assert!(partition.learners.is_empty());
+    // No alive node is free now: nothing more.
+    assert_eq!(state.tick(T0_MS + 2 * GRACE_MS + 1), None);
+
+    let mut off = new_state();
+    apply(&mut off, &node_beacon(0, 1, Vec::new()), T0_MS).unwrap();
+    create(&mut off, "t", 1, T0_MS);
+    apply(&mut off, &node_beacon(1, 1, Vec::new()), T0_MS).unwrap();
+    assert_eq!(off.tick(T0_MS + 1), None);
+    let gpid = Gpid {
+        app_id: 1,
+        partition_index: 0,
+    };
+    assert_eq!(
+        error_of(off.upgrade_learner(gpid, 1, &node_id(1)).reply).code,
+        ErrorCode::InvalidArgument
+    );
+}
+
+// Stored partitions without learners serialize as before (no `learners`
+// key) and old JSON without the key loads with none.
+#[test]
+fn learners_are_optional_in_stored_json() {
+    let partition = StoredPartition {
+        ballot: 1,
+        primary: ReplicaPlace::default(),
+        secondaries: Vec::new(),
+        learners: Vec::new(),
+    };
+    let json = serde_json::to_string(&partition).unwrap();
+    assert!(!json.contains("learners"), "{json}");
+    let loaded: StoredPartition = serde_json::from_str(&json).unwrap();
+    assert_eq!(loaded, partition);
+}
+
 // Every beacon ack grants the configured lease with replication on.
 #[test]
 fn beacon_acks_carry_the_lease() {

@@ -225,6 +225,7 @@ mod tests {
                         address: "127.0.0.1:1".into(),
                     },
                     secondaries: Vec::new(),
+                    learners: Vec::new(),
                 }],
                 ..StoredTable::default()
             },

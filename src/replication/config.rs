@@ -24,6 +24,14 @@ pub const PREPARE_RESEND_MS_DEFAULT: u64 = 50;
 /// Default time a secondary may leave a Prepare unacknowledged before the
 /// primary asks meta to remove it, in milliseconds.
 pub const PREPARE_TIMEOUT_MS_DEFAULT: u64 = 400;
+/// Default most recently committed mutations a replica keeps in memory to
+/// answer learners from (docs/replication.md, "Learning").
+pub const LEARN_CACHE_MAX_DEFAULT: usize = 1_024;
+/// Hard upper bound on `learn_cache_max`.
+pub const LEARN_CACHE_MAX_LIMIT: usize = 65_536;
+/// Default time a learner waits without progress before it sends its
+/// `LearnRequest` again, in milliseconds.
+pub const LEARN_RETRY_MS_DEFAULT: u64 = 500;
 
 /// A timing relation that does not hold.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -45,13 +53,18 @@ pub enum SettingsError {
     ResendOutOfRange { resend_ms: u64, timeout_ms: u64 },
     #[error("idle_commit_push_ms must be at least 1 (got 0)")]
     IdlePushZero,
+    #[error("learn_cache_max ({got}) must be in 1..={LEARN_CACHE_MAX_LIMIT}")]
+    LearnCacheOutOfRange { got: usize },
+    #[error("learn_retry_ms must be at least 1 (got 0)")]
+    LearnRetryZero,
 }
 
 /// Settings of one replica and of the lease protocol around it.
 ///
 /// Defaults ([`ReplicationSettings::default`]) aim at failover under one
 /// second: beacon 100 ms, lease 600 ms, grace 800 ms, window 64, idle push
-/// 20 ms, resend 50 ms, prepare timeout 400 ms.
+/// 20 ms, resend 50 ms, prepare timeout 400 ms, learn cache 1,024
+/// mutations, learn retry 500 ms.
 ///
 /// ```
 /// use markab::replication::config::ReplicationSettings;
@@ -74,6 +87,10 @@ pub struct ReplicationSettings {
     pub prepare_resend_ms: u64,
     /// Time before an unacknowledging secondary is reported (default 400 ms).
     pub prepare_timeout_ms: u64,
+    /// Committed mutations kept in memory for learners (default 1,024).
+    pub learn_cache_max: usize,
+    /// A learner without progress for this long asks again (default 500 ms).
+    pub learn_retry_ms: u64,
 }
 
 impl Default for ReplicationSettings {
@@ -86,6 +103,8 @@ impl Default for ReplicationSettings {
             idle_commit_push_ms: IDLE_COMMIT_PUSH_MS_DEFAULT,
             prepare_resend_ms: PREPARE_RESEND_MS_DEFAULT,
             prepare_timeout_ms: PREPARE_TIMEOUT_MS_DEFAULT,
+            learn_cache_max: LEARN_CACHE_MAX_DEFAULT,
+            learn_retry_ms: LEARN_RETRY_MS_DEFAULT,
         }
     }
 }
@@ -94,6 +113,7 @@ const _: () = assert!(GRACE_MS_DEFAULT > LEASE_MS_DEFAULT);
 const _: () = assert!(LEASE_MS_DEFAULT > 2 * BEACON_INTERVAL_MS_DEFAULT);
 const _: () = assert!(PREPARE_WINDOW_MAX_DEFAULT <= PREPARE_WINDOW_MAX_LIMIT);
 const _: () = assert!(PREPARE_RESEND_MS_DEFAULT < PREPARE_TIMEOUT_MS_DEFAULT);
+const _: () = assert!(LEARN_CACHE_MAX_DEFAULT <= LEARN_CACHE_MAX_LIMIT);
 
 impl ReplicationSettings {
     /// Checks grace > lease > 2 x beacon and the bounds of the other
@@ -128,6 +148,14 @@ impl ReplicationSettings {
         }
         if self.idle_commit_push_ms == 0 {
             return Err(SettingsError::IdlePushZero);
+        }
+        if self.learn_cache_max == 0 || self.learn_cache_max > LEARN_CACHE_MAX_LIMIT {
+            return Err(SettingsError::LearnCacheOutOfRange {
+                got: self.learn_cache_max,
+            });
+        }
+        if self.learn_retry_ms == 0 {
+            return Err(SettingsError::LearnRetryZero);
         }
         Ok(())
     }
@@ -191,5 +219,23 @@ mod tests {
             ..base
         };
         assert!(zero_push.validate().is_err());
+        let no_cache = ReplicationSettings {
+            learn_cache_max: 0,
+            ..base
+        };
+        assert_eq!(
+            no_cache.validate(),
+            Err(SettingsError::LearnCacheOutOfRange { got: 0 })
+        );
+        let huge_cache = ReplicationSettings {
+            learn_cache_max: LEARN_CACHE_MAX_LIMIT + 1,
+            ..base
+        };
+        assert!(huge_cache.validate().is_err());
+        let no_retry = ReplicationSettings {
+            learn_retry_ms: 0,
+            ..base
+        };
+        assert_eq!(no_retry.validate(), Err(SettingsError::LearnRetryZero));
     }
 }

@@ -6,7 +6,7 @@
 //! draws a random number, so the simulator under `tests/sim/` runs exactly
 //! this code. Rules and invariant names: docs/replication.md.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::wire::message::Gpid;
 
@@ -46,7 +46,12 @@ struct Entry {
 ///
 /// let me = NodeId(1);
 /// let mut core = ReplicaCore::new(Gpid::default(), me, ReplicationSettings::default()).unwrap();
-/// core.handle(Input::Config(PartitionConfig { ballot: 1, primary: Some(me), secondaries: vec![] }), 0);
+/// core.handle(Input::Config(PartitionConfig {
+///     ballot: 1,
+///     primary: Some(me),
+///     secondaries: vec![],
+///     learners: vec![],
+/// }), 0);
 /// core.handle(Input::Lease { until_ms: 600 }, 0);
 /// let out = core.handle(Input::ClientWrite { token: 7, payload: vec![] }, 1);
 /// assert!(matches!(out[0], Output::AppendLog(_)));
@@ -82,6 +87,18 @@ pub struct ReplicaCore {
     last_prepare_sent_ms: u64,
     /// When each secondary was last reported to meta as unreachable.
     removal_reported_ms: BTreeMap<NodeId, u64>,
+    /// Primary: learners whose acks commit needs, each with the commit
+    /// point it had when the learner caught up (docs/replication.md,
+    /// "Learning"). Cleared by every configuration change.
+    caught_up: BTreeMap<NodeId, Decree>,
+    /// The most recent committed mutations, contiguous, the last one at
+    /// `last_committed` (at most `learn_cache_max`).
+    cache: VecDeque<Mutation>,
+    /// Learner: when it last asked the primary or made progress.
+    learn_progress_ms: u64,
+    /// Learner: the last learned mutation appended to the log and not yet
+    /// durable; no `LearnRequest` goes out until it is.
+    learn_durable_wait: Option<(Ballot, Decree)>,
     outputs: Vec<Output>,
 }
 
@@ -103,6 +120,7 @@ impl ReplicaCore {
                 ballot: 0,
                 primary: None,
                 secondaries: Vec::new(),
+                learners: Vec::new(),
             },
             window: BTreeMap::new(),
             last_committed: 0,
@@ -113,6 +131,10 @@ impl ReplicaCore {
             committed_sent: 0,
             last_prepare_sent_ms: 0,
             removal_reported_ms: BTreeMap::new(),
+            caught_up: BTreeMap::new(),
+            cache: VecDeque::new(),
+            learn_progress_ms: 0,
+            learn_durable_wait: None,
             outputs: Vec::new(),
         })
     }
@@ -149,6 +171,7 @@ impl ReplicaCore {
         let mut next = applied_decree + 1;
         while let Some(mutation) = records.remove(&next) {
             if next <= committed_logged {
+                core.remember(mutation.clone());
                 replay.push(mutation);
                 core.last_committed = next;
             } else if next <= core.last_committed + settings.prepare_window_max as Decree {
@@ -207,6 +230,40 @@ impl ReplicaCore {
         last
     }
 
+    /// Primary: the learners whose acks commit needs now.
+    pub fn caught_up_learners(&self) -> Vec<NodeId> {
+        self.caught_up.keys().copied().collect()
+    }
+
+    /// The first decree the in-memory learn cache holds (`None` when empty);
+    /// it runs from there to the commit point.
+    pub fn cache_start(&self) -> Option<Decree> {
+        self.cache.front().map(|mutation| mutation.decree)
+    }
+
+    /// The `LearnResponse` a primary host sends after
+    /// `Output::LearnFromStorage`: `mutations` must be the committed
+    /// mutations read from its log, contiguous from at most the learner's
+    /// `learner_committed + 1` up to [`ReplicaCore::last_committed`].
+    pub fn learn_response(&self, mutations: Vec<Mutation>) -> PeerMessage {
+        debug_assert!(mutations
+            .last()
+            .is_none_or(|last| last.decree == self.last_committed));
+        PeerMessage::LearnResponse {
+            ballot: self.ballot,
+            committed_decree: self.last_committed,
+            mutations,
+        }
+    }
+
+    /// Whether a learner host may install a checkpoint at `decree` sent for
+    /// `ballot`: this replica is a learner at that ballot and the
+    /// checkpoint is ahead of its commit point. Feed
+    /// `Input::CheckpointInstalled` once installed.
+    pub fn accepts_checkpoint(&self, ballot: Ballot, decree: Decree) -> bool {
+        self.role == Role::Learner && ballot == self.ballot && decree > self.last_committed
+    }
+
     /// Whether this primary finished re-preparing its predecessor's tail.
     pub fn is_activated(&self) -> bool {
         self.activated
@@ -258,8 +315,20 @@ impl ReplicaCore {
                     decree,
                     result,
                 } => self.on_prepare_ack(from, ballot, decree, result),
+                PeerMessage::LearnRequest {
+                    ballot,
+                    learner_committed,
+                } => self.on_learn_request(from, ballot, learner_committed),
+                PeerMessage::LearnResponse {
+                    ballot,
+                    committed_decree,
+                    mutations,
+                } => self.on_learn_response(from, ballot, committed_decree, mutations, now_ms),
             },
-            Input::LogDurable { ballot, decree } => self.on_log_durable(ballot, decree),
+            Input::CheckpointInstalled { ballot, decree } => {
+                self.on_checkpoint_installed(ballot, decree, now_ms)
+            }
+            Input::LogDurable { ballot, decree } => self.on_log_durable(ballot, decree, now_ms),
             Input::Config(config) => self.on_config(config, now_ms),
             Input::Lease { until_ms } => self.lease_until_ms = self.lease_until_ms.max(until_ms),
             Input::Tick => self.on_tick(now_ms),
@@ -321,8 +390,23 @@ impl ReplicaCore {
         entry.first_sent_ms = now_ms;
         assert!(self.window.insert(decree, entry).is_none());
         self.outputs.push(Output::AppendLog(mutation));
-        let targets = self.config.secondaries.clone();
+        let targets = self.prepare_targets();
         self.send_prepare(decree, &targets, now_ms);
+    }
+
+    /// Everyone a primary sends Prepares to: secondaries and learners.
+    fn prepare_targets(&self) -> Vec<NodeId> {
+        let mut targets = self.config.secondaries.clone();
+        targets.extend(self.config.learners.iter().copied());
+        targets
+    }
+
+    /// Everyone whose ack commit needs: secondaries and caught-up learners
+    /// (invariant **commit-needs-all**).
+    fn required_ackers(&self) -> Vec<NodeId> {
+        let mut ackers = self.config.secondaries.clone();
+        ackers.extend(self.caught_up.keys().copied());
+        ackers
     }
 
     fn send_prepare(&mut self, decree: Decree, targets: &[NodeId], now_ms: u64) {
@@ -362,7 +446,11 @@ impl ReplicaCore {
                 // primary (else meta would have told it first).
                 self.change_role(Role::Inactive);
             }
-            Ok(()) if ballot == self.ballot && self.config.secondaries.contains(&from) => {
+            Ok(())
+                if ballot == self.ballot
+                    && (self.config.secondaries.contains(&from)
+                        || self.config.learners.contains(&from)) =>
+            {
                 if let Some(entry) = self.window.get_mut(&decree) {
                     if entry.mutation.ballot == ballot {
                         entry.acks.insert(from);
@@ -377,16 +465,13 @@ impl ReplicaCore {
     }
 
     /// Commits, in decree order, every mutation that is durable here under
-    /// the current ballot and acked by every current secondary
-    /// (invariant **commit-needs-all**).
+    /// the current ballot and acked by every current secondary and every
+    /// caught-up learner (invariant **commit-needs-all**).
     fn try_commit_primary(&mut self) {
         assert_eq!(self.role, Role::Primary);
+        let ackers = self.required_ackers();
         while let Some(entry) = self.window.get(&(self.last_committed + 1)) {
-            let acked_by_all = self
-                .config
-                .secondaries
-                .iter()
-                .all(|node| entry.acks.contains(node));
+            let acked_by_all = ackers.iter().all(|node| entry.acks.contains(node));
             if !(entry.durable && entry.mutation.ballot == self.ballot && acked_by_all) {
                 break;
             }
@@ -408,6 +493,7 @@ impl ReplicaCore {
         assert!(entry.durable, "a decree commits only once durable here");
         assert!(entry.mutation.ballot <= self.ballot);
         self.last_committed = decree;
+        self.remember(entry.mutation.clone());
         self.outputs.push(Output::Apply(entry.mutation));
         if let Some(token) = entry.token {
             self.outputs.push(Output::WriteReply {
@@ -434,7 +520,11 @@ impl ReplicaCore {
             Some(PrepareError::StaleBallot {
                 ballot: self.ballot,
             })
-        } else if matches!(self.role, Role::Inactive | Role::Learner) {
+        } else if self.role == Role::Inactive
+            || (self.role == Role::Learner && ballot > self.ballot)
+        {
+            // A learner takes Prepares only from its primary at its ballot;
+            // it becomes a secondary only by a configuration from meta.
             Some(PrepareError::NotMember)
         } else if ballot == self.ballot
             && (self.role == Role::Primary || self.config.primary != Some(from))
@@ -453,6 +543,7 @@ impl ReplicaCore {
                 ballot,
                 primary: Some(from),
                 secondaries: Vec::new(),
+                learners: Vec::new(),
             };
             self.change_role(Role::Secondary);
         }
@@ -479,6 +570,14 @@ impl ReplicaCore {
                 }
                 return; // acked when its append is durable
             }
+        }
+        let mut mutation = mutation;
+        if self.role == Role::Learner {
+            // A learner's log may still hold records of an older history
+            // at decrees it has not learned yet; a logged commit point
+            // above its own would make recovery replay those as committed.
+            // It claims only what it holds (docs/replication.md, "Learning").
+            mutation.committed_decree = mutation.committed_decree.min(self.last_committed);
         }
         // The primary of `ballot` decides decree `decree`: whatever older
         // ballots left above it was built on another prefix and is dropped
@@ -518,7 +617,15 @@ impl ReplicaCore {
         }
     }
 
-    fn on_log_durable(&mut self, ballot: Ballot, decree: Decree) {
+    fn on_log_durable(&mut self, ballot: Ballot, decree: Decree, now_ms: u64) {
+        if self.learn_durable_wait == Some((ballot, decree)) {
+            // Every learned mutation is durable (the log is prefix-durable):
+            // ask for what follows.
+            self.learn_durable_wait = None;
+            if self.role == Role::Learner {
+                self.send_learn_request(now_ms);
+            }
+        }
         let Some(entry) = self.window.get_mut(&decree) else {
             return; // committed already, or dropped
         };
@@ -528,7 +635,7 @@ impl ReplicaCore {
         entry.durable = true;
         match self.role {
             Role::Primary => self.try_commit_primary(),
-            Role::Secondary => {
+            Role::Secondary | Role::Learner => {
                 if ballot == self.ballot {
                     if let Some(primary) = self.config.primary {
                         self.ack(primary, ballot, decree, Ok(()));
@@ -536,18 +643,14 @@ impl ReplicaCore {
                 }
                 self.try_commit_secondary();
             }
-            Role::Learner | Role::Inactive => {}
+            Role::Inactive => {}
         }
     }
 
     // ---- configuration ----
 
     fn on_config(&mut self, config: PartitionConfig, now_ms: u64) {
-        let well_formed = config
-            .primary
-            .is_none_or(|p| !config.secondaries.contains(&p))
-            && config.secondaries.windows(2).all(|pair| pair[0] < pair[1]);
-        if !well_formed || config.ballot <= self.ballot {
+        if !config.is_well_formed() || config.ballot <= self.ballot {
             return; // malformed or not newer: ignored
         }
         self.set_ballot(config.ballot);
@@ -555,13 +658,18 @@ impl ReplicaCore {
             Role::Primary
         } else if config.secondaries.contains(&self.node) {
             Role::Secondary
+        } else if config.learners.contains(&self.node) {
+            Role::Learner
         } else {
             Role::Inactive
         };
         self.config = config;
+        self.caught_up.clear();
         self.change_role(role);
-        if role == Role::Primary {
-            self.become_primary(now_ms);
+        match role {
+            Role::Primary => self.become_primary(now_ms),
+            Role::Learner => self.become_learner(now_ms),
+            Role::Secondary | Role::Inactive => {}
         }
     }
 
@@ -584,7 +692,7 @@ impl ReplicaCore {
             entry.first_sent_ms = now_ms;
             let mutation = entry.mutation.clone();
             self.outputs.push(Output::AppendLog(mutation));
-            let targets = self.config.secondaries.clone();
+            let targets = self.prepare_targets();
             self.send_prepare(decree, &targets, now_ms);
         }
         self.try_commit_primary();
@@ -605,6 +713,10 @@ impl ReplicaCore {
         }
         if role != Role::Primary {
             self.activated = false;
+            self.caught_up.clear();
+        }
+        if role != Role::Learner {
+            self.learn_durable_wait = None;
         }
         self.role = role;
         self.outputs.push(Output::RoleChanged {
@@ -618,18 +730,191 @@ impl ReplicaCore {
         self.ballot = ballot;
     }
 
+    // ---- learning (docs/replication.md, "Learning") ----
+
+    /// Keeps `mutation` (just committed at `last_committed + 1`, or being
+    /// committed) in the learn cache.
+    fn remember(&mut self, mutation: Mutation) {
+        if self
+            .cache
+            .back()
+            .is_some_and(|last| last.decree + 1 != mutation.decree)
+        {
+            self.cache.clear();
+        }
+        self.cache.push_back(mutation);
+        while self.cache.len() > self.settings.learn_cache_max {
+            self.cache.pop_front();
+        }
+    }
+
+    /// A configuration made this replica a learner: it drops its
+    /// uncommitted tail (learning restarts from the commit point, which is
+    /// durable here) and asks the primary for what follows.
+    fn become_learner(&mut self, now_ms: u64) {
+        self.window.clear();
+        self.commit_target = self.last_committed;
+        self.learn_durable_wait = None;
+        self.send_learn_request(now_ms);
+    }
+
+    fn send_learn_request(&mut self, now_ms: u64) {
+        self.learn_progress_ms = now_ms;
+        if let Some(primary) = self.config.primary {
+            self.outputs.push(Output::Send {
+                to: primary,
+                message: PeerMessage::LearnRequest {
+                    ballot: self.ballot,
+                    learner_committed: self.last_committed,
+                },
+            });
+        }
+    }
+
+    /// Primary: a learner of the current configuration holds every committed
+    /// decree up to `learner_committed`.
+    fn on_learn_request(&mut self, from: NodeId, ballot: Ballot, learner_committed: Decree) {
+        if self.role != Role::Primary
+            || ballot != self.ballot
+            || !self.config.learners.contains(&from)
+        {
+            return; // a stale learner hears of the new configuration from meta
+        }
+        if let Some(caught_up_at) = self.caught_up.get(&from) {
+            if learner_committed >= *caught_up_at {
+                // It holds everything up to where it caught up, and every
+                // decree committed since needed its ack: it holds every
+                // committed decree. (Repeated on each retry until promoted.)
+                self.outputs
+                    .push(Output::ToMeta(MetaRequest::UpgradeLearner {
+                        ballot: self.ballot,
+                        node: from,
+                    }));
+                return;
+            }
+        }
+        let covered = learner_committed >= self.last_committed
+            || self
+                .cache_start()
+                .is_some_and(|start| start <= learner_committed + 1);
+        if !covered {
+            self.outputs.push(Output::LearnFromStorage {
+                to: from,
+                ballot: self.ballot,
+                learner_committed,
+            });
+            return;
+        }
+        let mutations: Vec<Mutation> = self
+            .cache
+            .iter()
+            .filter(|mutation| mutation.decree > learner_committed)
+            .cloned()
+            .collect();
+        // From now on commit waits for this learner's acks: whatever
+        // commits after this point is durable on it, whatever committed
+        // before is in this response.
+        self.caught_up.entry(from).or_insert(self.last_committed);
+        self.outputs.push(Output::Send {
+            to: from,
+            message: PeerMessage::LearnResponse {
+                ballot: self.ballot,
+                committed_decree: self.last_committed,
+                mutations,
+            },
+        });
+    }
+
+    /// Learner: committed mutations from the primary's cache or log.
+    fn on_learn_response(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        committed_decree: Decree,
+        mutations: Vec<Mutation>,
+        now_ms: u64,
+    ) {
+        if self.role != Role::Learner || ballot != self.ballot || self.config.primary != Some(from)
+        {
+            return;
+        }
+        let mut learned = None;
+        for mutation in mutations {
+            if mutation.decree <= self.last_committed {
+                continue;
+            }
+            if mutation.decree != self.last_committed + 1 || mutation.decree > committed_decree {
+                break; // not contiguous with what is held: ignore the rest
+            }
+            learned = Some((mutation.ballot, mutation.decree));
+            self.apply_learned(mutation, committed_decree);
+        }
+        if self.last_committed >= committed_decree {
+            self.commit_target = self.commit_target.max(committed_decree);
+        }
+        let last_committed = self.last_committed;
+        self.window.retain(|decree, _| *decree > last_committed);
+        self.try_commit_secondary();
+        match learned {
+            Some(last) => {
+                self.learn_progress_ms = now_ms;
+                self.learn_durable_wait = Some(last);
+            }
+            None if self.learn_durable_wait.is_none() && last_committed >= committed_decree => {
+                // Nothing was missing: tell the primary so at once.
+                self.send_learn_request(now_ms);
+            }
+            None => {}
+        }
+    }
+
+    /// Applies a learned committed mutation at `last_committed + 1` and logs
+    /// it (marked committed up to `committed_decree`, so recovery replays
+    /// it).
+    fn apply_learned(&mut self, mutation: Mutation, committed_decree: Decree) {
+        assert_eq!(mutation.decree, self.last_committed + 1);
+        self.window.remove(&mutation.decree);
+        self.last_committed = mutation.decree;
+        let mut logged = mutation.clone();
+        logged.committed_decree = logged.committed_decree.max(committed_decree);
+        self.remember(mutation.clone());
+        self.outputs.push(Output::AppendLog(logged));
+        self.outputs.push(Output::Apply(mutation));
+    }
+
+    /// Learner: the host installed the primary's checkpoint at `decree`.
+    fn on_checkpoint_installed(&mut self, ballot: Ballot, decree: Decree, now_ms: u64) {
+        if !self.accepts_checkpoint(ballot, decree) {
+            return;
+        }
+        self.last_committed = decree;
+        self.commit_target = self.commit_target.max(decree);
+        self.window.retain(|held, _| *held > decree);
+        self.cache.clear();
+        self.learn_durable_wait = None;
+        self.try_commit_secondary();
+        self.send_learn_request(now_ms);
+    }
+
     // ---- time ----
 
     fn on_tick(&mut self, now_ms: u64) {
+        if self.role == Role::Learner
+            && self.learn_durable_wait.is_none()
+            && now_ms >= self.learn_progress_ms + self.settings.learn_retry_ms
+        {
+            self.send_learn_request(now_ms);
+        }
         if self.role != Role::Primary {
             return;
         }
-        let secondaries = self.config.secondaries.clone();
+        let targets = self.prepare_targets();
+        let ackers = self.required_ackers();
         let decrees: Vec<Decree> = self.window.keys().copied().collect();
         let mut unreachable: BTreeSet<NodeId> = BTreeSet::new();
         for decree in decrees {
             let entry = &self.window[&decree];
-            let missing: Vec<NodeId> = secondaries
+            let missing: Vec<NodeId> = targets
                 .iter()
                 .copied()
                 .filter(|node| !entry.acks.contains(node))
@@ -638,7 +923,9 @@ impl ReplicaCore {
                 continue;
             }
             if now_ms >= entry.first_sent_ms + self.settings.prepare_timeout_ms {
-                unreachable.extend(missing.iter().copied());
+                // Only those commit waits for are reported; a learner that
+                // has not caught up stalls nothing.
+                unreachable.extend(missing.iter().copied().filter(|n| ackers.contains(n)));
             }
             if now_ms >= entry.last_sent_ms + self.settings.prepare_resend_ms {
                 self.send_prepare(decree, &missing, now_ms);
@@ -661,7 +948,7 @@ impl ReplicaCore {
         let idle = now_ms >= self.last_prepare_sent_ms + self.settings.idle_commit_push_ms;
         if self.activated
             && idle
-            && !secondaries.is_empty()
+            && !targets.is_empty()
             && self.last_committed > self.committed_sent
             && self.window.len() < self.settings.prepare_window_max
         {
@@ -673,6 +960,23 @@ impl ReplicaCore {
     fn check_invariants(&self) {
         assert!(self.last_committed <= self.last_prepared());
         assert!(self.config.ballot <= self.ballot);
+        assert!(self.config.is_well_formed());
+        assert!(self
+            .cache
+            .back()
+            .is_none_or(|last| last.decree == self.last_committed));
+        assert!(self.cache.len() <= self.settings.learn_cache_max);
+        if self.role == Role::Primary {
+            assert!(self
+                .caught_up
+                .keys()
+                .all(|node| self.config.learners.contains(node)));
+        } else {
+            assert!(self.caught_up.is_empty());
+        }
+        if self.role != Role::Learner {
+            assert!(self.learn_durable_wait.is_none());
+        }
         let window_max = self.settings.prepare_window_max as Decree;
         for (decree, entry) in &self.window {
             assert_eq!(*decree, entry.mutation.decree);

@@ -15,6 +15,7 @@ fn config(ballot: Ballot, primary: NodeId, secondaries: &[NodeId]) -> PartitionC
         ballot,
         primary: Some(primary),
         secondaries: secondaries.to_vec(),
+        learners: Vec::new(),
     }
 }
 
@@ -690,4 +691,337 @@ fn handle_into_reuses_the_buffer() {
             result: Ok(())
         }]
     );
+}
+
+// ---- learning ----
+
+const L4: NodeId = NodeId(4);
+
+fn with_learners(
+    ballot: Ballot,
+    primary: NodeId,
+    secondaries: &[NodeId],
+    learners: &[NodeId],
+) -> PartitionConfig {
+    PartitionConfig {
+        learners: learners.to_vec(),
+        ..config(ballot, primary, secondaries)
+    }
+}
+
+fn peer(core: &mut ReplicaCore, from: NodeId, message: PeerMessage, now_ms: u64) -> Vec<Output> {
+    core.handle(Input::Peer { from, message }, now_ms)
+}
+
+fn durable(core: &mut ReplicaCore, ballot: Ballot, decree: Decree) -> Vec<Output> {
+    core.handle(Input::LogDurable { ballot, decree }, 1)
+}
+
+/// A primary with secondary S2 that committed decrees 1..=n.
+fn primary_with_history(n: Decree) -> ReplicaCore {
+    let mut core = replica(P, config(1, P, &[S2]));
+    for decree in 1..=n {
+        write(&mut core, decree, &[decree as u8], 1);
+        durable(&mut core, 1, decree);
+        ack(&mut core, S2, 1, decree);
+    }
+    assert_eq!(core.last_committed(), n);
+    core
+}
+
+fn learn_responses(outputs: &[Output]) -> Vec<(Decree, Vec<Decree>)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                message:
+                    PeerMessage::LearnResponse {
+                        committed_decree,
+                        mutations,
+                        ..
+                    },
+                ..
+            } => Some((
+                *committed_decree,
+                mutations.iter().map(|m| m.decree).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn learn_requests(outputs: &[Output]) -> Vec<(NodeId, Ballot, Decree)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to,
+                message:
+                    PeerMessage::LearnRequest {
+                        ballot,
+                        learner_committed,
+                    },
+            } => Some((*to, *ballot, *learner_committed)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn learn_request(ballot: Ballot, learner_committed: Decree) -> PeerMessage {
+    PeerMessage::LearnRequest {
+        ballot,
+        learner_committed,
+    }
+}
+
+// A replica named learner asks its primary at once (and again every
+// learn_retry_ms without progress); it drops its uncommitted tail.
+#[test]
+fn learner_asks_primary_and_retries() {
+    let mut core = ReplicaCore::new(Gpid::default(), L4, settings()).unwrap();
+    let out = core.handle(Input::Config(with_learners(2, P, &[S2], &[L4])), 10);
+    assert!(out.contains(&Output::RoleChanged {
+        role: Role::Learner,
+        ballot: 2
+    }));
+    assert_eq!(learn_requests(&out), vec![(P, 2, 0)]);
+    assert!(learn_requests(&core.handle(Input::Tick, 100)).is_empty());
+    let retry = settings().learn_retry_ms;
+    assert_eq!(
+        learn_requests(&core.handle(Input::Tick, 10 + retry)),
+        vec![(P, 2, 0)]
+    );
+}
+
+// The primary answers from its cache when it reaches back far enough and
+// from then on needs the learner's acks to commit; a request that shows the
+// learner holds everything up to that point makes it ask meta to promote.
+#[test]
+fn primary_answers_from_cache_then_needs_learner_acks() {
+    let mut core = primary_with_history(3);
+    core.handle(Input::Config(with_learners(2, P, &[S2], &[L4])), 2);
+    // The new ballot re-prepares nothing (no tail); the primary is active.
+    assert!(core.is_activated());
+    let out = peer(&mut core, L4, learn_request(2, 1), 3);
+    assert_eq!(learn_responses(&out), vec![(3, vec![2, 3])]);
+    assert_eq!(core.caught_up_learners(), vec![L4]);
+    // Prepares go to the learner too; commit now waits for its ack.
+    let out = write(&mut core, 20, b"d", 4);
+    assert_eq!(
+        prepares(&out).iter().map(|p| p.0).collect::<Vec<_>>(),
+        vec![S2, L4]
+    );
+    durable(&mut core, 2, 4);
+    assert!(applied(&ack(&mut core, S2, 2, 4)).is_empty());
+    assert_eq!(applied(&ack(&mut core, L4, 2, 4)), vec![4]);
+    // Not yet at the point where it caught up: no promotion.
+    let out = peer(&mut core, L4, learn_request(2, 2), 5);
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::ToMeta(MetaRequest::UpgradeLearner { .. }))));
+    let out = peer(&mut core, L4, learn_request(2, 3), 5);
+    assert_eq!(
+        out,
+        vec![Output::ToMeta(MetaRequest::UpgradeLearner {
+            ballot: 2,
+            node: L4
+        })]
+    );
+}
+
+// Before the learner caught up its acks are not needed (and its silence is
+// not reported); once caught up, a silent learner is reported like a
+// secondary.
+#[test]
+fn learner_acks_needed_only_once_caught_up() {
+    let mut core = primary_with_history(0);
+    core.handle(Input::Config(with_learners(2, P, &[S2], &[L4])), 0);
+    write(&mut core, 1, b"a", 1);
+    durable(&mut core, 2, 1);
+    assert_eq!(applied(&ack(&mut core, S2, 2, 1)), vec![1]);
+    let timeout = settings().prepare_timeout_ms;
+    let out = core.handle(Input::Tick, 1 + timeout);
+    assert!(!out.iter().any(|o| matches!(o, Output::ToMeta(_))));
+    peer(&mut core, L4, learn_request(2, 0), 2);
+    assert_eq!(core.caught_up_learners(), vec![L4]);
+    write(&mut core, 2, b"b", 3);
+    durable(&mut core, 2, 2);
+    ack(&mut core, S2, 2, 2);
+    let out = core.handle(Input::Tick, 3 + timeout);
+    assert!(out.contains(&Output::ToMeta(MetaRequest::RemoveSecondary {
+        ballot: 2,
+        node: L4
+    })));
+}
+
+// A gap the cache does not cover goes to the host (log or checkpoint), and
+// the learner is not counted as caught up.
+#[test]
+fn gap_beyond_cache_goes_to_storage() {
+    let small = ReplicationSettings {
+        learn_cache_max: 2,
+        ..settings()
+    };
+    let mut core = ReplicaCore::new(Gpid::default(), P, small).unwrap();
+    core.handle(Input::Config(config(1, P, &[])), 0);
+    core.handle(Input::Lease { until_ms: 10_000 }, 0);
+    for decree in 1..=5 {
+        write(&mut core, decree, b"x", 1);
+        durable(&mut core, 1, decree);
+    }
+    assert_eq!(core.cache_start(), Some(4));
+    core.handle(Input::Config(with_learners(2, P, &[], &[L4])), 2);
+    let out = peer(&mut core, L4, learn_request(2, 1), 3);
+    assert_eq!(
+        out,
+        vec![Output::LearnFromStorage {
+            to: L4,
+            ballot: 2,
+            learner_committed: 1
+        }]
+    );
+    assert!(core.caught_up_learners().is_empty());
+    // From decree 3 on the cache covers it.
+    let out = peer(&mut core, L4, learn_request(2, 3), 3);
+    assert_eq!(learn_responses(&out), vec![(5, vec![4, 5])]);
+    // The host's answer from its log.
+    assert!(matches!(
+        core.learn_response(Vec::new()),
+        PeerMessage::LearnResponse {
+            ballot: 2,
+            committed_decree: 5,
+            ..
+        }
+    ));
+    // Requests from non-learners or at another ballot are ignored.
+    assert!(peer(&mut core, S2, learn_request(2, 0), 3).is_empty());
+    assert!(peer(&mut core, L4, learn_request(1, 0), 3).is_empty());
+}
+
+// The learner applies and logs learned mutations, asks again only once they
+// are durable, acks Prepares of its primary (not of a newer ballot), and
+// keeps what is above the learned point.
+#[test]
+fn learner_applies_learned_and_acks_prepares() {
+    let mut core = ReplicaCore::new(Gpid::default(), L4, settings()).unwrap();
+    core.handle(Input::Config(with_learners(2, P, &[S2], &[L4])), 0);
+    // A Prepare at decree 4 arrives first: logged and acked once durable.
+    let out = peer(&mut core, P, prepare(2, 4, 3, b"d"), 1);
+    assert!(matches!(&out[..], [Output::AppendLog(m)] if m.decree == 4));
+    let out = durable(&mut core, 2, 4);
+    assert_eq!(
+        out,
+        vec![Output::Send {
+            to: P,
+            message: PeerMessage::PrepareAck {
+                ballot: 2,
+                decree: 4,
+                result: Ok(())
+            }
+        }]
+    );
+    let mutations: Vec<Mutation> = (1..=3)
+        .map(|decree| Mutation {
+            ballot: 1,
+            decree,
+            committed_decree: decree - 1,
+            payload: vec![decree as u8],
+        })
+        .collect();
+    let out = peer(
+        &mut core,
+        P,
+        PeerMessage::LearnResponse {
+            ballot: 2,
+            committed_decree: 3,
+            mutations,
+        },
+        2,
+    );
+    assert_eq!(applied(&out), vec![1, 2, 3]);
+    let logged: Vec<(Decree, Decree)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::AppendLog(m) => Some((m.decree, m.committed_decree)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(logged, vec![(1, 3), (2, 3), (3, 3)], "logged as committed");
+    assert!(learn_requests(&out).is_empty(), "not durable yet");
+    assert_eq!(core.last_committed(), 3);
+    assert_eq!(core.last_prepared(), 4, "the acked Prepare is kept");
+    durable(&mut core, 1, 2);
+    let out = durable(&mut core, 1, 3);
+    assert_eq!(learn_requests(&out), vec![(P, 2, 3)]);
+    // A Prepare from a newer ballot is refused: only meta promotes.
+    let out = peer(&mut core, S2, prepare(3, 5, 4, b"e"), 3);
+    assert!(matches!(
+        &out[..],
+        [Output::Send {
+            message: PeerMessage::PrepareAck {
+                result: Err(PrepareError::NotMember),
+                ..
+            },
+            ..
+        }]
+    ));
+    // The primary's commit point applies the held Prepare.
+    let out = peer(&mut core, P, prepare(2, 5, 4, b"e"), 4);
+    assert_eq!(applied(&out), vec![4]);
+}
+
+// An installed checkpoint moves the commit point, drops the window below it
+// and makes the learner ask for what follows; stale ones are ignored.
+#[test]
+fn checkpoint_installed_moves_commit_point() {
+    let mut core = ReplicaCore::new(Gpid::default(), L4, settings()).unwrap();
+    core.handle(Input::Config(with_learners(2, P, &[S2], &[L4])), 0);
+    peer(&mut core, P, prepare(2, 3, 0, b"c"), 1);
+    peer(&mut core, P, prepare(2, 7, 0, b"g"), 1);
+    durable(&mut core, 2, 3);
+    durable(&mut core, 2, 7);
+    assert!(!core.accepts_checkpoint(1, 5));
+    assert!(core.accepts_checkpoint(2, 5));
+    let out = core.handle(
+        Input::CheckpointInstalled {
+            ballot: 2,
+            decree: 5,
+        },
+        2,
+    );
+    assert_eq!(core.last_committed(), 5);
+    assert_eq!(learn_requests(&out), vec![(P, 2, 5)]);
+    assert!(!core.accepts_checkpoint(2, 5));
+    assert!(core
+        .handle(
+            Input::CheckpointInstalled {
+                ballot: 2,
+                decree: 4
+            },
+            3
+        )
+        .is_empty());
+    // Decree 6 arrives: 6 and the held 7 commit with the primary's point.
+    let out = peer(&mut core, P, prepare(2, 6, 7, b"f"), 3);
+    assert!(applied(&out).is_empty(), "6 not durable yet");
+    assert_eq!(applied(&durable(&mut core, 2, 6)), vec![6, 7]);
+}
+
+// Promotion: the learner becomes a secondary by a configuration, keeping
+// what it acked; the primary re-prepares its tail to it.
+#[test]
+fn promoted_learner_keeps_acked_tail() {
+    let mut core = ReplicaCore::new(Gpid::default(), L4, settings()).unwrap();
+    core.handle(Input::Config(with_learners(2, P, &[S2], &[L4])), 0);
+    peer(&mut core, P, prepare(2, 1, 0, b"a"), 1);
+    durable(&mut core, 2, 1);
+    let out = core.handle(Input::Config(config(3, P, &[S2, L4])), 2);
+    assert!(out.contains(&Output::RoleChanged {
+        role: Role::Secondary,
+        ballot: 3
+    }));
+    assert_eq!(core.last_prepared(), 1);
+    // The re-prepare under ballot 3 commits it.
+    let out = peer(&mut core, P, prepare(3, 2, 1, b"b"), 3);
+    assert_eq!(applied(&out), vec![1]);
 }

@@ -32,6 +32,11 @@ pub struct PartitionConfig {
     pub primary: Option<NodeId>,
     /// Sorted, without duplicates, never containing the primary.
     pub secondaries: Vec<NodeId>,
+    /// Replicas catching up before they join (docs/replication.md,
+    /// "Learning"): sorted, without duplicates, disjoint from the primary
+    /// and the secondaries. Their acks count for commit only once the
+    /// primary decides they caught up; none of them can become primary.
+    pub learners: Vec<NodeId>,
 }
 
 impl PartitionConfig {
@@ -47,6 +52,30 @@ impl PartitionConfig {
             .copied()
             .chain(self.secondaries.iter().copied())
             .collect()
+    }
+
+    /// Whether `node` is a learner.
+    pub fn is_learner(&self, node: NodeId) -> bool {
+        self.learners.contains(&node)
+    }
+
+    /// Every node that holds a replica: primary, secondaries, learners.
+    pub fn replicas(&self) -> Vec<NodeId> {
+        let mut all = self.members();
+        all.extend(self.learners.iter().copied());
+        all
+    }
+
+    /// Sorted, duplicate-free lists with the primary, the secondaries and
+    /// the learners pairwise disjoint.
+    pub fn is_well_formed(&self) -> bool {
+        let sorted = |nodes: &[NodeId]| nodes.windows(2).all(|pair| pair[0] < pair[1]);
+        sorted(&self.secondaries)
+            && sorted(&self.learners)
+            && self
+                .primary
+                .is_none_or(|p| !self.secondaries.contains(&p) && !self.learners.contains(&p))
+            && self.learners.iter().all(|l| !self.secondaries.contains(l))
     }
 }
 
@@ -91,6 +120,26 @@ pub enum PeerMessage {
         decree: Decree,
         result: Result<(), PrepareError>,
     },
+    /// Learner to primary: "I hold, durably, every committed decree up to
+    /// `learner_committed`; send me what follows". Sent when the learner
+    /// becomes one, after each learned batch is durable, and again every
+    /// `learn_retry_ms` without progress. Once the primary counts the
+    /// learner as caught up, a request with `learner_committed` at or above
+    /// the point where it caught up makes the primary ask meta to promote it.
+    LearnRequest {
+        ballot: Ballot,
+        learner_committed: Decree,
+    },
+    /// Primary to learner: `mutations` are committed, contiguous, and end
+    /// at `committed_decree` (the primary's commit point); they start at or
+    /// below the learner's `learner_committed + 1` (empty when nothing is
+    /// missing). Built by the core from its cache, or by the host from its
+    /// log ([`ReplicaCore::learn_response`](super::core::ReplicaCore::learn_response)).
+    LearnResponse {
+        ballot: Ballot,
+        committed_decree: Decree,
+        mutations: Vec<Mutation>,
+    },
 }
 
 /// Requests from a replica to meta.
@@ -98,7 +147,12 @@ pub enum PeerMessage {
 pub enum MetaRequest {
     /// The primary at `ballot` could not get `node` to ack within the
     /// prepare timeout.
+    /// Also used for a caught-up learner, whose acks commit needs too.
     RemoveSecondary { ballot: Ballot, node: NodeId },
+    /// The primary at `ballot` counts learner `node`'s acks for commit and
+    /// `node` holds every committed decree: promote it to secondary (meta
+    /// does so under ballot + 1).
+    UpgradeLearner { ballot: Ballot, node: NodeId },
 }
 
 /// Role of a replica, following from the configuration it last accepted.
@@ -106,7 +160,7 @@ pub enum MetaRequest {
 pub enum Role {
     Primary,
     Secondary,
-    /// Catching up before it joins (learning comes with the guardian).
+    /// Catching up before it joins (docs/replication.md, "Learning").
     Learner,
     /// Not serving: not a member, or state unknown since a restart.
     Inactive,
@@ -160,6 +214,12 @@ pub enum Input {
     Config(PartitionConfig),
     /// The node's lease from meta now holds until `until_ms`.
     Lease { until_ms: u64 },
+    /// Learner host: the checkpoint (the primary's applied state at
+    /// `decree`) sent for `ballot` is installed in storage, durably, and the
+    /// log records at or below `decree` are discarded. Ask
+    /// [`ReplicaCore::accepts_checkpoint`](super::core::ReplicaCore::accepts_checkpoint)
+    /// before installing; the core ignores one it would not accept.
+    CheckpointInstalled { ballot: Ballot, decree: Decree },
     /// Time passed.
     Tick,
 }
@@ -189,4 +249,16 @@ pub enum Output {
     },
     /// A request to meta.
     ToMeta(MetaRequest),
+    /// Primary host: the in-memory cache does not reach back to learner
+    /// `to`'s `learner_committed`. If the local log still holds every decree
+    /// from `learner_committed + 1` to the commit point, send `to` a
+    /// `LearnResponse` with them
+    /// ([`ReplicaCore::learn_response`](super::core::ReplicaCore::learn_response));
+    /// else send a checkpoint of the applied state out of band (the learner
+    /// host installs it and feeds `Input::CheckpointInstalled`).
+    LearnFromStorage {
+        to: NodeId,
+        ballot: Ballot,
+        learner_committed: Decree,
+    },
 }

@@ -24,12 +24,15 @@ pub enum ReconfigError {
     StaleBallot { got: Ballot, current: Ballot },
     #[error("{node} is not the partition's primary")]
     NotPrimary { node: NodeId },
-    #[error("{node} is not a secondary of the partition")]
+    #[error("{node} is neither a secondary nor a learner of the partition")]
     NotSecondary { node: NodeId },
+    #[error("{node} is not a learner of the partition")]
+    NotLearner { node: NodeId },
 }
 
 /// The configuration after `dead` nodes are gone, or `None` when nothing
-/// changes. Dead secondaries are removed; a dead primary is replaced by the
+/// changes. Dead secondaries and learners are removed (a learner never
+/// becomes primary: it may miss committed decrees); a dead primary is replaced by the
 /// live secondary with the highest prepared decree (ties: highest committed,
 /// then lowest node id; a secondary without a report counts as 0, 0). A
 /// dead primary with no live secondary stays: the partition waits for it.
@@ -67,11 +70,17 @@ pub fn on_nodes_dead(
     } else {
         (config.primary, live)
     };
-    changed(config, primary, secondaries)
+    let learners = config
+        .learners
+        .iter()
+        .copied()
+        .filter(|node| !dead.contains(node))
+        .collect();
+    changed(config, primary, secondaries, learners)
 }
 
 /// The configuration after the primary `requester` (at `ballot`) asked to
-/// remove the secondary `node` it cannot reach.
+/// remove the secondary (or caught-up learner) `node` it cannot reach.
 pub fn on_remove_request(
     config: &PartitionConfig,
     requester: NodeId,
@@ -87,35 +96,115 @@ pub fn on_remove_request(
     if config.primary != Some(requester) {
         return Err(ReconfigError::NotPrimary { node: requester });
     }
-    if !config.secondaries.contains(&node) {
+    if !config.secondaries.contains(&node) && !config.learners.contains(&node) {
         return Err(ReconfigError::NotSecondary { node });
     }
-    let secondaries = config
-        .secondaries
+    let without = |nodes: &[NodeId]| nodes.iter().copied().filter(|held| *held != node).collect();
+    Ok(changed(
+        config,
+        config.primary,
+        without(&config.secondaries),
+        without(&config.learners),
+    )
+    .expect("a replica was removed"))
+}
+
+/// The configuration after the primary `requester` (at `ballot`) asked to
+/// promote learner `node`, which caught up: `node` becomes a secondary under
+/// ballot + 1 (docs/replication.md, "Learning").
+pub fn on_upgrade_request(
+    config: &PartitionConfig,
+    requester: NodeId,
+    ballot: Ballot,
+    node: NodeId,
+) -> Result<PartitionConfig, ReconfigError> {
+    if ballot != config.ballot {
+        return Err(ReconfigError::StaleBallot {
+            got: ballot,
+            current: config.ballot,
+        });
+    }
+    if config.primary != Some(requester) {
+        return Err(ReconfigError::NotPrimary { node: requester });
+    }
+    if !config.learners.contains(&node) {
+        return Err(ReconfigError::NotLearner { node });
+    }
+    let mut secondaries = config.secondaries.clone();
+    secondaries.push(node);
+    let learners = config
+        .learners
         .iter()
         .copied()
         .filter(|held| *held != node)
         .collect();
-    Ok(changed(config, config.primary, secondaries).expect("a secondary was removed"))
+    Ok(next(config, config.primary, secondaries, learners))
 }
 
-/// The configuration after member `node` restarted (its replica lost its
-/// volatile state): it leaves the configuration like a dead node, except
-/// when it is the only member, which it then keeps as primary under a new
-/// ballot — its durable log holds every acknowledged write
-/// (invariant **acked-on-every-log**).
+/// The guardian: when the partition has fewer than `replica_count` replicas
+/// (primary, secondaries and learners) and its primary is alive, the
+/// configuration adding one learner on the alive node with the lowest
+/// `load` (replicas it holds; missing = 0; ties: lowest node id) that holds
+/// no replica of the partition yet, under ballot + 1. `None` when the
+/// partition is full, has no live primary, or no node is free.
+pub fn guardian(
+    config: &PartitionConfig,
+    alive: &BTreeSet<NodeId>,
+    load: &BTreeMap<NodeId, usize>,
+    replica_count: usize,
+) -> Option<PartitionConfig> {
+    let primary = config.primary?;
+    if !alive.contains(&primary) {
+        return None;
+    }
+    let replicas = config.replicas();
+    if replicas.len() >= replica_count {
+        return None;
+    }
+    let chosen = alive
+        .iter()
+        .copied()
+        .filter(|node| !replicas.contains(node))
+        .min_by_key(|node| (load.get(node).copied().unwrap_or(0), *node))?;
+    let mut learners = config.learners.clone();
+    learners.push(chosen);
+    Some(next(
+        config,
+        config.primary,
+        config.secondaries.clone(),
+        learners,
+    ))
+}
+
+/// The configuration after replica `node` restarted (its replica lost its
+/// volatile state): it leaves its place like a dead node and comes back as
+/// a learner, which catches up from its own log first and then from the
+/// primary (no full copy when the primary's cache or log still reaches its
+/// commit point) — except when it is the only member, which it then keeps
+/// as primary under a new ballot: its durable log holds every acknowledged
+/// write (invariant **acked-on-every-log**). A restarted learner stays a
+/// learner under ballot + 1 (so that its recovered replica, which may have
+/// logged the old ballot, accepts the configuration).
 pub fn on_member_restarted(
     config: &PartitionConfig,
     reports: &BTreeMap<NodeId, ReplicaReport>,
     node: NodeId,
 ) -> Option<PartitionConfig> {
-    if !config.is_member(node) {
+    if !config.replicas().contains(&node) {
         return None;
     }
     if config.primary == Some(node) && config.secondaries.is_empty() {
-        return Some(next(config, Some(node), Vec::new()));
+        return Some(next(
+            config,
+            Some(node),
+            Vec::new(),
+            config.learners.clone(),
+        ));
     }
-    on_nodes_dead(config, reports, &BTreeSet::from([node]))
+    let without = on_nodes_dead(config, reports, &BTreeSet::from([node]))?;
+    let mut learners = without.learners.clone();
+    learners.push(node);
+    Some(next(config, without.primary, without.secondaries, learners))
 }
 
 /// `Some(new config)` at ballot + 1 when membership differs, else `None`.
@@ -123,26 +212,32 @@ fn changed(
     config: &PartitionConfig,
     primary: Option<NodeId>,
     secondaries: Vec<NodeId>,
+    learners: Vec<NodeId>,
 ) -> Option<PartitionConfig> {
-    if primary == config.primary && secondaries == config.secondaries {
+    if primary == config.primary && secondaries == config.secondaries && learners == config.learners
+    {
         return None;
     }
-    Some(next(config, primary, secondaries))
+    Some(next(config, primary, secondaries, learners))
 }
 
 fn next(
     config: &PartitionConfig,
     primary: Option<NodeId>,
     mut secondaries: Vec<NodeId>,
+    mut learners: Vec<NodeId>,
 ) -> PartitionConfig {
     secondaries.sort();
     secondaries.dedup();
-    assert!(primary.is_none_or(|p| !secondaries.contains(&p)));
+    learners.sort();
+    learners.dedup();
     let result = PartitionConfig {
         ballot: config.ballot + 1,
         primary,
         secondaries,
+        learners,
     };
+    assert!(result.is_well_formed());
     assert!(result.ballot > config.ballot, "ballot-monotonic");
     result
 }
@@ -152,10 +247,20 @@ mod tests {
     use super::*;
 
     fn config(ballot: Ballot, primary: u32, secondaries: &[u32]) -> PartitionConfig {
+        with_learners(ballot, primary, secondaries, &[])
+    }
+
+    fn with_learners(
+        ballot: Ballot,
+        primary: u32,
+        secondaries: &[u32],
+        learners: &[u32],
+    ) -> PartitionConfig {
         PartitionConfig {
             ballot,
             primary: Some(NodeId(primary)),
             secondaries: secondaries.iter().map(|n| NodeId(*n)).collect(),
+            learners: learners.iter().map(|n| NodeId(*n)).collect(),
         }
     }
 
@@ -248,14 +353,23 @@ mod tests {
         );
     }
 
-    // A restarted member leaves, except a sole primary, which is reinstated
-    // under a new ballot so that it re-prepares its tail.
+    // A restarted member comes back as a learner, except a sole primary,
+    // which is reinstated under a new ballot so that it re-prepares its
+    // tail; a restarted primary with secondaries is replaced first.
     #[test]
     fn restarted_member() {
         let reports = BTreeMap::new();
         assert_eq!(
             on_member_restarted(&config(4, 1, &[2, 3]), &reports, NodeId(2)),
-            Some(config(5, 1, &[3]))
+            Some(with_learners(5, 1, &[3], &[2]))
+        );
+        assert_eq!(
+            on_member_restarted(&config(4, 1, &[2, 3]), &reports, NodeId(1)),
+            Some(with_learners(5, 2, &[3], &[1]))
+        );
+        assert_eq!(
+            on_member_restarted(&with_learners(4, 1, &[2], &[3]), &reports, NodeId(3)),
+            Some(with_learners(5, 1, &[2], &[3]))
         );
         assert_eq!(
             on_member_restarted(&config(4, 1, &[]), &reports, NodeId(1)),
@@ -264,6 +378,74 @@ mod tests {
         assert_eq!(
             on_member_restarted(&config(4, 1, &[2]), &reports, NodeId(9)),
             None
+        );
+    }
+
+    // Dead learners are removed; a dead primary is never replaced by a
+    // learner (it may miss committed decrees).
+    #[test]
+    fn dead_learners_removed_never_promoted() {
+        let current = with_learners(4, 1, &[2], &[3]);
+        assert_eq!(
+            on_nodes_dead(&current, &BTreeMap::new(), &dead(&[3])),
+            Some(config(5, 1, &[2]))
+        );
+        assert_eq!(
+            on_nodes_dead(&current, &BTreeMap::new(), &dead(&[1])),
+            Some(with_learners(5, 2, &[], &[3]))
+        );
+        let sole = with_learners(4, 1, &[], &[3]);
+        assert_eq!(on_nodes_dead(&sole, &BTreeMap::new(), &dead(&[1])), None);
+    }
+
+    // The guardian adds one learner on the least-loaded alive non-member
+    // (ties: lowest id), only below the replica count and with a live
+    // primary.
+    #[test]
+    fn guardian_adds_least_loaded_learner() {
+        let alive = dead(&[1, 2, 3, 4, 5]);
+        let load = BTreeMap::from([(NodeId(3), 4), (NodeId(4), 1), (NodeId(5), 1)]);
+        assert_eq!(
+            guardian(&config(4, 1, &[2]), &alive, &load, 3),
+            Some(with_learners(5, 1, &[2], &[4]))
+        );
+        assert_eq!(guardian(&config(4, 1, &[2, 3]), &alive, &load, 3), None);
+        assert_eq!(
+            guardian(&with_learners(4, 1, &[2], &[4]), &alive, &load, 3),
+            None
+        );
+        assert_eq!(
+            guardian(&config(4, 1, &[2]), &dead(&[2, 3]), &load, 3),
+            None
+        );
+        assert_eq!(guardian(&config(4, 1, &[]), &dead(&[1]), &load, 3), None);
+    }
+
+    // The upgrade is honoured only from the primary at the current ballot
+    // for a learner; the learner becomes a secondary under ballot + 1.
+    #[test]
+    fn upgrade_request_checks() {
+        let current = with_learners(4, 1, &[3], &[2]);
+        assert_eq!(
+            on_upgrade_request(&current, NodeId(1), 4, NodeId(2)),
+            Ok(config(5, 1, &[2, 3]))
+        );
+        assert_eq!(
+            on_upgrade_request(&current, NodeId(1), 3, NodeId(2)),
+            Err(ReconfigError::StaleBallot { got: 3, current: 4 })
+        );
+        assert_eq!(
+            on_upgrade_request(&current, NodeId(3), 4, NodeId(2)),
+            Err(ReconfigError::NotPrimary { node: NodeId(3) })
+        );
+        assert_eq!(
+            on_upgrade_request(&current, NodeId(1), 4, NodeId(3)),
+            Err(ReconfigError::NotLearner { node: NodeId(3) })
+        );
+        // A caught-up learner can also be removed.
+        assert_eq!(
+            on_remove_request(&current, NodeId(1), 4, NodeId(2)),
+            Ok(config(5, 1, &[3]))
         );
     }
 

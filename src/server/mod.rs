@@ -230,6 +230,8 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
     if server.state.layout.is_cluster() {
         let pump = server.clone();
         glommio::spawn_local(async move { pump.state.durability_pump().await }).detach();
+        let copies = server.clone();
+        glommio::spawn_local(async move { copies.state.copy_pump().await }).detach();
         let ticker = server.clone();
         glommio::spawn_local(async move {
             while !ticker.stop.is_stopped() {

@@ -187,12 +187,79 @@ pub fn to_wire(message: &PeerMessage, from: &str, from_address: &str) -> PeerReq
             request.error = error;
             request.error_value = value;
         }
+        PeerMessage::LearnRequest {
+            ballot,
+            learner_committed,
+        } => {
+            request.kind = PeerKind::LearnRequest;
+            request.ballot = *ballot;
+            request.decree = *learner_committed;
+        }
+        PeerMessage::LearnResponse {
+            ballot,
+            committed_decree,
+            mutations,
+        } => {
+            request.kind = PeerKind::LearnResponse;
+            request.ballot = *ballot;
+            request.committed_decree = *committed_decree;
+            request.mutations = mutations.iter().map(wire_mutation).collect();
+        }
     }
     request
 }
 
-/// The core's form of a received peer message, or why it makes no sense.
-pub fn from_wire(request: PeerRequest) -> Result<PeerMessage, String> {
+/// One chunk of a copy of a primary's records (docs/replication.md,
+/// "Learning from a copy"): host business, never fed to the core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyChunk {
+    pub ballot: u64,
+    /// The decree the copy starts at (the primary's applied decree then).
+    pub decree: u64,
+    /// 0, 1, ... in order; a gap aborts the copy.
+    pub sequence: u64,
+    pub last: bool,
+    /// An encoded write batch of puts.
+    pub batch: Vec<u8>,
+}
+
+/// The wire form of a copy chunk.
+pub fn chunk_to_wire(chunk: CopyChunk, from: &str, from_address: &str) -> PeerRequest {
+    PeerRequest {
+        kind: PeerKind::CheckpointChunk,
+        from: from.to_owned(),
+        from_address: from_address.to_owned(),
+        ballot: chunk.ballot,
+        decree: chunk.decree,
+        committed_decree: chunk.sequence,
+        flag: chunk.last,
+        data: chunk.batch,
+        ..PeerRequest::default()
+    }
+}
+
+/// A received peer message: for the core, or a copy chunk for the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    Core(PeerMessage),
+    Chunk(CopyChunk),
+}
+
+/// What a received peer message is, or why it makes no sense.
+pub fn from_wire(request: PeerRequest) -> Result<Incoming, String> {
+    if request.kind == PeerKind::CheckpointChunk {
+        return Ok(Incoming::Chunk(CopyChunk {
+            ballot: request.ballot,
+            decree: request.decree,
+            sequence: request.committed_decree,
+            last: request.flag,
+            batch: request.data,
+        }));
+    }
+    core_message(request).map(Incoming::Core)
+}
+
+fn core_message(request: PeerRequest) -> Result<PeerMessage, String> {
     match request.kind {
         PeerKind::Prepare => {
             let mut mutations = request.mutations.into_iter();
@@ -224,7 +291,16 @@ pub fn from_wire(request: PeerRequest) -> Result<PeerMessage, String> {
                 result,
             })
         }
-        other => Err(format!("peer message kind {other:?} is not served yet")),
+        PeerKind::LearnRequest => Ok(PeerMessage::LearnRequest {
+            ballot: request.ballot,
+            learner_committed: request.decree,
+        }),
+        PeerKind::LearnResponse => Ok(PeerMessage::LearnResponse {
+            ballot: request.ballot,
+            committed_decree: request.committed_decree,
+            mutations: request.mutations.into_iter().map(core_mutation).collect(),
+        }),
+        PeerKind::CheckpointChunk => Err("a copy chunk is not a core message".to_owned()),
     }
 }
 
@@ -240,11 +316,27 @@ mod tests {
             committed_decree: 7,
             payload: b"batch".to_vec(),
         };
-        let mut messages = vec![PeerMessage::Prepare {
-            ballot: 3,
-            mutation,
-            committed_decree: 8,
-        }];
+        let mut messages = vec![
+            PeerMessage::Prepare {
+                ballot: 3,
+                mutation: mutation.clone(),
+                committed_decree: 8,
+            },
+            PeerMessage::LearnRequest {
+                ballot: 5,
+                learner_committed: 41,
+            },
+            PeerMessage::LearnResponse {
+                ballot: 5,
+                committed_decree: 9,
+                mutations: vec![mutation.clone(), mutation],
+            },
+            PeerMessage::LearnResponse {
+                ballot: 6,
+                committed_decree: 0,
+                mutations: Vec::new(),
+            },
+        ];
         for result in [
             Ok(()),
             Err(PrepareError::StaleBallot { ballot: 5 }),
@@ -261,8 +353,17 @@ mod tests {
         for message in messages {
             let wire = to_wire(&message, "127.0.0.1:1", "127.0.0.1:2");
             assert_eq!(wire.from, "127.0.0.1:1");
-            assert_eq!(from_wire(wire).unwrap(), message);
+            assert_eq!(from_wire(wire).unwrap(), Incoming::Core(message));
         }
+        let chunk = CopyChunk {
+            ballot: 7,
+            decree: 1234,
+            sequence: 3,
+            last: true,
+            batch: b"puts".to_vec(),
+        };
+        let wire = chunk_to_wire(chunk.clone(), "a", "b");
+        assert_eq!(from_wire(wire).unwrap(), Incoming::Chunk(chunk));
     }
 
     #[test]
@@ -273,7 +374,10 @@ mod tests {
             ..PeerRequest::default()
         };
         assert!(from_wire(two).is_err());
-        let none = PeerRequest::default();
+        let none = PeerRequest {
+            kind: PeerKind::Prepare,
+            ..PeerRequest::default()
+        };
         assert!(from_wire(none).is_err());
         let bad_code = PeerRequest {
             kind: PeerKind::PrepareAck,

@@ -428,6 +428,20 @@ fn open_replica(
             })?;
     }
     let engine = RocksEngine::open(&dir.join("rdb"), storage)?;
+    let marker = dir.join(replicated::COPY_MARKER_FILE);
+    if marker.exists() {
+        // A copy from a primary was being installed when the node stopped:
+        // the records are partial. Start empty; the replica learns again.
+        crate::storage::copy::clear(&engine)?;
+        let mut reset = WriteBatch::new();
+        reset.set_decree(0);
+        engine.write(&reset)?;
+        engine.flush()?;
+        std::fs::remove_file(&marker).map_err(|error| {
+            storage_error(format!("cannot remove {}: {error}", marker.display()))
+        })?;
+        tracing::warn!(path = %dir.display(), "dropped a partly installed copy");
+    }
     let decree = engine.applied_decree()?;
     Ok(Replica {
         meta: meta.clone(),

@@ -38,6 +38,8 @@ pub struct ClusterOptions {
     pub shards: usize,
     /// Meta's `hold_seconds` (its default of 7 days when `None`).
     pub hold_seconds: Option<u64>,
+    /// Extra lines for the nodes' `tuning/default.toml`.
+    pub tuning: String,
 }
 
 impl Default for ClusterOptions {
@@ -46,6 +48,7 @@ impl Default for ClusterOptions {
             nodes: 3,
             shards: 1,
             hold_seconds: None,
+            tuning: String::new(),
         }
     }
 }
@@ -168,7 +171,10 @@ impl Cluster {
         std::fs::create_dir_all(dir.path().join("tuning")).unwrap();
         std::fs::write(
             dir.path().join("tuning/default.toml"),
-            "block_cache_bytes = 8_388_608\nwrite_buffer_bytes = 8_388_608\ncompaction_threads = 1\n",
+            format!(
+                "block_cache_bytes = 8_388_608\nwrite_buffer_bytes = 8_388_608\ncompaction_threads = 1\n{}",
+                options.tuning
+            ),
         )
         .unwrap();
         // Release the ports just before the processes bind them.

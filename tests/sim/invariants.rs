@@ -62,6 +62,23 @@ impl Invariants {
         }
     }
 
+    /// A learner installed a checkpoint at `decree`: only committed state
+    /// may be shipped.
+    pub fn on_checkpoint(
+        &mut self,
+        pid: PartitionId,
+        node: NodeId,
+        decree: Decree,
+    ) -> Result<(), String> {
+        let known = self.committed.get(&pid).map_or(0, Vec::len) as Decree;
+        if decree > known {
+            return Err(format!(
+                "checkpoint-committed-only: {node} installed p{pid} at {decree}, only {known} committed"
+            ));
+        }
+        Ok(())
+    }
+
     /// A client was told its write committed at `decree`.
     pub fn on_acked(&mut self, pid: PartitionId, decree: Decree) -> Result<(), String> {
         let known = self
@@ -85,6 +102,37 @@ impl Invariants {
         replicas: impl Iterator<Item = (ReplicaKey, &'a ReplicaCore)>,
     ) -> Result<(), String> {
         let mut serving: BTreeMap<PartitionId, NodeId> = BTreeMap::new();
+        let replicas: Vec<(ReplicaKey, &ReplicaCore)> = replicas.collect();
+        for ((node, _, pid), core) in &replicas {
+            // **secondary-holds-committed**: a secondary of a primary at the
+            // same ballot holds (applied, or durable in its window without
+            // a gap) every decree that primary committed. A promoted learner
+            // must too, from the moment it is a secondary: what it learned
+            // reaches where it caught up, and everything committed since
+            // needed its ack.
+            if core.role() != Role::Secondary {
+                continue;
+            }
+            let Some(primary) = core.config().primary.and_then(|p| {
+                replicas
+                    .iter()
+                    .find(|((n, _, q), c)| *n == p && q == pid && c.role() == Role::Primary)
+                    .map(|(_, c)| *c)
+            }) else {
+                continue;
+            };
+            if primary.ballot() == core.ballot()
+                && primary.config().secondaries.contains(node)
+                && core.last_prepared() < primary.last_committed()
+            {
+                return Err(format!(
+                    "secondary-holds-committed: {node} p{pid} holds up to {} at ballot {} but its primary committed {}",
+                    core.last_prepared(),
+                    core.ballot(),
+                    primary.last_committed()
+                ));
+            }
+        }
         for (key @ (node, _, pid), core) in replicas {
             let ballot = core.ballot();
             let last = self.ballots.insert(key, ballot).unwrap_or(0);

@@ -10,6 +10,9 @@ use markab::replication::reconfig::{self, ReplicaReport};
 
 use super::model::PartitionId;
 
+/// Replicas per partition (the table's replica count).
+pub const REPLICAS: usize = 3;
+
 /// What meta knows of one node.
 #[derive(Clone, Debug)]
 struct NodeRecord {
@@ -107,15 +110,39 @@ impl SimMeta {
         let configs = self
             .configs
             .iter()
-            .filter(|(pid, config)| reported.contains(pid) || config.is_member(node))
+            .filter(|(pid, config)| reported.contains(pid) || config.replicas().contains(&node))
             .map(|(pid, config)| (*pid, config.clone()))
             .collect();
         (changes, Some(configs))
     }
 
     /// Declares nodes silent for longer than the grace dead and removes or
-    /// replaces them.
+    /// replaces them; then the guardian adds a learner to every partition
+    /// below three replicas.
     pub fn on_tick(&mut self, now_ms: u64) -> Vec<Change> {
+        let mut changes = self.remove_dead(now_ms);
+        let alive: BTreeSet<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, record)| !record.dead)
+            .map(|(node, _)| *node)
+            .collect();
+        let pids: Vec<PartitionId> = self.configs.keys().copied().collect();
+        for pid in pids {
+            let mut load: BTreeMap<NodeId, usize> = BTreeMap::new();
+            for config in self.configs.values() {
+                for node in config.replicas() {
+                    *load.entry(node).or_default() += 1;
+                }
+            }
+            if let Some(new) = reconfig::guardian(&self.configs[&pid], &alive, &load, REPLICAS) {
+                changes.push(self.persist(now_ms, pid, new));
+            }
+        }
+        changes
+    }
+
+    fn remove_dead(&mut self, now_ms: u64) -> Vec<Change> {
         let grace_ms = self.settings.grace_ms;
         for record in self.nodes.values_mut() {
             if !record.dead && now_ms > record.last_beacon_ms + grace_ms {
@@ -156,12 +183,27 @@ impl SimMeta {
         Some(self.persist(now_ms, pid, new))
     }
 
+    /// The primary `requester` asks to promote learner `node`.
+    pub fn on_upgrade_request(
+        &mut self,
+        requester: NodeId,
+        pid: PartitionId,
+        ballot: Ballot,
+        node: NodeId,
+        now_ms: u64,
+    ) -> Option<Change> {
+        let config = self.configs.get(&pid)?;
+        let new = reconfig::on_upgrade_request(config, requester, ballot, node).ok()?;
+        Some(self.persist(now_ms, pid, new))
+    }
+
     /// Persists `new` (the meta log), then makes it current.
     fn persist(&mut self, now_ms: u64, pid: PartitionId, new: PartitionConfig) -> Change {
         let old = self.configs.get(&pid).cloned().unwrap_or(PartitionConfig {
             ballot: 0,
             primary: None,
             secondaries: Vec::new(),
+            learners: Vec::new(),
         });
         assert!(new.ballot > old.ballot, "meta's ballots only grow");
         self.persisted.push((now_ms, pid, new.clone()));

@@ -24,6 +24,12 @@ pub struct SeedReport {
     pub reconfigurations: usize,
     pub final_reads: usize,
     pub promotions: u32,
+    /// Learners promoted to secondary.
+    pub learner_promotions: u32,
+    /// Learners answered from a primary's log.
+    pub log_learns: u32,
+    /// Checkpoints installed by learners.
+    pub checkpoint_installs: u32,
     /// The checker ran out of budget (no verdict).
     pub check_inconclusive: bool,
     /// A hash of the whole recorded history: equal runs give equal hashes.
@@ -72,6 +78,9 @@ pub fn run_seed(seed: u64, verbose: bool) -> Result<SeedReport, String> {
         reconfigurations: summary.reconfigurations,
         final_reads: summary.final_reads,
         promotions: summary.promotions,
+        learner_promotions: summary.learner_promotions,
+        log_learns: summary.log_learns,
+        checkpoint_installs: summary.checkpoint_installs,
         check_inconclusive,
         history_hash: invariants::payload_hash(format!("{:?}", summary.history).as_bytes()),
     })

@@ -1,6 +1,8 @@
 //! The simulated world's vocabulary: addresses, messages, events, the
 //! simulated log, and the fault settings drawn per seed.
 
+use std::collections::BTreeMap;
+
 use markab::check::KvInput;
 use markab::replication::messages::{
     Ballot, Decree, Mutation, NodeId, PartitionConfig, PeerMessage,
@@ -54,6 +56,21 @@ pub enum Msg {
         pid: PartitionId,
         ballot: Ballot,
         node: NodeId,
+    },
+    UpgradeLearner {
+        pid: PartitionId,
+        ballot: Ballot,
+        node: NodeId,
+    },
+    /// A primary's applied state at `decree`, sent to a learner whose gap
+    /// its cache and log do not cover (a real host streams a RocksDB
+    /// checkpoint in bounded chunks; here it is one message, delayed by
+    /// its size).
+    Checkpoint {
+        pid: PartitionId,
+        ballot: Ballot,
+        decree: Decree,
+        records: BTreeMap<Vec<u8>, Vec<u8>>,
     },
     Request {
         op: u64,
@@ -125,6 +142,45 @@ impl SimLog {
     pub fn crash(&mut self, now_ms: u64) {
         self.records.retain(|(_, at)| *at <= now_ms);
     }
+
+    /// Forgets every record at or below `decree` (covered by a checkpoint).
+    pub fn truncate(&mut self, decree: Decree) {
+        self.records
+            .retain(|(mutation, _)| mutation.decree > decree);
+    }
+
+    /// The committed mutations `from..=to` as recovery would read them (a
+    /// later record of a decree replaces one of a lower or equal ballot),
+    /// or `None` when some decree is missing (truncated or never logged).
+    pub fn read_range(&self, from: Decree, to: Decree) -> Option<Vec<Mutation>> {
+        if from > to {
+            return Some(Vec::new());
+        }
+        let mut latest: BTreeMap<Decree, &Mutation> = BTreeMap::new();
+        for (mutation, _) in &self.records {
+            if mutation.decree < from || mutation.decree > to {
+                continue;
+            }
+            let replaces = latest
+                .get(&mutation.decree)
+                .is_none_or(|held| held.ballot <= mutation.ballot);
+            if replaces {
+                latest.insert(mutation.decree, mutation);
+            }
+        }
+        if latest.len() as u64 != to - from + 1 {
+            return None;
+        }
+        Some(latest.into_values().cloned().collect())
+    }
+}
+
+/// A replica's checkpoint on a simulated disk: its applied state at
+/// `decree` (written at once, so always durable).
+#[derive(Clone, Debug, Default)]
+pub struct SimCheckpoint {
+    pub decree: Decree,
+    pub records: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 /// Per-seed shape of the world and its faults.
@@ -143,6 +199,9 @@ pub struct SimSettings {
     pub crash_per_mille: u32,
     /// Chance per fault tick of cutting a link, per mille.
     pub cut_per_mille: u32,
+    /// Chance per fault tick that a node checkpoints one replica and drops
+    /// its log records below (forcing checkpoint learning), per mille.
+    pub compact_per_mille: u32,
     pub client_timeout_ms: u64,
 }
 

@@ -9,7 +9,7 @@ use markab::replication::messages::{NodeId, Token};
 use markab::storage::{MemoryEngine, Partition};
 use markab::wire::message::{Request, ResponseBody};
 
-use super::model::{PartitionId, SimLog};
+use super::model::{PartitionId, SimCheckpoint, SimLog};
 
 /// A client request waiting for its replica's answer.
 pub struct Pending {
@@ -40,5 +40,8 @@ pub struct SimNode {
     pub replicas: BTreeMap<PartitionId, Hosted>,
     /// The disk: survives crashes (durable prefix only).
     pub logs: BTreeMap<PartitionId, SimLog>,
+    /// The disk: each replica's last checkpoint (its log holds nothing at
+    /// or below it).
+    pub checkpoints: BTreeMap<PartitionId, SimCheckpoint>,
     pub next_token: Token,
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use markab::replication::config::ReplicationSettings;
 use markab::replication::core::ReplicaCore;
 use markab::replication::messages::{
-    Input, MetaRequest, NodeId, Output, PartitionConfig, Role, WriteError,
+    Ballot, Decree, Input, MetaRequest, NodeId, Output, PartitionConfig, Role, WriteError,
 };
 use markab::replication::reconfig::ReplicaReport;
 use markab::storage::{MemoryEngine, Partition, StorageLimits, WriteBatch};
@@ -18,8 +18,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::invariants::Invariants;
-use super::meta::{Change, SimMeta};
-use super::model::{Addr, Event, Msg, PartitionId, Recorded, Reply, SimLog, SimSettings};
+use super::meta::{Change, SimMeta, REPLICAS};
+use super::model::{
+    Addr, Event, Msg, PartitionId, Recorded, Reply, SimCheckpoint, SimLog, SimSettings,
+};
 use super::node::{Hosted, Pending, SimNode};
 
 mod client;
@@ -48,8 +50,14 @@ pub struct RunSummary {
     pub crashes: u32,
     pub reconfigurations: usize,
     pub final_reads: usize,
-    /// Replicas that became primary after the first configuration.
+    /// Times a partition's primary moved to another node.
     pub promotions: u32,
+    /// Learners promoted to secondary.
+    pub learner_promotions: u32,
+    /// Learners answered from the primary's log (`LearnFromStorage`).
+    pub log_learns: u32,
+    /// Checkpoints installed by learners.
+    pub checkpoint_installs: u32,
 }
 
 pub struct World {
@@ -72,6 +80,11 @@ pub struct World {
     verbose: bool,
     crashes: u32,
     promotions: u32,
+    /// The node that last became primary of each partition.
+    last_primary: BTreeMap<PartitionId, NodeId>,
+    learner_promotions: u32,
+    log_learns: u32,
+    checkpoint_installs: u32,
     /// Sub-millisecond order of history timestamps.
     history_tick: u64,
 }
@@ -90,6 +103,7 @@ impl World {
             delay_max_ms: rng.random_range(1..=10),
             crash_per_mille: [0, 50, 150][rng.random_range(0..3)],
             cut_per_mille: [0, 50, 150][rng.random_range(0..3)],
+            compact_per_mille: 0,
             client_timeout_ms: 1_000,
         };
         let replication = if rng.random_bool(0.5) {
@@ -97,6 +111,8 @@ impl World {
         } else {
             random_settings(&mut rng)
         };
+        let mut settings = settings;
+        settings.compact_per_mille = [0, 100, 300][rng.random_range(0..3)];
         replication.validate().expect("drawn settings are valid");
         let ids: Vec<NodeId> = (1..=nodes_count).map(NodeId).collect();
         let mut configs = BTreeMap::new();
@@ -110,6 +126,7 @@ impl World {
                     started_ms: 0,
                     replicas: BTreeMap::new(),
                     logs: BTreeMap::new(),
+                    checkpoints: BTreeMap::new(),
                     next_token: 1,
                 };
                 (*id, node)
@@ -127,6 +144,7 @@ impl World {
                     ballot: 1,
                     primary: Some(members[0]),
                     secondaries,
+                    learners: Vec::new(),
                 },
             );
             for member in members {
@@ -136,6 +154,12 @@ impl World {
                 node.logs.insert(pid, SimLog::default());
             }
         }
+        let last_primary = configs
+            .iter()
+            .filter_map(|(pid, config): (&PartitionId, &PartitionConfig)| {
+                Some((*pid, config.primary?))
+            })
+            .collect();
         let meta = SimMeta::new(replication, &ids, configs);
         let clients = (0..settings.clients)
             .map(|_| SimClient {
@@ -162,6 +186,10 @@ impl World {
             verbose,
             crashes: 0,
             promotions: 0,
+            last_primary,
+            learner_promotions: 0,
+            log_learns: 0,
+            checkpoint_installs: 0,
             history_tick: 0,
         };
         world.note(format!(
@@ -227,6 +255,9 @@ impl World {
                 return Err(self.failure(violation));
             }
         }
+        if let Err(violation) = self.check_replica_counts() {
+            return Err(self.failure(violation));
+        }
         let final_reads = match self.final_reads() {
             Ok(count) => count,
             Err(violation) => return Err(self.failure(violation)),
@@ -246,7 +277,35 @@ impl World {
             reconfigurations: self.meta.persisted.len(),
             final_reads,
             promotions: self.promotions,
+            learner_promotions: self.learner_promotions,
+            log_learns: self.log_learns,
+            checkpoint_installs: self.checkpoint_installs,
         })
+    }
+
+    /// **replica-count-restored**: after the quiet period, with at least
+    /// three nodes alive, every partition is back to a primary and two
+    /// secondaries, with no learner left (the guardian re-added what
+    /// crashes and removals took, and the learners were promoted).
+    fn check_replica_counts(&self) -> Result<(), String> {
+        let alive = self.nodes.values().filter(|node| node.alive).count();
+        if alive < REPLICAS {
+            return Ok(());
+        }
+        for (pid, config) in self.meta.configs() {
+            let primary_alive = config
+                .primary
+                .is_some_and(|primary| self.nodes[&primary].alive);
+            if !primary_alive
+                || config.secondaries.len() + 1 != REPLICAS
+                || !config.learners.is_empty()
+            {
+                return Err(format!(
+                    "replica-count-restored: p{pid} ends at {config:?} with {alive} nodes alive"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn failure(&self, violation: String) -> String {
@@ -271,6 +330,18 @@ impl World {
     }
 
     fn check(&mut self) -> Result<(), String> {
+        for node in self.nodes.values().filter(|node| node.alive) {
+            for (pid, hosted) in &node.replicas {
+                if hosted.applied != hosted.core.last_committed() {
+                    return Err(format!(
+                        "host-applied-matches-core: {} p{pid} applied {} but the core committed {}",
+                        node.id,
+                        hosted.applied,
+                        hosted.core.last_committed()
+                    ));
+                }
+            }
+        }
         let now_ms = self.now_ms;
         let replicas = self
             .nodes
@@ -295,6 +366,11 @@ impl World {
     }
 
     fn send(&mut self, from: Addr, to: Addr, msg: Msg) {
+        self.send_after(from, to, msg, 0);
+    }
+
+    /// [`World::send`] with `extra_ms` more delay (a large transfer).
+    fn send_after(&mut self, from: Addr, to: Addr, msg: Msg, extra_ms: u64) {
         let cut = self
             .cuts
             .get(&Self::link(from, to))
@@ -306,7 +382,7 @@ impl World {
             }
             return;
         }
-        let mut delay_ms = self.rng.random_range(1..=self.settings.delay_max_ms);
+        let mut delay_ms = extra_ms + self.rng.random_range(1..=self.settings.delay_max_ms);
         if self.rng.random_range(0..100) < 5 {
             delay_ms += self.rng.random_range(0..50);
         }
@@ -457,6 +533,19 @@ impl World {
                     self.announce(vec![change]);
                 }
             }
+            Msg::UpgradeLearner {
+                pid,
+                ballot,
+                node: learner,
+            } => {
+                if let Some(change) =
+                    self.meta
+                        .on_upgrade_request(node, pid, ballot, learner, self.now_ms)
+                {
+                    self.learner_promotions += 1;
+                    self.announce(vec![change]);
+                }
+            }
             _ => {}
         }
     }
@@ -466,8 +555,8 @@ impl World {
     fn announce(&mut self, changes: Vec<Change>) {
         for (pid, old, new) in changes {
             self.note(format!("meta p{pid}: {old:?} -> {new:?}"));
-            let mut targets = old.members();
-            targets.extend(new.members());
+            let mut targets = old.replicas();
+            targets.extend(new.replicas());
             targets.sort();
             targets.dedup();
             for node in targets {
@@ -498,12 +587,16 @@ impl World {
                     },
                 )
             }
-            Msg::Config { pid, config } => self.feed(node, pid, Input::Config(config)),
+            Msg::Config { pid, config } => {
+                self.ensure_hosted(node, pid, &config);
+                self.feed(node, pid, Input::Config(config))
+            }
             Msg::BeaconAck { sent_ms, configs } => {
                 if sent_ms < self.nodes[&node].started_ms {
                     return Ok(());
                 }
                 for (pid, config) in configs {
+                    self.ensure_hosted(node, pid, &config);
                     self.feed(node, pid, Input::Config(config))?;
                 }
                 let until_ms = sent_ms + self.replication.lease_ms;
@@ -519,8 +612,113 @@ impl World {
                 };
                 self.client_request(node, client, op, pid, request)
             }
+            Msg::Checkpoint {
+                pid,
+                ballot,
+                decree,
+                records,
+            } => self.install_checkpoint(node, pid, ballot, decree, records),
             _ => Ok(()),
         }
+    }
+
+    /// A node named in a configuration it hosts no replica for (a learner
+    /// the guardian placed there) starts an empty one.
+    fn ensure_hosted(&mut self, node: NodeId, pid: PartitionId, config: &PartitionConfig) {
+        let replication = self.replication;
+        let held = self.nodes.get_mut(&node).expect("node");
+        if held.replicas.contains_key(&pid) || !config.replicas().contains(&node) {
+            return;
+        }
+        let core = ReplicaCore::new(gpid(pid), node, replication).expect("settings");
+        held.replicas.insert(pid, hosted(core));
+        held.logs.entry(pid).or_default();
+        self.note(format!("{node} p{pid} hosts a new replica"));
+    }
+
+    /// Learner host: installs a primary's checkpoint (durably: the sim
+    /// disk keeps it, and the log below it is dropped), then tells the core.
+    fn install_checkpoint(
+        &mut self,
+        node: NodeId,
+        pid: PartitionId,
+        ballot: Ballot,
+        decree: Decree,
+        records: BTreeMap<Vec<u8>, Vec<u8>>,
+    ) -> Result<(), String> {
+        let held = self.nodes.get_mut(&node).expect("node");
+        let Some(hosted) = held.replicas.get_mut(&pid) else {
+            return Ok(());
+        };
+        if !hosted.core.accepts_checkpoint(ballot, decree) {
+            return Ok(());
+        }
+        hosted.partition = Partition::new(
+            MemoryEngine::from_snapshot(records.clone(), decree as i64),
+            StorageLimits::default(),
+        );
+        hosted.applied = decree;
+        held.checkpoints
+            .insert(pid, SimCheckpoint { decree, records });
+        held.logs.get_mut(&pid).expect("log").truncate(decree);
+        self.checkpoint_installs += 1;
+        self.invariants.on_checkpoint(pid, node, decree)?;
+        self.note(format!("{node} p{pid} installed a checkpoint at {decree}"));
+        self.feed(node, pid, Input::CheckpointInstalled { ballot, decree })
+    }
+
+    /// Primary host: answers a learner its cache could not from the log
+    /// when the log still holds every decree it misses, else with a
+    /// checkpoint of the applied state.
+    fn learn_from_storage(
+        &mut self,
+        node: NodeId,
+        pid: PartitionId,
+        to: NodeId,
+        ballot: Ballot,
+        learner_committed: Decree,
+    ) -> Result<(), String> {
+        let held = &self.nodes[&node];
+        let hosted = &held.replicas[&pid];
+        let committed = hosted.core.last_committed();
+        let from_log = held.logs[&pid].read_range(learner_committed + 1, committed);
+        let msg = match from_log {
+            Some(mutations) => {
+                self.log_learns += 1;
+                Msg::Peer {
+                    pid,
+                    message: hosted.core.learn_response(mutations),
+                }
+            }
+            None => {
+                let (records, _) = hosted
+                    .partition
+                    .engine()
+                    .snapshot()
+                    .ok_or("snapshot during a scan")?;
+                Msg::Checkpoint {
+                    pid,
+                    ballot,
+                    decree: committed,
+                    records,
+                }
+            }
+        };
+        let extra_ms = match &msg {
+            // Streamed in bounded, rate-limited chunks: 1 ms per 16 records.
+            Msg::Checkpoint { records, .. } => records.len() as u64 / 16,
+            _ => 0,
+        };
+        let source = if matches!(msg, Msg::Checkpoint { .. }) {
+            "checkpoint"
+        } else {
+            "log"
+        };
+        self.note(format!(
+            "{node} p{pid}: {to} learns from the {source} above {learner_committed}"
+        ));
+        self.send_after(Addr::Node(node), Addr::Node(to), msg, extra_ms);
+        Ok(())
     }
 
     fn client_request(
@@ -615,7 +813,9 @@ impl World {
             Output::RoleChanged { role, ballot } => {
                 if role == Role::Primary {
                     hosted.partition.discard_staged();
-                    if ballot > 1 {
+                    // A primary kept under a new ballot (a learner added or
+                    // promoted) is not a primary change.
+                    if ballot > 1 && self.last_primary.insert(pid, node) != Some(node) {
                         self.promotions += 1;
                     }
                 }
@@ -690,6 +890,28 @@ impl World {
                 };
                 self.send(Addr::Node(node), Addr::Client(pending.client), msg);
             }
+            Output::LearnFromStorage {
+                to,
+                ballot,
+                learner_committed,
+            } => {
+                self.learn_from_storage(node, pid, to, ballot, learner_committed)?;
+            }
+            Output::ToMeta(MetaRequest::UpgradeLearner {
+                ballot,
+                node: learner,
+            }) => {
+                self.note(format!("{node} p{pid} asks meta to promote {learner}"));
+                self.send(
+                    Addr::Node(node),
+                    Addr::Meta,
+                    Msg::UpgradeLearner {
+                        pid,
+                        ballot,
+                        node: learner,
+                    },
+                );
+            }
             Output::ToMeta(MetaRequest::RemoveSecondary {
                 ballot,
                 node: removed,
@@ -731,6 +953,10 @@ impl World {
             let back_ms = self.now_ms + self.rng.random_range(100..=1_500);
             self.schedule(back_ms, Event::Restart { node });
         }
+        if self.rng.random_range(0..1000) < self.settings.compact_per_mille {
+            let node = alive[self.rng.random_range(0..alive.len())];
+            self.compact(node);
+        }
         if self.rng.random_range(0..1000) < self.settings.cut_per_mille {
             let mut ends: Vec<Addr> = vec![Addr::Meta];
             ends.extend(self.nodes.keys().map(|id| Addr::Node(*id)));
@@ -742,6 +968,32 @@ impl World {
                 self.cuts.insert(Self::link(a, b), until_ms);
             }
         }
+    }
+
+    /// `node` checkpoints one of its replicas at its applied decree and
+    /// forgets the log records at or below it (log truncation), so that a
+    /// learner further behind needs a checkpoint.
+    fn compact(&mut self, node: NodeId) {
+        let held = self.nodes.get_mut(&node).expect("node");
+        let pids: Vec<PartitionId> = held.replicas.keys().copied().collect();
+        if pids.is_empty() {
+            return;
+        }
+        let pid = pids[self.rng.random_range(0..pids.len())];
+        let hosted = &held.replicas[&pid];
+        let decree = hosted.applied;
+        let Some((records, _)) = hosted.partition.engine().snapshot() else {
+            return;
+        };
+        if decree == 0 {
+            return;
+        }
+        held.checkpoints
+            .insert(pid, SimCheckpoint { decree, records });
+        held.logs.get_mut(&pid).expect("log").truncate(decree);
+        self.note(format!(
+            "{node} p{pid} checkpoints at {decree}, log truncated"
+        ));
     }
 
     fn crash(&mut self, node: NodeId) {
@@ -767,9 +1019,22 @@ impl World {
         let mut replays = Vec::new();
         for (pid, log) in &held.logs {
             let records = log.records.iter().map(|(mutation, _)| mutation.clone());
-            let (core, replay) = ReplicaCore::recover(gpid(*pid), node, replication, 0, records)
-                .map_err(|e| format!("recover: {e}"))?;
+            let (engine, applied) = match held.checkpoints.get(pid) {
+                Some(checkpoint) => (
+                    MemoryEngine::from_snapshot(
+                        checkpoint.records.clone(),
+                        checkpoint.decree as i64,
+                    ),
+                    checkpoint.decree,
+                ),
+                None => (MemoryEngine::new(), 0),
+            };
+            let (core, replay) =
+                ReplicaCore::recover(gpid(*pid), node, replication, applied, records)
+                    .map_err(|e| format!("recover: {e}"))?;
             let mut hosted = hosted(core);
+            hosted.partition = Partition::new(engine, StorageLimits::default());
+            hosted.applied = applied;
             for mutation in &replay {
                 apply(&hosted.partition, mutation)?;
                 hosted.applied = mutation.decree;
@@ -802,6 +1067,8 @@ fn random_settings(rng: &mut StdRng) -> ReplicationSettings {
         idle_commit_push_ms: rng.random_range(5..=30),
         prepare_resend_ms,
         prepare_timeout_ms: prepare_resend_ms + rng.random_range(50..=400),
+        learn_cache_max: rng.random_range(1..=32),
+        learn_retry_ms: rng.random_range(50..=500),
     }
 }
 

@@ -17,14 +17,14 @@
 //! `Apply` (written to RocksDB) and `WriteReply`, which answers the client.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use futures::channel::oneshot;
-use markab_shards::log::{LogPosition, RecordHeader};
+use markab_shards::log::{read_stream, LogPosition, RecordHeader};
 use markab_wire::{
     ErrorCode, Gpid, OpError, PeerRequest, ReplicaAssignment, ReplicaRole, Request, Response,
     ResponseBody,
@@ -33,11 +33,11 @@ use markab_wire::{
 use crate::replication::config::ReplicationSettings;
 use crate::replication::core::ReplicaCore;
 use crate::replication::messages::{
-    Ballot, Decree, Input, MetaRequest, Mutation, NodeId, Output, PartitionConfig, Role, Token,
-    WriteError,
+    Ballot, Decree, Input, MetaRequest, Mutation, NodeId, Output, PartitionConfig, PeerMessage,
+    Role, Token, WriteError,
 };
-use crate::server::peer::{self, PeerLinks};
-use crate::storage::WriteBatch;
+use crate::server::peer::{self, CopyChunk, Incoming, PeerLinks};
+use crate::storage::{copy, StorageEngine, WriteBatch};
 
 use super::{Replica, ShardState};
 
@@ -80,6 +80,18 @@ pub fn mutation_of_record(header: &RecordHeader, payload: &[u8]) -> Result<Mutat
         payload: batch.to_vec(),
     })
 }
+
+/// Most payload bytes of mutations one LearnResponse from the log carries;
+/// the learner asks again for the rest.
+const LEARN_RESPONSE_BYTES_MAX: usize = 512 * 1024;
+/// Bytes of records per chunk of a copy to a learner.
+const COPY_CHUNK_BYTES: usize = 256 * 1024;
+/// Rate limit of one shard's copies to learners (bytes per second), so a
+/// copy does not starve the shard's clients or the disk.
+const COPY_BYTES_PER_SECOND: u64 = 64 * 1024 * 1024;
+/// Marker file in a replica directory while a copy is being installed: a
+/// replica found with it on open holds a partial copy and starts empty.
+pub const COPY_MARKER_FILE: &str = "copy-in-progress";
 
 /// The write batch a mutation carries (the empty write carries none).
 fn batch_of(mutation: &Mutation) -> Result<WriteBatch, OpError> {
@@ -125,12 +137,22 @@ pub struct Waiting {
     reply: oneshot::Sender<Response>,
 }
 
+/// A copy a learner is receiving.
+#[derive(Clone, Copy, Debug)]
+struct IncomingCopy {
+    ballot: Ballot,
+    decree: Decree,
+    next_sequence: u64,
+}
+
 /// A replica's replication state on its shard.
 pub struct ReplicaHost {
     pub core: RefCell<ReplicaCore>,
     waiting: RefCell<HashMap<Token, Waiting>>,
     /// The listener address of each member's shard hosting the partition.
     addresses: RefCell<HashMap<NodeId, String>>,
+    /// Learner: the copy being installed, if any.
+    incoming: RefCell<Option<IncomingCopy>>,
 }
 
 impl ReplicaHost {
@@ -139,6 +161,7 @@ impl ReplicaHost {
             core: RefCell::new(core),
             waiting: RefCell::new(HashMap::new()),
             addresses: RefCell::new(HashMap::new()),
+            incoming: RefCell::new(None),
         }
     }
 
@@ -170,6 +193,12 @@ pub struct Replication {
     pump_wake: RefCell<Option<oneshot::Sender<()>>>,
     /// The lease last fed to the cores.
     lease_fed: Cell<u64>,
+    /// Copies to learners waiting for the copy pump: (partition, learner, ballot).
+    copies: RefCell<VecDeque<(Gpid, NodeId, Ballot)>>,
+    /// Copies queued or running, so a learner's retries start no second one.
+    copies_active: RefCell<HashSet<(Gpid, NodeId)>>,
+    /// Wakes the copy pump.
+    copy_wake: RefCell<Option<oneshot::Sender<()>>>,
 }
 
 impl Replication {
@@ -184,6 +213,9 @@ impl Replication {
             appended: RefCell::new(VecDeque::new()),
             pump_wake: RefCell::new(None),
             lease_fed: Cell::new(0),
+            copies: RefCell::new(VecDeque::new()),
+            copies_active: RefCell::new(HashSet::new()),
+            copy_wake: RefCell::new(None),
         }
     }
 
@@ -279,13 +311,9 @@ impl ShardState {
                 }
             }
             Output::Send { to, message } => {
-                let Some(address) = host.addresses.borrow().get(&to).cloned() else {
-                    tracing::debug!(node = %replication.name(to), "no address for a peer");
-                    return;
-                };
                 let request =
                     peer::to_wire(&message, &replication.node_name, &replication.shard_address);
-                replication.links.send(&address, gpid, request);
+                self.send_peer(gpid, host, to, request);
             }
             Output::Apply(mutation) => {
                 let result = batch_of(&mutation).and_then(|batch| replica.partition.apply(&batch));
@@ -310,9 +338,19 @@ impl ShardState {
                 }
             }
             Output::ReadReply { .. } => {}
+            Output::LearnFromStorage {
+                to,
+                ballot,
+                learner_committed,
+            } => self.learn_from_storage(gpid, host, to, ballot, learner_committed),
             Output::ToMeta(request) => {
                 let request = match request {
                     MetaRequest::RemoveSecondary { ballot, node } => Request::RemoveSecondary {
+                        gpid,
+                        ballot: ballot as i64,
+                        node: replication.name(node),
+                    },
+                    MetaRequest::UpgradeLearner { ballot, node } => Request::UpgradeLearner {
                         gpid,
                         ballot: ballot as i64,
                         node: replication.name(node),
@@ -446,7 +484,8 @@ impl ShardState {
                 .insert(from, request.from_address.clone());
         }
         match peer::from_wire(request) {
-            Ok(message) => self.feed(gpid, &replica, Input::Peer { from, message }),
+            Ok(Incoming::Core(message)) => self.feed(gpid, &replica, Input::Peer { from, message }),
+            Ok(Incoming::Chunk(chunk)) => self.on_copy_chunk(gpid, &replica, host, chunk),
             Err(reason) => tracing::warn!(%reason, "dropped a malformed peer message"),
         }
     }
@@ -471,6 +510,13 @@ impl ShardState {
             .collect();
         secondaries.sort();
         secondaries.dedup();
+        let mut learners: Vec<NodeId> = assignment
+            .learners
+            .iter()
+            .map(|name| replication.id(name))
+            .collect();
+        learners.sort();
+        learners.dedup();
         {
             let mut addresses = host.addresses.borrow_mut();
             let members = std::iter::once(&assignment.primary)
@@ -484,10 +530,265 @@ impl ShardState {
             ballot: assignment.ballot.max(0) as Ballot,
             primary: Some(primary),
             secondaries,
+            learners,
         };
         if config.ballot > host.core.borrow().config().ballot {
             self.feed(gpid, &replica, Input::Config(config));
             self.publish(gpid, &replica);
+        }
+    }
+
+    /// Sends `message` to member `to` of `gpid` (dropped when its address is
+    /// unknown: the sender's timers retry).
+    fn send_peer(&self, gpid: Gpid, host: &ReplicaHost, to: NodeId, message: PeerRequest) {
+        let replication = self.replication();
+        match host.addresses.borrow().get(&to) {
+            Some(address) => replication.links.send(address, gpid, message),
+            None => tracing::debug!(node = %replication.name(to), "no address for a peer"),
+        }
+    }
+
+    /// Primary: the core's learn cache does not reach back to learner
+    /// `to`'s commit point. Answer from the log when it still holds every
+    /// decree above that point (a prefix of at most
+    /// [`LEARN_RESPONSE_BYTES_MAX`]; the learner asks for the rest), else
+    /// queue a copy of the applied records.
+    fn learn_from_storage(
+        &self,
+        gpid: Gpid,
+        host: &ReplicaHost,
+        to: NodeId,
+        ballot: Ballot,
+        learner_committed: Decree,
+    ) {
+        let replication = self.replication();
+        let last_committed = host.core.borrow().last_committed();
+        let mut logged: BTreeMap<Decree, Mutation> = BTreeMap::new();
+        let read = read_stream(
+            &self.log.segments(),
+            (gpid.app_id, gpid.partition_index),
+            learner_committed as i64,
+            &mut |header, payload| {
+                if header.decree as u64 > last_committed {
+                    return;
+                }
+                if let Ok(mutation) = mutation_of_record(header, payload) {
+                    // A later record of a decree under a higher ballot wins.
+                    match logged.get(&mutation.decree) {
+                        Some(held) if held.ballot > mutation.ballot => {}
+                        _ => {
+                            logged.insert(mutation.decree, mutation);
+                        }
+                    }
+                }
+            },
+        );
+        let mut mutations = Vec::new();
+        let mut bytes = 0usize;
+        let mut covered = read.is_ok();
+        for decree in learner_committed + 1..=last_committed {
+            match logged.remove(&decree) {
+                Some(mutation) => {
+                    bytes += mutation.payload.len();
+                    mutations.push(mutation);
+                    if bytes >= LEARN_RESPONSE_BYTES_MAX {
+                        break;
+                    }
+                }
+                None => {
+                    covered = false;
+                    break;
+                }
+            }
+        }
+        if covered {
+            tracing::info!(app_id = gpid.app_id, partition = gpid.partition_index, learner = %replication.name(to), from = learner_committed + 1, mutations = mutations.len(), "learner learns from the log");
+            let message = PeerMessage::LearnResponse {
+                ballot,
+                committed_decree: last_committed,
+                mutations,
+            };
+            let request =
+                peer::to_wire(&message, &replication.node_name, &replication.shard_address);
+            self.send_peer(gpid, host, to, request);
+            return;
+        }
+        if replication.copies_active.borrow_mut().insert((gpid, to)) {
+            tracing::info!(app_id = gpid.app_id, partition = gpid.partition_index, learner = %replication.name(to), "learner needs a copy of the records");
+            replication
+                .copies
+                .borrow_mut()
+                .push_back((gpid, to, ballot));
+            if let Some(wake) = replication.copy_wake.borrow_mut().take() {
+                let _ = wake.send(());
+            }
+        }
+    }
+
+    /// Sends the queued copies to learners, one at a time, in chunks of
+    /// [`COPY_CHUNK_BYTES`] paced to [`COPY_BYTES_PER_SECOND`]; runs until
+    /// the shard stops. A copy stops early when this replica stops being
+    /// the primary at the copy's ballot.
+    pub async fn copy_pump(self: &ShardState) {
+        let replication = self.replication();
+        loop {
+            let job = replication.copies.borrow_mut().pop_front();
+            let Some((gpid, to, ballot)) = job else {
+                let (wake, woken) = oneshot::channel();
+                *replication.copy_wake.borrow_mut() = Some(wake);
+                if woken.await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            if let Err(reason) = self.send_copy(gpid, to, ballot).await {
+                tracing::warn!(app_id = gpid.app_id, partition = gpid.partition_index, %reason, "copy to a learner stopped");
+            }
+            replication.copies_active.borrow_mut().remove(&(gpid, to));
+        }
+    }
+
+    async fn send_copy(&self, gpid: Gpid, to: NodeId, ballot: Ballot) -> Result<(), String> {
+        let replication = self.replication();
+        let Some(replica) = self.replicas.borrow().get(&gpid).cloned() else {
+            return Err("the replica is gone".to_owned());
+        };
+        let host = replica.host.as_ref().ok_or("not replicated")?;
+        // Applied (= committed at a primary) when the copy starts; the
+        // learner applies every later mutation again (see storage::copy).
+        let decree = replica.decree_last.get().max(0) as Decree;
+        let started = Instant::now();
+        let mut after: Option<Vec<u8>> = None;
+        let mut sequence = 0u64;
+        let mut bytes_sent = 0u64;
+        loop {
+            {
+                let core = host.core.borrow();
+                if core.role() != Role::Primary || core.ballot() != ballot {
+                    return Err("no longer the primary at the copy's ballot".to_owned());
+                }
+            }
+            let (batch, next) = copy::export_chunk(
+                replica.partition.engine(),
+                after.as_deref(),
+                COPY_CHUNK_BYTES,
+            )
+            .map_err(|error| error.to_string())?;
+            let last = next.is_none();
+            let encoded = batch.encode();
+            bytes_sent += encoded.len() as u64;
+            let chunk = CopyChunk {
+                ballot,
+                decree,
+                sequence,
+                last,
+                batch: encoded,
+            };
+            let request =
+                peer::chunk_to_wire(chunk, &replication.node_name, &replication.shard_address);
+            self.send_peer(gpid, host, to, request);
+            if last {
+                tracing::info!(app_id = gpid.app_id, partition = gpid.partition_index, learner = %replication.name(to), decree, chunks = sequence + 1, bytes = bytes_sent, "copy sent");
+                return Ok(());
+            }
+            after = next;
+            sequence += 1;
+            // Pace to the rate limit.
+            let due = std::time::Duration::from_secs_f64(
+                bytes_sent as f64 / COPY_BYTES_PER_SECOND as f64,
+            );
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                glommio::timer::sleep(wait).await;
+            }
+        }
+    }
+
+    /// Learner: one chunk of a copy from the primary. Chunk 0 clears the
+    /// replica (a marker file says so until the copy is complete); chunks
+    /// must follow in order, else the copy is dropped until the next one;
+    /// the last chunk makes the copy durable (applied decree, flush) and
+    /// tells the core.
+    fn on_copy_chunk(
+        &self,
+        gpid: Gpid,
+        replica: &Rc<Replica>,
+        host: &ReplicaHost,
+        chunk: CopyChunk,
+    ) {
+        if !host
+            .core
+            .borrow()
+            .accepts_checkpoint(chunk.ballot, chunk.decree)
+        {
+            return;
+        }
+        let marker = super::replica_dir(&self.data_dir, gpid).join(COPY_MARKER_FILE);
+        let engine = replica.partition.engine();
+        let result = (|| -> Result<bool, String> {
+            let mut incoming = host.incoming.borrow_mut();
+            if chunk.sequence == 0 {
+                std::fs::write(&marker, b"")
+                    .map_err(|error| format!("cannot write {}: {error}", marker.display()))?;
+                replica.partition.discard_staged();
+                copy::clear(engine).map_err(|error| error.to_string())?;
+                *incoming = Some(IncomingCopy {
+                    ballot: chunk.ballot,
+                    decree: chunk.decree,
+                    next_sequence: 0,
+                });
+            }
+            match incoming.as_mut() {
+                Some(copy)
+                    if copy.ballot == chunk.ballot
+                        && copy.decree == chunk.decree
+                        && copy.next_sequence == chunk.sequence =>
+                {
+                    copy.next_sequence += 1;
+                }
+                _ => {
+                    // A lost chunk: wait for the primary's next copy.
+                    *incoming = None;
+                    return Ok(false);
+                }
+            }
+            let batch = WriteBatch::decode(&chunk.batch).map_err(|error| error.to_string())?;
+            engine.write(&batch).map_err(|error| error.to_string())?;
+            if !chunk.last {
+                return Ok(false);
+            }
+            *incoming = None;
+            let mut applied = WriteBatch::new();
+            applied.set_decree(chunk.decree as i64);
+            engine.write(&applied).map_err(|error| error.to_string())?;
+            engine.flush().map_err(|error| error.to_string())?;
+            std::fs::remove_file(&marker)
+                .map_err(|error| format!("cannot remove {}: {error}", marker.display()))?;
+            Ok(true)
+        })();
+        match result {
+            Ok(false) => {}
+            Ok(true) => {
+                replica.decree_last.set(chunk.decree as i64);
+                tracing::info!(
+                    app_id = gpid.app_id,
+                    partition = gpid.partition_index,
+                    decree = chunk.decree,
+                    "installed a copy from the primary"
+                );
+                self.feed(
+                    gpid,
+                    replica,
+                    Input::CheckpointInstalled {
+                        ballot: chunk.ballot,
+                        decree: chunk.decree,
+                    },
+                );
+                self.publish(gpid, replica);
+            }
+            Err(reason) => {
+                *host.incoming.borrow_mut() = None;
+                tracing::error!(app_id = gpid.app_id, partition = gpid.partition_index, %reason, "installing a copy failed");
+            }
         }
     }
 
