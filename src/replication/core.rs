@@ -101,8 +101,9 @@ pub struct ReplicaCore {
     cache: VecDeque<Mutation>,
     /// Learner: when it last asked the primary or made progress.
     learn_progress_ms: u64,
-    /// Learner: the last learned mutation appended to the log and not yet
-    /// durable; no `LearnRequest` goes out until it is.
+    /// The last learned mutation appended to the log and not yet durable;
+    /// no `LearnRequest` goes out until it is (kept across role changes:
+    /// a commit point is claimed only once durable).
     learn_durable_wait: Option<(Ballot, Decree)>,
     outputs: Vec<Output>,
 }
@@ -724,9 +725,6 @@ impl ReplicaCore {
             self.caught_up.clear();
             self.learners_heard.clear();
         }
-        if role != Role::Learner {
-            self.learn_durable_wait = None;
-        }
         self.role = role;
         self.outputs.push(Output::RoleChanged {
             role,
@@ -758,13 +756,18 @@ impl ReplicaCore {
     }
 
     /// A configuration made this replica a learner: it drops its
-    /// uncommitted tail (learning restarts from the commit point, which is
-    /// durable here) and asks the primary for what follows.
+    /// uncommitted tail (learning restarts from the commit point) and asks
+    /// the primary for what follows once its commit point is durable.
     fn become_learner(&mut self, now_ms: u64) {
         self.window.clear();
         self.commit_target = self.last_committed;
-        self.learn_durable_wait = None;
-        self.send_learn_request(now_ms);
+        if self.learn_durable_wait.is_none() {
+            self.send_learn_request(now_ms);
+        } else {
+            // Mutations learned earlier are not durable yet: its commit
+            // point is claimed only once they are (on_log_durable asks).
+            self.learn_progress_ms = now_ms;
+        }
     }
 
     fn send_learn_request(&mut self, now_ms: u64) {
@@ -1006,9 +1009,6 @@ impl ReplicaCore {
         } else {
             assert!(self.caught_up.is_empty());
             assert!(self.learners_heard.is_empty());
-        }
-        if self.role != Role::Learner {
-            assert!(self.learn_durable_wait.is_none());
         }
         let window_max = self.settings.prepare_window_max as Decree;
         for (decree, entry) in &self.window {

@@ -1086,3 +1086,31 @@ fn no_upgrade_before_activation() {
         })]
     );
 }
+
+// A learner claims a commit point only once what it learned is durable,
+// also across a configuration change that keeps it a learner.
+#[test]
+fn learner_waits_for_durable_learned_mutations_across_configs() {
+    let mut core = ReplicaCore::new(Gpid::default(), L4, settings()).unwrap();
+    core.handle(Input::Config(with_learners(2, P, &[S2], &[L4])), 0);
+    let learned = Mutation {
+        ballot: 1,
+        decree: 1,
+        committed_decree: 0,
+        payload: b"a".to_vec(),
+    };
+    let response = PeerMessage::LearnResponse {
+        ballot: 2,
+        committed_decree: 1,
+        mutations: vec![learned],
+    };
+    assert_eq!(applied(&peer(&mut core, P, response, 1)), vec![1]);
+    let out = core.handle(Input::Config(with_learners(3, S2, &[P], &[L4])), 2);
+    assert!(
+        learn_requests(&out).is_empty(),
+        "decree 1 is not durable yet"
+    );
+    let retry = settings().learn_retry_ms;
+    assert!(learn_requests(&core.handle(Input::Tick, 2 + retry)).is_empty());
+    assert_eq!(learn_requests(&durable(&mut core, 1, 1)), vec![(S2, 3, 1)]);
+}
