@@ -91,13 +91,19 @@ pub struct ReplicaCore {
     /// point it had when the learner caught up (docs/replication.md,
     /// "Learning"). Cleared by every configuration change.
     caught_up: BTreeMap<NodeId, Decree>,
+    /// Primary: learners that asked at the current ballot, so know from
+    /// meta that they are learners of it; only they get Prepares (a node
+    /// that adopted the ballot from a Prepare would take itself for a
+    /// secondary). Cleared by every configuration change.
+    learners_heard: BTreeSet<NodeId>,
     /// The most recent committed mutations, contiguous, the last one at
     /// `last_committed` (at most `learn_cache_max`).
     cache: VecDeque<Mutation>,
     /// Learner: when it last asked the primary or made progress.
     learn_progress_ms: u64,
-    /// Learner: the last learned mutation appended to the log and not yet
-    /// durable; no `LearnRequest` goes out until it is.
+    /// The last learned mutation appended to the log and not yet durable;
+    /// no `LearnRequest` goes out until it is (kept across role changes:
+    /// a commit point is claimed only once durable).
     learn_durable_wait: Option<(Ballot, Decree)>,
     outputs: Vec<Output>,
 }
@@ -132,6 +138,7 @@ impl ReplicaCore {
             last_prepare_sent_ms: 0,
             removal_reported_ms: BTreeMap::new(),
             caught_up: BTreeMap::new(),
+            learners_heard: BTreeSet::new(),
             cache: VecDeque::new(),
             learn_progress_ms: 0,
             learn_durable_wait: None,
@@ -318,7 +325,7 @@ impl ReplicaCore {
                 PeerMessage::LearnRequest {
                     ballot,
                     learner_committed,
-                } => self.on_learn_request(from, ballot, learner_committed),
+                } => self.on_learn_request(from, ballot, learner_committed, now_ms),
                 PeerMessage::LearnResponse {
                     ballot,
                     committed_decree,
@@ -394,10 +401,11 @@ impl ReplicaCore {
         self.send_prepare(decree, &targets, now_ms);
     }
 
-    /// Everyone a primary sends Prepares to: secondaries and learners.
+    /// Everyone a primary sends Prepares to: secondaries and the learners
+    /// that asked at this ballot.
     fn prepare_targets(&self) -> Vec<NodeId> {
         let mut targets = self.config.secondaries.clone();
-        targets.extend(self.config.learners.iter().copied());
+        targets.extend(self.learners_heard.iter().copied());
         targets
     }
 
@@ -665,6 +673,7 @@ impl ReplicaCore {
         };
         self.config = config;
         self.caught_up.clear();
+        self.learners_heard.clear();
         self.change_role(role);
         match role {
             Role::Primary => self.become_primary(now_ms),
@@ -714,9 +723,7 @@ impl ReplicaCore {
         if role != Role::Primary {
             self.activated = false;
             self.caught_up.clear();
-        }
-        if role != Role::Learner {
-            self.learn_durable_wait = None;
+            self.learners_heard.clear();
         }
         self.role = role;
         self.outputs.push(Output::RoleChanged {
@@ -749,13 +756,18 @@ impl ReplicaCore {
     }
 
     /// A configuration made this replica a learner: it drops its
-    /// uncommitted tail (learning restarts from the commit point, which is
-    /// durable here) and asks the primary for what follows.
+    /// uncommitted tail (learning restarts from the commit point) and asks
+    /// the primary for what follows once its commit point is durable.
     fn become_learner(&mut self, now_ms: u64) {
         self.window.clear();
         self.commit_target = self.last_committed;
-        self.learn_durable_wait = None;
-        self.send_learn_request(now_ms);
+        if self.learn_durable_wait.is_none() {
+            self.send_learn_request(now_ms);
+        } else {
+            // Mutations learned earlier are not durable yet: its commit
+            // point is claimed only once they are (on_log_durable asks).
+            self.learn_progress_ms = now_ms;
+        }
     }
 
     fn send_learn_request(&mut self, now_ms: u64) {
@@ -773,23 +785,42 @@ impl ReplicaCore {
 
     /// Primary: a learner of the current configuration holds every committed
     /// decree up to `learner_committed`.
-    fn on_learn_request(&mut self, from: NodeId, ballot: Ballot, learner_committed: Decree) {
+    fn on_learn_request(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        learner_committed: Decree,
+        now_ms: u64,
+    ) {
         if self.role != Role::Primary
             || ballot != self.ballot
             || !self.config.learners.contains(&from)
         {
             return; // a stale learner hears of the new configuration from meta
         }
+        if self.learners_heard.insert(from) {
+            // It knows it is a learner of this ballot: from now on it gets
+            // every Prepare, starting with the whole window.
+            let decrees: Vec<Decree> = self.window.keys().copied().collect();
+            for decree in decrees {
+                self.send_prepare(decree, &[from], now_ms);
+            }
+        }
         if let Some(caught_up_at) = self.caught_up.get(&from) {
             if learner_committed >= *caught_up_at {
                 // It holds everything up to where it caught up, and every
-                // decree committed since needed its ack: it holds every
-                // committed decree. (Repeated on each retry until promoted.)
-                self.outputs
-                    .push(Output::ToMeta(MetaRequest::UpgradeLearner {
-                        ballot: self.ballot,
-                        node: from,
-                    }));
+                // decree committed since needed its ack. Only an activated
+                // primary's commit point covers every decree ever committed
+                // (its re-prepared tail may hold some committed under an
+                // earlier ballot): until then the learner asks again later.
+                // (Repeated on each retry until promoted.)
+                if self.activated {
+                    self.outputs
+                        .push(Output::ToMeta(MetaRequest::UpgradeLearner {
+                            ballot: self.ballot,
+                            node: from,
+                        }));
+                }
                 return;
             }
         }
@@ -970,12 +1001,14 @@ impl ReplicaCore {
             assert!(self
                 .caught_up
                 .keys()
+                .all(|node| self.learners_heard.contains(node)));
+            assert!(self
+                .learners_heard
+                .iter()
                 .all(|node| self.config.learners.contains(node)));
         } else {
             assert!(self.caught_up.is_empty());
-        }
-        if self.role != Role::Learner {
-            assert!(self.learn_durable_wait.is_none());
+            assert!(self.learners_heard.is_empty());
         }
         let window_max = self.settings.prepare_window_max as Decree;
         for (decree, entry) in &self.window {

@@ -1025,3 +1025,92 @@ fn promoted_learner_keeps_acked_tail() {
     let out = peer(&mut core, P, prepare(3, 2, 1, b"b"), 3);
     assert_eq!(applied(&out), vec![1]);
 }
+
+// A primary sends Prepares to a learner only once it asked at this ballot
+// (so the learner knows from meta it is one: a replica that adopted the
+// ballot from a Prepare would take itself for a secondary), then at once
+// the whole window.
+#[test]
+fn learner_gets_prepares_only_after_asking() {
+    let mut core = primary_with_history(0);
+    core.handle(Input::Config(with_learners(2, P, &[S2], &[L4])), 0);
+    let out = write(&mut core, 1, b"a", 1);
+    assert_eq!(
+        prepares(&out).iter().map(|p| p.0).collect::<Vec<_>>(),
+        vec![S2]
+    );
+    let out = peer(&mut core, L4, learn_request(2, 0), 2);
+    let sent: Vec<(NodeId, Decree)> = prepares(&out)
+        .iter()
+        .map(|(to, m, _)| (*to, m.decree))
+        .collect();
+    assert_eq!(sent, vec![(L4, 1)]);
+    let out = write(&mut core, 2, b"b", 3);
+    assert_eq!(
+        prepares(&out).iter().map(|p| p.0).collect::<Vec<_>>(),
+        vec![S2, L4]
+    );
+}
+
+// A primary still re-preparing its tail (not activated) never asks to
+// promote a learner: the tail may hold decrees committed under an earlier
+// ballot that the learner does not hold yet. Once the tail committed (with
+// the caught-up learner's ack) it does.
+#[test]
+fn no_upgrade_before_activation() {
+    let log = vec![Mutation {
+        ballot: 1,
+        decree: 1,
+        committed_decree: 0,
+        payload: b"a".to_vec(),
+    }];
+    let (mut core, replay) = ReplicaCore::recover(Gpid::default(), P, settings(), 0, log).unwrap();
+    assert!(replay.is_empty());
+    core.handle(Input::Config(with_learners(2, P, &[], &[L4])), 1);
+    core.handle(Input::Lease { until_ms: 10_000 }, 1);
+    assert!(!core.is_activated());
+    let out = peer(&mut core, L4, learn_request(2, 0), 2);
+    assert_eq!(learn_responses(&out), vec![(0, vec![])]);
+    assert_eq!(core.caught_up_learners(), vec![L4]);
+    assert!(peer(&mut core, L4, learn_request(2, 0), 3).is_empty());
+    durable(&mut core, 2, 1);
+    assert!(!core.is_activated(), "the tail needs the learner's ack");
+    assert_eq!(applied(&ack(&mut core, L4, 2, 1)), vec![1]);
+    assert!(core.is_activated());
+    let out = peer(&mut core, L4, learn_request(2, 0), 4);
+    assert_eq!(
+        out,
+        vec![Output::ToMeta(MetaRequest::UpgradeLearner {
+            ballot: 2,
+            node: L4
+        })]
+    );
+}
+
+// A learner claims a commit point only once what it learned is durable,
+// also across a configuration change that keeps it a learner.
+#[test]
+fn learner_waits_for_durable_learned_mutations_across_configs() {
+    let mut core = ReplicaCore::new(Gpid::default(), L4, settings()).unwrap();
+    core.handle(Input::Config(with_learners(2, P, &[S2], &[L4])), 0);
+    let learned = Mutation {
+        ballot: 1,
+        decree: 1,
+        committed_decree: 0,
+        payload: b"a".to_vec(),
+    };
+    let response = PeerMessage::LearnResponse {
+        ballot: 2,
+        committed_decree: 1,
+        mutations: vec![learned],
+    };
+    assert_eq!(applied(&peer(&mut core, P, response, 1)), vec![1]);
+    let out = core.handle(Input::Config(with_learners(3, S2, &[P], &[L4])), 2);
+    assert!(
+        learn_requests(&out).is_empty(),
+        "decree 1 is not durable yet"
+    );
+    let retry = settings().learn_retry_ms;
+    assert!(learn_requests(&core.handle(Input::Tick, 2 + retry)).is_empty());
+    assert_eq!(learn_requests(&durable(&mut core, 1, 1)), vec![(S2, 3, 1)]);
+}

@@ -39,6 +39,9 @@ const META_TICK_MS: u64 = 20;
 const FAULT_TICK_MS: u64 = 100;
 /// Lines of trace kept for a failure report.
 const TRACE_LINES_MAX: usize = 60;
+/// Longest a partition may stay short of its replicas at the end, beyond
+/// a grace and three learn retries (each lost message costs one).
+const RESTORE_MS: u64 = 1_000;
 /// Hard bound on events per seed (a runaway loop is a failure).
 const EVENTS_MAX: u64 = 2_000_000;
 
@@ -79,6 +82,8 @@ pub struct World {
     trace: VecDeque<String>,
     verbose: bool,
     crashes: u32,
+    /// When a node last restarted.
+    last_restart_ms: u64,
     promotions: u32,
     /// The node that last became primary of each partition.
     last_primary: BTreeMap<PartitionId, NodeId>,
@@ -185,6 +190,7 @@ impl World {
             trace: VecDeque::new(),
             verbose,
             crashes: 0,
+            last_restart_ms: 0,
             promotions: 0,
             last_primary,
             learner_promotions: 0,
@@ -283,25 +289,46 @@ impl World {
         })
     }
 
-    /// **replica-count-restored**: after the quiet period, with at least
-    /// three nodes alive, every partition is back to a primary and two
-    /// secondaries, with no learner left (the guardian re-added what
-    /// crashes and removals took, and the learners were promoted).
+    /// **replica-count-restored**: at the end of the quiet period, with at
+    /// least three nodes alive, no partition has been short of a primary
+    /// and two secondaries (learners not counted) since before
+    /// `RESTORE_MS` + grace + 3 learn retries ago (counting from the last
+    /// restart at the earliest): the guardian re-added what crashes and
+    /// removals took, and the learners were promoted. (Drops go on in the
+    /// quiet period, so a node with a tight grace may still be declared
+    /// dead near the end, and each lost learning message costs a retry.)
     fn check_replica_counts(&self) -> Result<(), String> {
         let alive = self.nodes.values().filter(|node| node.alive).count();
         if alive < REPLICAS {
             return Ok(());
         }
+        let full = |config: &PartitionConfig| {
+            config.primary.is_some()
+                && config.secondaries.len() + 1 == REPLICAS
+                && config.learners.is_empty()
+        };
         for (pid, config) in self.meta.configs() {
-            let primary_alive = config
-                .primary
-                .is_some_and(|primary| self.nodes[&primary].alive);
-            if !primary_alive
-                || config.secondaries.len() + 1 != REPLICAS
-                || !config.learners.is_empty()
-            {
+            if full(config) {
+                continue;
+            }
+            // When the current shortage began: the change right after the
+            // last full configuration (or the start).
+            let mut short_since_ms = 0;
+            for (at_ms, changed, config) in self.meta.persisted.iter().rev() {
+                if changed != pid {
+                    continue;
+                }
+                if full(config) {
+                    break;
+                }
+                short_since_ms = *at_ms;
+            }
+            let allowed_ms =
+                RESTORE_MS + self.replication.grace_ms + 3 * self.replication.learn_retry_ms;
+            let short_since_ms = short_since_ms.max(self.last_restart_ms);
+            if short_since_ms + allowed_ms < self.settings.end_ms {
                 return Err(format!(
-                    "replica-count-restored: p{pid} ends at {config:?} with {alive} nodes alive"
+                    "replica-count-restored: p{pid} short since {short_since_ms} ms, ends at {config:?} with {alive} nodes alive"
                 ));
             }
         }
@@ -1015,6 +1042,7 @@ impl World {
         held.alive = true;
         held.incarnation += 1;
         held.started_ms = now_ms;
+        self.last_restart_ms = now_ms;
         let incarnation = held.incarnation;
         let mut replays = Vec::new();
         for (pid, log) in &held.logs {
