@@ -79,6 +79,10 @@ pub struct ReplicaCore {
     lease_until_ms: u64,
     /// A primary serves only once the tail it re-prepared has committed.
     activated: bool,
+    /// A primary told by a secondary that a newer ballot exists: it serves
+    /// nothing until meta's configuration of that ballot arrives, but keeps
+    /// its waiting clients (see `on_prepare_ack`).
+    superseded: bool,
     /// The last decree of the re-prepared tail.
     activation_decree: Decree,
     /// The highest commit point piggybacked to the secondaries.
@@ -133,6 +137,7 @@ impl ReplicaCore {
             commit_target: 0,
             lease_until_ms: 0,
             activated: false,
+            superseded: false,
             activation_decree: 0,
             committed_sent: 0,
             last_prepare_sent_ms: 0,
@@ -346,7 +351,7 @@ impl ReplicaCore {
         if self.role != Role::Primary {
             return Err(ReadError::NotPrimary);
         }
-        if !self.activated {
+        if !self.activated || self.superseded {
             return Err(ReadError::NotActivated);
         }
         if now_ms >= self.lease_until_ms {
@@ -450,9 +455,13 @@ impl ReplicaCore {
         }
         match result {
             Err(PrepareError::StaleBallot { ballot: newer }) if newer > self.ballot => {
-                // A newer configuration exists and this node is not its
-                // primary (else meta would have told it first).
-                self.change_role(Role::Inactive);
+                // A newer configuration exists. Stop serving at once, but
+                // keep the waiting clients: when meta's configuration names
+                // this node primary again (the common case: a secondary was
+                // removed and the secondary heard first) it re-prepares their
+                // decrees and answers them; any other role answers them
+                // `UnknownOutcome` (`change_role`).
+                self.superseded = true;
             }
             Ok(())
                 if ballot == self.ballot
@@ -662,6 +671,7 @@ impl ReplicaCore {
             return; // malformed or not newer: ignored
         }
         self.set_ballot(config.ballot);
+        self.superseded = false;
         let role = if config.primary == Some(self.node) {
             Role::Primary
         } else if config.secondaries.contains(&self.node) {
@@ -722,6 +732,7 @@ impl ReplicaCore {
         }
         if role != Role::Primary {
             self.activated = false;
+            self.superseded = false;
             self.caught_up.clear();
             self.learners_heard.clear();
         }
@@ -936,7 +947,7 @@ impl ReplicaCore {
         {
             self.send_learn_request(now_ms);
         }
-        if self.role != Role::Primary {
+        if self.role != Role::Primary || self.superseded {
             return;
         }
         let targets = self.prepare_targets();

@@ -227,21 +227,46 @@ fn stale_ballot_rejected_newer_adopted() {
             }
         }]
     );
-    // A primary told of a newer ballot by a secondary steps down.
+    // A primary told of a newer ballot by a secondary stops serving at once
+    // but keeps its waiting client until meta's configuration says who is
+    // primary now.
+    let stale_ack = Input::Peer {
+        from: S2,
+        message: PeerMessage::PrepareAck {
+            ballot: 1,
+            decree: 1,
+            result: Err(PrepareError::StaleBallot { ballot: 2 }),
+        },
+    };
     let mut old = primary();
     write(&mut old, 5, b"a", 1);
-    let out = old.handle(
-        Input::Peer {
-            from: S2,
-            message: PeerMessage::PrepareAck {
-                ballot: 1,
-                decree: 1,
-                result: Err(PrepareError::StaleBallot { ballot: 2 }),
-            },
-        },
-        2,
-    );
-    assert_eq!(old.role(), Role::Inactive);
+    let out = old.handle(stale_ack.clone(), 2);
+    assert!(out.is_empty(), "{out:?}");
+    assert!(!old.is_serving(3));
+    assert!(matches!(
+        &write(&mut old, 6, b"b", 3)[..],
+        [Output::WriteReply {
+            token: 6,
+            result: Err(WriteError::NotActivated)
+        }]
+    ));
+    // Reinstated (S3 removed): the decree is re-prepared and, once durable
+    // and acked under ballot 2, answers the waiting client.
+    old.handle(Input::Config(config(2, P, &[S2])), 4);
+    assert_eq!(old.role(), Role::Primary);
+    durable(&mut old, 2, 1);
+    let out = ack(&mut old, S2, 2, 1);
+    assert!(out.contains(&Output::WriteReply {
+        token: 5,
+        result: Ok(1)
+    }));
+    assert!(old.is_serving(5));
+    // Replaced: the waiting client learns the outcome is unknown.
+    let mut replaced = primary();
+    write(&mut replaced, 5, b"a", 1);
+    replaced.handle(stale_ack, 2);
+    let out = replaced.handle(Input::Config(config(2, S2, &[P])), 3);
+    assert_eq!(replaced.role(), Role::Secondary);
     assert!(out.contains(&Output::WriteReply {
         token: 5,
         result: Err(WriteError::UnknownOutcome)
