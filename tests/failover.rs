@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{wait_for, Cluster, ClusterOptions};
 use markab::client::{Client, ClientOptions, Table};
-use markab::wire::{CreateTableRequest, PartitionConfig, Request, ResponseBody};
+use markab::wire::{CreateTableRequest, ErrorCode, PartitionConfig, Request, ResponseBody};
 
 const TABLE: &str = "failover";
 
@@ -225,6 +225,13 @@ fn primary_node_sigkill_loses_no_acknowledged_write() {
         cluster.kill_node(index);
     }
     read_back(&runtime, &table, &acked);
+    // One replica left, fewer than meta's replica_count_min_alive (2):
+    // writes are refused, with a clear error.
+    let refused = runtime.block_on(table.set(b"after", b"s", b"v", 0));
+    match refused {
+        Err(error) => assert_eq!(error.code(), Some(ErrorCode::NotEnoughReplicas), "{error}"),
+        Ok(()) => panic!("a write with one replica left was accepted"),
+    }
 }
 
 /// Waits until `node` is the primary or a secondary of every partition.

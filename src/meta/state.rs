@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use markab_wire::message::{
     BeaconAck, CreateTableRequest, ErrorCode, Gpid, HostedReplica, NodeBeacon, NodeInfo, OpError,
-    PartitionConfig, PartitionRoute, ReplicaAssignment, Request, Response, ResponseBody, Route,
-    TableDescription, TableInfo, TableStatus,
+    PartitionConfig, PartitionRoute, ReplicaAssignment, ReplicaRole, Request, Response,
+    ResponseBody, Route, TableDescription, TableInfo, TableStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -556,13 +556,31 @@ impl MetaState {
         changes
     }
 
-    /// With replication on: after node `node` restarted (a new incarnation
-    /// in its beacon), every partition it is a member of gets its next
-    /// configuration ([`reconfig::on_member_restarted`]): a sole primary is
-    /// reinstated under ballot + 1, any other member leaves (the guardian
-    /// brings it back as a learner). `None` when nothing changes.
-    fn reconfigure_restarted(&self, node: &str) -> Option<MetaData> {
+    /// With replication on: the partitions whose replica on `node` lost its
+    /// state get their next configuration ([`reconfig::on_member_restarted`]:
+    /// a sole primary is reinstated under ballot + 1, any other member
+    /// becomes a learner). A replica lost its state when the node restarted
+    /// (`restarted`: a new incarnation in its beacon), or when it reports
+    /// itself inactive at a ballot not below the partition's — a replica
+    /// ignores configurations not above the ballot it last accepted (which
+    /// it keeps on disk), so only a new ballot brings it back; this also
+    /// covers nodes that restarted while meta did. `None` when nothing
+    /// changes.
+    fn reconfigure_restarted(
+        &self,
+        node: &str,
+        reported: &[HostedReplica],
+        restarted: bool,
+    ) -> Option<MetaData> {
         self.settings.replication?;
+        let lost_state = |gpid: Gpid, ballot: i64| {
+            restarted
+                || reported.iter().any(|replica| {
+                    replica.gpid == gpid
+                        && replica.role == ReplicaRole::Inactive
+                        && replica.ballot >= ballot
+                })
+        };
         let mut next: Option<MetaData> = None;
         for (app_id, table) in &self.data.tables {
             if !table.is_available() {
@@ -575,6 +593,9 @@ impl MetaState {
                     app_id: *app_id,
                     partition_index: index as i32,
                 };
+                if !lost_state(gpid, partition.ballot) {
+                    continue;
+                }
                 let reports = self.reports(&members, gpid);
                 if let Some(new) = reconfig::on_member_restarted(&members.config, &reports, id) {
                     let data = next.get_or_insert_with(|| self.successor());
@@ -1102,11 +1123,7 @@ impl MetaState {
                 incarnation: beacon.incarnation,
             },
         );
-        let persist = if restarted {
-            self.reconfigure_restarted(&beacon.node)
-        } else {
-            None
-        };
+        let persist = self.reconfigure_restarted(&beacon.node, &beacon.replicas, restarted);
         let mut step = Step::reply(Ok(ResponseBody::BeaconAck(BeaconAck {
             assignments: self.assignments(&beacon.node),
             drops: self.drops(&beacon.replicas, now_ms),

@@ -1260,3 +1260,69 @@ fn lower_ballot_commit_is_refused() {
     next.tables.get_mut(&1).unwrap().partitions[0].ballot = 0;
     state.commit(next);
 }
+
+/// Node `node`'s beacon with incarnation `incarnation` reporting `replicas`.
+fn beacon_of(node: usize, incarnation: u64, replicas: Vec<HostedReplica>) -> Request {
+    let Request::Beacon(mut beacon) = node_beacon(node, 1, replicas) else {
+        unreachable!("node_beacon builds a beacon")
+    };
+    beacon.incarnation = incarnation;
+    Request::Beacon(beacon)
+}
+
+// A replica that lost its state comes back only through a new ballot: a new
+// incarnation in a node's beacon, or — after a meta restart, when meta knows
+// no incarnation — a member reporting itself inactive at a ballot not below
+// the partition's, makes meta persist ballot + 1 with that node a learner
+// (a restarted primary is replaced first). An inactive report at an older
+// ballot (the replica has not heard of the configuration yet) changes
+// nothing.
+#[test]
+fn restarted_members_get_a_new_ballot() {
+    let mut state = three_replica_cluster();
+    let secondary = state.data().tables[&1].partitions[0].secondaries[0]
+        .node
+        .clone();
+    let index = (0..3).find(|i| node_id(*i) == secondary).unwrap();
+    // Same incarnation, inactive at an older ballot: nothing.
+    let stale = HostedReplica {
+        ballot: 0,
+        ..report(1, ReplicaRole::Inactive, 0, 0)
+    };
+    let step = state.handle(&beacon_of(index, 1, vec![stale]), T0_MS + 10);
+    assert_eq!(step.persist, None);
+    // A new incarnation: the secondary becomes a learner under ballot 2.
+    let step = state.handle(&beacon_of(index, 2, Vec::new()), T0_MS + 20);
+    let next = step.persist.expect("a restart reconfigures");
+    let partition = &next.tables[&1].partitions[0];
+    assert_eq!(partition.ballot, 2);
+    assert!(partition
+        .learners
+        .iter()
+        .any(|place| place.node == secondary));
+    assert!(partition
+        .secondaries
+        .iter()
+        .all(|place| place.node != secondary));
+    state.commit(next);
+
+    // Meta restarts (no incarnations known); the primary reports itself
+    // inactive at the partition's ballot: it lost its state.
+    let data = state.data().clone();
+    let mut restarted = MetaState::new(state.settings().clone(), data);
+    let lost = HostedReplica {
+        ballot: 2,
+        ..report(1, ReplicaRole::Inactive, 0, 0)
+    };
+    let step = restarted.handle(&beacon_of(0, 7, vec![lost]), T0_MS + 30);
+    let next = step
+        .persist
+        .expect("an inactive member at the current ballot");
+    let partition = &next.tables[&1].partitions[0];
+    assert_eq!(partition.ballot, 3);
+    assert_ne!(partition.primary.node, node_id(0));
+    assert!(partition
+        .learners
+        .iter()
+        .any(|place| place.node == node_id(0)));
+}

@@ -112,15 +112,26 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         Some(address) => Some(crate::metrics::serve(metrics.registry.clone(), address)?),
         None => None,
     };
+    // The cores use the window and timer settings; the lease a node serves
+    // under is what meta grants (meta checks grace > lease > 2 x beacon at
+    // its start), so the local lease and grace only need to validate.
+    let defaults = ReplicationSettings::default();
+    let lease_ms = defaults.lease_ms.max(2 * config.beacon_interval_ms + 1);
+    let replication = ReplicationSettings {
+        beacon_interval_ms: config.beacon_interval_ms,
+        lease_ms,
+        grace_ms: defaults.grace_ms.max(lease_ms + 1),
+        ..defaults
+    };
+    replication
+        .validate()
+        .with_context(|| format!("{}: replication settings", config.path.display()))?;
     let node = Arc::new(NodeSettings {
         metrics,
         tables: config.tables.clone(),
         meta: config.meta.clone(),
         beacon_interval: Duration::from_millis(config.beacon_interval_ms),
-        replication: ReplicationSettings {
-            beacon_interval_ms: config.beacon_interval_ms,
-            ..ReplicationSettings::default()
-        },
+        replication,
         data_dir: config.data_dir.clone(),
         layout: OnceLock::new(),
     });

@@ -310,6 +310,8 @@ fn check_keys(request: &Request, gpid: Gpid, partition_count: u32) -> Result<(),
 /// One partition replica on its shard.
 pub struct Replica {
     pub meta: ReplicaMeta,
+    /// The replica's directory.
+    dir: PathBuf,
     pub partition: Partition<RocksEngine>,
     /// The last decree given to a write (logged, or being logged).
     decree_last: Cell<i64>,
@@ -322,6 +324,8 @@ pub struct Replica {
     host: Option<ReplicaHost>,
     /// Cluster mode: the table's replica count, from meta (0 until known).
     replica_count: Cell<i32>,
+    /// Cluster mode: the ballot last recorded in the replica's ballot file.
+    ballot_persisted: Cell<u64>,
 }
 
 impl Replica {
@@ -445,11 +449,13 @@ fn open_replica(
     let decree = engine.applied_decree()?;
     Ok(Replica {
         meta: meta.clone(),
+        dir: dir.clone(),
         partition: Partition::new(engine, limits),
         decree_last: Cell::new(decree),
         failure: RefCell::new(None),
         host: None,
         replica_count: Cell::new(0),
+        ballot_persisted: Cell::new(0),
     })
 }
 
@@ -1112,7 +1118,15 @@ fn recover_cores(
         }
         let applied = replica.decree_last.get().max(0) as u64;
         let records = logged.remove(gpid).unwrap_or_default();
-        let (core, replay) = match ReplicaCore::recover(
+        let persisted = match replicated::persisted_ballot(&replica_dir_of(replica)) {
+            Ok(ballot) => ballot,
+            Err(reason) => {
+                replica.fail(*gpid, reason);
+                continue;
+            }
+        };
+        replica.ballot_persisted.set(persisted);
+        let (mut core, replay) = match ReplicaCore::recover(
             *gpid,
             replication.me(),
             replication.settings,
@@ -1144,6 +1158,28 @@ fn recover_cores(
                 }
             }
         }
+        if persisted > core.ballot() {
+            // The replica accepted `persisted` before it stopped, maybe
+            // without logging under it: start there, inactive (a
+            // configuration naming nobody), so only a newer configuration
+            // gives it a role.
+            core.handle(
+                crate::replication::messages::Input::Config(
+                    crate::replication::messages::PartitionConfig {
+                        ballot: persisted,
+                        primary: None,
+                        secondaries: Vec::new(),
+                        learners: Vec::new(),
+                    },
+                ),
+                replicated::clock_ms(),
+            );
+        }
         *host.core.borrow_mut() = core;
     }
+}
+
+/// The directory of an open replica.
+fn replica_dir_of(replica: &Replica) -> PathBuf {
+    replica.dir.clone()
 }

@@ -92,6 +92,36 @@ const COPY_BYTES_PER_SECOND: u64 = 64 * 1024 * 1024;
 /// Marker file in a replica directory while a copy is being installed: a
 /// replica found with it on open holds a partial copy and starts empty.
 pub const COPY_MARKER_FILE: &str = "copy-in-progress";
+/// The last ballot the replica accepted (decimal), in its directory. A
+/// restarted replica starts at least there, so it never takes part again
+/// in a ballot it may have acted under before the restart
+/// (**ballot-monotonic** across restarts).
+pub const BALLOT_FILE: &str = "ballot";
+
+/// Durably records `ballot` as the replica's last accepted ballot: written
+/// to a temporary file, fsynced, renamed over the old one, directory fsynced.
+pub fn persist_ballot(dir: &std::path::Path, ballot: Ballot) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = dir.join("ballot.tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(ballot.to_string().as_bytes())?;
+    file.sync_data()?;
+    std::fs::rename(&temporary, dir.join(BALLOT_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The ballot recorded by [`persist_ballot`] (0 when none was).
+pub fn persisted_ballot(dir: &std::path::Path) -> Result<Ballot, String> {
+    let path = dir.join(BALLOT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{} holds {text:?}, not a ballot", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+    }
+}
 
 /// The write batch a mutation carries (the empty write carries none).
 fn batch_of(mutation: &Mutation) -> Result<WriteBatch, OpError> {
@@ -262,6 +292,20 @@ impl ShardState {
         let replication = self.replication();
         match output {
             Output::RoleChanged { role, ballot } => {
+                // Before anything happens under the new ballot.
+                if ballot > replica.ballot_persisted.get() {
+                    let dir = super::replica_dir(&self.data_dir, gpid);
+                    match persist_ballot(&dir, ballot) {
+                        Ok(()) => replica.ballot_persisted.set(ballot),
+                        Err(error) => replica.fail(
+                            gpid,
+                            format!(
+                                "cannot record ballot {ballot} in {}: {error}",
+                                dir.display()
+                            ),
+                        ),
+                    }
+                }
                 if role == Role::Primary {
                     // A new primary re-stages its tail from the appends that follow.
                     replica.partition.discard_staged();
