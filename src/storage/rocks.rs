@@ -24,6 +24,15 @@ pub const BLOCK_CACHE_BYTES_MIN: usize = 1 << 20;
 pub const WRITE_BUFFER_BYTES_MIN: usize = 1 << 20;
 /// Bloom filter bits per key (about 1% false positives).
 const BLOOM_BITS_PER_KEY: f64 = 10.0;
+/// Bounds of one memtable's size (a quarter of the shard's write-buffer
+/// budget, so several replicas share it).
+const MEMTABLE_BYTES_MIN: usize = 1 << 20;
+const MEMTABLE_BYTES_MAX: usize = 64 << 20;
+/// Memtable arena blocks: small, because the write-buffer manager charges
+/// every block a memtable allocates against the shard's budget. RocksDB's
+/// default (an eighth of the memtable, 8 MiB) let two nearly empty
+/// memtables fill a 16 MiB budget and kept every instance flushing.
+const ARENA_BLOCK_BYTES: usize = 64 << 10;
 
 /// Per-shard RocksDB resource settings (from the tuning files).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +124,20 @@ impl ShardStorage {
         self.block_cache.get_usage()
     }
 
+    /// One memtable's size: a quarter of the shard's write-buffer budget,
+    /// within [`MEMTABLE_BYTES_MIN`]..=[`MEMTABLE_BYTES_MAX`].
+    fn memtable_bytes(&self) -> usize {
+        (self.tuning.write_buffer_bytes / 4).clamp(MEMTABLE_BYTES_MIN, MEMTABLE_BYTES_MAX)
+    }
+
+    /// The options of the small metadata column family (one key).
+    fn meta_options(&self) -> Options {
+        let mut options = Options::default();
+        options.set_write_buffer_size(self.memtable_bytes());
+        options.set_arena_block_size(ARENA_BLOCK_BYTES);
+        options
+    }
+
     fn options(&self) -> Options {
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&self.block_cache);
@@ -127,6 +150,8 @@ impl ShardStorage {
         options.set_env(&self.env);
         options.set_max_background_jobs(self.tuning.compaction_threads);
         options.set_write_buffer_manager(&self.write_buffer_manager);
+        options.set_write_buffer_size(self.memtable_bytes());
+        options.set_arena_block_size(ARENA_BLOCK_BYTES);
         options.set_block_based_table_factory(&table);
         options.set_compression_type(DBCompressionType::Lz4);
         options.set_bottommost_compression_type(DBCompressionType::Zstd);
@@ -194,7 +219,7 @@ impl RocksEngine {
         let options = shard.options();
         let families = [
             ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, options.clone()),
-            ColumnFamilyDescriptor::new(META_CF, Options::default()),
+            ColumnFamilyDescriptor::new(META_CF, shard.meta_options()),
         ];
         let db = DB::open_cf_descriptors(&options, path, families).map_err(|error| {
             storage_error(&format!("opening RocksDB at {}", path.display()), error)
@@ -352,5 +377,55 @@ impl StorageEngine for RocksEngine {
         iterator
             .status()
             .map_err(|error| storage_error("RocksDB iteration", error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sst_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|entry| {
+                entry
+                    .as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|extension| extension == "sst")
+            })
+            .count()
+    }
+
+    // Many replicas sharing a small write-buffer budget (onebox's 16 MiB)
+    // flush only when their memtables really fill: 8 instances × 1,500
+    // writes of 1 KiB (12 MiB in all) make a handful of SST files, not the
+    // hundreds RocksDB's default 8 MiB arena blocks caused (every memtable
+    // charged a block, the budget was always exceeded, every write flushed).
+    #[test]
+    fn shared_write_budget_does_not_flush_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = ShardStorage::new(&StorageTuning {
+            block_cache_bytes: 16 << 20,
+            write_buffer_bytes: 16 << 20,
+            compaction_threads: 1,
+        })
+        .unwrap();
+        let engines: Vec<RocksEngine> = (0..8)
+            .map(|index| RocksEngine::open(&dir.path().join(index.to_string()), &shard).unwrap())
+            .collect();
+        for decree in 1..=1_500i64 {
+            for engine in &engines {
+                let mut batch = WriteBatch::new();
+                batch.put(format!("key{decree}").into_bytes(), vec![7u8; 1024]);
+                batch.set_decree(decree);
+                engine.write(&batch).unwrap();
+            }
+        }
+        let files: usize = (0..8)
+            .map(|index| sst_files(&dir.path().join(index.to_string())))
+            .sum();
+        assert!(files <= 16, "{files} SST files for 12 MiB of writes");
     }
 }
