@@ -43,7 +43,7 @@ const LOG_SIZE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 const HOUSEKEEPING_EVERY_ROUNDS: u64 = 10;
 /// How often each shard feeds the lease and the time to its replica cores
 /// (their timers: Prepare resend, idle commit push, prepare timeout).
-const REPLICA_TICK_INTERVAL: Duration = Duration::from_millis(5);
+const REPLICA_TICK_INTERVAL: Duration = Duration::from_millis(10);
 
 /// A message between shards.
 pub enum MeshMessage {

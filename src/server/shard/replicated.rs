@@ -81,6 +81,9 @@ pub fn mutation_of_record(header: &RecordHeader, payload: &[u8]) -> Result<Mutat
     })
 }
 
+/// The registry beacons read is refreshed every this many ticker rounds.
+const PUBLISH_EVERY_TICKS: u64 = 4;
+
 /// Most payload bytes of mutations one LearnResponse from the log carries;
 /// the learner asks again for the rest.
 const LEARN_RESPONSE_BYTES_MAX: usize = 512 * 1024;
@@ -223,6 +226,11 @@ pub struct Replication {
     pump_wake: RefCell<Option<oneshot::Sender<()>>>,
     /// The lease last fed to the cores.
     lease_fed: Cell<u64>,
+    /// Ticker rounds so far.
+    ticks: Cell<u64>,
+    /// The batch of the client write being fed, so its `AppendLog` stages
+    /// it without decoding the payload again.
+    staging: RefCell<Option<WriteBatch>>,
     /// Copies to learners waiting for the copy pump: (partition, learner, ballot).
     copies: RefCell<VecDeque<(Gpid, NodeId, Ballot)>>,
     /// Copies queued or running, so a learner's retries start no second one.
@@ -243,6 +251,8 @@ impl Replication {
             appended: RefCell::new(VecDeque::new()),
             pump_wake: RefCell::new(None),
             lease_fed: Cell::new(0),
+            ticks: Cell::new(0),
+            staging: RefCell::new(None),
             copies: RefCell::new(VecDeque::new()),
             copies_active: RefCell::new(HashSet::new()),
             copy_wake: RefCell::new(None),
@@ -335,7 +345,11 @@ impl ShardState {
                         return;
                     }
                 };
-                if host.core.borrow().role() == Role::Primary && !mutation.payload.is_empty() {
+                let staged = replication.staging.borrow_mut().take();
+                if let Some(batch) = staged.filter(|_| !mutation.payload.is_empty()) {
+                    replica.partition.stage(mutation.decree as i64, &batch);
+                } else if host.core.borrow().role() == Role::Primary && !mutation.payload.is_empty()
+                {
                     match WriteBatch::decode(&mutation.payload) {
                         Ok(batch) => replica.partition.stage(mutation.decree as i64, &batch),
                         Err(error) => replica.fail(
@@ -473,6 +487,9 @@ impl ShardState {
             batch.encode()
         };
         let replication = self.replication();
+        if !batch.is_empty() {
+            *replication.staging.borrow_mut() = Some(batch);
+        }
         let token = replication.tokens.get() + 1;
         replication.tokens.set(token);
         let (reply, reply_received) = oneshot::channel();
@@ -480,6 +497,8 @@ impl ShardState {
             .borrow_mut()
             .insert(token, Waiting { body, reply });
         self.feed(gpid, &replica, Input::ClientWrite { token, payload });
+        // Refused writes leave the batch unstaged.
+        replication.staging.borrow_mut().take();
         reply_received.await.unwrap_or_else(|_| {
             Err(OpError::new(
                 ErrorCode::UnknownOutcome,
@@ -842,6 +861,11 @@ impl ShardState {
         let lease = self.layout.lease_until_ms.load(Ordering::Relaxed);
         let replication = self.replication();
         let lease_changed = replication.lease_fed.replace(lease) != lease;
+        let ticks = replication.ticks.get() + 1;
+        replication.ticks.set(ticks);
+        // Beacons read the registry every beacon interval; refreshing it
+        // every few ticks is enough (role changes publish at once).
+        let publish = ticks.is_multiple_of(PUBLISH_EVERY_TICKS);
         for (gpid, replica) in self.replicas() {
             if replica.host.is_none() || replica.failure().is_some() {
                 continue;
@@ -850,7 +874,9 @@ impl ShardState {
                 self.feed(gpid, &replica, Input::Lease { until_ms: lease });
             }
             self.feed(gpid, &replica, Input::Tick);
-            self.publish(gpid, &replica);
+            if publish {
+                self.publish(gpid, &replica);
+            }
         }
     }
 
