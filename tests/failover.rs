@@ -37,6 +37,18 @@ const WRITES_MAX: usize = 40_000;
 /// Writes acknowledged after the kill before the load counts as resumed.
 const RESUMED_WRITES: usize = 200;
 
+/// Creates the test's table with three replicas per partition.
+fn create_table(cluster: &Cluster, partition_count: i32) {
+    let created = cluster.meta_call(&Request::CreateTable(CreateTableRequest {
+        table: TABLE.to_string(),
+        partition_count,
+        replica_count: 3,
+        envs: Vec::new(),
+        success_if_exist: false,
+    }));
+    assert!(created.is_ok(), "create: {created:?}");
+}
+
 fn describe(cluster: &Cluster) -> Vec<PartitionConfig> {
     match cluster.meta_call(&Request::DescribeTable {
         table: TABLE.to_string(),
@@ -130,14 +142,7 @@ fn primary_node_sigkill_loses_no_acknowledged_write() {
         shards: 2,
         ..ClusterOptions::default()
     });
-    let created = cluster.meta_call(&Request::CreateTable(CreateTableRequest {
-        table: TABLE.to_string(),
-        partition_count: PARTITIONS,
-        replica_count: 3,
-        envs: Vec::new(),
-        success_if_exist: false,
-    }));
-    assert!(created.is_ok(), "create: {created:?}");
+    create_table(&cluster, PARTITIONS);
     let client = runtime
         .block_on(Client::connect_meta(
             &cluster.meta_addresses(),
@@ -301,14 +306,7 @@ fn node_behind_the_log_learns_from_a_copy() {
         tuning: "log_segment_bytes = 1_048_576\nlog_bytes_max = 4_194_304\n".to_string(),
         ..ClusterOptions::default()
     });
-    let created = cluster.meta_call(&Request::CreateTable(CreateTableRequest {
-        table: TABLE.to_string(),
-        partition_count: 1,
-        replica_count: 3,
-        envs: Vec::new(),
-        success_if_exist: false,
-    }));
-    assert!(created.is_ok(), "create: {created:?}");
+    create_table(&cluster, 1);
     wait_for("three replicas", || {
         describe(&cluster)
             .iter()

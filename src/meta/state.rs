@@ -719,73 +719,13 @@ impl MetaState {
     /// The ballot proves who asks: only the primary of the current ballot
     /// talks to its secondaries at that ballot.
     fn remove_secondary(&self, gpid: Gpid, ballot: i64, node: &str) -> Step {
-        if self.settings.replication.is_none() {
-            return Step::error(
-                ErrorCode::InvalidArgument,
-                "remove_secondary needs replication (meta config replication = true)",
-            );
-        }
-        let Some(table) = self
-            .data
-            .tables
-            .get(&gpid.app_id)
-            .filter(|table| table.is_available())
-        else {
-            return Step::error(
-                ErrorCode::UnknownTable,
-                format!("no available table has app_id {}", gpid.app_id),
-            );
-        };
-        let Some(partition) = usize::try_from(gpid.partition_index)
-            .ok()
-            .and_then(|index| table.partitions.get(index))
-        else {
-            return Step::error(
-                ErrorCode::UnknownPartition,
-                format!(
-                    "table {:?} has no partition {} (it has {})",
-                    table.name, gpid.partition_index, table.partition_count
-                ),
-            );
-        };
-        let members = ReplicaMembers::of(partition, &[node]);
-        let requester = members
-            .config
-            .primary
-            .expect("a stored partition has a primary");
-        let target = members.id(node).expect("node was added to the members");
-        let ballot = Ballot::try_from(ballot).unwrap_or(0);
-        match reconfig::on_remove_request(&members.config, requester, ballot, target) {
-            Ok(new) => {
-                let mut next = self.successor();
-                next.tables.get_mut(&gpid.app_id).expect("found above").partitions
-                    [gpid.partition_index as usize] = members.stored(partition, &new, &[]);
-                Step {
-                    reply: Ok(ResponseBody::Done),
-                    persist: Some(next),
-                }
-            }
-            Err(ReconfigError::StaleBallot { got, current }) => Step::error(
-                ErrorCode::StaleBallot,
-                format!(
-                    "remove_secondary of {node} in partition {}.{} at ballot {got}: the partition is at ballot {current}",
-                    gpid.app_id, gpid.partition_index
-                ),
-            ),
-            Err(
-                error @ (ReconfigError::NotPrimary { .. }
-                | ReconfigError::NotSecondary { .. }
-                | ReconfigError::NotLearner { .. }),
-            ) => Step::error(
-                ErrorCode::InvalidArgument,
-                format!(
-                    "remove_secondary in partition {}.{}: {}",
-                    gpid.app_id,
-                    gpid.partition_index,
-                    members.describe(&error)
-                ),
-            ),
-        }
+        self.primary_request(
+            "remove_secondary",
+            gpid,
+            ballot,
+            node,
+            reconfig::on_remove_request,
+        )
     }
 
     /// The primary's request to promote learner `node`, which caught up
@@ -795,13 +735,36 @@ impl MetaState {
     /// current learner; `node` becomes a secondary under ballot + 1, `Done`
     /// once persisted. Errors as for `remove_secondary`: `STALE_BALLOT`,
     /// `INVALID_ARGUMENT` (not a learner, or replication off),
-    /// `UNKNOWN_TABLE`, `UNKNOWN_PARTITION`. The wire request that calls
-    /// this comes with the node side of replication.
+    /// `UNKNOWN_TABLE`, `UNKNOWN_PARTITION`.
     pub fn upgrade_learner(&self, gpid: Gpid, ballot: i64, node: &str) -> Step {
+        self.primary_request(
+            "upgrade_learner",
+            gpid,
+            ballot,
+            node,
+            reconfig::on_upgrade_request,
+        )
+    }
+
+    /// A membership request from a partition's primary about `node`
+    /// (`what` names it in errors), decided by `decide(config, requester,
+    /// ballot, node)`: `Done` once the new configuration is persisted;
+    /// `STALE_BALLOT` when `ballot` is not the current one, `INVALID_ARGUMENT`
+    /// for a refusal (or replication off), `UNKNOWN_TABLE` /
+    /// `UNKNOWN_PARTITION` for an unknown gpid. Nothing is persisted on an
+    /// error.
+    fn primary_request(
+        &self,
+        what: &str,
+        gpid: Gpid,
+        ballot: i64,
+        node: &str,
+        decide: fn(&ReplicaConfig, NodeId, Ballot, NodeId) -> Result<ReplicaConfig, ReconfigError>,
+    ) -> Step {
         if self.settings.replication.is_none() {
             return Step::error(
                 ErrorCode::InvalidArgument,
-                "upgrade_learner needs replication (meta config replication = true)",
+                format!("{what} needs replication (meta config replication = true)"),
             );
         }
         let Some(table) = self
@@ -834,7 +797,7 @@ impl MetaState {
             .expect("a stored partition has a primary");
         let target = members.id(node).expect("node was added to the members");
         let ballot = Ballot::try_from(ballot).unwrap_or(0);
-        match reconfig::on_upgrade_request(&members.config, requester, ballot, target) {
+        match decide(&members.config, requester, ballot, target) {
             Ok(new) => {
                 let mut next = self.successor();
                 next.tables.get_mut(&gpid.app_id).expect("found above").partitions
@@ -847,14 +810,14 @@ impl MetaState {
             Err(ReconfigError::StaleBallot { got, current }) => Step::error(
                 ErrorCode::StaleBallot,
                 format!(
-                    "upgrade_learner of {node} in partition {}.{} at ballot {got}: the partition is at ballot {current}",
+                    "{what} of {node} in partition {}.{} at ballot {got}: the partition is at ballot {current}",
                     gpid.app_id, gpid.partition_index
                 ),
             ),
             Err(error) => Step::error(
                 ErrorCode::InvalidArgument,
                 format!(
-                    "upgrade_learner in partition {}.{}: {}",
+                    "{what} in partition {}.{}: {}",
                     gpid.app_id,
                     gpid.partition_index,
                     members.describe(&error)

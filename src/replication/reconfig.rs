@@ -79,14 +79,14 @@ pub fn on_nodes_dead(
     changed(config, primary, secondaries, learners)
 }
 
-/// The configuration after the primary `requester` (at `ballot`) asked to
-/// remove the secondary (or caught-up learner) `node` it cannot reach.
-pub fn on_remove_request(
+/// Whether a membership request made at `ballot` by `requester` may be
+/// honoured: only the primary of the current ballot talks to the other
+/// replicas at that ballot.
+fn check_primary_request(
     config: &PartitionConfig,
     requester: NodeId,
     ballot: Ballot,
-    node: NodeId,
-) -> Result<PartitionConfig, ReconfigError> {
+) -> Result<(), ReconfigError> {
     if ballot != config.ballot {
         return Err(ReconfigError::StaleBallot {
             got: ballot,
@@ -96,6 +96,18 @@ pub fn on_remove_request(
     if config.primary != Some(requester) {
         return Err(ReconfigError::NotPrimary { node: requester });
     }
+    Ok(())
+}
+
+/// The configuration after the primary `requester` (at `ballot`) asked to
+/// remove the secondary (or caught-up learner) `node` it cannot reach.
+pub fn on_remove_request(
+    config: &PartitionConfig,
+    requester: NodeId,
+    ballot: Ballot,
+    node: NodeId,
+) -> Result<PartitionConfig, ReconfigError> {
+    check_primary_request(config, requester, ballot)?;
     if !config.secondaries.contains(&node) && !config.learners.contains(&node) {
         return Err(ReconfigError::NotSecondary { node });
     }
@@ -118,15 +130,7 @@ pub fn on_upgrade_request(
     ballot: Ballot,
     node: NodeId,
 ) -> Result<PartitionConfig, ReconfigError> {
-    if ballot != config.ballot {
-        return Err(ReconfigError::StaleBallot {
-            got: ballot,
-            current: config.ballot,
-        });
-    }
-    if config.primary != Some(requester) {
-        return Err(ReconfigError::NotPrimary { node: requester });
-    }
+    check_primary_request(config, requester, ballot)?;
     if !config.learners.contains(&node) {
         return Err(ReconfigError::NotLearner { node });
     }

@@ -566,20 +566,15 @@ impl ShardState {
         replica.replica_count.set(assignment.replica_count);
         let replication = self.replication();
         let primary = replication.id(&assignment.primary);
-        let mut secondaries: Vec<NodeId> = assignment
-            .secondaries
-            .iter()
-            .map(|name| replication.id(name))
-            .collect();
-        secondaries.sort();
-        secondaries.dedup();
-        let mut learners: Vec<NodeId> = assignment
-            .learners
-            .iter()
-            .map(|name| replication.id(name))
-            .collect();
-        learners.sort();
-        learners.dedup();
+        // Sorted and without duplicates, as configurations are.
+        let ids = |names: &[String]| -> Vec<NodeId> {
+            let mut ids: Vec<NodeId> = names.iter().map(|name| replication.id(name)).collect();
+            ids.sort();
+            ids.dedup();
+            ids
+        };
+        let secondaries = ids(&assignment.secondaries);
+        let learners = ids(&assignment.learners);
         {
             let mut addresses = host.addresses.borrow_mut();
             let members = std::iter::once(&assignment.primary)
