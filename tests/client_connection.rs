@@ -1030,6 +1030,7 @@ async fn admin_meta(node_address: String) -> TestServer {
                             ballot: 1,
                             primary: node_address.clone(),
                             secondaries: vec![],
+                            learners: vec![],
                         })
                         .collect(),
                 }))

@@ -1577,9 +1577,13 @@ fn describe_partitions(table: &StoredTable) -> Vec<PartitionConfig> {
             partition_index: index as i32,
             ballot: partition.ballot,
             primary: partition.primary.node.clone(),
-            // TODO: learners, once the wire `PartitionConfig` lists them.
             secondaries: partition
                 .secondaries
+                .iter()
+                .map(|place| place.node.clone())
+                .collect(),
+            learners: partition
+                .learners
                 .iter()
                 .map(|place| place.node.clone())
                 .collect(),

@@ -229,6 +229,7 @@ fn write_description(
         "ballot".to_string(),
         "primary".to_string(),
         "secondaries".to_string(),
+        "learners".to_string(),
     ]];
     for partition in &description.partitions {
         rows.push(vec![
@@ -243,6 +244,11 @@ fn write_description(
                 "-".to_string()
             } else {
                 partition.secondaries.join(",")
+            },
+            if partition.learners.is_empty() {
+                "-".to_string()
+            } else {
+                partition.learners.join(",")
             },
         ]);
     }
@@ -328,12 +334,14 @@ mod tests {
                     ballot: 3,
                     primary: "127.0.0.1:34801".into(),
                     secondaries: vec!["127.0.0.1:34811".into(), "127.0.0.1:34821".into()],
+                    learners: vec!["127.0.0.1:34831".into()],
                 },
                 PartitionConfig {
                     partition_index: 1,
                     ballot: 1,
                     primary: String::new(),
                     secondaries: vec![],
+                    learners: vec![],
                 },
             ],
         };
@@ -341,11 +349,15 @@ mod tests {
         assert!(printed.contains("app_name        : orders"), "{printed}");
         assert!(printed.contains("envs            : k=v"), "{printed}");
         assert!(
-            printed.contains("pidx  ballot  primary          secondaries"),
+            printed.contains(
+                "pidx  ballot  primary          secondaries                      learners"
+            ),
             "{printed}"
         );
         assert!(
-            printed.contains("0     3       127.0.0.1:34801  127.0.0.1:34811,127.0.0.1:34821"),
+            printed.contains(
+                "0     3       127.0.0.1:34801  127.0.0.1:34811,127.0.0.1:34821  127.0.0.1:34831"
+            ),
             "{printed}"
         );
         assert!(

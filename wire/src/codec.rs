@@ -405,6 +405,7 @@ fn response_bytes_estimate(response: &Response) -> usize {
                     .primary
                     .len()
                     .saturating_add(strings_bytes(&partition.secondaries))
+                    .saturating_add(strings_bytes(&partition.learners))
                     .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
             })),
         Ok(ResponseBody::Nodes(nodes)) => items_estimate(nodes, |node| {
@@ -562,6 +563,7 @@ fn partition_config(
 ) -> WIPOffset<fb::PartitionConfig<'static>> {
     let primary = Some(builder.create_string(&partition.primary));
     let secondaries = Some(string_list(builder, &partition.secondaries));
+    let learners = Some(string_list(builder, &partition.learners));
     fb::PartitionConfig::create(
         builder,
         &fb::PartitionConfigArgs {
@@ -569,6 +571,7 @@ fn partition_config(
             ballot: partition.ballot,
             primary,
             secondaries,
+            learners,
         },
     )
 }
@@ -1907,6 +1910,7 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
                             ballot: partition.ballot(),
                             primary: owned_string(partition.primary()),
                             secondaries: owned_strings(partition.secondaries()),
+                            learners: owned_strings(partition.learners()),
                         })
                         .collect()
                 })

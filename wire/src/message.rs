@@ -600,6 +600,8 @@ pub struct PartitionConfig {
     pub ballot: i64,
     pub primary: String,
     pub secondaries: Vec<String>,
+    /// Replicas catching up before they join as secondaries.
+    pub learners: Vec<String>,
 }
 
 /// describe_table's answer.

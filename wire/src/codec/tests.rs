@@ -534,12 +534,14 @@ fn every_response() -> Vec<Response> {
                     ballot: 1,
                     primary: "127.0.0.1:34801".to_string(),
                     secondaries: Vec::new(),
+                    learners: vec!["127.0.0.1:34901".to_string()],
                 },
                 PartitionConfig {
                     partition_index: 1,
                     ballot: i64::MAX,
                     primary: String::new(),
                     secondaries: vec!["127.0.0.1:34811".to_string(), "127.0.0.1:34821".to_string()],
+                    learners: Vec::new(),
                 },
             ],
         })),
@@ -790,6 +792,7 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
             ballot: -1,
             primary: "p".to_string(),
             secondaries: vec![String::new(), "s".to_string()],
+            learners: vec!["l".to_string()],
         })
         .collect();
     let nodes: Vec<NodeInfo> = (0..item_count)

@@ -9250,6 +9250,7 @@ impl<'a> PartitionConfig<'a> {
   pub const VT_BALLOT: ::flatbuffers::VOffsetT = 6;
   pub const VT_PRIMARY: ::flatbuffers::VOffsetT = 8;
   pub const VT_SECONDARIES: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LEARNERS: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -9262,6 +9263,7 @@ impl<'a> PartitionConfig<'a> {
   ) -> ::flatbuffers::WIPOffset<PartitionConfig<'bldr>> {
     let mut builder = PartitionConfigBuilder::new(_fbb);
     builder.add_ballot(args.ballot);
+    if let Some(x) = args.learners { builder.add_learners(x); }
     if let Some(x) = args.secondaries { builder.add_secondaries(x); }
     if let Some(x) = args.primary { builder.add_primary(x); }
     builder.add_partition_index(args.partition_index);
@@ -9297,6 +9299,14 @@ impl<'a> PartitionConfig<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(PartitionConfig::VT_SECONDARIES, None)}
   }
+  /// Replicas catching up before they join (appended for learning).
+  #[inline]
+  pub fn learners(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(PartitionConfig::VT_LEARNERS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PartitionConfig<'_> {
@@ -9309,6 +9319,7 @@ impl ::flatbuffers::Verifiable for PartitionConfig<'_> {
      .visit_field::<i64>("ballot", Self::VT_BALLOT, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("primary", Self::VT_PRIMARY, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("secondaries", Self::VT_SECONDARIES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("learners", Self::VT_LEARNERS, false)?
      .finish();
     Ok(())
   }
@@ -9318,6 +9329,7 @@ pub struct PartitionConfigArgs<'a> {
     pub ballot: i64,
     pub primary: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub secondaries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub learners: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
 }
 impl<'a> Default for PartitionConfigArgs<'a> {
   #[inline]
@@ -9327,6 +9339,7 @@ impl<'a> Default for PartitionConfigArgs<'a> {
       ballot: 0,
       primary: None,
       secondaries: None,
+      learners: None,
     }
   }
 }
@@ -9353,6 +9366,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionConfigBuilder<'a, 'b
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionConfig::VT_SECONDARIES, secondaries);
   }
   #[inline]
+  pub fn add_learners(&mut self, learners: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionConfig::VT_LEARNERS, learners);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PartitionConfigBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PartitionConfigBuilder {
@@ -9374,6 +9391,7 @@ impl ::core::fmt::Debug for PartitionConfig<'_> {
       ds.field("ballot", &self.ballot());
       ds.field("primary", &self.primary());
       ds.field("secondaries", &self.secondaries());
+      ds.field("learners", &self.learners());
       ds.finish()
   }
 }
