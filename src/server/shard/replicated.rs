@@ -87,6 +87,9 @@ const PUBLISH_EVERY_TICKS: u64 = 4;
 /// Most payload bytes of mutations one LearnResponse from the log carries;
 /// the learner asks again for the rest.
 const LEARN_RESPONSE_BYTES_MAX: usize = 512 * 1024;
+/// Most log bytes a primary reads (synchronously, on its shard) to answer
+/// a learner; a larger gap is sent as a copy instead.
+const LEARN_LOG_READ_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Bytes of records per chunk of a copy to a learner.
 const COPY_CHUNK_BYTES: usize = 256 * 1024;
 /// Rate limit of one shard's copies to learners (bytes per second), so a
@@ -622,25 +625,45 @@ impl ShardState {
         let replication = self.replication();
         let last_committed = host.core.borrow().last_committed();
         let mut logged: BTreeMap<Decree, Mutation> = BTreeMap::new();
-        let read = read_stream(
-            &self.log.segments(),
-            (gpid.app_id, gpid.partition_index),
-            learner_committed as i64,
-            &mut |header, payload| {
-                if header.decree as u64 > last_committed {
-                    return;
-                }
-                if let Ok(mutation) = mutation_of_record(header, payload) {
-                    // A later record of a decree under a higher ballot wins.
-                    match logged.get(&mutation.decree) {
-                        Some(held) if held.ballot > mutation.ballot => {}
-                        _ => {
-                            logged.insert(mutation.decree, mutation);
+        // The read runs on the shard's executor: past a bound, a copy (paced,
+        // in chunks) costs the shard's clients less than one long read.
+        let stream = (gpid.app_id, gpid.partition_index);
+        let segments: Vec<_> = self
+            .log
+            .segments()
+            .into_iter()
+            .filter(|segment| {
+                segment
+                    .decree_max
+                    .get(&stream)
+                    .is_some_and(|decree_max| *decree_max > learner_committed as i64)
+            })
+            .collect();
+        let to_read: u64 = segments.iter().map(|segment| segment.bytes()).sum();
+        let read = if to_read > LEARN_LOG_READ_BYTES_MAX {
+            Err(())
+        } else {
+            read_stream(
+                &segments,
+                stream,
+                learner_committed as i64,
+                &mut |header, payload| {
+                    if header.decree as u64 > last_committed {
+                        return;
+                    }
+                    if let Ok(mutation) = mutation_of_record(header, payload) {
+                        // A later record of a decree under a higher ballot wins.
+                        match logged.get(&mutation.decree) {
+                            Some(held) if held.ballot > mutation.ballot => {}
+                            _ => {
+                                logged.insert(mutation.decree, mutation);
+                            }
                         }
                     }
-                }
-            },
-        );
+                },
+            )
+            .map_err(|error| tracing::warn!(%error, "cannot read the log for a learner"))
+        };
         let mut mutations = Vec::new();
         let mut bytes = 0usize;
         let mut covered = read.is_ok();
