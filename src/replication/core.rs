@@ -347,7 +347,9 @@ impl ReplicaCore {
         }
     }
 
-    fn serving_check(&self, now_ms: u64) -> Result<(), ReadError> {
+    /// Whether this replica serves a client request at `now_ms`: only an
+    /// activated, not superseded primary within its lease (rule 12).
+    pub fn serving_check(&self, now_ms: u64) -> Result<(), ReadError> {
         if self.role != Role::Primary {
             return Err(ReadError::NotPrimary);
         }
@@ -364,9 +366,7 @@ impl ReplicaCore {
 
     fn on_client_write(&mut self, token: Token, payload: Vec<u8>, now_ms: u64) {
         let refused = match self.serving_check(now_ms) {
-            Err(ReadError::NotPrimary) => Some(WriteError::NotPrimary),
-            Err(ReadError::NotActivated) => Some(WriteError::NotActivated),
-            Err(ReadError::LeaseExpired) => Some(WriteError::LeaseExpired),
+            Err(error) => Some(WriteError::from(error)),
             Ok(()) if self.window.len() >= self.settings.prepare_window_max => {
                 Some(WriteError::Busy {
                     window_max: self.settings.prepare_window_max,

@@ -199,6 +199,17 @@ pub enum ReadError {
     LeaseExpired,
 }
 
+impl From<ReadError> for WriteError {
+    /// A write refused for the reason a read would be: nothing was written.
+    fn from(error: ReadError) -> WriteError {
+        match error {
+            ReadError::NotPrimary => WriteError::NotPrimary,
+            ReadError::NotActivated => WriteError::NotActivated,
+            ReadError::LeaseExpired => WriteError::LeaseExpired,
+        }
+    }
+}
+
 /// An input to [`ReplicaCore::handle`](super::core::ReplicaCore::handle).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {

@@ -33,7 +33,7 @@ use crate::key;
 use crate::metrics::ShardMetrics;
 use crate::replication::config::ReplicationSettings;
 use crate::replication::core::ReplicaCore;
-use crate::replication::messages::Mutation;
+use crate::replication::messages::{Input, Mutation, PartitionConfig};
 use crate::server::cursors::CursorTable;
 use crate::storage::{
     Partition, RocksEngine, ShardStorage, StorageEngine, StorageLimits, StorageTuning, WriteBatch,
@@ -1118,7 +1118,7 @@ fn recover_cores(
         }
         let applied = replica.decree_last.get().max(0) as u64;
         let records = logged.remove(gpid).unwrap_or_default();
-        let persisted = match replicated::persisted_ballot(&replica_dir_of(replica)) {
+        let persisted = match replicated::persisted_ballot(&replica.dir) {
             Ok(ballot) => ballot,
             Err(reason) => {
                 replica.fail(*gpid, reason);
@@ -1141,15 +1141,8 @@ fn recover_cores(
         };
         for mutation in replay {
             let decree = mutation.decree;
-            let result = if mutation.payload.is_empty() {
-                Ok(WriteBatch::new())
-            } else {
-                WriteBatch::decode(&mutation.payload)
-            }
-            .and_then(|mut batch| {
-                batch.set_decree(decree as i64);
-                replica.partition.apply(&batch)
-            });
+            let result =
+                replicated::batch_of(&mutation).and_then(|batch| replica.partition.apply(&batch));
             match result {
                 Ok(()) => replica.decree_last.set(decree as i64),
                 Err(error) => {
@@ -1164,22 +1157,15 @@ fn recover_cores(
             // configuration naming nobody), so only a newer configuration
             // gives it a role.
             core.handle(
-                crate::replication::messages::Input::Config(
-                    crate::replication::messages::PartitionConfig {
-                        ballot: persisted,
-                        primary: None,
-                        secondaries: Vec::new(),
-                        learners: Vec::new(),
-                    },
-                ),
+                Input::Config(PartitionConfig {
+                    ballot: persisted,
+                    primary: None,
+                    secondaries: Vec::new(),
+                    learners: Vec::new(),
+                }),
                 replicated::clock_ms(),
             );
         }
         *host.core.borrow_mut() = core;
     }
-}
-
-/// The directory of an open replica.
-fn replica_dir_of(replica: &Replica) -> PathBuf {
-    replica.dir.clone()
 }

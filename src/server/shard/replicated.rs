@@ -129,8 +129,9 @@ pub fn persisted_ballot(dir: &std::path::Path) -> Result<Ballot, String> {
     }
 }
 
-/// The write batch a mutation carries (the empty write carries none).
-fn batch_of(mutation: &Mutation) -> Result<WriteBatch, OpError> {
+/// The write batch a mutation carries (the empty write carries none), with
+/// the mutation's decree.
+pub(super) fn batch_of(mutation: &Mutation) -> Result<WriteBatch, OpError> {
     let mut batch = if mutation.payload.is_empty() {
         WriteBatch::new()
     } else {
@@ -151,19 +152,6 @@ fn write_error(error: WriteError) -> OpError {
         }
         WriteError::Busy { .. } => OpError::new(ErrorCode::Busy, error.to_string()),
         WriteError::UnknownOutcome => OpError::new(ErrorCode::UnknownOutcome, error.to_string()),
-    }
-}
-
-/// Why `core` would refuse a client request now (`None`: it serves).
-fn not_serving(core: &ReplicaCore) -> Option<WriteError> {
-    if core.role() != Role::Primary {
-        Some(WriteError::NotPrimary)
-    } else if !core.is_activated() {
-        Some(WriteError::NotActivated)
-    } else if clock_ms() >= core.lease_until_ms() {
-        Some(WriteError::LeaseExpired)
-    } else {
-        None
     }
 }
 
@@ -307,8 +295,8 @@ impl ShardState {
             Output::RoleChanged { role, ballot } => {
                 // Before anything happens under the new ballot.
                 if ballot > replica.ballot_persisted.get() {
-                    let dir = super::replica_dir(&self.data_dir, gpid);
-                    match persist_ballot(&dir, ballot) {
+                    let dir = &replica.dir;
+                    match persist_ballot(dir, ballot) {
                         Ok(()) => replica.ballot_persisted.set(ballot),
                         Err(error) => replica.fail(
                             gpid,
@@ -461,9 +449,8 @@ impl ShardState {
         let host = replica.host.as_ref().expect("cluster-mode replica");
         {
             let core = host.core.borrow();
-            if let Some(error) = not_serving(&core) {
-                return Err(write_error(error));
-            }
+            core.serving_check(clock_ms())
+                .map_err(|error| write_error(error.into()))?;
             let members = core.config().members().len();
             // A table of fewer replicas than the bound needs only all of them.
             let min_alive = (self.layout.replica_count_min_alive.load(Ordering::Relaxed))
@@ -516,13 +503,15 @@ impl ShardState {
         let Some(host) = &replica.host else {
             return Ok(());
         };
-        match not_serving(&host.core.borrow()) {
-            None => Ok(()),
-            Some(error) => Err(OpError::new(
-                ErrorCode::NotPrimary,
-                format!("{error}: refresh the route and retry"),
-            )),
-        }
+        host.core
+            .borrow()
+            .serving_check(clock_ms())
+            .map_err(|error| {
+                OpError::new(
+                    ErrorCode::NotPrimary,
+                    format!("{error}: refresh the route and retry"),
+                )
+            })
     }
 
     /// A peer message for `gpid` (dropped when the replica is not hosted
@@ -544,7 +533,10 @@ impl ShardState {
             return;
         }
         let from = self.replication().id(&request.from);
-        if !request.from_address.is_empty() {
+        // Learn where the sender's replica listens; no allocation when
+        // nothing changed (the common case: every Prepare and ack).
+        let known = host.addresses.borrow().get(&from) == Some(&request.from_address);
+        if !known && !request.from_address.is_empty() {
             host.addresses
                 .borrow_mut()
                 .insert(from, request.from_address.clone());
@@ -803,7 +795,7 @@ impl ShardState {
         {
             return;
         }
-        let marker = super::replica_dir(&self.data_dir, gpid).join(COPY_MARKER_FILE);
+        let marker = replica.dir.join(COPY_MARKER_FILE);
         let engine = replica.partition.engine();
         let result = (|| -> Result<bool, String> {
             let mut incoming = host.incoming.borrow_mut();
