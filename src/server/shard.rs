@@ -1169,3 +1169,69 @@ fn recover_cores(
         *host.core.borrow_mut() = core;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StorageTuning;
+
+    fn storage() -> ShardStorage {
+        ShardStorage::new(&StorageTuning {
+            block_cache_bytes: 1 << 20,
+            write_buffer_bytes: 1 << 20,
+            compaction_threads: 1,
+        })
+        .unwrap()
+    }
+
+    fn meta() -> ReplicaMeta {
+        ReplicaMeta {
+            table: "t".into(),
+            app_id: 1,
+            partition_index: 0,
+            partition_count: 1,
+            shard: 0,
+        }
+    }
+
+    // A replica found with the copy marker (a copy from a primary was being
+    // installed when the node stopped) reopens empty at decree 0, marker
+    // gone, so it learns again; without the marker its records and decree
+    // stay.
+    #[test]
+    fn a_partly_installed_copy_is_dropped_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = storage();
+        let limits = StorageLimits::default();
+        {
+            let replica = open_replica(dir.path(), &meta(), &storage, limits).unwrap();
+            let mut batch = WriteBatch::new();
+            batch.put(b"key".to_vec(), b"value".to_vec());
+            batch.set_decree(7);
+            replica.partition.apply(&batch).unwrap();
+            replica.partition.engine().flush().unwrap();
+        }
+        {
+            let replica = open_replica(dir.path(), &meta(), &storage, limits).unwrap();
+            assert_eq!(replica.decree_last(), 7);
+            assert!(replica.partition.engine().get(b"key").unwrap().is_some());
+            std::fs::write(replica.dir.join(replicated::COPY_MARKER_FILE), b"").unwrap();
+        }
+        let replica = open_replica(dir.path(), &meta(), &storage, limits).unwrap();
+        assert_eq!(replica.decree_last(), 0);
+        assert_eq!(replica.partition.engine().get(b"key").unwrap(), None);
+        assert!(!replica.dir.join(replicated::COPY_MARKER_FILE).exists());
+    }
+
+    // The last accepted ballot survives in the replica's directory.
+    #[test]
+    fn ballot_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(replicated::persisted_ballot(dir.path()), Ok(0));
+        replicated::persist_ballot(dir.path(), 12).unwrap();
+        replicated::persist_ballot(dir.path(), 13).unwrap();
+        assert_eq!(replicated::persisted_ballot(dir.path()), Ok(13));
+        std::fs::write(dir.path().join(replicated::BALLOT_FILE), "x").unwrap();
+        assert!(replicated::persisted_ballot(dir.path()).is_err());
+    }
+}
