@@ -54,6 +54,11 @@ impl PartitionConfig {
             .collect()
     }
 
+    /// How many members (primary and secondaries) there are.
+    pub fn member_count(&self) -> usize {
+        usize::from(self.primary.is_some()) + self.secondaries.len()
+    }
+
     /// Whether `node` is a learner.
     pub fn is_learner(&self, node: NodeId) -> bool {
         self.learners.contains(&node)

@@ -451,7 +451,7 @@ impl ShardState {
             let core = host.core.borrow();
             core.serving_check(clock_ms())
                 .map_err(|error| write_error(error.into()))?;
-            let members = core.config().members().len();
+            let members = core.config().member_count();
             // A table of fewer replicas than the bound needs only all of them.
             let min_alive = (self.layout.replica_count_min_alive.load(Ordering::Relaxed))
                 .min(replica.replica_count.get())
