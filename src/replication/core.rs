@@ -87,6 +87,10 @@ pub struct ReplicaCore {
     activation_decree: Decree,
     /// The highest commit point piggybacked to the secondaries.
     committed_sent: Decree,
+    /// The decree of the last empty Prepare sent only to push the commit
+    /// point. Its own commit changes no state, so it is never pushed in
+    /// turn (else an idle primary would push forever).
+    idle_push_decree: Decree,
     /// When the last Prepare went out.
     last_prepare_sent_ms: u64,
     /// When each secondary was last reported to meta as unreachable.
@@ -140,6 +144,7 @@ impl ReplicaCore {
             superseded: false,
             activation_decree: 0,
             committed_sent: 0,
+            idle_push_decree: 0,
             last_prepare_sent_ms: 0,
             removal_reported_ms: BTreeMap::new(),
             caught_up: BTreeMap::new(),
@@ -700,6 +705,7 @@ impl ReplicaCore {
         self.activation_decree = last_prepared;
         self.activated = false;
         self.committed_sent = 0;
+        self.idle_push_decree = 0;
         self.removal_reported_ms.clear();
         let tail: Vec<Decree> = self.window.keys().copied().collect();
         for decree in tail {
@@ -991,9 +997,10 @@ impl ReplicaCore {
         if self.activated
             && idle
             && !targets.is_empty()
-            && self.last_committed > self.committed_sent
+            && self.last_committed > self.committed_sent.max(self.idle_push_decree)
             && self.window.len() < self.settings.prepare_window_max
         {
+            self.idle_push_decree = self.last_prepared() + 1;
             self.propose(None, Vec::new(), now_ms);
         }
     }

@@ -512,6 +512,40 @@ fn idle_primary_pushes_commit_point_with_empty_write() {
         .handle(Input::Tick, 200)
         .iter()
         .all(|o| !matches!(o, Output::AppendLog(_))));
+    // The empty write commits; its own commit changes nothing, so an idle
+    // primary sends no more Prepares (it used to push one after another).
+    core.handle(
+        Input::LogDurable {
+            ballot: 1,
+            decree: 2,
+        },
+        201,
+    );
+    ack(&mut core, S2, 1, 2);
+    ack(&mut core, S3, 1, 2);
+    assert_eq!(core.last_committed(), 2);
+    for now_ms in (210..2_000).step_by(10) {
+        assert!(
+            prepares(&core.handle(Input::Tick, now_ms)).is_empty(),
+            "an idle primary sent a Prepare at {now_ms} ms"
+        );
+    }
+    // A real write's commit point is pushed again once idle.
+    write(&mut core, 2, b"b", 2_000);
+    core.handle(
+        Input::LogDurable {
+            ballot: 1,
+            decree: 3,
+        },
+        2_001,
+    );
+    ack(&mut core, S2, 1, 3);
+    ack(&mut core, S3, 1, 3);
+    let sent = prepares(&core.handle(Input::Tick, 2_030));
+    assert_eq!(sent.len(), 2);
+    assert!(sent
+        .iter()
+        .all(|(_, m, committed)| m.payload.is_empty() && m.decree == 4 && *committed == 3));
 }
 
 // An unacked Prepare is resent, and after the prepare timeout the primary
