@@ -64,19 +64,47 @@ for _ in $(seq 300); do
 done
 [ -n "$etcd_ready" ] || { cat "$work/etcd.log" >&2; echo "etcd did not start" >&2; exit 1; }
 
-run() { # TARGET WORKLOAD PHASE -> the BENCH_JSON line
-  "$markab" bench --target "$1" --table temp --workload "$2" --phase "$3" --quiet \
+# CPU time (user + system, all threads) the given processes have used, in
+# clock ticks; a process that is gone counts 0.
+cpu_ticks() {
+  local total=0 pid fields
+  for pid in "$@"; do
+    # Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+    fields=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+    set -- $fields
+    total=$((total + ${12} + ${13}))
+  done
+  echo "$total"
+}
+ticks_per_s=$(getconf CLK_TCK)
+
+# TARGET WORKLOAD PHASE SERVER_PID... -> the BENCH_JSON line, with the CPU the
+# server processes used during the run added as "server_cpu_s".
+run() {
+  local target=$1 workload=$2 phase=$3
+  shift 3
+  local before after json
+  before=$(cpu_ticks "$@")
+  json=$("$markab" bench --target "$target" --table temp --workload "$workload" --phase "$phase" --quiet \
     --records "$records" --operations "$operations" \
-    --connections "$connections" --in-flight "$in_flight" | sed -n 's/^BENCH_JSON //p' | tail -1
+    --connections "$connections" --in-flight "$in_flight" | sed -n 's/^BENCH_JSON //p' | tail -1)
+  after=$(cpu_ticks "$@")
+  python3 -c 'import json, sys; j = json.loads(sys.argv[1]); j["server_cpu_s"] = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4]); print(json.dumps(j))' \
+    "$json" "$before" "$after" "$ticks_per_s"
 }
 
+# Markab's servers: the onebox's meta and node processes.
+markab_pids=$(pgrep -P "${pids[0]}" | tr '\n' ' ')
+redis_pid=${pids[1]}
+etcd_pid=${pids[2]}
+
 echo "== load (writes) and YCSB-C (reads): $records records, $operations operations, $connections x $in_flight"
-markab_load=$(run "markab://$meta" c load)
-markab_read=$(run "markab://$meta" c run)
-redis_load=$(run "redis://127.0.0.1:$redis_port" c load)
-redis_read=$(run "redis://127.0.0.1:$redis_port" c run)
-etcd_load=$(run "etcd://127.0.0.1:$etcd_port" c load)
-etcd_read=$(run "etcd://127.0.0.1:$etcd_port" c run)
+markab_load=$(run "markab://$meta" c load $markab_pids)
+markab_read=$(run "markab://$meta" c run $markab_pids)
+redis_load=$(run "redis://127.0.0.1:$redis_port" c load "$redis_pid")
+redis_read=$(run "redis://127.0.0.1:$redis_port" c run "$redis_pid")
+etcd_load=$(run "etcd://127.0.0.1:$etcd_port" c load "$etcd_pid")
+etcd_read=$(run "etcd://127.0.0.1:$etcd_port" c run "$etcd_pid")
 
 python3 - "$markab_load" "$markab_read" "$redis_load" "$redis_read" "$etcd_load" "$etcd_read" <<'PY'
 import json, sys
@@ -95,6 +123,9 @@ row("YCSB-C read ops/s", ops, markab_read, redis_read, etcd_read)
 row("YCSB-C read p99 µs (lower is better)", p99, markab_read, redis_read, etcd_read)
 row("durable insert ops/s (load phase)", ops, markab_load, redis_load, etcd_load)
 row("durable insert p99 µs (lower is better)", p99, markab_load, redis_load, etcd_load)
+cpu_us = lambda j: j["server_cpu_s"] * 1e6 / max(j["overall"]["count"], 1)
+row("server CPU µs per read (lower is better)", cpu_us, markab_read, redis_read, etcd_read)
+row("server CPU µs per insert (lower is better)", cpu_us, markab_load, redis_load, etcd_load)
 print()
 print(f"errors: markab load {errors(markab_load)}, read {errors(markab_read)}; "
       f"redis load {errors(redis_load)}, read {errors(redis_read)}; "
