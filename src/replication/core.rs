@@ -175,10 +175,19 @@ impl ReplicaCore {
         for mutation in log {
             core.ballot = core.ballot.max(mutation.ballot);
             committed_logged = committed_logged.max(mutation.committed_decree);
-            let replaces = records
-                .get(&mutation.decree)
-                .is_none_or(|held| held.ballot <= mutation.ballot);
+            let held = records.get(&mutation.decree);
+            let replaces = held.is_none_or(|held| held.ballot <= mutation.ballot);
             if replaces && mutation.decree > applied_decree {
+                // As when it was accepted (`on_prepare`): a different
+                // mutation under a newer ballot voids the older records
+                // logged above it.
+                let differs = held.is_some_and(|held| {
+                    held.ballot < mutation.ballot && held.payload != mutation.payload
+                });
+                if differs {
+                    let (decree, ballot) = (mutation.decree, mutation.ballot);
+                    records.retain(|held, record| *held < decree || record.ballot >= ballot);
+                }
                 records.insert(mutation.decree, mutation);
             }
         }
@@ -593,6 +602,26 @@ impl ReplicaCore {
                 return; // acked when its append is durable
             }
         }
+        // A secondary takes its primary's Prepares in decree order: one
+        // whose predecessor it does not hold at this ballot waits for the
+        // resend (**secondary-prefix-in-order**). Otherwise a reordered
+        // Prepare could sit above an older history it was not built on.
+        // A learner joins the stream above what it is still learning.
+        if self.role == Role::Secondary
+            && decree > self.last_committed + 1
+            && self
+                .window
+                .get(&(decree - 1))
+                .is_none_or(|previous| previous.mutation.ballot != ballot)
+        {
+            return;
+        }
+        // The same mutation re-prepared under a newer ballot (equal
+        // payload: the same absolute writes) leaves what follows it valid.
+        let re_prepared = self
+            .window
+            .get(&decree)
+            .is_some_and(|held| held.mutation.payload == mutation.payload);
         let mut mutation = mutation;
         if self.role == Role::Learner {
             // A learner's log may still hold records of an older history
@@ -601,11 +630,18 @@ impl ReplicaCore {
             // It claims only what it holds (docs/replication.md, "Learning").
             mutation.committed_decree = mutation.committed_decree.min(self.last_committed);
         }
-        // The primary of `ballot` decides decree `decree`: whatever older
-        // ballots left above it was built on another prefix and is dropped
-        // (the primary re-prepares what it holds).
-        self.window
-            .retain(|held, entry| *held < decree || entry.mutation.ballot >= ballot);
+        // The primary of `ballot` decides decree `decree`. When it differs
+        // from what this replica held there, whatever older ballots left
+        // above was built on another prefix and is dropped (the primary
+        // re-prepares what it holds). When it is the held mutation
+        // re-prepared, what follows stays until its own re-prepare replaces
+        // it: dropping it early could drop a committed mutation that the
+        // primary's re-prepare has not yet brought back, and a replica
+        // elected in between would lose it (**re-prepare-keeps-tail**).
+        if !re_prepared || self.role == Role::Learner {
+            self.window
+                .retain(|held, entry| *held < decree || entry.mutation.ballot >= ballot);
+        }
         self.window.insert(decree, Entry::durable(mutation.clone()));
         self.window.get_mut(&decree).expect("inserted").durable = false;
         self.outputs.push(Output::AppendLog(mutation));

@@ -278,20 +278,27 @@ fn stale_ballot_rejected_newer_adopted() {
 #[test]
 fn secondary_commits_to_piggybacked_point() {
     let mut core = replica(S2, config(1, P, &[S2, S3]));
-    core.handle(
-        Input::Peer {
-            from: P,
-            message: prepare(1, 2, 0, b"b"),
-        },
-        1,
-    );
-    core.handle(
-        Input::Peer {
-            from: P,
-            message: prepare(1, 1, 0, b"a"),
-        },
-        1,
-    );
+    // Ahead of its predecessor: not taken, the primary resends it
+    // (secondary-prefix-in-order).
+    assert!(core
+        .handle(
+            Input::Peer {
+                from: P,
+                message: prepare(1, 2, 0, b"b"),
+            },
+            1,
+        )
+        .is_empty());
+    assert_eq!(core.last_prepared(), 0);
+    for (decree, payload) in [(1, b"a"), (2, b"b")] {
+        core.handle(
+            Input::Peer {
+                from: P,
+                message: prepare(1, decree, 0, payload),
+            },
+            1,
+        );
+    }
     core.handle(
         Input::LogDurable {
             ballot: 1,
@@ -335,21 +342,49 @@ fn secondary_commits_to_piggybacked_point() {
     ));
 }
 
-// A re-prepared decree under a newer ballot replaces the held one and drops
-// older-ballot decrees above it.
+// Under a newer ballot, the held mutation re-prepared keeps the decrees
+// above it (they may be committed); a different mutation replaces the held
+// one and drops the older-ballot decrees above it.
 #[test]
 fn newer_ballot_replaces_tail() {
     let mut core = replica(S2, config(1, P, &[S2, S3]));
-    for decree in 1..=3 {
+    for (decree, payload) in [(1, b"one"), (2, b"two"), (3, b"thr")] {
         core.handle(
             Input::Peer {
                 from: P,
-                message: prepare(1, decree, 0, b"old"),
+                message: prepare(1, decree, 0, payload),
             },
             1,
         );
     }
     assert_eq!(core.last_prepared(), 3);
+    // Decree 2 of ballot 2 before decree 1 of ballot 2: waits for a resend.
+    assert!(core
+        .handle(
+            Input::Peer {
+                from: S3,
+                message: prepare(2, 2, 0, b"new"),
+            },
+            2,
+        )
+        .iter()
+        .all(|o| !matches!(o, Output::AppendLog(_))));
+    assert_eq!(
+        core.last_prepared(),
+        3,
+        "nothing dropped by a Prepare not taken"
+    );
+    let out = core.handle(
+        Input::Peer {
+            from: S3,
+            message: prepare(2, 1, 0, b"one"),
+        },
+        2,
+    );
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::AppendLog(m) if m.decree == 1 && m.ballot == 2)));
+    assert_eq!(core.last_prepared(), 3, "a re-prepare keeps what follows");
     let out = core.handle(
         Input::Peer {
             from: S3,
@@ -361,6 +396,32 @@ fn newer_ballot_replaces_tail() {
         .iter()
         .any(|o| matches!(o, Output::AppendLog(m) if m.decree == 2 && m.payload == b"new")));
     assert_eq!(core.last_prepared(), 2, "decree 3 of ballot 1 dropped");
+}
+
+// Recovery keeps the same rule: a re-prepared record keeps the older
+// records above it, a different one drops them.
+#[test]
+fn recovery_keeps_tail_behind_a_re_prepare() {
+    let mutation = |ballot: Ballot, decree: Decree, payload: &[u8]| Mutation {
+        ballot,
+        decree,
+        committed_decree: 0,
+        payload: payload.to_vec(),
+    };
+    let log = vec![
+        mutation(1, 1, b"one"),
+        mutation(1, 2, b"two"),
+        mutation(1, 3, b"thr"),
+        mutation(2, 1, b"one"),
+    ];
+    let (core, replay) =
+        ReplicaCore::recover(Gpid::default(), S2, settings(), 0, log.clone()).unwrap();
+    assert!(replay.is_empty());
+    assert_eq!(core.last_prepared(), 3);
+    let mut log = log;
+    log.push(mutation(2, 2, b"new"));
+    let (core, _) = ReplicaCore::recover(Gpid::default(), S2, settings(), 0, log).unwrap();
+    assert_eq!(core.last_prepared(), 2);
 }
 
 // A secondary promoted by meta re-prepares its uncommitted tail under the
