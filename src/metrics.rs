@@ -76,6 +76,7 @@ pub struct NodeMetrics {
     log_bytes: IntGaugeVec,
     log_segments: IntGaugeVec,
     block_cache_bytes: IntGaugeVec,
+    record_cache_bytes: IntGaugeVec,
     write_buffer_bytes: IntGaugeVec,
     replicas: IntGaugeVec,
 }
@@ -148,6 +149,11 @@ impl NodeMetrics {
                 "Bytes held by the shard's RocksDB block cache.",
                 &["shard"],
             ),
+            record_cache_bytes: gauge(
+                "record_cache_bytes",
+                "Bytes held by the shard's record cache (whole hash keys read recently).",
+                &["shard"],
+            ),
             write_buffer_bytes: gauge(
                 "rocksdb_write_buffer_bytes",
                 "Bytes of memtables under the shard's write-buffer manager.",
@@ -184,6 +190,7 @@ impl NodeMetrics {
             log_bytes: self.log_bytes.with_label_values(&[label.as_str()]),
             log_segments: self.log_segments.with_label_values(&[label.as_str()]),
             block_cache_bytes: self.block_cache_bytes.with_label_values(&[label.as_str()]),
+            record_cache_bytes: self.record_cache_bytes.with_label_values(&[label.as_str()]),
             write_buffer_bytes: self.write_buffer_bytes.with_label_values(&[label.as_str()]),
             replicas_by_role: ["primary", "secondary", "learner", "inactive"]
                 .map(|role| self.replicas.with_label_values(&[label.as_str(), role])),
@@ -203,6 +210,7 @@ pub struct ShardMetrics {
     pub log_bytes: IntGauge,
     pub log_segments: IntGauge,
     pub block_cache_bytes: IntGauge,
+    pub record_cache_bytes: IntGauge,
     pub write_buffer_bytes: IntGauge,
     /// Replicas by role, indexed by `ReplicaRole as usize` (primary,
     /// secondary, learner, inactive).

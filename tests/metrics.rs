@@ -101,6 +101,7 @@ fn node_metrics_reflect_requests() {
     assert!(sample(&text, "markab_log_flush_records_sum{shard=\"0\"}") >= 20.0);
     assert!(sample(&text, "markab_log_bytes{shard=\"0\"}") > 0.0);
     assert!(text.contains("markab_rocksdb_block_cache_bytes{shard=\"0\"}"));
+    assert!(text.contains("markab_record_cache_bytes{shard=\"0\"}"));
     assert!(text.contains("markab_rocksdb_write_buffer_bytes{shard=\"0\"}"));
     assert_eq!(
         sample(&text, "markab_replicas{role=\"primary\",shard=\"0\"}"),

@@ -224,6 +224,9 @@ numeric_keys! {
     write_buffer_bytes: u64 = 64 * MIB, MIB, TIB;
     /// Background compaction threads of the shard's storage (default 2; range 1..=64).
     compaction_threads: usize = 2, 1, 64;
+    /// Record cache shared by the shard's storage instances: whole hash keys read recently,
+    /// in bytes (default 16 MiB; 0 turns it off; range 0..=1 TiB).
+    record_cache_bytes: u64 = 16 * MIB, 0, TIB;
     /// Largest request frame accepted, in bytes (default 1 MiB; range 1 KiB..=64 MiB).
     request_bytes_max: usize = MIB, KIB, 64 * MIB;
     /// Most client connections the shard keeps open (default 10000; range 1..=1000000).

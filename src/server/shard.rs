@@ -485,6 +485,7 @@ impl ShardState {
             block_cache_bytes: tuning.block_cache_bytes as usize,
             write_buffer_bytes: tuning.write_buffer_bytes as usize,
             compaction_threads: tuning.compaction_threads as i32,
+            record_cache_bytes: tuning.record_cache_bytes as usize,
         })?;
         let limits = StorageLimits::default();
         let wanted: Vec<ReplicaMeta> = match &layout.mode {
@@ -672,6 +673,9 @@ impl ShardState {
         metrics
             .block_cache_bytes
             .set(self.storage.block_cache_usage_bytes() as i64);
+        metrics
+            .record_cache_bytes
+            .set(self.storage.record_cache_usage_bytes() as i64);
         metrics
             .write_buffer_bytes
             .set(self.storage.write_buffer_usage_bytes() as i64);
@@ -1180,6 +1184,7 @@ mod tests {
             block_cache_bytes: 1 << 20,
             write_buffer_bytes: 1 << 20,
             compaction_threads: 1,
+            record_cache_bytes: 1 << 20,
         })
         .unwrap()
     }

@@ -3,6 +3,10 @@
 //! write-buffer budget, background threads). See docs/storage.md, "RocksDB".
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lru::LruCache;
 
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{
@@ -48,6 +52,9 @@ pub struct StorageTuning {
     /// Background flush/compaction jobs per instance and threads of the
     /// compaction pool (default 2, 1..=[`COMPACTION_THREADS_MAX`]).
     pub compaction_threads: i32,
+    /// Record cache shared by the shard's instances: whole hash keys read
+    /// recently (default 16 MiB; 0 turns it off). See [`RecordCache`].
+    pub record_cache_bytes: usize,
 }
 
 impl Default for StorageTuning {
@@ -56,8 +63,84 @@ impl Default for StorageTuning {
             block_cache_bytes: 64 << 20,
             write_buffer_bytes: 64 << 20,
             compaction_threads: 2,
+            record_cache_bytes: 16 << 20,
         }
     }
+}
+
+/// Whole hash keys read recently, shared by one shard's instances and
+/// keyed by instance and hash key: a read of a whole hash key (what a
+/// `multi_get` with no sort keys, a YCSB read, does) is served from here
+/// without creating a RocksDB iterator, which is most of such a read's CPU.
+///
+/// **record-cache-coherent**: an entry holds exactly the raw records RocksDB
+/// holds for its hash key. Every write of an instance goes through
+/// [`RocksEngine::write`], which, after the RocksDB write, bumps the
+/// instance's generation and drops the entries of every hash key it touched,
+/// under the cache lock; a read fills an entry only if the instance's
+/// generation did not move while it read RocksDB. Expiry is not cached: the
+/// raw records keep their expiry time and readers judge it at read time, as
+/// they do for records read from RocksDB.
+struct RecordCache {
+    entries: LruCache<Vec<u8>, Arc<CachedHashKey>>,
+    bytes: usize,
+    budget: usize,
+}
+
+/// The raw records of one hash key, in key order.
+struct CachedHashKey {
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+    bytes: usize,
+}
+
+/// Fixed cost charged per cached hash key and per record, on top of their
+/// bytes.
+const CACHE_ENTRY_OVERHEAD_BYTES: usize = 96;
+const CACHE_RECORD_OVERHEAD_BYTES: usize = 48;
+
+impl RecordCache {
+    fn new(budget: usize) -> RecordCache {
+        RecordCache {
+            entries: LruCache::unbounded(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    /// The largest hash key worth caching: an eighth of the budget.
+    fn entry_bytes_max(&self) -> usize {
+        self.budget / 8
+    }
+
+    fn insert(&mut self, key: Vec<u8>, entry: CachedHashKey) {
+        let charge = entry.bytes + key.len() + CACHE_ENTRY_OVERHEAD_BYTES;
+        if charge > self.entry_bytes_max() {
+            return;
+        }
+        self.remove(&key);
+        self.bytes += charge;
+        self.entries.put(key, Arc::new(entry));
+        while self.bytes > self.budget {
+            let Some((key, evicted)) = self.entries.pop_lru() else {
+                break;
+            };
+            self.bytes -= evicted.bytes + key.len() + CACHE_ENTRY_OVERHEAD_BYTES;
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(removed) = self.entries.pop(key) {
+            self.bytes -= removed.bytes + key.len() + CACHE_ENTRY_OVERHEAD_BYTES;
+        }
+    }
+}
+
+/// The cache key of `hash_key_prefix` in instance `instance`.
+fn cache_key(instance: u64, hash_key_prefix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + hash_key_prefix.len());
+    key.extend_from_slice(&instance.to_be_bytes());
+    key.extend_from_slice(hash_key_prefix);
+    key
 }
 
 /// The RocksDB resources one shard's instances share.
@@ -71,6 +154,8 @@ pub struct ShardStorage {
     block_cache: Cache,
     write_buffer_manager: WriteBufferManager,
     env: Env,
+    record_cache: Option<Arc<Mutex<RecordCache>>>,
+    next_instance: AtomicU64,
 }
 
 impl ShardStorage {
@@ -103,12 +188,23 @@ impl ShardStorage {
             Env::new().map_err(|error| storage_error("creating the RocksDB env", error))?;
         env.set_background_threads(tuning.compaction_threads);
         env.set_high_priority_background_threads(1);
+        let record_cache = (tuning.record_cache_bytes > 0)
+            .then(|| Arc::new(Mutex::new(RecordCache::new(tuning.record_cache_bytes))));
         Ok(ShardStorage {
             tuning: *tuning,
             block_cache,
             write_buffer_manager,
             env,
+            record_cache,
+            next_instance: AtomicU64::new(0),
         })
+    }
+
+    /// Bytes held by the shard's record cache now.
+    pub fn record_cache_usage_bytes(&self) -> usize {
+        self.record_cache
+            .as_ref()
+            .map_or(0, |cache| lock(cache).bytes)
     }
 
     /// The settings this shard was created with.
@@ -219,6 +315,37 @@ pub struct RocksEngine {
     db: DB,
     path: PathBuf,
     write_options: WriteOptions,
+    record_cache: Option<Arc<Mutex<RecordCache>>>,
+    /// This instance's number in the shard's record cache.
+    instance: u64,
+    /// Bumped by every write, under the record cache's lock.
+    generation: AtomicU64,
+}
+
+fn lock(cache: &Mutex<RecordCache>) -> MutexGuard<'_, RecordCache> {
+    // The cache holds no invariant a panic elsewhere could break halfway.
+    cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Drop for RocksEngine {
+    fn drop(&mut self) {
+        let Some(cache) = &self.record_cache else {
+            return;
+        };
+        let prefix = self.instance.to_be_bytes();
+        let mut cache = lock(cache);
+        let mine: Vec<Vec<u8>> = cache
+            .entries
+            .iter()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in mine {
+            cache.remove(&key);
+        }
+    }
 }
 
 impl RocksEngine {
@@ -239,7 +366,129 @@ impl RocksEngine {
             db,
             path: path.to_path_buf(),
             write_options,
+            record_cache: shard.record_cache.clone(),
+            instance: shard.next_instance.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
         })
+    }
+
+    /// The hash-key prefix when `[lower, upper)` is exactly one whole hash
+    /// key read forward: what the record cache serves.
+    fn whole_hash_key<'a>(
+        lower: &'a [u8],
+        upper: Option<&[u8]>,
+        direction: Direction,
+    ) -> Option<&'a [u8]> {
+        if direction != Direction::Forward || prefix_len(lower) != Some(lower.len()) {
+            return None;
+        }
+        let end = key::next_key(lower)?;
+        (upper == Some(end.as_slice())).then_some(lower)
+    }
+
+    /// Reads a whole hash key through the record cache.
+    fn scan_cached(
+        &self,
+        cache: &Mutex<RecordCache>,
+        hash_key_prefix: &[u8],
+        upper: &[u8],
+        visit: &mut ScanVisitor<'_>,
+    ) -> Result<(), OpError> {
+        let key = cache_key(self.instance, hash_key_prefix);
+        let (cached, generation) = {
+            let mut cache = lock(cache);
+            let cached = cache.entries.get(key.as_slice()).cloned();
+            (cached, self.generation.load(Ordering::Relaxed))
+        };
+        if let Some(cached) = cached {
+            for (raw_key, raw_value) in &cached.records {
+                if visit(raw_key, raw_value)? == ScanControl::Stop {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        let mut bytes = 0usize;
+        let mut whole = true;
+        self.scan_rocks(
+            hash_key_prefix,
+            Some(upper),
+            Direction::Forward,
+            &mut |raw_key, raw_value| {
+                let control = visit(raw_key, raw_value)?;
+                if control == ScanControl::Stop {
+                    whole = false;
+                } else {
+                    bytes += raw_key.len() + raw_value.len() + CACHE_RECORD_OVERHEAD_BYTES;
+                    records.push((raw_key.to_vec(), raw_value.to_vec()));
+                }
+                Ok(control)
+            },
+        )?;
+        if whole {
+            let mut cache = lock(cache);
+            if self.generation.load(Ordering::Relaxed) == generation {
+                cache.insert(key, CachedHashKey { records, bytes });
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_rocks(
+        &self,
+        lower_inclusive: &[u8],
+        upper_exclusive: Option<&[u8]>,
+        direction: Direction,
+        visit: &mut ScanVisitor<'_>,
+    ) -> Result<(), OpError> {
+        let mut read_options = ReadOptions::default();
+        // Prefix (bloom-assisted) seeks only for forward reads inside one
+        // hash key; everything else needs total order.
+        let within_one_hash_key = direction == Direction::Forward
+            && prefix_len(lower_inclusive).is_some_and(|len| {
+                let end = key::next_key(&lower_inclusive[..len]);
+                match (upper_exclusive, end) {
+                    (Some(upper), Some(end)) => upper <= end.as_slice(),
+                    _ => false,
+                }
+            });
+        if within_one_hash_key {
+            read_options.set_prefix_same_as_start(true);
+        } else {
+            read_options.set_total_order_seek(true);
+        }
+        read_options.set_iterate_lower_bound(lower_inclusive.to_vec());
+        if let Some(upper) = upper_exclusive {
+            read_options.set_iterate_upper_bound(upper.to_vec());
+        }
+        let mut iterator = self.db.raw_iterator_opt(read_options);
+        match direction {
+            Direction::Forward => iterator.seek(lower_inclusive),
+            Direction::Reverse => match upper_exclusive {
+                Some(upper) => {
+                    iterator.seek_for_prev(upper);
+                    while iterator.key().is_some_and(|key| key >= upper) {
+                        iterator.prev();
+                    }
+                }
+                None => iterator.seek_to_last(),
+            },
+        }
+        while let Some((raw_key, raw_value)) = iterator.item() {
+            let in_range =
+                raw_key >= lower_inclusive && upper_exclusive.is_none_or(|upper| raw_key < upper);
+            if !in_range || visit(raw_key, raw_value)? == ScanControl::Stop {
+                break;
+            }
+            match direction {
+                Direction::Forward => iterator.next(),
+                Direction::Reverse => iterator.prev(),
+            }
+        }
+        iterator
+            .status()
+            .map_err(|error| storage_error("RocksDB iteration", error))
     }
 
     fn meta_cf(&self) -> &rocksdb::ColumnFamily {
@@ -302,9 +551,26 @@ impl StorageEngine for RocksEngine {
         if let Some(decree) = batch.decree() {
             rocks_batch.put_cf(self.meta_cf(), APPLIED_DECREE_KEY, decree.to_le_bytes());
         }
-        self.db
+        let written = self
+            .db
             .write_opt(rocks_batch, &self.write_options)
-            .map_err(|error| storage_error("RocksDB write", error))
+            .map_err(|error| storage_error("RocksDB write", error));
+        // Whether or not the write went through (**record-cache-coherent**).
+        if let Some(cache) = &self.record_cache {
+            let mut cache = lock(cache);
+            self.generation.fetch_add(1, Ordering::Relaxed);
+            if !cache.entries.is_empty() {
+                for op in batch.ops() {
+                    let raw_key = match op {
+                        WriteOp::Put { raw_key, .. } | WriteOp::Delete { raw_key } => raw_key,
+                    };
+                    if let Some(len) = prefix_len(raw_key) {
+                        cache.remove(&cache_key(self.instance, &raw_key[..len]));
+                    }
+                }
+            }
+        }
+        written
     }
 
     fn applied_decree(&self) -> Result<i64, OpError> {
@@ -339,53 +605,14 @@ impl StorageEngine for RocksEngine {
         if upper_exclusive.is_some_and(|upper| upper <= lower_inclusive) {
             return Ok(());
         }
-        let mut read_options = ReadOptions::default();
-        // Prefix (bloom-assisted) seeks only for forward reads inside one
-        // hash key; everything else needs total order.
-        let within_one_hash_key = direction == Direction::Forward
-            && prefix_len(lower_inclusive).is_some_and(|len| {
-                let end = key::next_key(&lower_inclusive[..len]);
-                match (upper_exclusive, end) {
-                    (Some(upper), Some(end)) => upper <= end.as_slice(),
-                    _ => false,
-                }
-            });
-        if within_one_hash_key {
-            read_options.set_prefix_same_as_start(true);
-        } else {
-            read_options.set_total_order_seek(true);
+        if let (Some(cache), Some(prefix), Some(upper)) = (
+            &self.record_cache,
+            Self::whole_hash_key(lower_inclusive, upper_exclusive, direction),
+            upper_exclusive,
+        ) {
+            return self.scan_cached(cache, prefix, upper, visit);
         }
-        read_options.set_iterate_lower_bound(lower_inclusive.to_vec());
-        if let Some(upper) = upper_exclusive {
-            read_options.set_iterate_upper_bound(upper.to_vec());
-        }
-        let mut iterator = self.db.raw_iterator_opt(read_options);
-        match direction {
-            Direction::Forward => iterator.seek(lower_inclusive),
-            Direction::Reverse => match upper_exclusive {
-                Some(upper) => {
-                    iterator.seek_for_prev(upper);
-                    while iterator.key().is_some_and(|key| key >= upper) {
-                        iterator.prev();
-                    }
-                }
-                None => iterator.seek_to_last(),
-            },
-        }
-        while let Some((raw_key, raw_value)) = iterator.item() {
-            let in_range =
-                raw_key >= lower_inclusive && upper_exclusive.is_none_or(|upper| raw_key < upper);
-            if !in_range || visit(raw_key, raw_value)? == ScanControl::Stop {
-                break;
-            }
-            match direction {
-                Direction::Forward => iterator.next(),
-                Direction::Reverse => iterator.prev(),
-            }
-        }
-        iterator
-            .status()
-            .map_err(|error| storage_error("RocksDB iteration", error))
+        self.scan_rocks(lower_inclusive, upper_exclusive, direction, visit)
     }
 }
 
@@ -419,6 +646,7 @@ mod tests {
             block_cache_bytes: 16 << 20,
             write_buffer_bytes: 16 << 20,
             compaction_threads: 1,
+            record_cache_bytes: 0,
         })
         .unwrap();
         let engines: Vec<RocksEngine> = (0..8)
@@ -436,5 +664,150 @@ mod tests {
             .map(|index| sst_files(&dir.path().join(index.to_string())))
             .sum();
         assert!(files <= 16, "{files} SST files for 12 MiB of writes");
+    }
+
+    fn shard(record_cache_bytes: usize) -> ShardStorage {
+        ShardStorage::new(&StorageTuning {
+            block_cache_bytes: 1 << 20,
+            write_buffer_bytes: 1 << 20,
+            compaction_threads: 1,
+            record_cache_bytes,
+        })
+        .unwrap()
+    }
+
+    fn raw(hash_key: &str, sort_key: &str) -> Vec<u8> {
+        key::encode_key(hash_key.as_bytes(), sort_key.as_bytes()).unwrap()
+    }
+
+    /// Every record of `hash_key`, read the way a whole-hash-key
+    /// `multi_get` reads it.
+    fn read_whole(engine: &RocksEngine, hash_key: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let lower = key::hash_key_prefix(hash_key.as_bytes()).unwrap();
+        let upper = key::next_key(&lower).unwrap();
+        let mut records = Vec::new();
+        engine
+            .scan(&lower, Some(&upper), Direction::Forward, &mut |k, v| {
+                records.push((k.to_vec(), v.to_vec()));
+                Ok(ScanControl::Continue)
+            })
+            .unwrap();
+        records
+    }
+
+    fn write(engine: &RocksEngine, ops: &[(&str, &str, Option<&str>)]) {
+        let mut batch = WriteBatch::new();
+        for (hash_key, sort_key, value) in ops {
+            match value {
+                Some(value) => batch.put(raw(hash_key, sort_key), value.as_bytes().to_vec()),
+                None => batch.delete(raw(hash_key, sort_key)),
+            }
+        }
+        engine.write(&batch).unwrap();
+    }
+
+    // record-cache-coherent: after every kind of write, a cached instance
+    // reads exactly what an uncached one reads, for the written hash key and
+    // for its neighbours.
+    #[test]
+    fn record_cache_follows_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cached_shard, plain_shard) = (shard(1 << 20), shard(0));
+        let cached = RocksEngine::open(&dir.path().join("cached"), &cached_shard).unwrap();
+        let plain = RocksEngine::open(&dir.path().join("plain"), &plain_shard).unwrap();
+        let steps: Vec<Vec<(&str, &str, Option<&str>)>> = vec![
+            vec![
+                ("h", "a", Some("1")),
+                ("h", "b", Some("2")),
+                ("h2", "a", Some("x")),
+            ],
+            vec![("h", "a", Some("1b"))],
+            vec![("h", "c", Some("3"))],
+            vec![("h", "b", None)],
+            vec![("h", "", Some("empty sort key"))],
+            vec![("h", "a", None), ("h", "c", None), ("h", "", None)],
+            vec![("h2", "b", Some("y")), ("h", "z", Some("back"))],
+        ];
+        for step in &steps {
+            for engine in [&cached, &plain] {
+                write(engine, step);
+            }
+            for hash_key in ["h", "h2", "h3"] {
+                // Twice: the first read may fill the cache, the second hits it.
+                for _ in 0..2 {
+                    assert_eq!(read_whole(&cached, hash_key), read_whole(&plain, hash_key));
+                }
+            }
+        }
+        assert!(cached_shard.record_cache_usage_bytes() > 0);
+        assert_eq!(plain_shard.record_cache_usage_bytes(), 0);
+        drop(cached);
+        assert_eq!(
+            cached_shard.record_cache_usage_bytes(),
+            0,
+            "a dropped instance's entries go"
+        );
+    }
+
+    // A read that a write overtakes does not fill the cache with what it
+    // read, and a read cut short by its visitor fills nothing.
+    #[test]
+    fn record_cache_skips_overtaken_and_partial_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = shard(1 << 20);
+        let engine = RocksEngine::open(dir.path(), &shard).unwrap();
+        write(&engine, &[("h", "a", Some("1")), ("h", "b", Some("2"))]);
+        let lower = key::hash_key_prefix(b"h").unwrap();
+        let upper = key::next_key(&lower).unwrap();
+        engine
+            .scan(&lower, Some(&upper), Direction::Forward, &mut |_, _| {
+                Ok(ScanControl::Stop)
+            })
+            .unwrap();
+        assert_eq!(
+            shard.record_cache_usage_bytes(),
+            0,
+            "a partial read is not cached"
+        );
+        // A write lands between the read's start and its end (the engine
+        // contract forbids it from a visitor; a generation bump stands in).
+        let generation_before = engine.generation.load(Ordering::Relaxed);
+        engine
+            .scan(&lower, Some(&upper), Direction::Forward, &mut |_, _| {
+                engine.generation.fetch_add(1, Ordering::Relaxed);
+                Ok(ScanControl::Continue)
+            })
+            .unwrap();
+        assert!(engine.generation.load(Ordering::Relaxed) > generation_before);
+        assert_eq!(
+            shard.record_cache_usage_bytes(),
+            0,
+            "an overtaken read is not cached"
+        );
+        assert_eq!(read_whole(&engine, "h").len(), 2);
+        assert!(shard.record_cache_usage_bytes() > 0);
+    }
+
+    // The cache stays within its budget, and a hash key bigger than an
+    // eighth of it is never cached.
+    #[test]
+    fn record_cache_stays_within_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = 64 << 10;
+        let shard = shard(budget);
+        let engine = RocksEngine::open(dir.path(), &shard).unwrap();
+        let value = "v".repeat(1000);
+        for index in 0..200 {
+            let hash_key = format!("h{index}");
+            write(&engine, &[(hash_key.as_str(), "s", Some(value.as_str()))]);
+            assert_eq!(read_whole(&engine, &hash_key).len(), 1);
+            assert!(shard.record_cache_usage_bytes() <= budget);
+        }
+        assert!(shard.record_cache_usage_bytes() > budget / 2);
+        let big = "b".repeat(budget / 8);
+        write(&engine, &[("big", "s", Some(big.as_str()))]);
+        let before = shard.record_cache_usage_bytes();
+        assert_eq!(read_whole(&engine, "big").len(), 1);
+        assert_eq!(shard.record_cache_usage_bytes(), before, "too big to cache");
     }
 }
