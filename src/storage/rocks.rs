@@ -560,12 +560,19 @@ impl StorageEngine for RocksEngine {
             let mut cache = lock(cache);
             self.generation.fetch_add(1, Ordering::Relaxed);
             if !cache.entries.is_empty() {
+                // A batch usually writes one hash key: drop each run once.
+                let mut last: Option<&[u8]> = None;
                 for op in batch.ops() {
                     let raw_key = match op {
                         WriteOp::Put { raw_key, .. } | WriteOp::Delete { raw_key } => raw_key,
                     };
-                    if let Some(len) = prefix_len(raw_key) {
-                        cache.remove(&cache_key(self.instance, &raw_key[..len]));
+                    let Some(len) = prefix_len(raw_key) else {
+                        continue;
+                    };
+                    let prefix = &raw_key[..len];
+                    if last != Some(prefix) {
+                        cache.remove(&cache_key(self.instance, prefix));
+                        last = Some(prefix);
                     }
                 }
             }
