@@ -77,6 +77,7 @@ pub struct NodeMetrics {
     log_segments: IntGaugeVec,
     block_cache_bytes: IntGaugeVec,
     record_cache_bytes: IntGaugeVec,
+    record_cache_lookups: IntCounterVec,
     write_buffer_bytes: IntGaugeVec,
     replicas: IntGaugeVec,
 }
@@ -154,6 +155,11 @@ impl NodeMetrics {
                 "Bytes held by the shard's record cache (whole hash keys read recently).",
                 &["shard"],
             ),
+            record_cache_lookups: counter(
+                "record_cache_lookups_total",
+                "Whole-hash-key reads looked up in the shard's record cache, by result (hit, miss).",
+                &["shard", "result"],
+            ),
             write_buffer_bytes: gauge(
                 "rocksdb_write_buffer_bytes",
                 "Bytes of memtables under the shard's write-buffer manager.",
@@ -191,6 +197,12 @@ impl NodeMetrics {
             log_segments: self.log_segments.with_label_values(&[label.as_str()]),
             block_cache_bytes: self.block_cache_bytes.with_label_values(&[label.as_str()]),
             record_cache_bytes: self.record_cache_bytes.with_label_values(&[label.as_str()]),
+            record_cache_hits: self
+                .record_cache_lookups
+                .with_label_values(&[label.as_str(), "hit"]),
+            record_cache_misses: self
+                .record_cache_lookups
+                .with_label_values(&[label.as_str(), "miss"]),
             write_buffer_bytes: self.write_buffer_bytes.with_label_values(&[label.as_str()]),
             replicas_by_role: ["primary", "secondary", "learner", "inactive"]
                 .map(|role| self.replicas.with_label_values(&[label.as_str(), role])),
@@ -211,6 +223,8 @@ pub struct ShardMetrics {
     pub log_segments: IntGauge,
     pub block_cache_bytes: IntGauge,
     pub record_cache_bytes: IntGauge,
+    record_cache_hits: IntCounter,
+    record_cache_misses: IntCounter,
     pub write_buffer_bytes: IntGauge,
     /// Replicas by role, indexed by `ReplicaRole as usize` (primary,
     /// secondary, learner, inactive).
@@ -229,6 +243,17 @@ impl ShardMetrics {
             self.errors
                 .with_label_values(&[self.shard_label.as_str(), OPERATIONS[op], code.name()])
                 .inc();
+        }
+    }
+
+    /// Brings the record cache's lookup counters up to the cache's own
+    /// cumulative `(hits, misses)`.
+    pub fn set_record_cache_lookups(&self, hits: u64, misses: u64) {
+        for (counter, total) in [
+            (&self.record_cache_hits, hits),
+            (&self.record_cache_misses, misses),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
     }
 

@@ -102,6 +102,7 @@ fn node_metrics_reflect_requests() {
     assert!(sample(&text, "markab_log_bytes{shard=\"0\"}") > 0.0);
     assert!(text.contains("markab_rocksdb_block_cache_bytes{shard=\"0\"}"));
     assert!(text.contains("markab_record_cache_bytes{shard=\"0\"}"));
+    assert!(text.contains("markab_record_cache_lookups_total{"));
     assert!(text.contains("markab_rocksdb_write_buffer_bytes{shard=\"0\"}"));
     assert_eq!(
         sample(&text, "markab_replicas{role=\"primary\",shard=\"0\"}"),

@@ -676,6 +676,8 @@ impl ShardState {
         metrics
             .record_cache_bytes
             .set(self.storage.record_cache_usage_bytes() as i64);
+        let (hits, misses) = self.storage.record_cache_lookups();
+        metrics.set_record_cache_lookups(hits, misses);
         metrics
             .write_buffer_bytes
             .set(self.storage.write_buffer_usage_bytes() as i64);

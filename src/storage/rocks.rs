@@ -85,6 +85,8 @@ struct RecordCache {
     entries: LruCache<Vec<u8>, Arc<CachedHashKey>>,
     bytes: usize,
     budget: usize,
+    hits: u64,
+    misses: u64,
 }
 
 /// The raw records of one hash key, in key order.
@@ -104,6 +106,8 @@ impl RecordCache {
             entries: LruCache::unbounded(),
             bytes: 0,
             budget,
+            hits: 0,
+            misses: 0,
         }
     }
 
@@ -205,6 +209,15 @@ impl ShardStorage {
         self.record_cache
             .as_ref()
             .map_or(0, |cache| lock(cache).bytes)
+    }
+
+    /// Whole-hash-key reads the shard's record cache served and did not
+    /// serve, since the shard started: `(hits, misses)`.
+    pub fn record_cache_lookups(&self) -> (u64, u64) {
+        self.record_cache.as_ref().map_or((0, 0), |cache| {
+            let cache = lock(cache);
+            (cache.hits, cache.misses)
+        })
     }
 
     /// The settings this shard was created with.
@@ -398,6 +411,10 @@ impl RocksEngine {
         let (cached, generation) = {
             let mut cache = lock(cache);
             let cached = cache.entries.get(key.as_slice()).cloned();
+            match cached {
+                Some(_) => cache.hits += 1,
+                None => cache.misses += 1,
+            }
             (cached, self.generation.load(Ordering::Relaxed))
         };
         if let Some(cached) = cached {
@@ -748,6 +765,10 @@ mod tests {
         }
         assert!(cached_shard.record_cache_usage_bytes() > 0);
         assert_eq!(plain_shard.record_cache_usage_bytes(), 0);
+        let (hits, misses) = cached_shard.record_cache_lookups();
+        assert_eq!(hits + misses, (steps.len() * 3 * 2) as u64);
+        assert!(hits >= (steps.len() * 3) as u64, "every second read hits");
+        assert_eq!(plain_shard.record_cache_lookups(), (0, 0));
         drop(cached);
         assert_eq!(
             cached_shard.record_cache_usage_bytes(),
