@@ -67,12 +67,12 @@ done
 # CPU time (user + system, all threads) the given processes have used, in
 # clock ticks; a process that is gone counts 0.
 cpu_ticks() {
-  local total=0 pid fields
+  local total=0 pid stat fields
   for pid in "$@"; do
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
     # Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
-    fields=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
-    set -- $fields
-    total=$((total + ${12} + ${13}))
+    read -ra fields <<<"${stat##*) }"
+    total=$((total + fields[11] + fields[12]))
   done
   echo "$total"
 }

@@ -133,6 +133,18 @@ pub fn next_key(bytes: &[u8]) -> Option<Vec<u8>> {
     Some(next)
 }
 
+/// Whether `candidate == next_key(bytes)`, without building it.
+pub fn is_next_key(bytes: &[u8], candidate: &[u8]) -> bool {
+    match bytes.iter().rposition(|byte| *byte != 0xFF) {
+        Some(last) => {
+            candidate.len() == last + 1
+                && candidate[..last] == bytes[..last]
+                && candidate[last] == bytes[last] + 1
+        }
+        None => false,
+    }
+}
+
 /// Seconds since [`EPOCH_BEGIN_UNIX_S`] by the system clock (0 before it,
 /// saturating at `u32::MAX`).
 pub fn now_epoch_s() -> u32 {
@@ -229,6 +241,20 @@ mod tests {
         assert_eq!(next_key(b"a\xff\xff"), Some(b"b".to_vec()));
         assert_eq!(next_key(b"\xff\xff"), None);
         assert_eq!(next_key(b""), None);
+    }
+
+    #[test]
+    fn is_next_key_agrees_with_next_key() {
+        let samples: [&[u8]; 7] = [b"", b"a", b"ab", b"a\xff\xff", b"\xff\xff", b"ac", b"b"];
+        for bytes in samples {
+            for candidate in samples {
+                assert_eq!(
+                    is_next_key(bytes, candidate),
+                    next_key(bytes).as_deref() == Some(candidate),
+                    "{bytes:?} {candidate:?}"
+                );
+            }
+        }
     }
 
     #[test]

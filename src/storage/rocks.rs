@@ -392,11 +392,10 @@ impl RocksEngine {
         upper: Option<&[u8]>,
         direction: Direction,
     ) -> Option<&'a [u8]> {
-        if direction != Direction::Forward || prefix_len(lower) != Some(lower.len()) {
-            return None;
-        }
-        let end = key::next_key(lower)?;
-        (upper == Some(end.as_slice())).then_some(lower)
+        let whole = direction == Direction::Forward
+            && prefix_len(lower) == Some(lower.len())
+            && upper.is_some_and(|upper| key::is_next_key(lower, upper));
+        whole.then_some(lower)
     }
 
     /// Reads a whole hash key through the record cache.
