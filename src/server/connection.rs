@@ -58,9 +58,7 @@ async fn write_replies(mut writer: WriteHalf<TcpStream>, replies: LocalReceiver<
     let mut batch = Vec::new();
     while let Some(frame) = replies.recv().await {
         batch.extend_from_slice(&frame);
-        while let Some(Some(frame)) = replies.recv().now_or_never() {
-            batch.extend_from_slice(&frame);
-        }
+        append_queued(&mut batch, &replies);
         if let Err(error) = writer.write_all(&batch).await {
             tracing::debug!(%error, "connection write failed");
             return;
@@ -68,6 +66,15 @@ async fn write_replies(mut writer: WriteHalf<TcpStream>, replies: LocalReceiver<
         batch.clear();
     }
     let _ = writer.close().await;
+}
+
+/// Appends every frame already waiting in `queue` to `batch`, without
+/// waiting: what one socket write sends (replies here, peer messages on a
+/// link).
+pub fn append_queued(batch: &mut Vec<u8>, queue: &LocalReceiver<Vec<u8>>) {
+    while let Some(Some(frame)) = queue.recv().now_or_never() {
+        batch.extend_from_slice(&frame);
+    }
 }
 
 async fn read_requests(

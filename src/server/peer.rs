@@ -24,6 +24,7 @@ use markab_wire::codec::Encoder;
 use markab_wire::{Envelope, Gpid, PeerKind, PeerMutation, PeerRequest, Request};
 
 use crate::replication::messages::{Mutation, PeerMessage, PrepareError};
+use crate::server::connection::append_queued;
 
 /// Frames queued on one link before new ones are dropped.
 const LINK_QUEUE_MAX: usize = 4096;
@@ -70,9 +71,10 @@ impl PeerLinks {
             return;
         }
         let mut links = self.links.borrow_mut();
-        let sender = links
-            .entry(address.to_owned())
-            .or_insert_with(|| spawn_link(address.to_owned()));
+        if !links.contains_key(address) {
+            links.insert(address.to_owned(), spawn_link(address.to_owned()));
+        }
+        let sender = links.get(address).expect("inserted above");
         if sender.try_send(frame).is_err() {
             // Full (dropped: the sender's timers resend) or the link task
             // ended; start a fresh link for the next message.
@@ -96,9 +98,7 @@ async fn run_link(address: String, frames: LocalReceiver<Vec<u8>>) {
     let mut batch = Vec::new();
     while let Some(frame) = frames.recv().await {
         batch.extend_from_slice(&frame);
-        while let Some(Some(frame)) = frames.recv().now_or_never() {
-            batch.extend_from_slice(&frame);
-        }
+        append_queued(&mut batch, &frames);
         if stream.is_none() {
             match TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).await {
                 Ok(connected) => {
@@ -131,12 +131,12 @@ const PREPARE_ERROR_NOT_MEMBER: u8 = 2;
 const PREPARE_ERROR_WRONG_PRIMARY: u8 = 3;
 const PREPARE_ERROR_WINDOW_FULL: u8 = 4;
 
-fn wire_mutation(mutation: &Mutation) -> PeerMutation {
+fn wire_mutation(mutation: Mutation) -> PeerMutation {
     PeerMutation {
         ballot: mutation.ballot,
         decree: mutation.decree,
         committed_decree: mutation.committed_decree,
-        payload: mutation.payload.clone(),
+        payload: mutation.payload,
     }
 }
 
@@ -151,7 +151,7 @@ fn core_mutation(mutation: PeerMutation) -> Mutation {
 
 /// The wire form of `message`, sent by node `from` from its shard at
 /// `from_address`.
-pub fn to_wire(message: &PeerMessage, from: &str, from_address: &str) -> PeerRequest {
+pub fn to_wire(message: PeerMessage, from: &str, from_address: &str) -> PeerRequest {
     let mut request = PeerRequest {
         from: from.to_owned(),
         from_address: from_address.to_owned(),
@@ -164,9 +164,9 @@ pub fn to_wire(message: &PeerMessage, from: &str, from_address: &str) -> PeerReq
             committed_decree,
         } => {
             request.kind = PeerKind::Prepare;
-            request.ballot = *ballot;
+            request.ballot = ballot;
             request.decree = mutation.decree;
-            request.committed_decree = *committed_decree;
+            request.committed_decree = committed_decree;
             request.mutations = vec![wire_mutation(mutation)];
         }
         PeerMessage::PrepareAck {
@@ -175,14 +175,14 @@ pub fn to_wire(message: &PeerMessage, from: &str, from_address: &str) -> PeerReq
             result,
         } => {
             request.kind = PeerKind::PrepareAck;
-            request.ballot = *ballot;
-            request.decree = *decree;
+            request.ballot = ballot;
+            request.decree = decree;
             let (error, value) = match result {
                 Ok(()) => (0, 0),
-                Err(PrepareError::StaleBallot { ballot }) => (PREPARE_ERROR_STALE_BALLOT, *ballot),
+                Err(PrepareError::StaleBallot { ballot }) => (PREPARE_ERROR_STALE_BALLOT, ballot),
                 Err(PrepareError::NotMember) => (PREPARE_ERROR_NOT_MEMBER, 0),
                 Err(PrepareError::WrongPrimary) => (PREPARE_ERROR_WRONG_PRIMARY, 0),
-                Err(PrepareError::WindowFull { decree }) => (PREPARE_ERROR_WINDOW_FULL, *decree),
+                Err(PrepareError::WindowFull { decree }) => (PREPARE_ERROR_WINDOW_FULL, decree),
             };
             request.error = error;
             request.error_value = value;
@@ -192,8 +192,8 @@ pub fn to_wire(message: &PeerMessage, from: &str, from_address: &str) -> PeerReq
             learner_committed,
         } => {
             request.kind = PeerKind::LearnRequest;
-            request.ballot = *ballot;
-            request.decree = *learner_committed;
+            request.ballot = ballot;
+            request.decree = learner_committed;
         }
         PeerMessage::LearnResponse {
             ballot,
@@ -201,9 +201,9 @@ pub fn to_wire(message: &PeerMessage, from: &str, from_address: &str) -> PeerReq
             mutations,
         } => {
             request.kind = PeerKind::LearnResponse;
-            request.ballot = *ballot;
-            request.committed_decree = *committed_decree;
-            request.mutations = mutations.iter().map(wire_mutation).collect();
+            request.ballot = ballot;
+            request.committed_decree = committed_decree;
+            request.mutations = mutations.into_iter().map(wire_mutation).collect();
         }
     }
     request
@@ -351,7 +351,7 @@ mod tests {
             });
         }
         for message in messages {
-            let wire = to_wire(&message, "127.0.0.1:1", "127.0.0.1:2");
+            let wire = to_wire(message.clone(), "127.0.0.1:1", "127.0.0.1:2");
             assert_eq!(wire.from, "127.0.0.1:1");
             assert_eq!(from_wire(wire).unwrap(), Incoming::Core(message));
         }

@@ -361,7 +361,7 @@ impl ShardState {
             }
             Output::Send { to, message } => {
                 let request =
-                    peer::to_wire(&message, &replication.node_name, &replication.shard_address);
+                    peer::to_wire(message, &replication.node_name, &replication.shard_address);
                 self.send_peer(gpid, host, to, request);
             }
             Output::Apply(mutation) => {
@@ -682,7 +682,7 @@ impl ShardState {
                 mutations,
             };
             let request =
-                peer::to_wire(&message, &replication.node_name, &replication.shard_address);
+                peer::to_wire(message, &replication.node_name, &replication.shard_address);
             self.send_peer(gpid, host, to, request);
             return;
         }
