@@ -13,10 +13,12 @@
 //! lease_ms = 600                   # lease granted in every beacon ack (replication only)
 //! grace_ms = 800                   # a node is dead after this long without a beacon (replication only)
 //! replica_count_min_alive = 2      # create refuses NOT_ENOUGH_NODES below min(this, replica count)
+//! alive_percent_min = 50           # below this percent of nodes alive, meta removes no member (frozen)
 //! ```
 //!
 //! Every error names the file and the key, and states the allowed range.
-//! `grace_ms > lease_ms > 2 x beacon_interval_ms` is checked whether or not
+//! `grace_ms > lease_ms + beacon_interval_ms` and
+//! `lease_ms > 2 x beacon_interval_ms` are checked whether or not
 //! replication is on (docs/replication.md, "Timing settings").
 
 use std::net::SocketAddr;
@@ -45,6 +47,9 @@ pub const REPLICA_COUNT_LIMIT: i32 = 5;
 pub const REPLICA_COUNT_MIN_ALIVE_DEFAULT: i32 = 2;
 /// Largest beacon interval, lease or grace allowed (10 minutes).
 pub const REPLICATION_TIMING_MS_MAX: u64 = 600_000;
+/// Default least share of the known nodes, in percent, that must be alive
+/// for meta to act on silent nodes (docs/meta.md, "Frozen").
+pub const ALIVE_PERCENT_MIN_DEFAULT: u8 = 50;
 
 /// Meta's side of PacificA replication (present only with `replication = true`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +68,12 @@ pub struct MetaReplication {
     /// Fewest replicas a new partition gets, capped by its replica count
     /// (default [`REPLICA_COUNT_MIN_ALIVE_DEFAULT`]).
     pub replica_count_min_alive: i32,
+    /// While fewer than this percent of the nodes meta knows are alive, meta
+    /// is *frozen*: it removes and replaces no member and adds no learner
+    /// (default [`ALIVE_PERCENT_MIN_DEFAULT`]; 0 never freezes; at most
+    /// 100). So many nodes falling silent at once more likely means meta
+    /// lost them than that they died (**no-removal-when-frozen**).
+    pub alive_percent_min: u8,
 }
 
 impl Default for MetaReplication {
@@ -72,14 +83,16 @@ impl Default for MetaReplication {
             lease_ms: crate::replication::config::LEASE_MS_DEFAULT,
             grace_ms: crate::replication::config::GRACE_MS_DEFAULT,
             replica_count_min_alive: REPLICA_COUNT_MIN_ALIVE_DEFAULT,
+            alive_percent_min: ALIVE_PERCENT_MIN_DEFAULT,
         }
     }
 }
 
 impl MetaReplication {
-    /// Checks grace > lease > 2 x beacon (through
+    /// Checks grace > lease + beacon and lease > 2 x beacon (through
     /// [`crate::replication::config::ReplicationSettings::validate`]), the
-    /// timing upper bound and the minimum replica count.
+    /// timing upper bound, the minimum replica count and the freeze
+    /// percentage.
     pub fn validate(&self) -> Result<(), String> {
         let settings = crate::replication::config::ReplicationSettings {
             beacon_interval_ms: self.beacon_interval_ms,
@@ -98,6 +111,12 @@ impl MetaReplication {
             return Err(format!(
                 "replica_count_min_alive ({}) is out of range (allowed 1..={REPLICA_COUNT_LIMIT})",
                 self.replica_count_min_alive
+            ));
+        }
+        if self.alive_percent_min > 100 {
+            return Err(format!(
+                "alive_percent_min ({}) is out of range (allowed 0..=100)",
+                self.alive_percent_min
             ));
         }
         Ok(())
@@ -139,6 +158,7 @@ struct MetaSection {
     lease_ms: Option<u64>,
     grace_ms: Option<u64>,
     replica_count_min_alive: Option<i32>,
+    alive_percent_min: Option<u8>,
 }
 
 /// A validated meta configuration.
@@ -232,10 +252,13 @@ impl MetaConfig {
             replica_count_min_alive: section
                 .replica_count_min_alive
                 .unwrap_or(defaults.replica_count_min_alive),
+            alive_percent_min: section
+                .alive_percent_min
+                .unwrap_or(defaults.alive_percent_min),
         };
         timing.validate().map_err(|message| {
             invalid(format!(
-                "meta.beacon_interval_ms / meta.lease_ms / meta.grace_ms / meta.replica_count_min_alive: {message}"
+                "meta.beacon_interval_ms / meta.lease_ms / meta.grace_ms / meta.replica_count_min_alive / meta.alive_percent_min: {message}"
             ))
         })?;
         let replication = section.replication.unwrap_or(true).then_some(timing);
@@ -298,7 +321,7 @@ mod tests {
         assert_eq!(config.replication, None);
         let config = parse(
             "[meta]\ndata_dir = \"/d\"\nreplication = true\nbeacon_interval_ms = 50\n\
-             lease_ms = 300\ngrace_ms = 400\nreplica_count_min_alive = 3\n",
+             lease_ms = 300\ngrace_ms = 400\nreplica_count_min_alive = 3\nalive_percent_min = 65\n",
         )
         .unwrap();
         assert_eq!(
@@ -308,6 +331,7 @@ mod tests {
                 lease_ms: 300,
                 grace_ms: 400,
                 replica_count_min_alive: 3,
+                alive_percent_min: 65,
             })
         );
     }
@@ -348,7 +372,15 @@ mod tests {
             ("[meta]\ndata_dir = \"/d\"\nbogus = 1\n", "bogus"),
             (
                 "[meta]\ndata_dir = \"/d\"\nlease_ms = 900\n",
-                "grace_ms (800) must be more than lease_ms (900)",
+                "grace_ms (800) must be more than lease_ms + beacon_interval_ms (900 + 100)",
+            ),
+            (
+                "[meta]\ndata_dir = \"/d\"\ngrace_ms = 700\n",
+                "grace_ms (700) must be more than lease_ms + beacon_interval_ms (600 + 100)",
+            ),
+            (
+                "[meta]\ndata_dir = \"/d\"\nalive_percent_min = 101\n",
+                "alive_percent_min (101) is out of range (allowed 0..=100)",
             ),
             (
                 "[meta]\ndata_dir = \"/d\"\nbeacon_interval_ms = 300\n",

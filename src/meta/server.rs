@@ -19,7 +19,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use markab_wire::codec::{self, Encoder};
 use markab_wire::frame::{FrameDecoder, FrameError, MessageKind};
@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::meta::state::MetaState;
+use crate::meta::state::{MetaState, MetaTime};
 use crate::meta::store::{MetaStore, MetaStoreError};
 
 /// How often the actor gets a tick without replication (drop-hold expiry,
@@ -46,14 +46,6 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 const _: () = assert!(META_REQUEST_BYTES_MAX <= markab_wire::frame::FRAME_BODY_BYTES_MAX);
 
-/// Unix time in milliseconds (0 if the clock is before 1970).
-pub fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Runs one request through the state machine and, when it changes
 /// persistent data, through the store: save, then commit, then answer. A
 /// failed save answers `STORAGE_ERROR` and changes nothing.
@@ -61,10 +53,10 @@ pub fn execute(
     state: &mut MetaState,
     store: &mut dyn MetaStore,
     request: &Request,
-    now_ms: u64,
+    now: impl Into<MetaTime>,
 ) -> Response {
     let started = std::time::Instant::now();
-    let response = execute_unobserved(state, store, request, now_ms);
+    let response = execute_unobserved(state, store, request, now.into());
     crate::metrics::meta_metrics().observe(request, started.elapsed(), &response, state.data());
     response
 }
@@ -73,9 +65,9 @@ fn execute_unobserved(
     state: &mut MetaState,
     store: &mut dyn MetaStore,
     request: &Request,
-    now_ms: u64,
+    now: MetaTime,
 ) -> Response {
-    let step = state.handle(request, now_ms);
+    let step = state.handle(request, now);
     let Some(data) = step.persist else {
         return step.reply;
     };
@@ -96,9 +88,9 @@ fn execute_unobserved(
 pub fn execute_tick(
     state: &mut MetaState,
     store: &mut dyn MetaStore,
-    now_ms: u64,
+    now: impl Into<MetaTime>,
 ) -> Result<(), MetaStoreError> {
-    if let Some(data) = state.tick(now_ms) {
+    if let Some(data) = state.tick(now) {
         let before = state.data().tables.len();
         store.save(&data)?;
         let after = data.tables.len();
@@ -144,15 +136,17 @@ impl Actor {
             .name("markab-meta-state".into())
             .spawn(move || {
                 while let Some(input) = receiver.blocking_recv() {
-                    let now_ms = unix_now_ms();
+                    // Durations on the monotonic clock, the wall clock for
+                    // display and hold times (**durations-are-monotonic**).
+                    let now = MetaTime::now();
                     match input {
                         ActorInput::Request { request, reply } => {
-                            let response = execute(&mut state, store.as_mut(), &request, now_ms);
+                            let response = execute(&mut state, store.as_mut(), &request, now);
                             // The requester may have gone away; nothing to do then.
                             let _ = reply.send(response);
                         }
                         ActorInput::Tick => {
-                            if let Err(error) = execute_tick(&mut state, store.as_mut(), now_ms) {
+                            if let Err(error) = execute_tick(&mut state, store.as_mut(), now) {
                                 tracing::error!(%error, "meta store write failed on tick; will retry");
                             }
                         }

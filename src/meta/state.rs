@@ -1,8 +1,9 @@
 //! Meta's logic as a sans-IO state machine (see docs/meta.md).
 //!
-//! Inputs are requests and ticks, each with the current time in Unix
-//! milliseconds supplied by the caller — the state machine never reads a
-//! clock, so a simulator can drive it. Outputs are a [`Step`]: the reply, and
+//! Inputs are requests and ticks, each with the current time supplied by
+//! the caller as a [`MetaTime`] (a monotonic clock for every duration, the
+//! wall clock for what users see) — the state machine never reads a clock,
+//! so a simulator can drive it. Outputs are a [`Step`]: the reply, and
 //! for every request that changes persistent data the new [`MetaData`] that
 //! must be made durable *before* the reply is sent. Until the caller hands
 //! that data back through [`MetaState::commit`], nothing has changed: a failed
@@ -50,6 +51,39 @@ pub const ENV_KEY_BYTES_MAX: usize = 256;
 pub const ENV_VALUE_BYTES_MAX: usize = 4_096;
 
 const _: () = assert!(PARTITIONS_TOTAL_MAX >= crate::config::PARTITION_COUNT_MAX as usize);
+
+/// The time of one input, on meta's two clocks (docs/DESIGN.md, "Clocks").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetaTime {
+    /// Milliseconds on a monotonic clock ([`crate::clock::monotonic_ms`]):
+    /// beacon silence, grace, meta's own pauses — every duration
+    /// (**durations-are-monotonic**). A step of the wall clock never makes
+    /// a healthy node look silent.
+    pub monotonic_ms: u64,
+    /// Unix milliseconds: table create and drop times, hold expiry.
+    pub unix_ms: u64,
+}
+
+impl MetaTime {
+    /// Both clocks now.
+    pub fn now() -> MetaTime {
+        MetaTime {
+            monotonic_ms: crate::clock::monotonic_ms(),
+            unix_ms: crate::clock::unix_ms(),
+        }
+    }
+}
+
+impl From<u64> for MetaTime {
+    /// One number for both clocks: for tests and tools in which the wall
+    /// clock never steps.
+    fn from(ms: u64) -> MetaTime {
+        MetaTime {
+            monotonic_ms: ms,
+            unix_ms: ms,
+        }
+    }
+}
 
 /// Settings the state machine needs (from [`MetaConfig`] and the server).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -267,7 +301,11 @@ impl MetaData {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct NodeRecord {
     shard_addresses: Vec<String>,
+    /// Meta's monotonic clock when the last beacon was handled.
     last_beacon_ms: u64,
+    /// [`MetaState::paused_total_ms`] then: meta's own pauses since are not
+    /// the node's silence.
+    paused_total_at_beacon_ms: u64,
     replicas: Vec<HostedReplica>,
     /// The node process's incarnation from its last beacon.
     incarnation: u64,
@@ -341,6 +379,12 @@ pub struct MetaState {
     /// The time of the first request or tick: a member that has not
     /// beaconed since meta started counts as dead only a grace after it.
     started_ms: Option<u64>,
+    /// The monotonic time of the last input.
+    last_input_ms: Option<u64>,
+    /// Total time meta itself was not running (gaps between inputs longer
+    /// than [`MetaState::pause_threshold_ms`]) since it started. Not
+    /// counted as any node's silence (**meta-pause-not-silence**).
+    paused_total_ms: u64,
 }
 
 impl MetaState {
@@ -352,6 +396,8 @@ impl MetaState {
             data,
             nodes: BTreeMap::new(),
             started_ms: None,
+            last_input_ms: None,
+            paused_total_ms: 0,
         }
     }
 
@@ -395,17 +441,19 @@ impl MetaState {
         self.data = data;
     }
 
-    /// Handles one request at `now_ms` (Unix milliseconds).
-    pub fn handle(&mut self, request: &Request, now_ms: u64) -> Step {
-        self.started_ms.get_or_insert(now_ms);
+    /// Handles one request at `now`.
+    pub fn handle(&mut self, request: &Request, now: impl Into<MetaTime>) -> Step {
+        let now = now.into();
+        self.observe(now);
+        let now_ms = now.monotonic_ms;
         match request {
-            Request::CreateTable(create) => self.create_table(create, now_ms),
+            Request::CreateTable(create) => self.create_table(create, now),
             Request::DropTable {
                 table,
                 reserve_seconds,
-            } => self.drop_table(table, *reserve_seconds, now_ms),
+            } => self.drop_table(table, *reserve_seconds, now.unix_ms),
             Request::RecallTable { app_id, new_name } => {
-                self.recall_table(*app_id, new_name, now_ms)
+                self.recall_table(*app_id, new_name, now.unix_ms)
             }
             Request::ListTables { include_dropped } => {
                 let tables = self
@@ -413,7 +461,8 @@ impl MetaState {
                     .tables
                     .iter()
                     .filter(|(_, table)| {
-                        table.is_available() || (*include_dropped && !table.hold_expired(now_ms))
+                        table.is_available()
+                            || (*include_dropped && !table.hold_expired(now.unix_ms))
                     })
                     .map(|(app_id, table)| table.info(*app_id))
                     .collect();
@@ -450,9 +499,9 @@ impl MetaState {
                 ))),
                 Err(error) => Step::reply(Err(error)),
             },
-            Request::Beacon(beacon) => self.beacon(beacon, now_ms),
+            Request::Beacon(beacon) => self.beacon(beacon, now),
             Request::RemoveSecondary { gpid, ballot, node } => {
-                self.remove_secondary(*gpid, *ballot, node)
+                self.remove_secondary(*gpid, *ballot, node, now_ms)
             }
             Request::UpgradeLearner { gpid, ballot, node } => {
                 self.upgrade_learner(*gpid, *ballot, node)
@@ -477,8 +526,10 @@ impl MetaState {
     /// members' last beacon reports), and adds a learner to every other
     /// partition below its replica count ([`reconfig::guardian`]); nothing
     /// routes or acks it before the caller stored and committed it.
-    pub fn tick(&mut self, now_ms: u64) -> Option<MetaData> {
-        self.started_ms.get_or_insert(now_ms);
+    pub fn tick(&mut self, now: impl Into<MetaTime>) -> Option<MetaData> {
+        let now = now.into();
+        self.observe(now);
+        let now_ms = now.monotonic_ms;
         let mut reconfigured = self.reconfigure_dead(now_ms);
         let changed: BTreeSet<(i32, usize)> = reconfigured.iter().map(|(at, _)| *at).collect();
         reconfigured.extend(
@@ -491,9 +542,9 @@ impl MetaState {
             .tables
             .iter()
             .filter(|(app_id, table)| {
-                table.hold_expired(now_ms)
+                table.hold_expired(now.unix_ms)
                     && (!self.reported_by_alive_node(**app_id, now_ms)
-                        || now_ms
+                        || now.unix_ms
                             >= table
                                 .drop_expire_s
                                 .saturating_mul(1000)
@@ -523,7 +574,7 @@ impl MetaState {
     /// The next configuration of every available partition that has a dead
     /// member, by (app id, partition index). Empty with replication off.
     fn reconfigure_dead(&self, now_ms: u64) -> Vec<((i32, usize), StoredPartition)> {
-        if self.settings.replication.is_none() {
+        if self.settings.replication.is_none() || self.frozen(now_ms).is_some() {
             return Vec::new();
         }
         let mut changes = Vec::new();
@@ -612,11 +663,14 @@ impl MetaState {
     /// The guardian: for every available partition with fewer replicas
     /// (primary, secondaries, learners) than its table's replica count, the
     /// configuration adding a learner on the least-loaded alive node that
-    /// holds none of it, on that node's least-loaded shard
-    /// ([`reconfig::guardian`]). Empty with replication off. Load counts
-    /// the replicas placed so far, including learners added in this tick.
+    /// holds none of it ([`reconfig::guardian`]), on the shard where that
+    /// node already keeps a replica of the partition if its last beacon
+    /// reports one (**replica-stays-on-its-shard**: a node opens a replica
+    /// on one shard only), else on its least-loaded shard. Empty with
+    /// replication off or while frozen. Load counts the replicas placed so
+    /// far, including learners added in this tick.
     fn guard(&self, now_ms: u64) -> Vec<((i32, usize), StoredPartition)> {
-        if self.settings.replication.is_none() {
+        if self.settings.replication.is_none() || self.frozen(now_ms).is_some() {
             return Vec::new();
         }
         let alive: Vec<&str> = self
@@ -676,13 +730,28 @@ impl MetaState {
                     .find(|id| !members.config.learners.contains(id))
                     .map(|id| members.name(*id).to_owned())
                     .expect("the guardian adds a learner");
+                let gpid = Gpid {
+                    app_id: *app_id,
+                    partition_index: index as i32,
+                };
+                let kept_on = self.nodes[&added]
+                    .replicas
+                    .iter()
+                    .find(|replica| replica.gpid == gpid)
+                    .and_then(|replica| usize::try_from(replica.shard).ok());
                 let shards = shard_load.get_mut(&added).expect("an alive node");
-                let (shard, count) = shards
-                    .iter_mut()
-                    .enumerate()
-                    .min_by_key(|(_, count)| **count)
-                    .expect("a node has at least one shard");
-                *count += 1;
+                let shard = match kept_on.filter(|shard| *shard < shards.len()) {
+                    Some(shard) => shard,
+                    None => {
+                        shards
+                            .iter()
+                            .enumerate()
+                            .min_by_key(|(_, count)| **count)
+                            .expect("a node has at least one shard")
+                            .0
+                    }
+                };
+                shards[shard] += 1;
                 let place = ReplicaPlace {
                     address: self.nodes[&added].shard_addresses[shard].clone(),
                     node: added,
@@ -718,7 +787,16 @@ impl MetaState {
     /// A primary's request to remove the secondary `node` it cannot reach.
     /// The ballot proves who asks: only the primary of the current ballot
     /// talks to its secondaries at that ballot.
-    fn remove_secondary(&self, gpid: Gpid, ballot: i64, node: &str) -> Step {
+    fn remove_secondary(&self, gpid: Gpid, ballot: i64, node: &str, now_ms: u64) -> Step {
+        if let Some(why) = self.frozen(now_ms) {
+            return Step::error(
+                ErrorCode::NotEnoughNodes,
+                format!(
+                    "remove_secondary of {node} in partition {}.{}: {why}",
+                    gpid.app_id, gpid.partition_index
+                ),
+            );
+        }
         self.primary_request(
             "remove_secondary",
             gpid,
@@ -828,7 +906,7 @@ impl MetaState {
 
     // ---- Requests that change persistent data ----
 
-    fn create_table(&self, create: &CreateTableRequest, now_ms: u64) -> Step {
+    fn create_table(&self, create: &CreateTableRequest, now: MetaTime) -> Step {
         if let Err(message) = validate_table_name(&create.table) {
             return Step::error(ErrorCode::InvalidArgument, format!("table {message}"));
         }
@@ -900,7 +978,8 @@ impl MetaState {
         if self.data.next_app_id == i32::MAX {
             return Step::error(ErrorCode::Internal, "app ids are exhausted");
         }
-        let partitions = match self.place(partition_count as usize, replica_count, now_ms) {
+        let partitions = match self.place(partition_count as usize, replica_count, now.monotonic_ms)
+        {
             Ok(partitions) => partitions,
             Err(error) => return Step::reply(Err(error)),
         };
@@ -913,7 +992,7 @@ impl MetaState {
             partition_count: create.partition_count,
             replica_count,
             envs,
-            create_time_s: now_ms / 1000,
+            create_time_s: now.unix_ms / 1000,
             drop_time_s: 0,
             drop_expire_s: 0,
             partitions,
@@ -926,7 +1005,7 @@ impl MetaState {
         }
     }
 
-    fn drop_table(&self, name: &str, reserve_seconds: Option<u32>, now_ms: u64) -> Step {
+    fn drop_table(&self, name: &str, reserve_seconds: Option<u32>, unix_ms: u64) -> Step {
         let app_id = match self.available(name) {
             Ok((app_id, _)) => app_id,
             Err(error) => return Step::reply(Err(error)),
@@ -938,7 +1017,7 @@ impl MetaState {
         let mut next = self.successor();
         let table = next.tables.get_mut(&app_id).expect("found above");
         table.status = StoredStatus::Dropped;
-        table.drop_time_s = now_ms / 1000;
+        table.drop_time_s = unix_ms / 1000;
         table.drop_expire_s = table.drop_time_s + hold_seconds;
         Step {
             reply: Ok(ResponseBody::Done),
@@ -946,7 +1025,7 @@ impl MetaState {
         }
     }
 
-    fn recall_table(&self, app_id: i32, new_name: &str, now_ms: u64) -> Step {
+    fn recall_table(&self, app_id: i32, new_name: &str, unix_ms: u64) -> Step {
         let Some(table) = self.data.tables.get(&app_id) else {
             return Step::error(
                 ErrorCode::UnknownTable,
@@ -962,7 +1041,7 @@ impl MetaState {
                 ),
             );
         }
-        if table.hold_expired(now_ms) {
+        if table.hold_expired(unix_ms) {
             return Step::error(
                 ErrorCode::UnknownTable,
                 format!(
@@ -1025,7 +1104,8 @@ impl MetaState {
 
     // ---- Beacons ----
 
-    fn beacon(&mut self, beacon: &NodeBeacon, now_ms: u64) -> Step {
+    fn beacon(&mut self, beacon: &NodeBeacon, now: MetaTime) -> Step {
+        let now_ms = now.monotonic_ms;
         if beacon.node.is_empty() || beacon.node.len() > ADDRESS_BYTES_MAX {
             return Step::error(
                 ErrorCode::InvalidArgument,
@@ -1082,14 +1162,19 @@ impl MetaState {
             NodeRecord {
                 shard_addresses: beacon.shard_addresses.clone(),
                 last_beacon_ms: now_ms,
+                paused_total_at_beacon_ms: self.paused_total_ms,
                 replicas: beacon.replicas.clone(),
                 incarnation: beacon.incarnation,
             },
         );
         let persist = self.reconfigure_restarted(&beacon.node, &beacon.replicas, restarted);
+        // The ack describes the state being persisted, never the one it
+        // replaces (**ack-from-persisted**): its assignments carry the
+        // leases the node will serve under.
+        let data = persist.as_ref().unwrap_or(&self.data);
         let mut step = Step::reply(Ok(ResponseBody::BeaconAck(BeaconAck {
-            assignments: self.assignments(&beacon.node),
-            drops: self.drops(&beacon.replicas, now_ms),
+            assignments: self.assignments(data, &beacon.node, &beacon.replicas),
+            drops: drops(data, &beacon.replicas, now.unix_ms),
             lease_ms: self
                 .settings
                 .replication
@@ -1103,63 +1188,64 @@ impl MetaState {
         step
     }
 
-    /// Every replica of an available table placed on `node`.
-    fn assignments(&self, node: &str) -> Vec<ReplicaAssignment> {
+    /// The configurations `node` must follow, from `data`: every replica of
+    /// an available table placed on it (a learner's too), and the current
+    /// configuration of every replica it reports that is no longer placed
+    /// on it (**replica-told-it-left**), so that a replica meta replaced
+    /// while it was silent learns at once that it is no longer primary —
+    /// on the shard it reported. The node takes a lease for each assignment
+    /// naming it primary, at that ballot (**lease-per-ballot**).
+    fn assignments(
+        &self,
+        data: &MetaData,
+        node: &str,
+        reported: &[HostedReplica],
+    ) -> Vec<ReplicaAssignment> {
         let mut assignments = Vec::new();
-        for (app_id, table) in &self.data.tables {
+        for (app_id, table) in &data.tables {
             if !table.is_available() {
                 continue;
             }
             for (index, partition) in table.partitions.iter().enumerate() {
-                // A learner gets the assignment too; it is the node listed
-                // neither as primary nor among the secondaries.
-                for place in partition.places().filter(|place| place.node == node) {
-                    assignments.push(ReplicaAssignment {
-                        table: table.name.clone(),
-                        app_id: *app_id,
-                        partition_index: index as i32,
-                        partition_count: table.partition_count,
-                        shard: place.shard,
-                        ballot: partition.ballot,
-                        primary: partition.primary.node.clone(),
-                        secondaries: partition
-                            .secondaries
-                            .iter()
-                            .map(|secondary| secondary.node.clone())
-                            .collect(),
-                        member_addresses: partition
-                            .places()
-                            .map(|member| self.shard_address(member))
-                            .collect(),
-                        learners: partition
-                            .learners
-                            .iter()
-                            .map(|learner| learner.node.clone())
-                            .collect(),
-                        replica_count: table.replica_count,
-                    });
-                }
+                let gpid = Gpid {
+                    app_id: *app_id,
+                    partition_index: index as i32,
+                };
+                let placed = partition.places().find(|place| place.node == node);
+                let shard = match placed {
+                    Some(place) => place.shard,
+                    None => match reported.iter().find(|replica| replica.gpid == gpid) {
+                        Some(replica) => replica.shard,
+                        None => continue,
+                    },
+                };
+                assignments.push(ReplicaAssignment {
+                    table: table.name.clone(),
+                    app_id: *app_id,
+                    partition_index: index as i32,
+                    partition_count: table.partition_count,
+                    shard,
+                    ballot: partition.ballot,
+                    primary: partition.primary.node.clone(),
+                    secondaries: partition
+                        .secondaries
+                        .iter()
+                        .map(|secondary| secondary.node.clone())
+                        .collect(),
+                    member_addresses: partition
+                        .places()
+                        .map(|member| self.shard_address(member))
+                        .collect(),
+                    learners: partition
+                        .learners
+                        .iter()
+                        .map(|learner| learner.node.clone())
+                        .collect(),
+                    replica_count: table.replica_count,
+                });
             }
         }
         assignments
-    }
-
-    /// The reported replicas whose data the node must delete: those of
-    /// dropped tables past their hold, and those of forgotten tables (an
-    /// app id below `next_app_id` that meta no longer has — app ids are never
-    /// reused, so such a replica can belong to nothing).
-    fn drops(&self, replicas: &[HostedReplica], now_ms: u64) -> Vec<Gpid> {
-        let mut drops: Vec<Gpid> = replicas
-            .iter()
-            .map(|replica| replica.gpid)
-            .filter(|gpid| match self.data.tables.get(&gpid.app_id) {
-                Some(table) => table.hold_expired(now_ms),
-                None => gpid.app_id > 0 && gpid.app_id < self.data.next_app_id,
-            })
-            .collect();
-        drops.sort();
-        drops.dedup();
-        drops
     }
 
     // ---- Placement ----
@@ -1386,6 +1472,7 @@ impl MetaState {
         // Only with replication on, so that the switch off answers exactly
         // as before.
         if let Some(replication) = self.settings.replication {
+            let frozen = self.frozen(now_ms).is_some();
             for (key, value) in [
                 ("replication", "true".to_owned()),
                 (
@@ -1398,6 +1485,12 @@ impl MetaState {
                     "replica_count_min_alive",
                     replication.replica_count_min_alive.to_string(),
                 ),
+                (
+                    "alive_percent_min",
+                    replication.alive_percent_min.to_string(),
+                ),
+                ("frozen", frozen.to_string()),
+                ("meta_paused_ms", self.paused_total_ms.to_string()),
             ] {
                 pairs.push((key.to_owned(), value));
             }
@@ -1413,21 +1506,95 @@ impl MetaState {
         next
     }
 
+    /// Meta's bookkeeping of its own time at every input: a gap since the
+    /// last input longer than [`MetaState::pause_threshold_ms`] means meta
+    /// itself was not running (paused, starved, its machine suspended), so
+    /// it heard nothing then; the gap is added to `paused_total_ms` and is
+    /// nobody's silence (**meta-pause-not-silence**).
+    fn observe(&mut self, now: MetaTime) {
+        let now_ms = now.monotonic_ms;
+        self.started_ms.get_or_insert(now_ms);
+        if let Some(last_ms) = self.last_input_ms {
+            let gap_ms = now_ms.saturating_sub(last_ms);
+            if gap_ms > self.pause_threshold_ms() {
+                self.paused_total_ms += gap_ms;
+            }
+        }
+        self.last_input_ms = Some(self.last_input_ms.unwrap_or(0).max(now_ms));
+    }
+
+    /// The longest gap between inputs that is not a pause of meta: one
+    /// beacon interval with replication (meta ticks twice in one), else a
+    /// quarter of the node timeout.
+    fn pause_threshold_ms(&self) -> u64 {
+        match self.settings.replication {
+            Some(replication) => replication.beacon_interval_ms,
+            None => self.settings.node_timeout_ms / 4,
+        }
+    }
+
+    /// How long meta has heard nothing from a node last heard at
+    /// `heard_ms` (when meta's paused total was `paused_at_ms`), meta's own
+    /// pauses since left out.
+    fn silence_ms(&self, heard_ms: u64, paused_at_ms: u64, now_ms: u64) -> u64 {
+        now_ms
+            .saturating_sub(heard_ms)
+            .saturating_sub(self.paused_total_ms.saturating_sub(paused_at_ms))
+    }
+
     fn is_alive(&self, record: &NodeRecord, now_ms: u64) -> bool {
-        now_ms.saturating_sub(record.last_beacon_ms) < self.settings.dead_after_ms()
+        self.silence_ms(
+            record.last_beacon_ms,
+            record.paused_total_at_beacon_ms,
+            now_ms,
+        ) < self.settings.dead_after_ms()
     }
 
     /// Whether `node` is alive: its last beacon is younger than the dead
     /// time, or it never beaconed since meta started and meta started less
-    /// than the dead time ago (a restarted meta gives every node a chance).
+    /// than the dead time ago (a restarted meta gives every node a chance);
+    /// meta's own pauses do not count (**meta-pause-not-silence**).
     fn is_node_alive(&self, node: &str, now_ms: u64) -> bool {
         match self.nodes.get(node) {
             Some(record) => self.is_alive(record, now_ms),
             None => {
                 let started_ms = self.started_ms.unwrap_or(now_ms);
-                now_ms.saturating_sub(started_ms) < self.settings.dead_after_ms()
+                self.silence_ms(started_ms, 0, now_ms) < self.settings.dead_after_ms()
             }
         }
+    }
+
+    /// Why meta is frozen at `now_ms`, or `None`: with replication on,
+    /// fewer than `alive_percent_min` percent of the nodes it knows (alive
+    /// nodes and nodes holding replicas of available tables) are alive. So
+    /// many at once more likely means meta lost them (it is cut off, or
+    /// its pause outlasted its own detection) than that they died, so
+    /// frozen, meta removes and replaces no member and adds no learner
+    /// (**no-removal-when-frozen**); restarts it hears of are still handled.
+    pub fn frozen(&self, now_ms: u64) -> Option<String> {
+        let replication = self.settings.replication?;
+        let mut known: BTreeSet<&str> = self
+            .nodes
+            .iter()
+            .filter(|(_, record)| self.is_alive(record, now_ms))
+            .map(|(node, _)| node.as_str())
+            .collect();
+        for table in self.data.tables.values().filter(|t| t.is_available()) {
+            for partition in &table.partitions {
+                known.extend(partition.places().map(|place| place.node.as_str()));
+            }
+        }
+        let alive = known
+            .iter()
+            .filter(|node| self.is_node_alive(node, now_ms))
+            .count();
+        let percent_min = usize::from(replication.alive_percent_min);
+        (alive * 100 < percent_min * known.len()).then(|| {
+            format!(
+                "meta is frozen: {alive} of the {} nodes it knows are alive, fewer than alive_percent_min = {percent_min}%; it removes no member until more nodes beacon",
+                known.len()
+            )
+        })
     }
 
     fn reported_by_alive_node(&self, app_id: i32, now_ms: u64) -> bool {
@@ -1456,6 +1623,24 @@ impl MetaState {
             )
         })
     }
+}
+
+/// The reported replicas whose data the node must delete, by `data` at
+/// `unix_ms`: those of dropped tables past their hold, and those of
+/// forgotten tables (an app id below `next_app_id` that meta no longer has —
+/// app ids are never reused, so such a replica can belong to nothing).
+fn drops(data: &MetaData, replicas: &[HostedReplica], unix_ms: u64) -> Vec<Gpid> {
+    let mut drops: Vec<Gpid> = replicas
+        .iter()
+        .map(|replica| replica.gpid)
+        .filter(|gpid| match data.tables.get(&gpid.app_id) {
+            Some(table) => table.hold_expired(unix_ms),
+            None => gpid.app_id > 0 && gpid.app_id < data.next_app_id,
+        })
+        .collect();
+    drops.sort();
+    drops.dedup();
+    drops
 }
 
 /// A stored partition's members in the terms of

@@ -285,6 +285,7 @@ fn placement_uses_alive_nodes_only() {
     assert!(step.persist.is_none());
 
     apply(&mut state, &node_beacon(0, 1, Vec::new()), T0_MS).unwrap();
+    quiet_until(&mut state, T0_MS + NODE_TIMEOUT_MS);
     apply(
         &mut state,
         &node_beacon(1, 1, Vec::new()),
@@ -297,6 +298,7 @@ fn placement_uses_alive_nodes_only() {
         assert_eq!(partition.primary.node, node_id(1));
     }
     let later = T0_MS + 3 * NODE_TIMEOUT_MS;
+    quiet_until(&mut state, later);
     let step = state.handle(&Request::CreateTable(create_request("u", 4)), later);
     assert_eq!(step.reply.unwrap_err().code, ErrorCode::NotEnoughNodes);
     assert!(step.persist.is_none());
@@ -683,8 +685,10 @@ fn route_answers_primary_shard_addresses() {
 fn node_liveness_by_timeout() {
     let mut state = new_state();
     apply(&mut state, &node_beacon(0, 2, Vec::new()), T0_MS).unwrap();
+    quiet_until(&mut state, T0_MS + 2_000);
     apply(&mut state, &node_beacon(1, 1, Vec::new()), T0_MS + 2_000).unwrap();
     create(&mut state, "t", 4, T0_MS + 2_000);
+    quiet_until(&mut state, T0_MS + NODE_TIMEOUT_MS - 1);
     let nodes = |state: &mut MetaState, now_ms| match apply(state, &Request::ListNodes, now_ms) {
         Ok(ResponseBody::Nodes(nodes)) => nodes,
         other => panic!("{other:?}"),
@@ -744,6 +748,7 @@ fn replicated_state() -> MetaState {
             lease_ms: LEASE_MS,
             grace_ms: GRACE_MS,
             replica_count_min_alive: 2,
+            alive_percent_min: 50,
         }),
         ..settings()
     };
@@ -897,7 +902,9 @@ fn dead_primary_promotes_most_prepared_secondary() {
         )
         .unwrap();
     };
+    quiet_until(&mut state, T0_MS + 500);
     beacons(&mut state, T0_MS + 500);
+    quiet_until(&mut state, T0_MS + GRACE_MS - 1);
     assert_eq!(
         state.tick(T0_MS + GRACE_MS - 1),
         None,
@@ -942,6 +949,7 @@ fn dead_secondary_is_removed() {
     for node in 0..2 {
         apply(&mut restarted, &node_beacon(node, 1, Vec::new()), later_ms).unwrap();
     }
+    quiet_until(&mut restarted, later_ms + GRACE_MS - 1);
     assert_eq!(restarted.tick(later_ms + GRACE_MS - 1), None);
     for node in 0..2 {
         apply(
@@ -960,6 +968,7 @@ fn dead_secondary_is_removed() {
     assert_eq!(partition.secondaries[0].node, node_id(1));
 
     // The original state sees it the same way once node 2 goes silent.
+    quiet_until(&mut state, T0_MS + GRACE_MS);
     for node in 0..2 {
         apply(
             &mut state,
@@ -1053,6 +1062,7 @@ fn guardian_adds_learner_and_upgrade_promotes_it() {
     // Full partitions: the guardian does nothing.
     assert_eq!(state.tick(T0_MS + 1), None);
 
+    quiet_until(&mut state, T0_MS + GRACE_MS);
     alive(&mut state, T0_MS + GRACE_MS);
     assert!(tick_commit(&mut state, T0_MS + GRACE_MS), "node 2 is dead");
     let partition = state.data().tables[&1].partitions[0].clone();
@@ -1126,6 +1136,7 @@ fn guardian_adds_learner_and_upgrade_promotes_it() {
 #[test]
 fn dead_learner_removed_switch_off_refuses_upgrade() {
     let mut state = three_replica_cluster();
+    quiet_until(&mut state, T0_MS + GRACE_MS);
     for node in [0, 1, 3] {
         apply(
             &mut state,
@@ -1140,6 +1151,7 @@ fn dead_learner_removed_switch_off_refuses_upgrade() {
         state.data().tables[&1].partitions[0].learners[0].node,
         node_id(3)
     );
+    quiet_until(&mut state, T0_MS + 2 * GRACE_MS);
     for node in [0, 1] {
         apply(
             &mut state,
@@ -1325,4 +1337,313 @@ fn restarted_members_get_a_new_ballot() {
         .learners
         .iter()
         .any(|place| place.node == node_id(0)));
+}
+
+/// Meta's tick period with replication (half the beacon interval).
+const TICK_MS: u64 = 50;
+
+/// Meta keeps running until `to_ms`: it ticks every [`TICK_MS`] after its
+/// last input, and nothing changes meanwhile. (A gap between inputs longer
+/// than a beacon interval is meta's own pause, which counts as no node's
+/// silence: tests that let time pass must let meta run through it.)
+fn quiet_until(state: &mut MetaState, to_ms: u64) {
+    let mut at_ms = state.last_input_ms.expect("meta has run") + TICK_MS;
+    while at_ms < to_ms {
+        assert_eq!(state.tick(at_ms), None, "a change at {at_ms}");
+        at_ms += TICK_MS;
+    }
+}
+
+/// Meta runs from its last input until `to_ms` while `nodes` beacon every
+/// 100 ms with `replicas` (the same reports each time); no tick changes
+/// anything.
+fn beaconing_until(state: &mut MetaState, nodes: &[(usize, Vec<HostedReplica>)], to_ms: u64) {
+    let mut at_ms = state.last_input_ms.expect("meta has run") + TICK_MS;
+    while at_ms < to_ms {
+        if (at_ms - T0_MS).is_multiple_of(100) {
+            for (node, replicas) in nodes {
+                apply(state, &node_beacon(*node, 1, replicas.clone()), at_ms).unwrap();
+            }
+        }
+        assert_eq!(state.tick(at_ms), None, "a change at {at_ms}");
+        at_ms += TICK_MS;
+    }
+}
+
+// A primary meta replaced while its node was silent hears of it in the
+// node's next beacon ack (**replica-told-it-left**). On four nodes, node 0
+// (primary of the only partition) falls silent past the grace: node 1 or 2
+// becomes primary and the guardian adds node 3. When node 0 beacons again,
+// still reporting itself primary at ballot 1, its ack carries the current
+// configuration of that partition — which names another primary — on the
+// shard it reported, so the node demotes the replica and no lease keeps it
+// serving. (Meta used to list only what is placed on the node, so nothing
+// ever told the old primary; on three nodes the window was a beacon
+// interval, on four it did not end.)
+#[test]
+fn replaced_primary_is_told_its_current_configuration() {
+    let mut state = replicated_state();
+    for node in 0..4 {
+        apply(&mut state, &node_beacon(node, 1, Vec::new()), T0_MS).unwrap();
+    }
+    create(&mut state, "t", 1, T0_MS);
+    let partition = state.data().tables[&1].partitions[0].clone();
+    assert_eq!(partition.primary.node, node_id(0));
+    let others: Vec<usize> = (1..4).collect();
+    let survivors: Vec<(usize, Vec<HostedReplica>)> =
+        others.iter().map(|node| (*node, Vec::new())).collect();
+    beaconing_until(&mut state, &survivors, T0_MS + GRACE_MS);
+    for node in &others {
+        apply(
+            &mut state,
+            &node_beacon(*node, 1, Vec::new()),
+            T0_MS + GRACE_MS,
+        )
+        .unwrap();
+    }
+    assert!(tick_commit(&mut state, T0_MS + GRACE_MS), "node 0 is dead");
+    assert!(
+        tick_commit(&mut state, T0_MS + GRACE_MS + TICK_MS),
+        "a learner"
+    );
+    let partition = state.data().tables[&1].partitions[0].clone();
+    assert_eq!(partition.ballot, 3);
+    assert_ne!(partition.primary.node, node_id(0));
+    assert!(partition.places().all(|place| place.node != node_id(0)));
+
+    let stale = HostedReplica {
+        shard: 0,
+        ..report(1, ReplicaRole::Primary, 4, 4)
+    };
+    let ack = beacon_ack(
+        &mut state,
+        &node_beacon(0, 1, vec![stale]),
+        T0_MS + GRACE_MS + 2 * TICK_MS,
+    );
+    assert_eq!(ack.assignments.len(), 1, "{ack:?}");
+    let told = &ack.assignments[0];
+    assert_eq!((told.app_id, told.partition_index), (1, 0));
+    assert_eq!(told.ballot, 3);
+    assert_eq!(told.primary, partition.primary.node);
+    assert_eq!(told.shard, 0, "on the shard the node reported");
+    assert!(!told.secondaries.contains(&node_id(0)));
+    assert!(!told.learners.contains(&node_id(0)));
+    // A node that reports nothing of the partition hears nothing of it.
+    let ack = beacon_ack(
+        &mut state,
+        &node_beacon(0, 1, Vec::new()),
+        T0_MS + GRACE_MS + 2 * TICK_MS,
+    );
+    assert!(ack.assignments.is_empty());
+}
+
+// The ack of a beacon that makes meta reconfigure (a restart) describes the
+// configuration being persisted, not the one it replaces
+// (**ack-from-persisted**): the restarted primary's ack names it a learner
+// under ballot 2, never primary at ballot 1 — a lease taken from the old
+// assignment could have made it serve beside the new primary.
+#[test]
+fn ack_of_a_reconfiguring_beacon_describes_the_new_state() {
+    let mut state = three_replica_cluster();
+    let step = state.handle(&beacon_of(0, 2, Vec::new()), T0_MS + 10);
+    let next = step.persist.clone().expect("a restart reconfigures");
+    let Ok(ResponseBody::BeaconAck(ack)) = &step.reply else {
+        panic!("{:?}", step.reply)
+    };
+    assert_eq!(ack.assignments.len(), 1);
+    let assignment = &ack.assignments[0];
+    assert_eq!(assignment.ballot, 2);
+    assert_ne!(assignment.primary, node_id(0));
+    assert_eq!(assignment.learners, vec![node_id(0)]);
+    assert_eq!(
+        assignment.primary,
+        next.tables[&1].partitions[0].primary.node
+    );
+    assert_eq!(
+        state.data().tables[&1].partitions[0].ballot,
+        1,
+        "not committed yet"
+    );
+}
+
+// Meta's failure detector measures silence on the monotonic clock only
+// (**durations-are-monotonic**): a forward step of the wall clock (NTP, a
+// VM migration) between beacons makes no healthy node look dead, while
+// the wall clock still decides create times and hold expiry.
+#[test]
+fn a_wall_clock_step_reconfigures_nothing() {
+    let mut state = three_replica_cluster();
+    let step_ms = 60_000;
+    let at = |monotonic_ms: u64, stepped: bool| MetaTime {
+        monotonic_ms,
+        unix_ms: monotonic_ms + if stepped { step_ms } else { 0 },
+    };
+    let mut now_ms = T0_MS;
+    while now_ms < T0_MS + 3 * GRACE_MS {
+        now_ms += TICK_MS;
+        let stepped = now_ms > T0_MS + GRACE_MS;
+        if (now_ms - T0_MS).is_multiple_of(100) {
+            for node in 0..3 {
+                let beacon = node_beacon(node, 1, Vec::new());
+                let step = state.handle(&beacon, at(now_ms, stepped));
+                assert!(step.persist.is_none());
+            }
+        }
+        assert_eq!(state.tick(at(now_ms, stepped)), None, "at {now_ms}");
+    }
+    let step = state.handle(
+        &Request::CreateTable(create_request("later", 1)),
+        at(now_ms, true),
+    );
+    let Ok(ResponseBody::Table(info)) = step.reply else {
+        panic!("{:?}", step.reply)
+    };
+    assert_eq!(info.create_time_s, (now_ms + step_ms) / 1000);
+}
+
+// The guardian puts a learner on the shard where its node already keeps a
+// replica of the partition (**replica-stays-on-its-shard**): a node opens a
+// replica on one shard only, and a learner assigned to another shard
+// could never be hosted (RocksDB's lock is held by the first) — the
+// partition stayed short of a replica for good.
+#[test]
+fn guardian_keeps_a_replica_on_the_shard_its_node_reports() {
+    let mut state = three_replica_cluster();
+    // Node 3 has two shards and still keeps the partition's replica on
+    // shard 1 (from an earlier membership); its shard 0 is emptier.
+    let kept = HostedReplica {
+        shard: 1,
+        ..report(1, ReplicaRole::Inactive, 0, 0)
+    };
+    let beacon_3 = |replicas: Vec<HostedReplica>| {
+        let Request::Beacon(mut beacon) = node_beacon(3, 2, replicas) else {
+            unreachable!()
+        };
+        beacon.incarnation = 1;
+        Request::Beacon(beacon)
+    };
+    apply(&mut state, &beacon_3(vec![kept.clone()]), T0_MS).unwrap();
+    let mut now_ms = T0_MS;
+    while now_ms < T0_MS + GRACE_MS {
+        now_ms += TICK_MS;
+        if (now_ms - T0_MS).is_multiple_of(100) {
+            for node in [0, 1] {
+                apply(&mut state, &node_beacon(node, 1, Vec::new()), now_ms).unwrap();
+            }
+            apply(&mut state, &beacon_3(vec![kept.clone()]), now_ms).unwrap();
+        }
+        let changed = tick_commit(&mut state, now_ms);
+        assert_eq!(changed, now_ms == T0_MS + GRACE_MS, "at {now_ms}");
+    }
+    let next = state
+        .tick(now_ms + TICK_MS)
+        .expect("a learner for node 2's place");
+    let partition = &next.tables[&1].partitions[0];
+    assert_eq!(
+        partition.learners,
+        vec![ReplicaPlace {
+            node: node_id(3),
+            shard: 1,
+            address: "127.0.0.1:34831".into(),
+        }]
+    );
+}
+
+// When most nodes fall silent at once — meta cut off from them — meta is
+// frozen (**no-removal-when-frozen**): it removes and replaces no member,
+// adds no learner and refuses RemoveSecondary, and cluster_info says so.
+// A single silent node of three is still removed.
+#[test]
+fn meta_freezes_when_most_nodes_fall_silent() {
+    let mut state = three_replica_cluster();
+    let mut now_ms = T0_MS;
+    while now_ms < T0_MS + 5 * GRACE_MS {
+        now_ms += TICK_MS;
+        assert_eq!(state.tick(now_ms), None, "frozen at {now_ms}");
+    }
+    assert!(state.frozen(now_ms).is_some());
+    let Ok(ResponseBody::Pairs(info)) = apply(&mut state, &Request::ClusterInfo, now_ms) else {
+        panic!("cluster_info failed")
+    };
+    assert!(info.contains(&("frozen".to_owned(), "true".to_owned())));
+    let remove = Request::RemoveSecondary {
+        gpid: Gpid {
+            app_id: 1,
+            partition_index: 0,
+        },
+        ballot: 1,
+        node: node_id(1),
+    };
+    let step = state.handle(&remove, now_ms);
+    assert!(step.persist.is_none());
+    let error = error_of(step.reply);
+    assert_eq!(error.code, ErrorCode::NotEnoughNodes);
+    assert!(error.message.contains("frozen"), "{}", error.message);
+
+    // The cut heals: every node beacons, nothing was removed, meta thaws.
+    now_ms += TICK_MS;
+    for node in 0..3 {
+        apply(&mut state, &node_beacon(node, 1, Vec::new()), now_ms).unwrap();
+    }
+    assert_eq!(state.frozen(now_ms), None);
+    assert_eq!(state.data().tables[&1].partitions[0].ballot, 1);
+
+    // One node of three falls silent: that is a failure, handled.
+    let survivors = vec![(0, Vec::new()), (1, Vec::new())];
+    let silent_from = now_ms;
+    beaconing_until(&mut state, &survivors, silent_from + GRACE_MS);
+    for (node, _) in &survivors {
+        let beacon = node_beacon(*node, 1, Vec::new());
+        apply(&mut state, &beacon, silent_from + GRACE_MS).unwrap();
+    }
+    let next = state
+        .tick(silent_from + GRACE_MS)
+        .expect("node 2 is removed");
+    assert_eq!(next.tables[&1].partitions[0].secondaries.len(), 1);
+}
+
+// Time meta itself did not run is nobody's silence
+// (**meta-pause-not-silence**): meta paused (SIGSTOP, starved, suspended)
+// for 2.5 s, then resumed, sees every node as alive — their beacons were
+// waiting in its sockets — and reconfigures nothing; a node that stays
+// silent after the pause is dead a grace of meta's running time later.
+#[test]
+fn a_pause_of_meta_is_no_node_s_silence() {
+    let mut state = three_replica_cluster();
+    beaconing_until(
+        &mut state,
+        &[(0, Vec::new()), (1, Vec::new()), (2, Vec::new())],
+        T0_MS + 1_000,
+    );
+    let resumed_ms = T0_MS + 3_500;
+    assert_eq!(
+        state.tick(resumed_ms),
+        None,
+        "nobody is dead after the pause"
+    );
+    assert!(state.frozen(resumed_ms).is_none());
+    let Ok(ResponseBody::Nodes(nodes)) = apply(&mut state, &Request::ListNodes, resumed_ms) else {
+        panic!("list_nodes failed")
+    };
+    assert!(nodes.iter().all(|node| node.alive), "{nodes:?}");
+    // Nodes 0 and 1 beacon again; node 2 stays silent. It was silent 50 ms
+    // before the pause (its last beacon at +900, meta's last input at
+    // +950), so it is dead 750 ms of meta's running time after the resume.
+    let mut at_ms = resumed_ms;
+    let dead_at_ms = loop {
+        at_ms += TICK_MS;
+        assert!(
+            at_ms < resumed_ms + 2 * GRACE_MS,
+            "node 2 never declared dead"
+        );
+        if (at_ms - T0_MS).is_multiple_of(100) {
+            for node in [0, 1] {
+                apply(&mut state, &node_beacon(node, 1, Vec::new()), at_ms).unwrap();
+            }
+        }
+        if state.tick(at_ms).is_some() {
+            break at_ms;
+        }
+    };
+    assert_eq!(dead_at_ms, resumed_ms + GRACE_MS - 50);
 }

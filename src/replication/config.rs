@@ -45,8 +45,14 @@ pub enum SettingsError {
         lease_ms: u64,
         beacon_interval_ms: u64,
     },
-    #[error("grace_ms ({grace_ms}) must be more than lease_ms ({lease_ms})")]
-    GraceTooShort { grace_ms: u64, lease_ms: u64 },
+    #[error(
+        "grace_ms ({grace_ms}) must be more than lease_ms + beacon_interval_ms ({lease_ms} + {beacon_interval_ms}): the margin covers a read begun just before the lease ends, the clocks' rates and the beacon's trip"
+    )]
+    GraceTooShort {
+        grace_ms: u64,
+        lease_ms: u64,
+        beacon_interval_ms: u64,
+    },
     #[error("prepare_window_max ({got}) must be in 1..={PREPARE_WINDOW_MAX_LIMIT}")]
     WindowOutOfRange { got: usize },
     #[error("prepare_resend_ms ({resend_ms}) must be in 1..prepare_timeout_ms ({timeout_ms})")]
@@ -109,16 +115,20 @@ impl Default for ReplicationSettings {
     }
 }
 
-const _: () = assert!(GRACE_MS_DEFAULT > LEASE_MS_DEFAULT);
+const _: () = assert!(GRACE_MS_DEFAULT > LEASE_MS_DEFAULT + BEACON_INTERVAL_MS_DEFAULT);
 const _: () = assert!(LEASE_MS_DEFAULT > 2 * BEACON_INTERVAL_MS_DEFAULT);
 const _: () = assert!(PREPARE_WINDOW_MAX_DEFAULT <= PREPARE_WINDOW_MAX_LIMIT);
 const _: () = assert!(PREPARE_RESEND_MS_DEFAULT < PREPARE_TIMEOUT_MS_DEFAULT);
 const _: () = assert!(LEARN_CACHE_MAX_DEFAULT <= LEARN_CACHE_MAX_LIMIT);
 
 impl ReplicationSettings {
-    /// Checks grace > lease > 2 x beacon and the bounds of the other
-    /// settings. A lease longer than the grace would let a deposed primary
-    /// serve beside its successor (invariant **one-serving-primary**).
+    /// Checks grace > lease + beacon, lease > 2 x beacon and the bounds of
+    /// the other settings. A lease longer than the grace would let a
+    /// deposed primary serve beside its successor (invariant
+    /// **one-serving-primary**); the beacon interval of margin covers a read
+    /// that passed its lease check just before the lease ended, the
+    /// difference in rate between the node's and meta's clocks, and the
+    /// beacon's trip (docs/replication.md, "Timing settings").
     pub fn validate(&self) -> Result<(), SettingsError> {
         if self.beacon_interval_ms == 0 {
             return Err(SettingsError::BeaconIntervalZero);
@@ -129,10 +139,11 @@ impl ReplicationSettings {
                 beacon_interval_ms: self.beacon_interval_ms,
             });
         }
-        if self.grace_ms <= self.lease_ms {
+        if self.grace_ms <= self.lease_ms + self.beacon_interval_ms {
             return Err(SettingsError::GraceTooShort {
                 grace_ms: self.grace_ms,
                 lease_ms: self.lease_ms,
+                beacon_interval_ms: self.beacon_interval_ms,
             });
         }
         if self.prepare_window_max == 0 || self.prepare_window_max > PREPARE_WINDOW_MAX_LIMIT {
@@ -171,20 +182,30 @@ mod tests {
         assert_eq!(ReplicationSettings::default().validate(), Ok(()));
     }
 
-    // A lease not longer than the grace is refused, naming both values.
+    // A grace not longer than the lease plus one beacon interval is
+    // refused, naming the values: grace = lease + 1 ms, once accepted, left
+    // no room for a read in flight when the lease ends.
     #[test]
-    fn grace_must_exceed_lease() {
+    fn grace_must_exceed_lease_by_a_beacon() {
+        for grace_ms in [600, 601, 700] {
+            let settings = ReplicationSettings {
+                grace_ms,
+                ..ReplicationSettings::default()
+            };
+            assert_eq!(
+                settings.validate(),
+                Err(SettingsError::GraceTooShort {
+                    grace_ms,
+                    lease_ms: 600,
+                    beacon_interval_ms: 100,
+                })
+            );
+        }
         let settings = ReplicationSettings {
-            grace_ms: 600,
+            grace_ms: 701,
             ..ReplicationSettings::default()
         };
-        assert_eq!(
-            settings.validate(),
-            Err(SettingsError::GraceTooShort {
-                grace_ms: 600,
-                lease_ms: 600
-            })
-        );
+        assert_eq!(settings.validate(), Ok(()));
     }
 
     // A lease of at most two beacon intervals is refused.

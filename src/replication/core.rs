@@ -113,6 +113,10 @@ pub struct ReplicaCore {
     /// no `LearnRequest` goes out until it is (kept across role changes:
     /// a commit point is claimed only once durable).
     learn_durable_wait: Option<(Ballot, Decree)>,
+    /// Learner: the decree of the copy its host is installing (storage was
+    /// cleared for it, so the commit point is 0 and nothing is applied
+    /// until it is installed or aborted; **copy-known-to-core**).
+    copying: Option<Decree>,
     outputs: Vec<Output>,
 }
 
@@ -152,16 +156,16 @@ impl ReplicaCore {
             cache: VecDeque::new(),
             learn_progress_ms: 0,
             learn_durable_wait: None,
+            copying: None,
             outputs: Vec::new(),
         })
     }
 
     /// Rebuilds a replica after a restart from its durable log records (in
-    /// append order) and the decree its storage has applied. Returns the
-    /// inactive replica and the committed mutations above `applied_decree`
-    /// that the host must apply, in order. The commit point is the highest
-    /// one logged with any record; later records of a decree replace earlier
-    /// ones of a lower or equal ballot; records above a gap are dropped.
+    /// append order) and the decree its storage has applied: [`Recovery`]
+    /// fed every record, then finished. Returns the inactive replica and
+    /// the committed mutations above `applied_decree` that the host must
+    /// apply, in order.
     pub fn recover(
         gpid: Gpid,
         node: NodeId,
@@ -169,47 +173,16 @@ impl ReplicaCore {
         applied_decree: Decree,
         log: impl IntoIterator<Item = Mutation>,
     ) -> Result<(ReplicaCore, Vec<Mutation>), SettingsError> {
-        let mut core = ReplicaCore::new(gpid, node, settings)?;
-        let mut records: BTreeMap<Decree, Mutation> = BTreeMap::new();
-        let mut committed_logged: Decree = 0;
+        let mut recovery = Recovery::new(applied_decree);
         for mutation in log {
-            core.ballot = core.ballot.max(mutation.ballot);
-            committed_logged = committed_logged.max(mutation.committed_decree);
-            let held = records.get(&mutation.decree);
-            let replaces = held.is_none_or(|held| held.ballot <= mutation.ballot);
-            if replaces && mutation.decree > applied_decree {
-                // As when it was accepted (`on_prepare`): a different
-                // mutation under a newer ballot voids the older records
-                // logged above it.
-                let differs = held.is_some_and(|held| {
-                    held.ballot < mutation.ballot && held.payload != mutation.payload
-                });
-                if differs {
-                    let (decree, ballot) = (mutation.decree, mutation.ballot);
-                    records.retain(|held, record| *held < decree || record.ballot >= ballot);
-                }
-                records.insert(mutation.decree, mutation);
-            }
+            recovery.push(
+                mutation.ballot,
+                mutation.decree,
+                mutation.committed_decree,
+                &mutation.payload,
+            );
         }
-        core.config.ballot = core.ballot;
-        core.last_committed = applied_decree;
-        let mut replay = Vec::new();
-        let mut next = applied_decree + 1;
-        while let Some(mutation) = records.remove(&next) {
-            if next <= committed_logged {
-                core.remember(mutation.clone());
-                replay.push(mutation);
-                core.last_committed = next;
-            } else if next <= core.last_committed + settings.prepare_window_max as Decree {
-                core.window.insert(next, Entry::durable(mutation));
-            } else {
-                break;
-            }
-            next += 1;
-        }
-        core.commit_target = core.last_committed;
-        core.check_invariants();
-        Ok((core, replay))
+        recovery.finish(gpid, node, settings)
     }
 
     /// The partition this replica belongs to.
@@ -290,6 +263,11 @@ impl ReplicaCore {
         self.role == Role::Learner && ballot == self.ballot && decree > self.last_committed
     }
 
+    /// Learner: the decree of the copy being installed, if any.
+    pub fn copying(&self) -> Option<Decree> {
+        self.copying
+    }
+
     /// Whether this primary finished re-preparing its predecessor's tail.
     pub fn is_activated(&self) -> bool {
         self.activated
@@ -356,7 +334,17 @@ impl ReplicaCore {
             }
             Input::LogDurable { ballot, decree } => self.on_log_durable(ballot, decree, now_ms),
             Input::Config(config) => self.on_config(config, now_ms),
-            Input::Lease { until_ms } => self.lease_until_ms = self.lease_until_ms.max(until_ms),
+            Input::Lease { ballot, until_ms } => {
+                // Granted for the configuration naming this node primary at
+                // `ballot` only (**lease-per-ballot**): a replica meta has
+                // replaced must not be kept serving by a lease meant for
+                // the node's other partitions, or for an older ballot.
+                if ballot == self.ballot && self.role == Role::Primary {
+                    self.lease_until_ms = self.lease_until_ms.max(until_ms);
+                }
+            }
+            Input::CopyStarted { ballot, decree } => self.on_copy_started(ballot, decree),
+            Input::CopyAborted { ballot } => self.on_copy_aborted(ballot, now_ms),
             Input::Tick => self.on_tick(now_ms),
         }
     }
@@ -667,6 +655,9 @@ impl ReplicaCore {
     /// Applies, in order, held durable mutations up to the primary's
     /// commit point.
     fn try_commit_secondary(&mut self) {
+        if self.copying.is_some() {
+            return; // storage holds part of a copy (**copy-known-to-core**)
+        }
         while self.last_committed < self.commit_target {
             match self.window.get(&(self.last_committed + 1)) {
                 Some(entry) if entry.durable => self.commit_next(),
@@ -713,6 +704,10 @@ impl ReplicaCore {
         }
         self.set_ballot(config.ballot);
         self.superseded = false;
+        // A copy is sent for one ballot; the host drops one in progress
+        // when the ballot moves (its storage is empty again, so the commit
+        // point of 0 stays true).
+        self.copying = None;
         let role = if config.primary == Some(self.node) {
             Role::Primary
         } else if config.secondaries.contains(&self.node) {
@@ -777,6 +772,9 @@ impl ReplicaCore {
             self.superseded = false;
             self.caught_up.clear();
             self.learners_heard.clear();
+            // A lease is meta's word that this node is the primary; it
+            // does not outlive the role (**lease-per-ballot**).
+            self.lease_until_ms = 0;
         }
         self.role = role;
         self.outputs.push(Output::RoleChanged {
@@ -918,8 +916,13 @@ impl ReplicaCore {
         mutations: Vec<Mutation>,
         now_ms: u64,
     ) {
-        if self.role != Role::Learner || ballot != self.ballot || self.config.primary != Some(from)
+        if self.role != Role::Learner
+            || ballot != self.ballot
+            || self.config.primary != Some(from)
+            || self.copying.is_some()
         {
+            // While a copy is installed, storage holds part of it: learned
+            // mutations wait until it is complete (**copy-known-to-core**).
             return;
         }
         let mut learned = None;
@@ -953,17 +956,45 @@ impl ReplicaCore {
     }
 
     /// Applies a learned committed mutation at `last_committed + 1` and logs
-    /// it (marked committed up to `committed_decree`, so recovery replays
-    /// it).
+    /// it marked committed up to its own decree, so recovery replays it.
+    /// Never higher (**learned-claims-itself**): the response's commit point
+    /// may lie beyond what this learner holds (a response from the log is
+    /// cut short), and a logged claim above it would make recovery replay
+    /// records of an older history still in the log as committed.
     fn apply_learned(&mut self, mutation: Mutation, committed_decree: Decree) {
         assert_eq!(mutation.decree, self.last_committed + 1);
+        assert!(mutation.decree <= committed_decree);
         self.window.remove(&mutation.decree);
         self.last_committed = mutation.decree;
         let mut logged = mutation.clone();
-        logged.committed_decree = logged.committed_decree.max(committed_decree);
+        logged.committed_decree = mutation.decree;
         self.remember(mutation.clone());
         self.outputs.push(Output::AppendLog(logged));
         self.outputs.push(Output::Apply(mutation));
+    }
+
+    /// Learner: the host cleared its storage to install a copy at `decree`:
+    /// what it held is gone, so its commit point is 0 until the copy is
+    /// installed (the only way a commit point goes down).
+    fn on_copy_started(&mut self, ballot: Ballot, decree: Decree) {
+        if !self.accepts_checkpoint(ballot, decree) {
+            return;
+        }
+        self.copying = Some(decree);
+        self.last_committed = 0;
+        self.commit_target = 0;
+        self.window.clear();
+        self.cache.clear();
+        self.learn_durable_wait = None;
+    }
+
+    /// Learner: the copy for `ballot` will not complete; storage is empty.
+    fn on_copy_aborted(&mut self, ballot: Ballot, now_ms: u64) {
+        if self.role != Role::Learner || ballot != self.ballot || self.copying.is_none() {
+            return;
+        }
+        self.copying = None;
+        self.send_learn_request(now_ms);
     }
 
     /// Learner: the host installed the primary's checkpoint at `decree`.
@@ -971,6 +1002,7 @@ impl ReplicaCore {
         if !self.accepts_checkpoint(ballot, decree) {
             return;
         }
+        self.copying = None;
         self.last_committed = decree;
         self.commit_target = self.commit_target.max(decree);
         self.window.retain(|held, _| *held > decree);
@@ -1074,6 +1106,13 @@ impl ReplicaCore {
         if self.activated {
             assert_eq!(self.role, Role::Primary);
         }
+        if self.copying.is_some() {
+            assert_eq!(self.role, Role::Learner);
+            assert_eq!(self.last_committed, 0);
+        }
+        if self.role != Role::Primary {
+            assert_eq!(self.lease_until_ms, 0, "lease-per-ballot");
+        }
         if self.role == Role::Primary {
             assert_eq!(
                 self.last_prepared(),
@@ -1090,6 +1129,139 @@ impl ReplicaCore {
         } else {
             assert!(self.window.values().all(|e| e.token.is_none()));
         }
+    }
+}
+
+/// Rebuilds a replica from its durable log after a restart, one record at
+/// a time in append order, so a host can feed it while it reads the log.
+///
+/// Rules (docs/replication.md, "Recovery"): a later record of a decree
+/// replaces an earlier one of a lower or equal ballot; a record that
+/// replaces a *different* mutation under an older ballot voids the
+/// older-ballot records logged above it, as when it was accepted
+/// (`on_prepare`). The void rule runs over every record — those at or below
+/// the applied decree too — and only then is the log cut at the applied
+/// decree (**void-before-cut**): a mutation that replaced another and was
+/// applied still voids what the old history left above it. Records at or
+/// below the applied decree are never replayed, so only their ballot and a
+/// keyed 64-bit digest of their payload are kept (16 bytes each, bounded by
+/// the log's size); records above it are kept whole.
+///
+/// ```
+/// use markab::replication::config::ReplicationSettings;
+/// use markab::replication::core::Recovery;
+/// use markab::replication::messages::NodeId;
+/// use markab::wire::message::Gpid;
+///
+/// let mut recovery = Recovery::new(0);
+/// recovery.push(1, 1, 0, b"a");
+/// recovery.push(1, 2, 1, b"b");
+/// let (core, replay) = recovery
+///     .finish(Gpid::default(), NodeId(1), ReplicationSettings::default())
+///     .unwrap();
+/// assert_eq!(replay.len(), 1); // decree 1 is committed (logged with decree 2)
+/// assert_eq!(core.last_prepared(), 2);
+/// ```
+#[derive(Debug)]
+pub struct Recovery {
+    applied_decree: Decree,
+    ballot: Ballot,
+    committed_logged: Decree,
+    /// Records above the applied decree: replayed or kept as the tail.
+    above: BTreeMap<Decree, Mutation>,
+    /// Records at or below it: (ballot, payload digest), for the void rule.
+    applied: BTreeMap<Decree, (Ballot, u64)>,
+    digests: std::collections::hash_map::RandomState,
+}
+
+impl Recovery {
+    /// A recovery of a replica whose storage applied `applied_decree`.
+    pub fn new(applied_decree: Decree) -> Recovery {
+        Recovery {
+            applied_decree,
+            ballot: 0,
+            committed_logged: 0,
+            above: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            digests: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    /// The next durable log record of the replica, in append order.
+    pub fn push(
+        &mut self,
+        ballot: Ballot,
+        decree: Decree,
+        committed_decree: Decree,
+        payload: &[u8],
+    ) {
+        use std::hash::BuildHasher;
+        self.ballot = self.ballot.max(ballot);
+        self.committed_logged = self.committed_logged.max(committed_decree);
+        let digest = self.digests.hash_one(payload);
+        let held = match self.above.get(&decree) {
+            Some(held) => Some((held.ballot, held.payload.as_slice() != payload)),
+            None => self
+                .applied
+                .get(&decree)
+                .map(|(held_ballot, held_digest)| (*held_ballot, *held_digest != digest)),
+        };
+        if held.is_some_and(|(held_ballot, _)| held_ballot > ballot) {
+            return; // an older record of a decree replaced by a newer ballot
+        }
+        if held.is_some_and(|(held_ballot, differs)| held_ballot < ballot && differs) {
+            // Built on another prefix: void the older ballots' records above.
+            self.above
+                .retain(|held, record| *held < decree || record.ballot >= ballot);
+            self.applied
+                .retain(|held, (held_ballot, _)| *held < decree || *held_ballot >= ballot);
+        }
+        if decree > self.applied_decree {
+            self.above.insert(
+                decree,
+                Mutation {
+                    ballot,
+                    decree,
+                    committed_decree,
+                    payload: payload.to_vec(),
+                },
+            );
+        } else {
+            self.applied.insert(decree, (ballot, digest));
+        }
+    }
+
+    /// The inactive replica and the committed mutations above the applied
+    /// decree that the host must apply, in order. The commit point is the
+    /// highest one logged with any record; records above a gap are dropped.
+    pub fn finish(
+        self,
+        gpid: Gpid,
+        node: NodeId,
+        settings: ReplicationSettings,
+    ) -> Result<(ReplicaCore, Vec<Mutation>), SettingsError> {
+        let mut core = ReplicaCore::new(gpid, node, settings)?;
+        let mut records = self.above;
+        core.ballot = self.ballot;
+        core.config.ballot = core.ballot;
+        core.last_committed = self.applied_decree;
+        let mut replay = Vec::new();
+        let mut next = self.applied_decree + 1;
+        while let Some(mutation) = records.remove(&next) {
+            if next <= self.committed_logged {
+                core.remember(mutation.clone());
+                replay.push(mutation);
+                core.last_committed = next;
+            } else if next <= core.last_committed + settings.prepare_window_max as Decree {
+                core.window.insert(next, Entry::durable(mutation));
+            } else {
+                break;
+            }
+            next += 1;
+        }
+        core.commit_target = core.last_committed;
+        core.check_invariants();
+        Ok((core, replay))
     }
 }
 

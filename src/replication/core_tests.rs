@@ -21,8 +21,15 @@ fn config(ballot: Ballot, primary: NodeId, secondaries: &[NodeId]) -> PartitionC
 
 fn replica(node: NodeId, config: PartitionConfig) -> ReplicaCore {
     let mut core = ReplicaCore::new(Gpid::default(), node, settings()).unwrap();
+    let ballot = config.ballot;
     core.handle(Input::Config(config), 0);
-    core.handle(Input::Lease { until_ms: 10_000 }, 0);
+    core.handle(
+        Input::Lease {
+            ballot,
+            until_ms: 10_000,
+        },
+        0,
+    );
     core
 }
 
@@ -439,9 +446,15 @@ fn promotion_re_prepares_tail_before_serving() {
         );
         core.handle(Input::LogDurable { ballot: 1, decree }, 1);
     }
-    core.handle(Input::Lease { until_ms: 10_000 }, 1);
     let out = core.handle(Input::Config(config(2, S2, &[S3])), 5);
     assert_eq!(core.role(), Role::Primary);
+    core.handle(
+        Input::Lease {
+            ballot: 2,
+            until_ms: 10_000,
+        },
+        5,
+    );
     let appends: Vec<(Ballot, Decree)> = out
         .iter()
         .filter_map(|o| match o {
@@ -783,9 +796,64 @@ fn malformed_config_ignored_lease_monotonic() {
         .handle(Input::Config(config(1, P, &[S3, S2])), 0)
         .is_empty());
     assert_eq!(core.role(), Role::Inactive);
-    core.handle(Input::Lease { until_ms: 500 }, 0);
-    core.handle(Input::Lease { until_ms: 300 }, 0);
+    core.handle(Input::Config(config(1, P, &[S2, S3])), 0);
+    core.handle(
+        Input::Lease {
+            ballot: 1,
+            until_ms: 500,
+        },
+        0,
+    );
+    core.handle(
+        Input::Lease {
+            ballot: 1,
+            until_ms: 300,
+        },
+        0,
+    );
     assert_eq!(core.lease_until_ms(), 500);
+}
+
+// A lease names the ballot meta granted it for, and meta grants one only
+// to the node its committed configuration names primary there
+// (**lease-per-ballot**). A lease for another ballot — the node's lease for
+// its other partitions, or one for a ballot this replica left — is
+// ignored; a replica that stops being primary loses its lease, and one
+// kept primary under a new ballot keeps it.
+#[test]
+fn lease_holds_only_for_its_ballot_and_role() {
+    let mut core = ReplicaCore::new(Gpid::default(), P, settings()).unwrap();
+    core.handle(Input::Config(config(3, P, &[S2])), 0);
+    assert!(core.is_activated(), "nothing to re-prepare");
+    let lease = |ballot, until_ms| Input::Lease { ballot, until_ms };
+    core.handle(lease(2, 1_000), 0);
+    assert_eq!(core.lease_until_ms(), 0, "a lease for an older ballot");
+    core.handle(lease(4, 1_000), 0);
+    assert_eq!(
+        core.lease_until_ms(),
+        0,
+        "a lease for a ballot not accepted yet"
+    );
+    core.handle(lease(3, 1_000), 0);
+    assert_eq!(core.lease_until_ms(), 1_000);
+    assert!(core.is_serving(10));
+    // Still primary under ballot 4 (a learner added): the lease stays.
+    core.handle(Input::Config(with_learners(4, P, &[S2], &[S3])), 20);
+    assert_eq!(core.lease_until_ms(), 1_000);
+    // Replaced: the lease is gone at once and a renewal for the old ballot
+    // (the node beaconing for its other partitions) brings nothing back.
+    core.handle(Input::Config(config(5, S2, &[P])), 30);
+    assert_eq!(core.lease_until_ms(), 0);
+    core.handle(lease(4, 2_000), 40);
+    core.handle(lease(5, 2_000), 40);
+    assert_eq!(core.lease_until_ms(), 0);
+    assert_eq!(
+        core.handle(Input::ClientRead { token: 1 }, 50),
+        vec![Output::ReadReply {
+            token: 1,
+            result: Err(ReadError::NotPrimary)
+        }]
+    );
 }
 
 // handle_into appends to the caller's buffer and leaves the core's empty.
@@ -984,7 +1052,13 @@ fn gap_beyond_cache_goes_to_storage() {
     };
     let mut core = ReplicaCore::new(Gpid::default(), P, small).unwrap();
     core.handle(Input::Config(config(1, P, &[])), 0);
-    core.handle(Input::Lease { until_ms: 10_000 }, 0);
+    core.handle(
+        Input::Lease {
+            ballot: 1,
+            until_ms: 10_000,
+        },
+        0,
+    );
     for decree in 1..=5 {
         write(&mut core, decree, b"x", 1);
         durable(&mut core, 1, decree);
@@ -1066,7 +1140,11 @@ fn learner_applies_learned_and_acks_prepares() {
             _ => None,
         })
         .collect();
-    assert_eq!(logged, vec![(1, 3), (2, 3), (3, 3)], "logged as committed");
+    assert_eq!(
+        logged,
+        vec![(1, 1), (2, 2), (3, 3)],
+        "logged as committed, each up to itself (learned-claims-itself)"
+    );
     assert!(learn_requests(&out).is_empty(), "not durable yet");
     assert_eq!(core.last_committed(), 3);
     assert_eq!(core.last_prepared(), 4, "the acked Prepare is kept");
@@ -1187,7 +1265,13 @@ fn no_upgrade_before_activation() {
     let (mut core, replay) = ReplicaCore::recover(Gpid::default(), P, settings(), 0, log).unwrap();
     assert!(replay.is_empty());
     core.handle(Input::Config(with_learners(2, P, &[], &[L4])), 1);
-    core.handle(Input::Lease { until_ms: 10_000 }, 1);
+    core.handle(
+        Input::Lease {
+            ballot: 2,
+            until_ms: 10_000,
+        },
+        1,
+    );
     assert!(!core.is_activated());
     let out = peer(&mut core, L4, learn_request(2, 0), 2);
     assert_eq!(learn_responses(&out), vec![(0, vec![])]);
@@ -1233,4 +1317,173 @@ fn learner_waits_for_durable_learned_mutations_across_configs() {
     let retry = settings().learn_retry_ms;
     assert!(learn_requests(&core.handle(Input::Tick, 2 + retry)).is_empty());
     assert_eq!(learn_requests(&durable(&mut core, 1, 1)), vec![(S2, 3, 1)]);
+}
+
+fn record(ballot: Ballot, decree: Decree, committed: Decree, payload: &[u8]) -> Mutation {
+    Mutation {
+        ballot,
+        decree,
+        committed_decree: committed,
+        payload: payload.to_vec(),
+    }
+}
+
+fn appended(outputs: &[Output]) -> Vec<Mutation> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::AppendLog(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+// A learner logs each learned mutation claiming commitment up to its own
+// decree only (**learned-claims-itself**). Its log still holds decrees 3..=5
+// from ballot 1, never committed; it learns 1..=2 from a response cut short
+// (the primary's commit point is 10). Recovery from that log must replay
+// 1..=2 and keep 3..=5 as an uncommitted tail, not replay them as
+// committed because a learned record claimed commit point 10.
+#[test]
+fn learned_records_claim_no_commit_point_beyond_themselves() {
+    let mut core = ReplicaCore::new(Gpid::default(), L4, settings()).unwrap();
+    core.handle(Input::Config(with_learners(3, P, &[S2], &[L4])), 0);
+    let response = PeerMessage::LearnResponse {
+        ballot: 3,
+        committed_decree: 10,
+        mutations: vec![record(2, 1, 0, b"n1"), record(2, 2, 1, b"n2")],
+    };
+    let out = peer(&mut core, P, response, 1);
+    assert_eq!(applied(&out), vec![1, 2]);
+    let learned = appended(&out);
+    assert!(learned.iter().all(|m| m.committed_decree <= m.decree));
+    let mut log = vec![
+        record(1, 3, 0, b"stale3"),
+        record(1, 4, 0, b"stale4"),
+        record(1, 5, 0, b"stale5"),
+    ];
+    log.extend(learned);
+    let (core, replay) = ReplicaCore::recover(Gpid::default(), L4, settings(), 0, log).unwrap();
+    assert_eq!(
+        replay.iter().map(|m| m.decree).collect::<Vec<_>>(),
+        vec![1, 2],
+        "stale records of ballot 1 replayed as committed"
+    );
+    assert_eq!(core.last_committed(), 2);
+}
+
+// Recovery runs the void rule over every record, those at or below the
+// applied decree too, and cuts at the applied decree only afterwards
+// (**void-before-cut**). Ballot 2 replaced decree 5 with a different
+// mutation, which was applied and flushed; ballot 1's decree 6, built on
+// the replaced 5, must not come back as a tail to be re-prepared. A
+// re-prepare of the same mutation keeps what follows it
+// (**re-prepare-keeps-tail**).
+#[test]
+fn recovery_voids_above_a_replaced_applied_decree() {
+    let replaced = vec![
+        record(1, 4, 3, b"d"),
+        record(1, 5, 4, b"a"),
+        record(1, 6, 4, b"b"),
+        record(2, 5, 4, b"x"),
+    ];
+    let (core, replay) =
+        ReplicaCore::recover(Gpid::default(), S2, settings(), 5, replaced).unwrap();
+    assert!(replay.is_empty());
+    assert_eq!(core.last_committed(), 5);
+    assert_eq!(core.last_prepared(), 5, "ballot 1's decree 6 is void");
+    let re_prepared = vec![
+        record(1, 4, 3, b"d"),
+        record(1, 5, 4, b"a"),
+        record(1, 6, 4, b"b"),
+        record(2, 5, 4, b"a"),
+    ];
+    let (core, _) = ReplicaCore::recover(Gpid::default(), S2, settings(), 5, re_prepared).unwrap();
+    assert_eq!(core.last_prepared(), 6, "the re-prepared 5 keeps 6");
+    // Streaming the same records one at a time gives the same core.
+    let mut recovery = Recovery::new(5);
+    for m in [
+        record(1, 5, 4, b"a"),
+        record(1, 6, 4, b"b"),
+        record(2, 5, 4, b"x"),
+    ] {
+        recovery.push(m.ballot, m.decree, m.committed_decree, &m.payload);
+    }
+    let (core, _) = recovery.finish(Gpid::default(), S2, settings()).unwrap();
+    assert_eq!(core.last_prepared(), 5);
+}
+
+// A learner whose host cleared storage for a copy (chunk 0) is told so at
+// once (**copy-known-to-core**): its commit point drops to 0 and it applies
+// nothing — neither a learn response nor Prepares — until the copy is
+// installed. A copy that will not complete leaves it at 0, asking from 0;
+// a configuration change during a copy ends it too.
+#[test]
+fn a_copy_in_progress_is_known_to_the_core() {
+    let mut core = ReplicaCore::new(Gpid::default(), L4, settings()).unwrap();
+    core.handle(Input::Config(with_learners(2, P, &[S2], &[L4])), 0);
+    let response = |mutations| PeerMessage::LearnResponse {
+        ballot: 2,
+        committed_decree: 3,
+        mutations,
+    };
+    peer(&mut core, P, response(vec![record(1, 1, 0, b"a")]), 1);
+    durable(&mut core, 1, 1);
+    assert_eq!(core.last_committed(), 1);
+    assert!(
+        !core.accepts_checkpoint(2, 1),
+        "not ahead of its commit point"
+    );
+    assert!(core.accepts_checkpoint(2, 40));
+    assert!(core
+        .handle(
+            Input::CopyStarted {
+                ballot: 2,
+                decree: 40
+            },
+            2
+        )
+        .is_empty());
+    assert_eq!(core.copying(), Some(40));
+    assert_eq!(core.last_committed(), 0);
+    // Nothing is applied on top of a half-installed copy.
+    let out = peer(&mut core, P, response(vec![record(1, 1, 0, b"a")]), 3);
+    assert!(applied(&out).is_empty() && appended(&out).is_empty());
+    let out = peer(&mut core, P, prepare(2, 1, 1, b"p"), 3);
+    assert!(applied(&out).is_empty());
+    assert!(applied(&durable(&mut core, 2, 1)).is_empty());
+    // The copy fails: still at 0, it asks from 0.
+    let out = core.handle(Input::CopyAborted { ballot: 2 }, 4);
+    assert_eq!(core.copying(), None);
+    assert_eq!(learn_requests(&out), vec![(P, 2, 0)]);
+    // A later copy completes.
+    core.handle(
+        Input::CopyStarted {
+            ballot: 2,
+            decree: 50,
+        },
+        5,
+    );
+    let out = core.handle(
+        Input::CheckpointInstalled {
+            ballot: 2,
+            decree: 50,
+        },
+        6,
+    );
+    assert_eq!(core.last_committed(), 50);
+    assert_eq!(core.copying(), None);
+    assert_eq!(learn_requests(&out), vec![(P, 2, 50)]);
+    // A new ballot during a copy ends it (the host drops the copy).
+    core.handle(
+        Input::CopyStarted {
+            ballot: 2,
+            decree: 60,
+        },
+        7,
+    );
+    core.handle(Input::Config(with_learners(3, P, &[S2], &[L4])), 8);
+    assert_eq!(core.copying(), None);
+    assert_eq!(core.last_committed(), 0);
+    assert!(!core.accepts_checkpoint(2, 60));
 }

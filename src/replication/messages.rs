@@ -228,14 +228,28 @@ pub enum Input {
     LogDurable { ballot: Ballot, decree: Decree },
     /// A configuration from meta.
     Config(PartitionConfig),
-    /// The node's lease from meta now holds until `until_ms`.
-    Lease { until_ms: u64 },
+    /// Meta's lease: the replica may serve as primary of `ballot` until
+    /// `until_ms`. Meta grants it only to the node its committed
+    /// configuration names primary at that ballot; the core takes it only
+    /// while it is that primary (**lease-per-ballot**).
+    Lease { ballot: Ballot, until_ms: u64 },
     /// Learner host: the checkpoint (the primary's applied state at
     /// `decree`) sent for `ballot` is installed in storage, durably, and the
     /// log records at or below `decree` are discarded. Ask
     /// [`ReplicaCore::accepts_checkpoint`](super::core::ReplicaCore::accepts_checkpoint)
     /// before installing; the core ignores one it would not accept.
     CheckpointInstalled { ballot: Ballot, decree: Decree },
+    /// Learner host: it received the first chunk of a copy (the
+    /// primary's applied state at `decree`, sent for `ballot`) and cleared
+    /// its storage to install it. Ask
+    /// [`ReplicaCore::accepts_checkpoint`](super::core::ReplicaCore::accepts_checkpoint)
+    /// first. The core's commit point drops to 0 (storage holds nothing it
+    /// can vouch for) and it applies nothing until `CheckpointInstalled` or
+    /// `CopyAborted` (**copy-known-to-core**).
+    CopyStarted { ballot: Ballot, decree: Decree },
+    /// Learner host: the copy it was installing for `ballot` will not
+    /// complete (a chunk was lost) and its storage is empty again, durably.
+    CopyAborted { ballot: Ballot },
     /// Time passed.
     Tick,
 }

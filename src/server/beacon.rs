@@ -1,141 +1,332 @@
-//! Cluster mode: shard 0's beacons to meta. Every `beacon_interval` the node
-//! reports its id, its shard addresses and the replicas it hosts; meta's ack
-//! lists every replica the node must host (hosted here if missing, on the
-//! shard meta chose) and those whose data it must delete.
+//! Cluster mode: the node's beacons to meta, on threads of their own.
+//!
+//! Whether meta believes a node alive depends on its beacons alone, so
+//! nothing a shard does may delay them (**beacons-never-wait**): a
+//! dedicated thread sends a beacon every `beacon_interval` over its own
+//! connection (blocking sockets with bounded timeouts), built from the
+//! node-wide hosted registry, and splits each ack by shard into a
+//! [`ShardAck`] handed to that shard over a bounded channel. A shard busy
+//! with synchronous work (a flush, a ballot fsync, a copy) only applies its
+//! part later; a full channel drops the part (every ack repeats the node's
+//! whole assignment, so the next one carries it again). Requests replicas
+//! make to meta (`RemoveSecondary`, `UpgradeLearner`) go out on a second
+//! thread and connection, so a slow answer never holds up a beacon.
+//!
+//! A shard that has not ticked for [`SHARD_STALL_MS`] is wedged: the node
+//! then withholds its beacons, so that meta fails its partitions over
+//! rather than wait on them forever.
 
-use std::rc::Rc;
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use futures::channel::mpsc;
+use markab_shards::runtime::StopHandle;
 use markab_wire::codec::{decode_response, Encoder};
 use markab_wire::frame::{FrameDecoder, MessageKind, FRAME_BODY_BYTES_MAX};
-use std::sync::atomic::Ordering;
-
 use markab_wire::{
-    BeaconAck, Envelope, Gpid, HostedReplica, NodeBeacon, Request, Response, ResponseBody,
+    BeaconAck, Envelope, ErrorCode, Gpid, HostedReplica, NodeBeacon, Request, Response,
+    ResponseBody,
 };
 
-use crate::server::shard::replicated::clock_ms;
+use crate::clock::monotonic_ms;
+use crate::replication::messages::Ballot;
+use crate::server::shard::NodeLayout;
 
-use crate::server::{MeshMessage, ShardServer};
-
-/// How long meta has to answer one beacon.
-const BEACON_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long meta has to answer one beacon or request.
+const META_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a connection attempt to one meta address may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A shard that has not ticked for this long is wedged: the node stops
+/// beaconing (10 s: far beyond any synchronous step a shard takes).
+pub const SHARD_STALL_MS: u64 = 10_000;
+/// Acks waiting for one shard; more are dropped (the next one repeats them).
+pub const SHARD_ACKS_MAX: usize = 4;
+/// Requests to meta waiting to be sent; more are dropped (replicas repeat
+/// theirs on timers).
+pub const META_REQUESTS_MAX: usize = 1_024;
 
-/// Sends beacons until the node stops; applies every ack.
-pub async fn beacon_loop(server: Rc<ShardServer>, metas: Vec<String>, interval: Duration) {
-    let node = server.state.layout.addresses[0].to_string();
-    let shard_addresses: Vec<String> = server
-        .state
-        .layout
-        .addresses
-        .iter()
-        .map(|address| address.to_string())
-        .collect();
+/// One shard's part of a beacon ack, applied in this order: configurations,
+/// then leases (**configs-before-lease**), then drops.
+#[derive(Debug)]
+pub struct ShardAck {
+    /// When the beacon was sent, on the node's clock: leases count from it.
+    pub sent_ms: u64,
+    /// How long a lease lasts from `sent_ms` (0: meta grants no leases, a
+    /// replica is then its partition's only copy and serves without one).
+    pub lease_ms: u64,
+    /// Assignments to host or to follow: not hosted yet, or newer than what
+    /// the hosted registry shows.
+    pub configs: Vec<markab_wire::ReplicaAssignment>,
+    /// Partitions meta's committed configuration names this node primary
+    /// of, with that ballot (**lease-per-ballot**).
+    pub leases: Vec<(Gpid, Ballot)>,
+    /// Replicas whose data meta says to delete.
+    pub drops: Vec<Gpid>,
+}
+
+/// The requests replicas make to meta, sent by their own thread.
+#[derive(Debug, Default)]
+pub struct MetaRequests {
+    queue: Mutex<VecDeque<Request>>,
+    ready: Condvar,
+}
+
+impl MetaRequests {
+    /// Queues `request`; dropped when [`META_REQUESTS_MAX`] are waiting (a
+    /// replica repeats its requests on its timers).
+    pub fn push(&self, request: Request) {
+        let mut queue = self.queue.lock().expect("meta request queue lock");
+        if queue.len() >= META_REQUESTS_MAX {
+            tracing::warn!(request = request.name(), "meta request queue full; dropped");
+            return;
+        }
+        queue.push_back(request);
+        self.ready.notify_one();
+    }
+
+    /// The next request, waiting at most `wait`.
+    fn pop(&self, wait: Duration) -> Option<Request> {
+        let queue = self.queue.lock().expect("meta request queue lock");
+        let (mut queue, _) = self
+            .ready
+            .wait_timeout_while(queue, wait, |queue| queue.is_empty())
+            .expect("meta request queue lock");
+        queue.pop_front()
+    }
+}
+
+/// Starts the beacon thread and the meta-request thread; both end once
+/// `stop` is set. The beacon thread waits until every shard has opened its
+/// replicas, so that its first beacon reports them all.
+pub fn start(
+    layout: Arc<NodeLayout>,
+    metas: Vec<String>,
+    interval: Duration,
+    shard_acks: Vec<mpsc::Sender<ShardAck>>,
+    stop: StopHandle,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let requests = {
+        let (layout, metas, stop) = (layout.clone(), metas.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("markab-meta-requests".into())
+            .spawn(move || request_loop(&layout, &metas, &stop))?
+    };
+    let beacons = std::thread::Builder::new()
+        .name("markab-beacon".into())
+        .spawn(move || beacon_loop(&layout, &metas, interval, shard_acks, &stop))?;
+    Ok(vec![beacons, requests])
+}
+
+/// One connection to meta, reconnecting to the next address on failure.
+struct MetaLink {
+    metas: Vec<String>,
+    index: usize,
+    stream: Option<TcpStream>,
+    encoder: Encoder,
+    decoder: FrameDecoder,
+    request_id: u64,
+}
+
+impl MetaLink {
+    fn new(metas: &[String]) -> MetaLink {
+        MetaLink {
+            metas: metas.to_vec(),
+            index: 0,
+            stream: None,
+            encoder: Encoder::new(),
+            decoder: FrameDecoder::new(FRAME_BODY_BYTES_MAX),
+            request_id: 0,
+        }
+    }
+
+    /// Sends `request` and waits (bounded) for its answer; on any failure
+    /// the connection is dropped and the next call tries the next address.
+    fn call(&mut self, request: &Request) -> std::io::Result<Response> {
+        if self.stream.is_none() {
+            let address = self.metas[self.index % self.metas.len()].clone();
+            match connect(&address) {
+                Ok(stream) => self.stream = Some(stream),
+                Err(error) => {
+                    self.index += 1;
+                    return Err(std::io::Error::other(format!(
+                        "cannot reach meta at {address}: {error}"
+                    )));
+                }
+            }
+            self.decoder = FrameDecoder::new(FRAME_BODY_BYTES_MAX);
+        }
+        self.request_id += 1;
+        let result = self.exchange(request);
+        if result.is_err() {
+            self.stream = None;
+            self.index += 1;
+        }
+        result
+    }
+
+    fn exchange(&mut self, request: &Request) -> std::io::Result<Response> {
+        let failed = |message: String| std::io::Error::other(message);
+        let stream = self.stream.as_mut().expect("connected above");
+        let envelope = Envelope {
+            request_id: self.request_id,
+            timeout_ms: META_CALL_TIMEOUT.as_millis() as u32,
+            ..Envelope::default()
+        };
+        let mut frame = Vec::new();
+        self.encoder
+            .request_frame(&envelope, request, &mut frame)
+            .map_err(|error| failed(error.to_string()))?;
+        stream.write_all(&frame)?;
+        let deadline_ms = monotonic_ms() + META_CALL_TIMEOUT.as_millis() as u64;
+        loop {
+            if let Some(frame) = self
+                .decoder
+                .next_frame()
+                .map_err(|error| failed(error.to_string()))?
+            {
+                if frame.kind != MessageKind::Response {
+                    return Err(failed("meta sent a non-response frame".into()));
+                }
+                let (id, response) =
+                    decode_response(&frame.body).map_err(|error| failed(error.to_string()))?;
+                if id == self.request_id {
+                    return Ok(response);
+                }
+                continue; // the late answer to an earlier, timed-out call
+            }
+            let left_ms = deadline_ms.saturating_sub(monotonic_ms());
+            if left_ms == 0 {
+                return Err(failed(format!(
+                    "meta did not answer within {META_CALL_TIMEOUT:?}"
+                )));
+            }
+            stream.set_read_timeout(Some(Duration::from_millis(left_ms)))?;
+            let bytes_read = stream.read(self.decoder.read_buffer(4096))?;
+            if bytes_read == 0 {
+                return Err(failed("meta closed the connection".into()));
+            }
+            self.decoder.commit_read(bytes_read);
+        }
+    }
+}
+
+fn connect(address: &str) -> std::io::Result<TcpStream> {
+    let resolved: Vec<SocketAddr> = address.to_socket_addrs()?.collect();
+    let mut last_error = std::io::Error::other(format!("{address} resolves to nothing"));
+    for candidate in resolved {
+        match TcpStream::connect_timeout(&candidate, CONNECT_TIMEOUT) {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                stream.set_write_timeout(Some(META_CALL_TIMEOUT))?;
+                return Ok(stream);
+            }
+            Err(error) => last_error = error,
+        }
+    }
+    Err(last_error)
+}
+
+fn beacon_loop(
+    layout: &NodeLayout,
+    metas: &[String],
+    interval: Duration,
+    mut shard_acks: Vec<mpsc::Sender<ShardAck>>,
+    stop: &StopHandle,
+) {
+    while layout.shards_ready.load(Ordering::Acquire) < layout.addresses.len() {
+        if stop.is_stopped() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let node = layout.addresses[0].to_string();
+    let shard_addresses: Vec<String> = layout.addresses.iter().map(|a| a.to_string()).collect();
     // Differs after every restart, so meta knows the replicas' volatile
     // state (their place in the configuration) was lost.
     let incarnation = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |since| since.as_nanos() as u64);
-    let mut connection: Option<TcpStream> = None;
-    let mut meta_index = 0;
-    let mut encoder = Encoder::new();
-    let mut request_id: u64 = 0;
-    while !server.stop.is_stopped() {
+    let mut link = MetaLink::new(metas);
+    let interval_ms = interval.as_millis() as u64;
+    let mut next_ms = monotonic_ms();
+    while !stop.is_stopped() {
+        let now_ms = monotonic_ms();
+        if now_ms < next_ms {
+            std::thread::sleep(Duration::from_millis((next_ms - now_ms).min(20)));
+            continue;
+        }
+        next_ms = now_ms + interval_ms;
+        if let Some((shard, quiet_ms)) = layout.stalled_shard(now_ms, SHARD_STALL_MS) {
+            tracing::error!(
+                shard,
+                quiet_ms,
+                "a shard is wedged: withholding beacons so that meta fails its partitions over"
+            );
+            continue;
+        }
         let beacon = NodeBeacon {
             node: node.clone(),
             shard_addresses: shard_addresses.clone(),
-            replicas: hosted_replicas(&server),
+            replicas: hosted_replicas(layout),
             incarnation,
         };
-        if connection.is_none() {
-            let address = &metas[meta_index % metas.len()];
-            match connect(address).await {
-                Ok(stream) => connection = Some(stream),
-                Err(error) => {
-                    tracing::warn!(meta = %address, %error, "cannot reach meta");
-                    meta_index += 1;
-                }
-            }
-        }
-        if let Some(stream) = connection.as_mut() {
-            request_id += 1;
-            // The lease counts from the beacon's send time.
-            let sent_ms = clock_ms();
-            let exchange = glommio::timer::timeout(BEACON_TIMEOUT, async {
-                call(stream, &mut encoder, request_id, &Request::Beacon(beacon))
-                    .await
-                    .map_err(glommio::GlommioError::IoError)
-            })
-            .await;
-            match exchange {
-                Ok(Ok(ResponseBody::BeaconAck(ack))) => {
-                    let layout = &server.state.layout;
-                    let lease_until = match ack.lease_ms {
-                        // Meta without replication grants no leases: a
-                        // replica is then its partition's only copy.
-                        0 => u64::MAX,
-                        lease_ms => sent_ms.saturating_add(lease_ms),
-                    };
-                    layout.lease_until_ms.store(lease_until, Ordering::Relaxed);
-                    layout
-                        .replica_count_min_alive
-                        .store(ack.replica_count_min_alive, Ordering::Relaxed);
-                    apply_ack(&server, ack).await;
-                    let requests: Vec<Request> = std::mem::take(
-                        &mut *layout
-                            .meta_requests
-                            .lock()
-                            .expect("meta request queue lock"),
-                    );
-                    for request in requests {
-                        request_id += 1;
-                        let answer = glommio::timer::timeout(BEACON_TIMEOUT, async {
-                            call(stream, &mut encoder, request_id, &request)
-                                .await
-                                .map_err(glommio::GlommioError::IoError)
-                        })
-                        .await;
-                        tracing::info!(request = ?request, answer = ?answer, "request to meta");
+        // The lease counts from the beacon's send time.
+        let sent_ms = monotonic_ms();
+        match link.call(&Request::Beacon(beacon)) {
+            Ok(Ok(ResponseBody::BeaconAck(ack))) => {
+                layout
+                    .replica_count_min_alive
+                    .store(ack.replica_count_min_alive, Ordering::Relaxed);
+                for (shard, part) in split_ack(layout, &node, ack, sent_ms)
+                    .into_iter()
+                    .enumerate()
+                {
+                    if let Err(error) = shard_acks[shard].try_send(part) {
+                        if error.is_full() {
+                            tracing::debug!(
+                                shard,
+                                "shard busy: its part of a beacon ack waits for the next one"
+                            );
+                        }
                     }
                 }
-                Ok(other) => {
-                    tracing::warn!(answer = ?other, "meta did not acknowledge the beacon");
-                    connection = None;
-                    meta_index += 1;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "beacon to meta failed");
-                    connection = None;
-                    meta_index += 1;
-                }
             }
+            Ok(other) => tracing::warn!(answer = ?other, "meta did not acknowledge the beacon"),
+            Err(error) => tracing::warn!(%error, "beacon to meta failed"),
         }
-        glommio::timer::sleep(interval).await;
     }
 }
 
-async fn connect(address: &str) -> std::io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(address, CONNECT_TIMEOUT)
-        .await
-        .map_err(|error| std::io::Error::other(error.to_string()))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|error| std::io::Error::other(error.to_string()))?;
-    Ok(stream)
+/// Sends the requests replicas queue for meta, one at a time, on a
+/// connection of their own.
+fn request_loop(layout: &NodeLayout, metas: &[String], stop: &StopHandle) {
+    let mut link = MetaLink::new(metas);
+    while !stop.is_stopped() {
+        let Some(request) = layout.meta_requests.pop(Duration::from_millis(100)) else {
+            continue;
+        };
+        match link.call(&request) {
+            Ok(Ok(_)) => tracing::info!(request = ?request, "meta accepted a request"),
+            Ok(Err(error)) if error.code == ErrorCode::StaleBallot => {
+                tracing::debug!(%error, "meta refused a stale request")
+            }
+            Ok(Err(error)) => {
+                tracing::info!(request = request.name(), %error, "meta refused a request")
+            }
+            Err(error) => {
+                tracing::warn!(request = request.name(), %error, "request to meta failed")
+            }
+        }
+    }
 }
 
 /// The replicas this node hosts, from the node-wide registry.
-fn hosted_replicas(server: &ShardServer) -> Vec<HostedReplica> {
-    let hosted = server
-        .state
-        .layout
-        .hosted
-        .read()
-        .expect("hosted registry lock");
+fn hosted_replicas(layout: &NodeLayout) -> Vec<HostedReplica> {
+    let hosted = layout.hosted.read().expect("hosted registry lock");
     let mut replicas: Vec<HostedReplica> = hosted
         .iter()
         .map(|(gpid, entry)| HostedReplica {
@@ -152,117 +343,70 @@ fn hosted_replicas(server: &ShardServer) -> Vec<HostedReplica> {
     replicas
 }
 
-/// Sends one request to meta and reads its answer.
-async fn call(
-    stream: &mut TcpStream,
-    encoder: &mut Encoder,
-    request_id: u64,
-    request: &Request,
-) -> std::io::Result<Response> {
-    fn failed(message: impl Into<String>) -> std::io::Error {
-        std::io::Error::other(message.into())
-    }
-    let envelope = Envelope {
-        request_id,
-        timeout_ms: BEACON_TIMEOUT.as_millis() as u32,
-        ..Envelope::default()
-    };
-    let mut frame = Vec::new();
-    encoder
-        .request_frame(&envelope, request, &mut frame)
-        .map_err(|error| failed(error.to_string()))?;
-    stream.write_all(&frame).await?;
-    let mut decoder = FrameDecoder::new(FRAME_BODY_BYTES_MAX);
-    loop {
-        if let Some(frame) = decoder
-            .next_frame()
-            .map_err(|error| failed(error.to_string()))?
-        {
-            if frame.kind != MessageKind::Response {
-                return Err(failed("meta sent a non-response frame"));
-            }
-            let (id, response) =
-                decode_response(&frame.body).map_err(|error| failed(error.to_string()))?;
-            if id != request_id {
-                continue;
-            }
-            return Ok(response);
-        }
-        let bytes_read = stream.read(decoder.read_buffer(4096)).await?;
-        if bytes_read == 0 {
-            return Err(failed("meta closed the connection"));
-        }
-        decoder.commit_read(bytes_read);
-    }
-}
-
-/// Hosts what meta assigned and is not hosted yet; drops what meta says to.
-async fn apply_ack(server: &Rc<ShardServer>, ack: BeaconAck) {
-    let nr_shards = server.state.layout.addresses.len();
+/// Splits `ack` into one part per shard. A replica the node already hosts
+/// goes to the shard that hosts it, whatever shard meta named
+/// (**replica-stays-on-its-shard**); a new one to meta's shard, if the node
+/// has it. An assignment that does not name this node (meta telling a
+/// replica it left, **replica-told-it-left**) only ever reaches a hosted
+/// replica.
+pub fn split_ack(layout: &NodeLayout, node: &str, ack: BeaconAck, sent_ms: u64) -> Vec<ShardAck> {
+    let shards = layout.addresses.len();
+    let mut parts: Vec<ShardAck> = (0..shards)
+        .map(|_| ShardAck {
+            sent_ms,
+            lease_ms: ack.lease_ms,
+            configs: Vec::new(),
+            leases: Vec::new(),
+            drops: Vec::new(),
+        })
+        .collect();
+    let hosted = layout.hosted.read().expect("hosted registry lock");
     for assignment in ack.assignments {
         let gpid = Gpid {
             app_id: assignment.app_id,
             partition_index: assignment.partition_index,
         };
-        // Skip what the replica already follows (a core ignores
-        // configurations whose ballot is not above its own).
-        let current = server
-            .state
-            .layout
-            .hosted
-            .read()
-            .expect("hosted registry lock")
-            .get(&gpid)
-            .map(|entry| entry.ballot);
-        if current.is_some_and(|ballot| ballot >= assignment.ballot) {
-            continue;
+        let names_node = assignment.primary == node
+            || assignment.secondaries.iter().any(|name| name == node)
+            || assignment.learners.iter().any(|name| name == node);
+        let (shard, ballot_hosted) = match hosted.get(&gpid) {
+            Some(entry) => {
+                if entry.shard as i32 != assignment.shard && names_node {
+                    tracing::warn!(
+                        app_id = gpid.app_id,
+                        partition = gpid.partition_index,
+                        hosted_on = entry.shard,
+                        meta_says = assignment.shard,
+                        "meta named another shard for a replica this node hosts; it stays where it is"
+                    );
+                }
+                (entry.shard, Some(entry.ballot))
+            }
+            None if !names_node => continue,
+            None => match usize::try_from(assignment.shard) {
+                Ok(shard) if shard < shards => (shard, None),
+                _ => {
+                    tracing::error!(
+                        shard = assignment.shard,
+                        shards,
+                        "meta assigned a replica to a shard this node does not have"
+                    );
+                    continue;
+                }
+            },
+        };
+        let part = &mut parts[shard];
+        if assignment.primary == node {
+            part.leases.push((gpid, assignment.ballot.max(0) as Ballot));
         }
-        let shard = assignment.shard as usize;
-        if assignment.shard < 0 || shard >= nr_shards {
-            tracing::error!(
-                shard = assignment.shard,
-                nr_shards,
-                "meta assigned a replica to a shard this node does not have"
-            );
-            continue;
-        }
-        if shard == server.state.shard {
-            server.state.assign(&assignment);
-        } else if server
-            .mesh_senders
-            .send_to(shard, MeshMessage::Host(assignment))
-            .await
-            .is_err()
-        {
-            return;
+        if ballot_hosted.is_none_or(|ballot| ballot < assignment.ballot) {
+            part.configs.push(assignment);
         }
     }
     for gpid in ack.drops {
-        let shard = server
-            .state
-            .layout
-            .hosted
-            .read()
-            .expect("hosted registry lock")
-            .get(&gpid)
-            .map(|entry| entry.shard);
-        match shard {
-            None => continue,
-            Some(shard) if shard == server.state.shard => {
-                if let Err(error) = server.state.drop_replica(gpid) {
-                    tracing::error!(%error, "cannot drop a replica");
-                }
-            }
-            Some(shard) => {
-                if server
-                    .mesh_senders
-                    .send_to(shard, MeshMessage::Drop(gpid))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
+        if let Some(entry) = hosted.get(&gpid) {
+            parts[entry.shard].drops.push(gpid);
         }
     }
+    parts
 }

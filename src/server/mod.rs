@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ use crate::metrics::{NodeMetrics, ShardMetrics};
 use crate::replication::config::ReplicationSettings;
 use crate::server::shard::{NodeLayout, NodeMode, ShardState};
 use markab_wire::codec::Encoder;
-use markab_wire::{ErrorCode, Gpid, OpError, ReplicaAssignment, Response};
+use markab_wire::{ErrorCode, Gpid, OpError, Response};
 
 /// How often each shard compares its log's size with `log_bytes_max`.
 const LOG_SIZE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
@@ -53,16 +54,11 @@ pub enum MeshMessage {
         body: Vec<u8>,
         reply: oneshot::Sender<Vec<u8>>,
     },
-    /// Cluster mode: host this replica (from a beacon ack) if it is not
-    /// hosted yet, and follow its configuration.
-    Host(ReplicaAssignment),
     /// Cluster mode: a peer message for a replica the receiving shard hosts.
     Peer {
         gpid: Gpid,
         request: markab_wire::PeerRequest,
     },
-    /// Cluster mode: drop this replica and delete its data.
-    Drop(Gpid),
 }
 
 /// What a shard's connection tasks share.
@@ -120,21 +116,30 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     let replication = ReplicationSettings {
         beacon_interval_ms: config.beacon_interval_ms,
         lease_ms,
-        grace_ms: defaults.grace_ms.max(lease_ms + 1),
+        grace_ms: defaults
+            .grace_ms
+            .max(lease_ms + config.beacon_interval_ms + 1),
         ..defaults
     };
     replication
         .validate()
         .with_context(|| format!("{}: replication settings", config.path.display()))?;
+    // One bounded channel per shard for its part of every beacon ack.
+    let (ack_senders, ack_receivers): (Vec<_>, Vec<_>) = plan
+        .slots
+        .iter()
+        .map(|_| futures::channel::mpsc::channel(beacon::SHARD_ACKS_MAX))
+        .unzip();
     let node = Arc::new(NodeSettings {
         metrics,
         tables: config.tables.clone(),
         meta: config.meta.clone(),
-        beacon_interval: Duration::from_millis(config.beacon_interval_ms),
         replication,
         data_dir: config.data_dir.clone(),
         layout: OnceLock::new(),
+        ack_receivers: std::sync::Mutex::new(ack_receivers.into_iter().map(Some).collect()),
     });
+    let node_for_beacons = node.clone();
     let listen = ListenSpec {
         host: config.host,
         port_base: config.port_base,
@@ -144,16 +149,40 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         async move { shard_main(context, node).await }
     })?;
     let stop = runtime.stop_handle();
+    let beacon_threads = if config.meta.is_empty() {
+        Vec::new()
+    } else {
+        // Every shard builds the same layout; the first one to start
+        // publishes it.
+        let layout = loop {
+            if let Some(layout) = node_for_beacons.layout.get() {
+                break layout.clone();
+            }
+            if stop.is_stopped() {
+                break Arc::new(NodeLayout::new(NodeMode::Cluster, Vec::new()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        beacon::start(
+            layout,
+            config.meta.clone(),
+            Duration::from_millis(config.beacon_interval_ms),
+            ack_senders,
+            stop.clone(),
+        )
+        .context("cannot start the beacon threads")?
+    };
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])
     .context("cannot install signal handlers")?;
     let signal_handle = signals.handle();
+    let stop_on_signal = stop.clone();
     let signal_thread = std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             tracing::info!(signal, "stopping");
-            stop.stop();
+            stop_on_signal.stop();
         }
     });
     let addresses: Vec<String> = runtime.addresses().iter().map(|a| a.to_string()).collect();
@@ -168,6 +197,12 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     );
     let _ = std::io::stdout().flush();
     let result = runtime.join();
+    // Every shard returned: stop the beacon threads too (a shard that failed
+    // to open ends the runtime without a signal).
+    stop.stop();
+    for thread in beacon_threads {
+        let _ = thread.join();
+    }
     signal_handle.close();
     let _ = signal_thread.join();
     result?;
@@ -180,11 +215,14 @@ struct NodeSettings {
     metrics: Arc<NodeMetrics>,
     tables: Vec<TableConfig>,
     meta: Vec<String>,
-    beacon_interval: Duration,
     /// The replica cores' settings (cluster mode).
     replication: ReplicationSettings,
     data_dir: PathBuf,
     layout: OnceLock<Arc<NodeLayout>>,
+    /// Cluster mode: each shard's end of its beacon-ack channel, taken by
+    /// the shard at start.
+    ack_receivers:
+        std::sync::Mutex<Vec<Option<futures::channel::mpsc::Receiver<beacon::ShardAck>>>>,
 }
 
 /// The life of one shard: open its partitions, then accept connections and
@@ -222,7 +260,9 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
                 return;
             }
         };
+    state.layout.shards_ready.fetch_add(1, Ordering::AcqRel);
     tracing::info!(shard, partitions = state.partition_count(), "shard serving");
+    let acks = node.ack_receivers.lock().expect("ack receivers lock")[shard].take();
     let (mesh_senders, mesh_receivers) = (mesh.senders, mesh.receivers);
     let metrics = Rc::new(node.metrics.shard(shard));
     let flush_metrics = metrics.clone();
@@ -251,14 +291,15 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
             }
         })
         .detach();
-    }
-    if shard == 0 && !node.meta.is_empty() {
-        glommio::spawn_local(beacon::beacon_loop(
-            server.clone(),
-            node.meta.clone(),
-            node.beacon_interval,
-        ))
-        .detach();
+        if let Some(mut acks) = acks {
+            let applier = server.clone();
+            glommio::spawn_local(async move {
+                while let Some(ack) = acks.next().await {
+                    applier.state.apply_ack(ack);
+                }
+            })
+            .detach();
+        }
     }
     let housekeeper = server.clone();
     let log_bytes_max = tuning.log_bytes_max;
@@ -328,13 +369,7 @@ fn spawn_mesh_receivers(server: Rc<ShardServer>, mut receivers: Receivers<MeshMe
         glommio::spawn_local(async move {
             while let Some(message) = stream.next().await {
                 match message {
-                    MeshMessage::Host(assignment) => server.state.assign(&assignment),
                     MeshMessage::Peer { gpid, request } => server.state.on_peer(gpid, request),
-                    MeshMessage::Drop(gpid) => {
-                        if let Err(error) = server.state.drop_replica(gpid) {
-                            tracing::error!(%error, "cannot drop a replica");
-                        }
-                    }
                     MeshMessage::Forward { body, reply } => {
                         let server = server.clone();
                         // Each request runs as its own task so writes share log syncs.

@@ -12,8 +12,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicI32, AtomicU64};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
@@ -32,8 +32,9 @@ use crate::config::TableConfig;
 use crate::key;
 use crate::metrics::ShardMetrics;
 use crate::replication::config::ReplicationSettings;
-use crate::replication::core::ReplicaCore;
-use crate::replication::messages::{Input, Mutation, PartitionConfig};
+use crate::replication::core::{Recovery as CoreRecovery, ReplicaCore};
+use crate::replication::messages::{Decree, Input, PartitionConfig};
+use crate::server::beacon::{MetaRequests, ShardAck};
 use crate::server::cursors::CursorTable;
 use crate::storage::{
     Partition, RocksEngine, ShardStorage, StorageEngine, StorageLimits, StorageTuning, WriteBatch,
@@ -91,27 +92,44 @@ pub struct NodeLayout {
     /// shard does not host itself — never on the path of a request the
     /// shard serves.
     pub hosted: RwLock<HashMap<Gpid, HostedEntry>>,
-    /// Cluster mode: the lease from meta's last beacon ack, on
-    /// [`replicated::clock_ms`]'s clock (0 = none yet).
-    pub lease_until_ms: AtomicU64,
     /// Cluster mode: a primary refuses writes while its partition has fewer
     /// members (from meta's beacon acks; 0 = no bound).
     pub replica_count_min_alive: AtomicI32,
-    /// Cluster mode: requests replicas make to meta, sent by shard 0's
-    /// beacon task.
-    pub meta_requests: Mutex<Vec<Request>>,
+    /// Cluster mode: requests replicas make to meta, sent by their own
+    /// thread (beacon.rs).
+    pub meta_requests: MetaRequests,
+    /// Shards that have opened their replicas; beacons start once all have.
+    pub shards_ready: AtomicUsize,
+    /// When each shard's ticker last ran, on the node's clock: a shard
+    /// quiet for too long is wedged (beacon.rs, [`NodeLayout::stalled_shard`]).
+    pub shard_ticked_ms: Vec<AtomicU64>,
 }
 
 impl NodeLayout {
     pub fn new(mode: NodeMode, addresses: Vec<std::net::SocketAddr>) -> NodeLayout {
+        let shard_ticked_ms = addresses.iter().map(|_| AtomicU64::new(0)).collect();
         NodeLayout {
             mode,
             addresses,
             hosted: RwLock::new(HashMap::new()),
-            lease_until_ms: AtomicU64::new(0),
             replica_count_min_alive: AtomicI32::new(0),
-            meta_requests: Mutex::new(Vec::new()),
+            meta_requests: MetaRequests::default(),
+            shards_ready: AtomicUsize::new(0),
+            shard_ticked_ms,
         }
+    }
+
+    /// The first shard whose ticker has not run for `limit_ms` at `now_ms`,
+    /// with how long it has been quiet (a shard that never ticked yet counts
+    /// from its first tick only).
+    pub fn stalled_shard(&self, now_ms: u64, limit_ms: u64) -> Option<(usize, u64)> {
+        self.shard_ticked_ms
+            .iter()
+            .enumerate()
+            .map(|(shard, ticked)| (shard, ticked.load(Ordering::Relaxed)))
+            .filter(|(_, ticked_ms)| *ticked_ms > 0)
+            .map(|(shard, ticked_ms)| (shard, now_ms.saturating_sub(ticked_ms)))
+            .find(|(_, quiet_ms)| *quiet_ms > limit_ms)
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -178,6 +196,21 @@ impl NodeLayout {
             .write()
             .expect("hosted registry lock")
             .insert(gpid, entry);
+    }
+
+    /// Claims `gpid` for `shard` in the registry before the shard opens it,
+    /// or says which other shard already hosts it: a node opens a replica
+    /// on one shard only (**replica-stays-on-its-shard**; its RocksDB lock
+    /// allows one opener).
+    fn claim(&self, gpid: Gpid, entry: HostedEntry) -> Result<(), usize> {
+        let mut hosted = self.hosted.write().expect("hosted registry lock");
+        match hosted.get(&gpid) {
+            Some(held) if held.shard != entry.shard => Err(held.shard),
+            _ => {
+                hosted.insert(gpid, entry);
+                Ok(())
+            }
+        }
     }
 
     fn unregister(&self, gpid: Gpid) {
@@ -612,10 +645,35 @@ impl ShardState {
             partition_count: assignment.partition_count as u32,
             shard: self.shard,
         };
-        let mut replica = open_replica(&self.data_dir, &meta, &self.storage, self.limits)?;
-        if let Some(replication) = &self.replication {
-            replica.host = Some(new_host(gpid, replication)?);
-        }
+        self.layout
+            .claim(
+                gpid,
+                HostedEntry::new(self.shard, 0, 0, ReplicaRole::Inactive),
+            )
+            .map_err(|other| {
+                OpError::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "replica {}.{} is hosted on shard {other} of this node, not shard {}",
+                        gpid.app_id, gpid.partition_index, self.shard
+                    ),
+                )
+            })?;
+        let opened = open_replica(&self.data_dir, &meta, &self.storage, self.limits).and_then(
+            |mut replica| {
+                if let Some(replication) = &self.replication {
+                    replica.host = Some(new_host(gpid, replication)?);
+                }
+                Ok(replica)
+            },
+        );
+        let replica = match opened {
+            Ok(replica) => replica,
+            Err(error) => {
+                self.layout.unregister(gpid);
+                return Err(error);
+            }
+        };
         let (ballot, role) = match &replica.host {
             Some(host) => (host.core.borrow().ballot() as i64, host.wire_role()),
             None => (assignment.ballot, ReplicaRole::Primary),
@@ -643,6 +701,34 @@ impl ShardState {
         }
         if self.replication.is_some() {
             self.on_assignment(assignment);
+        }
+    }
+
+    /// This shard's part of a beacon ack: configurations first (hosting new
+    /// replicas), then the leases meta granted for them
+    /// (**configs-before-lease**), then drops.
+    pub fn apply_ack(&self, ack: ShardAck) {
+        for assignment in &ack.configs {
+            self.assign(assignment);
+        }
+        let until_ms = match ack.lease_ms {
+            // Meta without replication grants no leases: each replica is
+            // then its partition's only copy.
+            0 => u64::MAX,
+            lease_ms => ack.sent_ms.saturating_add(lease_ms),
+        };
+        for (gpid, ballot) in ack.leases {
+            let replica = self.replicas.borrow().get(&gpid).cloned();
+            if let Some(replica) = replica {
+                if replica.host.is_some() && replica.failure().is_none() {
+                    self.feed(gpid, &replica, Input::Lease { ballot, until_ms });
+                }
+            }
+        }
+        for gpid in ack.drops {
+            if let Err(error) = self.drop_replica(gpid) {
+                tracing::error!(%error, "cannot drop a replica");
+            }
         }
     }
 
@@ -984,9 +1070,10 @@ fn replay(
     replicas: &HashMap<Gpid, Rc<Replica>>,
     replication: Option<&Replication>,
 ) -> Result<Recovery, OpError> {
-    // Cluster mode: each replica's records above its applied decree, in log
-    // order, for `ReplicaCore::recover`.
-    let mut logged: BTreeMap<Gpid, Vec<Mutation>> = BTreeMap::new();
+    // Cluster mode: each replica's records, every one in log order (the
+    // void rule runs over those at or below the applied decree too:
+    // **void-before-cut**), for `ReplicaCore::recover`.
+    let mut logged: BTreeMap<Gpid, CoreRecovery> = BTreeMap::new();
     let mut visit = |header: &RecordHeader, payload: &[u8], location: RecordLocation| {
         let gpid = Gpid {
             app_id: header.app_id,
@@ -999,11 +1086,13 @@ fn replay(
             return;
         }
         if replica.host.is_some() {
-            if header.decree <= replica.decree_last.get() {
-                return;
-            }
-            match replicated::mutation_of_record(header, payload) {
-                Ok(mutation) => logged.entry(gpid).or_default().push(mutation),
+            match replicated::record_parts(header, payload) {
+                Ok((ballot, decree, committed_decree, batch)) => logged
+                    .entry(gpid)
+                    .or_insert_with(
+                        || CoreRecovery::new(replica.decree_last.get().max(0) as Decree),
+                    )
+                    .push(ballot, decree, committed_decree, batch),
                 Err(reason) => replica.fail(
                     gpid,
                     format!(
@@ -1114,7 +1203,7 @@ fn new_host(gpid: Gpid, replication: &Replication) -> Result<ReplicaHost, OpErro
 /// (**replay-above-flushed**). The cores start inactive; meta decides.
 fn recover_cores(
     replicas: &HashMap<Gpid, Rc<Replica>>,
-    mut logged: BTreeMap<Gpid, Vec<Mutation>>,
+    mut logged: BTreeMap<Gpid, CoreRecovery>,
     replication: &Replication,
 ) {
     for (gpid, replica) in replicas {
@@ -1122,8 +1211,10 @@ fn recover_cores(
         if replica.failure().is_some() {
             continue;
         }
-        let applied = replica.decree_last.get().max(0) as u64;
-        let records = logged.remove(gpid).unwrap_or_default();
+        let applied = replica.decree_last.get().max(0) as Decree;
+        let recovery = logged
+            .remove(gpid)
+            .unwrap_or_else(|| CoreRecovery::new(applied));
         let persisted = match replicated::persisted_ballot(&replica.dir) {
             Ok(ballot) => ballot,
             Err(reason) => {
@@ -1132,19 +1223,14 @@ fn recover_cores(
             }
         };
         replica.ballot_persisted.set(persisted);
-        let (mut core, replay) = match ReplicaCore::recover(
-            *gpid,
-            replication.me(),
-            replication.settings,
-            applied,
-            records,
-        ) {
-            Ok(recovered) => recovered,
-            Err(error) => {
-                replica.fail(*gpid, format!("replication settings: {error}"));
-                continue;
-            }
-        };
+        let (mut core, replay) =
+            match recovery.finish(*gpid, replication.me(), replication.settings) {
+                Ok(recovered) => recovered,
+                Err(error) => {
+                    replica.fail(*gpid, format!("replication settings: {error}"));
+                    continue;
+                }
+            };
         for mutation in replay {
             let decree = mutation.decree;
             let result =

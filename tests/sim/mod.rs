@@ -30,8 +30,6 @@ pub struct SeedReport {
     pub log_learns: u32,
     /// Checkpoints installed by learners.
     pub checkpoint_installs: u32,
-    /// The checker ran out of budget (no verdict).
-    pub check_inconclusive: bool,
     /// A hash of the whole recorded history: equal runs give equal hashes.
     pub history_hash: u64,
 }
@@ -58,13 +56,18 @@ pub fn run_seed(seed: u64, verbose: bool) -> Result<SeedReport, String> {
         })
         .collect();
     let verdict = check_kv_history(&operations).map_err(|e| format!("malformed history: {e}"))?;
-    let check_inconclusive = match verdict {
-        CheckResult::Linearizable => false,
-        CheckResult::Unknown(_) => true,
+    // An inconclusive verdict is a failure, not a pass: the run proved
+    // nothing (the checker's budget bounds the search; a seed that exhausts
+    // it needs a smaller history or a larger budget).
+    match verdict {
+        CheckResult::Linearizable => {}
+        CheckResult::Unknown(reason) => {
+            return Err(format!("linearizability check inconclusive: {reason}"))
+        }
         CheckResult::NotLinearizable { explanation } => {
             return Err(format!("linearizability: {explanation}"))
         }
-    };
+    }
     Ok(SeedReport {
         events: summary.events,
         operations: operations.len(),
@@ -81,7 +84,6 @@ pub fn run_seed(seed: u64, verbose: bool) -> Result<SeedReport, String> {
         learner_promotions: summary.learner_promotions,
         log_learns: summary.log_learns,
         checkpoint_installs: summary.checkpoint_installs,
-        check_inconclusive,
         history_hash: invariants::payload_hash(format!("{:?}", summary.history).as_bytes()),
     })
 }

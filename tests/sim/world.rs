@@ -622,14 +622,17 @@ impl World {
                 if sent_ms < self.nodes[&node].started_ms {
                     return Ok(());
                 }
+                // Configurations first, then the leases: one per partition
+                // whose configuration names this node primary, for that
+                // ballot (**lease-per-ballot**).
+                let until_ms = sent_ms + self.replication.lease_ms;
                 for (pid, config) in configs {
                     self.ensure_hosted(node, pid, &config);
+                    let lease = (config.primary == Some(node)).then_some(config.ballot);
                     self.feed(node, pid, Input::Config(config))?;
-                }
-                let until_ms = sent_ms + self.replication.lease_ms;
-                let pids: Vec<PartitionId> = self.nodes[&node].replicas.keys().copied().collect();
-                for pid in pids {
-                    self.feed(node, pid, Input::Lease { until_ms })?;
+                    if let Some(ballot) = lease {
+                        self.feed(node, pid, Input::Lease { ballot, until_ms })?;
+                    }
                 }
                 Ok(())
             }
@@ -1090,7 +1093,7 @@ fn random_settings(rng: &mut StdRng) -> ReplicationSettings {
     ReplicationSettings {
         beacon_interval_ms,
         lease_ms,
-        grace_ms: lease_ms + rng.random_range(1..=300),
+        grace_ms: lease_ms + beacon_interval_ms + rng.random_range(1..=300),
         prepare_window_max: rng.random_range(2..=64),
         idle_commit_push_ms: rng.random_range(5..=30),
         prepare_resend_ms,

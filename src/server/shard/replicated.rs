@@ -20,7 +20,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use futures::channel::oneshot;
@@ -41,12 +40,11 @@ use crate::storage::{copy, StorageEngine, WriteBatch};
 
 use super::{Replica, ShardState};
 
-/// Milliseconds on the node's monotonic clock (since the first call); the
-/// cores' `now_ms` and the lease use it.
+/// Milliseconds on the node's clock for durations (boot time: monotonic,
+/// suspend included; [`crate::clock::monotonic_ms`]); the cores' `now_ms`
+/// and leases use it.
 pub fn clock_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    // Start at 1 so that a lease of 0 never holds.
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    crate::clock::monotonic_ms()
 }
 
 /// Bytes in front of each replicated log record's payload: the primary's
@@ -62,8 +60,12 @@ pub fn log_payload(mutation: &Mutation) -> Vec<u8> {
     payload
 }
 
-/// The mutation of a replicated log record, or why it is malformed.
-pub fn mutation_of_record(header: &RecordHeader, payload: &[u8]) -> Result<Mutation, String> {
+/// A replicated log record's ballot, decree, logged commit point and
+/// encoded batch, or why it is malformed.
+pub fn record_parts<'a>(
+    header: &RecordHeader,
+    payload: &'a [u8],
+) -> Result<(Ballot, Decree, Decree, &'a [u8]), String> {
     if payload.len() < COMMITTED_PREFIX_BYTES || header.ballot < 0 || header.decree <= 0 {
         return Err(format!(
             "replicated record (ballot {}, decree {}) of {} bytes is malformed",
@@ -73,10 +75,22 @@ pub fn mutation_of_record(header: &RecordHeader, payload: &[u8]) -> Result<Mutat
         ));
     }
     let (prefix, batch) = payload.split_at(COMMITTED_PREFIX_BYTES);
+    let committed_decree = u64::from_le_bytes(prefix.try_into().expect("8 bytes"));
+    Ok((
+        header.ballot as Ballot,
+        header.decree as Decree,
+        committed_decree,
+        batch,
+    ))
+}
+
+/// The mutation of a replicated log record, or why it is malformed.
+pub fn mutation_of_record(header: &RecordHeader, payload: &[u8]) -> Result<Mutation, String> {
+    let (ballot, decree, committed_decree, batch) = record_parts(header, payload)?;
     Ok(Mutation {
-        ballot: header.ballot as Ballot,
-        decree: header.decree as Decree,
-        committed_decree: u64::from_le_bytes(prefix.try_into().expect("8 bytes")),
+        ballot,
+        decree,
+        committed_decree,
         payload: batch.to_vec(),
     })
 }
@@ -215,8 +229,6 @@ pub struct Replication {
     appended: RefCell<VecDeque<(LogPosition, Gpid, Ballot, Decree)>>,
     /// Wakes the durability pump.
     pump_wake: RefCell<Option<oneshot::Sender<()>>>,
-    /// The lease last fed to the cores.
-    lease_fed: Cell<u64>,
     /// Ticker rounds so far.
     ticks: Cell<u64>,
     /// The batch of the client write being fed, so its `AppendLog` stages
@@ -241,7 +253,6 @@ impl Replication {
             links: PeerLinks::new(),
             appended: RefCell::new(VecDeque::new()),
             pump_wake: RefCell::new(None),
-            lease_fed: Cell::new(0),
             ticks: Cell::new(0),
             staging: RefCell::new(None),
             copies: RefCell::new(VecDeque::new()),
@@ -405,11 +416,7 @@ impl ShardState {
                         node: replication.name(node),
                     },
                 };
-                self.layout
-                    .meta_requests
-                    .lock()
-                    .expect("meta request queue lock")
-                    .push(request);
+                self.layout.meta_requests.push(request);
             }
         }
     }
@@ -865,12 +872,11 @@ impl ShardState {
         }
     }
 
-    /// The ticker: feeds the node's lease and the time to every core, and
-    /// refreshes the registry beacons read.
+    /// The ticker: feeds the time to every core, refreshes the registry
+    /// beacons read, and stamps the shard as alive for the beacon thread.
     pub fn tick_replicas(&self) {
-        let lease = self.layout.lease_until_ms.load(Ordering::Relaxed);
+        self.layout.shard_ticked_ms[self.shard].store(clock_ms(), Ordering::Relaxed);
         let replication = self.replication();
-        let lease_changed = replication.lease_fed.replace(lease) != lease;
         let ticks = replication.ticks.get() + 1;
         replication.ticks.set(ticks);
         // Beacons read the registry every beacon interval; refreshing it
@@ -879,9 +885,6 @@ impl ShardState {
         for (gpid, replica) in self.replicas() {
             if replica.host.is_none() || replica.failure().is_some() {
                 continue;
-            }
-            if lease_changed {
-                self.feed(gpid, &replica, Input::Lease { until_ms: lease });
             }
             self.feed(gpid, &replica, Input::Tick);
             if publish {
