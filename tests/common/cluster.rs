@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 
 use markab::wire::codec::{decode_response, Encoder};
 use markab::wire::frame::{decode_header, FRAME_HEADER_BYTES};
-use markab::wire::{Envelope, NodeInfo, Request, Response, ResponseBody};
+use markab::wire::{
+    CreateTableRequest, Envelope, Gpid, NodeInfo, PartitionConfig, Request, Response, ResponseBody,
+};
 
+use super::proxy::FaultProxy;
 use super::Node;
 
 /// How long meta may take to print its ready line.
@@ -35,20 +38,33 @@ pub const NODE_TIMEOUT_MS: u64 = 3_000;
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
     pub nodes: usize,
+    /// Shards per node: 2 by default, since a node's default is one shard
+    /// per core and bugs that need several shards per node stayed hidden
+    /// behind one.
     pub shards: usize,
     /// Meta's `hold_seconds` (its default of 7 days when `None`).
     pub hold_seconds: Option<u64>,
     /// Extra lines for the nodes' `tuning/default.toml`.
     pub tuning: String,
+    /// Extra lines for meta's `[meta]` section.
+    pub meta_lines: String,
+    /// Extra environment variables of the meta process.
+    pub meta_env: Vec<(String, String)>,
+    /// Each node reaches meta through a [`FaultProxy`] of its own, so the
+    /// test can cut it off from meta or hold meta's requests.
+    pub proxies: bool,
 }
 
 impl Default for ClusterOptions {
     fn default() -> ClusterOptions {
         ClusterOptions {
             nodes: 3,
-            shards: 1,
+            shards: 2,
             hold_seconds: None,
             tuning: String::new(),
+            meta_lines: String::new(),
+            meta_env: Vec::new(),
+            proxies: false,
         }
     }
 }
@@ -64,7 +80,12 @@ pub struct Meta {
 impl Meta {
     /// Starts `markab meta --config PATH` and waits for its ready line.
     pub fn start(config_path: &Path) -> Meta {
-        let (mut child, stdout_lines) = super::spawn_markab("meta", config_path);
+        Meta::start_with(config_path, &[])
+    }
+
+    /// [`Meta::start`] with extra environment variables.
+    pub fn start_with(config_path: &Path, env: &[(String, String)]) -> Meta {
+        let (mut child, stdout_lines) = super::spawn_markab_with("meta", config_path, env, None);
         let deadline = Instant::now() + META_START_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -123,6 +144,11 @@ pub struct Cluster {
     /// Each node's id (`127.0.0.1:<port_base>`), stable across restarts.
     pub node_ids: Vec<String>,
     pub nodes: Vec<Option<Node>>,
+    /// With [`ClusterOptions::proxies`]: node `i` reaches meta through
+    /// `proxies[i]`.
+    pub proxies: Vec<FaultProxy>,
+    /// Meta's extra environment (kept for restarts).
+    meta_env: Vec<(String, String)>,
     /// Declared last: fields drop in order, so the processes are gone
     /// before their directories are deleted.
     pub dir: tempfile::TempDir,
@@ -133,6 +159,7 @@ impl Drop for Cluster {
         // Nodes first (they beacon to meta), then meta; each is killed by
         // its own pid in its Drop.
         self.nodes.clear();
+        self.proxies.clear();
         self.meta = None;
     }
 }
@@ -152,14 +179,23 @@ impl Cluster {
         if let Some(hold_seconds) = options.hold_seconds {
             meta_text.push_str(&format!("hold_seconds = {hold_seconds}\n"));
         }
+        meta_text.push_str(&options.meta_lines);
         let meta_config = dir.path().join("meta.toml");
         std::fs::write(&meta_config, meta_text).unwrap();
         let mut node_configs = Vec::new();
         let mut node_ids = Vec::new();
+        let mut proxy_addresses = Vec::new();
         for index in 0..options.nodes {
             let port_base = picker.pick(options.shards).expect("free ports for a node");
+            let node_meta = if options.proxies {
+                let port = picker.pick(1).expect("a free port for a proxy");
+                proxy_addresses.push(format!("127.0.0.1:{port}"));
+                format!("127.0.0.1:{port}")
+            } else {
+                meta_address.clone()
+            };
             let text = format!(
-                "[node]\ndata_dir = {:?}\nhost = \"127.0.0.1\"\nport_base = {port_base}\nshards = {}\npin = false\ntuning_dir = \"tuning\"\nmeta = [{meta_address:?}]\nbeacon_interval_ms = {BEACON_INTERVAL_MS}\n",
+                "[node]\ndata_dir = {:?}\nhost = \"127.0.0.1\"\nport_base = {port_base}\nshards = {}\npin = false\ntuning_dir = \"tuning\"\nmeta = [{node_meta:?}]\nbeacon_interval_ms = {BEACON_INTERVAL_MS}\n",
                 dir.path().join(format!("node-{index}")).display().to_string(),
                 options.shards
             );
@@ -179,11 +215,17 @@ impl Cluster {
         .unwrap();
         // Release the ports just before the processes bind them.
         drop(picker);
-        let meta = Meta::start(&meta_config);
+        let meta = Meta::start_with(&meta_config, &options.meta_env);
         assert_eq!(meta.address, meta_address, "meta listens where configured");
-        let nodes = node_configs
+        let proxies = proxy_addresses
             .iter()
-            .map(|path| Some(Node::start(path)))
+            .map(|address| FaultProxy::start(address, &meta_address))
+            .collect();
+        let nodes = (0..options.nodes)
+            .map(|index| {
+                let log = dir.path().join(format!("node-{index}.log"));
+                Some(Node::start_logged(&node_configs[index], Some(&log)))
+            })
             .collect();
         let cluster = Cluster {
             meta_config,
@@ -192,6 +234,8 @@ impl Cluster {
             node_configs,
             node_ids,
             nodes,
+            proxies,
+            meta_env: options.meta_env,
             dir,
         };
         cluster.wait_nodes_alive(&cluster.node_ids);
@@ -214,7 +258,7 @@ impl Cluster {
         if let Some(meta) = self.meta.take() {
             assert!(meta.terminate().success(), "meta exits 0 on SIGTERM");
         }
-        let meta = Meta::start(&self.meta_config);
+        let meta = Meta::start_with(&self.meta_config, &self.meta_env);
         assert_eq!(meta.address, self.meta_address);
         self.meta = Some(meta);
         let running: Vec<String> = self
@@ -242,8 +286,81 @@ impl Cluster {
     /// alive.
     pub fn start_node(&mut self, index: usize) {
         assert!(self.nodes[index].is_none(), "node {index} already runs");
-        self.nodes[index] = Some(Node::start(&self.node_configs[index]));
+        let log = self.node_log_path(index);
+        self.nodes[index] = Some(Node::start_logged(&self.node_configs[index], Some(&log)));
         self.wait_nodes_alive(&self.node_ids[index..=index]);
+    }
+
+    /// Where node `index` writes its log (stderr).
+    pub fn node_log_path(&self, index: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{index}.log"))
+    }
+
+    /// What node `index` logged so far.
+    pub fn node_log(&self, index: usize) -> String {
+        std::fs::read_to_string(self.node_log_path(index)).unwrap_or_default()
+    }
+
+    /// Pauses meta (SIGSTOP) for `pause`, then resumes it (SIGCONT).
+    pub fn pause_meta(&self, pause: Duration) {
+        let pid = self.meta.as_ref().expect("meta running").child.id();
+        super::signal(pid, libc::SIGSTOP);
+        std::thread::sleep(pause);
+        super::signal(pid, libc::SIGCONT);
+    }
+
+    /// The pid of node `index` (for SIGSTOP / SIGCONT).
+    pub fn node_pid(&self, index: usize) -> u32 {
+        self.nodes[index].as_ref().expect("node running").child.id()
+    }
+
+    /// The configuration of every partition of `table` (raw call).
+    pub fn describe(&self, table: &str) -> Vec<PartitionConfig> {
+        match self.meta_call(&Request::DescribeTable {
+            table: table.to_owned(),
+        }) {
+            Ok(ResponseBody::Description(description)) => description.partitions,
+            other => panic!("describe_table {table} answered {other:?}"),
+        }
+    }
+
+    /// Creates `table` with `partitions` partitions of `replicas` replicas.
+    pub fn create_table(&self, table: &str, partitions: i32, replicas: i32) {
+        let created = self.meta_call(&Request::CreateTable(CreateTableRequest {
+            table: table.to_owned(),
+            partition_count: partitions,
+            replica_count: replicas,
+            envs: Vec::new(),
+            success_if_exist: false,
+        }));
+        assert!(created.is_ok(), "create {table}: {created:?}");
+    }
+
+    /// Waits (bounded) until every partition of `table` has a primary,
+    /// `replicas - 1` secondaries and no learner.
+    pub fn wait_full(&self, table: &str, replicas: usize) -> Vec<PartitionConfig> {
+        wait_for(
+            &format!("every partition of {table} at {replicas} replicas"),
+            || {
+                let partitions = self.describe(table);
+                partitions
+                    .iter()
+                    .all(|partition| {
+                        !partition.primary.is_empty()
+                            && partition.secondaries.len() + 1 == replicas
+                            && partition.learners.is_empty()
+                    })
+                    .then_some(partitions)
+            },
+        )
+    }
+
+    /// The index of node `id` (`host:port_base`).
+    pub fn node_index(&self, id: &str) -> usize {
+        self.node_ids
+            .iter()
+            .position(|known| known == id)
+            .unwrap_or_else(|| panic!("{id} is not a node of this cluster"))
     }
 
     /// Waits (bounded by [`CONVERGE_TIMEOUT`]) until meta lists every node
@@ -283,30 +400,66 @@ impl Cluster {
 /// [`META_CALL_TIMEOUT`]. Independent of the client library, so tests can
 /// check meta's exact answers.
 pub fn meta_call(address: &str, request: &Request) -> Response {
-    let mut stream = TcpStream::connect(address).unwrap_or_else(|error| {
+    let mut connection = RawConnection::connect(address).unwrap_or_else(|error| {
         panic!("cannot connect to meta at {address}: {error}");
     });
-    stream.set_read_timeout(Some(META_CALL_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(META_CALL_TIMEOUT)).unwrap();
-    let envelope = Envelope {
-        request_id: 1,
-        timeout_ms: META_CALL_TIMEOUT.as_millis() as u32,
-        ..Envelope::default()
-    };
-    let mut frame = Vec::new();
-    Encoder::new()
-        .request_frame(&envelope, request, &mut frame)
-        .unwrap();
-    stream.write_all(&frame).unwrap();
-    let mut header = [0u8; FRAME_HEADER_BYTES];
-    stream.read_exact(&mut header).unwrap();
-    let header = decode_header(&header).unwrap();
-    let mut body = vec![0u8; header.body_bytes];
-    stream.read_exact(&mut body).unwrap();
-    header.verify_body(&body).unwrap();
-    let (request_id, response) = decode_response(&body).unwrap();
-    assert_eq!(request_id, 1);
-    response
+    connection
+        .call(Gpid::default(), request)
+        .unwrap_or_else(|error| panic!("call to meta at {address}: {error}"))
+}
+
+/// One blocking connection to a node's shard or to meta, sending raw
+/// requests in the envelope the test chooses — a client pinned to one
+/// address, that never refreshes its route.
+pub struct RawConnection {
+    stream: TcpStream,
+    request_id: u64,
+}
+
+impl RawConnection {
+    /// Connects to `address`; calls time out after [`META_CALL_TIMEOUT`].
+    pub fn connect(address: &str) -> std::io::Result<RawConnection> {
+        let stream = TcpStream::connect(address)?;
+        stream.set_read_timeout(Some(META_CALL_TIMEOUT))?;
+        stream.set_write_timeout(Some(META_CALL_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(RawConnection {
+            stream,
+            request_id: 0,
+        })
+    }
+
+    /// Sends `request` for partition `gpid` and reads its response.
+    pub fn call(&mut self, gpid: Gpid, request: &Request) -> std::io::Result<Response> {
+        self.request_id += 1;
+        let envelope = Envelope {
+            request_id: self.request_id,
+            timeout_ms: META_CALL_TIMEOUT.as_millis() as u32,
+            gpid,
+            partition_hash: 0,
+        };
+        let mut frame = Vec::new();
+        Encoder::new()
+            .request_frame(&envelope, request, &mut frame)
+            .map_err(|error| std::io::Error::other(error.to_string()))?;
+        self.stream.write_all(&frame)?;
+        loop {
+            let mut header = [0u8; FRAME_HEADER_BYTES];
+            self.stream.read_exact(&mut header)?;
+            let header =
+                decode_header(&header).map_err(|error| std::io::Error::other(error.to_string()))?;
+            let mut body = vec![0u8; header.body_bytes];
+            self.stream.read_exact(&mut body)?;
+            header
+                .verify_body(&body)
+                .map_err(|error| std::io::Error::other(error.to_string()))?;
+            let (request_id, response) =
+                decode_response(&body).map_err(|error| std::io::Error::other(error.to_string()))?;
+            if request_id == self.request_id {
+                return Ok(response);
+            }
+        }
+    }
 }
 
 /// Waits (bounded by [`CONVERGE_TIMEOUT`]) until `check` returns `Some`,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -56,11 +57,36 @@ pub fn write_config_with(
 /// Starts `markab SUBCOMMAND --config PATH` with stdout piped; its lines
 /// arrive on the returned channel (a thread reads them).
 pub fn spawn_markab(subcommand: &str, config_path: &Path) -> (Child, mpsc::Receiver<String>) {
+    spawn_markab_with(subcommand, config_path, &[], None)
+}
+
+/// [`spawn_markab`] with extra environment variables and, when `log` is
+/// given, stderr appended to that file instead of the test's.
+pub fn spawn_markab_with(
+    subcommand: &str,
+    config_path: &Path,
+    env: &[(String, String)],
+    log: Option<&Path>,
+) -> (Child, mpsc::Receiver<String>) {
+    let stderr = match log {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap_or_else(|error| panic!("open {}: {error}", path.display())),
+        ),
+        None => Stdio::inherit(),
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_markab"))
         .args([subcommand, "--config"])
         .arg(config_path)
+        .envs(
+            env.iter()
+                .map(|(key, value)| (key.as_str(), value.as_str())),
+        )
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .unwrap_or_else(|error| panic!("spawn markab {subcommand}: {error}"));
     let stdout = child.stdout.take().unwrap();
@@ -79,7 +105,12 @@ pub fn spawn_markab(subcommand: &str, config_path: &Path) -> (Child, mpsc::Recei
 impl Node {
     /// Starts `markab replica --config PATH` and waits for its ready line.
     pub fn start(config_path: &Path) -> Node {
-        let (child, stdout_lines) = spawn_markab("replica", config_path);
+        Node::start_logged(config_path, None)
+    }
+
+    /// [`Node::start`] with stderr appended to `log` when given.
+    pub fn start_logged(config_path: &Path, log: Option<&Path>) -> Node {
+        let (child, stdout_lines) = spawn_markab_with("replica", config_path, &[], log);
         let mut node = Node {
             child,
             addresses: Vec::new(),
@@ -176,7 +207,9 @@ pub fn kill_child(child: &mut Child) {
     }
 }
 
-fn signal(pid: u32, signal: i32) {
+/// Sends `signal` to a process this test started (SIGSTOP / SIGCONT to
+/// pause and resume it).
+pub fn signal(pid: u32, signal: i32) {
     // SAFETY: kill(2) with a pid this test started.
     unsafe {
         libc::kill(pid as i32, signal);

@@ -691,6 +691,12 @@ impl MutationLog {
         receiver.await.unwrap_or(Err(LogError::Closed))
     }
 
+    /// The largest payload one record may carry in this log (bounded by
+    /// [`RECORD_PAYLOAD_BYTES_MAX`] and by a segment's room).
+    pub fn payload_bytes_max(&self) -> usize {
+        self.shared.state.borrow().payload_bytes_max
+    }
+
     /// Position up to which everything is durable.
     pub fn durable(&self) -> LogPosition {
         self.shared.state.borrow().durable

@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use futures::channel::oneshot;
-use markab_shards::log::{read_stream, LogPosition, RecordHeader};
+use markab_shards::log::{read_stream, LogError, LogPosition, RecordHeader};
 use markab_wire::{
     ErrorCode, Gpid, OpError, PeerRequest, ReplicaAssignment, ReplicaRole, Request, Response,
     ResponseBody,
@@ -143,6 +143,68 @@ pub fn persisted_ballot(dir: &std::path::Path) -> Result<Ballot, String> {
     }
 }
 
+/// Creates `path` and makes it durable: the file synced, then its directory.
+fn create_durably(path: &std::path::Path) -> Result<(), String> {
+    let file = std::fs::File::create(path)
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    file.sync_all()
+        .map_err(|error| format!("cannot sync {}: {error}", path.display()))?;
+    sync_parent(path)
+}
+
+/// Removes `path` and makes the removal durable (its directory synced).
+fn remove_durably(path: &std::path::Path) -> Result<(), String> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(format!("cannot remove {}: {error}", path.display())),
+    }
+    sync_parent(path)
+}
+
+fn sync_parent(path: &std::path::Path) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|error| format!("cannot sync {}: {error}", dir.display()))
+}
+
+/// Chunk 0 of a copy: the marker is made durable first (a crash from here
+/// on leaves a replica that starts empty and learns again), then every
+/// record is deleted and the applied decree set to 0.
+fn start_copy(replica: &Replica) -> Result<(), String> {
+    create_durably(&replica.dir.join(COPY_MARKER_FILE))?;
+    replica.partition.discard_staged();
+    let engine = replica.partition.engine();
+    copy::clear(engine).map_err(|error| error.to_string())?;
+    let mut reset = WriteBatch::new();
+    reset.set_decree(0);
+    engine.write(&reset).map_err(|error| error.to_string())
+}
+
+/// The last chunk of a copy is written: the applied decree is recorded and
+/// flushed with the records, and only then the marker removed.
+fn finish_copy(replica: &Replica, decree: Decree) -> Result<(), String> {
+    let engine = replica.partition.engine();
+    let mut applied = WriteBatch::new();
+    applied.set_decree(decree as i64);
+    engine.write(&applied).map_err(|error| error.to_string())?;
+    engine.flush().map_err(|error| error.to_string())?;
+    remove_durably(&replica.dir.join(COPY_MARKER_FILE))
+}
+
+/// A copy was abandoned: storage is made empty at decree 0, durably, and
+/// the marker removed.
+fn empty_storage(replica: &Replica) -> Result<(), String> {
+    let engine = replica.partition.engine();
+    copy::clear(engine).map_err(|error| error.to_string())?;
+    let mut reset = WriteBatch::new();
+    reset.set_decree(0);
+    engine.write(&reset).map_err(|error| error.to_string())?;
+    engine.flush().map_err(|error| error.to_string())?;
+    remove_durably(&replica.dir.join(COPY_MARKER_FILE))
+}
+
 /// The write batch a mutation carries (the empty write carries none), with
 /// the mutation's decree.
 pub(super) fn batch_of(mutation: &Mutation) -> Result<WriteBatch, OpError> {
@@ -175,6 +237,13 @@ pub struct Waiting {
     reply: oneshot::Sender<Response>,
 }
 
+/// A replicated record waiting to be appended to the shard's log.
+struct Backlogged {
+    gpid: Gpid,
+    header: RecordHeader,
+    payload: Vec<u8>,
+}
+
 /// A copy a learner is receiving.
 #[derive(Clone, Copy, Debug)]
 struct IncomingCopy {
@@ -203,6 +272,18 @@ impl ReplicaHost {
         }
     }
 
+    /// Answers every waiting client write `UNKNOWN_OUTCOME`: the replica
+    /// stopped, and a write that got a decree may still commit elsewhere.
+    pub fn fail_waiting(&self) {
+        let waiting: Vec<Waiting> = self.waiting.borrow_mut().drain().map(|(_, w)| w).collect();
+        for write in waiting {
+            let _ = write.reply.send(Err(OpError::new(
+                ErrorCode::UnknownOutcome,
+                "the replica stopped before the write's outcome was known",
+            )));
+        }
+    }
+
     /// The wire role of the replica.
     pub fn wire_role(&self) -> ReplicaRole {
         match self.core.borrow().role() {
@@ -227,6 +308,13 @@ pub struct Replication {
     pub links: PeerLinks,
     /// Appends waiting for the log to be durable past them, in log order.
     appended: RefCell<VecDeque<(LogPosition, Gpid, Ballot, Decree)>>,
+    /// Records the log refused for being over its pending bound (`BUSY`),
+    /// in the order the cores emitted them; the durability pump appends
+    /// them as the log drains (**no-lost-append**). While any wait, later
+    /// records queue behind them and client writes are refused `BUSY`
+    /// before they get a decree, so the queue is bounded by what the cores
+    /// already decided (prepare windows, learn responses).
+    backlog: RefCell<VecDeque<Backlogged>>,
     /// Wakes the durability pump.
     pump_wake: RefCell<Option<oneshot::Sender<()>>>,
     /// Ticker rounds so far.
@@ -252,6 +340,7 @@ impl Replication {
             tokens: Cell::new(0),
             links: PeerLinks::new(),
             appended: RefCell::new(VecDeque::new()),
+            backlog: RefCell::new(VecDeque::new()),
             pump_wake: RefCell::new(None),
             ticks: Cell::new(0),
             staging: RefCell::new(None),
@@ -292,10 +381,21 @@ impl ShardState {
     }
 
     /// Feeds `input` to `gpid`'s core and carries out what it decides.
+    /// Feeds `input` to `gpid`'s core and carries out what it decides, in
+    /// order — until the replica fails: nothing more happens under a
+    /// ballot that could not be persisted, or on storage that failed
+    /// (**stop-on-failure**).
     pub(super) fn feed(&self, gpid: Gpid, replica: &Rc<Replica>, input: Input) {
         let Some(host) = &replica.host else { return };
+        if replica.failure().is_some() {
+            return;
+        }
         let outputs = host.core.borrow_mut().handle(input, clock_ms());
         for output in outputs {
+            if replica.failure().is_some() {
+                host.fail_waiting();
+                return;
+            }
             self.carry_out(gpid, replica, host, output);
         }
     }
@@ -322,6 +422,12 @@ impl ShardState {
                     // A new primary re-stages its tail from the appends that follow.
                     replica.partition.discard_staged();
                 }
+                let copy_ballot = host.incoming.borrow().map(|copy| copy.ballot);
+                if copy_ballot.is_some_and(|copy_ballot| copy_ballot != ballot) {
+                    // A copy is sent for one ballot: the core dropped it
+                    // with the configuration; storage follows.
+                    self.abort_copy(gpid, replica, host, "the ballot changed");
+                }
                 tracing::info!(
                     app_id = gpid.app_id,
                     partition = gpid.partition_index,
@@ -332,21 +438,6 @@ impl ShardState {
                 self.publish(gpid, replica);
             }
             Output::AppendLog(mutation) => {
-                let header = RecordHeader {
-                    app_id: gpid.app_id,
-                    partition_index: gpid.partition_index,
-                    ballot: mutation.ballot as i64,
-                    decree: mutation.decree as i64,
-                };
-                let position = match self.log.append(&header, &log_payload(&mutation)) {
-                    Ok(position) => position,
-                    Err(error) => {
-                        // Not durable, so never acked or committed: the
-                        // primary's timers (or meta) take it from here.
-                        tracing::warn!(app_id = gpid.app_id, partition = gpid.partition_index, %error, "cannot log a mutation");
-                        return;
-                    }
-                };
                 let staged = replication.staging.borrow_mut().take();
                 if let Some(batch) = staged.filter(|_| !mutation.payload.is_empty()) {
                     replica.partition.stage(mutation.decree as i64, &batch);
@@ -360,15 +451,17 @@ impl ShardState {
                         ),
                     }
                 }
-                replication.appended.borrow_mut().push_back((
-                    position,
+                let record = Backlogged {
                     gpid,
-                    mutation.ballot,
-                    mutation.decree,
-                ));
-                if let Some(wake) = replication.pump_wake.borrow_mut().take() {
-                    let _ = wake.send(());
-                }
+                    header: RecordHeader {
+                        app_id: gpid.app_id,
+                        partition_index: gpid.partition_index,
+                        ballot: mutation.ballot as i64,
+                        decree: mutation.decree as i64,
+                    },
+                    payload: log_payload(&mutation),
+                };
+                self.append_replicated(replica, record);
             }
             Output::Send { to, message } => {
                 let request =
@@ -417,6 +510,76 @@ impl ShardState {
                     },
                 };
                 self.layout.meta_requests.push(request);
+            }
+        }
+    }
+
+    /// Appends a replicated record to the shard's log, or — when the log is
+    /// over its pending bound, or earlier records already wait — queues it
+    /// for the durability pump (**no-lost-append**: a decree the core
+    /// logged is never forgotten; its `LogDurable` comes once it is
+    /// durable). Any other log error stops the replica.
+    fn append_replicated(&self, replica: &Replica, record: Backlogged) {
+        let replication = self.replication();
+        if replication.backlog.borrow().is_empty() {
+            match self.log.append(&record.header, &record.payload) {
+                Ok(position) => {
+                    self.note_appended(position, &record);
+                    return;
+                }
+                Err(LogError::Busy { .. }) => {}
+                Err(error) => {
+                    replica.fail(record.gpid, format!("mutation log: {error}"));
+                    return;
+                }
+            }
+        }
+        replication.backlog.borrow_mut().push_back(record);
+        if let Some(wake) = replication.pump_wake.borrow_mut().take() {
+            let _ = wake.send(());
+        }
+    }
+
+    fn note_appended(&self, position: LogPosition, record: &Backlogged) {
+        let replication = self.replication();
+        replication.appended.borrow_mut().push_back((
+            position,
+            record.gpid,
+            record.header.ballot as Ballot,
+            record.header.decree as Decree,
+        ));
+        if let Some(wake) = replication.pump_wake.borrow_mut().take() {
+            let _ = wake.send(());
+        }
+    }
+
+    /// Appends queued records, in order, while the log takes them.
+    fn drain_backlog(&self) {
+        let replication = self.replication();
+        loop {
+            let appended = {
+                let backlog = replication.backlog.borrow();
+                let Some(record) = backlog.front() else {
+                    return;
+                };
+                self.log.append(&record.header, &record.payload)
+            };
+            let record = match appended {
+                Err(LogError::Busy { .. }) => return,
+                _ => replication
+                    .backlog
+                    .borrow_mut()
+                    .pop_front()
+                    .expect("front seen above"),
+            };
+            match appended {
+                Ok(position) => self.note_appended(position, &record),
+                Err(error) => {
+                    let replica = self.replicas.borrow().get(&record.gpid).cloned();
+                    if let Some(replica) = replica {
+                        replica.fail(record.gpid, format!("mutation log: {error}"));
+                    }
+                }
             }
         }
     }
@@ -473,6 +636,13 @@ impl ShardState {
                 ));
             }
         }
+        let replication = self.replication();
+        if !replication.backlog.borrow().is_empty() {
+            return Err(OpError::new(
+                ErrorCode::Busy,
+                "the shard's mutation log is full of unsynced writes: the write was not executed; retry",
+            ));
+        }
         let (batch, body) = replica
             .partition
             .prepare_write(request, crate::key::now_epoch_s())?;
@@ -483,7 +653,16 @@ impl ShardState {
         } else {
             batch.encode()
         };
-        let replication = self.replication();
+        let record_bytes = COMMITTED_PREFIX_BYTES + payload.len();
+        if record_bytes > self.log.payload_bytes_max() {
+            return Err(OpError::new(
+                ErrorCode::RequestTooLarge,
+                format!(
+                    "the write's log record of {record_bytes} bytes exceeds the mutation log's maximum of {} bytes (tuning log_segment_bytes): the write was not executed",
+                    self.log.payload_bytes_max()
+                ),
+            ));
+        }
         if !batch.is_empty() {
             *replication.staging.borrow_mut() = Some(batch);
         }
@@ -783,11 +962,14 @@ impl ShardState {
         }
     }
 
-    /// Learner: one chunk of a copy from the primary. Chunk 0 clears the
-    /// replica (a marker file says so until the copy is complete); chunks
-    /// must follow in order, else the copy is dropped until the next one;
-    /// the last chunk makes the copy durable (applied decree, flush) and
-    /// tells the core.
+    /// Learner: one chunk of a copy from the primary. Chunk 0 makes a
+    /// marker file durable, clears the replica's records and tells the core
+    /// at once (**copy-known-to-core**: its commit point drops to 0 and it
+    /// applies nothing until the copy is installed). Chunks must follow in
+    /// order; a lost one empties storage again and tells the core the copy
+    /// was aborted (the primary's next copy starts over). The last chunk
+    /// makes the copy durable (applied decree, flush, marker removed) and
+    /// feeds `CheckpointInstalled`.
     fn on_copy_chunk(
         &self,
         gpid: Gpid,
@@ -802,21 +984,28 @@ impl ShardState {
         {
             return;
         }
-        let marker = replica.dir.join(COPY_MARKER_FILE);
-        let engine = replica.partition.engine();
-        let result = (|| -> Result<bool, String> {
-            let mut incoming = host.incoming.borrow_mut();
-            if chunk.sequence == 0 {
-                std::fs::write(&marker, b"")
-                    .map_err(|error| format!("cannot write {}: {error}", marker.display()))?;
-                replica.partition.discard_staged();
-                copy::clear(engine).map_err(|error| error.to_string())?;
-                *incoming = Some(IncomingCopy {
+        if chunk.sequence == 0 {
+            if let Err(reason) = start_copy(replica) {
+                replica.fail(gpid, reason);
+                return;
+            }
+            replica.decree_last.set(0);
+            *host.incoming.borrow_mut() = Some(IncomingCopy {
+                ballot: chunk.ballot,
+                decree: chunk.decree,
+                next_sequence: 0,
+            });
+            self.feed(
+                gpid,
+                replica,
+                Input::CopyStarted {
                     ballot: chunk.ballot,
                     decree: chunk.decree,
-                    next_sequence: 0,
-                });
-            }
+                },
+            );
+        }
+        let in_order = {
+            let mut incoming = host.incoming.borrow_mut();
             match incoming.as_mut() {
                 Some(copy)
                     if copy.ballot == chunk.ballot
@@ -824,51 +1013,77 @@ impl ShardState {
                         && copy.next_sequence == chunk.sequence =>
                 {
                     copy.next_sequence += 1;
+                    true
                 }
-                _ => {
-                    // A lost chunk: wait for the primary's next copy.
-                    *incoming = None;
-                    return Ok(false);
-                }
+                _ => false,
             }
-            let batch = WriteBatch::decode(&chunk.batch).map_err(|error| error.to_string())?;
-            engine.write(&batch).map_err(|error| error.to_string())?;
-            if !chunk.last {
-                return Ok(false);
+        };
+        if !in_order {
+            if host.incoming.borrow().is_some() {
+                self.abort_copy(gpid, replica, host, "a chunk was lost");
             }
-            *incoming = None;
-            let mut applied = WriteBatch::new();
-            applied.set_decree(chunk.decree as i64);
-            engine.write(&applied).map_err(|error| error.to_string())?;
-            engine.flush().map_err(|error| error.to_string())?;
-            std::fs::remove_file(&marker)
-                .map_err(|error| format!("cannot remove {}: {error}", marker.display()))?;
-            Ok(true)
-        })();
-        match result {
-            Ok(false) => {}
-            Ok(true) => {
-                replica.decree_last.set(chunk.decree as i64);
-                tracing::info!(
-                    app_id = gpid.app_id,
-                    partition = gpid.partition_index,
-                    decree = chunk.decree,
-                    "installed a copy from the primary"
-                );
+            return;
+        }
+        let engine = replica.partition.engine();
+        let written = WriteBatch::decode(&chunk.batch)
+            .and_then(|batch| engine.write(&batch))
+            .map_err(|error| error.to_string());
+        if let Err(reason) = written {
+            self.abort_copy(gpid, replica, host, &reason);
+            return;
+        }
+        if !chunk.last {
+            return;
+        }
+        *host.incoming.borrow_mut() = None;
+        if let Err(reason) = finish_copy(replica, chunk.decree) {
+            replica.fail(gpid, reason);
+            return;
+        }
+        replica.decree_last.set(chunk.decree as i64);
+        tracing::info!(
+            app_id = gpid.app_id,
+            partition = gpid.partition_index,
+            decree = chunk.decree,
+            "installed a copy from the primary"
+        );
+        self.feed(
+            gpid,
+            replica,
+            Input::CheckpointInstalled {
+                ballot: chunk.ballot,
+                decree: chunk.decree,
+            },
+        );
+        self.publish(gpid, replica);
+    }
+
+    /// A copy being installed will not complete: storage is emptied again,
+    /// durably (so it matches the core's commit point of 0), and the core
+    /// is told, so it learns again from scratch.
+    fn abort_copy(&self, gpid: Gpid, replica: &Rc<Replica>, host: &ReplicaHost, why: &str) {
+        let Some(copy) = host.incoming.borrow_mut().take() else {
+            return;
+        };
+        tracing::warn!(
+            app_id = gpid.app_id,
+            partition = gpid.partition_index,
+            decree = copy.decree,
+            why,
+            "dropped a copy being installed"
+        );
+        match empty_storage(replica) {
+            Ok(()) => {
+                replica.decree_last.set(0);
                 self.feed(
                     gpid,
                     replica,
-                    Input::CheckpointInstalled {
-                        ballot: chunk.ballot,
-                        decree: chunk.decree,
+                    Input::CopyAborted {
+                        ballot: copy.ballot,
                     },
                 );
-                self.publish(gpid, replica);
             }
-            Err(reason) => {
-                *host.incoming.borrow_mut() = None;
-                tracing::error!(app_id = gpid.app_id, partition = gpid.partition_index, %reason, "installing a copy failed");
-            }
+            Err(reason) => replica.fail(gpid, reason),
         }
     }
 
@@ -899,12 +1114,19 @@ impl ShardState {
     pub async fn durability_pump(self: &ShardState) {
         let replication = self.replication();
         loop {
+            self.drain_backlog();
             let newest = replication
                 .appended
                 .borrow()
                 .back()
                 .map(|(position, ..)| *position);
             let Some(newest) = newest else {
+                if !replication.backlog.borrow().is_empty() {
+                    // Busy with nothing of ours pending: another appender
+                    // fills the log; try again shortly.
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                    continue;
+                }
                 let (wake, woken) = oneshot::channel();
                 *replication.pump_wake.borrow_mut() = Some(wake);
                 if woken.await.is_err() {
