@@ -113,6 +113,11 @@ pub struct ReplicaCore {
     /// no `LearnRequest` goes out until it is (kept across role changes:
     /// a commit point is claimed only once durable).
     learn_durable_wait: Option<(Ballot, Decree)>,
+    /// Primary: the first ballot of its current run as primary and its
+    /// commit point when that run began. Every decree above that point was
+    /// logged here under a ballot at least that one (the re-prepared tail
+    /// and every proposal since), with the payload that committed.
+    primary_since: Option<(Ballot, Decree)>,
     /// Learner: the decree of the copy its host is installing (storage was
     /// cleared for it, so the commit point is 0 and nothing is applied
     /// until it is installed or aborted; **copy-known-to-core**).
@@ -156,6 +161,7 @@ impl ReplicaCore {
             cache: VecDeque::new(),
             learn_progress_ms: 0,
             learn_durable_wait: None,
+            primary_since: None,
             copying: None,
             outputs: Vec::new(),
         })
@@ -266,6 +272,15 @@ impl ReplicaCore {
     /// Learner: the decree of the copy being installed, if any.
     pub fn copying(&self) -> Option<Decree> {
         self.copying
+    }
+
+    /// Primary: `(ballot, decree)` — every decree above `decree` is in this
+    /// replica's log under a ballot of at least `ballot`, with the payload
+    /// that committed (or will), so a host answering a learner above
+    /// `decree` can take such records as they come, ignoring older
+    /// ballots, without reading the whole log.
+    pub fn primary_since(&self) -> Option<(Ballot, Decree)> {
+        self.primary_since
     }
 
     /// Whether this primary finished re-preparing its predecessor's tail.
@@ -720,6 +735,9 @@ impl ReplicaCore {
         self.config = config;
         self.caught_up.clear();
         self.learners_heard.clear();
+        if role == Role::Primary && self.role != Role::Primary {
+            self.primary_since = Some((self.ballot, self.last_committed));
+        }
         self.change_role(role);
         match role {
             Role::Primary => self.become_primary(now_ms),
@@ -775,6 +793,7 @@ impl ReplicaCore {
             // A lease is meta's word that this node is the primary; it
             // does not outlive the role (**lease-per-ballot**).
             self.lease_until_ms = 0;
+            self.primary_since = None;
         }
         self.role = role;
         self.outputs.push(Output::RoleChanged {
@@ -1112,6 +1131,11 @@ impl ReplicaCore {
         }
         if self.role != Role::Primary {
             assert_eq!(self.lease_until_ms, 0, "lease-per-ballot");
+            assert!(self.primary_since.is_none());
+        } else {
+            assert!(self.primary_since.is_some_and(
+                |(ballot, decree)| ballot <= self.ballot && decree <= self.last_committed
+            ));
         }
         if self.role == Role::Primary {
             assert_eq!(

@@ -1487,3 +1487,34 @@ fn a_copy_in_progress_is_known_to_the_core() {
     assert_eq!(core.last_committed(), 0);
     assert!(!core.accepts_checkpoint(2, 60));
 }
+
+// A primary knows where its run as primary began: its first ballot of the
+// run and its commit point then. Every decree above it is in its own log
+// under that ballot or a later one (the re-prepared tail, then its own
+// proposals), which lets its host answer a learner above that point from
+// those records alone. Kept while it stays primary across configurations;
+// gone when it stops.
+#[test]
+fn primary_since_marks_where_its_run_began() {
+    let mut core = replica(S2, config(1, P, &[S2, S3]));
+    for decree in 1..=2 {
+        peer(&mut core, P, prepare(1, decree, decree - 1, b"t"), 1);
+        durable(&mut core, 1, decree);
+    }
+    assert_eq!(core.last_committed(), 1);
+    assert_eq!(core.primary_since(), None);
+    let out = core.handle(Input::Config(config(2, S2, &[S3])), 5);
+    assert_eq!(core.primary_since(), Some((2, 1)));
+    assert_eq!(
+        appended(&out)
+            .iter()
+            .map(|m| (m.ballot, m.decree))
+            .collect::<Vec<_>>(),
+        vec![(2, 2)],
+        "the tail above it is logged again under the run's ballot"
+    );
+    core.handle(Input::Config(with_learners(3, S2, &[S3], &[P])), 6);
+    assert_eq!(core.primary_since(), Some((2, 1)), "still the same run");
+    core.handle(Input::Config(config(4, S3, &[S2])), 7);
+    assert_eq!(core.primary_since(), None);
+}

@@ -281,8 +281,19 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
     if server.state.layout.is_cluster() {
         let pump = server.clone();
         glommio::spawn_local(async move { pump.state.durability_pump().await }).detach();
+        // Copies and log reads for learners are background work: a task
+        // queue of their own with a tenth of the default shares, so they
+        // yield to requests under contention (reads run on the blocking
+        // pool; a copy exports 256 KiB at a time, paced).
+        let background = glommio::executor().create_task_queue(
+            glommio::Shares::Static(BACKGROUND_SHARES),
+            glommio::Latency::NotImportant,
+            "learners",
+        );
         let copies = server.clone();
-        glommio::spawn_local(async move { copies.state.copy_pump().await }).detach();
+        spawn_background(background, async move { copies.state.copy_pump().await });
+        let reads = server.clone();
+        spawn_background(background, async move { reads.state.learn_pump().await });
         let ticker = server.clone();
         glommio::spawn_local(async move {
             while !ticker.stop.is_stopped() {
@@ -360,6 +371,23 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
     server.mesh_senders.close();
     server.state.close().await;
     tracing::info!(shard, "shard stopped");
+}
+
+/// Shares of the task queue that runs copies and log reads for learners
+/// (a tenth of the default 1,000 that requests run with).
+const BACKGROUND_SHARES: usize = 100;
+
+/// Runs `task` in the background task queue `queue`.
+fn spawn_background(
+    queue: glommio::TaskQueueHandle,
+    task: impl std::future::Future<Output = ()> + 'static,
+) {
+    match glommio::spawn_local_into(task, queue) {
+        Ok(handle) => {
+            handle.detach();
+        }
+        Err(error) => tracing::error!(%error, "cannot start a background task"),
+    }
 }
 
 /// One task per peer shard, serving the requests it forwards here.

@@ -33,7 +33,7 @@ use crate::key;
 use crate::metrics::ShardMetrics;
 use crate::replication::config::ReplicationSettings;
 use crate::replication::core::{Recovery as CoreRecovery, ReplicaCore};
-use crate::replication::messages::{Decree, Input, PartitionConfig};
+use crate::replication::messages::{Decree, Input, PartitionConfig, Role};
 use crate::server::beacon::{MetaRequests, ShardAck};
 use crate::server::cursors::CursorTable;
 use crate::storage::{
@@ -940,6 +940,7 @@ impl ShardState {
     /// still above `log_bytes_max`, flushes the replicas that pin its oldest
     /// segment and tries again. Returns the segments deleted.
     pub fn collect_log_garbage(&self, log_bytes_max: u64) -> Result<usize, OpError> {
+        self.release_copy_pins(log_bytes_max);
         let mut removed = self.remove_flushed_segments()?;
         if self.log.total_bytes() > log_bytes_max {
             if let Some(oldest) = self.log.segments().into_iter().next() {
@@ -963,6 +964,40 @@ impl ShardState {
         Ok(removed)
     }
 
+    /// Drops the copy pins (**copy-pins-log**) that no longer serve: the
+    /// learner stopped being one (promoted or removed), or this replica is
+    /// no longer primary. All of them go when the log holds twice its
+    /// bound: disk is bounded first; a learner that still needed the log
+    /// then gets a new copy.
+    fn release_copy_pins(&self, log_bytes_max: u64) {
+        let Some(replication) = &self.replication else {
+            return;
+        };
+        let over = self.log.total_bytes() > log_bytes_max.saturating_mul(2);
+        let replicas = self.replicas.borrow();
+        replication
+            .copy_pins
+            .borrow_mut()
+            .retain(|(gpid, learner), decree| {
+                let serving = replicas
+                    .get(gpid)
+                    .and_then(|replica| replica.host.as_ref())
+                    .is_some_and(|host| {
+                        let core = host.core.borrow();
+                        core.role() == Role::Primary && core.config().learners.contains(learner)
+                    });
+                if serving && over {
+                    tracing::warn!(
+                        app_id = gpid.app_id,
+                        partition = gpid.partition_index,
+                        decree,
+                        "the log is over twice its bound: a copy's learner loses the log it would catch up from"
+                    );
+                }
+                serving && !over
+            });
+    }
+
     fn remove_flushed_segments(&self) -> Result<usize, OpError> {
         let mut flushed = HashMap::new();
         for (gpid, replica) in self.replicas.borrow().iter() {
@@ -970,6 +1005,15 @@ impl ShardState {
                 (gpid.app_id, gpid.partition_index),
                 replica.partition.engine().flushed_decree()?,
             );
+        }
+        if let Some(replication) = &self.replication {
+            // A learner catching up after a copy reads this log from the
+            // copy's decree on: keep it.
+            for ((gpid, _), decree) in replication.copy_pins.borrow().iter() {
+                if let Some(flushed) = flushed.get_mut(&(gpid.app_id, gpid.partition_index)) {
+                    *flushed = (*flushed).min(*decree as i64);
+                }
+            }
         }
         // A segment stays while any hosted replica has not flushed past it;
         // records of replicas no longer hosted pin nothing.

@@ -237,6 +237,94 @@ pub struct Waiting {
     reply: oneshot::Sender<Response>,
 }
 
+/// A learner to answer from the log (the core's cache did not reach it).
+#[derive(Clone, Copy, Debug)]
+struct LearnRead {
+    gpid: Gpid,
+    to: NodeId,
+    ballot: Ballot,
+    learner_committed: Decree,
+}
+
+/// The committed mutations from `from + 1` on, contiguous and ending at
+/// `committed` or once about `bytes_max` of payload is gathered, read from
+/// `segments`; `None` when the log no longer holds them all (a copy is
+/// needed). With `own_run` (the primary's run as primary began at or below
+/// `from`), only records under that ballot or a later one are taken — each
+/// is final — and the read stops as soon as it has enough; otherwise every
+/// segment is read and a later record of a decree under a higher ballot
+/// wins. Blocking: runs on the executor's blocking pool.
+fn read_learned(
+    segments: &[markab_shards::log::SegmentInfo],
+    stream: (i32, i32),
+    from: Decree,
+    committed: Decree,
+    own_run: Option<Ballot>,
+    bytes_max: usize,
+) -> Result<Option<Vec<Mutation>>, LogError> {
+    let mut logged: BTreeMap<Decree, Mutation> = BTreeMap::new();
+    let mut gathered_bytes = 0usize;
+    for segment in segments {
+        read_stream(
+            std::slice::from_ref(segment),
+            stream,
+            from as i64,
+            &mut |header, payload| {
+                let decree = header.decree as Decree;
+                if decree > committed {
+                    return;
+                }
+                if let Some(ballot) = own_run {
+                    let enough = gathered_bytes >= bytes_max
+                        && logged
+                            .last_key_value()
+                            .is_some_and(|(last, _)| decree > *last);
+                    if (header.ballot as Ballot) < ballot || enough {
+                        return;
+                    }
+                }
+                let Ok(mutation) = mutation_of_record(header, payload) else {
+                    return;
+                };
+                // A later record of a decree under a higher ballot wins.
+                if logged
+                    .get(&decree)
+                    .is_none_or(|held| held.ballot <= mutation.ballot)
+                {
+                    gathered_bytes += mutation.payload.len();
+                    logged.insert(decree, mutation);
+                }
+            },
+        )?;
+        if own_run.is_some() && gathered_bytes >= bytes_max && contiguous_from(&logged, from) {
+            break;
+        }
+    }
+    let mut mutations = Vec::new();
+    let mut bytes = 0usize;
+    for decree in from + 1..=committed {
+        let Some(mutation) = logged.remove(&decree) else {
+            return Ok(None);
+        };
+        bytes += mutation.payload.len();
+        mutations.push(mutation);
+        if bytes >= bytes_max {
+            break;
+        }
+    }
+    Ok(Some(mutations))
+}
+
+/// Whether `logged` holds `from + 1` and what follows it without a gap up
+/// to its last decree.
+fn contiguous_from(logged: &BTreeMap<Decree, Mutation>, from: Decree) -> bool {
+    logged
+        .keys()
+        .enumerate()
+        .all(|(index, decree)| *decree == from + 1 + index as Decree)
+        && !logged.is_empty()
+}
+
 /// A replicated record waiting to be appended to the shard's log.
 struct Backlogged {
     gpid: Gpid,
@@ -326,6 +414,17 @@ pub struct Replication {
     copies: RefCell<VecDeque<(Gpid, NodeId, Ballot)>>,
     /// Copies queued or running, so a learner's retries start no second one.
     copies_active: RefCell<HashSet<(Gpid, NodeId)>>,
+    /// Learners whose copy started at a decree: log GC keeps this
+    /// partition's records above it until the learner caught up from the
+    /// log, stopped being a learner, or this replica stopped being primary
+    /// (**copy-pins-log**, bounded: see `collect_log_garbage`).
+    pub(super) copy_pins: RefCell<HashMap<(Gpid, NodeId), Decree>>,
+    /// Learners to answer from the log, in order, for the learn pump.
+    learn_reads: RefCell<VecDeque<LearnRead>>,
+    /// Learners with a log read queued or running.
+    learn_reads_active: RefCell<HashSet<(Gpid, NodeId)>>,
+    /// Wakes the learn pump.
+    learn_wake: RefCell<Option<oneshot::Sender<()>>>,
     /// Wakes the copy pump.
     copy_wake: RefCell<Option<oneshot::Sender<()>>>,
 }
@@ -346,6 +445,10 @@ impl Replication {
             staging: RefCell::new(None),
             copies: RefCell::new(VecDeque::new()),
             copies_active: RefCell::new(HashSet::new()),
+            copy_pins: RefCell::new(HashMap::new()),
+            learn_reads: RefCell::new(VecDeque::new()),
+            learn_reads_active: RefCell::new(HashSet::new()),
+            learn_wake: RefCell::new(None),
             copy_wake: RefCell::new(None),
         }
     }
@@ -495,7 +598,7 @@ impl ShardState {
                 to,
                 ballot,
                 learner_committed,
-            } => self.learn_from_storage(gpid, host, to, ballot, learner_committed),
+            } => self.learn_from_storage(gpid, to, ballot, learner_committed),
             Output::ToMeta(request) => {
                 let request = match request {
                     MetaRequest::RemoveSecondary { ballot, node } => Request::RemoveSecondary {
@@ -788,24 +891,80 @@ impl ShardState {
     }
 
     /// Primary: the core's learn cache does not reach back to learner
-    /// `to`'s commit point. Answer from the log when it still holds every
-    /// decree above that point (a prefix of at most
-    /// [`LEARN_RESPONSE_BYTES_MAX`]; the learner asks for the rest), else
-    /// queue a copy of the applied records.
+    /// `to`'s commit point. The log is read for it by the shard's learn
+    /// pump, off the executor (one read per learner at a time).
     fn learn_from_storage(
         &self,
         gpid: Gpid,
-        host: &ReplicaHost,
         to: NodeId,
         ballot: Ballot,
         learner_committed: Decree,
     ) {
         let replication = self.replication();
-        let last_committed = host.core.borrow().last_committed();
-        let mut logged: BTreeMap<Decree, Mutation> = BTreeMap::new();
-        // The read runs on the shard's executor: past a bound, a copy (paced,
-        // in chunks) costs the shard's clients less than one long read.
-        let stream = (gpid.app_id, gpid.partition_index);
+        if replication
+            .learn_reads_active
+            .borrow_mut()
+            .insert((gpid, to))
+        {
+            replication.learn_reads.borrow_mut().push_back(LearnRead {
+                gpid,
+                to,
+                ballot,
+                learner_committed,
+            });
+            if let Some(wake) = replication.learn_wake.borrow_mut().take() {
+                let _ = wake.send(());
+            }
+        }
+    }
+
+    /// Answers queued learners from the log, one read at a time; runs until
+    /// the shard stops.
+    pub async fn learn_pump(self: &ShardState) {
+        let replication = self.replication();
+        loop {
+            let job = replication.learn_reads.borrow_mut().pop_front();
+            let Some(job) = job else {
+                let (wake, woken) = oneshot::channel();
+                *replication.learn_wake.borrow_mut() = Some(wake);
+                if woken.await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            self.answer_from_log(&job).await;
+            replication
+                .learn_reads_active
+                .borrow_mut()
+                .remove(&(job.gpid, job.to));
+        }
+    }
+
+    /// Reads the log for one learner on the executor's blocking pool and
+    /// answers it with a `LearnResponse` of at most
+    /// [`LEARN_RESPONSE_BYTES_MAX`] (the learner asks again for the rest)
+    /// when the log still holds the decrees it misses, else queues a copy.
+    /// When the learner's commit point is at or above where this
+    /// primary's run began ([`ReplicaCore::primary_since`], as it is after
+    /// a copy), the read takes records of this run only and stops once it
+    /// has enough, so catching up after a copy costs one short read per
+    /// response however long the log; otherwise it reads every segment
+    /// above the learner's point, at most [`LEARN_LOG_READ_BYTES_MAX`].
+    async fn answer_from_log(&self, job: &LearnRead) {
+        let replication = self.replication();
+        let Some(replica) = self.replicas.borrow().get(&job.gpid).cloned() else {
+            return;
+        };
+        let Some(host) = &replica.host else { return };
+        let (last_committed, since) = {
+            let core = host.core.borrow();
+            if core.role() != Role::Primary || core.ballot() != job.ballot {
+                return;
+            }
+            (core.last_committed(), core.primary_since())
+        };
+        let stream = (job.gpid.app_id, job.gpid.partition_index);
+        let from = job.learner_committed;
         let segments: Vec<_> = self
             .log
             .segments()
@@ -814,64 +973,59 @@ impl ShardState {
                 segment
                     .decree_max
                     .get(&stream)
-                    .is_some_and(|decree_max| *decree_max > learner_committed as i64)
+                    .is_some_and(|decree_max| *decree_max > from as i64)
             })
             .collect();
+        let own_run = since
+            .filter(|(_, began_at)| from >= *began_at)
+            .map(|(ballot, _)| ballot);
         let to_read: u64 = segments.iter().map(|segment| segment.bytes()).sum();
-        let read = if to_read > LEARN_LOG_READ_BYTES_MAX {
-            Err(())
+        let read = if own_run.is_none() && to_read > LEARN_LOG_READ_BYTES_MAX {
+            Ok(None)
         } else {
-            read_stream(
-                &segments,
-                stream,
-                learner_committed as i64,
-                &mut |header, payload| {
-                    if header.decree as u64 > last_committed {
-                        return;
-                    }
-                    if let Ok(mutation) = mutation_of_record(header, payload) {
-                        // A later record of a decree under a higher ballot wins.
-                        match logged.get(&mutation.decree) {
-                            Some(held) if held.ballot > mutation.ballot => {}
-                            _ => {
-                                logged.insert(mutation.decree, mutation);
-                            }
-                        }
-                    }
-                },
-            )
-            .map_err(|error| tracing::warn!(%error, "cannot read the log for a learner"))
+            glommio::executor()
+                .spawn_blocking(move || {
+                    read_learned(
+                        &segments,
+                        stream,
+                        from,
+                        last_committed,
+                        own_run,
+                        LEARN_RESPONSE_BYTES_MAX,
+                    )
+                })
+                .await
         };
-        let mut mutations = Vec::new();
-        let mut bytes = 0usize;
-        let mut covered = read.is_ok();
-        for decree in learner_committed + 1..=last_committed {
-            match logged.remove(&decree) {
-                Some(mutation) => {
-                    bytes += mutation.payload.len();
-                    mutations.push(mutation);
-                    if bytes >= LEARN_RESPONSE_BYTES_MAX {
-                        break;
-                    }
-                }
-                None => {
-                    covered = false;
-                    break;
-                }
+        {
+            let core = host.core.borrow();
+            if core.role() != Role::Primary || core.ballot() != job.ballot {
+                return;
             }
         }
-        if covered {
-            tracing::info!(app_id = gpid.app_id, partition = gpid.partition_index, learner = %replication.name(to), from = learner_committed + 1, mutations = mutations.len(), "learner learns from the log");
-            let message = PeerMessage::LearnResponse {
-                ballot,
-                committed_decree: last_committed,
-                mutations,
-            };
-            let request =
-                peer::to_wire(message, &replication.node_name, &replication.shard_address);
-            self.send_peer(gpid, host, to, request);
-            return;
+        match read {
+            Ok(Some(mutations)) => {
+                tracing::info!(app_id = job.gpid.app_id, partition = job.gpid.partition_index, learner = %replication.name(job.to), from = from + 1, mutations = mutations.len(), "learner learns from the log");
+                let message = PeerMessage::LearnResponse {
+                    ballot: job.ballot,
+                    committed_decree: last_committed,
+                    mutations,
+                };
+                let request =
+                    peer::to_wire(message, &replication.node_name, &replication.shard_address);
+                self.send_peer(job.gpid, host, job.to, request);
+            }
+            Ok(None) => self.queue_copy(job.gpid, job.to, job.ballot),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the log for a learner");
+                self.queue_copy(job.gpid, job.to, job.ballot);
+            }
         }
+    }
+
+    /// Queues a copy of the applied records for learner `to` (one at a
+    /// time per learner).
+    fn queue_copy(&self, gpid: Gpid, to: NodeId, ballot: Ballot) {
+        let replication = self.replication();
         if replication.copies_active.borrow_mut().insert((gpid, to)) {
             tracing::info!(app_id = gpid.app_id, partition = gpid.partition_index, learner = %replication.name(to), "learner needs a copy of the records");
             replication
@@ -914,8 +1068,13 @@ impl ShardState {
         };
         let host = replica.host.as_ref().ok_or("not replicated")?;
         // Applied (= committed at a primary) when the copy starts; the
-        // learner applies every later mutation again (see storage::copy).
+        // learner applies every later mutation again (see storage::copy),
+        // learning them from this log, which keeps them meanwhile.
         let decree = replica.decree_last.get().max(0) as Decree;
+        replication
+            .copy_pins
+            .borrow_mut()
+            .insert((gpid, to), decree);
         let started = Instant::now();
         let mut after: Option<Vec<u8>> = None;
         let mut sequence = 0u64;
@@ -1161,3 +1320,7 @@ impl ShardState {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "host_tests.rs"]
+mod tests;

@@ -1,0 +1,357 @@
+//! Tests of the node's replication host on a real shard — glommio, the
+//! mutation log on disk, RocksDB — driven through its inputs: an
+//! assignment from meta and peer messages from a primary that does not
+//! exist (what the host sends back goes nowhere).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use glommio::LocalExecutorBuilder;
+use markab_shards::tuning::Tuning;
+use markab_wire::{Gpid, ReplicaAssignment};
+
+use super::*;
+use crate::replication::messages::{Mutation, PeerMessage};
+use crate::server::peer::{self, CopyChunk};
+use crate::server::shard::{log_dir, NodeLayout, NodeMode, ShardState};
+
+/// This node: its shard 0's address, which is also its id.
+const ME: &str = "127.0.0.1:1";
+/// The partition's primary, where nothing listens.
+const PRIMARY: &str = "127.0.0.1:9";
+const GPID: Gpid = Gpid {
+    app_id: 1,
+    partition_index: 0,
+};
+
+fn run<F>(test: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()> + 'static,
+{
+    LocalExecutorBuilder::default()
+        .spawn(test)
+        .expect("an executor")
+        .join()
+        .expect("the test ran");
+}
+
+/// A one-shard node hosting partition 1.0 as a learner at ballot 2.
+async fn learner(dir: &Path) -> ShardState {
+    let layout = Arc::new(NodeLayout::new(
+        NodeMode::Cluster,
+        vec![ME.parse().unwrap()],
+    ));
+    let tuning = Tuning {
+        block_cache_bytes: 8 << 20,
+        write_buffer_bytes: 8 << 20,
+        ..Tuning::default()
+    };
+    let state = ShardState::open(0, layout, dir, &tuning, ReplicationSettings::default())
+        .await
+        .expect("the shard opens");
+    state.assign(&ReplicaAssignment {
+        table: "t".into(),
+        app_id: GPID.app_id,
+        partition_index: GPID.partition_index,
+        partition_count: 1,
+        shard: 0,
+        ballot: 2,
+        primary: PRIMARY.into(),
+        secondaries: Vec::new(),
+        member_addresses: vec![PRIMARY.into(), ME.into()],
+        learners: vec![ME.into()],
+        replica_count: 2,
+    });
+    state
+}
+
+fn replica(state: &ShardState) -> Rc<Replica> {
+    state.replicas.borrow().get(&GPID).cloned().expect("hosted")
+}
+
+fn core_of(state: &ShardState) -> (Decree, Option<Decree>) {
+    let replica = replica(state);
+    let core = replica.host.as_ref().expect("replicated").core.borrow();
+    (core.last_committed(), core.copying())
+}
+
+fn put(key: &[u8]) -> Vec<u8> {
+    let mut batch = WriteBatch::new();
+    batch.put(key.to_vec(), key.to_vec());
+    batch.encode()
+}
+
+fn has(state: &ShardState, key: &[u8]) -> bool {
+    replica(state)
+        .partition
+        .engine()
+        .get(key)
+        .expect("a read")
+        .is_some()
+}
+
+fn learned(state: &ShardState, committed_decree: Decree, decrees: std::ops::RangeInclusive<u64>) {
+    let mutations = decrees
+        .map(|decree| Mutation {
+            ballot: 1,
+            decree,
+            committed_decree: decree - 1,
+            payload: put(format!("m{decree}").as_bytes()),
+        })
+        .collect();
+    let message = PeerMessage::LearnResponse {
+        ballot: 2,
+        committed_decree,
+        mutations,
+    };
+    state.on_peer(GPID, peer::to_wire(message, PRIMARY, PRIMARY));
+}
+
+fn chunk(state: &ShardState, decree: Decree, sequence: u64, last: bool, keys: &[&[u8]]) {
+    let mut batch = WriteBatch::new();
+    for key in keys {
+        batch.put(key.to_vec(), key.to_vec());
+    }
+    let chunk = CopyChunk {
+        ballot: 2,
+        decree,
+        sequence,
+        last,
+        batch: batch.encode(),
+    };
+    state.on_peer(GPID, peer::chunk_to_wire(chunk, PRIMARY, PRIMARY));
+}
+
+// A copy in progress is known to the core (**copy-known-to-core**), and one
+// that will not complete leaves storage empty, durably, with the core
+// agreeing. The learner first learns decrees 1..=3; chunk 0 of a copy at
+// decree 40 makes the marker durable, clears storage and drops the core's
+// commit point to 0; a learn response arriving meanwhile is not applied on
+// top of the half-installed copy; a lost chunk aborts the copy (storage
+// empty at decree 0, marker gone, the core at 0 and no longer copying); a
+// complete copy then installs at its decree. (Before, the core heard of a
+// copy only at its last chunk: a copy cut short left a cleared engine the
+// core still took for decrees 1..=3, later learned mutations were applied
+// on top, and the learner could be promoted missing data.)
+#[test]
+fn an_interrupted_copy_leaves_storage_and_core_agreeing() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let state = learner(dir.path()).await;
+        learned(&state, 3, 1..=3);
+        assert_eq!(core_of(&state), (3, None));
+        assert!(has(&state, b"m1") && has(&state, b"m3"));
+        let marker = replica(&state).dir.join(COPY_MARKER_FILE);
+
+        chunk(&state, 40, 0, false, &[b"c1"]);
+        assert_eq!(core_of(&state), (0, Some(40)));
+        assert!(marker.exists());
+        assert!(!has(&state, b"m1"), "chunk 0 cleared the records");
+        assert!(has(&state, b"c1"));
+        learned(&state, 45, 1..=3);
+        assert_eq!(core_of(&state), (0, Some(40)), "nothing learned mid-copy");
+        assert!(!has(&state, b"m1"));
+
+        chunk(&state, 40, 2, false, &[b"c3"]);
+        assert_eq!(core_of(&state), (0, None), "the copy was aborted");
+        assert!(!marker.exists());
+        assert!(!has(&state, b"c1"), "storage is empty again");
+        assert!(!has(&state, b"c3"));
+        let engine_replica = replica(&state);
+        let engine = engine_replica.partition.engine();
+        assert_eq!(engine.applied_decree().unwrap(), 0);
+        assert_eq!(engine.flushed_decree().unwrap(), 0, "durably");
+
+        chunk(&state, 50, 0, false, &[b"d1"]);
+        chunk(&state, 50, 1, true, &[b"d2"]);
+        assert_eq!(core_of(&state), (50, None));
+        assert!(has(&state, b"d1") && has(&state, b"d2"));
+        assert!(!marker.exists());
+        assert_eq!(replica(&state).decree_last(), 50);
+        state.close().await;
+    });
+}
+
+// A learned mutation is logged claiming commitment up to its own decree
+// only (**learned-claims-itself**), in the node's real log record format:
+// a response cut short carries a commit point far beyond it.
+#[test]
+fn learned_records_are_logged_with_their_own_commit_point() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let state = learner(dir.path()).await;
+        learned(&state, 100, 1..=2);
+        assert_eq!(core_of(&state), (2, None));
+        let log_dir = log_dir(dir.path(), 0);
+        state.close().await;
+        let mut claimed = Vec::new();
+        markab_shards::log::recover(&log_dir, &mut |header, payload, _| {
+            let (_, decree, committed, _) = record_parts(header, payload).unwrap();
+            claimed.push((decree, committed));
+        })
+        .unwrap();
+        assert_eq!(claimed, vec![(1, 1), (2, 2)]);
+    });
+}
+
+/// The learner the primary tests copy to.
+const LEARNER: &str = "127.0.0.1:5";
+
+/// A one-shard node, primary of partition 1.0 at `ballot` with `learners`
+/// (none acked, so it commits alone), its log in 64 KiB segments, its
+/// durability pump running, and a lease.
+async fn primary(dir: &Path, ballot: i64, learners: &[&str]) -> Rc<ShardState> {
+    let layout = Arc::new(NodeLayout::new(
+        NodeMode::Cluster,
+        vec![ME.parse().unwrap()],
+    ));
+    let tuning = Tuning {
+        block_cache_bytes: 8 << 20,
+        write_buffer_bytes: 8 << 20,
+        log_segment_bytes: markab_shards::log::SEGMENT_BYTES_MIN,
+        ..Tuning::default()
+    };
+    let state = Rc::new(
+        ShardState::open(0, layout, dir, &tuning, ReplicationSettings::default())
+            .await
+            .expect("the shard opens"),
+    );
+    let pump = state.clone();
+    glommio::spawn_local(async move { pump.durability_pump().await }).detach();
+    reconfigure_primary(&state, ballot, learners);
+    state
+}
+
+fn reconfigure_primary(state: &ShardState, ballot: i64, learners: &[&str]) {
+    let mut member_addresses = vec![ME.to_owned()];
+    member_addresses.extend(learners.iter().map(|learner| learner.to_string()));
+    state.assign(&ReplicaAssignment {
+        table: "t".into(),
+        app_id: GPID.app_id,
+        partition_index: GPID.partition_index,
+        partition_count: 1,
+        shard: 0,
+        ballot,
+        primary: ME.into(),
+        secondaries: Vec::new(),
+        member_addresses,
+        learners: learners.iter().map(|learner| learner.to_string()).collect(),
+        replica_count: 3,
+    });
+    let replica = replica(state);
+    state.feed(
+        GPID,
+        &replica,
+        Input::Lease {
+            ballot: ballot as Ballot,
+            until_ms: u64::MAX,
+        },
+    );
+}
+
+/// Writes `count` records of 2 KiB through the primary's write path.
+async fn write_records(state: &ShardState, count: usize) {
+    for index in 0..count {
+        let request = markab_wire::Request::Set {
+            key: markab_wire::Key::new(b"h".to_vec(), format!("{index:06}").into_bytes()),
+            value: vec![b'v'; 2048],
+            ttl_seconds: 0,
+        };
+        state
+            .serve_write(GPID, &request)
+            .await
+            .expect("the write commits");
+    }
+}
+
+fn committed(state: &ShardState) -> Decree {
+    replica(state)
+        .host
+        .as_ref()
+        .expect("replicated")
+        .core
+        .borrow()
+        .last_committed()
+}
+
+// A primary answers a learner at or above where its run as primary began
+// from its own records only, stopping once the response is full
+// (**learner-reads-bounded**): with two segments at the end of the log
+// deleted from disk, the read still succeeds (it never reached them) and
+// returns a contiguous run of records from the learner's point, never an
+// older ballot's record; the full read, used below that point, needs every
+// segment and fails. After a copy the learner's point is the copy's decree,
+// so catching up never needs the whole log (before, every log answer read
+// every segment above the learner, and past 64 MiB it sent another copy —
+// a large, busy partition could copy forever).
+#[test]
+fn a_learner_above_the_primary_s_run_is_read_only_as_far_as_needed() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let state = primary(dir.path(), 2, &[]).await;
+        write_records(&state, 300).await;
+        let last = committed(&state);
+        assert_eq!(last, 300);
+        let since = replica(&state)
+            .host
+            .as_ref()
+            .unwrap()
+            .core
+            .borrow()
+            .primary_since();
+        assert_eq!(since, Some((2, 0)));
+        let segments = state.log.segments();
+        assert!(segments.len() > 6, "{} segments", segments.len());
+        for segment in &segments[segments.len() - 3..segments.len() - 1] {
+            std::fs::remove_file(&segment.path).unwrap();
+        }
+        let stream = (GPID.app_id, GPID.partition_index);
+        let read = read_learned(&segments, stream, 10, last, Some(2), 32 * 1024).unwrap();
+        let mutations = read.expect("the log holds decree 11 on");
+        let decrees: Vec<Decree> = mutations.iter().map(|m| m.decree).collect();
+        assert_eq!(decrees.first(), Some(&11));
+        assert!(decrees.windows(2).all(|pair| pair[1] == pair[0] + 1));
+        assert!(decrees.len() < 30, "{} mutations", decrees.len());
+        assert!(mutations.iter().all(|m| m.ballot == 2));
+        assert!(read_learned(&segments, stream, 10, last, None, 32 * 1024).is_err());
+        state.close().await;
+    });
+}
+
+// A copy pins the primary's log above its decree (**copy-pins-log**): log
+// GC keeps every record the learner will catch up from after the copy —
+// flushed or not — while it is a learner of this primary, and collects
+// them once it is not. (Before, log GC ignored what learners needed: by
+// the time a long copy was installed, the records after its decree were
+// gone and the learner needed another copy.)
+#[test]
+fn a_copy_pins_the_log_until_its_learner_leaves() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let state = primary(dir.path(), 2, &[LEARNER]).await;
+        write_records(&state, 300).await;
+        let learner = state.replication().id(LEARNER);
+        state
+            .replication()
+            .copy_pins
+            .borrow_mut()
+            .insert((GPID, learner), 50);
+        replica(&state).partition.engine().flush().unwrap();
+        state.collect_log_garbage(u64::MAX).unwrap();
+        let stream = (GPID.app_id, GPID.partition_index);
+        let last = committed(&state);
+        let read = |state: &ShardState| {
+            read_learned(&state.log.segments(), stream, 50, last, Some(2), 1 << 20).unwrap()
+        };
+        assert!(
+            read(&state).is_some(),
+            "the log above the copy's decree is kept"
+        );
+        // The learner is removed: the pin goes and GC collects.
+        reconfigure_primary(&state, 3, &[]);
+        state.collect_log_garbage(u64::MAX).unwrap();
+        assert!(state.replication().copy_pins.borrow().is_empty());
+        assert!(read(&state).is_none(), "collected once the learner left");
+        state.close().await;
+    });
+}
