@@ -108,6 +108,12 @@ fn a_replaced_primary_serves_no_stale_read() {
         "the pinned client reads from the primary"
     );
 
+    // Let the primary push its commit point (an empty write 20 ms after
+    // the last one): a Prepare still to send when the node resumes would
+    // meet the new ballot at once and demote it, which hid the bug from the
+    // first attempt to reproduce it. Paused while idle, nothing but meta
+    // can tell it.
+    std::thread::sleep(Duration::from_millis(300));
     let paused_at = Instant::now();
     common::signal(cluster.node_pid(old_primary), libc::SIGSTOP);
     let after = wait_for("a new primary", || {
@@ -280,8 +286,17 @@ fn a_node_cut_off_from_meta_rejoins_on_its_own_shards() {
         proxies: true,
         ..ClusterOptions::default()
     });
+    // A table placed first and dropped later makes each node's original
+    // shard choices differ from the ones an empty node would get: one
+    // partition on shard 0 of every node, so "rejoin" starts on shard 1.
+    cluster.create_table("first", 1, 3);
     cluster.create_table("rejoin", 8, 3);
     cluster.wait_full("rejoin", 3);
+    let dropped = cluster.meta_call(&Request::DropTable {
+        table: "first".into(),
+        reserve_seconds: None,
+    });
+    assert!(dropped.is_ok(), "{dropped:?}");
     let client = connect(&runtime, &cluster);
     let table = open(&runtime, &client, "rejoin");
     for index in 0..32u32 {
