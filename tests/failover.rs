@@ -302,7 +302,7 @@ fn node_behind_the_log_learns_from_a_copy() {
     let runtime = common::runtime();
     let mut cluster = Cluster::start(ClusterOptions {
         nodes: 3,
-        shards: 1,
+        shards: 2,
         tuning: "log_segment_bytes = 1_048_576\nlog_bytes_max = 4_194_304\n".to_string(),
         ..ClusterOptions::default()
     });

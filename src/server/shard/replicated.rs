@@ -2,11 +2,12 @@
 //! ([`ReplicaCore`], docs/replication.md).
 //!
 //! The core decides; this module carries out its outputs on the shard:
-//! log appends (reporting `LogDurable` once the shard's log syncs past them),
-//! peer messages over [`PeerLinks`], applies to RocksDB, client replies,
-//! requests to meta (queued for shard 0's beacon task). Inputs come from
-//! client requests, peer messages, meta's configurations (beacon acks) and
-//! the shard's ticker, which also feeds the node's lease.
+//! log appends (reporting `LogDurable` once the shard's log syncs past them;
+//! a busy log's refusals wait in a backlog), peer messages over
+//! [`PeerLinks`], applies to RocksDB, client replies, requests to meta
+//! (queued for the node's meta-request thread). Inputs come from client
+//! requests, peer messages, this shard's part of each beacon ack
+//! (configurations, then per-partition leases) and the shard's ticker.
 //!
 //! Data path of one write at the primary: `serve_write` prepares the
 //! request into a `WriteBatch` (reading staged writes), feeds it to the core
