@@ -52,7 +52,7 @@ struct Entry {
 ///     secondaries: vec![],
 ///     learners: vec![],
 /// }), 0);
-/// core.handle(Input::Lease { until_ms: 600 }, 0);
+/// core.handle(Input::Lease { ballot: 1, until_ms: 600 }, 0);
 /// let out = core.handle(Input::ClientWrite { token: 7, payload: vec![] }, 1);
 /// assert!(matches!(out[0], Output::AppendLog(_)));
 /// let out = core.handle(Input::LogDurable { ballot: 1, decree: 1 }, 2);
