@@ -35,8 +35,9 @@ where
         .expect("the test ran");
 }
 
-/// A one-shard node hosting partition 1.0 as a learner at ballot 2.
-async fn learner(dir: &Path) -> ShardState {
+/// A one-shard cluster-mode node in `dir`, its log in segments of
+/// `segment_bytes`.
+async fn shard(dir: &Path, segment_bytes: u64) -> ShardState {
     let layout = Arc::new(NodeLayout::new(
         NodeMode::Cluster,
         vec![ME.parse().unwrap()],
@@ -44,11 +45,17 @@ async fn learner(dir: &Path) -> ShardState {
     let tuning = Tuning {
         block_cache_bytes: 8 << 20,
         write_buffer_bytes: 8 << 20,
+        log_segment_bytes: segment_bytes,
         ..Tuning::default()
     };
-    let state = ShardState::open(0, layout, dir, &tuning, ReplicationSettings::default())
+    ShardState::open(0, layout, dir, &tuning, ReplicationSettings::default())
         .await
-        .expect("the shard opens");
+        .expect("the shard opens")
+}
+
+/// A one-shard node hosting partition 1.0 as a learner at ballot 2.
+async fn learner(dir: &Path) -> ShardState {
+    let state = shard(dir, Tuning::default().log_segment_bytes).await;
     state.assign(&ReplicaAssignment {
         table: "t".into(),
         app_id: GPID.app_id,
@@ -201,21 +208,7 @@ const LEARNER: &str = "127.0.0.1:5";
 /// (none acked, so it commits alone), its log in 64 KiB segments, its
 /// durability pump running, and a lease.
 async fn primary(dir: &Path, ballot: i64, learners: &[&str]) -> Rc<ShardState> {
-    let layout = Arc::new(NodeLayout::new(
-        NodeMode::Cluster,
-        vec![ME.parse().unwrap()],
-    ));
-    let tuning = Tuning {
-        block_cache_bytes: 8 << 20,
-        write_buffer_bytes: 8 << 20,
-        log_segment_bytes: markab_shards::log::SEGMENT_BYTES_MIN,
-        ..Tuning::default()
-    };
-    let state = Rc::new(
-        ShardState::open(0, layout, dir, &tuning, ReplicationSettings::default())
-            .await
-            .expect("the shard opens"),
-    );
+    let state = Rc::new(shard(dir, markab_shards::log::SEGMENT_BYTES_MIN).await);
     let pump = state.clone();
     glommio::spawn_local(async move { pump.durability_pump().await }).detach();
     reconfigure_primary(&state, ballot, learners);

@@ -411,23 +411,64 @@ pub struct Replication {
     /// The batch of the client write being fed, so its `AppendLog` stages
     /// it without decoding the payload again.
     staging: RefCell<Option<WriteBatch>>,
-    /// Copies to learners waiting for the copy pump: (partition, learner, ballot).
-    copies: RefCell<VecDeque<(Gpid, NodeId, Ballot)>>,
-    /// Copies queued or running, so a learner's retries start no second one.
-    copies_active: RefCell<HashSet<(Gpid, NodeId)>>,
+    /// Copies to learners for the copy pump (the ballot they are sent for).
+    copies: LearnerJobs<Ballot>,
     /// Learners whose copy started at a decree: log GC keeps this
     /// partition's records above it until the learner caught up from the
     /// log, stopped being a learner, or this replica stopped being primary
     /// (**copy-pins-log**, bounded: see `collect_log_garbage`).
     pub(super) copy_pins: RefCell<HashMap<(Gpid, NodeId), Decree>>,
-    /// Learners to answer from the log, in order, for the learn pump.
-    learn_reads: RefCell<VecDeque<LearnRead>>,
-    /// Learners with a log read queued or running.
-    learn_reads_active: RefCell<HashSet<(Gpid, NodeId)>>,
-    /// Wakes the learn pump.
-    learn_wake: RefCell<Option<oneshot::Sender<()>>>,
-    /// Wakes the copy pump.
-    copy_wake: RefCell<Option<oneshot::Sender<()>>>,
+    /// Learners to answer from the log, for the learn pump.
+    learn_reads: LearnerJobs<LearnRead>,
+}
+
+/// Work for learners, in order, at most one job per learner of a partition
+/// queued or running (a learner's retries start no second one), with the
+/// waker of the pump that does it.
+struct LearnerJobs<T> {
+    queue: RefCell<VecDeque<((Gpid, NodeId), T)>>,
+    active: RefCell<HashSet<(Gpid, NodeId)>>,
+    wake: RefCell<Option<oneshot::Sender<()>>>,
+}
+
+impl<T> LearnerJobs<T> {
+    fn new() -> LearnerJobs<T> {
+        LearnerJobs {
+            queue: RefCell::new(VecDeque::new()),
+            active: RefCell::new(HashSet::new()),
+            wake: RefCell::new(None),
+        }
+    }
+
+    /// Queues `job` for learner `to` of `gpid` unless one is queued or
+    /// running; whether it was queued.
+    fn offer(&self, gpid: Gpid, to: NodeId, job: T) -> bool {
+        if !self.active.borrow_mut().insert((gpid, to)) {
+            return false;
+        }
+        self.queue.borrow_mut().push_back(((gpid, to), job));
+        if let Some(wake) = self.wake.borrow_mut().take() {
+            let _ = wake.send(());
+        }
+        true
+    }
+
+    /// The next job, waiting for one; `None` once the shard stops.
+    async fn next(&self) -> Option<((Gpid, NodeId), T)> {
+        loop {
+            if let Some(job) = self.queue.borrow_mut().pop_front() {
+                return Some(job);
+            }
+            let (wake, woken) = oneshot::channel();
+            *self.wake.borrow_mut() = Some(wake);
+            woken.await.ok()?;
+        }
+    }
+
+    /// The job for learner `key` is over.
+    fn done(&self, key: (Gpid, NodeId)) {
+        self.active.borrow_mut().remove(&key);
+    }
 }
 
 impl Replication {
@@ -444,13 +485,9 @@ impl Replication {
             pump_wake: RefCell::new(None),
             ticks: Cell::new(0),
             staging: RefCell::new(None),
-            copies: RefCell::new(VecDeque::new()),
-            copies_active: RefCell::new(HashSet::new()),
+            copies: LearnerJobs::new(),
             copy_pins: RefCell::new(HashMap::new()),
-            learn_reads: RefCell::new(VecDeque::new()),
-            learn_reads_active: RefCell::new(HashSet::new()),
-            learn_wake: RefCell::new(None),
-            copy_wake: RefCell::new(None),
+            learn_reads: LearnerJobs::new(),
         }
     }
 
@@ -901,43 +938,22 @@ impl ShardState {
         ballot: Ballot,
         learner_committed: Decree,
     ) {
-        let replication = self.replication();
-        if replication
-            .learn_reads_active
-            .borrow_mut()
-            .insert((gpid, to))
-        {
-            replication.learn_reads.borrow_mut().push_back(LearnRead {
-                gpid,
-                to,
-                ballot,
-                learner_committed,
-            });
-            if let Some(wake) = replication.learn_wake.borrow_mut().take() {
-                let _ = wake.send(());
-            }
-        }
+        let read = LearnRead {
+            gpid,
+            to,
+            ballot,
+            learner_committed,
+        };
+        self.replication().learn_reads.offer(gpid, to, read);
     }
 
     /// Answers queued learners from the log, one read at a time; runs until
     /// the shard stops.
     pub async fn learn_pump(self: &ShardState) {
-        let replication = self.replication();
-        loop {
-            let job = replication.learn_reads.borrow_mut().pop_front();
-            let Some(job) = job else {
-                let (wake, woken) = oneshot::channel();
-                *replication.learn_wake.borrow_mut() = Some(wake);
-                if woken.await.is_err() {
-                    return;
-                }
-                continue;
-            };
+        let reads = &self.replication().learn_reads;
+        while let Some((key, job)) = reads.next().await {
             self.answer_from_log(&job).await;
-            replication
-                .learn_reads_active
-                .borrow_mut()
-                .remove(&(job.gpid, job.to));
+            reads.done(key);
         }
     }
 
@@ -1027,15 +1043,8 @@ impl ShardState {
     /// time per learner).
     fn queue_copy(&self, gpid: Gpid, to: NodeId, ballot: Ballot) {
         let replication = self.replication();
-        if replication.copies_active.borrow_mut().insert((gpid, to)) {
+        if replication.copies.offer(gpid, to, ballot) {
             tracing::info!(app_id = gpid.app_id, partition = gpid.partition_index, learner = %replication.name(to), "learner needs a copy of the records");
-            replication
-                .copies
-                .borrow_mut()
-                .push_back((gpid, to, ballot));
-            if let Some(wake) = replication.copy_wake.borrow_mut().take() {
-                let _ = wake.send(());
-            }
         }
     }
 
@@ -1044,21 +1053,12 @@ impl ShardState {
     /// the shard stops. A copy stops early when this replica stops being
     /// the primary at the copy's ballot.
     pub async fn copy_pump(self: &ShardState) {
-        let replication = self.replication();
-        loop {
-            let job = replication.copies.borrow_mut().pop_front();
-            let Some((gpid, to, ballot)) = job else {
-                let (wake, woken) = oneshot::channel();
-                *replication.copy_wake.borrow_mut() = Some(wake);
-                if woken.await.is_err() {
-                    return;
-                }
-                continue;
-            };
+        let copies = &self.replication().copies;
+        while let Some(((gpid, to), ballot)) = copies.next().await {
             if let Err(reason) = self.send_copy(gpid, to, ballot).await {
                 tracing::warn!(app_id = gpid.app_id, partition = gpid.partition_index, %reason, "copy to a learner stopped");
             }
-            replication.copies_active.borrow_mut().remove(&(gpid, to));
+            copies.done((gpid, to));
         }
     }
 
