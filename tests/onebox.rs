@@ -41,13 +41,15 @@ fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
 }
 
 impl Onebox {
-    /// Starts `markab onebox --dir DIR --nodes N` and waits for its ready line.
-    fn start(dir: &Path, nodes: usize) -> Onebox {
+    /// Starts `markab onebox --dir DIR --nodes N --shards S` and waits for
+    /// its ready line.
+    fn start(dir: &Path, nodes: usize, shards: usize) -> Onebox {
         let mut child = Command::new(env!("CARGO_BIN_EXE_markab"))
             .arg("onebox")
             .arg("--dir")
             .arg(dir)
             .args(["--nodes", &nodes.to_string()])
+            .args(["--shards", &shards.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -165,12 +167,19 @@ fn client(runtime: &tokio::runtime::Runtime, meta_address: &str) -> Client {
 // ready line, table temp takes writes and reads through the client across its
 // partitions, a second onebox on the same directory is refused, SIGTERM stops
 // every child and exits 0, and a second start reuses the same address and
-// still holds the data.
+// still holds the data — with one shard per node (onebox's default) and
+// with two.
 #[test]
 fn onebox_serves_temp_stops_cleanly_and_keeps_data_across_restarts() {
+    for shards in [1, 2] {
+        serves_temp_stops_cleanly_and_keeps_data(shards);
+    }
+}
+
+fn serves_temp_stops_cleanly_and_keeps_data(shards: usize) {
     let runtime = common::runtime();
     let dir = tempfile::tempdir().unwrap();
-    let onebox = Onebox::start(dir.path(), 3);
+    let onebox = Onebox::start(dir.path(), 3, shards);
     let meta_address = onebox.meta_address.clone();
     {
         let client = client(&runtime, &meta_address);
@@ -207,7 +216,7 @@ fn onebox_serves_temp_stops_cleanly_and_keeps_data_across_restarts() {
     onebox.stop();
     assert!(!dir.path().join("onebox.pid").exists(), "pid file removed");
 
-    let onebox = Onebox::start(dir.path(), 3);
+    let onebox = Onebox::start(dir.path(), 3, shards);
     assert_eq!(onebox.meta_address, meta_address, "same meta address");
     let client = client(&runtime, &onebox.meta_address);
     let table = runtime.block_on(client.open_table("temp")).unwrap();
@@ -232,7 +241,7 @@ fn onebox_serves_temp_stops_cleanly_and_keeps_data_across_restarts() {
 #[test]
 fn onebox_reports_a_dead_child_and_keeps_running() {
     let dir = tempfile::tempdir().unwrap();
-    let onebox = Onebox::start(dir.path(), 3);
+    let onebox = Onebox::start(dir.path(), 3, 1);
     let pid = onebox.pid_of("node-2");
     // SAFETY: kill(2) on a node onebox started and reported.
     unsafe {
