@@ -388,6 +388,11 @@ impl Replica {
         self.failure.borrow().clone()
     }
 
+    /// Whether the replica stopped.
+    pub fn is_failed(&self) -> bool {
+        self.failure.borrow().is_some()
+    }
+
     /// The last decree given to a write.
     pub fn decree_last(&self) -> i64 {
         self.decree_last.get()
@@ -720,7 +725,7 @@ impl ShardState {
         for (gpid, ballot) in ack.leases {
             let replica = self.replicas.borrow().get(&gpid).cloned();
             if let Some(replica) = replica {
-                if replica.host.is_some() && replica.failure().is_none() {
+                if replica.host.is_some() {
                     self.feed(gpid, &replica, Input::Lease { ballot, until_ms });
                 }
             }

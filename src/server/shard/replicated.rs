@@ -521,19 +521,18 @@ impl ShardState {
             .expect("replicated paths run in cluster mode only")
     }
 
-    /// Feeds `input` to `gpid`'s core and carries out what it decides.
     /// Feeds `input` to `gpid`'s core and carries out what it decides, in
     /// order — until the replica fails: nothing more happens under a
     /// ballot that could not be persisted, or on storage that failed
     /// (**stop-on-failure**).
     pub(super) fn feed(&self, gpid: Gpid, replica: &Rc<Replica>, input: Input) {
         let Some(host) = &replica.host else { return };
-        if replica.failure().is_some() {
+        if replica.is_failed() {
             return;
         }
         let outputs = host.core.borrow_mut().handle(input, clock_ms());
         for output in outputs {
-            if replica.failure().is_some() {
+            if replica.is_failed() {
                 host.fail_waiting();
                 return;
             }
