@@ -1555,18 +1555,29 @@ impl MetaState {
     /// than the dead time ago (a restarted meta gives every node a chance);
     /// meta's own pauses do not count (**meta-pause-not-silence**).
     fn is_node_alive(&self, node: &str, now_ms: u64) -> bool {
+        self.node_silence_ms(node, now_ms) < self.settings.dead_after_ms()
+    }
+
+    /// How long meta has not heard from `node` (since it started, for a
+    /// node it has not heard from yet), its own pauses left out.
+    fn node_silence_ms(&self, node: &str, now_ms: u64) -> u64 {
         match self.nodes.get(node) {
-            Some(record) => self.is_alive(record, now_ms),
-            None => {
-                let started_ms = self.started_ms.unwrap_or(now_ms);
-                self.silence_ms(started_ms, 0, now_ms) < self.settings.dead_after_ms()
-            }
+            Some(record) => self.silence_ms(
+                record.last_beacon_ms,
+                record.paused_total_at_beacon_ms,
+                now_ms,
+            ),
+            None => self.silence_ms(self.started_ms.unwrap_or(now_ms), 0, now_ms),
         }
     }
 
     /// Why meta is frozen at `now_ms`, or `None`: with replication on,
     /// fewer than `alive_percent_min` percent of the nodes it knows (alive
-    /// nodes and nodes holding replicas of available tables) are alive. So
+    /// nodes and nodes holding replicas of available tables) were heard
+    /// within half the dead time. Nodes cut off together fall silent within
+    /// a beacon interval of each other, not at the same tick: when the
+    /// first passes the grace the others are already half-way there and
+    /// count as lost, while healthy nodes have beaconed moments ago. So
     /// many at once more likely means meta lost them (it is cut off, or
     /// its pause outlasted its own detection) than that they died, so
     /// frozen, meta removes and replaces no member and adds no learner
@@ -1584,14 +1595,15 @@ impl MetaState {
                 known.extend(partition.places().map(|place| place.node.as_str()));
             }
         }
+        let heard_within_ms = self.settings.dead_after_ms() / 2;
         let alive = known
             .iter()
-            .filter(|node| self.is_node_alive(node, now_ms))
+            .filter(|node| self.node_silence_ms(node, now_ms) < heard_within_ms)
             .count();
         let percent_min = usize::from(replication.alive_percent_min);
         (alive * 100 < percent_min * known.len()).then(|| {
             format!(
-                "meta is frozen: {alive} of the {} nodes it knows are alive, fewer than alive_percent_min = {percent_min}%; it removes no member until more nodes beacon",
+                "meta is frozen: {alive} of the {} nodes it knows were heard within {heard_within_ms} ms, fewer than alive_percent_min = {percent_min}%; it removes no member until more nodes beacon",
                 known.len()
             )
         })

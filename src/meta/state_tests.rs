@@ -1588,6 +1588,28 @@ fn meta_freezes_when_most_nodes_fall_silent() {
     assert_eq!(state.frozen(now_ms), None);
     assert_eq!(state.data().tables[&1].partitions[0].ballot, 1);
 
+    // Cut off again, the nodes' last beacons 150 ms apart (their beacon
+    // phases differ): node 0 passes the grace first and finds the others
+    // already half-way there, so meta is frozen rather than remove node 0
+    // alone (counting them alive until their own grace, it did).
+    let cut_from = now_ms + TICK_MS;
+    beaconing_until(
+        &mut state,
+        &[(1, Vec::new()), (2, Vec::new())],
+        cut_from + 150,
+    );
+    while now_ms < cut_from + 3 * GRACE_MS {
+        now_ms += TICK_MS;
+        if now_ms < cut_from + 150 {
+            continue;
+        }
+        assert_eq!(state.tick(now_ms), None, "staggered cut at {now_ms}");
+    }
+    for node in 0..3 {
+        apply(&mut state, &node_beacon(node, 1, Vec::new()), now_ms).unwrap();
+    }
+    assert_eq!(state.data().tables[&1].partitions[0].ballot, 1);
+
     // One node of three falls silent: that is a failure, handled.
     let survivors = vec![(0, Vec::new()), (1, Vec::new())];
     let silent_from = now_ms;
