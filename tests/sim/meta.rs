@@ -1,68 +1,124 @@
-//! The simulated meta server: beacons, leases, failure detection and
-//! reconfiguration through `markab::replication::reconfig`, persisting each
-//! new configuration (to an in-memory meta log) before anyone hears of it.
+//! The simulated meta server: the production state machine
+//! (`markab::meta::state::MetaState`) run through the production
+//! persist-then-commit steps (`markab::meta::server::execute` and
+//! `execute_tick`) over an in-memory store — only the I/O is swapped. It
+//! hears beacons and primaries' requests as wire requests, answers beacons
+//! with wire acks (configurations reach nodes only that way, as in a real
+//! cluster), crashes and restarts from its store, and can fail to persist.
+//! Nodes are named `sim-<id>:1`; the table is app 1.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
+use markab::meta::config::MetaReplication;
+use markab::meta::server::{execute, execute_tick};
+use markab::meta::state::{MetaData, MetaSettings, MetaState, MetaTime, StoredPartition};
+use markab::meta::store::{MemoryMetaStore, MetaStore};
 use markab::replication::config::ReplicationSettings;
-use markab::replication::messages::{Ballot, NodeId, PartitionConfig};
-use markab::replication::reconfig::{self, ReplicaReport};
+use markab::replication::messages::{Ballot, NodeId, PartitionConfig, Role};
+use markab::replication::reconfig::ReplicaReport;
+use markab::wire::message::{
+    BeaconAck, CreateTableRequest, Gpid, HostedReplica, NodeBeacon, ReplicaAssignment, ReplicaRole,
+    Request, ResponseBody,
+};
 
 use super::model::PartitionId;
 
 /// Replicas per partition (the table's replica count).
 pub const REPLICAS: usize = 3;
-
-/// What meta knows of one node.
-#[derive(Clone, Debug)]
-struct NodeRecord {
-    last_beacon_ms: u64,
-    incarnation: u64,
-    dead: bool,
-}
+/// The simulated table's app id (the first table meta creates).
+pub const APP_ID: i32 = 1;
 
 /// A configuration change: the partition, the configuration it replaces
-/// and the new one (already persisted).
+/// and the new one (already persisted and committed).
 pub type Change = (PartitionId, PartitionConfig, PartitionConfig);
 
+/// What one node reports of one replica in its beacon.
+pub type Report = (PartitionId, ReplicaReport, Role, u64);
+
+/// The name meta knows node `id` by (its shard 0 address).
+pub fn node_name(id: NodeId) -> String {
+    format!("sim-{}:1", id.0)
+}
+
+fn node_of(name: &str) -> NodeId {
+    let digits = name
+        .strip_prefix("sim-")
+        .and_then(|rest| rest.strip_suffix(":1"))
+        .unwrap_or_else(|| panic!("{name} is not a simulated node"));
+    NodeId(digits.parse().expect("a node number"))
+}
+
 pub struct SimMeta {
-    settings: ReplicationSettings,
+    settings: MetaSettings,
+    state: MetaState,
+    store: MemoryMetaStore,
+    /// Down (crashed) until restarted: hears nothing, does nothing.
+    up: bool,
+    /// The configurations committed so far, in NodeId terms.
     configs: BTreeMap<PartitionId, PartitionConfig>,
-    /// The persisted meta log: every configuration ever decided, in order.
+    /// Every configuration meta committed, in order.
     pub persisted: Vec<(u64, PartitionId, PartitionConfig)>,
-    nodes: BTreeMap<NodeId, NodeRecord>,
-    reports: BTreeMap<PartitionId, BTreeMap<NodeId, ReplicaReport>>,
+    /// Restarts of meta so far.
+    pub restarts: u32,
+    /// Changes committed and not yet taken by the world.
+    changes: Vec<Change>,
 }
 
 impl SimMeta {
+    /// Meta with `nodes` registered by a first beacon each and the table
+    /// of `partitions` partitions created (placed by meta).
     pub fn new(
-        settings: ReplicationSettings,
+        replication: ReplicationSettings,
         nodes: &[NodeId],
-        configs: BTreeMap<PartitionId, PartitionConfig>,
+        partitions: u32,
+        now_ms: u64,
     ) -> SimMeta {
+        let settings = MetaSettings {
+            meta_address: "sim-meta:1".into(),
+            data_dir: "/sim/meta".into(),
+            hold_seconds: 3_600,
+            node_timeout_ms: 5_000,
+            replica_count_default: REPLICAS as i32,
+            replica_count_max: 5,
+            replication: Some(MetaReplication {
+                beacon_interval_ms: replication.beacon_interval_ms,
+                lease_ms: replication.lease_ms,
+                grace_ms: replication.grace_ms,
+                replica_count_min_alive: 2,
+                alive_percent_min: 50,
+            }),
+        };
         let mut meta = SimMeta {
+            state: MetaState::new(settings.clone(), MetaData::default()),
             settings,
+            store: MemoryMetaStore::default(),
+            up: true,
             configs: BTreeMap::new(),
             persisted: Vec::new(),
-            nodes: nodes
-                .iter()
-                .map(|node| {
-                    let record = NodeRecord {
-                        last_beacon_ms: 0,
-                        incarnation: 0,
-                        dead: false,
-                    };
-                    (*node, record)
-                })
-                .collect(),
-            reports: BTreeMap::new(),
+            restarts: 0,
+            changes: Vec::new(),
         };
-        for (pid, config) in configs {
-            meta.persist(0, pid, config);
+        for node in nodes {
+            meta.on_beacon(*node, 0, &[], now_ms)
+                .expect("a first beacon is acknowledged");
         }
+        let create = Request::CreateTable(CreateTableRequest {
+            table: "sim".into(),
+            partition_count: partitions as i32,
+            replica_count: REPLICAS as i32,
+            envs: Vec::new(),
+            success_if_exist: false,
+        });
+        let created = execute(&mut meta.state, &mut meta.store, &create, now_ms);
+        assert!(
+            created.is_ok(),
+            "the simulated table is created: {created:?}"
+        );
+        meta.note_changes(now_ms);
         meta
     }
 
+    /// The current configuration of partition `pid`.
     pub fn config(&self, pid: PartitionId) -> &PartitionConfig {
         &self.configs[&pid]
     }
@@ -71,143 +127,192 @@ impl SimMeta {
         &self.configs
     }
 
-    /// A beacon from `node`; returns the changes it causes and, unless it is
-    /// from an older incarnation, the configurations to send back with the
-    /// ack (those of every partition the node reports or belongs to).
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Meta crashes: its volatile state (the node registry) is lost.
+    pub fn crash(&mut self) {
+        self.up = false;
+    }
+
+    /// Meta restarts from what its store holds.
+    pub fn restart(&mut self) {
+        let data = self
+            .store
+            .load()
+            .expect("the memory store loads")
+            .expect("meta saved its state before it crashed");
+        self.state = MetaState::new(self.settings.clone(), data);
+        self.up = true;
+        self.restarts += 1;
+    }
+
+    /// Saving fails (`true`) or works again (`false`).
+    pub fn fail_saves(&mut self, failing: bool) {
+        self.store.fail_saves = failing;
+    }
+
+    /// A beacon from `node`; the configurations the ack carries (with the
+    /// lease it grants) unless meta refused it.
     pub fn on_beacon(
         &mut self,
         node: NodeId,
         incarnation: u64,
-        reports: &[(PartitionId, ReplicaReport)],
+        reports: &[Report],
         now_ms: u64,
-    ) -> (Vec<Change>, Option<Vec<(PartitionId, PartitionConfig)>>) {
-        let Some(record) = self.nodes.get_mut(&node) else {
-            return (Vec::new(), None);
+    ) -> Option<(Vec<(PartitionId, PartitionConfig)>, u64)> {
+        let name = node_name(node);
+        let beacon = NodeBeacon {
+            node: name.clone(),
+            shard_addresses: vec![name],
+            replicas: reports
+                .iter()
+                .map(|(pid, report, role, applied)| HostedReplica {
+                    gpid: gpid(*pid),
+                    shard: 0,
+                    ballot: report.ballot as i64,
+                    decree_applied: *applied as i64,
+                    role: wire_role(*role),
+                    decree_prepared: report.last_prepared as i64,
+                    decree_committed: report.last_committed as i64,
+                })
+                .collect(),
+            incarnation,
         };
-        if incarnation < record.incarnation {
-            return (Vec::new(), None);
-        }
-        let restarted = incarnation > record.incarnation;
-        record.incarnation = incarnation;
-        record.last_beacon_ms = now_ms;
-        record.dead = false;
-        for (pid, report) in reports {
-            self.reports.entry(*pid).or_default().insert(node, *report);
-        }
-        let mut changes = Vec::new();
-        if restarted {
-            let pids: Vec<PartitionId> = self.configs.keys().copied().collect();
-            for pid in pids {
-                let reports = self.reports.get(&pid).cloned().unwrap_or_default();
-                if let Some(new) =
-                    reconfig::on_member_restarted(&self.configs[&pid], &reports, node)
-                {
-                    changes.push(self.persist(now_ms, pid, new));
-                }
-            }
-        }
-        let reported: BTreeSet<PartitionId> = reports.iter().map(|(pid, _)| *pid).collect();
-        let configs = self
-            .configs
+        let answer = execute(
+            &mut self.state,
+            &mut self.store,
+            &Request::Beacon(beacon),
+            MetaTime::from(now_ms),
+        );
+        self.note_changes(now_ms);
+        let Ok(ResponseBody::BeaconAck(BeaconAck {
+            assignments,
+            lease_ms,
+            ..
+        })) = answer
+        else {
+            return None;
+        };
+        let configs = assignments
             .iter()
-            .filter(|(pid, config)| reported.contains(pid) || config.replicas().contains(&node))
-            .map(|(pid, config)| (*pid, config.clone()))
+            .map(|assignment| {
+                (
+                    assignment.partition_index as PartitionId,
+                    config_of(assignment),
+                )
+            })
             .collect();
-        (changes, Some(configs))
+        Some((configs, lease_ms))
     }
 
-    /// Declares nodes silent for longer than the grace dead and removes or
-    /// replaces them; then the guardian adds a learner to every partition
-    /// below three replicas.
-    pub fn on_tick(&mut self, now_ms: u64) -> Vec<Change> {
-        let mut changes = self.remove_dead(now_ms);
-        let alive: BTreeSet<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, record)| !record.dead)
-            .map(|(node, _)| *node)
-            .collect();
-        let pids: Vec<PartitionId> = self.configs.keys().copied().collect();
-        for pid in pids {
-            let mut load: BTreeMap<NodeId, usize> = BTreeMap::new();
-            for config in self.configs.values() {
-                for node in config.replicas() {
-                    *load.entry(node).or_default() += 1;
-                }
-            }
-            if let Some(new) = reconfig::guardian(&self.configs[&pid], &alive, &load, REPLICAS) {
-                changes.push(self.persist(now_ms, pid, new));
-            }
-        }
-        changes
+    /// Meta's periodic tick (failure detection, the guardian).
+    pub fn on_tick(&mut self, now_ms: u64) {
+        // A failed save changes nothing; the next tick tries again.
+        let _ = execute_tick(&mut self.state, &mut self.store, MetaTime::from(now_ms));
+        self.note_changes(now_ms);
     }
 
-    fn remove_dead(&mut self, now_ms: u64) -> Vec<Change> {
-        let grace_ms = self.settings.grace_ms;
-        for record in self.nodes.values_mut() {
-            if !record.dead && now_ms > record.last_beacon_ms + grace_ms {
-                record.dead = true;
-            }
-        }
-        let dead: BTreeSet<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, record)| record.dead)
-            .map(|(node, _)| *node)
-            .collect();
-        let mut changes = Vec::new();
-        if dead.is_empty() {
-            return changes;
-        }
-        let pids: Vec<PartitionId> = self.configs.keys().copied().collect();
-        for pid in pids {
-            let reports = self.reports.get(&pid).cloned().unwrap_or_default();
-            if let Some(new) = reconfig::on_nodes_dead(&self.configs[&pid], &reports, &dead) {
-                changes.push(self.persist(now_ms, pid, new));
-            }
-        }
-        changes
-    }
-
-    /// The primary `requester` asks to remove secondary `node`.
-    pub fn on_remove_request(
+    /// The primary `from` asks to remove (`upgrade` false) or promote
+    /// learner `node` of `pid` at `ballot`; whether meta honoured it.
+    pub fn on_request(
         &mut self,
-        requester: NodeId,
+        from: NodeId,
         pid: PartitionId,
         ballot: Ballot,
         node: NodeId,
+        upgrade: bool,
         now_ms: u64,
-    ) -> Option<Change> {
-        let config = self.configs.get(&pid)?;
-        let new = reconfig::on_remove_request(config, requester, ballot, node).ok()?;
-        Some(self.persist(now_ms, pid, new))
+    ) -> bool {
+        let _ = from; // the ballot proves who asks (docs/meta.md)
+        let (gpid, ballot, node) = (gpid(pid), ballot as i64, node_name(node));
+        let request = if upgrade {
+            Request::UpgradeLearner { gpid, ballot, node }
+        } else {
+            Request::RemoveSecondary { gpid, ballot, node }
+        };
+        let answer = execute(
+            &mut self.state,
+            &mut self.store,
+            &request,
+            MetaTime::from(now_ms),
+        );
+        self.note_changes(now_ms);
+        answer.is_ok()
     }
 
-    /// The primary `requester` asks to promote learner `node`.
-    pub fn on_upgrade_request(
-        &mut self,
-        requester: NodeId,
-        pid: PartitionId,
-        ballot: Ballot,
-        node: NodeId,
-        now_ms: u64,
-    ) -> Option<Change> {
-        let config = self.configs.get(&pid)?;
-        let new = reconfig::on_upgrade_request(config, requester, ballot, node).ok()?;
-        Some(self.persist(now_ms, pid, new))
+    /// Records every partition whose committed configuration changed.
+    fn note_changes(&mut self, now_ms: u64) {
+        let Some(table) = self.state.data().tables.get(&APP_ID) else {
+            return;
+        };
+        for (index, stored) in table.partitions.iter().enumerate() {
+            let pid = index as PartitionId;
+            let new = stored_config(stored);
+            if self.configs.get(&pid) == Some(&new) {
+                continue;
+            }
+            let old = self
+                .configs
+                .insert(pid, new.clone())
+                .unwrap_or(PartitionConfig {
+                    ballot: 0,
+                    primary: None,
+                    secondaries: Vec::new(),
+                    learners: Vec::new(),
+                });
+            assert!(new.ballot > old.ballot, "meta's ballots only grow");
+            self.persisted.push((now_ms, pid, new.clone()));
+            self.changes.push((pid, old, new));
+        }
     }
 
-    /// Persists `new` (the meta log), then makes it current.
-    fn persist(&mut self, now_ms: u64, pid: PartitionId, new: PartitionConfig) -> Change {
-        let old = self.configs.get(&pid).cloned().unwrap_or(PartitionConfig {
-            ballot: 0,
-            primary: None,
-            secondaries: Vec::new(),
-            learners: Vec::new(),
-        });
-        assert!(new.ballot > old.ballot, "meta's ballots only grow");
-        self.persisted.push((now_ms, pid, new.clone()));
-        self.configs.insert(pid, new.clone());
-        (pid, old, new)
+    /// The changes committed since the last call.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+}
+
+fn gpid(pid: PartitionId) -> Gpid {
+    Gpid {
+        app_id: APP_ID,
+        partition_index: pid as i32,
+    }
+}
+
+fn wire_role(role: Role) -> ReplicaRole {
+    match role {
+        Role::Primary => ReplicaRole::Primary,
+        Role::Secondary => ReplicaRole::Secondary,
+        Role::Learner => ReplicaRole::Learner,
+        Role::Inactive => ReplicaRole::Inactive,
+    }
+}
+
+fn sorted(names: &[String]) -> Vec<NodeId> {
+    let mut ids: Vec<NodeId> = names.iter().map(|name| node_of(name)).collect();
+    ids.sort();
+    ids
+}
+
+fn config_of(assignment: &ReplicaAssignment) -> PartitionConfig {
+    PartitionConfig {
+        ballot: assignment.ballot as Ballot,
+        primary: Some(node_of(&assignment.primary)),
+        secondaries: sorted(&assignment.secondaries),
+        learners: sorted(&assignment.learners),
+    }
+}
+
+fn stored_config(stored: &StoredPartition) -> PartitionConfig {
+    let names = |places: &[markab::meta::state::ReplicaPlace]| -> Vec<String> {
+        places.iter().map(|place| place.node.clone()).collect()
+    };
+    PartitionConfig {
+        ballot: stored.ballot as Ballot,
+        primary: Some(node_of(&stored.primary.node)),
+        secondaries: sorted(&names(&stored.secondaries)),
+        learners: sorted(&names(&stored.learners)),
     }
 }

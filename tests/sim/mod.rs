@@ -30,6 +30,8 @@ pub struct SeedReport {
     pub log_learns: u32,
     /// Checkpoints installed by learners.
     pub checkpoint_installs: u32,
+    /// Meta crashes (each followed by a restart from its store).
+    pub meta_crashes: u32,
     /// A hash of the whole recorded history: equal runs give equal hashes.
     pub history_hash: u64,
 }
@@ -84,6 +86,7 @@ pub fn run_seed(seed: u64, verbose: bool) -> Result<SeedReport, String> {
         learner_promotions: summary.learner_promotions,
         log_learns: summary.log_learns,
         checkpoint_installs: summary.checkpoint_installs,
+        meta_crashes: summary.meta_crashes,
         history_hash: invariants::payload_hash(format!("{:?}", summary.history).as_bytes()),
     })
 }

@@ -7,7 +7,8 @@ use markab::check::KvInput;
 use markab::replication::messages::{
     Ballot, Decree, Mutation, NodeId, PartitionConfig, PeerMessage,
 };
-use markab::replication::reconfig::ReplicaReport;
+
+use super::meta::Report;
 use markab::wire::message::{Request, Response};
 
 /// Partition index inside the simulated table.
@@ -42,15 +43,12 @@ pub enum Msg {
     Beacon {
         incarnation: u64,
         sent_ms: u64,
-        reports: Vec<(PartitionId, ReplicaReport)>,
+        reports: Vec<Report>,
     },
     BeaconAck {
         sent_ms: u64,
         configs: Vec<(PartitionId, PartitionConfig)>,
-    },
-    Config {
-        pid: PartitionId,
-        config: PartitionConfig,
+        lease_ms: u64,
     },
     RemoveSecondary {
         pid: PartitionId,
@@ -118,6 +116,10 @@ pub enum Event {
     Restart {
         node: NodeId,
     },
+    /// Meta restarts from its store.
+    MetaRestart,
+    /// Meta's store saves again.
+    StoreHeals,
 }
 
 /// One replica's mutation log on a simulated disk: appends become durable
@@ -202,6 +204,12 @@ pub struct SimSettings {
     /// Chance per fault tick that a node checkpoints one replica and drops
     /// its log records below (forcing checkpoint learning), per mille.
     pub compact_per_mille: u32,
+    /// Chance per fault tick that meta crashes (and restarts from its store
+    /// 100–1,500 ms later), per mille.
+    pub meta_crash_per_mille: u32,
+    /// Chance per fault tick that meta's store starts failing its saves for
+    /// 100–800 ms, per mille.
+    pub store_fail_per_mille: u32,
     pub client_timeout_ms: u64,
 }
 

@@ -18,10 +18,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::invariants::Invariants;
-use super::meta::{Change, SimMeta, REPLICAS};
-use super::model::{
-    Addr, Event, Msg, PartitionId, Recorded, Reply, SimCheckpoint, SimLog, SimSettings,
-};
+use super::meta::{SimMeta, REPLICAS};
+use super::model::{Addr, Event, Msg, PartitionId, Recorded, Reply, SimCheckpoint, SimSettings};
 use super::node::{Hosted, Pending, SimNode};
 
 mod client;
@@ -61,6 +59,8 @@ pub struct RunSummary {
     pub log_learns: u32,
     /// Checkpoints installed by learners.
     pub checkpoint_installs: u32,
+    /// Meta crashes (each followed by a restart from its store).
+    pub meta_crashes: u32,
 }
 
 pub struct World {
@@ -92,6 +92,8 @@ pub struct World {
     checkpoint_installs: u32,
     /// Sub-millisecond order of history timestamps.
     history_tick: u64,
+    /// Meta crashes so far (each followed by a restart from its store).
+    meta_crashes: u32,
 }
 
 impl World {
@@ -109,6 +111,8 @@ impl World {
             crash_per_mille: [0, 50, 150][rng.random_range(0..3)],
             cut_per_mille: [0, 50, 150][rng.random_range(0..3)],
             compact_per_mille: 0,
+            meta_crash_per_mille: 0,
+            store_fail_per_mille: 0,
             client_timeout_ms: 1_000,
         };
         let replication = if rng.random_bool(0.5) {
@@ -118,10 +122,11 @@ impl World {
         };
         let mut settings = settings;
         settings.compact_per_mille = [0, 100, 300][rng.random_range(0..3)];
+        settings.meta_crash_per_mille = [0, 20, 60][rng.random_range(0..3)];
+        settings.store_fail_per_mille = [0, 20, 60][rng.random_range(0..3)];
         replication.validate().expect("drawn settings are valid");
         let ids: Vec<NodeId> = (1..=nodes_count).map(NodeId).collect();
-        let mut configs = BTreeMap::new();
-        let mut nodes: BTreeMap<NodeId, SimNode> = ids
+        let nodes: BTreeMap<NodeId, SimNode> = ids
             .iter()
             .map(|id| {
                 let node = SimNode {
@@ -137,35 +142,15 @@ impl World {
                 (*id, node)
             })
             .collect();
-        for pid in 0..settings.partitions {
-            let members: Vec<NodeId> = (0..3)
-                .map(|i| ids[((pid + i) % nodes_count) as usize])
-                .collect();
-            let mut secondaries = members[1..].to_vec();
-            secondaries.sort();
-            configs.insert(
-                pid,
-                PartitionConfig {
-                    ballot: 1,
-                    primary: Some(members[0]),
-                    secondaries,
-                    learners: Vec::new(),
-                },
-            );
-            for member in members {
-                let node = nodes.get_mut(&member).expect("member");
-                let core = ReplicaCore::new(gpid(pid), member, replication).expect("settings");
-                node.replicas.insert(pid, hosted(core));
-                node.logs.insert(pid, SimLog::default());
-            }
-        }
-        let last_primary = configs
+        // The production meta places the table; nodes host their replicas
+        // when their first beacon ack names them.
+        let mut meta = SimMeta::new(replication, &ids, settings.partitions, 0);
+        meta.take_changes();
+        let last_primary = meta
+            .configs()
             .iter()
-            .filter_map(|(pid, config): (&PartitionId, &PartitionConfig)| {
-                Some((*pid, config.primary?))
-            })
+            .filter_map(|(pid, config)| Some((*pid, config.primary?)))
             .collect();
-        let meta = SimMeta::new(replication, &ids, configs);
         let clients = (0..settings.clients)
             .map(|_| SimClient {
                 route: BTreeMap::new(),
@@ -197,6 +182,7 @@ impl World {
             log_learns: 0,
             checkpoint_installs: 0,
             history_tick: 0,
+            meta_crashes: 0,
         };
         world.note(format!(
             "settings {:?} {:?}",
@@ -217,24 +203,6 @@ impl World {
                     incarnation: 0,
                 },
             );
-        }
-        let configs: Vec<(PartitionId, PartitionConfig)> = world
-            .meta
-            .configs()
-            .iter()
-            .map(|(p, c)| (*p, c.clone()))
-            .collect();
-        for (pid, config) in configs {
-            for member in config.members() {
-                world.send(
-                    Addr::Meta,
-                    Addr::Node(member),
-                    Msg::Config {
-                        pid,
-                        config: config.clone(),
-                    },
-                );
-            }
         }
         world.schedule(0, Event::MetaTick);
         world.schedule(FAULT_TICK_MS, Event::FaultTick);
@@ -286,6 +254,7 @@ impl World {
             learner_promotions: self.learner_promotions,
             log_learns: self.log_learns,
             checkpoint_installs: self.checkpoint_installs,
+            meta_crashes: self.meta_crashes,
         })
     }
 
@@ -460,7 +429,7 @@ impl World {
                             last_prepared: hosted.core.last_prepared(),
                             last_committed: hosted.core.last_committed(),
                         };
-                        (*pid, report)
+                        (*pid, report, hosted.core.role(), hosted.applied)
                     })
                     .collect();
                 let sent_ms = self.now_ms;
@@ -478,8 +447,10 @@ impl World {
                 Ok(())
             }
             Event::MetaTick => {
-                let changes = self.meta.on_tick(self.now_ms);
-                self.announce(changes);
+                if self.meta.is_up() {
+                    self.meta.on_tick(self.now_ms);
+                    self.announce();
+                }
                 self.schedule(self.now_ms + META_TICK_MS, Event::MetaTick);
                 Ok(())
             }
@@ -502,6 +473,16 @@ impl World {
                 Ok(())
             }
             Event::Restart { node } => self.restart(node),
+            Event::MetaRestart => {
+                self.meta.restart();
+                self.note("meta restarts from its store".into());
+                Ok(())
+            }
+            Event::StoreHeals => {
+                self.meta.fail_saves(false);
+                self.note("meta's store saves again".into());
+                Ok(())
+            }
         }
     }
 
@@ -534,18 +515,26 @@ impl World {
 
     fn meta_receive(&mut self, from: Addr, msg: Msg) {
         let Addr::Node(node) = from else { return };
+        if !self.meta.is_up() {
+            return; // a crashed meta hears nothing
+        }
         match msg {
             Msg::Beacon {
                 incarnation,
                 sent_ms,
                 reports,
             } => {
-                let (changes, configs) =
-                    self.meta
-                        .on_beacon(node, incarnation, &reports, self.now_ms);
-                self.announce(changes);
-                if let Some(configs) = configs {
-                    self.send(Addr::Meta, from, Msg::BeaconAck { sent_ms, configs });
+                let acked = self
+                    .meta
+                    .on_beacon(node, incarnation, &reports, self.now_ms);
+                self.announce();
+                if let Some((configs, lease_ms)) = acked {
+                    let ack = Msg::BeaconAck {
+                        sent_ms,
+                        configs,
+                        lease_ms,
+                    };
+                    self.send(Addr::Meta, from, ack);
                 }
             }
             Msg::RemoveSecondary {
@@ -553,49 +542,32 @@ impl World {
                 ballot,
                 node: removed,
             } => {
-                if let Some(change) =
-                    self.meta
-                        .on_remove_request(node, pid, ballot, removed, self.now_ms)
-                {
-                    self.announce(vec![change]);
-                }
+                self.meta
+                    .on_request(node, pid, ballot, removed, false, self.now_ms);
+                self.announce();
             }
             Msg::UpgradeLearner {
                 pid,
                 ballot,
                 node: learner,
             } => {
-                if let Some(change) =
-                    self.meta
-                        .on_upgrade_request(node, pid, ballot, learner, self.now_ms)
+                if self
+                    .meta
+                    .on_request(node, pid, ballot, learner, true, self.now_ms)
                 {
                     self.learner_promotions += 1;
-                    self.announce(vec![change]);
                 }
+                self.announce();
             }
             _ => {}
         }
     }
 
-    /// Sends every persisted change to the members of the old and the new
-    /// configuration.
-    fn announce(&mut self, changes: Vec<Change>) {
-        for (pid, old, new) in changes {
+    /// Notes every configuration meta committed since the last call. Nodes
+    /// hear of them in their next beacon ack, as in a real cluster.
+    fn announce(&mut self) {
+        for (pid, old, new) in self.meta.take_changes() {
             self.note(format!("meta p{pid}: {old:?} -> {new:?}"));
-            let mut targets = old.replicas();
-            targets.extend(new.replicas());
-            targets.sort();
-            targets.dedup();
-            for node in targets {
-                self.send(
-                    Addr::Meta,
-                    Addr::Node(node),
-                    Msg::Config {
-                        pid,
-                        config: new.clone(),
-                    },
-                );
-            }
         }
     }
 
@@ -614,18 +586,18 @@ impl World {
                     },
                 )
             }
-            Msg::Config { pid, config } => {
-                self.ensure_hosted(node, pid, &config);
-                self.feed(node, pid, Input::Config(config))
-            }
-            Msg::BeaconAck { sent_ms, configs } => {
+            Msg::BeaconAck {
+                sent_ms,
+                configs,
+                lease_ms,
+            } => {
                 if sent_ms < self.nodes[&node].started_ms {
                     return Ok(());
                 }
                 // Configurations first, then the leases: one per partition
                 // whose configuration names this node primary, for that
                 // ballot (**lease-per-ballot**).
-                let until_ms = sent_ms + self.replication.lease_ms;
+                let until_ms = sent_ms + lease_ms;
                 for (pid, config) in configs {
                     self.ensure_hosted(node, pid, &config);
                     let lease = (config.primary == Some(node)).then_some(config.ballot);
@@ -982,6 +954,20 @@ impl World {
             self.crash(node);
             let back_ms = self.now_ms + self.rng.random_range(100..=1_500);
             self.schedule(back_ms, Event::Restart { node });
+        }
+        if self.meta.is_up() && self.rng.random_range(0..1000) < self.settings.meta_crash_per_mille
+        {
+            self.meta.crash();
+            self.meta_crashes += 1;
+            let back_ms = self.now_ms + self.rng.random_range(100..=1_500);
+            self.note(format!("meta crashes until {back_ms} ms"));
+            self.schedule(back_ms, Event::MetaRestart);
+        }
+        if self.rng.random_range(0..1000) < self.settings.store_fail_per_mille {
+            self.meta.fail_saves(true);
+            let heal_ms = self.now_ms + self.rng.random_range(100..=800);
+            self.note(format!("meta's store fails its saves until {heal_ms} ms"));
+            self.schedule(heal_ms, Event::StoreHeals);
         }
         if self.rng.random_range(0..1000) < self.settings.compact_per_mille {
             let node = alive[self.rng.random_range(0..alive.len())];
