@@ -47,6 +47,7 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
                 total.log_learns += report.log_learns;
                 total.checkpoint_installs += report.checkpoint_installs;
                 total.meta_crashes += report.meta_crashes;
+                total.pauses += report.pauses;
             }
             Err(failure) => {
                 panic!("simulation seed {seed} failed (replay: MARKAB_SIM_SEED={seed}): {failure}")
@@ -56,7 +57,7 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
     println!(
         "{seeds} seeds in {:.1} s: {} events, {} ops ({} completed), {} decrees committed, \
          {} crashes, {} configurations, {} primary changes, {} learners promoted \
-         ({} learned from a log, {} checkpoints installed), {} meta crashes, {} final reads",
+         ({} learned from a log, {} checkpoints installed), {} meta crashes, {} nodes paused, {} final reads",
         started.elapsed().as_secs_f64(),
         total.events,
         total.operations,
@@ -69,12 +70,16 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
         total.log_learns,
         total.checkpoint_installs,
         total.meta_crashes,
+        total.pauses,
         total.final_reads,
     );
     if seeds >= 100 {
         // The faults really happened: the runs exercised failover.
         assert!(total.crashes > 0 && total.promotions > 0 && total.final_reads > 0);
-        assert!(total.meta_crashes > 0, "meta crashed and restarted");
+        assert!(
+            total.meta_crashes > 0 && total.pauses > 0,
+            "meta crashed, nodes paused"
+        );
         // Learning ran from every source.
         assert!(
             total.learner_promotions > 0 && total.log_learns > 0 && total.checkpoint_installs > 0

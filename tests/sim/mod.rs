@@ -32,6 +32,8 @@ pub struct SeedReport {
     pub checkpoint_installs: u32,
     /// Meta crashes (each followed by a restart from its store).
     pub meta_crashes: u32,
+    /// Nodes paused past their lease.
+    pub pauses: u32,
     /// A hash of the whole recorded history: equal runs give equal hashes.
     pub history_hash: u64,
 }
@@ -87,6 +89,7 @@ pub fn run_seed(seed: u64, verbose: bool) -> Result<SeedReport, String> {
         log_learns: summary.log_learns,
         checkpoint_installs: summary.checkpoint_installs,
         meta_crashes: summary.meta_crashes,
+        pauses: summary.pauses,
         history_hash: invariants::payload_hash(format!("{:?}", summary.history).as_bytes()),
     })
 }

@@ -210,6 +210,12 @@ pub struct SimSettings {
     /// Chance per fault tick that meta's store starts failing its saves for
     /// 100–800 ms, per mille.
     pub store_fail_per_mille: u32,
+    /// Chance per fault tick that a node is paused past its lease (the
+    /// grace plus 0–1,500 ms), per mille.
+    pub pause_per_mille: u32,
+    /// Chance that a delivered message is delivered a second time, later,
+    /// per mille.
+    pub duplicate_per_mille: u32,
     pub client_timeout_ms: u64,
 }
 

@@ -44,4 +44,7 @@ pub struct SimNode {
     /// or below it).
     pub checkpoints: BTreeMap<PartitionId, SimCheckpoint>,
     pub next_token: Token,
+    /// Paused (SIGSTOP) until then: it handles nothing, everything meant
+    /// for it waits, and it resumes with its clock jumped forward.
+    pub paused_until_ms: u64,
 }

@@ -61,6 +61,8 @@ pub struct RunSummary {
     pub checkpoint_installs: u32,
     /// Meta crashes (each followed by a restart from its store).
     pub meta_crashes: u32,
+    /// Nodes paused past their lease.
+    pub pauses: u32,
 }
 
 pub struct World {
@@ -94,6 +96,8 @@ pub struct World {
     history_tick: u64,
     /// Meta crashes so far (each followed by a restart from its store).
     meta_crashes: u32,
+    /// Nodes paused past their lease so far.
+    pauses: u32,
 }
 
 impl World {
@@ -113,6 +117,8 @@ impl World {
             compact_per_mille: 0,
             meta_crash_per_mille: 0,
             store_fail_per_mille: 0,
+            pause_per_mille: 0,
+            duplicate_per_mille: 0,
             client_timeout_ms: 1_000,
         };
         let replication = if rng.random_bool(0.5) {
@@ -124,6 +130,8 @@ impl World {
         settings.compact_per_mille = [0, 100, 300][rng.random_range(0..3)];
         settings.meta_crash_per_mille = [0, 20, 60][rng.random_range(0..3)];
         settings.store_fail_per_mille = [0, 20, 60][rng.random_range(0..3)];
+        settings.pause_per_mille = [0, 20, 50][rng.random_range(0..3)];
+        settings.duplicate_per_mille = [0, 10, 50][rng.random_range(0..3)];
         replication.validate().expect("drawn settings are valid");
         let ids: Vec<NodeId> = (1..=nodes_count).map(NodeId).collect();
         let nodes: BTreeMap<NodeId, SimNode> = ids
@@ -138,6 +146,7 @@ impl World {
                     logs: BTreeMap::new(),
                     checkpoints: BTreeMap::new(),
                     next_token: 1,
+                    paused_until_ms: 0,
                 };
                 (*id, node)
             })
@@ -183,6 +192,7 @@ impl World {
             checkpoint_installs: 0,
             history_tick: 0,
             meta_crashes: 0,
+            pauses: 0,
         };
         world.note(format!(
             "settings {:?} {:?}",
@@ -255,6 +265,7 @@ impl World {
             log_learns: self.log_learns,
             checkpoint_installs: self.checkpoint_installs,
             meta_crashes: self.meta_crashes,
+            pauses: self.pauses,
         })
     }
 
@@ -382,12 +393,48 @@ impl World {
         if self.rng.random_range(0..100) < 5 {
             delay_ms += self.rng.random_range(0..50);
         }
+        let between_servers = !matches!(from, Addr::Client(_)) && !matches!(to, Addr::Client(_));
+        if between_servers && self.rng.random_range(0..1000) < self.settings.duplicate_per_mille {
+            // Delivered twice, the copy up to 100 ms later: replicas and
+            // meta resend, and must take anything twice. (A client's
+            // request is never duplicated: it travels on one TCP
+            // connection, and the client retries only what provably did
+            // not execute.)
+            let again_ms = delay_ms + self.rng.random_range(1..=100);
+            let copy = Event::Deliver {
+                from,
+                to,
+                msg: msg.clone(),
+            };
+            self.schedule(self.now_ms + again_ms, copy);
+        }
         self.schedule(self.now_ms + delay_ms, Event::Deliver { from, to, msg });
+    }
+
+    /// The node `event` is handled by, if one is paused now: the event
+    /// waits until it resumes.
+    fn paused_target(&self, event: &Event) -> Option<u64> {
+        let node = match event {
+            Event::Deliver {
+                to: Addr::Node(node),
+                ..
+            }
+            | Event::Durable { node, .. }
+            | Event::NodeTick { node, .. }
+            | Event::Beacon { node, .. } => *node,
+            _ => return None,
+        };
+        let until_ms = self.nodes[&node].paused_until_ms;
+        (until_ms > self.now_ms).then_some(until_ms)
     }
 
     // ---- events ----
 
     fn step(&mut self, event: Event) -> Result<(), String> {
+        if let Some(until_ms) = self.paused_target(&event) {
+            self.schedule(until_ms, event);
+            return Ok(());
+        }
         match event {
             Event::Deliver { from, to, msg } => self.deliver(from, to, msg),
             Event::Durable {
@@ -963,14 +1010,28 @@ impl World {
             self.note(format!("meta crashes until {back_ms} ms"));
             self.schedule(back_ms, Event::MetaRestart);
         }
+        let running: Vec<NodeId> = alive
+            .iter()
+            .copied()
+            .filter(|node| self.nodes[node].paused_until_ms <= self.now_ms)
+            .collect();
+        if !running.is_empty() && self.rng.random_range(0..1000) < self.settings.pause_per_mille {
+            let node = running[self.rng.random_range(0..running.len())];
+            let until_ms =
+                self.now_ms + self.replication.grace_ms + self.rng.random_range(0..=1_500);
+            self.nodes.get_mut(&node).expect("node").paused_until_ms = until_ms;
+            self.pauses += 1;
+            self.note(format!("pause {node} until {until_ms} ms"));
+        }
         if self.rng.random_range(0..1000) < self.settings.store_fail_per_mille {
             self.meta.fail_saves(true);
             let heal_ms = self.now_ms + self.rng.random_range(100..=800);
             self.note(format!("meta's store fails its saves until {heal_ms} ms"));
             self.schedule(heal_ms, Event::StoreHeals);
         }
-        if self.rng.random_range(0..1000) < self.settings.compact_per_mille {
-            let node = alive[self.rng.random_range(0..alive.len())];
+        if !running.is_empty() && self.rng.random_range(0..1000) < self.settings.compact_per_mille {
+            // Log truncation is the node's own work: a paused node does none.
+            let node = running[self.rng.random_range(0..running.len())];
             self.compact(node);
         }
         if self.rng.random_range(0..1000) < self.settings.cut_per_mille {
@@ -1017,6 +1078,7 @@ impl World {
         let now_ms = self.now_ms;
         let held = self.nodes.get_mut(&node).expect("node");
         held.alive = false;
+        held.paused_until_ms = 0;
         held.replicas.clear();
         for log in held.logs.values_mut() {
             log.crash(now_ms);
