@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use markab::replication::core::ReplicaCore;
-use markab::replication::messages::{NodeId, Token};
+use markab::replication::messages::{Ballot, NodeId, Token};
 use markab::storage::{MemoryEngine, Partition};
 use markab::wire::message::{Request, ResponseBody};
 
@@ -43,6 +43,9 @@ pub struct SimNode {
     /// The disk: each replica's last checkpoint (its log holds nothing at
     /// or below it).
     pub checkpoints: BTreeMap<PartitionId, SimCheckpoint>,
+    /// The disk: each replica's ballot file — the last ballot it accepted,
+    /// made durable before anything happens under it, as the node does.
+    pub ballots: BTreeMap<PartitionId, Ballot>,
     pub next_token: Token,
     /// Paused (SIGSTOP) until then: it handles nothing, everything meant
     /// for it waits, and it resumes with its clock jumped forward.

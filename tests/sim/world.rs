@@ -84,7 +84,9 @@ pub struct World {
     trace: VecDeque<String>,
     verbose: bool,
     crashes: u32,
-    /// When a node last restarted.
+    /// When a node last restarted or resumed from a pause, or meta last
+    /// restarted: the end of the last disruption **replica-count-restored**
+    /// counts from.
     last_restart_ms: u64,
     promotions: u32,
     /// The node that last became primary of each partition.
@@ -145,6 +147,7 @@ impl World {
                     replicas: BTreeMap::new(),
                     logs: BTreeMap::new(),
                     checkpoints: BTreeMap::new(),
+                    ballots: BTreeMap::new(),
                     next_token: 1,
                     paused_until_ms: 0,
                 };
@@ -522,6 +525,7 @@ impl World {
             Event::Restart { node } => self.restart(node),
             Event::MetaRestart => {
                 self.meta.restart();
+                self.last_restart_ms = self.now_ms;
                 self.note("meta restarts from its store".into());
                 Ok(())
             }
@@ -860,6 +864,11 @@ impl World {
         let hosted = held.replicas.get_mut(&pid).expect("hosted");
         match output {
             Output::RoleChanged { role, ballot } => {
+                // The ballot file: durable before anything happens under
+                // the new ballot, so a restarted replica never takes part
+                // again in a ballot it may have acted under.
+                let persisted = held.ballots.entry(pid).or_insert(0);
+                *persisted = (*persisted).max(ballot);
                 if role == Role::Primary {
                     hosted.partition.discard_staged();
                     // A primary kept under a new ballot (a learner added or
@@ -1020,6 +1029,7 @@ impl World {
             let until_ms =
                 self.now_ms + self.replication.grace_ms + self.rng.random_range(0..=1_500);
             self.nodes.get_mut(&node).expect("node").paused_until_ms = until_ms;
+            self.last_restart_ms = self.last_restart_ms.max(until_ms);
             self.pauses += 1;
             self.note(format!("pause {node} until {until_ms} ms"));
         }
@@ -1108,9 +1118,24 @@ impl World {
                 ),
                 None => (MemoryEngine::new(), 0),
             };
-            let (core, replay) =
+            let (mut core, replay) =
                 ReplicaCore::recover(gpid(*pid), node, replication, applied, records)
                     .map_err(|e| format!("recover: {e}"))?;
+            let persisted = held.ballots.get(pid).copied().unwrap_or(0);
+            if persisted > core.ballot() {
+                // As the node does: start at the persisted ballot, inactive
+                // (a configuration naming nobody), so that only a newer
+                // configuration gives the replica a role.
+                core.handle(
+                    Input::Config(PartitionConfig {
+                        ballot: persisted,
+                        primary: None,
+                        secondaries: Vec::new(),
+                        learners: Vec::new(),
+                    }),
+                    now_ms,
+                );
+            }
             let mut hosted = hosted(core);
             hosted.partition = Partition::new(engine, StorageLimits::default());
             hosted.applied = applied;
