@@ -29,10 +29,9 @@ use std::path::{Path, PathBuf};
 use markab_shards::topology::ShardCount;
 use serde::Deserialize;
 
-/// Largest partition count a table may have.
-pub const PARTITION_COUNT_MAX: u32 = 65_536;
-/// Longest table name, in bytes.
-pub const TABLE_NAME_BYTES_MAX: usize = 128;
+pub use markab_core::table::{
+    validate_partition_count, validate_table_name, PARTITION_COUNT_MAX, TABLE_NAME_BYTES_MAX,
+};
 /// Default first shard port (shard i listens on `port_base + i`).
 pub const PORT_BASE_DEFAULT: u16 = 34_801;
 
@@ -253,34 +252,6 @@ impl NodeConfig {
             metrics_listen: file.node.metrics_listen,
         })
     }
-}
-
-/// Checks a table name: 1–128 bytes of letters, digits, `_`, `-`, `.`.
-pub fn validate_table_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > TABLE_NAME_BYTES_MAX {
-        return Err(format!(
-            "name {name:?} must be 1..={TABLE_NAME_BYTES_MAX} bytes long"
-        ));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-    {
-        return Err(format!(
-            "name {name:?} contains {bad:?}; only letters, digits, '_', '-' and '.' are allowed"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a partition count: a power of two in 1..=65,536.
-pub fn validate_partition_count(count: u32) -> Result<(), String> {
-    if count == 0 || count > PARTITION_COUNT_MAX || !count.is_power_of_two() {
-        return Err(format!(
-            "partition_count = {count} must be a power of two in 1..={PARTITION_COUNT_MAX}"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -5,19 +5,17 @@
 //! thread-per-core server. See README.md and docs/DESIGN.md.
 
 pub mod bench;
-pub mod check;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod failover;
-pub mod key;
 pub mod meta;
 pub mod metrics;
 pub mod onebox;
 pub mod redis_proxy;
-pub mod replication;
 pub mod server;
 pub mod shell;
 pub mod storage;
 
+pub use markab_core::{check, key, replication, table};
 pub use markab_wire as wire;

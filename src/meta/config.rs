@@ -30,8 +30,6 @@ use serde::Deserialize;
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:34601";
 /// Default hold time of a dropped table's data: 7 days.
 pub const HOLD_SECONDS_DEFAULT: u64 = 7 * 24 * 3600;
-/// Longest hold time a config or a drop may ask for: 10 years.
-pub const HOLD_SECONDS_MAX: u64 = 10 * 365 * 24 * 3600;
 /// Default node timeout: a node is dead 5 s after its last beacon.
 pub const NODE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 /// Smallest node timeout allowed (100 ms).
@@ -40,86 +38,25 @@ pub const NODE_TIMEOUT_MS_MIN: u64 = 100;
 pub const NODE_TIMEOUT_MS_MAX: u64 = 600_000;
 /// Default replica count of a new table.
 pub const REPLICA_COUNT_DEFAULT: i32 = 3;
-/// Hard upper bound on any replica count (Pegasus's `max_allowed_replica_count`).
-pub const REPLICA_COUNT_LIMIT: i32 = 5;
-/// Default fewest replicas a new partition must get when replication is on
-/// (capped by the table's replica count).
-pub const REPLICA_COUNT_MIN_ALIVE_DEFAULT: i32 = 2;
-/// Largest beacon interval, lease or grace allowed (10 minutes).
-pub const REPLICATION_TIMING_MS_MAX: u64 = 600_000;
-/// Default least share of the known nodes, in percent, that must be alive
-/// for meta to act on silent nodes (docs/meta.md, "Frozen").
-pub const ALIVE_PERCENT_MIN_DEFAULT: u8 = 50;
 
-/// Meta's side of PacificA replication (present only with `replication = true`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MetaReplication {
-    /// The nodes' beacon interval (default
-    /// [`crate::replication::config::BEACON_INTERVAL_MS_DEFAULT`], 100 ms);
-    /// meta ticks at half of it.
-    pub beacon_interval_ms: u64,
-    /// Lease in every beacon ack (default
-    /// [`crate::replication::config::LEASE_MS_DEFAULT`], 600 ms).
-    pub lease_ms: u64,
-    /// Silence after which a node is dead (default
-    /// [`crate::replication::config::GRACE_MS_DEFAULT`], 800 ms); replaces
-    /// `node_timeout_ms`.
-    pub grace_ms: u64,
-    /// Fewest replicas a new partition gets, capped by its replica count
-    /// (default [`REPLICA_COUNT_MIN_ALIVE_DEFAULT`]).
-    pub replica_count_min_alive: i32,
-    /// While fewer than this percent of the nodes meta knows are alive, meta
-    /// is *frozen*: it removes and replaces no member and adds no learner
-    /// (default [`ALIVE_PERCENT_MIN_DEFAULT`]; 0 never freezes; at most
-    /// 100). So many nodes falling silent at once more likely means meta
-    /// lost them than that they died (**no-removal-when-frozen**).
-    pub alive_percent_min: u8,
-}
+pub use markab_core::meta::settings::{
+    MetaReplication, ALIVE_PERCENT_MIN_DEFAULT, HOLD_SECONDS_MAX, REPLICATION_TIMING_MS_MAX,
+    REPLICA_COUNT_LIMIT, REPLICA_COUNT_MIN_ALIVE_DEFAULT,
+};
 
-impl Default for MetaReplication {
-    fn default() -> MetaReplication {
-        MetaReplication {
-            beacon_interval_ms: crate::replication::config::BEACON_INTERVAL_MS_DEFAULT,
-            lease_ms: crate::replication::config::LEASE_MS_DEFAULT,
-            grace_ms: crate::replication::config::GRACE_MS_DEFAULT,
-            replica_count_min_alive: REPLICA_COUNT_MIN_ALIVE_DEFAULT,
-            alive_percent_min: ALIVE_PERCENT_MIN_DEFAULT,
+impl MetaConfig {
+    /// The state machine's settings from this file, served at
+    /// `meta_address`.
+    pub fn settings(&self, meta_address: String) -> crate::meta::state::MetaSettings {
+        crate::meta::state::MetaSettings {
+            meta_address,
+            data_dir: self.data_dir.display().to_string(),
+            hold_seconds: self.hold_seconds,
+            node_timeout_ms: self.node_timeout_ms,
+            replica_count_default: self.replica_count_default,
+            replica_count_max: self.replica_count_max,
+            replication: self.replication,
         }
-    }
-}
-
-impl MetaReplication {
-    /// Checks grace > lease + beacon and lease > 2 x beacon (through
-    /// [`crate::replication::config::ReplicationSettings::validate`]), the
-    /// timing upper bound, the minimum replica count and the freeze
-    /// percentage.
-    pub fn validate(&self) -> Result<(), String> {
-        let settings = crate::replication::config::ReplicationSettings {
-            beacon_interval_ms: self.beacon_interval_ms,
-            lease_ms: self.lease_ms,
-            grace_ms: self.grace_ms,
-            ..Default::default()
-        };
-        settings.validate().map_err(|error| error.to_string())?;
-        if self.grace_ms > REPLICATION_TIMING_MS_MAX {
-            return Err(format!(
-                "grace_ms ({}) must be at most {REPLICATION_TIMING_MS_MAX}",
-                self.grace_ms
-            ));
-        }
-        if !(1..=REPLICA_COUNT_LIMIT).contains(&self.replica_count_min_alive) {
-            return Err(format!(
-                "replica_count_min_alive ({}) is out of range (allowed 1..={REPLICA_COUNT_LIMIT})",
-                self.replica_count_min_alive
-            ));
-        }
-        if self.alive_percent_min > 100 {
-            return Err(format!(
-                "alive_percent_min ({}) is out of range (allowed 0..=100)",
-                self.alive_percent_min
-            ));
-        }
-        Ok(())
     }
 }
 

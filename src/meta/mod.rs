@@ -10,8 +10,9 @@
 
 pub mod config;
 pub mod server;
-pub mod state;
 pub mod store;
+
+pub use markab_core::meta::state;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::meta::config::MetaConfig;
-use crate::meta::state::{MetaData, MetaSettings, MetaState};
+use crate::meta::state::{MetaData, MetaState};
 use crate::meta::store::{FileMetaStore, MetaStore};
 
 /// Arguments of `markab meta`.
@@ -69,7 +70,7 @@ async fn serve_until_signal(
             )
         })?;
     let address = listener.local_addr().context("listener address")?;
-    let settings = MetaSettings::from_config(&config, address.to_string());
+    let settings = config.settings(address.to_string());
     let state = MetaState::new(settings, data);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;

@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::meta::state::{MetaState, MetaTime};
-use crate::meta::store::{MetaStore, MetaStoreError};
+use crate::meta::store::MetaStore;
 
 /// How often the actor gets a tick without replication (drop-hold expiry,
 /// forgetting tables).
@@ -46,9 +46,19 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 const _: () = assert!(META_REQUEST_BYTES_MAX <= markab_wire::frame::FRAME_BODY_BYTES_MAX);
 
+pub use markab_core::meta::step::execute_tick;
+
+/// Both of meta's clocks now (docs/DESIGN.md, "Clocks").
+pub fn meta_now() -> MetaTime {
+    MetaTime {
+        monotonic_ms: crate::clock::monotonic_ms(),
+        unix_ms: crate::clock::unix_ms(),
+    }
+}
+
 /// Runs one request through the state machine and, when it changes
-/// persistent data, through the store: save, then commit, then answer. A
-/// failed save answers `STORAGE_ERROR` and changes nothing.
+/// persistent data, through the store: save, then commit, then answer
+/// ([`markab_core::meta::step::execute`]); observed by meta's metrics.
 pub fn execute(
     state: &mut MetaState,
     store: &mut dyn MetaStore,
@@ -56,59 +66,9 @@ pub fn execute(
     now: impl Into<MetaTime>,
 ) -> Response {
     let started = std::time::Instant::now();
-    let response = execute_unobserved(state, store, request, now.into());
+    let response = markab_core::meta::step::execute(state, store, request, now.into());
     crate::metrics::meta_metrics().observe(request, started.elapsed(), &response, state.data());
     response
-}
-
-fn execute_unobserved(
-    state: &mut MetaState,
-    store: &mut dyn MetaStore,
-    request: &Request,
-    now: MetaTime,
-) -> Response {
-    let step = state.handle(request, now);
-    let Some(data) = step.persist else {
-        return step.reply;
-    };
-    match store.save(&data) {
-        Ok(()) => {
-            state.commit(data);
-            tracing::info!(request = request.name(), "meta state changed");
-            step.reply
-        }
-        Err(error) => {
-            tracing::error!(request = request.name(), %error, "meta store write failed; change refused");
-            Err(store_error(&error))
-        }
-    }
-}
-
-/// Runs a tick through the state machine and persists what it proposes.
-pub fn execute_tick(
-    state: &mut MetaState,
-    store: &mut dyn MetaStore,
-    now: impl Into<MetaTime>,
-) -> Result<(), MetaStoreError> {
-    if let Some(data) = state.tick(now) {
-        let before = state.data().tables.len();
-        store.save(&data)?;
-        let after = data.tables.len();
-        state.commit(data);
-        tracing::info!(
-            tables_forgotten = before - after,
-            version = state.data().version,
-            "meta tick persisted a change (forgotten tables or new partition configurations)"
-        );
-    }
-    Ok(())
-}
-
-fn store_error(error: &MetaStoreError) -> OpError {
-    OpError::new(
-        ErrorCode::StorageError,
-        format!("meta could not persist the change, nothing changed: {error}"),
-    )
 }
 
 enum ActorInput {
@@ -138,7 +98,7 @@ impl Actor {
                 while let Some(input) = receiver.blocking_recv() {
                     // Durations on the monotonic clock, the wall clock for
                     // display and hold times (**durations-are-monotonic**).
-                    let now = MetaTime::now();
+                    let now = meta_now();
                     match input {
                         ActorInput::Request { request, reply } => {
                             let response = execute(&mut state, store.as_mut(), &request, now);

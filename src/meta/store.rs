@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use crate::meta::state::MetaData;
 
+pub use markab_core::meta::store::{MemoryMetaStore, MetaStore, MetaStoreError};
+
 /// Name of the state file in meta's data directory.
 pub const META_FILE_NAME: &str = "meta.json";
 /// Name of the file a save writes before renaming it over [`META_FILE_NAME`].
@@ -20,35 +22,6 @@ pub const META_TEMP_FILE_NAME: &str = "meta.json.tmp";
 pub const META_LOCK_FILE_NAME: &str = "LOCK";
 /// Largest state file meta reads (256 MiB): a bound against a wrong file.
 pub const META_FILE_BYTES_MAX: u64 = 256 * 1024 * 1024;
-
-/// Why the store could not load or save.
-#[derive(Debug, thiserror::Error)]
-pub enum MetaStoreError {
-    /// A file operation failed.
-    #[error("{path}: {operation}: {source}")]
-    Io {
-        path: PathBuf,
-        operation: &'static str,
-        source: std::io::Error,
-    },
-    /// The stored state cannot be read back or breaks an invariant.
-    #[error("{path}: corrupt meta state: {message}")]
-    Corrupt { path: PathBuf, message: String },
-    /// Another meta owns the data directory (or, for a shared store, has
-    /// taken over): this meta must not write.
-    #[error("meta store is fenced: {message}")]
-    Fenced { message: String },
-}
-
-/// Durable storage of [`MetaData`]. Object safe; `save` must make `data`
-/// durable before it returns `Ok`, and either replaces the whole state or
-/// leaves the previous one in place.
-pub trait MetaStore: Send {
-    /// The stored state, or `None` when nothing was ever saved.
-    fn load(&self) -> Result<Option<MetaData>, MetaStoreError>;
-    /// Replaces the stored state with `data`, durably.
-    fn save(&mut self, data: &MetaData) -> Result<(), MetaStoreError>;
-}
 
 /// The embedded store: `meta.json` in meta's data directory, replaced
 /// atomically (write `meta.json.tmp`, fsync it, rename it over
@@ -166,34 +139,6 @@ impl MetaStore for FileMetaStore {
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .map_err(io("fsync directory", &self.dir))?;
-        Ok(())
-    }
-}
-
-/// A store in memory, for tests and the simulator; `fail_saves` makes every
-/// save fail until cleared.
-#[derive(Debug, Default)]
-pub struct MemoryMetaStore {
-    /// The last saved state.
-    pub saved: Option<MetaData>,
-    /// While true, `save` fails with an I/O error and keeps `saved`.
-    pub fail_saves: bool,
-}
-
-impl MetaStore for MemoryMetaStore {
-    fn load(&self) -> Result<Option<MetaData>, MetaStoreError> {
-        Ok(self.saved.clone())
-    }
-
-    fn save(&mut self, data: &MetaData) -> Result<(), MetaStoreError> {
-        if self.fail_saves {
-            return Err(MetaStoreError::Io {
-                path: PathBuf::from("<memory>"),
-                operation: "save",
-                source: std::io::Error::other("injected failure"),
-            });
-        }
-        self.saved = Some(data.clone());
         Ok(())
     }
 }

@@ -177,7 +177,7 @@ pub enum HistoryError {
 /// which is [`CheckResult::Unknown`] when `budget` runs out.
 ///
 /// ```
-/// use markab::check::{check_history, Budget, CheckResult, KvInput, KvOutput, KvRegister, Operation};
+/// use markab_core::check::{check_history, Budget, CheckResult, KvInput, KvOutput, KvRegister, Operation};
 /// let history = vec![
 ///     Operation::completed(1, 0, 10, KvInput::Put("a".into()), KvOutput::Written),
 ///     Operation::completed(2, 20, 30, KvInput::Get, KvOutput::Get(Some("a".into()))),

@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use markab::check::KvInput;
-use markab::replication::messages::{
+use markab_core::check::KvInput;
+use markab_core::replication::messages::{
     Ballot, Decree, Mutation, NodeId, PartitionConfig, PeerMessage,
 };
 
 use super::meta::Report;
-use markab::wire::message::{Request, Response};
+use markab_core::wire::message::{Request, Response};
 
 /// Partition index inside the simulated table.
 pub type PartitionId = u32;
@@ -226,5 +226,5 @@ pub struct Recorded {
     pub key_index: usize,
     pub invoke_ns: u64,
     pub input: KvInput,
-    pub complete: Option<(u64, markab::check::KvOutput)>,
+    pub complete: Option<(u64, markab_core::check::KvOutput)>,
 }

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! ```
-//! use markab::key::{decode_key, encode_key};
+//! use markab_core::key::{decode_key, encode_key};
 //! let raw = encode_key(b"user", b"name").unwrap();
 //! assert_eq!(raw, b"\x00\x04username");
 //! assert_eq!(decode_key(&raw), Some((&b"user"[..], &b"name"[..])));
@@ -54,7 +54,7 @@ const _: () = assert!(HASH_KEY_BYTES_MAX < u16::MAX as usize);
 /// Pegasus's CRC-64 of `bytes`.
 ///
 /// ```
-/// assert_eq!(markab::key::crc64(b"123456789"), 0xae8b14860a799888);
+/// assert_eq!(markab_core::key::crc64(b"123456789"), 0xae8b14860a799888);
 /// ```
 pub fn crc64(bytes: &[u8]) -> u64 {
     CRC64.checksum(bytes)

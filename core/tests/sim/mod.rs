@@ -9,7 +9,7 @@ pub mod model;
 pub mod node;
 pub mod world;
 
-use markab::check::{check_kv_history, CheckResult, KvOperation, Operation};
+use markab_core::check::{check_kv_history, CheckResult, KvOperation, Operation};
 
 use world::{sim_key, World};
 

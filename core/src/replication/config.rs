@@ -73,7 +73,7 @@ pub enum SettingsError {
 /// mutations, learn retry 500 ms.
 ///
 /// ```
-/// use markab::replication::config::ReplicationSettings;
+/// use markab_core::replication::config::ReplicationSettings;
 /// let settings = ReplicationSettings::default();
 /// assert!(settings.validate().is_ok());
 /// ```

@@ -26,10 +26,10 @@ use markab_wire::message::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::{validate_partition_count, validate_table_name};
-use crate::meta::config::{MetaConfig, MetaReplication, HOLD_SECONDS_MAX};
+use crate::meta::settings::{MetaReplication, HOLD_SECONDS_MAX};
 use crate::replication::messages::{Ballot, NodeId, PartitionConfig as ReplicaConfig};
 use crate::replication::reconfig::{self, ReconfigError, ReplicaReport};
+use crate::table::{validate_partition_count, validate_table_name};
 
 /// Version of the [`MetaData`] layout; a store refuses any other.
 pub const META_DATA_FORMAT_VERSION: u32 = 1;
@@ -50,28 +50,19 @@ pub const ENV_KEY_BYTES_MAX: usize = 256;
 /// Longest environment value, in bytes.
 pub const ENV_VALUE_BYTES_MAX: usize = 4_096;
 
-const _: () = assert!(PARTITIONS_TOTAL_MAX >= crate::config::PARTITION_COUNT_MAX as usize);
+const _: () = assert!(PARTITIONS_TOTAL_MAX >= crate::table::PARTITION_COUNT_MAX as usize);
 
 /// The time of one input, on meta's two clocks (docs/DESIGN.md, "Clocks").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetaTime {
-    /// Milliseconds on a monotonic clock ([`crate::clock::monotonic_ms`]):
+    /// Milliseconds on a monotonic clock (the node crate's
+    /// `clock::monotonic_ms`, boot time):
     /// beacon silence, grace, meta's own pauses — every duration
     /// (**durations-are-monotonic**). A step of the wall clock never makes
     /// a healthy node look silent.
     pub monotonic_ms: u64,
     /// Unix milliseconds: table create and drop times, hold expiry.
     pub unix_ms: u64,
-}
-
-impl MetaTime {
-    /// Both clocks now.
-    pub fn now() -> MetaTime {
-        MetaTime {
-            monotonic_ms: crate::clock::monotonic_ms(),
-            unix_ms: crate::clock::unix_ms(),
-        }
-    }
 }
 
 impl From<u64> for MetaTime {
@@ -85,7 +76,7 @@ impl From<u64> for MetaTime {
     }
 }
 
-/// Settings the state machine needs (from [`MetaConfig`] and the server).
+/// Settings the state machine needs (from meta's config file and the server).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetaSettings {
     /// Meta's own address, as served (reported by cluster_info).
@@ -107,19 +98,6 @@ pub struct MetaSettings {
 }
 
 impl MetaSettings {
-    /// The settings of `config`, served at `meta_address`.
-    pub fn from_config(config: &MetaConfig, meta_address: String) -> MetaSettings {
-        MetaSettings {
-            meta_address,
-            data_dir: config.data_dir.display().to_string(),
-            hold_seconds: config.hold_seconds,
-            node_timeout_ms: config.node_timeout_ms,
-            replica_count_default: config.replica_count_default,
-            replica_count_max: config.replica_count_max,
-            replication: config.replication,
-        }
-    }
-
     /// A node is dead once its last beacon is this old: `grace_ms` with
     /// replication, else `node_timeout_ms`.
     pub fn dead_after_ms(&self) -> u64 {
@@ -337,8 +315,8 @@ impl Step {
 /// Meta's state machine: persistent [`MetaData`] plus the node registry.
 ///
 /// ```
-/// use markab::meta::state::{MetaData, MetaSettings, MetaState};
-/// use markab::wire::message::{CreateTableRequest, NodeBeacon, Request, ResponseBody};
+/// use markab_core::meta::state::{MetaData, MetaSettings, MetaState};
+/// use markab_core::wire::message::{CreateTableRequest, NodeBeacon, Request, ResponseBody};
 ///
 /// let settings = MetaSettings {
 ///     meta_address: "127.0.0.1:34601".into(),
@@ -927,7 +905,7 @@ impl MetaState {
                     format!(
                         "partition_count = {} must be a power of two in 1..={}",
                         create.partition_count,
-                        crate::config::PARTITION_COUNT_MAX
+                        crate::table::PARTITION_COUNT_MAX
                     ),
                 )
             }

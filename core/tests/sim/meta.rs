@@ -1,7 +1,7 @@
 //! The simulated meta server: the production state machine
-//! (`markab::meta::state::MetaState`) run through the production
-//! persist-then-commit steps (`markab::meta::server::execute` and
-//! `execute_tick`) over an in-memory store — only the I/O is swapped. It
+//! (`markab_core::meta::state::MetaState`) run through the production
+//! persist-then-commit steps (`markab_core::meta::step::execute` and
+//! `execute_tick`, which meta's server runs too) over an in-memory store — only the I/O is swapped. It
 //! hears beacons and primaries' requests as wire requests, answers beacons
 //! with wire acks (configurations reach nodes only that way, as in a real
 //! cluster), crashes and restarts from its store, and can fail to persist.
@@ -9,14 +9,14 @@
 
 use std::collections::BTreeMap;
 
-use markab::meta::config::MetaReplication;
-use markab::meta::server::{execute, execute_tick};
-use markab::meta::state::{MetaData, MetaSettings, MetaState, MetaTime, StoredPartition};
-use markab::meta::store::{MemoryMetaStore, MetaStore};
-use markab::replication::config::ReplicationSettings;
-use markab::replication::messages::{Ballot, NodeId, PartitionConfig, Role};
-use markab::replication::reconfig::ReplicaReport;
-use markab::wire::message::{
+use markab_core::meta::settings::MetaReplication;
+use markab_core::meta::state::{MetaData, MetaSettings, MetaState, MetaTime, StoredPartition};
+use markab_core::meta::step::{execute, execute_tick};
+use markab_core::meta::store::{MemoryMetaStore, MetaStore};
+use markab_core::replication::config::ReplicationSettings;
+use markab_core::replication::messages::{Ballot, NodeId, PartitionConfig, Role};
+use markab_core::replication::reconfig::ReplicaReport;
+use markab_core::wire::message::{
     BeaconAck, CreateTableRequest, Gpid, HostedReplica, NodeBeacon, ReplicaAssignment, ReplicaRole,
     Request, ResponseBody,
 };
@@ -109,7 +109,12 @@ impl SimMeta {
             envs: Vec::new(),
             success_if_exist: false,
         });
-        let created = execute(&mut meta.state, &mut meta.store, &create, now_ms);
+        let created = execute(
+            &mut meta.state,
+            &mut meta.store,
+            &create,
+            MetaTime::from(now_ms),
+        );
         assert!(
             created.is_ok(),
             "the simulated table is created: {created:?}"
@@ -306,7 +311,7 @@ fn config_of(assignment: &ReplicaAssignment) -> PartitionConfig {
 }
 
 fn stored_config(stored: &StoredPartition) -> PartitionConfig {
-    let names = |places: &[markab::meta::state::ReplicaPlace]| -> Vec<String> {
+    let names = |places: &[markab_core::meta::state::ReplicaPlace]| -> Vec<String> {
         places.iter().map(|place| place.node.clone()).collect()
     };
     PartitionConfig {

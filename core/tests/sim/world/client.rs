@@ -3,9 +3,9 @@
 //! a timeout), every operation recorded for the linearizability checker;
 //! and the final reads through each partition's serving primary.
 
-use markab::check::{KvInput, KvOutput, Value};
-use markab::replication::messages::NodeId;
-use markab::wire::message::{
+use markab_core::check::{KvInput, KvOutput, Value};
+use markab_core::replication::messages::NodeId;
+use markab_core::wire::message::{
     CheckAndSetRequest, CheckType, ErrorCode, Key, Request, Response, ResponseBody,
 };
 use rand::rngs::StdRng;

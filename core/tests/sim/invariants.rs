@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use markab::replication::core::ReplicaCore;
-use markab::replication::messages::{Ballot, Decree, Mutation, NodeId, Role};
+use markab_core::replication::core::ReplicaCore;
+use markab_core::replication::messages::{Ballot, Decree, Mutation, NodeId, Role};
 
 use super::model::PartitionId;
 

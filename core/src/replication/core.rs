@@ -39,10 +39,10 @@ struct Entry {
 /// append is durable.
 ///
 /// ```
-/// use markab::replication::config::ReplicationSettings;
-/// use markab::replication::core::ReplicaCore;
-/// use markab::replication::messages::*;
-/// use markab::wire::message::Gpid;
+/// use markab_core::replication::config::ReplicationSettings;
+/// use markab_core::replication::core::ReplicaCore;
+/// use markab_core::replication::messages::*;
+/// use markab_core::wire::message::Gpid;
 ///
 /// let me = NodeId(1);
 /// let mut core = ReplicaCore::new(Gpid::default(), me, ReplicationSettings::default()).unwrap();
@@ -1172,10 +1172,10 @@ impl ReplicaCore {
 /// the log's size); records above it are kept whole.
 ///
 /// ```
-/// use markab::replication::config::ReplicationSettings;
-/// use markab::replication::core::Recovery;
-/// use markab::replication::messages::NodeId;
-/// use markab::wire::message::Gpid;
+/// use markab_core::replication::config::ReplicationSettings;
+/// use markab_core::replication::core::Recovery;
+/// use markab_core::replication::messages::NodeId;
+/// use markab_core::wire::message::Gpid;
 ///
 /// let mut recovery = Recovery::new(0);
 /// recovery.push(1, 1, 0, b"a");

@@ -6,14 +6,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use markab::replication::config::ReplicationSettings;
-use markab::replication::core::ReplicaCore;
-use markab::replication::messages::{
+use markab_core::replication::config::ReplicationSettings;
+use markab_core::replication::core::ReplicaCore;
+use markab_core::replication::messages::{
     Ballot, Decree, Input, MetaRequest, NodeId, Output, PartitionConfig, Role, WriteError,
 };
-use markab::replication::reconfig::ReplicaReport;
-use markab::storage::{MemoryEngine, Partition, StorageLimits, WriteBatch};
-use markab::wire::message::{Gpid, Request};
+use markab_core::replication::reconfig::ReplicaReport;
+use markab_core::storage::{MemoryEngine, Partition, StorageLimits, WriteBatch};
+use markab_core::wire::message::{Gpid, Request};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -1194,7 +1194,7 @@ fn hosted(core: ReplicaCore) -> Hosted {
 
 fn apply(
     partition: &Partition<MemoryEngine>,
-    mutation: &markab::replication::messages::Mutation,
+    mutation: &markab_core::replication::messages::Mutation,
 ) -> Result<(), String> {
     if mutation.payload.is_empty() {
         return Ok(());

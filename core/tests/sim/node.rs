@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use markab::replication::core::ReplicaCore;
-use markab::replication::messages::{Ballot, NodeId, Token};
-use markab::storage::{MemoryEngine, Partition};
-use markab::wire::message::{Request, ResponseBody};
+use markab_core::replication::core::ReplicaCore;
+use markab_core::replication::messages::{Ballot, NodeId, Token};
+use markab_core::storage::{MemoryEngine, Partition};
+use markab_core::wire::message::{Request, ResponseBody};
 
 use super::model::{PartitionId, SimCheckpoint, SimLog};
 

@@ -1,0 +1,62 @@
+//! One input through meta's state machine and its store: persist, then
+//! commit, then answer (invariant "persist before effect"; docs/meta.md).
+//! The server runs these on its actor thread; the simulator runs the same.
+
+use markab_wire::message::{ErrorCode, OpError, Request, Response};
+
+use crate::meta::state::{MetaState, MetaTime};
+use crate::meta::store::{MetaStore, MetaStoreError};
+
+/// Runs one request through the state machine and, when it changes
+/// persistent data, through the store: save, then commit, then answer. A
+/// failed save answers `STORAGE_ERROR` and changes nothing.
+pub fn execute(
+    state: &mut MetaState,
+    store: &mut dyn MetaStore,
+    request: &Request,
+    now: MetaTime,
+) -> Response {
+    let step = state.handle(request, now);
+    let Some(data) = step.persist else {
+        return step.reply;
+    };
+    match store.save(&data) {
+        Ok(()) => {
+            state.commit(data);
+            tracing::info!(request = request.name(), "meta state changed");
+            step.reply
+        }
+        Err(error) => {
+            tracing::error!(request = request.name(), %error, "meta store write failed; change refused");
+            Err(store_error(&error))
+        }
+    }
+}
+
+/// Runs a tick through the state machine and persists what it proposes; a
+/// failed save changes nothing (the next tick tries again).
+pub fn execute_tick(
+    state: &mut MetaState,
+    store: &mut dyn MetaStore,
+    now: impl Into<MetaTime>,
+) -> Result<(), MetaStoreError> {
+    if let Some(data) = state.tick(now) {
+        let before = state.data().tables.len();
+        store.save(&data)?;
+        let after = data.tables.len();
+        state.commit(data);
+        tracing::info!(
+            tables_forgotten = before - after,
+            version = state.data().version,
+            "meta tick persisted a change (forgotten tables or new partition configurations)"
+        );
+    }
+    Ok(())
+}
+
+fn store_error(error: &MetaStoreError) -> OpError {
+    OpError::new(
+        ErrorCode::StorageError,
+        format!("meta could not persist the change, nothing changed: {error}"),
+    )
+}
