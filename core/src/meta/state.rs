@@ -664,16 +664,12 @@ impl MetaState {
                 ((*node).to_owned(), vec![0usize; shards])
             })
             .collect();
-        for table in self.data.tables.values().filter(|t| t.is_available()) {
-            for partition in &table.partitions {
-                for place in partition.places() {
-                    if let Some(count) = shard_load
-                        .get_mut(&place.node)
-                        .and_then(|shards| shards.get_mut(place.shard.max(0) as usize))
-                    {
-                        *count += 1;
-                    }
-                }
+        for place in self.available_places() {
+            if let Some(count) = shard_load
+                .get_mut(&place.node)
+                .and_then(|shards| shards.get_mut(place.shard.max(0) as usize))
+            {
+                *count += 1;
             }
         }
         let mut changes = Vec::new();
@@ -1391,19 +1387,20 @@ impl MetaState {
     /// Replicas of available tables placed per node.
     fn placed_counts(&self) -> BTreeMap<&str, i32> {
         let mut counts = BTreeMap::new();
-        for table in self
-            .data
+        for place in self.available_places() {
+            *counts.entry(place.node.as_str()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Every replica place of every available table's partitions.
+    fn available_places(&self) -> impl Iterator<Item = &ReplicaPlace> {
+        self.data
             .tables
             .values()
             .filter(|table| table.is_available())
-        {
-            for partition in &table.partitions {
-                for place in partition.places() {
-                    *counts.entry(place.node.as_str()).or_insert(0) += 1;
-                }
-            }
-        }
-        counts
+            .flat_map(|table| &table.partitions)
+            .flat_map(StoredPartition::places)
     }
 
     fn cluster_info(&self, now_ms: u64) -> Vec<(String, String)> {
@@ -1568,11 +1565,7 @@ impl MetaState {
             .filter(|(_, record)| self.is_alive(record, now_ms))
             .map(|(node, _)| node.as_str())
             .collect();
-        for table in self.data.tables.values().filter(|t| t.is_available()) {
-            for partition in &table.partitions {
-                known.extend(partition.places().map(|place| place.node.as_str()));
-            }
-        }
+        known.extend(self.available_places().map(|place| place.node.as_str()));
         let heard_within_ms = self.settings.dead_after_ms() / 2;
         let alive = known
             .iter()

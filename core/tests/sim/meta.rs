@@ -219,18 +219,17 @@ impl SimMeta {
         self.note_changes(now_ms);
     }
 
-    /// The primary `from` asks to remove (`upgrade` false) or promote
-    /// learner `node` of `pid` at `ballot`; whether meta honoured it.
+    /// A primary asks to remove (`upgrade` false) or promote learner
+    /// `node` of `pid` at `ballot` (the ballot proves who asks); whether
+    /// meta honoured it.
     pub fn on_request(
         &mut self,
-        from: NodeId,
         pid: PartitionId,
         ballot: Ballot,
         node: NodeId,
         upgrade: bool,
         now_ms: u64,
     ) -> bool {
-        let _ = from; // the ballot proves who asks (docs/meta.md)
         let (gpid, ballot, node) = (gpid(pid), ballot as i64, node_name(node));
         let request = if upgrade {
             Request::UpgradeLearner { gpid, ballot, node }

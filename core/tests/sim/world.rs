@@ -594,7 +594,7 @@ impl World {
                 node: removed,
             } => {
                 self.meta
-                    .on_request(node, pid, ballot, removed, false, self.now_ms);
+                    .on_request(pid, ballot, removed, false, self.now_ms);
                 self.announce();
             }
             Msg::UpgradeLearner {
@@ -604,7 +604,7 @@ impl World {
             } => {
                 if self
                     .meta
-                    .on_request(node, pid, ballot, learner, true, self.now_ms)
+                    .on_request(pid, ballot, learner, true, self.now_ms)
                 {
                     self.learner_promotions += 1;
                 }

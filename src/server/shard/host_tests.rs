@@ -348,3 +348,34 @@ fn a_copy_pins_the_log_until_its_learner_leaves() {
         state.close().await;
     });
 }
+
+// A write whose log record could not fit the shard's log (its segments
+// are 64 KiB here) is refused `REQUEST_TOO_LARGE` before it gets a decree,
+// and the partition goes on taking writes. (A record the log refuses after
+// the core gave it a decree would leave that decree undurable for good.)
+#[test]
+fn a_write_too_large_for_the_log_is_refused_before_its_decree() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let state = primary(dir.path(), 2, &[]).await;
+        let request = |bytes: usize| markab_wire::Request::Set {
+            key: markab_wire::Key::new(b"h".to_vec(), b"s".to_vec()),
+            value: vec![b'v'; bytes],
+            ttl_seconds: 0,
+        };
+        let refused = state.serve_write(GPID, &request(100 * 1024)).await;
+        let error = refused.expect_err("a record larger than a segment");
+        assert_eq!(
+            error.code,
+            markab_wire::ErrorCode::RequestTooLarge,
+            "{error:?}"
+        );
+        assert_eq!(committed(&state), 0, "no decree was given");
+        state
+            .serve_write(GPID, &request(1024))
+            .await
+            .expect("a small write still commits");
+        assert_eq!(committed(&state), 1);
+        state.close().await;
+    });
+}

@@ -532,11 +532,11 @@ impl ShardState {
         }
         let outputs = host.core.borrow_mut().handle(input, clock_ms());
         for output in outputs {
+            self.carry_out(gpid, replica, host, output);
             if replica.is_failed() {
                 host.fail_waiting();
                 return;
             }
-            self.carry_out(gpid, replica, host, output);
         }
     }
 
