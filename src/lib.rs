@@ -17,5 +17,5 @@ pub mod server;
 pub mod shell;
 pub mod storage;
 
-pub use markab_core::{check, key, replication, table};
+pub use markab_core::{check, host, key, replication, table};
 pub use markab_wire as wire;

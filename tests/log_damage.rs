@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use markab::client::{Client, ClientOptions};
+use markab::host::record::mutation_of_record;
 use markab::key;
 use markab::storage::{WriteBatch, WriteOp};
 use markab::wire::ErrorCode;
@@ -53,7 +54,9 @@ fn records(log_dir: &Path) -> Vec<(RecordLocation, i32, String)> {
     let mut found = Vec::new();
     let mut visit =
         |header: &markab_shards::log::RecordHeader, payload: &[u8], location: RecordLocation| {
-            let batch = WriteBatch::decode(payload).unwrap();
+            let mutation =
+                mutation_of_record(header.ballot, header.decree, payload).expect("a log record");
+            let batch = WriteBatch::decode(&mutation.payload).unwrap();
             let WriteOp::Put { raw_key, .. } = &batch.ops()[0] else {
                 panic!("a set record")
             };

@@ -12,6 +12,7 @@
 //! it. See docs/DESIGN.md.
 
 pub mod check;
+pub mod host;
 pub mod key;
 pub mod meta;
 pub mod replication;

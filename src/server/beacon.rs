@@ -27,14 +27,11 @@ use futures::channel::mpsc;
 use markab_shards::runtime::StopHandle;
 use markab_wire::codec::{decode_response, Encoder};
 use markab_wire::frame::{FrameDecoder, MessageKind, FRAME_BODY_BYTES_MAX};
-use markab_wire::{
-    BeaconAck, Envelope, ErrorCode, Gpid, HostedReplica, NodeBeacon, Request, Response,
-    ResponseBody,
-};
+use markab_wire::{Envelope, ErrorCode, NodeBeacon, Request, Response, ResponseBody};
 
 use crate::clock::monotonic_ms;
-use crate::replication::messages::Ballot;
 use crate::server::shard::NodeLayout;
+pub use markab_core::host::registry::{split_ack, ShardAck};
 
 /// How long meta has to answer one beacon or request.
 const META_CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -48,25 +45,6 @@ pub const SHARD_ACKS_MAX: usize = 4;
 /// Requests to meta waiting to be sent; more are dropped (replicas repeat
 /// theirs on timers).
 pub const META_REQUESTS_MAX: usize = 1_024;
-
-/// One shard's part of a beacon ack, applied in this order: configurations,
-/// then leases (**configs-before-lease**), then drops.
-#[derive(Debug)]
-pub struct ShardAck {
-    /// When the beacon was sent, on the node's clock: leases count from it.
-    pub sent_ms: u64,
-    /// How long a lease lasts from `sent_ms` (0: meta grants no leases, a
-    /// replica is then its partition's only copy and serves without one).
-    pub lease_ms: u64,
-    /// Assignments to host or to follow: not hosted yet, or newer than what
-    /// the hosted registry shows.
-    pub configs: Vec<markab_wire::ReplicaAssignment>,
-    /// Partitions meta's committed configuration names this node primary
-    /// of, with that ballot (**lease-per-ballot**).
-    pub leases: Vec<(Gpid, Ballot)>,
-    /// Replicas whose data meta says to delete.
-    pub drops: Vec<Gpid>,
-}
 
 /// The requests replicas make to meta, sent by their own thread.
 #[derive(Debug, Default)]
@@ -271,17 +249,15 @@ fn beacon_loop(
         let beacon = NodeBeacon {
             node: node.clone(),
             shard_addresses: shard_addresses.clone(),
-            replicas: hosted_replicas(layout),
+            replicas: layout.registry.beacon_replicas(),
             incarnation,
         };
         // The lease counts from the beacon's send time.
         let sent_ms = monotonic_ms();
         match link.call(&Request::Beacon(beacon)) {
             Ok(Ok(ResponseBody::BeaconAck(ack))) => {
-                layout
-                    .replica_count_min_alive
-                    .store(ack.replica_count_min_alive, Ordering::Relaxed);
-                for (shard, part) in split_ack(layout, &node, ack, sent_ms)
+                let shards = layout.addresses.len();
+                for (shard, part) in split_ack(&layout.registry, shards, &node, ack, sent_ms)
                     .into_iter()
                     .enumerate()
                 {
@@ -322,91 +298,4 @@ fn request_loop(layout: &NodeLayout, metas: &[String], stop: &StopHandle) {
             }
         }
     }
-}
-
-/// The replicas this node hosts, from the node-wide registry.
-fn hosted_replicas(layout: &NodeLayout) -> Vec<HostedReplica> {
-    let hosted = layout.hosted.read().expect("hosted registry lock");
-    let mut replicas: Vec<HostedReplica> = hosted
-        .iter()
-        .map(|(gpid, entry)| HostedReplica {
-            gpid: *gpid,
-            shard: entry.shard as i32,
-            ballot: entry.ballot,
-            decree_applied: entry.decree_applied,
-            role: entry.role,
-            decree_prepared: entry.decree_prepared,
-            decree_committed: entry.decree_committed,
-        })
-        .collect();
-    replicas.sort();
-    replicas
-}
-
-/// Splits `ack` into one part per shard. A replica the node already hosts
-/// goes to the shard that hosts it, whatever shard meta named
-/// (**replica-stays-on-its-shard**); a new one to meta's shard, if the node
-/// has it. An assignment that does not name this node (meta telling a
-/// replica it left, **replica-told-it-left**) only ever reaches a hosted
-/// replica.
-pub fn split_ack(layout: &NodeLayout, node: &str, ack: BeaconAck, sent_ms: u64) -> Vec<ShardAck> {
-    let shards = layout.addresses.len();
-    let mut parts: Vec<ShardAck> = (0..shards)
-        .map(|_| ShardAck {
-            sent_ms,
-            lease_ms: ack.lease_ms,
-            configs: Vec::new(),
-            leases: Vec::new(),
-            drops: Vec::new(),
-        })
-        .collect();
-    let hosted = layout.hosted.read().expect("hosted registry lock");
-    for assignment in ack.assignments {
-        let gpid = Gpid {
-            app_id: assignment.app_id,
-            partition_index: assignment.partition_index,
-        };
-        let names_node = assignment.primary == node
-            || assignment.secondaries.iter().any(|name| name == node)
-            || assignment.learners.iter().any(|name| name == node);
-        let (shard, ballot_hosted) = match hosted.get(&gpid) {
-            Some(entry) => {
-                if entry.shard as i32 != assignment.shard && names_node {
-                    tracing::warn!(
-                        app_id = gpid.app_id,
-                        partition = gpid.partition_index,
-                        hosted_on = entry.shard,
-                        meta_says = assignment.shard,
-                        "meta named another shard for a replica this node hosts; it stays where it is"
-                    );
-                }
-                (entry.shard, Some(entry.ballot))
-            }
-            None if !names_node => continue,
-            None => match usize::try_from(assignment.shard) {
-                Ok(shard) if shard < shards => (shard, None),
-                _ => {
-                    tracing::error!(
-                        shard = assignment.shard,
-                        shards,
-                        "meta assigned a replica to a shard this node does not have"
-                    );
-                    continue;
-                }
-            },
-        };
-        let part = &mut parts[shard];
-        if assignment.primary == node {
-            part.leases.push((gpid, assignment.ballot.max(0) as Ballot));
-        }
-        if ballot_hosted.is_none_or(|ballot| ballot < assignment.ballot) {
-            part.configs.push(assignment);
-        }
-    }
-    for gpid in ack.drops {
-        if let Some(entry) = hosted.get(&gpid) {
-            parts[entry.shard].drops.push(gpid);
-        }
-    }
-    parts
 }

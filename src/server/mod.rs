@@ -278,39 +278,40 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
         request_bytes_max: tuning.request_bytes_max,
     });
     spawn_mesh_receivers(server.clone(), mesh_receivers);
-    if server.state.layout.is_cluster() {
-        let pump = server.clone();
-        glommio::spawn_local(async move { pump.state.durability_pump().await }).detach();
-        // Copies and log reads for learners are background work: a task
-        // queue of their own with a tenth of the default shares, so they
-        // yield to requests under contention (reads run on the blocking
-        // pool; a copy exports 256 KiB at a time, paced).
-        let background = glommio::executor().create_task_queue(
-            glommio::Shares::Static(BACKGROUND_SHARES),
-            glommio::Latency::NotImportant,
-            "learners",
-        );
-        let copies = server.clone();
-        spawn_background(background, async move { copies.state.copy_pump().await });
-        let reads = server.clone();
-        spawn_background(background, async move { reads.state.learn_pump().await });
-        let ticker = server.clone();
+    // Standalone or cluster, a shard runs the same replica host: the
+    // durability pump and the ticker always; learners only come in a
+    // cluster, but their pumps cost nothing while idle.
+    let pump = server.clone();
+    glommio::spawn_local(async move { pump.state.durability_pump().await }).detach();
+    // Copies and log reads for learners are background work: a task
+    // queue of their own with a tenth of the default shares, so they
+    // yield to requests under contention (reads run on the blocking
+    // pool; a copy exports 256 KiB at a time, paced).
+    let background = glommio::executor().create_task_queue(
+        glommio::Shares::Static(BACKGROUND_SHARES),
+        glommio::Latency::NotImportant,
+        "learners",
+    );
+    let copies = server.clone();
+    spawn_background(background, async move { copies.state.copy_pump().await });
+    let reads = server.clone();
+    spawn_background(background, async move { reads.state.learn_pump().await });
+    let ticker = server.clone();
+    glommio::spawn_local(async move {
+        while !ticker.stop.is_stopped() {
+            glommio::timer::sleep(REPLICA_TICK_INTERVAL).await;
+            ticker.state.tick_replicas();
+        }
+    })
+    .detach();
+    if let Some(mut acks) = acks {
+        let applier = server.clone();
         glommio::spawn_local(async move {
-            while !ticker.stop.is_stopped() {
-                glommio::timer::sleep(REPLICA_TICK_INTERVAL).await;
-                ticker.state.tick_replicas();
+            while let Some(ack) = acks.next().await {
+                applier.state.apply_ack(ack);
             }
         })
         .detach();
-        if let Some(mut acks) = acks {
-            let applier = server.clone();
-            glommio::spawn_local(async move {
-                while let Some(ack) = acks.next().await {
-                    applier.state.apply_ack(ack);
-                }
-            })
-            .detach();
-        }
     }
     let housekeeper = server.clone();
     let log_bytes_max = tuning.log_bytes_max;

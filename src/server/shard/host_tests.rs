@@ -10,10 +10,14 @@ use glommio::LocalExecutorBuilder;
 use markab_shards::tuning::Tuning;
 use markab_wire::{Gpid, ReplicaAssignment};
 
+use markab_core::host::peer_wire::{self as peer, CopyChunk};
+use markab_core::host::record::{mutation_of_record, LearnedGather};
+use markab_core::host::registry::ShardAck;
+use markab_core::host::LearnRead;
+
 use super::*;
-use crate::replication::messages::{Mutation, PeerMessage};
-use crate::server::peer::{self, CopyChunk};
-use crate::server::shard::{log_dir, NodeLayout, NodeMode, ShardState};
+use crate::replication::messages::{Ballot, Decree, Mutation, PeerMessage};
+use crate::storage::WriteBatch;
 
 /// This node: its shard 0's address, which is also its id.
 const ME: &str = "127.0.0.1:1";
@@ -72,14 +76,14 @@ async fn learner(dir: &Path) -> ShardState {
     state
 }
 
-fn replica(state: &ShardState) -> Rc<Replica> {
-    state.replicas.borrow().get(&GPID).cloned().expect("hosted")
+fn core_of(state: &ShardState) -> (Decree, Option<Decree>) {
+    let host = state.host();
+    let core = host.replica(GPID).expect("hosted").core();
+    (core.last_committed(), core.copying())
 }
 
-fn core_of(state: &ShardState) -> (Decree, Option<Decree>) {
-    let replica = replica(state);
-    let core = replica.host.as_ref().expect("replicated").core.borrow();
-    (core.last_committed(), core.copying())
+fn applied(state: &ShardState) -> Decree {
+    state.host().replica(GPID).expect("hosted").applied()
 }
 
 fn put(key: &[u8]) -> Vec<u8> {
@@ -89,7 +93,10 @@ fn put(key: &[u8]) -> Vec<u8> {
 }
 
 fn has(state: &ShardState, key: &[u8]) -> bool {
-    replica(state)
+    state
+        .host()
+        .replica(GPID)
+        .expect("hosted")
         .partition
         .engine()
         .get(key)
@@ -148,7 +155,7 @@ fn an_interrupted_copy_leaves_storage_and_core_agreeing() {
         learned(&state, 3, 1..=3);
         assert_eq!(core_of(&state), (3, None));
         assert!(has(&state, b"m1") && has(&state, b"m3"));
-        let marker = replica(&state).dir.join(COPY_MARKER_FILE);
+        let marker = replica_dir(dir.path(), GPID).join(COPY_MARKER_FILE);
 
         chunk(&state, 40, 0, false, &[b"c1"]);
         assert_eq!(core_of(&state), (0, Some(40)));
@@ -164,17 +171,19 @@ fn an_interrupted_copy_leaves_storage_and_core_agreeing() {
         assert!(!marker.exists());
         assert!(!has(&state, b"c1"), "storage is empty again");
         assert!(!has(&state, b"c3"));
-        let engine_replica = replica(&state);
-        let engine = engine_replica.partition.engine();
-        assert_eq!(engine.applied_decree().unwrap(), 0);
-        assert_eq!(engine.flushed_decree().unwrap(), 0, "durably");
+        {
+            let host = state.host();
+            let engine = host.replica(GPID).unwrap().partition.engine();
+            assert_eq!(engine.applied_decree().unwrap(), 0);
+            assert_eq!(engine.flushed_decree().unwrap(), 0, "durably");
+        }
 
         chunk(&state, 50, 0, false, &[b"d1"]);
         chunk(&state, 50, 1, true, &[b"d2"]);
         assert_eq!(core_of(&state), (50, None));
         assert!(has(&state, b"d1") && has(&state, b"d2"));
         assert!(!marker.exists());
-        assert_eq!(replica(&state).decree_last(), 50);
+        assert_eq!(applied(&state), 50);
         state.close().await;
     });
 }
@@ -193,8 +202,8 @@ fn learned_records_are_logged_with_their_own_commit_point() {
         state.close().await;
         let mut claimed = Vec::new();
         markab_shards::log::recover(&log_dir, &mut |header, payload, _| {
-            let (_, decree, committed, _) = record_parts(header, payload).unwrap();
-            claimed.push((decree, committed));
+            let mutation = mutation_of_record(header.ballot, header.decree, payload).unwrap();
+            claimed.push((mutation.decree, mutation.committed_decree));
         })
         .unwrap();
         assert_eq!(claimed, vec![(1, 1), (2, 2)]);
@@ -231,15 +240,11 @@ fn reconfigure_primary(state: &ShardState, ballot: i64, learners: &[&str]) {
         learners: learners.iter().map(|learner| learner.to_string()).collect(),
         replica_count: 3,
     });
-    let replica = replica(state);
-    state.feed(
-        GPID,
-        &replica,
-        Input::Lease {
-            ballot: ballot as Ballot,
-            until_ms: u64::MAX,
-        },
-    );
+    // A lease that does not expire (meta granting no leases).
+    state.apply_ack(ShardAck {
+        leases: vec![(GPID, ballot as Ballot)],
+        ..ShardAck::default()
+    });
 }
 
 /// Writes `count` records of 2 KiB through the primary's write path.
@@ -258,12 +263,11 @@ async fn write_records(state: &ShardState, count: usize) {
 }
 
 fn committed(state: &ShardState) -> Decree {
-    replica(state)
-        .host
-        .as_ref()
-        .expect("replicated")
-        .core
-        .borrow()
+    state
+        .host()
+        .replica(GPID)
+        .expect("hosted")
+        .core()
         .last_committed()
 }
 
@@ -285,13 +289,7 @@ fn a_learner_above_the_primary_s_run_is_read_only_as_far_as_needed() {
         write_records(&state, 300).await;
         let last = committed(&state);
         assert_eq!(last, 300);
-        let since = replica(&state)
-            .host
-            .as_ref()
-            .unwrap()
-            .core
-            .borrow()
-            .primary_since();
+        let since = state.host().replica(GPID).unwrap().core().primary_since();
         assert_eq!(since, Some((2, 0)));
         let segments = state.log.segments();
         assert!(segments.len() > 6, "{} segments", segments.len());
@@ -299,14 +297,15 @@ fn a_learner_above_the_primary_s_run_is_read_only_as_far_as_needed() {
             std::fs::remove_file(&segment.path).unwrap();
         }
         let stream = (GPID.app_id, GPID.partition_index);
-        let read = read_learned(&segments, stream, 10, last, Some(2), 32 * 1024).unwrap();
+        let gather = |own_run| LearnedGather::new(10, last, own_run, 32 * 1024);
+        let read = read_learned(&segments, stream, gather(Some(2))).unwrap();
         let mutations = read.expect("the log holds decree 11 on");
         let decrees: Vec<Decree> = mutations.iter().map(|m| m.decree).collect();
         assert_eq!(decrees.first(), Some(&11));
         assert!(decrees.windows(2).all(|pair| pair[1] == pair[0] + 1));
         assert!(decrees.len() < 30, "{} mutations", decrees.len());
         assert!(mutations.iter().all(|m| m.ballot == 2));
-        assert!(read_learned(&segments, stream, 10, last, None, 32 * 1024).is_err());
+        assert!(read_learned(&segments, stream, gather(None)).is_err());
         state.close().await;
     });
 }
@@ -322,19 +321,34 @@ fn a_copy_pins_the_log_until_its_learner_leaves() {
     run(|| async {
         let dir = tempfile::tempdir().unwrap();
         let state = primary(dir.path(), 2, &[LEARNER]).await;
-        write_records(&state, 300).await;
-        let learner = state.replication().id(LEARNER);
+        write_records(&state, 50).await;
+        // The learner needs a copy: it starts at decree 50 and pins the
+        // log above it.
+        let learner = state.host().node_id(LEARNER);
+        let job = LearnRead {
+            gpid: GPID,
+            to: learner,
+            ballot: 2,
+            learner_committed: 0,
+        };
+        state.host().answer_learner(job, Ok(None));
+        let copy = state.host().next_copy().expect("a copy is queued");
+        assert_eq!(copy.decree, 50);
+        write_records(&state, 250).await;
         state
-            .replication()
-            .copy_pins
-            .borrow_mut()
-            .insert((GPID, learner), 50);
-        replica(&state).partition.engine().flush().unwrap();
+            .host()
+            .replica(GPID)
+            .unwrap()
+            .partition
+            .engine()
+            .flush()
+            .unwrap();
         state.collect_log_garbage(u64::MAX).unwrap();
         let stream = (GPID.app_id, GPID.partition_index);
         let last = committed(&state);
         let read = |state: &ShardState| {
-            read_learned(&state.log.segments(), stream, 50, last, Some(2), 1 << 20).unwrap()
+            let gather = LearnedGather::new(50, last, Some(2), 1 << 20);
+            read_learned(&state.log.segments(), stream, gather).unwrap()
         };
         assert!(
             read(&state).is_some(),
@@ -343,7 +357,7 @@ fn a_copy_pins_the_log_until_its_learner_leaves() {
         // The learner is removed: the pin goes and GC collects.
         reconfigure_primary(&state, 3, &[]);
         state.collect_log_garbage(u64::MAX).unwrap();
-        assert!(state.replication().copy_pins.borrow().is_empty());
+        assert_eq!(state.host().copy_pins().count(), 0);
         assert!(read(&state).is_none(), "collected once the learner left");
         state.close().await;
     });
@@ -378,4 +392,41 @@ fn a_write_too_large_for_the_log_is_refused_before_its_decree() {
         assert_eq!(committed(&state), 1);
         state.close().await;
     });
+}
+
+// A replica found with the copy marker (a copy from a primary was being
+// installed when the node stopped) drops the partial copy at open: storage
+// starts empty, the marker goes, and replay brings back what the log holds
+// (here decrees 1..=3, learned before the copy began); nothing of the
+// partial copy survives.
+#[test]
+fn a_partly_installed_copy_is_dropped_at_open() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let state = learner(dir.path()).await;
+        learned(&state, 3, 1..=3);
+        chunk(&state, 40, 0, false, &[b"c1"]);
+        let marker = replica_dir(dir.path(), GPID).join(COPY_MARKER_FILE);
+        assert!(marker.exists() && has(&state, b"c1") && !has(&state, b"m1"));
+        state.close().await;
+        drop(state);
+        let state = shard(dir.path(), Tuning::default().log_segment_bytes).await;
+        assert!(!marker.exists());
+        assert!(!has(&state, b"c1"), "the partial copy is gone");
+        assert_eq!(applied(&state), 3, "the log's decrees are replayed");
+        assert!(has(&state, b"m1") && has(&state, b"m3"));
+        state.close().await;
+    });
+}
+
+// The last accepted ballot survives in the replica's directory.
+#[test]
+fn ballot_file_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(io::persisted_ballot(dir.path()), Ok(0));
+    io::persist_ballot(dir.path(), 12).unwrap();
+    io::persist_ballot(dir.path(), 13).unwrap();
+    assert_eq!(io::persisted_ballot(dir.path()), Ok(13));
+    std::fs::write(dir.path().join(BALLOT_FILE), "x").unwrap();
+    assert!(io::persisted_ballot(dir.path()).is_err());
 }

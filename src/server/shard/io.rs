@@ -1,0 +1,278 @@
+//! The node's side of the replica host ([`markab_core::host`]): its
+//! [`HostIo`] over glommio — the shard's mutation log, peer links, RocksDB,
+//! the replica's files, the meta-request queue, and the wakers of the
+//! shard's pumps.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures::channel::oneshot;
+use markab_core::host::{AppendError, HostIo, OpenedReplica, ReplicaMeta};
+use markab_shards::log::{LogError, LogPosition, MutationLog, RecordHeader};
+use markab_wire::{ErrorCode, Gpid, OpError, PeerRequest, Request, Response};
+
+use super::NodeLayout;
+use crate::replication::messages::{Ballot, Decree};
+use crate::server::peer::PeerLinks;
+use crate::storage::{RocksEngine, ShardStorage};
+
+/// Marker file in a replica directory while a copy is being installed: a
+/// replica found with it on open holds a partial copy and starts empty.
+pub const COPY_MARKER_FILE: &str = "copy-in-progress";
+/// The last ballot the replica accepted (decimal), in its directory. A
+/// restarted replica starts at least there, so it never takes part again
+/// in a ballot it may have acted under before the restart
+/// (**ballot-monotonic** across restarts).
+pub const BALLOT_FILE: &str = "ballot";
+const REPLICA_META_FILE: &str = "replica.toml";
+
+/// The directory of replica `gpid`: `<data_dir>/replicas/<app_id>.<partition>`.
+pub fn replica_dir(data_dir: &Path, gpid: Gpid) -> PathBuf {
+    data_dir
+        .join("replicas")
+        .join(format!("{}.{}", gpid.app_id, gpid.partition_index))
+}
+
+pub(super) fn storage_error(message: String) -> OpError {
+    OpError::new(ErrorCode::StorageError, message)
+}
+
+/// Every replica directory under `data_dir` with its metadata.
+pub(super) fn replicas_on_disk(data_dir: &Path) -> Result<Vec<ReplicaMeta>, OpError> {
+    let root = data_dir.join("replicas");
+    let entries = match std::fs::read_dir(&root) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => {
+            return Err(storage_error(format!(
+                "cannot list {}: {error}",
+                root.display()
+            )))
+        }
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|error| storage_error(format!("cannot list {}: {error}", root.display())))?
+            .path()
+            .join(REPLICA_META_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            // A directory without metadata was never completely created.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => {
+                return Err(storage_error(format!(
+                    "cannot read {}: {error}",
+                    path.display()
+                )))
+            }
+        };
+        let meta: ReplicaMeta = toml::from_str(&text)
+            .map_err(|error| storage_error(format!("{}: {error}", path.display())))?;
+        found.push(meta);
+    }
+    found.sort_by_key(|meta| (meta.app_id, meta.partition_index));
+    Ok(found)
+}
+
+/// Durably records `ballot` as the replica's last accepted ballot: written
+/// to a temporary file, fsynced, renamed over the old one, directory fsynced.
+pub fn persist_ballot(dir: &Path, ballot: Ballot) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = dir.join("ballot.tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(ballot.to_string().as_bytes())?;
+    file.sync_data()?;
+    std::fs::rename(&temporary, dir.join(BALLOT_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The ballot recorded by [`persist_ballot`] (0 when none was).
+pub fn persisted_ballot(dir: &Path) -> Result<Ballot, String> {
+    let path = dir.join(BALLOT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{} holds {text:?}, not a ballot", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+    }
+}
+
+/// Creates `path` and makes it durable: the file synced, then its directory.
+fn create_durably(path: &Path) -> Result<(), String> {
+    let file = std::fs::File::create(path)
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    file.sync_all()
+        .map_err(|error| format!("cannot sync {}: {error}", path.display()))?;
+    sync_parent(path)
+}
+
+/// Removes `path` and makes the removal durable (its directory synced).
+fn remove_durably(path: &Path) -> Result<(), String> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(format!("cannot remove {}: {error}", path.display())),
+    }
+    sync_parent(path)
+}
+
+fn sync_parent(path: &Path) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|error| format!("cannot sync {}: {error}", dir.display()))
+}
+
+/// Wakes one waiting pump (a later wake before it waits again is merged).
+#[derive(Default)]
+pub struct Wake(RefCell<Option<oneshot::Sender<()>>>);
+
+impl Wake {
+    pub fn wake(&self) {
+        if let Some(wake) = self.0.borrow_mut().take() {
+            let _ = wake.send(());
+        }
+    }
+
+    /// Waits for the next [`Wake::wake`]; `false` once nothing can wake it.
+    pub async fn wait(&self) -> bool {
+        let (wake, woken) = oneshot::channel();
+        *self.0.borrow_mut() = Some(wake);
+        woken.await.is_ok()
+    }
+}
+
+/// The wakers of a shard's pumps.
+#[derive(Default)]
+pub struct Wakes {
+    pub durability: Wake,
+    pub learn: Wake,
+    pub copy: Wake,
+}
+
+/// A node shard's IO for its replica host.
+pub struct NodeIo {
+    pub(super) data_dir: PathBuf,
+    pub(super) storage: ShardStorage,
+    /// The shard's log, once replay of its files is over.
+    pub(super) log: Option<Rc<MutationLog>>,
+    pub(super) links: PeerLinks,
+    pub(super) layout: Arc<NodeLayout>,
+    pub(super) wakes: Rc<Wakes>,
+}
+
+impl HostIo for NodeIo {
+    type Engine = RocksEngine;
+    type Position = LogPosition;
+    type Waiter = oneshot::Sender<Response>;
+
+    fn now_ms(&self) -> u64 {
+        crate::clock::monotonic_ms()
+    }
+
+    fn now_epoch_s(&self) -> u32 {
+        crate::key::now_epoch_s()
+    }
+
+    fn append(
+        &mut self,
+        gpid: Gpid,
+        ballot: Ballot,
+        decree: Decree,
+        payload: &[u8],
+    ) -> Result<LogPosition, AppendError> {
+        let header = RecordHeader {
+            app_id: gpid.app_id,
+            partition_index: gpid.partition_index,
+            ballot: ballot as i64,
+            decree: decree as i64,
+        };
+        let Some(log) = &self.log else {
+            return Err(AppendError::Failed("the log is not open yet".to_owned()));
+        };
+        log.append(&header, payload).map_err(|error| match error {
+            LogError::Busy { .. } => AppendError::Busy,
+            other => AppendError::Failed(other.to_string()),
+        })
+    }
+
+    fn payload_bytes_max(&self) -> usize {
+        self.log.as_ref().map_or(0, |log| log.payload_bytes_max())
+    }
+
+    fn appended(&mut self) {
+        self.wakes.durability.wake();
+    }
+
+    fn send(&mut self, gpid: Gpid, address: &str, request: PeerRequest) {
+        self.links.send(address, gpid, request);
+    }
+
+    fn to_meta(&mut self, request: Request) {
+        self.layout.meta_requests.push(request);
+    }
+
+    fn reply(&mut self, waiter: Self::Waiter, response: Response, _decree: Option<Decree>) {
+        let _ = waiter.send(response);
+    }
+
+    fn open_replica(&mut self, meta: &ReplicaMeta) -> Result<OpenedReplica<RocksEngine>, OpError> {
+        let dir = replica_dir(&self.data_dir, meta.gpid());
+        let meta_path = dir.join(REPLICA_META_FILE);
+        if !meta_path.exists() {
+            std::fs::create_dir_all(&dir).map_err(|error| {
+                storage_error(format!("cannot create {}: {error}", dir.display()))
+            })?;
+            let text = toml::to_string(meta).expect("replica metadata serializes");
+            // Write then rename, so a crash never leaves half a metadata file.
+            let temporary = dir.join("replica.toml.tmp");
+            std::fs::write(&temporary, text)
+                .and_then(|()| std::fs::rename(&temporary, &meta_path))
+                .map_err(|error| {
+                    storage_error(format!("cannot write {}: {error}", meta_path.display()))
+                })?;
+        }
+        let engine = RocksEngine::open(&dir.join("rdb"), &self.storage)?;
+        Ok(OpenedReplica {
+            engine,
+            copy_marker: dir.join(COPY_MARKER_FILE).exists(),
+        })
+    }
+
+    fn remove_replica(&mut self, gpid: Gpid) -> Result<(), OpError> {
+        let dir = replica_dir(&self.data_dir, gpid);
+        std::fs::remove_dir_all(&dir)
+            .map_err(|error| storage_error(format!("cannot delete {}: {error}", dir.display())))
+    }
+
+    fn persist_ballot(&mut self, gpid: Gpid, ballot: Ballot) -> Result<(), String> {
+        let dir = replica_dir(&self.data_dir, gpid);
+        persist_ballot(&dir, ballot).map_err(|error| format!("in {}: {error}", dir.display()))
+    }
+
+    fn persisted_ballot(&mut self, gpid: Gpid) -> Result<Ballot, String> {
+        persisted_ballot(&replica_dir(&self.data_dir, gpid))
+    }
+
+    fn set_copy_marker(&mut self, gpid: Gpid, present: bool) -> Result<(), String> {
+        let marker = replica_dir(&self.data_dir, gpid).join(COPY_MARKER_FILE);
+        if present {
+            create_durably(&marker)
+        } else {
+            remove_durably(&marker)
+        }
+    }
+
+    fn learn_queued(&mut self) {
+        self.wakes.learn.wake();
+    }
+
+    fn copy_queued(&mut self) {
+        self.wakes.copy.wake();
+    }
+}
