@@ -13,7 +13,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (release profile, all targets, -D warnings)"
 cargo clippy --release --workspace --all-targets -- -D warnings
-echo "== cargo test (release profile)"
-cargo test --release --workspace --all-targets
+echo "== cargo test (release profile; the simulator runs 5,000 seeds, one thread per CPU)"
+MARKAB_SIM_SEEDS="${MARKAB_SIM_SEEDS:-5000}" cargo test --release --workspace --all-targets
 echo "== doc tests (release profile)"
 cargo test --release --workspace --doc

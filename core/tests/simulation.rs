@@ -3,7 +3,10 @@
 //!
 //! `MARKAB_SIM_SEEDS=N` runs N seeds (default 1,000) starting at
 //! `MARKAB_SIM_SEED_BASE` (default 0);
-//! `MARKAB_SIM_SEED=N` replays exactly seed N with a verbose trace.
+//! `MARKAB_SIM_SEED=N` replays exactly seed N with a verbose trace;
+//! `MARKAB_SIM_KEEP_GOING=1` runs every seed and lists each failing one
+//! (its first line) before failing; `MARKAB_SIM_THREADS=N` runs seeds on N
+//! threads (default: one per CPU).
 
 mod sim;
 
@@ -30,10 +33,49 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
     let base: u64 = std::env::var("MARKAB_SIM_SEED_BASE")
         .map(|n| n.parse().expect("MARKAB_SIM_SEED_BASE must be an integer"))
         .unwrap_or(0);
+    let keep_going = std::env::var("MARKAB_SIM_KEEP_GOING").is_ok_and(|value| value == "1");
+    let threads: u64 = std::env::var("MARKAB_SIM_THREADS")
+        .map(|n| n.parse().expect("MARKAB_SIM_THREADS must be an integer"))
+        .unwrap_or_else(|_| {
+            std::thread::available_parallelism().map_or(1, |count| count.get() as u64)
+        })
+        .clamp(1, seeds.max(1));
+    let mut failed: Vec<String> = Vec::new();
     let started = Instant::now();
     let mut total = sim::SeedReport::default();
-    for seed in base..base + seeds {
-        match sim::run_seed(seed, false) {
+    // Seeds are independent: each thread runs every `threads`-th one; the
+    // results are merged in seed order, so the outcome does not depend on
+    // the thread count. Without keep-going, every thread stops at the
+    // first failure any thread saw.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut results: Vec<(u64, Result<sim::SeedReport, String>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|first| {
+                let stop = &stop;
+                scope.spawn(move || {
+                    let mut results = Vec::new();
+                    for seed in (base + first..base + seeds).step_by(threads as usize) {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let result = sim::run_seed(seed, false);
+                        if result.is_err() && !keep_going {
+                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        results.push((seed, result));
+                    }
+                    results
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("a simulation thread"))
+            .collect()
+    });
+    results.sort_by_key(|(seed, _)| *seed);
+    for (seed, result) in results {
+        match result {
             Ok(report) => {
                 total.events += report.events;
                 total.operations += report.operations;
@@ -48,6 +90,15 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
                 total.checkpoint_installs += report.checkpoint_installs;
                 total.meta_crashes += report.meta_crashes;
                 total.pauses += report.pauses;
+                total.copy_chunks += report.copy_chunks;
+                total.torn_tails += report.torn_tails;
+                total.ballot_failures += report.ballot_failures;
+                total.truncations += report.truncations;
+            }
+            Err(failure) if keep_going => {
+                let first = failure.lines().next().unwrap_or_default().to_owned();
+                println!("seed {seed} failed: {first}");
+                failed.push(format!("{seed}: {first}"));
             }
             Err(failure) => {
                 panic!("simulation seed {seed} failed (replay: MARKAB_SIM_SEED={seed}): {failure}")
@@ -55,9 +106,10 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
         }
     }
     println!(
-        "{seeds} seeds in {:.1} s: {} events, {} ops ({} completed), {} decrees committed, \
+        "{seeds} seeds on {threads} thread(s) in {:.1} s: {} events, {} ops ({} completed), {} decrees committed, \
          {} crashes, {} configurations, {} primary changes, {} learners promoted \
-         ({} learned from a log, {} checkpoints installed), {} meta crashes, {} nodes paused, {} final reads",
+         ({} learned from a log, {} copies installed in {} chunks), {} meta crashes, {} nodes paused, \
+         {} torn log tails, {} ballot write failures, {} log truncations, {} final reads",
         started.elapsed().as_secs_f64(),
         total.events,
         total.operations,
@@ -69,9 +121,19 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
         total.learner_promotions,
         total.log_learns,
         total.checkpoint_installs,
+        total.copy_chunks,
         total.meta_crashes,
         total.pauses,
+        total.torn_tails,
+        total.ballot_failures,
+        total.truncations,
         total.final_reads,
+    );
+    assert!(
+        failed.is_empty(),
+        "{} seed(s) failed:\n{}",
+        failed.len(),
+        failed.join("\n")
     );
     if seeds >= 100 {
         // The faults really happened: the runs exercised failover.
@@ -84,6 +146,12 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
         assert!(
             total.learner_promotions > 0 && total.log_learns > 0 && total.checkpoint_installs > 0
         );
+        // The disk faults happened, and some copies took several chunks.
+        assert!(
+            total.torn_tails > 0 && total.ballot_failures > 0 && total.truncations > 0,
+            "torn tails, failed ballot writes, log truncations"
+        );
+        assert!(total.copy_chunks > total.checkpoint_installs);
     }
 }
 

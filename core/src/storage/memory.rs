@@ -4,6 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::{Arc, Mutex};
 
 use super::{Direction, ScanControl, ScanVisitor, StorageEngine, WriteBatch, WriteOp};
 use crate::wire::message::{ErrorCode, OpError};
@@ -11,14 +12,53 @@ use crate::wire::message::{ErrorCode, OpError};
 /// Every raw record of a [`MemoryEngine`], by raw key.
 pub type MemoryRecords = BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// The durable part of a [`MemoryEngine`] opened with
+/// [`MemoryEngine::open_durable`]: the records and decree as of its last
+/// flush. A simulated disk keeps this handle; after a simulated crash the
+/// engine reopened from it holds exactly its flushed state
+/// (**flushed-decree-consistent**).
+#[derive(Clone, Debug, Default)]
+pub struct MemoryDurable {
+    flushed: Arc<Mutex<(MemoryRecords, i64)>>,
+}
+
+impl MemoryDurable {
+    /// An empty durable state (no records, decree 0).
+    pub fn new() -> MemoryDurable {
+        MemoryDurable::default()
+    }
+
+    /// The decree of the last flush.
+    pub fn decree(&self) -> i64 {
+        self.lock().1
+    }
+
+    /// A copy of the flushed records and decree.
+    pub fn state(&self) -> (MemoryRecords, i64) {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (MemoryRecords, i64)> {
+        self.flushed.lock().expect("memory durable state lock")
+    }
+}
+
 /// An in-memory ordered engine. Single-threaded (`!Sync`); a write from
 /// inside a scan visitor is refused with `Internal` rather than panicking.
+///
+/// A plain engine ([`MemoryEngine::new`]) has no separate flushed state:
+/// its flushed decree is its applied decree. One opened with
+/// [`MemoryEngine::open_durable`] keeps one, as a disk-backed engine with
+/// its write-ahead log off does: [`StorageEngine::flush`] makes what was
+/// written durable in the [`MemoryDurable`] handle, and the flushed decree
+/// trails the applied one until then.
 #[derive(Debug, Default)]
 pub struct MemoryEngine {
     records: RefCell<BTreeMap<Vec<u8>, Vec<u8>>>,
-    /// The last decree written; memory has no separate "flushed" state, so
-    /// it is also the flushed decree.
+    /// The last decree written.
     decree: Cell<i64>,
+    /// The durable state, for an engine opened with one.
+    durable: Option<MemoryDurable>,
 }
 
 impl MemoryEngine {
@@ -53,7 +93,24 @@ impl MemoryEngine {
         MemoryEngine {
             records: RefCell::new(records),
             decree: Cell::new(decree),
+            durable: None,
         }
+    }
+
+    /// An engine holding exactly `durable`'s flushed records and decree,
+    /// flushing into it from now on (a reopened engine after a crash).
+    pub fn open_durable(durable: &MemoryDurable) -> MemoryEngine {
+        let (records, decree) = durable.state();
+        MemoryEngine {
+            records: RefCell::new(records),
+            decree: Cell::new(decree),
+            durable: Some(durable.clone()),
+        }
+    }
+
+    /// The durable state handle, for an engine opened with one.
+    pub fn durable(&self) -> Option<&MemoryDurable> {
+        self.durable.as_ref()
     }
 }
 
@@ -93,10 +150,17 @@ impl StorageEngine for MemoryEngine {
     }
 
     fn flushed_decree(&self) -> Result<i64, OpError> {
-        Ok(self.decree.get())
+        Ok(match &self.durable {
+            Some(durable) => durable.decree(),
+            None => self.decree.get(),
+        })
     }
 
     fn flush(&self) -> Result<(), OpError> {
+        if let Some(durable) = &self.durable {
+            let records = self.records.try_borrow().map_err(|_| reentered())?;
+            *durable.lock() = (records.clone(), self.decree.get());
+        }
         Ok(())
     }
 
@@ -155,5 +219,35 @@ mod tests {
         assert_eq!(restored.get(b"k").unwrap(), Some(b"v".to_vec()));
         assert_eq!(restored.applied_decree().unwrap(), 7);
         assert_eq!(engine.get(b"k").unwrap(), None);
+    }
+
+    // An engine with a durable state loses what it did not flush when it is
+    // reopened from that state, and keeps what it did.
+    #[test]
+    fn a_reopened_durable_engine_holds_its_flushed_state() {
+        let durable = MemoryDurable::new();
+        let engine = MemoryEngine::open_durable(&durable);
+        let write = |key: &[u8], decree: i64| {
+            let mut batch = WriteBatch::default();
+            batch.put(key.to_vec(), b"v".to_vec());
+            batch.set_decree(decree);
+            engine.write(&batch).unwrap();
+        };
+        write(b"a", 1);
+        assert_eq!(
+            (
+                engine.applied_decree().unwrap(),
+                engine.flushed_decree().unwrap()
+            ),
+            (1, 0)
+        );
+        engine.flush().unwrap();
+        write(b"b", 2);
+        assert_eq!(engine.flushed_decree().unwrap(), 1);
+        drop(engine);
+        let reopened = MemoryEngine::open_durable(&durable);
+        assert_eq!(reopened.applied_decree().unwrap(), 1);
+        assert_eq!(reopened.get(b"a").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(reopened.get(b"b").unwrap(), None);
     }
 }

@@ -20,7 +20,7 @@ mod memory;
 mod partition;
 mod scan;
 
-pub use memory::MemoryEngine;
+pub use memory::{MemoryDurable, MemoryEngine};
 pub use partition::Partition;
 
 use crate::wire::message::{ErrorCode, OpError, Record};

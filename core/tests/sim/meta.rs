@@ -5,7 +5,8 @@
 //! hears beacons and primaries' requests as wire requests, answers beacons
 //! with wire acks (configurations reach nodes only that way, as in a real
 //! cluster), crashes and restarts from its store, and can fail to persist.
-//! Nodes are named `sim-<id>:1`; the table is app 1.
+//! Nodes are named `sim-<id>:1` (their shard 0 address; shard `s` listens
+//! at `sim-<id>:<s+1>`); the table is app 1.
 
 use std::collections::BTreeMap;
 
@@ -14,14 +15,12 @@ use markab_core::meta::state::{MetaData, MetaSettings, MetaState, MetaTime, Stor
 use markab_core::meta::step::{execute, execute_tick};
 use markab_core::meta::store::{MemoryMetaStore, MetaStore};
 use markab_core::replication::config::ReplicationSettings;
-use markab_core::replication::messages::{Ballot, NodeId, PartitionConfig, Role};
-use markab_core::replication::reconfig::ReplicaReport;
+use markab_core::replication::messages::{Ballot, NodeId, PartitionConfig};
 use markab_core::wire::message::{
-    BeaconAck, CreateTableRequest, Gpid, HostedReplica, NodeBeacon, ReplicaAssignment, ReplicaRole,
-    Request, ResponseBody,
+    BeaconAck, CreateTableRequest, NodeBeacon, Request, ResponseBody,
 };
 
-use super::model::PartitionId;
+use super::model::{node_name, parse_address, shard_address, PartitionId};
 
 /// Replicas per partition (the table's replica count).
 pub const REPLICAS: usize = 3;
@@ -32,20 +31,11 @@ pub const APP_ID: i32 = 1;
 /// and the new one (already persisted and committed).
 pub type Change = (PartitionId, PartitionConfig, PartitionConfig);
 
-/// What one node reports of one replica in its beacon.
-pub type Report = (PartitionId, ReplicaReport, Role, u64);
-
-/// The name meta knows node `id` by (its shard 0 address).
-pub fn node_name(id: NodeId) -> String {
-    format!("sim-{}:1", id.0)
-}
-
 fn node_of(name: &str) -> NodeId {
-    let digits = name
-        .strip_prefix("sim-")
-        .and_then(|rest| rest.strip_suffix(":1"))
-        .unwrap_or_else(|| panic!("{name} is not a simulated node"));
-    NodeId(digits.parse().expect("a node number"))
+    match parse_address(name) {
+        Some((node, 0)) => node,
+        _ => panic!("{name} is not a simulated node"),
+    }
 }
 
 pub struct SimMeta {
@@ -65,11 +55,12 @@ pub struct SimMeta {
 }
 
 impl SimMeta {
-    /// Meta with `nodes` registered by a first beacon each and the table
-    /// of `partitions` partitions created (placed by meta).
+    /// Meta with `nodes` (each with its shard count) registered by a first
+    /// beacon each and the table of `partitions` partitions created (placed
+    /// by meta, on shards).
     pub fn new(
         replication: ReplicationSettings,
-        nodes: &[NodeId],
+        nodes: &[(NodeId, usize)],
         partitions: u32,
         now_ms: u64,
     ) -> SimMeta {
@@ -98,8 +89,16 @@ impl SimMeta {
             restarts: 0,
             changes: Vec::new(),
         };
-        for node in nodes {
-            meta.on_beacon(*node, 0, &[], now_ms)
+        for (node, shards) in nodes {
+            let beacon = NodeBeacon {
+                node: node_name(*node),
+                shard_addresses: (0..*shards)
+                    .map(|shard| shard_address(*node, shard))
+                    .collect(),
+                replicas: Vec::new(),
+                incarnation: 0,
+            };
+            meta.on_beacon(&beacon, now_ms)
                 .expect("a first beacon is acknowledged");
         }
         let create = Request::CreateTable(CreateTableRequest {
@@ -158,58 +157,19 @@ impl SimMeta {
         self.store.fail_saves = failing;
     }
 
-    /// A beacon from `node`; the configurations the ack carries (with the
-    /// lease it grants) unless meta refused it.
-    pub fn on_beacon(
-        &mut self,
-        node: NodeId,
-        incarnation: u64,
-        reports: &[Report],
-        now_ms: u64,
-    ) -> Option<(Vec<(PartitionId, PartitionConfig)>, u64)> {
-        let name = node_name(node);
-        let beacon = NodeBeacon {
-            node: name.clone(),
-            shard_addresses: vec![name],
-            replicas: reports
-                .iter()
-                .map(|(pid, report, role, applied)| HostedReplica {
-                    gpid: gpid(*pid),
-                    shard: 0,
-                    ballot: report.ballot as i64,
-                    decree_applied: *applied as i64,
-                    role: wire_role(*role),
-                    decree_prepared: report.last_prepared as i64,
-                    decree_committed: report.last_committed as i64,
-                })
-                .collect(),
-            incarnation,
-        };
+    /// A beacon; meta's ack unless it refused it.
+    pub fn on_beacon(&mut self, beacon: &NodeBeacon, now_ms: u64) -> Option<BeaconAck> {
         let answer = execute(
             &mut self.state,
             &mut self.store,
-            &Request::Beacon(beacon),
+            &Request::Beacon(beacon.clone()),
             MetaTime::from(now_ms),
         );
         self.note_changes(now_ms);
-        let Ok(ResponseBody::BeaconAck(BeaconAck {
-            assignments,
-            lease_ms,
-            ..
-        })) = answer
-        else {
-            return None;
-        };
-        let configs = assignments
-            .iter()
-            .map(|assignment| {
-                (
-                    assignment.partition_index as PartitionId,
-                    config_of(assignment),
-                )
-            })
-            .collect();
-        Some((configs, lease_ms))
+        match answer {
+            Ok(ResponseBody::BeaconAck(ack)) => Some(ack),
+            _ => None,
+        }
     }
 
     /// Meta's periodic tick (failure detection, the guardian).
@@ -219,27 +179,13 @@ impl SimMeta {
         self.note_changes(now_ms);
     }
 
-    /// A primary asks to remove (`upgrade` false) or promote learner
-    /// `node` of `pid` at `ballot` (the ballot proves who asks); whether
-    /// meta honoured it.
-    pub fn on_request(
-        &mut self,
-        pid: PartitionId,
-        ballot: Ballot,
-        node: NodeId,
-        upgrade: bool,
-        now_ms: u64,
-    ) -> bool {
-        let (gpid, ballot, node) = (gpid(pid), ballot as i64, node_name(node));
-        let request = if upgrade {
-            Request::UpgradeLearner { gpid, ballot, node }
-        } else {
-            Request::RemoveSecondary { gpid, ballot, node }
-        };
+    /// A primary's request (remove a secondary, promote a learner; its
+    /// ballot proves who asks); whether meta honoured it.
+    pub fn on_request(&mut self, request: &Request, now_ms: u64) -> bool {
         let answer = execute(
             &mut self.state,
             &mut self.store,
-            &request,
+            request,
             MetaTime::from(now_ms),
         );
         self.note_changes(now_ms);
@@ -278,35 +224,10 @@ impl SimMeta {
     }
 }
 
-fn gpid(pid: PartitionId) -> Gpid {
-    Gpid {
-        app_id: APP_ID,
-        partition_index: pid as i32,
-    }
-}
-
-fn wire_role(role: Role) -> ReplicaRole {
-    match role {
-        Role::Primary => ReplicaRole::Primary,
-        Role::Secondary => ReplicaRole::Secondary,
-        Role::Learner => ReplicaRole::Learner,
-        Role::Inactive => ReplicaRole::Inactive,
-    }
-}
-
 fn sorted(names: &[String]) -> Vec<NodeId> {
     let mut ids: Vec<NodeId> = names.iter().map(|name| node_of(name)).collect();
     ids.sort();
     ids
-}
-
-fn config_of(assignment: &ReplicaAssignment) -> PartitionConfig {
-    PartitionConfig {
-        ballot: assignment.ballot as Ballot,
-        primary: Some(node_of(&assignment.primary)),
-        secondaries: sorted(&assignment.secondaries),
-        learners: sorted(&assignment.learners),
-    }
 }
 
 fn stored_config(stored: &StoredPartition) -> PartitionConfig {

@@ -1,7 +1,9 @@
 //! The deterministic simulator of PacificA replication (docs/replication.md,
-//! "Simulator"): the real `ReplicaCore`, `Partition` and reconfiguration
-//! decisions under a seeded network, disk and clock, with invariants checked
-//! after every event and the client history checked for linearizability.
+//! "Simulator"): the production replica host (`markab_core::host`, the
+//! code a node runs: `ReplicaCore`, `Partition`, replay, copies) and the
+//! production meta under a seeded network, disk and clock — only the IO is
+//! swapped — with invariants checked after every event and the client
+//! history checked for linearizability.
 
 pub mod invariants;
 pub mod meta;
@@ -28,12 +30,20 @@ pub struct SeedReport {
     pub learner_promotions: u32,
     /// Learners answered from a primary's log.
     pub log_learns: u32,
-    /// Checkpoints installed by learners.
+    /// Copies installed by learners.
     pub checkpoint_installs: u32,
+    /// Chunks of copies sent.
+    pub copy_chunks: u32,
     /// Meta crashes (each followed by a restart from its store).
     pub meta_crashes: u32,
     /// Nodes paused past their lease.
     pub pauses: u32,
+    /// Crashes that tore a log record.
+    pub torn_tails: u32,
+    /// Ballots that could not be recorded (the node was restarted).
+    pub ballot_failures: u32,
+    /// Log truncations.
+    pub truncations: u32,
     /// A hash of the whole recorded history: equal runs give equal hashes.
     pub history_hash: u64,
 }
@@ -88,8 +98,12 @@ pub fn run_seed(seed: u64, verbose: bool) -> Result<SeedReport, String> {
         learner_promotions: summary.learner_promotions,
         log_learns: summary.log_learns,
         checkpoint_installs: summary.checkpoint_installs,
+        copy_chunks: summary.copy_chunks,
         meta_crashes: summary.meta_crashes,
         pauses: summary.pauses,
+        torn_tails: summary.torn_tails,
+        ballot_failures: summary.ballot_failures,
+        truncations: summary.truncations,
         history_hash: invariants::payload_hash(format!("{:?}", summary.history).as_bytes()),
     })
 }

@@ -1,20 +1,15 @@
-//! The simulated world's vocabulary: addresses, messages, events, the
-//! simulated log, and the fault settings drawn per seed.
-
-use std::collections::BTreeMap;
+//! The simulated world's vocabulary: addresses, messages, events and the
+//! fault settings drawn per seed.
 
 use markab_core::check::KvInput;
-use markab_core::replication::messages::{
-    Ballot, Decree, Mutation, NodeId, PartitionConfig, PeerMessage,
-};
-
-use super::meta::Report;
-use markab_core::wire::message::{Request, Response};
+use markab_core::host::CopyJob;
+use markab_core::replication::messages::NodeId;
+use markab_core::wire::message::{BeaconAck, Gpid, NodeBeacon, PeerRequest, Request, Response};
 
 /// Partition index inside the simulated table.
 pub type PartitionId = u32;
 
-/// Who sends and receives messages.
+/// Who sends and receives messages (link cuts are between these).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Addr {
     Meta,
@@ -36,43 +31,26 @@ pub enum Reply {
 /// Everything that travels on the simulated network.
 #[derive(Clone, Debug)]
 pub enum Msg {
+    /// A replica-to-replica message for the shard listening at `address`.
     Peer {
-        pid: PartitionId,
-        message: PeerMessage,
+        gpid: Gpid,
+        address: String,
+        request: PeerRequest,
     },
     Beacon {
-        incarnation: u64,
+        /// When the node sent it, on its own clock (leases count from it).
         sent_ms: u64,
-        reports: Vec<Report>,
+        beacon: NodeBeacon,
     },
     BeaconAck {
         sent_ms: u64,
-        configs: Vec<(PartitionId, PartitionConfig)>,
-        lease_ms: u64,
+        ack: BeaconAck,
     },
-    RemoveSecondary {
-        pid: PartitionId,
-        ballot: Ballot,
-        node: NodeId,
-    },
-    UpgradeLearner {
-        pid: PartitionId,
-        ballot: Ballot,
-        node: NodeId,
-    },
-    /// A primary's applied state at `decree`, sent to a learner whose gap
-    /// its cache and log do not cover (a real host streams a RocksDB
-    /// checkpoint in bounded chunks; here it is one message, delayed by
-    /// its size).
-    Checkpoint {
-        pid: PartitionId,
-        ballot: Ballot,
-        decree: Decree,
-        records: BTreeMap<Vec<u8>, Vec<u8>>,
-    },
+    /// A primary's request to meta (remove a secondary, promote a learner).
+    ToMeta(Request),
     Request {
         op: u64,
-        pid: PartitionId,
+        gpid: Gpid,
         request: Request,
     },
     Reply {
@@ -81,7 +59,8 @@ pub enum Msg {
     },
 }
 
-/// A scheduled happening.
+/// A scheduled happening. Node events carry the incarnation they belong
+/// to: a restarted node ignores its previous life's.
 #[derive(Clone, Debug)]
 pub enum Event {
     Deliver {
@@ -89,12 +68,32 @@ pub enum Event {
         to: Addr,
         msg: Msg,
     },
-    Durable {
+    /// A group commit of shard `shard`'s log finishes: every record up to
+    /// position `upto` is durable.
+    LogSync {
         node: NodeId,
         incarnation: u64,
-        pid: PartitionId,
-        ballot: Ballot,
-        decree: Decree,
+        shard: usize,
+        upto: u64,
+    },
+    /// The node's learn-read pool takes the next learner of `shard`.
+    LearnRead {
+        node: NodeId,
+        incarnation: u64,
+        shard: usize,
+    },
+    /// The node's copy pool takes the next copy of `shard`.
+    CopyStart {
+        node: NodeId,
+        incarnation: u64,
+        shard: usize,
+    },
+    /// The next chunk of a copy.
+    CopyStep {
+        node: NodeId,
+        incarnation: u64,
+        shard: usize,
+        job: CopyJob,
     },
     NodeTick {
         node: NodeId,
@@ -116,73 +115,16 @@ pub enum Event {
     Restart {
         node: NodeId,
     },
+    /// A replica of the node stopped (its ballot could not be recorded):
+    /// the supervisor restarts the process.
+    SupervisorRestart {
+        node: NodeId,
+        incarnation: u64,
+    },
     /// Meta restarts from its store.
     MetaRestart,
     /// Meta's store saves again.
     StoreHeals,
-}
-
-/// One replica's mutation log on a simulated disk: appends become durable
-/// in order after a delay; a crash keeps only the durable prefix.
-#[derive(Clone, Debug, Default)]
-pub struct SimLog {
-    /// Records with the time they became (or become) durable.
-    pub records: Vec<(Mutation, u64)>,
-}
-
-impl SimLog {
-    /// Appends `mutation`; returns when it will be durable (never before an
-    /// earlier record: the log is a prefix-durable stream).
-    pub fn append(&mut self, mutation: Mutation, now_ms: u64, delay_ms: u64) -> u64 {
-        let previous = self.records.last().map_or(0, |(_, at)| *at);
-        let durable_at_ms = previous.max(now_ms + delay_ms);
-        self.records.push((mutation, durable_at_ms));
-        durable_at_ms
-    }
-
-    /// Power cut at `now_ms`: every record not yet durable is lost.
-    pub fn crash(&mut self, now_ms: u64) {
-        self.records.retain(|(_, at)| *at <= now_ms);
-    }
-
-    /// Forgets every record at or below `decree` (covered by a checkpoint).
-    pub fn truncate(&mut self, decree: Decree) {
-        self.records
-            .retain(|(mutation, _)| mutation.decree > decree);
-    }
-
-    /// The committed mutations `from..=to` as recovery would read them (a
-    /// later record of a decree replaces one of a lower or equal ballot),
-    /// or `None` when some decree is missing (truncated or never logged).
-    pub fn read_range(&self, from: Decree, to: Decree) -> Option<Vec<Mutation>> {
-        if from > to {
-            return Some(Vec::new());
-        }
-        let mut latest: BTreeMap<Decree, &Mutation> = BTreeMap::new();
-        for (mutation, _) in &self.records {
-            if mutation.decree < from || mutation.decree > to {
-                continue;
-            }
-            let replaces = latest
-                .get(&mutation.decree)
-                .is_none_or(|held| held.ballot <= mutation.ballot);
-            if replaces {
-                latest.insert(mutation.decree, mutation);
-            }
-        }
-        if latest.len() as u64 != to - from + 1 {
-            return None;
-        }
-        Some(latest.into_values().cloned().collect())
-    }
-}
-
-/// A replica's checkpoint on a simulated disk: its applied state at
-/// `decree` (written at once, so always durable).
-#[derive(Clone, Debug, Default)]
-pub struct SimCheckpoint {
-    pub decree: Decree,
-    pub records: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 /// Per-seed shape of the world and its faults.
@@ -201,9 +143,10 @@ pub struct SimSettings {
     pub crash_per_mille: u32,
     /// Chance per fault tick of cutting a link, per mille.
     pub cut_per_mille: u32,
-    /// Chance per fault tick that a node checkpoints one replica and drops
-    /// its log records below (forcing checkpoint learning), per mille.
-    pub compact_per_mille: u32,
+    /// Chance per fault tick that a node flushes one replica's storage and
+    /// truncates a shard's log below what storage and copies need (forcing
+    /// copies to learners), per mille.
+    pub truncate_per_mille: u32,
     /// Chance per fault tick that meta crashes (and restarts from its store
     /// 100–1,500 ms later), per mille.
     pub meta_crash_per_mille: u32,
@@ -216,6 +159,19 @@ pub struct SimSettings {
     /// Chance that a delivered message is delivered a second time, later,
     /// per mille.
     pub duplicate_per_mille: u32,
+    /// Chance that a crash keeps a prefix of the unsynced log records and
+    /// tears the next one, per mille.
+    pub torn_per_mille: u32,
+    /// Chance that recording a replica's ballot fails (the replica stops
+    /// and the node is restarted 100–1,500 ms later), per mille of writes.
+    pub ballot_fail_per_mille: u32,
+    /// Most unsynced bytes a shard's log takes before refusing appends
+    /// (`Busy`: the host backlogs them).
+    pub log_unsynced_bytes_max: usize,
+    /// Longest group-commit delay of a log sync.
+    pub sync_delay_max_ms: u64,
+    /// Bytes of records per chunk of a copy to a learner.
+    pub copy_chunk_bytes: usize,
     pub client_timeout_ms: u64,
 }
 
@@ -227,4 +183,21 @@ pub struct Recorded {
     pub invoke_ns: u64,
     pub input: KvInput,
     pub complete: Option<(u64, markab_core::check::KvOutput)>,
+}
+
+/// The name meta knows node `id` by (its shard 0 address).
+pub fn node_name(id: NodeId) -> String {
+    shard_address(id, 0)
+}
+
+/// The listener address of shard `shard` of node `id`.
+pub fn shard_address(id: NodeId, shard: usize) -> String {
+    format!("sim-{}:{}", id.0, shard + 1)
+}
+
+/// The node and shard listening at `address`, if it is a simulated one.
+pub fn parse_address(address: &str) -> Option<(NodeId, usize)> {
+    let (node, port) = address.strip_prefix("sim-")?.split_once(':')?;
+    let port: usize = port.parse().ok()?;
+    Some((NodeId(node.parse().ok()?), port.checked_sub(1)?))
 }

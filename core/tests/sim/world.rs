@@ -1,34 +1,38 @@
 //! The deterministic discrete-event world: one seeded RNG, a simulated
-//! clock, a network with delay, drop, reorder and link cuts, nodes that
-//! crash (losing unsynced log bytes) and restart, the simulated meta, and
-//! clients recording a history. Every event is followed by the invariant
-//! checks of `invariants.rs`.
+//! clock, a network with delay, drop, reorder and link cuts, nodes running
+//! the production replica host ([`ShardHost`], one per shard) over
+//! [`SimIo`], crashing (losing unsynced log records, sometimes tearing one)
+//! and restarting from their disks, the simulated meta, and clients
+//! recording a history. Every event is followed by the invariant checks of
+//! `invariants.rs`.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
 
+use markab_core::host::registry::{split_ack, NodeRegistry};
+use markab_core::host::{CopyJob, ShardHost};
 use markab_core::replication::config::ReplicationSettings;
-use markab_core::replication::core::ReplicaCore;
-use markab_core::replication::messages::{
-    Ballot, Decree, Input, MetaRequest, NodeId, Output, PartitionConfig, Role, WriteError,
-};
-use markab_core::replication::reconfig::ReplicaReport;
-use markab_core::storage::{MemoryEngine, Partition, StorageLimits, WriteBatch};
-use markab_core::wire::message::{Gpid, Request};
+use markab_core::replication::messages::{Decree, NodeId, PartitionConfig};
+use markab_core::storage::{StorageEngine, StorageLimits};
+use markab_core::wire::message::{ErrorCode, Gpid, NodeBeacon, Request, Response};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::invariants::Invariants;
-use super::meta::{SimMeta, REPLICAS};
-use super::model::{Addr, Event, Msg, PartitionId, Recorded, Reply, SimCheckpoint, SimSettings};
-use super::node::{Hosted, Pending, SimNode};
+use super::meta::{SimMeta, APP_ID, REPLICAS};
+use super::model::{
+    node_name, parse_address, shard_address, Addr, Event, Msg, PartitionId, Recorded, Reply,
+    SimSettings,
+};
+use super::node::{Disk, Effect, IoFaults, SimIo, SimLog, SimNode};
 
 mod client;
 
 pub use client::sim_key;
 use client::SimClient;
 
-/// Storage time (seconds since 2016) used for every request: no TTLs.
-const NOW_EPOCH_S: u32 = 1_000;
 /// Interval of replica ticks.
 const NODE_TICK_MS: u64 = 5;
 /// Interval of meta's failure detection.
@@ -42,6 +46,8 @@ const TRACE_LINES_MAX: usize = 60;
 const RESTORE_MS: u64 = 1_000;
 /// Hard bound on events per seed (a runaway loop is a failure).
 const EVENTS_MAX: u64 = 2_000_000;
+/// Most shards of a node.
+const SHARDS_MAX: usize = 3;
 
 /// What one seed's run produced.
 pub struct RunSummary {
@@ -55,19 +61,31 @@ pub struct RunSummary {
     pub promotions: u32,
     /// Learners promoted to secondary.
     pub learner_promotions: u32,
-    /// Learners answered from the primary's log (`LearnFromStorage`).
+    /// Learners answered from the primary's log.
     pub log_learns: u32,
-    /// Checkpoints installed by learners.
+    /// Copies installed by learners.
     pub checkpoint_installs: u32,
+    /// Chunks of copies sent.
+    pub copy_chunks: u32,
     /// Meta crashes (each followed by a restart from its store).
     pub meta_crashes: u32,
     /// Nodes paused past their lease.
     pub pauses: u32,
+    /// Crashes that tore a log record.
+    pub torn_tails: u32,
+    /// Ballots that could not be recorded (each stops its replica; the
+    /// node is restarted).
+    pub ballot_failures: u32,
+    /// Log truncations.
+    pub truncations: u32,
 }
 
 pub struct World {
     rng: StdRng,
     now_ms: u64,
+    /// The world's clock as the nodes' IO reads it.
+    clock: Rc<Cell<u64>>,
+    faults: Rc<RefCell<IoFaults>>,
     seq: u64,
     events: BTreeMap<(u64, u64), Event>,
     settings: SimSettings,
@@ -80,7 +98,12 @@ pub struct World {
     /// History entries that were refused (never executed): left out.
     refused: Vec<bool>,
     next_op: u64,
+    /// The partition of each op sent.
+    op_partitions: BTreeMap<u64, PartitionId>,
     invariants: Invariants,
+    /// The decree each replica's storage holds, as its effects tell it
+    /// (**apply-once-in-order** per replica).
+    applied: BTreeMap<(NodeId, Gpid), Decree>,
     trace: VecDeque<String>,
     verbose: bool,
     crashes: u32,
@@ -89,24 +112,24 @@ pub struct World {
     /// counts from.
     last_restart_ms: u64,
     promotions: u32,
-    /// The node that last became primary of each partition.
-    last_primary: BTreeMap<PartitionId, NodeId>,
     learner_promotions: u32,
     log_learns: u32,
     checkpoint_installs: u32,
+    copy_chunks: u32,
     /// Sub-millisecond order of history timestamps.
     history_tick: u64,
-    /// Meta crashes so far (each followed by a restart from its store).
     meta_crashes: u32,
-    /// Nodes paused past their lease so far.
     pauses: u32,
+    torn_tails: u32,
+    ballot_failures: u32,
+    truncations: u32,
 }
 
 impl World {
     pub fn new(seed: u64, verbose: bool) -> World {
         let mut rng = StdRng::seed_from_u64(seed);
         let nodes_count = rng.random_range(3..=4u32);
-        let settings = SimSettings {
+        let mut settings = SimSettings {
             partitions: rng.random_range(1..=2),
             clients: rng.random_range(2..=4),
             keys: rng.random_range(2..=6),
@@ -116,11 +139,16 @@ impl World {
             delay_max_ms: rng.random_range(1..=10),
             crash_per_mille: [0, 50, 150][rng.random_range(0..3)],
             cut_per_mille: [0, 50, 150][rng.random_range(0..3)],
-            compact_per_mille: 0,
+            truncate_per_mille: 0,
             meta_crash_per_mille: 0,
             store_fail_per_mille: 0,
             pause_per_mille: 0,
             duplicate_per_mille: 0,
+            torn_per_mille: 0,
+            ballot_fail_per_mille: 0,
+            log_unsynced_bytes_max: usize::MAX,
+            sync_delay_max_ms: 4,
+            copy_chunk_bytes: markab_core::host::COPY_CHUNK_BYTES,
             client_timeout_ms: 1_000,
         };
         let replication = if rng.random_bool(0.5) {
@@ -128,41 +156,63 @@ impl World {
         } else {
             random_settings(&mut rng)
         };
-        let mut settings = settings;
-        settings.compact_per_mille = [0, 100, 300][rng.random_range(0..3)];
+        settings.truncate_per_mille = [0, 100, 300][rng.random_range(0..3)];
         settings.meta_crash_per_mille = [0, 20, 60][rng.random_range(0..3)];
         settings.store_fail_per_mille = [0, 20, 60][rng.random_range(0..3)];
         settings.pause_per_mille = [0, 20, 50][rng.random_range(0..3)];
         settings.duplicate_per_mille = [0, 10, 50][rng.random_range(0..3)];
+        settings.torn_per_mille = [0, 300, 1000][rng.random_range(0..3)];
+        settings.ballot_fail_per_mille = [0, 0, 5, 20][rng.random_range(0..4)];
+        settings.log_unsynced_bytes_max = [usize::MAX, 512, 128][rng.random_range(0..3)];
+        settings.sync_delay_max_ms = [1, 4, 20][rng.random_range(0..3)];
+        settings.copy_chunk_bytes = [settings.copy_chunk_bytes, 64, 1][rng.random_range(0..3)];
         replication.validate().expect("drawn settings are valid");
         let ids: Vec<NodeId> = (1..=nodes_count).map(NodeId).collect();
-        let nodes: BTreeMap<NodeId, SimNode> = ids
+        let shapes: Vec<(NodeId, usize, u64)> = ids
             .iter()
             .map(|id| {
+                let shards = rng.random_range(1..=SHARDS_MAX);
+                let offset_ms = rng.random_range(0..100_000);
+                (*id, shards, offset_ms)
+            })
+            .collect();
+        let faults = IoFaults {
+            rng: StdRng::seed_from_u64(rng.random()),
+            ballot_fail_per_mille: settings.ballot_fail_per_mille,
+            until_ms: settings.faults_until_ms,
+        };
+        let nodes: BTreeMap<NodeId, SimNode> = shapes
+            .iter()
+            .map(|(id, shards, offset_ms)| {
+                let disk = Disk {
+                    logs: (0..*shards).map(|_| SimLog::default()).collect(),
+                    replicas: BTreeMap::new(),
+                };
                 let node = SimNode {
                     id: *id,
-                    alive: true,
+                    alive: false,
                     incarnation: 0,
                     started_ms: 0,
-                    replicas: BTreeMap::new(),
-                    logs: BTreeMap::new(),
-                    checkpoints: BTreeMap::new(),
-                    ballots: BTreeMap::new(),
-                    next_token: 1,
+                    offset_ms: *offset_ms,
                     paused_until_ms: 0,
+                    shards: *shards,
+                    registry: Arc::new(NodeRegistry::new()),
+                    hosts: Vec::new(),
+                    disk: Rc::new(RefCell::new(disk)),
+                    syncing: vec![false; *shards],
+                    restart_scheduled: false,
                 };
                 (*id, node)
             })
             .collect();
-        // The production meta places the table; nodes host their replicas
-        // when their first beacon ack names them.
-        let mut meta = SimMeta::new(replication, &ids, settings.partitions, 0);
-        meta.take_changes();
-        let last_primary = meta
-            .configs()
+        // The production meta places the table on the nodes' shards; nodes
+        // host their replicas when their first beacon ack names them.
+        let placement: Vec<(NodeId, usize)> = shapes
             .iter()
-            .filter_map(|(pid, config)| Some((*pid, config.primary?)))
+            .map(|(id, shards, _)| (*id, *shards))
             .collect();
+        let mut meta = SimMeta::new(replication, &placement, settings.partitions, 0);
+        meta.take_changes();
         let clients = (0..settings.clients)
             .map(|_| SimClient {
                 route: BTreeMap::new(),
@@ -172,6 +222,8 @@ impl World {
         let mut world = World {
             rng,
             now_ms: 0,
+            clock: Rc::new(Cell::new(0)),
+            faults: Rc::new(RefCell::new(faults)),
             seq: 0,
             events: BTreeMap::new(),
             settings,
@@ -183,39 +235,31 @@ impl World {
             history: Vec::new(),
             refused: Vec::new(),
             next_op: 1,
+            op_partitions: BTreeMap::new(),
             invariants: Invariants::default(),
+            applied: BTreeMap::new(),
             trace: VecDeque::new(),
             verbose,
             crashes: 0,
             last_restart_ms: 0,
             promotions: 0,
-            last_primary,
             learner_promotions: 0,
             log_learns: 0,
             checkpoint_installs: 0,
+            copy_chunks: 0,
             history_tick: 0,
             meta_crashes: 0,
             pauses: 0,
+            torn_tails: 0,
+            ballot_failures: 0,
+            truncations: 0,
         };
         world.note(format!(
-            "settings {:?} {:?}",
+            "settings {:?} {:?} nodes (id, shards, clock offset) {shapes:?}",
             world.settings, world.replication
         ));
         for id in ids {
-            world.schedule(
-                0,
-                Event::NodeTick {
-                    node: id,
-                    incarnation: 0,
-                },
-            );
-            world.schedule(
-                0,
-                Event::Beacon {
-                    node: id,
-                    incarnation: 0,
-                },
-            );
+            world.boot(id).expect("an empty node boots");
         }
         world.schedule(0, Event::MetaTick);
         world.schedule(FAULT_TICK_MS, Event::FaultTick);
@@ -234,6 +278,7 @@ impl World {
             }
             assert!(at_ms >= self.now_ms, "the clock never goes back");
             self.now_ms = at_ms;
+            self.clock.set(at_ms);
             events += 1;
             if events > EVENTS_MAX {
                 return Err(self.failure("more than EVENTS_MAX events".into()));
@@ -267,8 +312,12 @@ impl World {
             learner_promotions: self.learner_promotions,
             log_learns: self.log_learns,
             checkpoint_installs: self.checkpoint_installs,
+            copy_chunks: self.copy_chunks,
             meta_crashes: self.meta_crashes,
             pauses: self.pauses,
+            torn_tails: self.torn_tails,
+            ballot_failures: self.ballot_failures,
+            truncations: self.truncations,
         })
     }
 
@@ -280,6 +329,8 @@ impl World {
     /// removals took, and the learners were promoted. (Drops go on in the
     /// quiet period, so a node with a tight grace may still be declared
     /// dead near the end, and each lost learning message costs a retry.)
+    /// A node whose replica stopped on a failed ballot write was restarted
+    /// by its supervisor, so it counts too.
     fn check_replica_counts(&self) -> Result<(), String> {
         let alive = self.nodes.values().filter(|node| node.alive).count();
         if alive < REPLICAS {
@@ -339,30 +390,37 @@ impl World {
         self.events.insert((at_ms, self.seq), event);
     }
 
+    /// `node`'s clock now.
+    fn node_now(&self, node: NodeId) -> u64 {
+        self.now_ms + self.nodes[&node].offset_ms
+    }
+
     fn check(&mut self) -> Result<(), String> {
+        let mut replicas = Vec::new();
         for node in self.nodes.values().filter(|node| node.alive) {
-            for (pid, hosted) in &node.replicas {
-                if hosted.applied != hosted.core.last_committed() {
-                    return Err(format!(
-                        "host-applied-matches-core: {} p{pid} applied {} but the core committed {}",
-                        node.id,
-                        hosted.applied,
-                        hosted.core.last_committed()
-                    ));
+            let now_ms = self.now_ms + node.offset_ms;
+            for host in &node.hosts {
+                for (gpid, replica) in host.replicas() {
+                    // A stopped replica does nothing more (and is restarted
+                    // with its node).
+                    if replica.is_failed() {
+                        continue;
+                    }
+                    let pid = gpid.partition_index as PartitionId;
+                    let core = replica.core();
+                    if replica.applied() != core.last_committed() {
+                        return Err(format!(
+                            "host-applied-matches-core: {} p{pid} applied {} but the core committed {}",
+                            node.id,
+                            replica.applied(),
+                            core.last_committed()
+                        ));
+                    }
+                    replicas.push(((node.id, node.incarnation, pid), now_ms, core));
                 }
             }
         }
-        let now_ms = self.now_ms;
-        let replicas = self
-            .nodes
-            .values()
-            .filter(|node| node.alive)
-            .flat_map(|node| {
-                node.replicas
-                    .iter()
-                    .map(move |(pid, hosted)| ((node.id, node.incarnation, *pid), &hosted.core))
-            });
-        self.invariants.check_step(now_ms, replicas)
+        self.invariants.check_step(replicas.into_iter())
     }
 
     // ---- network ----
@@ -376,11 +434,6 @@ impl World {
     }
 
     fn send(&mut self, from: Addr, to: Addr, msg: Msg) {
-        self.send_after(from, to, msg, 0);
-    }
-
-    /// [`World::send`] with `extra_ms` more delay (a large transfer).
-    fn send_after(&mut self, from: Addr, to: Addr, msg: Msg, extra_ms: u64) {
         let cut = self
             .cuts
             .get(&Self::link(from, to))
@@ -392,7 +445,7 @@ impl World {
             }
             return;
         }
-        let mut delay_ms = extra_ms + self.rng.random_range(1..=self.settings.delay_max_ms);
+        let mut delay_ms = self.rng.random_range(1..=self.settings.delay_max_ms);
         if self.rng.random_range(0..100) < 5 {
             delay_ms += self.rng.random_range(0..50);
         }
@@ -422,9 +475,13 @@ impl World {
                 to: Addr::Node(node),
                 ..
             }
-            | Event::Durable { node, .. }
+            | Event::LogSync { node, .. }
+            | Event::LearnRead { node, .. }
+            | Event::CopyStart { node, .. }
+            | Event::CopyStep { node, .. }
             | Event::NodeTick { node, .. }
-            | Event::Beacon { node, .. } => *node,
+            | Event::Beacon { node, .. }
+            | Event::SupervisorRestart { node, .. } => *node,
             _ => return None,
         };
         let until_ms = self.nodes[&node].paused_until_ms;
@@ -440,15 +497,61 @@ impl World {
         }
         match event {
             Event::Deliver { from, to, msg } => self.deliver(from, to, msg),
-            Event::Durable {
+            Event::LogSync {
                 node,
                 incarnation,
-                pid,
-                ballot,
-                decree,
+                shard,
+                upto,
             } => {
                 if self.is_current(node, incarnation) {
-                    self.feed(node, pid, Input::LogDurable { ballot, decree })?;
+                    self.log_synced(node, shard, upto)?;
+                }
+                Ok(())
+            }
+            Event::LearnRead {
+                node,
+                incarnation,
+                shard,
+            } => {
+                if self.is_current(node, incarnation) {
+                    self.learn_read(node, shard)?;
+                }
+                Ok(())
+            }
+            Event::CopyStart {
+                node,
+                incarnation,
+                shard,
+            } => {
+                if !self.is_current(node, incarnation) {
+                    return Ok(());
+                }
+                if let Some(job) = self.with_host(node, shard, |host| host.next_copy())? {
+                    self.note(format!(
+                        "{node} p{} copies its records at decree {} to node #{}",
+                        job.gpid.partition_index, job.decree, job.to.0
+                    ));
+                    let at_ms = self.now_ms + self.rng.random_range(1..=5);
+                    self.schedule(
+                        at_ms,
+                        Event::CopyStep {
+                            node,
+                            incarnation,
+                            shard,
+                            job,
+                        },
+                    );
+                }
+                Ok(())
+            }
+            Event::CopyStep {
+                node,
+                incarnation,
+                shard,
+                job,
+            } => {
+                if self.is_current(node, incarnation) {
+                    self.copy_step(node, incarnation, shard, job)?;
                 }
                 Ok(())
             }
@@ -456,9 +559,8 @@ impl World {
                 if !self.is_current(node, incarnation) {
                     return Ok(());
                 }
-                let pids: Vec<PartitionId> = self.nodes[&node].replicas.keys().copied().collect();
-                for pid in pids {
-                    self.feed(node, pid, Input::Tick)?;
+                for shard in 0..self.nodes[&node].shards {
+                    self.with_host(node, shard, |host| host.tick())?;
                 }
                 self.schedule(
                     self.now_ms + NODE_TICK_MS,
@@ -470,27 +572,20 @@ impl World {
                 if !self.is_current(node, incarnation) {
                     return Ok(());
                 }
-                let reports = self.nodes[&node]
-                    .replicas
-                    .iter()
-                    .map(|(pid, hosted)| {
-                        let report = ReplicaReport {
-                            ballot: hosted.core.ballot(),
-                            last_prepared: hosted.core.last_prepared(),
-                            last_committed: hosted.core.last_committed(),
-                        };
-                        (*pid, report, hosted.core.role(), hosted.applied)
-                    })
-                    .collect();
-                let sent_ms = self.now_ms;
+                let held = &self.nodes[&node];
+                let beacon = NodeBeacon {
+                    node: node_name(node),
+                    shard_addresses: (0..held.shards)
+                        .map(|shard| shard_address(node, shard))
+                        .collect(),
+                    replicas: held.registry.beacon_replicas(),
+                    incarnation,
+                };
+                let sent_ms = self.node_now(node);
                 self.send(
                     Addr::Node(node),
                     Addr::Meta,
-                    Msg::Beacon {
-                        incarnation,
-                        sent_ms,
-                        reports,
-                    },
+                    Msg::Beacon { sent_ms, beacon },
                 );
                 let next = self.now_ms + self.replication.beacon_interval_ms;
                 self.schedule(next, Event::Beacon { node, incarnation });
@@ -504,10 +599,7 @@ impl World {
                 self.schedule(self.now_ms + META_TICK_MS, Event::MetaTick);
                 Ok(())
             }
-            Event::FaultTick => {
-                self.fault_tick();
-                Ok(())
-            }
+            Event::FaultTick => self.fault_tick(),
             Event::ClientStep { client } => {
                 self.client_step(client);
                 Ok(())
@@ -522,7 +614,15 @@ impl World {
                 }
                 Ok(())
             }
-            Event::Restart { node } => self.restart(node),
+            Event::Restart { node } => self.boot(node),
+            Event::SupervisorRestart { node, incarnation } => {
+                if !self.is_current(node, incarnation) {
+                    return Ok(());
+                }
+                self.note(format!("the supervisor restarts {node}"));
+                self.crash(node);
+                self.boot(node)
+            }
             Event::MetaRestart => {
                 self.meta.restart();
                 self.last_restart_ms = self.now_ms;
@@ -565,49 +665,23 @@ impl World {
     }
 
     fn meta_receive(&mut self, from: Addr, msg: Msg) {
-        let Addr::Node(node) = from else { return };
         if !self.meta.is_up() {
             return; // a crashed meta hears nothing
         }
         match msg {
-            Msg::Beacon {
-                incarnation,
-                sent_ms,
-                reports,
-            } => {
-                let acked = self
-                    .meta
-                    .on_beacon(node, incarnation, &reports, self.now_ms);
+            Msg::Beacon { sent_ms, beacon } => {
+                let acked = self.meta.on_beacon(&beacon, self.now_ms);
                 self.announce();
-                if let Some((configs, lease_ms)) = acked {
-                    let ack = Msg::BeaconAck {
-                        sent_ms,
-                        configs,
-                        lease_ms,
-                    };
-                    self.send(Addr::Meta, from, ack);
+                if let Some(ack) = acked {
+                    self.send(Addr::Meta, from, Msg::BeaconAck { sent_ms, ack });
                 }
             }
-            Msg::RemoveSecondary {
-                pid,
-                ballot,
-                node: removed,
-            } => {
-                self.meta
-                    .on_request(pid, ballot, removed, false, self.now_ms);
-                self.announce();
-            }
-            Msg::UpgradeLearner {
-                pid,
-                ballot,
-                node: learner,
-            } => {
-                if self
-                    .meta
-                    .on_request(pid, ballot, learner, true, self.now_ms)
-                {
+            Msg::ToMeta(request) => {
+                let honoured = self.meta.on_request(&request, self.now_ms);
+                if honoured && matches!(request, Request::UpgradeLearner { .. }) {
                     self.learner_promotions += 1;
                 }
+                self.note(format!("meta hears {request:?}: honoured {honoured}"));
                 self.announce();
             }
             _ => {}
@@ -618,382 +692,358 @@ impl World {
     /// hear of them in their next beacon ack, as in a real cluster.
     fn announce(&mut self) {
         for (pid, old, new) in self.meta.take_changes() {
+            if old.ballot > 0 && new.primary != old.primary {
+                self.promotions += 1;
+            }
             self.note(format!("meta p{pid}: {old:?} -> {new:?}"));
         }
     }
 
     fn node_receive(&mut self, node: NodeId, from: Addr, msg: Msg) -> Result<(), String> {
         match msg {
-            Msg::Peer { pid, message } => {
-                let Addr::Node(sender) = from else {
-                    return Ok(());
-                };
-                self.feed(
-                    node,
-                    pid,
-                    Input::Peer {
-                        from: sender,
-                        message,
-                    },
-                )
-            }
-            Msg::BeaconAck {
-                sent_ms,
-                configs,
-                lease_ms,
+            Msg::Peer {
+                gpid,
+                address,
+                request,
             } => {
-                if sent_ms < self.nodes[&node].started_ms {
-                    return Ok(());
+                let shard = match parse_address(&address) {
+                    Some((to, shard)) if to == node && shard < self.nodes[&node].shards => shard,
+                    _ => return Ok(()), // nobody listens there
+                };
+                self.with_host(node, shard, |host| host.on_peer(gpid, request))
+            }
+            Msg::BeaconAck { sent_ms, ack } => {
+                let held = &self.nodes[&node];
+                if sent_ms < held.started_ms {
+                    return Ok(()); // an ack of the previous life's beacon
                 }
-                // Configurations first, then the leases: one per partition
-                // whose configuration names this node primary, for that
-                // ballot (**lease-per-ballot**).
-                let until_ms = sent_ms + lease_ms;
-                for (pid, config) in configs {
-                    self.ensure_hosted(node, pid, &config);
-                    let lease = (config.primary == Some(node)).then_some(config.ballot);
-                    self.feed(node, pid, Input::Config(config))?;
-                    if let Some(ballot) = lease {
-                        self.feed(node, pid, Input::Lease { ballot, until_ms })?;
-                    }
+                let parts = split_ack(&held.registry, held.shards, &node_name(node), ack, sent_ms);
+                for (shard, part) in parts.into_iter().enumerate() {
+                    self.with_host(node, shard, |host| host.apply_ack(part))?;
                 }
                 Ok(())
             }
-            Msg::Request { op, pid, request } => {
+            Msg::Request { op, gpid, request } => {
                 let Addr::Client(client) = from else {
                     return Ok(());
                 };
-                self.client_request(node, client, op, pid, request)
+                self.client_request(node, client, op, gpid, request)
             }
-            Msg::Checkpoint {
-                pid,
-                ballot,
-                decree,
-                records,
-            } => self.install_checkpoint(node, pid, ballot, decree, records),
             _ => Ok(()),
         }
     }
 
-    /// A node named in a configuration it hosts no replica for (a learner
-    /// the guardian placed there) starts an empty one.
-    fn ensure_hosted(&mut self, node: NodeId, pid: PartitionId, config: &PartitionConfig) {
-        let replication = self.replication;
-        let held = self.nodes.get_mut(&node).expect("node");
-        if held.replicas.contains_key(&pid) || !config.replicas().contains(&node) {
-            return;
-        }
-        let core = ReplicaCore::new(gpid(pid), node, replication).expect("settings");
-        held.replicas.insert(pid, hosted(core));
-        held.logs.entry(pid).or_default();
-        self.note(format!("{node} p{pid} hosts a new replica"));
-    }
-
-    /// Learner host: installs a primary's checkpoint (durably: the sim
-    /// disk keeps it, and the log below it is dropped), then tells the core.
-    fn install_checkpoint(
-        &mut self,
-        node: NodeId,
-        pid: PartitionId,
-        ballot: Ballot,
-        decree: Decree,
-        records: BTreeMap<Vec<u8>, Vec<u8>>,
-    ) -> Result<(), String> {
-        let held = self.nodes.get_mut(&node).expect("node");
-        let Some(hosted) = held.replicas.get_mut(&pid) else {
-            return Ok(());
-        };
-        if !hosted.core.accepts_checkpoint(ballot, decree) {
-            return Ok(());
-        }
-        hosted.partition = Partition::new(
-            MemoryEngine::from_snapshot(records.clone(), decree as i64),
-            StorageLimits::default(),
-        );
-        hosted.applied = decree;
-        held.checkpoints
-            .insert(pid, SimCheckpoint { decree, records });
-        held.logs.get_mut(&pid).expect("log").truncate(decree);
-        self.checkpoint_installs += 1;
-        self.invariants.on_checkpoint(pid, node, decree)?;
-        self.note(format!("{node} p{pid} installed a checkpoint at {decree}"));
-        self.feed(node, pid, Input::CheckpointInstalled { ballot, decree })
-    }
-
-    /// Primary host: answers a learner its cache could not from the log
-    /// when the log still holds every decree it misses, else with a
-    /// checkpoint of the applied state.
-    fn learn_from_storage(
-        &mut self,
-        node: NodeId,
-        pid: PartitionId,
-        to: NodeId,
-        ballot: Ballot,
-        learner_committed: Decree,
-    ) -> Result<(), String> {
-        let held = &self.nodes[&node];
-        let hosted = &held.replicas[&pid];
-        let committed = hosted.core.last_committed();
-        let from_log = held.logs[&pid].read_range(learner_committed + 1, committed);
-        let msg = match from_log {
-            Some(mutations) => {
-                self.log_learns += 1;
-                Msg::Peer {
-                    pid,
-                    message: hosted.core.learn_response(mutations),
-                }
-            }
-            None => {
-                let (records, _) = hosted
-                    .partition
-                    .engine()
-                    .snapshot()
-                    .ok_or("snapshot during a scan")?;
-                Msg::Checkpoint {
-                    pid,
-                    ballot,
-                    decree: committed,
-                    records,
-                }
-            }
-        };
-        let extra_ms = match &msg {
-            // Streamed in bounded, rate-limited chunks: 1 ms per 16 records.
-            Msg::Checkpoint { records, .. } => records.len() as u64 / 16,
-            _ => 0,
-        };
-        let source = if matches!(msg, Msg::Checkpoint { .. }) {
-            "checkpoint"
-        } else {
-            "log"
-        };
-        self.note(format!(
-            "{node} p{pid}: {to} learns from the {source} above {learner_committed}"
-        ));
-        self.send_after(Addr::Node(node), Addr::Node(to), msg, extra_ms);
-        Ok(())
-    }
-
+    /// A client's request at `node`: to the shard hosting the partition.
     fn client_request(
         &mut self,
         node: NodeId,
         client: usize,
         op: u64,
-        pid: PartitionId,
+        gpid: Gpid,
         request: Request,
     ) -> Result<(), String> {
-        let to = Addr::Client(client);
-        let held = self.nodes.get_mut(&node).expect("node");
-        let token = held.next_token;
-        held.next_token += 1;
-        let Some(hosted) = held.replicas.get_mut(&pid) else {
+        let Some(shard) = self.nodes[&node].registry.shard_of(gpid) else {
+            let reply = Reply::Refused(format!("{node} does not host p{}", gpid.partition_index));
             self.send(
                 Addr::Node(node),
-                to,
-                Msg::Reply {
-                    op,
-                    reply: Reply::Refused("no replica".into()),
-                },
+                Addr::Client(client),
+                Msg::Reply { op, reply },
             );
             return Ok(());
         };
         if request.is_write() {
-            let (batch, body) = match hosted.partition.prepare_write(&request, NOW_EPOCH_S) {
-                Ok(prepared) => prepared,
-                Err(error) => {
+            return self.with_host(node, shard, |host| {
+                host.client_write(gpid, &request, (client, op))
+            });
+        }
+        let response = self.nodes[&node].hosts[shard].read(gpid, &request);
+        let reply = reply_of(response);
+        self.send(
+            Addr::Node(node),
+            Addr::Client(client),
+            Msg::Reply { op, reply },
+        );
+        Ok(())
+    }
+
+    // ---- the hosts ----
+
+    /// Calls `call` on `node`'s host of `shard`, then carries out what the
+    /// host did outside itself.
+    fn with_host<R>(
+        &mut self,
+        node: NodeId,
+        shard: usize,
+        call: impl FnOnce(&mut ShardHost<SimIo>) -> R,
+    ) -> Result<R, String> {
+        let host = &mut self.nodes.get_mut(&node).expect("node").hosts[shard];
+        let result = call(host);
+        let effects = std::mem::take(&mut host.io_mut().outbox);
+        self.carry_out(node, shard, effects)?;
+        Ok(result)
+    }
+
+    fn carry_out(
+        &mut self,
+        node: NodeId,
+        shard: usize,
+        effects: Vec<Effect>,
+    ) -> Result<(), String> {
+        let incarnation = self.nodes[&node].incarnation;
+        for effect in effects {
+            match effect {
+                Effect::Send {
+                    gpid,
+                    address,
+                    request,
+                } => {
+                    let Some((to, _)) = parse_address(&address) else {
+                        return Err(format!("{node} sends to a bad address {address:?}"));
+                    };
+                    let msg = Msg::Peer {
+                        gpid,
+                        address,
+                        request,
+                    };
+                    self.send(Addr::Node(node), Addr::Node(to), msg);
+                }
+                Effect::ToMeta(request) => {
+                    self.note(format!("{node} asks meta {request:?}"));
+                    self.send(Addr::Node(node), Addr::Meta, Msg::ToMeta(request));
+                }
+                Effect::Reply {
+                    waiter: (client, op),
+                    response,
+                    decree,
+                } => {
+                    if let (Ok(_), Some(decree)) = (&response, decree) {
+                        let pid = self.op_partitions[&op];
+                        self.invariants.on_acked(pid, decree)?;
+                    }
+                    let reply = reply_of(response);
                     self.send(
                         Addr::Node(node),
-                        to,
-                        Msg::Reply {
-                            op,
-                            reply: Reply::Done(Err(error)),
+                        Addr::Client(client),
+                        Msg::Reply { op, reply },
+                    );
+                }
+                Effect::Appended => {
+                    if !self.nodes[&node].syncing[shard] {
+                        self.start_sync(node, shard);
+                    }
+                }
+                Effect::LearnQueued => {
+                    let at_ms = self.now_ms + self.rng.random_range(1..=5);
+                    self.schedule(
+                        at_ms,
+                        Event::LearnRead {
+                            node,
+                            incarnation,
+                            shard,
                         },
                     );
-                    return Ok(());
                 }
-            };
-            let pending = Pending {
-                client,
-                op,
-                body: Some(body),
-                read: None,
-            };
-            hosted.pending.insert(token, pending);
-            self.feed(
-                node,
-                pid,
-                Input::ClientWrite {
-                    token,
-                    payload: batch.encode(),
-                },
-            )
-        } else {
-            let pending = Pending {
-                client,
-                op,
-                body: None,
-                read: Some(request),
-            };
-            hosted.pending.insert(token, pending);
-            self.feed(node, pid, Input::ClientRead { token })
-        }
-    }
-
-    /// Feeds one input to a hosted replica and carries out its outputs.
-    fn feed(&mut self, node: NodeId, pid: PartitionId, input: Input) -> Result<(), String> {
-        let now_ms = self.now_ms;
-        let Some(hosted) = self
-            .nodes
-            .get_mut(&node)
-            .and_then(|n| n.replicas.get_mut(&pid))
-        else {
-            return Ok(()); // not hosted here (no learning yet)
-        };
-        let outputs = hosted.core.handle(input, now_ms);
-        for output in outputs {
-            self.carry_out(node, pid, output)?;
-        }
-        Ok(())
-    }
-
-    fn carry_out(&mut self, node: NodeId, pid: PartitionId, output: Output) -> Result<(), String> {
-        let now_ms = self.now_ms;
-        let delay_ms = self.rng.random_range(1..=4);
-        let held = self.nodes.get_mut(&node).expect("node");
-        let incarnation = held.incarnation;
-        let hosted = held.replicas.get_mut(&pid).expect("hosted");
-        match output {
-            Output::RoleChanged { role, ballot } => {
-                // The ballot file: durable before anything happens under
-                // the new ballot, so a restarted replica never takes part
-                // again in a ballot it may have acted under.
-                let persisted = held.ballots.entry(pid).or_insert(0);
-                *persisted = (*persisted).max(ballot);
-                if role == Role::Primary {
-                    hosted.partition.discard_staged();
-                    // A primary kept under a new ballot (a learner added or
-                    // promoted) is not a primary change.
-                    if ballot > 1 && self.last_primary.insert(pid, node) != Some(node) {
-                        self.promotions += 1;
+                Effect::CopyQueued => {
+                    let at_ms = self.now_ms + self.rng.random_range(1..=5);
+                    self.schedule(
+                        at_ms,
+                        Event::CopyStart {
+                            node,
+                            incarnation,
+                            shard,
+                        },
+                    );
+                }
+                Effect::Applied { gpid, mutation } => {
+                    let pid = gpid.partition_index as PartitionId;
+                    let held = self.applied.entry((node, gpid)).or_insert(0);
+                    if mutation.decree != *held + 1 {
+                        return Err(format!(
+                            "apply-once-in-order: {node} p{pid} applied {} after {}",
+                            mutation.decree, held
+                        ));
                     }
+                    *held = mutation.decree;
+                    self.invariants.on_apply(pid, node, &mutation)?;
                 }
-                self.note(format!("{node} p{pid} becomes {role:?} at ballot {ballot}"));
-            }
-            Output::AppendLog(mutation) => {
-                if hosted.core.role() == Role::Primary && !mutation.payload.is_empty() {
-                    let batch = WriteBatch::decode(&mutation.payload)
-                        .map_err(|e| format!("{node} cannot decode its own payload: {e:?}"))?;
-                    hosted.partition.stage(mutation.decree as i64, &batch);
-                }
-                let (ballot, decree) = (mutation.ballot, mutation.decree);
-                let log = held.logs.get_mut(&pid).expect("log");
-                let durable_at_ms = log.append(mutation, now_ms, delay_ms);
-                self.schedule(
-                    durable_at_ms,
-                    Event::Durable {
-                        node,
-                        incarnation,
-                        pid,
-                        ballot,
-                        decree,
-                    },
-                );
-            }
-            Output::Send { to, message } => {
-                self.send(Addr::Node(node), Addr::Node(to), Msg::Peer { pid, message });
-            }
-            Output::Apply(mutation) => {
-                if mutation.decree != hosted.applied + 1 {
-                    return Err(format!(
-                        "apply-once-in-order: {node} p{pid} applied {} after {}",
-                        mutation.decree, hosted.applied
+                Effect::Opened { gpid, decree } => {
+                    self.applied.insert((node, gpid), decree);
+                    self.note(format!(
+                        "{node} opens p{} on shard {shard} at flushed decree {decree}",
+                        gpid.partition_index
                     ));
                 }
-                apply(&hosted.partition, &mutation)?;
-                hosted.applied = mutation.decree;
-                self.invariants.on_apply(pid, node, &mutation)?;
-            }
-            Output::WriteReply { token, result } => {
-                let Some(pending) = hosted.pending.remove(&token) else {
-                    return Err(format!("{node} p{pid} replied to unknown token {token}"));
-                };
-                let reply = match result {
-                    Ok(decree) => {
-                        self.invariants.on_acked(pid, decree)?;
-                        Reply::Done(Ok(pending.body.expect("write body")))
+                Effect::CopyMarker {
+                    gpid,
+                    present,
+                    decree,
+                } => {
+                    let pid = gpid.partition_index as PartitionId;
+                    if present {
+                        // The copy's first chunk empties storage.
+                        self.applied.insert((node, gpid), 0);
+                        self.note(format!("{node} p{pid} starts installing a copy"));
+                        continue;
                     }
-                    Err(WriteError::UnknownOutcome) => Reply::Unknown,
-                    Err(error) => Reply::Refused(error.to_string()),
-                };
-                let msg = Msg::Reply {
-                    op: pending.op,
-                    reply,
-                };
-                self.send(Addr::Node(node), Addr::Client(pending.client), msg);
-            }
-            Output::ReadReply { token, result } => {
-                let Some(pending) = hosted.pending.remove(&token) else {
-                    return Err(format!("{node} p{pid} answered unknown read token {token}"));
-                };
-                let reply = match result {
-                    Ok(()) => {
-                        let request = pending.read.expect("read request");
-                        Reply::Done(hosted.partition.execute(&request, NOW_EPOCH_S))
+                    self.applied.insert((node, gpid), decree);
+                    if decree > 0 {
+                        self.checkpoint_installs += 1;
+                        self.invariants.on_checkpoint(pid, node, decree)?;
+                        self.note(format!("{node} p{pid} installed a copy at {decree}"));
+                    } else {
+                        self.note(format!("{node} p{pid} has an empty storage again"));
                     }
-                    Err(error) => Reply::Refused(error.to_string()),
-                };
-                let msg = Msg::Reply {
-                    op: pending.op,
-                    reply,
-                };
-                self.send(Addr::Node(node), Addr::Client(pending.client), msg);
-            }
-            Output::LearnFromStorage {
-                to,
-                ballot,
-                learner_committed,
-            } => {
-                self.learn_from_storage(node, pid, to, ballot, learner_committed)?;
-            }
-            Output::ToMeta(MetaRequest::UpgradeLearner {
-                ballot,
-                node: learner,
-            }) => {
-                self.note(format!("{node} p{pid} asks meta to promote {learner}"));
-                self.send(
-                    Addr::Node(node),
-                    Addr::Meta,
-                    Msg::UpgradeLearner {
-                        pid,
-                        ballot,
-                        node: learner,
-                    },
-                );
-            }
-            Output::ToMeta(MetaRequest::RemoveSecondary {
-                ballot,
-                node: removed,
-            }) => {
-                self.note(format!("{node} p{pid} asks meta to remove {removed}"));
-                self.send(
-                    Addr::Node(node),
-                    Addr::Meta,
-                    Msg::RemoveSecondary {
-                        pid,
-                        ballot,
-                        node: removed,
-                    },
-                );
+                }
+                Effect::BallotLost { gpid, ballot } => {
+                    self.ballot_failures += 1;
+                    let held = self.nodes.get_mut(&node).expect("node");
+                    let first = !held.restart_scheduled;
+                    held.restart_scheduled = true;
+                    self.note(format!(
+                        "{node} p{} cannot record ballot {ballot}: the replica stops",
+                        gpid.partition_index
+                    ));
+                    if first {
+                        let at_ms = self.now_ms + self.rng.random_range(100..=1_500);
+                        self.schedule(at_ms, Event::SupervisorRestart { node, incarnation });
+                    }
+                }
+                Effect::Removed { gpid } => {
+                    self.applied.remove(&(node, gpid));
+                    self.note(format!("{node} removes p{}", gpid.partition_index));
+                }
             }
         }
         Ok(())
+    }
+
+    /// A group commit of `shard`'s log starts, covering every record
+    /// appended so far.
+    fn start_sync(&mut self, node: NodeId, shard: usize) {
+        let held = self.nodes.get_mut(&node).expect("node");
+        let upto = held.disk.borrow().logs[shard].newest();
+        held.syncing[shard] = true;
+        let incarnation = held.incarnation;
+        let at_ms = self.now_ms + self.rng.random_range(1..=self.settings.sync_delay_max_ms);
+        self.schedule(
+            at_ms,
+            Event::LogSync {
+                node,
+                incarnation,
+                shard,
+                upto,
+            },
+        );
+    }
+
+    /// A group commit finished: the host hears the log is durable up to
+    /// `upto` and appends what it backlogged; the next sync starts if more
+    /// waits.
+    fn log_synced(&mut self, node: NodeId, shard: usize, upto: u64) -> Result<(), String> {
+        let held = self.nodes.get_mut(&node).expect("node");
+        held.syncing[shard] = false;
+        held.disk.borrow_mut().logs[shard].sync(upto);
+        self.with_host(node, shard, |host| {
+            host.log_durable(upto);
+            host.drain_backlog();
+        })?;
+        let held = &self.nodes[&node];
+        let (newest, durable) = {
+            let disk = held.disk.borrow();
+            (disk.logs[shard].newest(), disk.logs[shard].durable)
+        };
+        let waiting = newest > durable || held.hosts[shard].backlog_waiting();
+        if waiting && !held.syncing[shard] {
+            self.start_sync(node, shard);
+        }
+        Ok(())
+    }
+
+    /// The learn-read pool: the next learner of `shard` is answered from
+    /// the shard's log (its partition's records, in log order).
+    fn learn_read(&mut self, node: NodeId, shard: usize) -> Result<(), String> {
+        let held = self.nodes.get_mut(&node).expect("node");
+        let host = &mut held.hosts[shard];
+        let Some(job) = host.next_learn_read() else {
+            return Ok(());
+        };
+        let read = match host.learn_plan(&job) {
+            Some(plan) => {
+                let mut gather = plan.gather();
+                let disk = held.disk.borrow();
+                for record in &disk.logs[shard].records {
+                    if record.gpid != job.gpid || record.torn {
+                        continue;
+                    }
+                    gather.offer(record.ballot, record.decree, &record.payload);
+                    if gather.enough() {
+                        break;
+                    }
+                }
+                Ok(gather.finish())
+            }
+            // No longer the primary at the job's ballot: the host drops it.
+            None => Err("stale".to_owned()),
+        };
+        let source = match &read {
+            Ok(Some(mutations)) => {
+                self.log_learns += 1;
+                format!("the log ({} mutations)", mutations.len())
+            }
+            Ok(None) => "nothing: the log lacks decrees, a copy follows".to_owned(),
+            Err(_) => "nothing: the job is stale".to_owned(),
+        };
+        self.note(format!(
+            "{node} p{}: node #{} above {} learns from {source}",
+            job.gpid.partition_index, job.to.0, job.learner_committed
+        ));
+        self.with_host(node, shard, |host| host.answer_learner(job, read))
+    }
+
+    /// The copy pool sends one chunk of `job`, then schedules the next.
+    fn copy_step(
+        &mut self,
+        node: NodeId,
+        incarnation: u64,
+        shard: usize,
+        mut job: CopyJob,
+    ) -> Result<(), String> {
+        let bytes = self.settings.copy_chunk_bytes;
+        let stepped = self.with_host(node, shard, |host| host.copy_step_bytes(&mut job, bytes))?;
+        if stepped.is_ok() {
+            self.copy_chunks += 1;
+        }
+        match stepped {
+            Ok(false) => {
+                let at_ms = self.now_ms + self.rng.random_range(1..=5);
+                self.schedule(
+                    at_ms,
+                    Event::CopyStep {
+                        node,
+                        incarnation,
+                        shard,
+                        job,
+                    },
+                );
+                Ok(())
+            }
+            done => {
+                if let Err(why) = done {
+                    self.note(format!(
+                        "{node} p{} stops a copy: {why}",
+                        job.gpid.partition_index
+                    ));
+                }
+                self.with_host(node, shard, |host| host.copy_done(&job))
+            }
+        }
     }
 
     // ---- faults ----
 
-    fn fault_tick(&mut self) {
+    fn fault_tick(&mut self) -> Result<(), String> {
         if self.now_ms >= self.settings.faults_until_ms {
-            return;
+            return Ok(());
         }
         self.schedule(self.now_ms + FAULT_TICK_MS, Event::FaultTick);
         let down = self.nodes.values().filter(|node| !node.alive).count() as u32;
@@ -1007,6 +1057,7 @@ impl World {
             .collect();
         if down < 2 && self.rng.random_range(0..1000) < crash_per_mille {
             let node = alive[self.rng.random_range(0..alive.len())];
+            self.crashes += 1;
             self.crash(node);
             let back_ms = self.now_ms + self.rng.random_range(100..=1_500);
             self.schedule(back_ms, Event::Restart { node });
@@ -1019,10 +1070,11 @@ impl World {
             self.note(format!("meta crashes until {back_ms} ms"));
             self.schedule(back_ms, Event::MetaRestart);
         }
-        let running: Vec<NodeId> = alive
-            .iter()
-            .copied()
-            .filter(|node| self.nodes[node].paused_until_ms <= self.now_ms)
+        let running: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|node| node.alive && node.paused_until_ms <= self.now_ms)
+            .map(|node| node.id)
             .collect();
         if !running.is_empty() && self.rng.random_range(0..1000) < self.settings.pause_per_mille {
             let node = running[self.rng.random_range(0..running.len())];
@@ -1039,10 +1091,11 @@ impl World {
             self.note(format!("meta's store fails its saves until {heal_ms} ms"));
             self.schedule(heal_ms, Event::StoreHeals);
         }
-        if !running.is_empty() && self.rng.random_range(0..1000) < self.settings.compact_per_mille {
+        if !running.is_empty() && self.rng.random_range(0..1000) < self.settings.truncate_per_mille
+        {
             // Log truncation is the node's own work: a paused node does none.
             let node = running[self.rng.random_range(0..running.len())];
-            self.compact(node);
+            self.truncate_log(node)?;
         }
         if self.rng.random_range(0..1000) < self.settings.cut_per_mille {
             let mut ends: Vec<Addr> = vec![Addr::Meta];
@@ -1055,106 +1108,212 @@ impl World {
                 self.cuts.insert(Self::link(a, b), until_ms);
             }
         }
+        Ok(())
     }
 
-    /// `node` checkpoints one of its replicas at its applied decree and
-    /// forgets the log records at or below it (log truncation), so that a
-    /// learner further behind needs a checkpoint.
-    fn compact(&mut self, node: NodeId) {
+    /// `node` flushes one replica's storage on a shard and truncates the
+    /// shard's log as the node's log GC does: each hosted partition's
+    /// records at or below both its flushed decree and its learners' copy
+    /// pins go, and records of partitions not hosted pin nothing — so a
+    /// learner further behind needs a copy.
+    fn truncate_log(&mut self, node: NodeId) -> Result<(), String> {
+        let shard = self.rng.random_range(0..self.nodes[&node].shards);
         let held = self.nodes.get_mut(&node).expect("node");
-        let pids: Vec<PartitionId> = held.replicas.keys().copied().collect();
-        if pids.is_empty() {
-            return;
-        }
-        let pid = pids[self.rng.random_range(0..pids.len())];
-        let hosted = &held.replicas[&pid];
-        let decree = hosted.applied;
-        let Some((records, _)) = hosted.partition.engine().snapshot() else {
-            return;
+        let host = &mut held.hosts[shard];
+        let serving: Vec<Gpid> = host
+            .replicas()
+            .filter(|(_, replica)| !replica.is_failed())
+            .map(|(gpid, _)| gpid)
+            .collect();
+        let flushed = if serving.is_empty() {
+            None
+        } else {
+            let gpid = serving[self.rng.random_range(0..serving.len())];
+            let engine = host.replica(gpid).expect("hosted").partition.engine();
+            engine
+                .flush()
+                .map_err(|error| format!("{node} cannot flush: {error}"))?;
+            Some((gpid, engine.flushed_decree().unwrap_or(0)))
         };
-        if decree == 0 {
-            return;
+        host.release_copy_pins(false);
+        let mut bounds: BTreeMap<Gpid, Decree> = BTreeMap::new();
+        for (gpid, replica) in host.replicas() {
+            let flushed = replica.partition.engine().flushed_decree().unwrap_or(0);
+            bounds.insert(gpid, flushed.max(0) as Decree);
         }
-        held.checkpoints
-            .insert(pid, SimCheckpoint { decree, records });
-        held.logs.get_mut(&pid).expect("log").truncate(decree);
+        for (gpid, pin) in host.copy_pins() {
+            if let Some(bound) = bounds.get_mut(&gpid) {
+                *bound = (*bound).min(pin);
+            }
+        }
+        let dropped = {
+            let mut disk = held.disk.borrow_mut();
+            let log = &mut disk.logs[shard];
+            let before = log.records.len();
+            log.records.retain(|record| {
+                bounds
+                    .get(&record.gpid)
+                    .is_some_and(|bound| record.decree as Decree > *bound)
+            });
+            before - log.records.len()
+        };
+        self.truncations += 1;
         self.note(format!(
-            "{node} p{pid} checkpoints at {decree}, log truncated"
+            "{node} shard {shard} flushes {flushed:?}, truncates its log below {bounds:?}: {dropped} records dropped"
         ));
+        Ok(())
     }
 
+    /// Power cut: the hosts and everything in memory are gone; each log
+    /// loses its unsynced records, or keeps some and tears the next.
     fn crash(&mut self, node: NodeId) {
-        self.crashes += 1;
-        let now_ms = self.now_ms;
+        let tear_chance = self.settings.torn_per_mille;
         let held = self.nodes.get_mut(&node).expect("node");
         held.alive = false;
         held.paused_until_ms = 0;
-        held.replicas.clear();
-        for log in held.logs.values_mut() {
-            log.crash(now_ms);
+        held.hosts.clear();
+        held.registry = Arc::new(NodeRegistry::new());
+        held.syncing = vec![false; held.shards];
+        held.restart_scheduled = false;
+        let mut lines = Vec::new();
+        let mut torn = 0;
+        {
+            let mut disk = held.disk.borrow_mut();
+            for (shard, log) in disk.logs.iter_mut().enumerate() {
+                let unsynced = log
+                    .records
+                    .iter()
+                    .filter(|record| record.position > log.durable)
+                    .count();
+                let tear = (unsynced > 0 && self.rng.random_range(0..1000) < tear_chance)
+                    .then(|| self.rng.random_range(0..unsynced));
+                torn += u32::from(tear.is_some());
+                if let Some(line) = log.crash(tear) {
+                    lines.push(format!("shard {shard}: {line}"));
+                }
+            }
         }
-        self.note(format!("crash {node}"));
+        self.torn_tails += torn;
+        self.applied.retain(|(held, _), _| *held != node);
+        self.note(format!("crash {node}: {}", lines.join("; ")));
     }
 
-    fn restart(&mut self, node: NodeId) -> Result<(), String> {
+    /// Starts `node` from its disk: a registry and one host per shard; each
+    /// shard opens its replicas, replays its log up to a torn record, and
+    /// finishes replay.
+    fn boot(&mut self, node: NodeId) -> Result<(), String> {
         let now_ms = self.now_ms;
         let replication = self.replication;
+        let clock = self.clock.clone();
+        let faults = self.faults.clone();
+        let unsynced_max = self.settings.log_unsynced_bytes_max;
         let held = self.nodes.get_mut(&node).expect("node");
+        if held.alive {
+            return Ok(());
+        }
+        if now_ms > 0 {
+            held.incarnation += 1;
+        }
         held.alive = true;
-        held.incarnation += 1;
-        held.started_ms = now_ms;
-        self.last_restart_ms = now_ms;
+        held.started_ms = now_ms + held.offset_ms;
         let incarnation = held.incarnation;
-        let mut replays = Vec::new();
-        for (pid, log) in &held.logs {
-            let records = log.records.iter().map(|(mutation, _)| mutation.clone());
-            let (engine, applied) = match held.checkpoints.get(pid) {
-                Some(checkpoint) => (
-                    MemoryEngine::from_snapshot(
-                        checkpoint.records.clone(),
-                        checkpoint.decree as i64,
-                    ),
-                    checkpoint.decree,
-                ),
-                None => (MemoryEngine::new(), 0),
-            };
-            let (mut core, replay) =
-                ReplicaCore::recover(gpid(*pid), node, replication, applied, records)
-                    .map_err(|e| format!("recover: {e}"))?;
-            let persisted = held.ballots.get(pid).copied().unwrap_or(0);
-            if persisted > core.ballot() {
-                // As the node does: start at the persisted ballot, inactive
-                // (a configuration naming nobody), so that only a newer
-                // configuration gives the replica a role.
-                core.handle(
-                    Input::Config(PartitionConfig {
-                        ballot: persisted,
-                        primary: None,
-                        secondaries: Vec::new(),
-                        learners: Vec::new(),
-                    }),
-                    now_ms,
+        let registry = Arc::new(NodeRegistry::new());
+        held.registry = registry.clone();
+        let mut hosts = Vec::new();
+        let mut cut = Vec::new();
+        for shard in 0..held.shards {
+            let io = SimIo::new(
+                shard,
+                clock.clone(),
+                held.offset_ms,
+                held.disk.clone(),
+                faults.clone(),
+                unsynced_max,
+            );
+            let mut host = ShardHost::new(
+                io,
+                shard,
+                node_name(node),
+                shard_address(node, shard),
+                replication,
+                registry.clone(),
+                StorageLimits::default(),
+            );
+            let metas: Vec<_> = held
+                .disk
+                .borrow()
+                .replicas
+                .values()
+                .filter(|replica| replica.meta.shard == shard)
+                .map(|replica| replica.meta.clone())
+                .collect();
+            for meta in metas {
+                host.open(&meta)
+                    .map_err(|error| format!("{node} cannot open {meta:?}: {error}"))?;
+            }
+            let (records, torn) = held.disk.borrow_mut().logs[shard].read_to_tear();
+            if torn {
+                cut.push(shard);
+            }
+            for record in records {
+                host.replay_record(
+                    record.gpid,
+                    record.ballot,
+                    record.decree,
+                    &record.payload,
+                    || format!("position {} of shard {shard}'s log", record.position),
                 );
             }
-            let mut hosted = hosted(core);
-            hosted.partition = Partition::new(engine, StorageLimits::default());
-            hosted.applied = applied;
-            for mutation in &replay {
-                apply(&hosted.partition, mutation)?;
-                hosted.applied = mutation.decree;
-            }
-            held.replicas.insert(*pid, hosted);
-            replays.push((*pid, replay));
+            host.finish_replay();
+            hosts.push(host);
         }
-        for (pid, replay) in replays {
-            for mutation in &replay {
-                self.invariants.on_apply(pid, node, mutation)?;
-            }
+        held.hosts = hosts;
+        if now_ms > 0 {
+            self.last_restart_ms = now_ms;
         }
-        self.note(format!("restart {node} (incarnation {incarnation})"));
+        self.note(format!(
+            "start {node} (incarnation {incarnation}); torn tails cut on shards {cut:?}"
+        ));
+        for shard in 0..self.nodes[&node].shards {
+            self.with_host(node, shard, |_| ())?;
+        }
         self.schedule(now_ms, Event::NodeTick { node, incarnation });
         self.schedule(now_ms, Event::Beacon { node, incarnation });
         Ok(())
+    }
+
+    /// The partition of key `key_index`, by its hash.
+    pub(super) fn partition_of(&self, key_index: usize) -> PartitionId {
+        let key = sim_key(key_index);
+        let hash = markab_core::key::partition_hash(&key.hash_key, &key.sort_key);
+        markab_core::key::partition_index(hash, self.settings.partitions)
+    }
+}
+
+/// The partition `pid` of the simulated table.
+pub(super) fn gpid(pid: PartitionId) -> Gpid {
+    Gpid {
+        app_id: APP_ID,
+        partition_index: pid as i32,
+    }
+}
+
+/// What the client is told of a response: a refusal the node gives
+/// before executing anything, an unknown outcome, or the answer.
+fn reply_of(response: Response) -> Reply {
+    let Err(error) = &response else {
+        return Reply::Done(response);
+    };
+    match error.code {
+        ErrorCode::UnknownOutcome => Reply::Unknown,
+        ErrorCode::NotPrimary
+        | ErrorCode::Busy
+        | ErrorCode::NotEnoughReplicas
+        | ErrorCode::NotHosted
+        | ErrorCode::StorageError
+        | ErrorCode::WrongPartition
+        | ErrorCode::RequestTooLarge => Reply::Refused(error.to_string()),
+        _ => Reply::Done(response),
     }
 }
 
@@ -1174,32 +1333,4 @@ fn random_settings(rng: &mut StdRng) -> ReplicationSettings {
         learn_cache_max: rng.random_range(1..=32),
         learn_retry_ms: rng.random_range(50..=500),
     }
-}
-
-fn gpid(pid: PartitionId) -> Gpid {
-    Gpid {
-        app_id: 1,
-        partition_index: pid as i32,
-    }
-}
-
-fn hosted(core: ReplicaCore) -> Hosted {
-    Hosted {
-        core,
-        partition: Partition::new(MemoryEngine::new(), StorageLimits::default()),
-        applied: 0,
-        pending: BTreeMap::new(),
-    }
-}
-
-fn apply(
-    partition: &Partition<MemoryEngine>,
-    mutation: &markab_core::replication::messages::Mutation,
-) -> Result<(), String> {
-    if mutation.payload.is_empty() {
-        return Ok(());
-    }
-    let mut batch = WriteBatch::decode(&mutation.payload).map_err(|e| format!("decode: {e:?}"))?;
-    batch.set_decree(mutation.decree as i64);
-    partition.apply(&batch).map_err(|e| format!("apply: {e:?}"))
 }

@@ -13,7 +13,7 @@ use rand::Rng;
 use std::collections::BTreeMap;
 
 use super::super::model::{Addr, Event, Msg, PartitionId, Recorded, Reply};
-use super::{World, NOW_EPOCH_S};
+use super::{gpid, World};
 
 /// A client: at most one operation outstanding.
 pub(super) struct SimClient {
@@ -32,7 +32,7 @@ impl World {
             return;
         }
         let key_index = self.rng.random_range(0..self.settings.keys);
-        let pid = key_index as PartitionId % self.settings.partitions;
+        let pid = self.partition_of(key_index);
         let route = match self.clients[client].route.get(&pid) {
             Some(node) => Some(*node),
             None => self.meta.config(pid).primary,
@@ -56,10 +56,15 @@ impl World {
         });
         self.refused.push(false);
         self.clients[client].outstanding = Some((op, index));
+        self.op_partitions.insert(op, pid);
         self.send(
             Addr::Client(client),
             Addr::Node(node),
-            Msg::Request { op, pid, request },
+            Msg::Request {
+                op,
+                gpid: gpid(pid),
+                request,
+            },
         );
         let timeout_ms = self.now_ms + self.settings.client_timeout_ms;
         self.schedule(timeout_ms, Event::ClientTimeout { client, op });
@@ -186,25 +191,28 @@ impl World {
     /// primary, so an acknowledged write that was lost shows up as a
     /// non-linearizable history.
     pub(super) fn final_reads(&mut self) -> Result<usize, String> {
-        let now_ms = self.now_ms;
         let mut count = 0;
         for key_index in 0..self.settings.keys {
-            let pid = key_index as PartitionId % self.settings.partitions;
-            let serving: Vec<NodeId> = self
-                .nodes
-                .values()
-                .filter(|node| node.alive)
-                .filter(|node| {
-                    node.replicas
-                        .get(&pid)
-                        .is_some_and(|h| h.core.is_serving(now_ms))
-                })
-                .map(|node| node.id)
-                .collect();
-            let [node] = serving[..] else { continue };
-            let response = self.nodes[&node].replicas[&pid]
-                .partition
-                .execute(&Request::Get(sim_key(key_index)), NOW_EPOCH_S);
+            let pid = self.partition_of(key_index);
+            let gpid = gpid(pid);
+            let mut serving = Vec::new();
+            for node in self.nodes.values().filter(|node| node.alive) {
+                let Some(shard) = node.registry.shard_of(gpid) else {
+                    continue;
+                };
+                let host = &node.hosts[shard];
+                let now_ms = self.now_ms + node.offset_ms;
+                if host.replica(gpid).is_some_and(|replica| {
+                    !replica.is_failed() && replica.core().is_serving(now_ms)
+                }) {
+                    serving.push((node.id, shard));
+                }
+            }
+            let [(node, shard)] = serving[..] else {
+                continue;
+            };
+            let response =
+                self.nodes[&node].hosts[shard].read(gpid, &Request::Get(sim_key(key_index)));
             let output = to_output(&KvInput::Get, response)
                 .ok_or_else(|| format!("final read of key {key_index} failed"))?;
             let invoke_ns = self.timestamp_ns();
