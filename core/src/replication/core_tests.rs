@@ -1518,3 +1518,51 @@ fn primary_since_marks_where_its_run_began() {
     core.handle(Input::Config(config(4, S3, &[S2])), 7);
     assert_eq!(core.primary_since(), None);
 }
+
+// A learner that acked a Prepare keeps it through a copy (**acked-stays-held**):
+// the primary counted the ack toward commit and will promote the learner
+// on the strength of it, so the learner must still hold the mutation when
+// the copy is installed, and after a copy that aborts. (Found by the
+// simulator running the production host: a learner acked decree 41 while
+// still learning, a copy at decree 40 then cleared its window, the primary
+// committed 41 on its ack and had it promoted without 41.)
+#[test]
+fn a_learner_keeps_what_it_acked_through_a_copy() {
+    let mut core = ReplicaCore::new(Gpid::default(), L4, settings()).unwrap();
+    core.handle(Input::Config(with_learners(2, P, &[S2], &[L4])), 0);
+    // It joins the stream above what it is still learning: acks 41.
+    peer(&mut core, P, prepare(2, 41, 39, b"p41"), 1);
+    let out = durable(&mut core, 2, 41);
+    assert!(matches!(
+        &out[..],
+        [Output::Send {
+            message: PeerMessage::PrepareAck {
+                decree: 41,
+                result: Ok(()),
+                ..
+            },
+            ..
+        }]
+    ));
+    let started = Input::CopyStarted {
+        ballot: 2,
+        decree: 40,
+    };
+    core.handle(started.clone(), 2);
+    // The copy aborts: storage is empty, the acked Prepare stays.
+    core.handle(Input::CopyAborted { ballot: 2 }, 3);
+    assert_eq!(core.last_committed(), 0);
+    // A new copy installs at 40; the primary's commit point applies 41.
+    core.handle(started, 4);
+    core.handle(
+        Input::CheckpointInstalled {
+            ballot: 2,
+            decree: 40,
+        },
+        5,
+    );
+    assert_eq!(core.last_committed(), 40);
+    assert_eq!(core.last_prepared(), 41, "the acked Prepare is held");
+    let out = peer(&mut core, P, prepare(2, 42, 41, b"p42"), 6);
+    assert_eq!(applied(&out), vec![41]);
+}
