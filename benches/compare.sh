@@ -6,6 +6,7 @@
 # by pid, and prints a table of ratios.
 #
 #   benches/compare.sh [RECORDS] [OPERATIONS] [CONNECTIONS] [IN_FLIGHT]
+#   MARKAB_BIN=/path/to/markab benches/compare.sh    # another build of markab
 #
 # Reads: YCSB-C (100 % reads) throughput and p99. Writes: the load phase
 # (100 % inserts, durable: Markab fsyncs its log, Redis uses appendfsync
@@ -19,8 +20,14 @@ in_flight=${4:-4}
 
 scripts/setup.sh
 source scripts/env.sh
-cargo build --release --bin markab >/dev/null 2>&1
-markab="$CARGO_TARGET_DIR/release/markab"
+# MARKAB_BIN runs another build of markab (e.g. one saved before a change,
+# to compare server CPU per operation before and after it).
+if [ -n "${MARKAB_BIN:-}" ]; then
+  markab="$MARKAB_BIN"
+else
+  cargo build --release --bin markab >/dev/null 2>&1
+  markab="$CARGO_TARGET_DIR/release/markab"
+fi
 command -v redis-server >/dev/null || { echo "redis-server missing: run scripts/setup.sh" >&2; exit 1; }
 command -v etcd >/dev/null || { echo "etcd missing: run scripts/setup.sh" >&2; exit 1; }
 
