@@ -147,6 +147,11 @@ pub trait HostIo {
     fn persisted_ballot(&mut self, gpid: Gpid) -> Result<Ballot, String>;
     /// Makes the copy marker of `gpid` present or absent, durably.
     fn set_copy_marker(&mut self, gpid: Gpid, present: bool) -> Result<(), String>;
+    /// Durably records `gpid`'s log floor: the decree of the last copy it
+    /// installed (**log-floor**).
+    fn persist_log_floor(&mut self, gpid: Gpid, decree: Decree) -> Result<(), String>;
+    /// The log floor recorded (0 when none was).
+    fn log_floor(&mut self, gpid: Gpid) -> Result<Decree, String>;
 
     /// A learner waits to be answered from the log.
     fn learn_queued(&mut self);
@@ -192,6 +197,9 @@ pub struct HostedReplica<I: HostIo> {
     replica_count: i32,
     /// The ballot last recorded in the replica's ballot file.
     ballot_persisted: Ballot,
+    /// The decree of the last copy installed: the replica's log holds no
+    /// authoritative record at or below it (**log-floor**).
+    log_floor: Decree,
 }
 
 impl<I: HostIo> HostedReplica<I> {
@@ -1008,8 +1016,12 @@ impl<I: HostIo> ShardHost<I> {
             .map(|(_, job)| job)
     }
 
-    /// What to read for `job`; `None` when this replica is no longer the
-    /// primary at the job's ballot. When the learner's commit point is at
+    /// What to read for `job`; `None` when the log cannot answer it: this
+    /// replica is no longer the primary at the job's ballot (the job is
+    /// dropped), or the learner is below the decree of a copy this replica
+    /// installed, where its log holds no authoritative records — maybe its
+    /// own older, never-committed ones (**log-floor**: the learner gets a
+    /// copy). When the learner's commit point is at
     /// or above where this primary's run began
     /// ([`ReplicaCore::primary_since`], as it is after a copy), the read
     /// takes records of this run only and stops once it has enough, so
@@ -1021,6 +1033,9 @@ impl<I: HostIo> ShardHost<I> {
             return None;
         }
         let from = job.learner_committed;
+        if from < replica.log_floor {
+            return None;
+        }
         let own_run = core
             .primary_since()
             .filter(|(_, began_at)| from >= *began_at)
@@ -1191,6 +1206,7 @@ fn open_replica<I: HostIo>(
         incoming: None,
         replica_count: 0,
         ballot_persisted: 0,
+        log_floor: 0,
     })
 }
 
@@ -1212,6 +1228,10 @@ fn recover<I: HostIo>(
         Err(reason) => return fail(shared, gpid, replica, reason),
     };
     replica.ballot_persisted = persisted;
+    match shared.io.log_floor(gpid) {
+        Ok(floor) => replica.log_floor = floor,
+        Err(reason) => return fail(shared, gpid, replica, reason),
+    }
     let me = shared.id(&shared.node_name.clone());
     let (mut core, replay) = match recovery.finish(gpid, me, shared.settings) {
         Ok(recovered) => recovered,
@@ -1650,12 +1670,14 @@ fn on_copy_chunk<I: HostIo>(
             .write(&applied)
             .and_then(|()| engine.flush())
             .map_err(|error| error.to_string())
+            .and_then(|()| shared.io.persist_log_floor(gpid, chunk.decree))
             .and_then(|()| shared.io.set_copy_marker(gpid, false))
     };
     if let Err(reason) = finished {
         return fail(shared, gpid, replica, reason);
     }
     replica.applied = chunk.decree;
+    replica.log_floor = chunk.decree;
     tracing::info!(
         app_id = gpid.app_id,
         partition = gpid.partition_index,

@@ -174,6 +174,8 @@ pub struct ReplicaDisk {
     pub storage: MemoryDurable,
     pub ballot: Ballot,
     pub copy_marker: bool,
+    /// The decree of the last copy installed (**log-floor**).
+    pub log_floor: Decree,
 }
 
 /// A node's disk: survives crashes.
@@ -302,6 +304,7 @@ impl HostIo for SimIo {
             storage: MemoryDurable::new(),
             ballot: 0,
             copy_marker: false,
+            log_floor: 0,
         });
         let engine = MemoryEngine::open_durable(&replica.storage);
         let decree = replica.storage.decree().max(0) as Decree;
@@ -344,6 +347,25 @@ impl HostIo for SimIo {
             .replicas
             .get(&gpid)
             .map_or(0, |replica| replica.ballot))
+    }
+
+    fn persist_log_floor(&mut self, gpid: Gpid, decree: Decree) -> Result<(), String> {
+        let mut disk = self.disk.borrow_mut();
+        let replica = disk
+            .replicas
+            .get_mut(&gpid)
+            .ok_or_else(|| format!("no files for replica {gpid:?}"))?;
+        replica.log_floor = decree;
+        Ok(())
+    }
+
+    fn log_floor(&mut self, gpid: Gpid) -> Result<Decree, String> {
+        Ok(self
+            .disk
+            .borrow()
+            .replicas
+            .get(&gpid)
+            .map_or(0, |replica| replica.log_floor))
     }
 
     fn set_copy_marker(&mut self, gpid: Gpid, present: bool) -> Result<(), String> {

@@ -982,8 +982,10 @@ impl World {
                 }
                 Ok(gather.finish())
             }
-            // No longer the primary at the job's ballot: the host drops it.
-            None => Err("stale".to_owned()),
+            // The log cannot answer: no longer the primary at the job's
+            // ballot (the host drops the job), or the learner is below the
+            // log floor (the host sends a copy).
+            None => Err("the log cannot answer".to_owned()),
         };
         let source = match &read {
             Ok(Some(mutations)) => {
@@ -991,7 +993,7 @@ impl World {
                 format!("the log ({} mutations)", mutations.len())
             }
             Ok(None) => "nothing: the log lacks decrees, a copy follows".to_owned(),
-            Err(_) => "nothing: the job is stale".to_owned(),
+            Err(_) => "nothing: the log cannot answer".to_owned(),
         };
         self.note(format!(
             "{node} p{}: node #{} above {} learns from {source}",

@@ -430,3 +430,61 @@ fn ballot_file_round_trips() {
     std::fs::write(dir.path().join(BALLOT_FILE), "x").unwrap();
     assert!(io::persisted_ballot(dir.path()).is_err());
 }
+
+// A replica whose storage came from a copy at decree D has no trustworthy
+// log records at or below D: what its log holds there may be its own older,
+// never-committed records (**log-floor**). As primary it answers a learner
+// below D with a copy, never from its log — also after a restart. (Found
+// by the simulator: a primary answered a learner from a stale record at
+// the decree of a copy it had installed, and the learner applied a
+// different payload there than its peers.)
+#[test]
+fn a_primary_never_answers_a_learner_from_below_its_copy() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let state = learner(dir.path()).await;
+        learned(&state, 3, 1..=3);
+        // A Prepare of decree 4 that never commits: logged here.
+        let stale = Mutation {
+            ballot: 2,
+            decree: 4,
+            committed_decree: 3,
+            payload: put(b"stale4"),
+        };
+        let prepare = PeerMessage::Prepare {
+            ballot: 2,
+            mutation: stale,
+            committed_decree: 3,
+        };
+        state.on_peer(GPID, peer::to_wire(prepare, PRIMARY, PRIMARY));
+        // The primary sends a copy at decree 4 (holding the committed 4),
+        // then decrees 5 and 6 are learned from it.
+        chunk(&state, 4, 0, false, &[b"real4"]);
+        chunk(&state, 4, 1, true, &[]);
+        learned(&state, 6, 5..=6);
+        assert_eq!(core_of(&state), (6, None));
+        let learner = state.host().node_id(LEARNER);
+        let job = |ballot, learner_committed| LearnRead {
+            gpid: GPID,
+            to: learner,
+            ballot,
+            learner_committed,
+        };
+        reconfigure_primary(&state, 3, &[LEARNER]);
+        assert_eq!(state.host().learn_plan(&job(3, 3)), None, "below the copy");
+        assert!(state.host().learn_plan(&job(3, 4)).is_some());
+        state.close().await;
+        drop(state);
+        let state = shard(dir.path(), Tuning::default().log_segment_bytes).await;
+        reconfigure_primary(&state, 4, &[LEARNER]);
+        let learner = state.host().node_id(LEARNER);
+        let job = LearnRead {
+            gpid: GPID,
+            to: learner,
+            ballot: 4,
+            learner_committed: 3,
+        };
+        assert_eq!(state.host().learn_plan(&job), None, "after a restart too");
+        state.close().await;
+    });
+}

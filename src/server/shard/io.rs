@@ -26,6 +26,10 @@ pub const COPY_MARKER_FILE: &str = "copy-in-progress";
 /// in a ballot it may have acted under before the restart
 /// (**ballot-monotonic** across restarts).
 pub const BALLOT_FILE: &str = "ballot";
+/// The decree of the last copy the replica installed (decimal), in its
+/// directory: its log holds no authoritative record at or below it
+/// (**log-floor**).
+pub const LOG_FLOOR_FILE: &str = "log-floor";
 const REPLICA_META_FILE: &str = "replica.toml";
 
 /// The directory of replica `gpid`: `<data_dir>/replicas/<app_id>.<partition>`.
@@ -77,26 +81,36 @@ pub(super) fn replicas_on_disk(data_dir: &Path) -> Result<Vec<ReplicaMeta>, OpEr
     Ok(found)
 }
 
-/// Durably records `ballot` as the replica's last accepted ballot: written
-/// to a temporary file, fsynced, renamed over the old one, directory fsynced.
+/// Durably records `ballot` as the replica's last accepted ballot.
 pub fn persist_ballot(dir: &Path, ballot: Ballot) -> std::io::Result<()> {
-    use std::io::Write;
-    let temporary = dir.join("ballot.tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(ballot.to_string().as_bytes())?;
-    file.sync_data()?;
-    std::fs::rename(&temporary, dir.join(BALLOT_FILE))?;
-    std::fs::File::open(dir)?.sync_all()
+    persist_number(dir, BALLOT_FILE, ballot)
 }
 
 /// The ballot recorded by [`persist_ballot`] (0 when none was).
 pub fn persisted_ballot(dir: &Path) -> Result<Ballot, String> {
-    let path = dir.join(BALLOT_FILE);
+    persisted_number(dir, BALLOT_FILE)
+}
+
+/// Durably records `value` in file `name` of `dir`: written to a temporary
+/// file, fsynced, renamed over the old one, directory fsynced.
+fn persist_number(dir: &Path, name: &str, value: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = dir.join(format!("{name}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(value.to_string().as_bytes())?;
+    file.sync_data()?;
+    std::fs::rename(&temporary, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The number recorded by [`persist_number`] (0 when none was).
+fn persisted_number(dir: &Path, name: &str) -> Result<u64, String> {
+    let path = dir.join(name);
     match std::fs::read_to_string(&path) {
         Ok(text) => text
             .trim()
             .parse()
-            .map_err(|_| format!("{} holds {text:?}, not a ballot", path.display())),
+            .map_err(|_| format!("{} holds {text:?}, not a number", path.display())),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(error) => Err(format!("cannot read {}: {error}", path.display())),
     }
@@ -266,6 +280,16 @@ impl HostIo for NodeIo {
         } else {
             remove_durably(&marker)
         }
+    }
+
+    fn persist_log_floor(&mut self, gpid: Gpid, decree: Decree) -> Result<(), String> {
+        let dir = replica_dir(&self.data_dir, gpid);
+        persist_number(&dir, LOG_FLOOR_FILE, decree)
+            .map_err(|error| format!("cannot record the log floor in {}: {error}", dir.display()))
+    }
+
+    fn log_floor(&mut self, gpid: Gpid) -> Result<Decree, String> {
+        persisted_number(&replica_dir(&self.data_dir, gpid), LOG_FLOOR_FILE)
     }
 
     fn learn_queued(&mut self) {
