@@ -488,3 +488,59 @@ fn a_primary_never_answers_a_learner_from_below_its_copy() {
         state.close().await;
     });
 }
+
+// A ballot the replica cannot record stops it before anything happens
+// under that ballot (**stop-on-failure**): assigned primary at ballot 2
+// while its ballot file cannot be written (a directory squats the
+// temporary file's name), it logs nothing, takes no lease and answers
+// writes `STORAGE_ERROR`, naming the cause. (Ignoring the failure, it
+// would serve as primary under a ballot a restart could forget.)
+#[test]
+fn a_ballot_that_cannot_be_recorded_stops_the_replica() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Rc::new(shard(dir.path(), Tuning::default().log_segment_bytes).await);
+        let pump = state.clone();
+        glommio::spawn_local(async move { pump.durability_pump().await }).detach();
+        // Host it (inactive) first, so that its directory exists.
+        state.assign(&ReplicaAssignment {
+            table: "t".into(),
+            app_id: GPID.app_id,
+            partition_index: GPID.partition_index,
+            partition_count: 1,
+            shard: 0,
+            ballot: 1,
+            primary: PRIMARY.into(),
+            secondaries: Vec::new(),
+            member_addresses: vec![PRIMARY.into()],
+            learners: Vec::new(),
+            replica_count: 1,
+        });
+        let squatter = replica_dir(dir.path(), GPID).join("ballot.tmp");
+        std::fs::create_dir_all(&squatter).unwrap();
+        let appended_before = state.log().appended();
+        reconfigure_primary(&state, 2, &[]);
+        {
+            let host = state.host();
+            let replica = host.replica(GPID).unwrap();
+            let failure = replica.failure().expect("the replica stopped");
+            assert!(failure.contains("cannot record ballot 2"), "{failure}");
+            assert_eq!(replica.core().lease_until_ms(), 0, "no lease taken");
+        }
+        assert_eq!(state.log().appended(), appended_before, "nothing logged");
+        let request = markab_wire::Request::Set {
+            key: markab_wire::Key::new(b"h".to_vec(), b"s".to_vec()),
+            value: b"v".to_vec(),
+            ttl_seconds: 0,
+        };
+        let refused = state.serve_write(GPID, &request).await.unwrap_err();
+        assert_eq!(
+            refused.code,
+            markab_wire::ErrorCode::StorageError,
+            "{refused:?}"
+        );
+        let recorded = io::persisted_ballot(&replica_dir(dir.path(), GPID)).unwrap();
+        assert!(recorded < 2, "ballot {recorded} on file");
+        state.close().await;
+    });
+}
