@@ -1154,11 +1154,19 @@ impl<I: HostIo> ShardHost<I> {
 
 // ---- what the host does for one replica ----
 
+/// What beacons report of `replica`. A stopped replica reports itself
+/// inactive at its ballot (**stopped-reports-inactive**): meta then treats
+/// it as having lost its state and moves its place — a primary's to a
+/// secondary — instead of keeping a member that serves nothing.
 fn entry_of<I: HostIo>(shard: usize, replica: &HostedReplica<I>) -> HostedEntry {
+    let role = match replica.failure {
+        Some(_) => ReplicaRole::Inactive,
+        None => replica.wire_role(),
+    };
     HostedEntry {
         shard,
         ballot: replica.core.ballot() as i64,
-        role: replica.wire_role(),
+        role,
         decree_prepared: replica.core.last_prepared() as i64,
         decree_committed: replica.core.last_committed() as i64,
         decree_applied: replica.applied as i64,
@@ -1291,6 +1299,7 @@ fn fail<I: HostIo>(
         replica.failure = Some(reason);
     }
     fail_waiting(shared, replica);
+    publish(shared, gpid, replica);
 }
 
 /// Answers every waiting client write `UNKNOWN_OUTCOME`: a write that got

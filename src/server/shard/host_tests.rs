@@ -494,7 +494,9 @@ fn a_primary_never_answers_a_learner_from_below_its_copy() {
 // while its ballot file cannot be written (a directory squats the
 // temporary file's name), it logs nothing, takes no lease and answers
 // writes `STORAGE_ERROR`, naming the cause. (Ignoring the failure, it
-// would serve as primary under a ballot a restart could forget.)
+// would serve as primary under a ballot a restart could forget.) Its
+// beacons report it inactive at that ballot (**stopped-reports-inactive**),
+// so meta fails it over rather than keep a primary that serves nothing.
 #[test]
 fn a_ballot_that_cannot_be_recorded_stops_the_replica() {
     run(|| async {
@@ -527,6 +529,11 @@ fn a_ballot_that_cannot_be_recorded_stops_the_replica() {
             assert!(failure.contains("cannot record ballot 2"), "{failure}");
             assert_eq!(replica.core().lease_until_ms(), 0, "no lease taken");
         }
+        // Beacons report it inactive at the ballot it could not record:
+        // meta treats it as having lost its state and fails it over.
+        let reported = state.layout.registry.entry(GPID).unwrap();
+        assert_eq!(reported.role, markab_wire::ReplicaRole::Inactive);
+        assert_eq!(reported.ballot, 2);
         assert_eq!(state.log().appended(), appended_before, "nothing logged");
         let request = markab_wire::Request::Set {
             key: markab_wire::Key::new(b"h".to_vec(), b"s".to_vec()),
