@@ -91,7 +91,7 @@ pub fn to_wire(message: PeerMessage, from: &str, from_address: &str) -> PeerRequ
 }
 
 /// One chunk of a copy of a primary's records (docs/replication.md,
-/// "Learning from a copy"): host business, never fed to the core.
+/// "Learning"): host business, never fed to the core.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CopyChunk {
     pub ballot: u64,

@@ -1165,7 +1165,7 @@ impl ReplicaCore {
 /// Rebuilds a replica from its durable log after a restart, one record at
 /// a time in append order, so a host can feed it while it reads the log.
 ///
-/// Rules (docs/replication.md, "Recovery"): a later record of a decree
+/// Rules (docs/replication.md, "Rules", recovery): a later record of a decree
 /// replaces an earlier one of a lower or equal ballot; a record that
 /// replaces a *different* mutation under an older ballot voids the
 /// older-ballot records logged above it, as when it was accepted

@@ -1,6 +1,6 @@
 //! What flows in and out of a [`ReplicaCore`](super::core::ReplicaCore):
 //! identities, mutations, peer messages, inputs, outputs and errors
-//! (docs/replication.md, "Messages").
+//! (docs/replication.md, "The core: inputs and outputs").
 
 use std::fmt;
 

@@ -1,6 +1,6 @@
 //! Copying a replica's records to a learner: the primary exports its
 //! applied records in bounded chunks, the learner clears its own and writes
-//! the chunks (docs/replication.md, "Learning from a copy").
+//! the chunks (docs/replication.md, "Learning").
 //!
 //! The copy is *fuzzy*: chunks are read from the live engine one after the
 //! other, so a record may be newer than the decree `D` the copy starts at.

@@ -1,6 +1,6 @@
 //! Range reads of [`Partition`]: multi_get (point and range), sortkey_count
 //! and scan batches. Every loop here is bounded by [`StorageLimits`].
-//! Semantics: docs/storage.md, "Range reads".
+//! Semantics: docs/storage.md, "Scans".
 
 use std::cmp::Ordering;
 
