@@ -466,3 +466,53 @@ fn a_busy_log_loses_no_append() {
         busy.load(Ordering::Relaxed)
     );
 }
+
+// A primary that cannot record a new ballot stops, reports itself inactive
+// and is failed over (**stop-on-failure**, **stopped-reports-inactive**):
+// on four nodes of two shards, the primary's ballot file is made
+// unwritable (a directory squats its temporary name), a secondary is
+// killed so that meta moves the partition to the next ballot; the primary
+// cannot record it, stops, and meta makes the remaining secondary primary;
+// the acknowledged write is read back through it. (Before, the stopped
+// primary kept its role in beacons and answered `STORAGE_ERROR` until its
+// node restarted.)
+#[test]
+fn a_primary_that_cannot_record_its_ballot_is_failed_over() {
+    let _serial = serial();
+    let runtime = common::runtime();
+    let mut cluster = Cluster::start(ClusterOptions {
+        nodes: 4,
+        ..ClusterOptions::default()
+    });
+    cluster.create_table("stuck", 1, 3);
+    let before = cluster.wait_full("stuck", 3);
+    let client = connect(&runtime, &cluster);
+    let table = open(&runtime, &client, "stuck");
+    set_acknowledged(&runtime, &table, b"k", b"v1");
+    let gpid = Gpid {
+        app_id: table.app_id(),
+        partition_index: 0,
+    };
+    let primary = cluster.node_index(&before[0].primary);
+    let squatter = markab::server::shard::replica_dir(&cluster.node_data_dir(primary), gpid)
+        .join("ballot.tmp");
+    std::fs::create_dir_all(&squatter).unwrap();
+    let secondary = cluster.node_index(&before[0].secondaries[0]);
+    cluster.kill_node(secondary);
+    let after = wait_for("a new primary", || {
+        let partitions = cluster.describe("stuck");
+        (partitions[0].primary != before[0].primary && !partitions[0].primary.is_empty())
+            .then_some(partitions)
+    });
+    assert!(after[0].ballot > before[0].ballot + 1, "{after:?}");
+    assert!(
+        cluster.node_log(primary).contains("cannot record ballot"),
+        "the old primary stopped on its ballot file"
+    );
+    let fresh = connect(&runtime, &cluster);
+    let fresh_table = open(&runtime, &fresh, "stuck");
+    let got = wait_for("a read through the new primary", || {
+        runtime.block_on(fresh_table.get(b"k", b"s")).ok()
+    });
+    assert_eq!(got.as_deref(), Some(&b"v1"[..]));
+}
