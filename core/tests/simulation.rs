@@ -81,19 +81,9 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
                 total.operations += report.operations;
                 total.completed += report.completed;
                 total.committed += report.committed;
-                total.crashes += report.crashes;
                 total.reconfigurations += report.reconfigurations;
                 total.final_reads += report.final_reads;
-                total.promotions += report.promotions;
-                total.learner_promotions += report.learner_promotions;
-                total.log_learns += report.log_learns;
-                total.checkpoint_installs += report.checkpoint_installs;
-                total.meta_crashes += report.meta_crashes;
-                total.pauses += report.pauses;
-                total.copy_chunks += report.copy_chunks;
-                total.torn_tails += report.torn_tails;
-                total.ballot_failures += report.ballot_failures;
-                total.truncations += report.truncations;
+                total.counters.add(&report.counters);
             }
             Err(failure) if keep_going => {
                 let first = failure.lines().next().unwrap_or_default().to_owned();
@@ -115,18 +105,18 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
         total.operations,
         total.completed,
         total.committed,
-        total.crashes,
+        total.counters.crashes,
         total.reconfigurations,
-        total.promotions,
-        total.learner_promotions,
-        total.log_learns,
-        total.checkpoint_installs,
-        total.copy_chunks,
-        total.meta_crashes,
-        total.pauses,
-        total.torn_tails,
-        total.ballot_failures,
-        total.truncations,
+        total.counters.promotions,
+        total.counters.learner_promotions,
+        total.counters.log_learns,
+        total.counters.checkpoint_installs,
+        total.counters.copy_chunks,
+        total.counters.meta_crashes,
+        total.counters.pauses,
+        total.counters.torn_tails,
+        total.counters.ballot_failures,
+        total.counters.truncations,
         total.final_reads,
     );
     assert!(
@@ -137,21 +127,27 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
     );
     if seeds >= 100 {
         // The faults really happened: the runs exercised failover.
-        assert!(total.crashes > 0 && total.promotions > 0 && total.final_reads > 0);
         assert!(
-            total.meta_crashes > 0 && total.pauses > 0,
+            total.counters.crashes > 0 && total.counters.promotions > 0 && total.final_reads > 0
+        );
+        assert!(
+            total.counters.meta_crashes > 0 && total.counters.pauses > 0,
             "meta crashed, nodes paused"
         );
         // Learning ran from every source.
         assert!(
-            total.learner_promotions > 0 && total.log_learns > 0 && total.checkpoint_installs > 0
+            total.counters.learner_promotions > 0
+                && total.counters.log_learns > 0
+                && total.counters.checkpoint_installs > 0
         );
         // The disk faults happened, and some copies took several chunks.
         assert!(
-            total.torn_tails > 0 && total.ballot_failures > 0 && total.truncations > 0,
+            total.counters.torn_tails > 0
+                && total.counters.ballot_failures > 0
+                && total.counters.truncations > 0,
             "torn tails, failed ballot writes, log truncations"
         );
-        assert!(total.copy_chunks > total.checkpoint_installs);
+        assert!(total.counters.copy_chunks > total.counters.checkpoint_installs);
     }
 }
 

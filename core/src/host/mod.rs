@@ -339,7 +339,8 @@ struct Shared<I: HostIo> {
     settings: ReplicationSettings,
     registry: Arc<NodeRegistry>,
     limits: StorageLimits,
-    /// Node names interned to the cores' [`NodeId`]s (shard-local).
+    /// Node names interned to the cores' [`NodeId`]s (shard-local); this
+    /// node's own is the first.
     names: Vec<String>,
     tokens: Token,
     /// Appends waiting for the log to be durable past them, in log order.
@@ -380,6 +381,11 @@ impl<I: HostIo> Shared<I> {
 
     fn name(&self, id: NodeId) -> &str {
         &self.names[id.0 as usize]
+    }
+
+    /// This node's own id: its name is interned first.
+    fn me(&self) -> NodeId {
+        NodeId(0)
     }
 }
 
@@ -458,6 +464,7 @@ impl<I: HostIo> ShardHost<I> {
         registry: Arc<NodeRegistry>,
         limits: StorageLimits,
     ) -> ShardHost<I> {
+        let names = vec![node_name.clone()];
         ShardHost {
             shared: Shared {
                 io,
@@ -467,7 +474,7 @@ impl<I: HostIo> ShardHost<I> {
                 settings,
                 registry,
                 limits,
-                names: Vec::new(),
+                names,
                 tokens: 0,
                 appended: VecDeque::new(),
                 backlog: VecDeque::new(),
@@ -490,32 +497,9 @@ impl<I: HostIo> ShardHost<I> {
         &mut self.shared.io
     }
 
-    pub fn shard(&self) -> usize {
-        self.shared.shard
-    }
-
-    pub fn registry(&self) -> &Arc<NodeRegistry> {
-        &self.shared.registry
-    }
-
-    pub fn settings(&self) -> ReplicationSettings {
-        self.shared.settings
-    }
-
-    /// This node's own id in this host's terms.
-    pub fn me(&mut self) -> NodeId {
-        let name = self.shared.node_name.clone();
-        self.shared.id(&name)
-    }
-
     /// The [`NodeId`] this host knows node `name` by.
     pub fn node_id(&mut self, name: &str) -> NodeId {
         self.shared.id(name)
-    }
-
-    /// The name of node `id`.
-    pub fn node_name(&self, id: NodeId) -> &str {
-        self.shared.name(id)
     }
 
     pub fn hosts(&self, gpid: Gpid) -> bool {
@@ -678,7 +662,7 @@ impl<I: HostIo> ShardHost<I> {
     /// lease that does not expire. A standalone node serves every replica
     /// so — a one-member cluster, on the one write path.
     pub fn serve_alone(&mut self, gpid: Gpid) {
-        let me = self.me();
+        let me = self.shared.me();
         let Some(replica) = self.replicas.get_mut(&gpid) else {
             return;
         };
@@ -1196,7 +1180,7 @@ fn open_replica<I: HostIo>(
         );
     }
     let applied = engine.applied_decree()?.max(0) as Decree;
-    let me = shared.id(&shared.node_name.clone());
+    let me = shared.me();
     let core = ReplicaCore::new(gpid, me, shared.settings).map_err(|error| {
         OpError::new(
             ErrorCode::Internal,
@@ -1240,7 +1224,7 @@ fn recover<I: HostIo>(
         Ok(floor) => replica.log_floor = floor,
         Err(reason) => return fail(shared, gpid, replica, reason),
     }
-    let me = shared.id(&shared.node_name.clone());
+    let me = shared.me();
     let (mut core, replay) = match recovery.finish(gpid, me, shared.settings) {
         Ok(recovered) => recovered,
         Err(error) => {
@@ -1595,12 +1579,17 @@ fn queue_copy<I: HostIo>(shared: &mut Shared<I>, gpid: Gpid, to: NodeId, ballot:
     }
 }
 
-/// Makes storage empty at decree 0, durably.
-fn empty_storage<E: StorageEngine>(engine: &E) -> Result<(), OpError> {
+/// Deletes every record of storage and sets its applied decree to 0.
+fn clear_storage<E: StorageEngine>(engine: &E) -> Result<(), OpError> {
     copy::clear(engine)?;
     let mut reset = WriteBatch::new();
     reset.set_decree(0);
-    engine.write(&reset)?;
+    engine.write(&reset)
+}
+
+/// Makes storage empty at decree 0, durably.
+fn empty_storage<E: StorageEngine>(engine: &E) -> Result<(), OpError> {
+    clear_storage(engine)?;
     engine.flush()
 }
 
@@ -1624,11 +1613,7 @@ fn on_copy_chunk<I: HostIo>(
     if chunk.sequence == 0 {
         let started = shared.io.set_copy_marker(gpid, true).and_then(|()| {
             replica.partition.discard_staged();
-            let engine = replica.partition.engine();
-            copy::clear(engine).map_err(|error| error.to_string())?;
-            let mut reset = WriteBatch::new();
-            reset.set_decree(0);
-            engine.write(&reset).map_err(|error| error.to_string())
+            clear_storage(replica.partition.engine()).map_err(|error| error.to_string())
         });
         if let Err(reason) = started {
             return fail(shared, gpid, replica, reason);

@@ -13,7 +13,7 @@ pub mod world;
 
 use markab_core::check::{check_kv_history, CheckResult, KvOperation, Operation};
 
-use world::{sim_key, World};
+use world::{sim_key, Counters, World};
 
 /// What one seed did, for the summary line.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -22,28 +22,9 @@ pub struct SeedReport {
     pub operations: usize,
     pub completed: usize,
     pub committed: usize,
-    pub crashes: u32,
     pub reconfigurations: usize,
     pub final_reads: usize,
-    pub promotions: u32,
-    /// Learners promoted to secondary.
-    pub learner_promotions: u32,
-    /// Learners answered from a primary's log.
-    pub log_learns: u32,
-    /// Copies installed by learners.
-    pub checkpoint_installs: u32,
-    /// Chunks of copies sent.
-    pub copy_chunks: u32,
-    /// Meta crashes (each followed by a restart from its store).
-    pub meta_crashes: u32,
-    /// Nodes paused past their lease.
-    pub pauses: u32,
-    /// Crashes that tore a log record.
-    pub torn_tails: u32,
-    /// Ballots that could not be recorded (the node was restarted).
-    pub ballot_failures: u32,
-    /// Log truncations.
-    pub truncations: u32,
+    pub counters: Counters,
     /// A hash of the whole recorded history: equal runs give equal hashes.
     pub history_hash: u64,
 }
@@ -91,19 +72,9 @@ pub fn run_seed(seed: u64, verbose: bool) -> Result<SeedReport, String> {
             .filter(|op| op.complete.is_some())
             .count(),
         committed: summary.committed.values().sum(),
-        crashes: summary.crashes,
         reconfigurations: summary.reconfigurations,
         final_reads: summary.final_reads,
-        promotions: summary.promotions,
-        learner_promotions: summary.learner_promotions,
-        log_learns: summary.log_learns,
-        checkpoint_installs: summary.checkpoint_installs,
-        copy_chunks: summary.copy_chunks,
-        meta_crashes: summary.meta_crashes,
-        pauses: summary.pauses,
-        torn_tails: summary.torn_tails,
-        ballot_failures: summary.ballot_failures,
-        truncations: summary.truncations,
+        counters: summary.counters,
         history_hash: invariants::payload_hash(format!("{:?}", summary.history).as_bytes()),
     })
 }

@@ -229,6 +229,23 @@ impl SimIo {
     }
 }
 
+impl SimIo {
+    /// The files of replica `gpid` on the disk, to change.
+    fn files_mut(&self, gpid: Gpid) -> Result<std::cell::RefMut<'_, ReplicaDisk>, String> {
+        std::cell::RefMut::filter_map(self.disk.borrow_mut(), |disk| disk.replicas.get_mut(&gpid))
+            .map_err(|_| format!("no files for replica {gpid:?}"))
+    }
+
+    /// What `read` says of replica `gpid`'s files (its default when it has none).
+    fn files<T: Default>(&self, gpid: Gpid, read: impl FnOnce(&ReplicaDisk) -> T) -> T {
+        self.disk
+            .borrow()
+            .replicas
+            .get(&gpid)
+            .map_or_else(T::default, read)
+    }
+}
+
 impl HostIo for SimIo {
     type Engine = MemoryEngine;
     type Position = u64;
@@ -331,51 +348,29 @@ impl HostIo for SimIo {
                 return Err("injected: the ballot file could not be written".to_owned());
             }
         }
-        let mut disk = self.disk.borrow_mut();
-        let replica = disk
-            .replicas
-            .get_mut(&gpid)
-            .ok_or_else(|| format!("no files for replica {gpid:?}"))?;
-        replica.ballot = ballot;
+        self.files_mut(gpid)?.ballot = ballot;
         Ok(())
     }
 
     fn persisted_ballot(&mut self, gpid: Gpid) -> Result<Ballot, String> {
-        Ok(self
-            .disk
-            .borrow()
-            .replicas
-            .get(&gpid)
-            .map_or(0, |replica| replica.ballot))
+        Ok(self.files(gpid, |replica| replica.ballot))
     }
 
     fn persist_log_floor(&mut self, gpid: Gpid, decree: Decree) -> Result<(), String> {
-        let mut disk = self.disk.borrow_mut();
-        let replica = disk
-            .replicas
-            .get_mut(&gpid)
-            .ok_or_else(|| format!("no files for replica {gpid:?}"))?;
-        replica.log_floor = decree;
+        self.files_mut(gpid)?.log_floor = decree;
         Ok(())
     }
 
     fn log_floor(&mut self, gpid: Gpid) -> Result<Decree, String> {
-        Ok(self
-            .disk
-            .borrow()
-            .replicas
-            .get(&gpid)
-            .map_or(0, |replica| replica.log_floor))
+        Ok(self.files(gpid, |replica| replica.log_floor))
     }
 
     fn set_copy_marker(&mut self, gpid: Gpid, present: bool) -> Result<(), String> {
-        let mut disk = self.disk.borrow_mut();
-        let replica = disk
-            .replicas
-            .get_mut(&gpid)
-            .ok_or_else(|| format!("no files for replica {gpid:?}"))?;
-        replica.copy_marker = present;
-        let decree = replica.storage.decree().max(0) as Decree;
+        let decree = {
+            let mut replica = self.files_mut(gpid)?;
+            replica.copy_marker = present;
+            replica.storage.decree().max(0) as Decree
+        };
         self.outbox.push(Effect::CopyMarker {
             gpid,
             present,

@@ -54,9 +54,15 @@ pub struct RunSummary {
     pub events: u64,
     pub history: Vec<Recorded>,
     pub committed: BTreeMap<PartitionId, usize>,
-    pub crashes: u32,
     pub reconfigurations: usize,
     pub final_reads: usize,
+    pub counters: Counters,
+}
+
+/// What happened in a run, counted (summed over seeds for the summary).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub crashes: u32,
     /// Times a partition's primary moved to another node.
     pub promotions: u32,
     /// Learners promoted to secondary.
@@ -78,6 +84,22 @@ pub struct RunSummary {
     pub ballot_failures: u32,
     /// Log truncations.
     pub truncations: u32,
+}
+
+impl Counters {
+    pub fn add(&mut self, other: &Counters) {
+        self.crashes += other.crashes;
+        self.promotions += other.promotions;
+        self.learner_promotions += other.learner_promotions;
+        self.log_learns += other.log_learns;
+        self.checkpoint_installs += other.checkpoint_installs;
+        self.copy_chunks += other.copy_chunks;
+        self.meta_crashes += other.meta_crashes;
+        self.pauses += other.pauses;
+        self.torn_tails += other.torn_tails;
+        self.ballot_failures += other.ballot_failures;
+        self.truncations += other.truncations;
+    }
 }
 
 pub struct World {
@@ -106,23 +128,13 @@ pub struct World {
     applied: BTreeMap<(NodeId, Gpid), Decree>,
     trace: VecDeque<String>,
     verbose: bool,
-    crashes: u32,
+    counters: Counters,
     /// When a node last restarted or resumed from a pause, or meta last
     /// restarted: the end of the last disruption **replica-count-restored**
     /// counts from.
     last_restart_ms: u64,
-    promotions: u32,
-    learner_promotions: u32,
-    log_learns: u32,
-    checkpoint_installs: u32,
-    copy_chunks: u32,
     /// Sub-millisecond order of history timestamps.
     history_tick: u64,
-    meta_crashes: u32,
-    pauses: u32,
-    torn_tails: u32,
-    ballot_failures: u32,
-    truncations: u32,
 }
 
 impl World {
@@ -240,19 +252,9 @@ impl World {
             applied: BTreeMap::new(),
             trace: VecDeque::new(),
             verbose,
-            crashes: 0,
+            counters: Counters::default(),
             last_restart_ms: 0,
-            promotions: 0,
-            learner_promotions: 0,
-            log_learns: 0,
-            checkpoint_installs: 0,
-            copy_chunks: 0,
             history_tick: 0,
-            meta_crashes: 0,
-            pauses: 0,
-            torn_tails: 0,
-            ballot_failures: 0,
-            truncations: 0,
         };
         world.note(format!(
             "settings {:?} {:?} nodes (id, shards, clock offset) {shapes:?}",
@@ -305,19 +307,9 @@ impl World {
             events,
             history,
             committed: self.invariants.committed_counts(),
-            crashes: self.crashes,
             reconfigurations: self.meta.persisted.len(),
             final_reads,
-            promotions: self.promotions,
-            learner_promotions: self.learner_promotions,
-            log_learns: self.log_learns,
-            checkpoint_installs: self.checkpoint_installs,
-            copy_chunks: self.copy_chunks,
-            meta_crashes: self.meta_crashes,
-            pauses: self.pauses,
-            torn_tails: self.torn_tails,
-            ballot_failures: self.ballot_failures,
-            truncations: self.truncations,
+            counters: self.counters,
         })
     }
 
@@ -679,7 +671,7 @@ impl World {
             Msg::ToMeta(request) => {
                 let honoured = self.meta.on_request(&request, self.now_ms);
                 if honoured && matches!(request, Request::UpgradeLearner { .. }) {
-                    self.learner_promotions += 1;
+                    self.counters.learner_promotions += 1;
                 }
                 self.note(format!("meta hears {request:?}: honoured {honoured}"));
                 self.announce();
@@ -693,7 +685,7 @@ impl World {
     fn announce(&mut self) {
         for (pid, old, new) in self.meta.take_changes() {
             if old.ballot > 0 && new.primary != old.primary {
-                self.promotions += 1;
+                self.counters.promotions += 1;
             }
             self.note(format!("meta p{pid}: {old:?} -> {new:?}"));
         }
@@ -887,7 +879,7 @@ impl World {
                     }
                     self.applied.insert((node, gpid), decree);
                     if decree > 0 {
-                        self.checkpoint_installs += 1;
+                        self.counters.checkpoint_installs += 1;
                         self.invariants.on_checkpoint(pid, node, decree)?;
                         self.note(format!("{node} p{pid} installed a copy at {decree}"));
                     } else {
@@ -895,7 +887,7 @@ impl World {
                     }
                 }
                 Effect::BallotLost { gpid, ballot } => {
-                    self.ballot_failures += 1;
+                    self.counters.ballot_failures += 1;
                     let held = self.nodes.get_mut(&node).expect("node");
                     let first = !held.restart_scheduled;
                     held.restart_scheduled = true;
@@ -967,39 +959,35 @@ impl World {
         let Some(job) = host.next_learn_read() else {
             return Ok(());
         };
-        let read = match host.learn_plan(&job) {
-            Some(plan) => {
-                let mut gather = plan.gather();
-                let disk = held.disk.borrow();
-                for record in &disk.logs[shard].records {
-                    if record.gpid != job.gpid || record.torn {
-                        continue;
-                    }
-                    gather.offer(record.ballot, record.decree, &record.payload);
-                    if gather.enough() {
-                        break;
-                    }
+        // `None` when the log cannot answer: no longer the primary at the
+        // job's ballot (the host drops the job), or the learner is below the
+        // log floor (the host sends a copy) — as on a node.
+        let read = host.learn_plan(&job).and_then(|plan| {
+            let mut gather = plan.gather();
+            let disk = held.disk.borrow();
+            for record in &disk.logs[shard].records {
+                if record.gpid != job.gpid || record.torn {
+                    continue;
                 }
-                Ok(gather.finish())
+                gather.offer(record.ballot, record.decree, &record.payload);
+                if gather.enough() {
+                    break;
+                }
             }
-            // The log cannot answer: no longer the primary at the job's
-            // ballot (the host drops the job), or the learner is below the
-            // log floor (the host sends a copy).
-            None => Err("the log cannot answer".to_owned()),
-        };
+            gather.finish()
+        });
         let source = match &read {
-            Ok(Some(mutations)) => {
-                self.log_learns += 1;
+            Some(mutations) => {
+                self.counters.log_learns += 1;
                 format!("the log ({} mutations)", mutations.len())
             }
-            Ok(None) => "nothing: the log lacks decrees, a copy follows".to_owned(),
-            Err(_) => "nothing: the log cannot answer".to_owned(),
+            None => "nothing: the log cannot answer, a copy follows".to_owned(),
         };
         self.note(format!(
             "{node} p{}: node #{} above {} learns from {source}",
             job.gpid.partition_index, job.to.0, job.learner_committed
         ));
-        self.with_host(node, shard, |host| host.answer_learner(job, read))
+        self.with_host(node, shard, |host| host.answer_learner(job, Ok(read)))
     }
 
     /// The copy pool sends one chunk of `job`, then schedules the next.
@@ -1013,7 +1001,7 @@ impl World {
         let bytes = self.settings.copy_chunk_bytes;
         let stepped = self.with_host(node, shard, |host| host.copy_step_bytes(&mut job, bytes))?;
         if stepped.is_ok() {
-            self.copy_chunks += 1;
+            self.counters.copy_chunks += 1;
         }
         match stepped {
             Ok(false) => {
@@ -1059,7 +1047,7 @@ impl World {
             .collect();
         if down < 2 && self.rng.random_range(0..1000) < crash_per_mille {
             let node = alive[self.rng.random_range(0..alive.len())];
-            self.crashes += 1;
+            self.counters.crashes += 1;
             self.crash(node);
             let back_ms = self.now_ms + self.rng.random_range(100..=1_500);
             self.schedule(back_ms, Event::Restart { node });
@@ -1067,7 +1055,7 @@ impl World {
         if self.meta.is_up() && self.rng.random_range(0..1000) < self.settings.meta_crash_per_mille
         {
             self.meta.crash();
-            self.meta_crashes += 1;
+            self.counters.meta_crashes += 1;
             let back_ms = self.now_ms + self.rng.random_range(100..=1_500);
             self.note(format!("meta crashes until {back_ms} ms"));
             self.schedule(back_ms, Event::MetaRestart);
@@ -1084,7 +1072,7 @@ impl World {
                 self.now_ms + self.replication.grace_ms + self.rng.random_range(0..=1_500);
             self.nodes.get_mut(&node).expect("node").paused_until_ms = until_ms;
             self.last_restart_ms = self.last_restart_ms.max(until_ms);
-            self.pauses += 1;
+            self.counters.pauses += 1;
             self.note(format!("pause {node} until {until_ms} ms"));
         }
         if self.rng.random_range(0..1000) < self.settings.store_fail_per_mille {
@@ -1159,7 +1147,7 @@ impl World {
             });
             before - log.records.len()
         };
-        self.truncations += 1;
+        self.counters.truncations += 1;
         self.note(format!(
             "{node} shard {shard} flushes {flushed:?}, truncates its log below {bounds:?}: {dropped} records dropped"
         ));
@@ -1195,7 +1183,7 @@ impl World {
                 }
             }
         }
-        self.torn_tails += torn;
+        self.counters.torn_tails += torn;
         self.applied.retain(|(held, _), _| *held != node);
         self.note(format!("crash {node}: {}", lines.join("; ")));
     }

@@ -60,20 +60,33 @@ async fn shard(dir: &Path, segment_bytes: u64) -> ShardState {
 /// A one-shard node hosting partition 1.0 as a learner at ballot 2.
 async fn learner(dir: &Path) -> ShardState {
     let state = shard(dir, Tuning::default().log_segment_bytes).await;
-    state.assign(&ReplicaAssignment {
+    state.assign(&assignment(2, PRIMARY, &[ME], 2));
+    state
+}
+
+/// Meta's assignment of partition 1.0 at `ballot`: `primary`, no
+/// secondaries, `learners`, each listening at its name.
+fn assignment(
+    ballot: i64,
+    primary: &str,
+    learners: &[&str],
+    replica_count: i32,
+) -> ReplicaAssignment {
+    let names =
+        |names: &[&str]| -> Vec<String> { names.iter().map(|name| name.to_string()).collect() };
+    ReplicaAssignment {
         table: "t".into(),
         app_id: GPID.app_id,
         partition_index: GPID.partition_index,
         partition_count: 1,
         shard: 0,
-        ballot: 2,
-        primary: PRIMARY.into(),
+        ballot,
+        primary: primary.into(),
         secondaries: Vec::new(),
-        member_addresses: vec![PRIMARY.into(), ME.into()],
-        learners: vec![ME.into()],
-        replica_count: 2,
-    });
-    state
+        member_addresses: names(&[&[primary], learners].concat()),
+        learners: names(learners),
+        replica_count,
+    }
 }
 
 fn core_of(state: &ShardState) -> (Decree, Option<Decree>) {
@@ -225,21 +238,7 @@ async fn primary(dir: &Path, ballot: i64, learners: &[&str]) -> Rc<ShardState> {
 }
 
 fn reconfigure_primary(state: &ShardState, ballot: i64, learners: &[&str]) {
-    let mut member_addresses = vec![ME.to_owned()];
-    member_addresses.extend(learners.iter().map(|learner| learner.to_string()));
-    state.assign(&ReplicaAssignment {
-        table: "t".into(),
-        app_id: GPID.app_id,
-        partition_index: GPID.partition_index,
-        partition_count: 1,
-        shard: 0,
-        ballot,
-        primary: ME.into(),
-        secondaries: Vec::new(),
-        member_addresses,
-        learners: learners.iter().map(|learner| learner.to_string()).collect(),
-        replica_count: 3,
-    });
+    state.assign(&assignment(ballot, ME, learners, 3));
     // A lease that does not expire (meta granting no leases).
     state.apply_ack(ShardAck {
         leases: vec![(GPID, ballot as Ballot)],
@@ -505,19 +504,7 @@ fn a_ballot_that_cannot_be_recorded_stops_the_replica() {
         let pump = state.clone();
         glommio::spawn_local(async move { pump.durability_pump().await }).detach();
         // Host it (inactive) first, so that its directory exists.
-        state.assign(&ReplicaAssignment {
-            table: "t".into(),
-            app_id: GPID.app_id,
-            partition_index: GPID.partition_index,
-            partition_count: 1,
-            shard: 0,
-            ballot: 1,
-            primary: PRIMARY.into(),
-            secondaries: Vec::new(),
-            member_addresses: vec![PRIMARY.into()],
-            learners: Vec::new(),
-            replica_count: 1,
-        });
+        state.assign(&assignment(1, PRIMARY, &[], 1));
         let squatter = replica_dir(dir.path(), GPID).join("ballot.tmp");
         std::fs::create_dir_all(&squatter).unwrap();
         let appended_before = state.log().appended();
