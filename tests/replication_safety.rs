@@ -499,11 +499,19 @@ fn a_primary_that_cannot_record_its_ballot_is_failed_over() {
     std::fs::create_dir_all(&squatter).unwrap();
     let secondary = cluster.node_index(&before[0].secondaries[0]);
     cluster.kill_node(secondary);
-    let after = wait_for("a new primary", || {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
         let partitions = cluster.describe("stuck");
-        (partitions[0].primary != before[0].primary && !partitions[0].primary.is_empty())
-            .then_some(partitions)
-    });
+        if partitions[0].primary != before[0].primary && !partitions[0].primary.is_empty() {
+            break partitions;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new primary: {partitions:?}\n--- old primary's log ---\n{}",
+            cluster.node_log(primary)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(after[0].ballot > before[0].ballot + 1, "{after:?}");
     assert!(
         cluster.node_log(primary).contains("cannot record ballot"),

@@ -200,6 +200,8 @@ pub struct HostedReplica<I: HostIo> {
     /// The decree of the last copy installed: the replica's log holds no
     /// authoritative record at or below it (**log-floor**).
     log_floor: Decree,
+    /// Stopped: the newest ballot meta named it in (it acts on none).
+    ballot_heard: Ballot,
 }
 
 impl<I: HostIo> HostedReplica<I> {
@@ -775,6 +777,19 @@ impl<I: HostIo> ShardHost<I> {
             secondaries,
             learners,
         };
+        if replica.failure.is_some() {
+            // Stopped, it acts on no configuration, but reports the newest
+            // one that still counts on it — as primary or secondary — so
+            // that meta moves its place (**stopped-reports-inactive**). One
+            // that made it a learner is not reported again: meta would
+            // only name it a learner once more, at every beacon.
+            let me = shared.me();
+            if config.primary == Some(me) || config.secondaries.contains(&me) {
+                replica.ballot_heard = replica.ballot_heard.max(config.ballot);
+                publish(shared, gpid, replica);
+            }
+            return;
+        }
         if config.ballot > replica.core.config().ballot {
             feed(shared, gpid, replica, Input::Config(config));
             publish(shared, gpid, replica);
@@ -1143,13 +1158,19 @@ impl<I: HostIo> ShardHost<I> {
 /// it as having lost its state and moves its place — a primary's to a
 /// secondary — instead of keeping a member that serves nothing.
 fn entry_of<I: HostIo>(shard: usize, replica: &HostedReplica<I>) -> HostedEntry {
-    let role = match replica.failure {
-        Some(_) => ReplicaRole::Inactive,
-        None => replica.wire_role(),
+    let (ballot, role) = match replica.failure {
+        // At the newest ballot it heard of, so that meta, whose ballot may
+        // have moved on since the replica stopped, sees it (meta counts an
+        // inactive report only at the partition's ballot or above).
+        Some(_) => (
+            replica.core.ballot().max(replica.ballot_heard),
+            ReplicaRole::Inactive,
+        ),
+        None => (replica.core.ballot(), replica.wire_role()),
     };
     HostedEntry {
         shard,
-        ballot: replica.core.ballot() as i64,
+        ballot: ballot as i64,
         role,
         decree_prepared: replica.core.last_prepared() as i64,
         decree_committed: replica.core.last_committed() as i64,
@@ -1199,6 +1220,7 @@ fn open_replica<I: HostIo>(
         replica_count: 0,
         ballot_persisted: 0,
         log_floor: 0,
+        ballot_heard: 0,
     })
 }
 
