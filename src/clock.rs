@@ -9,8 +9,6 @@
 //! ([`unix_ms`]) is only for what users see and for absolute times stored
 //! in data: TTL expiry, table create and drop times, hold expiry.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 /// Milliseconds on the boot-time clock: monotonic, suspend included, the
 /// same origin for every thread of the process (and the machine). Never 0,
 /// so a lease or deadline of 0 never holds.
@@ -26,12 +24,49 @@ pub fn monotonic_ms() -> u64 {
     (spec.tv_sec as u64) * 1_000 + (spec.tv_nsec as u64) / 1_000_000 + 1
 }
 
-/// Unix time in milliseconds (0 if the wall clock is before 1970).
+/// Unix time in milliseconds (0 if the wall clock is before 1970): the
+/// system clock plus the offset fault injection may set
+/// ([`markab_core::wall_clock`], [`follow_offset_file_from_env`]).
 pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
+    markab_core::wall_clock::unix_ms()
+}
+
+/// Names a file holding a wall clock offset in milliseconds (a signed
+/// integer) that the process follows: `markab chaos` steps the clocks of
+/// the processes it starts through it. Never set in production.
+pub const WALL_CLOCK_OFFSET_FILE_ENV: &str = "MARKAB_WALL_CLOCK_OFFSET_FILE";
+
+/// How often the offset file is read.
+const OFFSET_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// When [`WALL_CLOCK_OFFSET_FILE_ENV`] is set, starts a thread that reads
+/// the file every 50 ms and steps this process's wall clock to the system
+/// clock plus its offset (a missing or unparsable file leaves the offset
+/// as it is). Durations never read the wall clock, so a step moves only
+/// what users see and TTL expiry.
+pub fn follow_offset_file_from_env() -> std::io::Result<()> {
+    let Some(path) = std::env::var_os(WALL_CLOCK_OFFSET_FILE_ENV) else {
+        return Ok(());
+    };
+    let path = std::path::PathBuf::from(path);
+    tracing::warn!(
+        path = %path.display(),
+        "the wall clock follows an injected offset (fault injection)"
+    );
+    std::thread::Builder::new()
+        .name("wall-clock-offset".into())
+        .spawn(move || loop {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                if let Ok(offset_ms) = text.trim().parse::<i64>() {
+                    if offset_ms != markab_core::wall_clock::offset_ms() {
+                        tracing::warn!(offset_ms, "wall clock stepped (fault injection)");
+                        markab_core::wall_clock::set_offset_ms(offset_ms);
+                    }
+                }
+            }
+            std::thread::sleep(OFFSET_POLL_INTERVAL);
+        })
+        .map(|_| ())
 }
 
 #[cfg(test)]

@@ -48,6 +48,11 @@ enum Command {
     /// of the node hosting the most primaries, time until every affected
     /// partition accepts writes again (median and worst over the kills).
     FailoverBench(markab::failover::FailoverArgs),
+    /// Fault injection on a real local cluster (Jepsen-style): meta and N
+    /// nodes as processes, clients recording a history, a seeded nemesis
+    /// (kills, stops, partitions, clock steps, full and slow disks,
+    /// damaged files), then checkers. Needs root. See docs/chaos.md.
+    Chaos(markab::chaos::ChaosArgs),
     /// Interactive data shell (or one command with -e).
     Shell(markab::shell::ShellArgs),
     /// Print a mutation log's segments and records (gpid, ballot, decree,
@@ -79,6 +84,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Replica { .. } | Command::Meta(_)) {
+        if let Err(error) = markab::clock::follow_offset_file_from_env() {
+            eprintln!("error: cannot start the wall clock offset thread: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
     let result = match cli.command {
         Command::Replica { config } => NodeConfig::load(&config)
             .map_err(anyhow::Error::from)
@@ -93,6 +104,7 @@ fn main() -> ExitCode {
         Command::Meta(args) => markab::meta::run(args),
         Command::Onebox(args) => markab::onebox::run(args),
         Command::Bench(args) => markab::bench::run(args),
+        Command::Chaos(args) => markab::chaos::run(args),
         Command::FailoverBench(args) => markab::failover::run(args).map(|()| ExitCode::SUCCESS),
         Command::RedisProxy(args) => markab::redis_proxy::run(args),
         Command::Topology { shards } => topology(&shards),

@@ -16,8 +16,6 @@
 //! assert_eq!(decode_key(&raw), Some((&b"user"[..], &b"name"[..])));
 //! ```
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use crate::wire::message::OpError;
 
 /// Pegasus's CRC-64: reflected, normal polynomial 0xad93d23594c93659
@@ -145,13 +143,10 @@ pub fn is_next_key(bytes: &[u8], candidate: &[u8]) -> bool {
     }
 }
 
-/// Seconds since [`EPOCH_BEGIN_UNIX_S`] by the system clock (0 before it,
-/// saturating at `u32::MAX`).
+/// Seconds since [`EPOCH_BEGIN_UNIX_S`] by the wall clock
+/// ([`crate::wall_clock`]; 0 before it, saturating at `u32::MAX`).
 pub fn now_epoch_s() -> u32 {
-    let unix_s = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or(0);
+    let unix_s = crate::wall_clock::unix_ms() / 1_000;
     u32::try_from(unix_s.saturating_sub(EPOCH_BEGIN_UNIX_S)).unwrap_or(u32::MAX)
 }
 

@@ -18,5 +18,6 @@ pub mod meta;
 pub mod replication;
 pub mod storage;
 pub mod table;
+pub mod wall_clock;
 
 pub use markab_wire as wire;
