@@ -138,7 +138,9 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         data_dir: config.data_dir.clone(),
         layout: OnceLock::new(),
         ack_receivers: std::sync::Mutex::new(ack_receivers.into_iter().map(Some).collect()),
+        failure: std::sync::Mutex::new(None),
     });
+    let node_for_exit = node.clone();
     let node_for_beacons = node.clone();
     let listen = ListenSpec {
         host: config.host,
@@ -185,17 +187,32 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
             stop_on_signal.stop();
         }
     });
+    // Ready once every shard opened its partitions (a shard that cannot
+    // stops the node, which then prints no ready line).
+    let shard_count = runtime.addresses().len();
+    loop {
+        let opened = node_for_exit
+            .layout
+            .get()
+            .map_or(0, |layout| layout.shards_ready.load(Ordering::Acquire));
+        if opened >= shard_count || stop.is_stopped() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let addresses: Vec<String> = runtime.addresses().iter().map(|a| a.to_string()).collect();
     let metrics_note = metrics_address
         .map(|address| format!(" metrics=http://{address}/metrics"))
         .unwrap_or_default();
-    println!(
-        "markab replica ready: {} shard(s) at {} data_dir={}{metrics_note}",
-        addresses.len(),
-        addresses.join(","),
-        config.data_dir.display()
-    );
-    let _ = std::io::stdout().flush();
+    if !stop.is_stopped() {
+        println!(
+            "markab replica ready: {} shard(s) at {} data_dir={}{metrics_note}",
+            addresses.len(),
+            addresses.join(","),
+            config.data_dir.display()
+        );
+        let _ = std::io::stdout().flush();
+    }
     let result = runtime.join();
     // Every shard returned: stop the beacon threads too (a shard that failed
     // to open ends the runtime without a signal).
@@ -206,6 +223,11 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     signal_handle.close();
     let _ = signal_thread.join();
     result?;
+    // A shard that could not open, or whose log failed, stopped the node:
+    // that is a failure, and the exit status says so.
+    if let Some(reason) = node_for_exit.failure.lock().expect("failure lock").take() {
+        anyhow::bail!("the node stopped: {reason}");
+    }
     println!("markab replica stopped");
     Ok(())
 }
@@ -223,6 +245,18 @@ struct NodeSettings {
     /// the shard at start.
     ack_receivers:
         std::sync::Mutex<Vec<Option<futures::channel::mpsc::Receiver<beacon::ShardAck>>>>,
+    /// Why a shard stopped the node (the first reason), if one did.
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl NodeSettings {
+    /// Records why the node must stop (the first reason wins).
+    fn fail(&self, reason: String) {
+        let mut failure = self.failure.lock().expect("failure lock");
+        if failure.is_none() {
+            *failure = Some(reason);
+        }
+    }
 }
 
 /// The life of one shard: open its partitions, then accept connections and
@@ -257,6 +291,7 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
                 // The node cannot serve without its partitions. Returning from a
                 // shard stops every shard (see `ShardRuntime::start`).
                 eprintln!("shard {shard}: cannot open partitions: {error}");
+                node.fail(format!("shard {shard} cannot open its partitions: {error}"));
                 return;
             }
         };
@@ -281,8 +316,27 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
     // Standalone or cluster, a shard runs the same replica host: the
     // durability pump and the ticker always; learners only come in a
     // cluster, but their pumps cost nothing while idle.
+    // A failed log write (a full or failing disk) fails every replica of
+    // the shard, which then serves nothing until the node restarts on a
+    // good log: the node stops (fail-stop), non-zero, naming the cause.
+    let (log_failed_sender, log_failed) = futures::channel::oneshot::channel::<()>();
     let pump = server.clone();
-    glommio::spawn_local(async move { pump.state.durability_pump().await }).detach();
+    let pump_node = node.clone();
+    glommio::spawn_local(async move {
+        if let Some(reason) = pump.state.durability_pump().await {
+            eprintln!(
+                "shard {}: the mutation log failed: {reason}; the node stops",
+                pump.state.shard()
+            );
+            pump_node.fail(format!(
+                "shard {} mutation log failed: {reason}",
+                pump.state.shard()
+            ));
+            let _ = log_failed_sender.send(());
+        }
+    })
+    .detach();
+    let mut log_failed = log_failed;
     // Copies and log reads for learners are background work: a task
     // queue of their own with a tenth of the default shares, so they
     // yield to requests under contention (reads run on the blocking
@@ -339,9 +393,8 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
     let connections_max = tuning.connections_max;
     let open_connections = Rc::new(std::cell::Cell::new(0usize));
     loop {
-        let accepted =
-            futures::future::select(Box::pin(listener.accept()), Box::pin(server.stop.stopped()))
-                .await;
+        let stopping = futures::future::select(Box::pin(server.stop.stopped()), &mut log_failed);
+        let accepted = futures::future::select(Box::pin(listener.accept()), stopping).await;
         let stream = match accepted {
             futures::future::Either::Left((Ok(stream), _)) => stream,
             futures::future::Either::Left((Err(error), _)) => {

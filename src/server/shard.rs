@@ -309,9 +309,32 @@ impl ShardState {
             limits,
         );
         for meta in &wanted {
-            host.open(meta)?;
+            match host.open(meta) {
+                Ok(()) => {}
+                // One replica's damaged files must not keep the node's other
+                // replicas down: it is set aside, this node reports it no
+                // more, and meta re-replicates it from its other members
+                // (**damaged-replica-set-aside**).
+                Err(error) if layout.is_cluster() && crate::storage::is_corrupted(&error) => {
+                    let moved = io::set_aside(data_dir, meta.gpid())?;
+                    tracing::error!(
+                        app_id = meta.app_id,
+                        partition = meta.partition_index,
+                        %error,
+                        moved_to = %moved.display(),
+                        "replica data is damaged; set aside"
+                    );
+                    eprintln!(
+                        "replica {}.{}: {error}; its directory was moved to {} and the node starts without it",
+                        meta.app_id,
+                        meta.partition_index,
+                        moved.display()
+                    );
+                }
+                Err(error) => return Err(error),
+            }
         }
-        let recovery = replay(&dir, &mut host)?;
+        let recovery = replay(&dir, data_dir, layout.is_cluster(), &mut host)?;
         let log = MutationLog::open(config, &recovery)
             .await
             .map_err(log_error)?;
@@ -352,6 +375,11 @@ impl ShardState {
     /// across an await).
     pub fn host(&self) -> std::cell::RefMut<'_, ShardHost<NodeIo>> {
         self.host.borrow_mut()
+    }
+
+    /// The shard's index on its node.
+    pub fn shard(&self) -> usize {
+        self.shard
     }
 
     /// The shard's mutation log.
@@ -554,7 +582,8 @@ impl ShardState {
     /// Reports to the host how far the log is durable, and appends its
     /// backlog as the log drains; runs until the shard stops. Each pass
     /// waits for the newest append, which covers every earlier one.
-    pub async fn durability_pump(&self) {
+    /// Returns why the log failed, if it did (every replica has stopped).
+    pub async fn durability_pump(&self) -> Option<String> {
         loop {
             let (newest, backlog) = {
                 let mut host = self.host.borrow_mut();
@@ -569,14 +598,14 @@ impl ShardState {
                     continue;
                 }
                 if !self.wakes.durability.wait().await {
-                    return;
+                    return None;
                 }
                 continue;
             };
             if let Err(error) = self.log.wait_durable(newest).await {
                 tracing::error!(shard = self.shard, %error, "the mutation log failed; replicas stop");
                 self.host.borrow_mut().log_failed(&error.to_string());
-                return;
+                return Some(error.to_string());
             }
             self.host.borrow_mut().log_durable(self.log.durable());
         }
@@ -758,10 +787,13 @@ pub fn read_learned(
 /// Replays the shard's log into its host's replicas: every record, in log
 /// order; the host rebuilds each core and applies what storage lacks
 /// (**replay-above-flushed**, **void-before-cut**). A replica whose record
-/// does not decode, or whose records sit in a corrupted stretch of the log,
-/// stops; the others go on.
+/// does not decode stops; one whose records sit in a corrupted stretch of
+/// the log is set aside in a cluster and stops on a standalone node; the
+/// others go on.
 fn replay(
     dir: &Path,
+    data_dir: &Path,
+    cluster: bool,
     host: &mut ShardHost<NodeIo>,
 ) -> Result<markab_shards::log::Recovery, OpError> {
     let recovery = markab_shards::log::recover(dir, &mut |header, payload, location| {
@@ -794,13 +826,23 @@ fn replay(
             torn.reason
         );
     }
+    // A replica whose records sit in a corrupted stretch of the log has
+    // lost mutations it may have acknowledged. In a cluster it is set aside
+    // like one whose RocksDB files are damaged, and meta re-replicates it
+    // from its other members (**damaged-replica-set-aside**); a standalone
+    // node holds the only copy, so the replica stops, naming the damage,
+    // for the operator.
+    let mut damaged: Vec<(Gpid, String)> = Vec::new();
     for corruption in &recovery.corruptions {
         for (app_id, partition_index) in &corruption.streams {
             let gpid = Gpid {
                 app_id: *app_id,
                 partition_index: *partition_index,
             };
-            host.stop_replica(
+            if damaged.iter().any(|(seen, _)| *seen == gpid) {
+                continue;
+            }
+            damaged.push((
                 gpid,
                 format!(
                     "the mutation log is corrupted at {} offset {}: {}",
@@ -808,8 +850,32 @@ fn replay(
                     corruption.offset,
                     corruption.reason
                 ),
-            );
+            ));
         }
+    }
+    for (gpid, reason) in damaged {
+        if !host.replicas().any(|(hosted, _)| hosted == gpid) {
+            continue;
+        }
+        if !cluster {
+            host.stop_replica(gpid, reason);
+            continue;
+        }
+        host.forget_replica(gpid);
+        let moved = io::set_aside(data_dir, gpid)?;
+        tracing::error!(
+            app_id = gpid.app_id,
+            partition = gpid.partition_index,
+            %reason,
+            moved_to = %moved.display(),
+            "replica log is damaged; set aside"
+        );
+        eprintln!(
+            "replica {}.{}: {reason}; its directory was moved to {} and the node goes on without it",
+            gpid.app_id,
+            gpid.partition_index,
+            moved.display()
+        );
     }
     host.finish_replay();
     for (gpid, replica) in host.replicas() {

@@ -10,4 +10,4 @@ mod rocks;
 mod partition_tests;
 
 pub use markab_core::storage::*;
-pub use rocks::{RocksEngine, ShardStorage, StorageTuning};
+pub use rocks::{is_corrupted, RocksEngine, ShardStorage, StorageTuning};

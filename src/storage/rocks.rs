@@ -361,6 +361,17 @@ impl Drop for RocksEngine {
     }
 }
 
+/// How the message of an error opening an instance whose files RocksDB
+/// found corrupted begins (see [`is_corrupted`]).
+const CORRUPTED: &str = "RocksDB files are corrupted";
+
+/// Whether `error` came from [`RocksEngine::open`] finding the instance's
+/// files corrupted (a checksum mismatch, a damaged MANIFEST or table file):
+/// its data cannot be trusted, and another replica must replace it.
+pub fn is_corrupted(error: &OpError) -> bool {
+    error.code == markab_wire::ErrorCode::StorageError && error.message.starts_with(CORRUPTED)
+}
+
 impl RocksEngine {
     /// Opens (creating if missing) the instance at `path`, sharing the
     /// shard's cache, write-buffer budget and threads.
@@ -371,7 +382,12 @@ impl RocksEngine {
             ColumnFamilyDescriptor::new(META_CF, shard.meta_options()),
         ];
         let db = DB::open_cf_descriptors(&options, path, families).map_err(|error| {
-            storage_error(&format!("opening RocksDB at {}", path.display()), error)
+            let what = if error.kind() == rocksdb::ErrorKind::Corruption {
+                format!("{CORRUPTED} at {}", path.display())
+            } else {
+                format!("opening RocksDB at {}", path.display())
+            };
+            storage_error(&what, error)
         })?;
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);

@@ -688,6 +688,26 @@ impl<I: HostIo> ShardHost<I> {
         publish(&self.shared, gpid, replica);
     }
 
+    /// Stops hosting `gpid` and leaves its files to the caller, who sets
+    /// them aside: its data is damaged (a corrupted stretch of its log
+    /// found at replay), so it must not serve or report itself again, and
+    /// meta replaces it with a fresh copy (**damaged-replica-set-aside**).
+    /// Waiting writes fail.
+    pub fn forget_replica(&mut self, gpid: Gpid) {
+        self.shared.replaying.remove(&gpid);
+        let Some(mut replica) = self.replicas.remove(&gpid) else {
+            return;
+        };
+        self.shared.registry.unregister(gpid);
+        fail_waiting(&mut self.shared, &mut replica);
+        tracing::warn!(
+            shard = self.shared.shard,
+            app_id = gpid.app_id,
+            partition = gpid.partition_index,
+            "forgot a damaged replica"
+        );
+    }
+
     /// Stops hosting `gpid` and deletes its data (meta says its table's
     /// hold time is over). Its records left in the log pin nothing.
     pub fn drop_replica(&mut self, gpid: Gpid) -> Result<(), OpError> {
