@@ -41,7 +41,10 @@ fn loaded_cluster() -> Cluster {
         let table = open(&cluster).await;
         for i in 0..KEYS {
             let key = format!("key{i}");
-            table.set(key.as_bytes(), b"s", key.as_bytes(), 0).await.unwrap();
+            table
+                .set(key.as_bytes(), b"s", key.as_bytes(), 0)
+                .await
+                .unwrap();
         }
     });
     cluster
@@ -100,7 +103,12 @@ fn a_replica_with_corrupted_rocksdb_files_is_set_aside_and_replaced() {
     let manifest = std::fs::read_dir(victim.join("rdb"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
-        .find(|path| path.file_name().unwrap().to_string_lossy().starts_with("MANIFEST-"))
+        .find(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("MANIFEST-")
+        })
         .expect("a MANIFEST");
     invert_middle(&manifest);
 
@@ -111,7 +119,10 @@ fn a_replica_with_corrupted_rocksdb_files_is_set_aside_and_replaced() {
     let victim_name = victim.file_name().unwrap().to_string_lossy().into_owned();
     let damaged = damaged_entries(&data_dir);
     assert_eq!(damaged.len(), 1, "{damaged:?}");
-    assert!(damaged[0].starts_with(&format!("{victim_name}-")), "{damaged:?}");
+    assert!(
+        damaged[0].starts_with(&format!("{victim_name}-")),
+        "{damaged:?}"
+    );
     // Three nodes, three replicas: the copy comes back to node 1.
     cluster.wait_full(TABLE, 3);
     assert!(victim.join("rdb").exists(), "a fresh copy of {victim_name}");
@@ -141,7 +152,7 @@ fn a_replica_whose_log_is_corrupted_is_set_aside_and_replaced() {
     let log_dir = data_dir.join("log/shard-0");
     let all = records(&log_dir);
     assert!(all.len() > 10, "records in {}", log_dir.display());
-    let (victim, partition) = all[all.len() / 2].clone();
+    let (victim, partition) = all[all.len() / 2];
     let segment = log_dir.join(format!("{:020}.log", victim.segment_index));
     let mut bytes = std::fs::read(&segment).unwrap();
     // Flip a payload byte: length and id stay plausible, the crc fails.
@@ -176,7 +187,12 @@ fn a_node_that_cannot_open_its_partitions_exits_non_zero() {
     let manifest = std::fs::read_dir(replica.join("rdb"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
-        .find(|path| path.file_name().unwrap().to_string_lossy().starts_with("MANIFEST-"))
+        .find(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("MANIFEST-")
+        })
         .expect("a MANIFEST");
     invert_middle(&manifest);
     let log = dir.path().join("node.log");
