@@ -5,12 +5,14 @@
 # and tools (the Redis proxy's tests compare against them), etcd (the bench
 # tool's etcd target is tested against it), procps (benches/compare.sh reads
 # process trees with pgrep), faketime (the replication safety tests step
-# meta's wall clock with libfaketime), and a Rust
+# meta's wall clock with libfaketime), nftables, e2fsprogs, mount and
+# util-linux (markab chaos cuts traffic with nftables and gives each node
+# an ext4 file system on a loop device), and a Rust
 # toolchain if there is none. Safe to run again: it installs only what is
 # missing.
 set -euo pipefail
 
-packages=(build-essential pkg-config libclang-dev libhwloc-dev libudev-dev python3 python3-venv python3-pip curl ca-certificates redis-server redis-tools etcd-server etcd-client procps faketime)
+packages=(build-essential pkg-config libclang-dev libhwloc-dev libudev-dev python3 python3-venv python3-pip curl ca-certificates redis-server redis-tools etcd-server etcd-client procps faketime nftables e2fsprogs mount util-linux)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

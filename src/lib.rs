@@ -5,6 +5,7 @@
 //! thread-per-core server. See README.md and docs/DESIGN.md.
 
 pub mod bench;
+pub mod chaos;
 pub mod client;
 pub mod clock;
 pub mod config;

@@ -52,11 +52,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How often the supervisor checks its children once the cluster is ready.
 const SUPERVISE_INTERVAL: Duration = Duration::from_millis(200);
 
-const META_READY: &str = "markab meta ready:";
-const NODE_READY: &str = "markab replica ready:";
+pub(crate) const META_READY: &str = "markab meta ready:";
+pub(crate) const NODE_READY: &str = "markab replica ready:";
 const META_CONFIG: &str = "meta.toml";
 const PID_FILE: &str = "onebox.pid";
-const TUNING_DEFAULT: &str = "\
+pub(crate) const TUNING_DEFAULT: &str = "\
 # Written by markab onebox: modest per-shard budgets so that several nodes
 # share one machine. Edit freely; see tuning/default.toml for every key.
 block_cache_bytes = 16_777_216
@@ -761,7 +761,7 @@ fn spawn_ready(
 }
 
 /// Follows a log file from an offset, line by line, with bounded memory.
-struct LogTail {
+pub(crate) struct LogTail {
     path: PathBuf,
     file: File,
     partial: Vec<u8>,
@@ -769,7 +769,7 @@ struct LogTail {
 }
 
 impl LogTail {
-    fn open(path: &Path, offset: u64) -> Result<LogTail, OneboxError> {
+    pub(crate) fn open(path: &Path, offset: u64) -> Result<LogTail, OneboxError> {
         let mut file = File::open(path).map_err(io_error(path))?;
         file.seek(SeekFrom::Start(offset)).map_err(io_error(path))?;
         Ok(LogTail {
@@ -783,7 +783,7 @@ impl LogTail {
     /// Reads what was written since the last poll; returns whether a
     /// complete new line contains `needle`. Keeps the last
     /// [`LOG_TAIL_LINES_MAX`] lines for error messages.
-    fn poll(&mut self, needle: &str) -> Result<bool, OneboxError> {
+    pub(crate) fn poll(&mut self, needle: &str) -> Result<bool, OneboxError> {
         let mut chunk = [0u8; 8192];
         let mut found = false;
         loop {
@@ -807,7 +807,7 @@ impl LogTail {
         }
     }
 
-    fn last_lines(&self) -> Vec<String> {
+    pub(crate) fn last_lines(&self) -> Vec<String> {
         self.recent.iter().cloned().collect()
     }
 }
