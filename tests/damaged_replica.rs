@@ -16,7 +16,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, ClusterOptions};
+use common::cluster::{wait_for, Cluster, ClusterOptions};
 use markab::client::{Client, ClientOptions, Table};
 use markab::host::record::mutation_of_record;
 use markab_shards::log::{recover, RecordLocation};
@@ -123,9 +123,12 @@ fn a_replica_with_corrupted_rocksdb_files_is_set_aside_and_replaced() {
         damaged[0].starts_with(&format!("{victim_name}-")),
         "{damaged:?}"
     );
-    // Three nodes, three replicas: the copy comes back to node 1.
+    // Three nodes, three replicas: the copy comes back to node 1 (meta
+    // adds it as a learner, which is promoted once it caught up).
+    wait_for("a fresh copy of the set-aside replica", || {
+        victim.join("replica.toml").exists().then_some(())
+    });
     cluster.wait_full(TABLE, 3);
-    assert!(victim.join("rdb").exists(), "a fresh copy of {victim_name}");
     assert_all_served(&cluster);
 }
 
@@ -170,6 +173,10 @@ fn a_replica_whose_log_is_corrupted_is_set_aside_and_replaced() {
             .any(|name| name.starts_with(&format!("1.{partition}-"))),
         "partition {partition} set aside: {damaged:?}"
     );
+    let fresh = data_dir.join(format!("replicas/1.{partition}/replica.toml"));
+    wait_for("a fresh copy of the set-aside replica", || {
+        fresh.exists().then_some(())
+    });
     cluster.wait_full(TABLE, 3);
     assert_all_served(&cluster);
 }

@@ -141,6 +141,12 @@ pub trait HostIo {
     fn open_replica(&mut self, meta: &ReplicaMeta) -> Result<OpenedReplica<Self::Engine>, OpError>;
     /// Deletes a dropped replica's storage and files.
     fn remove_replica(&mut self, gpid: Gpid) -> Result<(), OpError>;
+    /// Whether this node set replica `gpid` aside because its data was
+    /// damaged (**damaged-replica-set-aside**) and holds it no more. Nodes
+    /// that never set a replica aside answer `false` (the default).
+    fn set_aside(&mut self, _gpid: Gpid) -> bool {
+        false
+    }
     /// Durably records `ballot` as `gpid`'s last accepted ballot.
     fn persist_ballot(&mut self, gpid: Gpid, ballot: Ballot) -> Result<(), String>;
     /// The ballot last recorded (0 when none was).
@@ -366,6 +372,9 @@ struct Shared<I: HostIo> {
     copy_pins: BTreeMap<(Gpid, NodeId), Decree>,
     /// Each replica's logged records while the shard replays its log.
     replaying: BTreeMap<Gpid, Recovery>,
+    /// The last ballot at which an assignment was refused per partition
+    /// (**no-empty-member**), so each refusal is logged once.
+    refused: BTreeMap<Gpid, i64>,
 }
 
 impl<I: HostIo> Shared<I> {
@@ -486,6 +495,7 @@ impl<I: HostIo> ShardHost<I> {
                 learn_reads: LearnerJobs::new(),
                 copy_pins: BTreeMap::new(),
                 replaying: BTreeMap::new(),
+                refused: BTreeMap::new(),
             },
             replicas: BTreeMap::new(),
         }
@@ -617,6 +627,29 @@ impl<I: HostIo> ShardHost<I> {
         if self.replicas.contains_key(&gpid) {
             return Ok(());
         }
+        // **no-empty-member**: a replica this node set aside (its data was
+        // damaged) and is now named primary or secondary of is one it lost
+        // data of: created empty, it would serve, or acknowledge as, a
+        // member with none of the partition's data. Only a learner starts
+        // it again (meta makes a restarted member that lost its replica a
+        // learner; a sole primary that lost it leaves the partition
+        // unavailable, its data in the set-aside directory, for the
+        // operator).
+        let me = &self.shared.node_name;
+        let named_member =
+            assignment.primary == *me || assignment.secondaries.iter().any(|name| name == me);
+        if named_member && self.shared.io.set_aside(gpid) {
+            return Err(OpError::new(
+                ErrorCode::NotHosted,
+                format!(
+                    "replica {}.{} was set aside on this node (its data was damaged) and meta names the node {} at ballot {}: only a learner starts it again",
+                    gpid.app_id,
+                    gpid.partition_index,
+                    if assignment.primary == *me { "primary" } else { "a secondary" },
+                    assignment.ballot
+                ),
+            ));
+        }
         let shard = self.shared.shard;
         let meta = ReplicaMeta {
             table: assignment.table.clone(),
@@ -735,7 +768,14 @@ impl<I: HostIo> ShardHost<I> {
     pub fn apply_ack(&mut self, ack: ShardAck) {
         for assignment in &ack.configs {
             if let Err(error) = self.host(assignment) {
-                tracing::error!(%error, "cannot host an assigned replica");
+                let gpid = Gpid {
+                    app_id: assignment.app_id,
+                    partition_index: assignment.partition_index,
+                };
+                // Every ack repeats the assignment: say it once per ballot.
+                if self.shared.refused.insert(gpid, assignment.ballot) != Some(assignment.ballot) {
+                    tracing::error!(%error, "cannot host an assigned replica");
+                }
                 continue;
             }
             self.on_assignment(assignment);

@@ -538,3 +538,36 @@ fn a_ballot_that_cannot_be_recorded_stops_the_replica() {
         state.close().await;
     });
 }
+
+// **no-empty-member**: a replica this node set aside (its data was damaged)
+// is not created again, empty, as the primary or a secondary meta names
+// the node — it would serve, or acknowledge as, a member with none of the
+// partition's data — only as a learner, which copies it first. A replica
+// never set aside is created for any role.
+#[test]
+fn a_replica_set_aside_starts_again_only_as_a_learner() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let state = shard(dir.path(), Tuning::default().log_segment_bytes).await;
+        std::fs::create_dir_all(dir.path().join(io::DAMAGED_DIR).join("1.0-1796300000000"))
+            .unwrap();
+        let hosted = |state: &ShardState| state.host().replica(GPID).is_some();
+        state.assign(&assignment(3, ME, &[], 3));
+        assert!(!hosted(&state), "not recreated empty as the primary");
+        let mut as_secondary = assignment(3, PRIMARY, &[], 3);
+        as_secondary.secondaries = vec![ME.into()];
+        as_secondary.member_addresses = vec![PRIMARY.into(), ME.into()];
+        state.assign(&as_secondary);
+        assert!(!hosted(&state), "not recreated empty as a secondary");
+        assert!(!replica_dir(dir.path(), GPID).exists());
+        state.assign(&assignment(4, PRIMARY, &[ME], 3));
+        assert!(hosted(&state), "recreated as a learner");
+        state.close().await;
+
+        let other = tempfile::tempdir().unwrap();
+        let state = shard(other.path(), Tuning::default().log_segment_bytes).await;
+        state.assign(&assignment(3, ME, &[], 3));
+        assert!(hosted(&state), "a replica never set aside is created");
+        state.close().await;
+    });
+}

@@ -289,6 +289,15 @@ impl HostIo for NodeIo {
         })
     }
 
+    fn set_aside(&mut self, gpid: Gpid) -> bool {
+        let prefix = format!("{}.{}-", gpid.app_id, gpid.partition_index);
+        std::fs::read_dir(self.data_dir.join(DAMAGED_DIR)).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        })
+    }
+
     fn remove_replica(&mut self, gpid: Gpid) -> Result<(), OpError> {
         let dir = replica_dir(&self.data_dir, gpid);
         std::fs::remove_dir_all(&dir)
