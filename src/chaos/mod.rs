@@ -37,6 +37,17 @@ use workload::{History, WorkloadOptions};
 /// The table every round writes.
 pub const TABLE: &str = "chaos";
 
+/// Set by SIGINT or SIGTERM: the round in progress stops, its processes
+/// are killed and everything the harness made is removed.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn interrupted() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        anyhow::bail!("interrupted");
+    }
+    Ok(())
+}
+
 /// `markab chaos`: options.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ChaosArgs {
@@ -99,6 +110,13 @@ pub struct RoundOutcome {
 
 pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     system::check_capabilities()?;
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // SAFETY: the handler only stores to an atomic flag.
+        unsafe {
+            signal_hook::low_level::register(signal, || INTERRUPTED.store(true, Ordering::Relaxed))
+        }
+        .context("install a signal handler")?;
+    }
     anyhow::ensure!(args.nodes >= 3, "--nodes must be at least 3");
     anyhow::ensure!(args.faults >= 1, "--faults must be at least 1");
     anyhow::ensure!(
@@ -126,6 +144,9 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         _ => args.seed,
     };
     loop {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            break;
+        }
         let more = match args.soak_s {
             Some(seconds) => started.elapsed() < Duration::from_secs(seconds),
             None => round < args.rounds,
@@ -154,7 +175,14 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             args.nodes,
             round_dir.display()
         );
-        let outcome = run_round(&args, round, seed, shards, &schedule_options, &round_dir)?;
+        let outcome = match run_round(&args, round, seed, shards, &schedule_options, &round_dir) {
+            Ok(outcome) => outcome,
+            Err(_) if INTERRUPTED.load(Ordering::Relaxed) => {
+                println!("markab chaos: interrupted in round {round}; cleaned up");
+                break;
+            }
+            Err(error) => return Err(error),
+        };
         print!("{}", outcome.report.text);
         summary.add(&outcome.report);
         let failed = !outcome.report.violations.is_empty();
@@ -184,10 +212,12 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         dir.join("summary.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
-    Ok(if summary.failed_rounds == 0 {
-        ExitCode::SUCCESS
-    } else {
+    Ok(if summary.failed_rounds > 0 {
         ExitCode::FAILURE
+    } else if INTERRUPTED.load(Ordering::Relaxed) {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
     })
 }
 
@@ -325,6 +355,7 @@ pub fn run_round(
     let mut skipped: Vec<usize> = Vec::new();
     for (at_ms, inject, id) in steps {
         while (origin.elapsed().as_millis() as u64) < at_ms {
+            interrupted()?;
             reap(&mut cluster, &schedule, &mut events, &mut crashes, origin);
             std::thread::sleep(Duration::from_millis(10));
         }
