@@ -81,6 +81,20 @@ fn damaged_entries(data_dir: &Path) -> Vec<String> {
     }
 }
 
+/// The RocksDB MANIFEST of the replica in `replica_dir`.
+fn manifest_of(replica_dir: &Path) -> PathBuf {
+    std::fs::read_dir(replica_dir.join("rdb"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("MANIFEST-")
+        })
+        .expect("a MANIFEST")
+}
+
 /// Inverts 32 bytes in the middle of `path`.
 fn invert_middle(path: &Path) {
     let mut bytes = std::fs::read(path).unwrap();
@@ -100,17 +114,7 @@ fn a_replica_with_corrupted_rocksdb_files_is_set_aside_and_replaced() {
     cluster.kill_node(1);
     let data_dir = cluster.node_data_dir(1);
     let victim = replica_dirs(&data_dir)[0].clone();
-    let manifest = std::fs::read_dir(victim.join("rdb"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .find(|path| {
-            path.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("MANIFEST-")
-        })
-        .expect("a MANIFEST");
-    invert_middle(&manifest);
+    invert_middle(&manifest_of(&victim));
 
     cluster.start_node(1);
     let log = cluster.node_log(1);
@@ -191,17 +195,7 @@ fn a_node_that_cannot_open_its_partitions_exits_non_zero() {
     let node = common::Node::start(&config);
     assert!(node.terminate().success());
     let replica = replica_dirs(&dir.path().join("data"))[0].clone();
-    let manifest = std::fs::read_dir(replica.join("rdb"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .find(|path| {
-            path.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("MANIFEST-")
-        })
-        .expect("a MANIFEST");
-    invert_middle(&manifest);
+    invert_middle(&manifest_of(&replica));
     let log = dir.path().join("node.log");
     let (mut child, lines) = common::spawn_markab_with("replica", &config, &[], Some(&log));
     let deadline = Instant::now() + Duration::from_secs(60);

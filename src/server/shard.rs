@@ -316,20 +316,7 @@ impl ShardState {
                 // more, and meta re-replicates it from its other members
                 // (**damaged-replica-set-aside**).
                 Err(error) if layout.is_cluster() && crate::storage::is_corrupted(&error) => {
-                    let moved = io::set_aside(data_dir, meta.gpid())?;
-                    tracing::error!(
-                        app_id = meta.app_id,
-                        partition = meta.partition_index,
-                        %error,
-                        moved_to = %moved.display(),
-                        "replica data is damaged; set aside"
-                    );
-                    eprintln!(
-                        "replica {}.{}: {error}; its directory was moved to {} and the node starts without it",
-                        meta.app_id,
-                        meta.partition_index,
-                        moved.display()
-                    );
+                    set_aside(data_dir, meta.gpid(), &error.to_string(), "starts")?;
                 }
                 Err(error) => return Err(error),
             }
@@ -784,6 +771,27 @@ pub fn read_learned(
     Ok(gather.finish())
 }
 
+/// Moves replica `gpid`, whose data is damaged for `reason`, aside
+/// (**damaged-replica-set-aside**) and says so; the node `then` (starts,
+/// goes on) without it.
+fn set_aside(data_dir: &Path, gpid: Gpid, reason: &str, then: &str) -> Result<(), OpError> {
+    let moved = io::set_aside(data_dir, gpid)?;
+    tracing::error!(
+        app_id = gpid.app_id,
+        partition = gpid.partition_index,
+        %reason,
+        moved_to = %moved.display(),
+        "replica data is damaged; set aside"
+    );
+    eprintln!(
+        "replica {}.{}: {reason}; its directory was moved to {} and the node {then} without it",
+        gpid.app_id,
+        gpid.partition_index,
+        moved.display()
+    );
+    Ok(())
+}
+
 /// Replays the shard's log into its host's replicas: every record, in log
 /// order; the host rebuilds each core and applies what storage lacks
 /// (**replay-above-flushed**, **void-before-cut**). A replica whose record
@@ -862,20 +870,7 @@ fn replay(
             continue;
         }
         host.forget_replica(gpid);
-        let moved = io::set_aside(data_dir, gpid)?;
-        tracing::error!(
-            app_id = gpid.app_id,
-            partition = gpid.partition_index,
-            %reason,
-            moved_to = %moved.display(),
-            "replica log is damaged; set aside"
-        );
-        eprintln!(
-            "replica {}.{}: {reason}; its directory was moved to {} and the node goes on without it",
-            gpid.app_id,
-            gpid.partition_index,
-            moved.display()
-        );
+        set_aside(data_dir, gpid, &reason, "goes on")?;
     }
     host.finish_replay();
     for (gpid, replica) in host.replicas() {
