@@ -467,15 +467,17 @@ fn a_busy_log_loses_no_append() {
     );
 }
 
-// A primary that cannot record a new ballot stops, reports itself inactive
-// and is failed over (**stop-on-failure**, **stopped-reports-inactive**):
-// on four nodes of two shards, the primary's ballot file is made
-// unwritable (a directory squats its temporary name), a secondary is
-// killed so that meta moves the partition to the next ballot; the primary
-// cannot record it, stops, and meta makes the remaining secondary primary;
-// the acknowledged write is read back through it. (Before, the stopped
-// primary kept its role in beacons and answered `STORAGE_ERROR` until its
-// node restarted.)
+// A primary that cannot record a new ballot stops, its node stops with a
+// non-zero status naming the ballot (**stop-on-failure**,
+// **disk-failure-stops-the-node**), and meta fails it over: on four nodes
+// of two shards, the primary's ballot file is made unwritable (a directory
+// squats its temporary name), a secondary is killed so that meta moves the
+// partition to the next ballot; the primary cannot record it, and meta
+// makes the remaining secondary primary; the acknowledged write is read
+// back through it. (Before, the stopped primary kept its role in beacons
+// and answered `STORAGE_ERROR` until its node restarted; then its node ran
+// on with the replica stopped, and a sole primary stopped so was
+// reinstated by meta ballot after ballot, never to serve again.)
 #[test]
 fn a_primary_that_cannot_record_its_ballot_is_failed_over() {
     let _serial = serial();
@@ -516,6 +518,18 @@ fn a_primary_that_cannot_record_its_ballot_is_failed_over() {
     assert!(
         cluster.node_log(primary).contains("cannot record ballot"),
         "the old primary stopped on its ballot file"
+    );
+    let mut old = cluster.nodes[primary]
+        .take()
+        .expect("the old primary's process");
+    let status = wait_for("the old primary's node to stop", || {
+        old.child.try_wait().unwrap()
+    });
+    assert!(!status.success(), "{status}");
+    assert!(
+        cluster.node_log(primary).contains("the node stopped"),
+        "{}",
+        cluster.node_log(primary)
     );
     let fresh = connect(&runtime, &cluster);
     let fresh_table = open(&runtime, &fresh, "stuck");

@@ -253,7 +253,7 @@ fn reap(
                 && now_ms < fault.end_ms() + 10_000
         });
         let fail_stop =
-            detail.contains("mutation log failed") && detail.contains("No space left on device");
+            detail.contains("the node stopped") && detail.contains("No space left on device");
         match disk_full {
             Some(fault) if fail_stop => {
                 let mut text =

@@ -316,22 +316,23 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
     // Standalone or cluster, a shard runs the same replica host: the
     // durability pump and the ticker always; learners only come in a
     // cluster, but their pumps cost nothing while idle.
-    // A failed log write (a full or failing disk) fails every replica of
-    // the shard, which then serves nothing until the node restarts on a
-    // good log: the node stops (fail-stop), non-zero, naming the cause.
+    // A failed write of durable state — the log (a full or failing disk),
+    // a replica's ballot, copy marker or log floor — fails the replicas
+    // that needed it, which then serve nothing until the node restarts on
+    // a good disk: the node stops (fail-stop), non-zero, naming the cause
+    // (**disk-failure-stops-the-node**). Otherwise a sole primary that
+    // cannot record its ballot would be reinstated by meta, ballot after
+    // ballot, and never serve again.
     let (log_failed_sender, log_failed) = futures::channel::oneshot::channel::<()>();
     let pump = server.clone();
-    let pump_node = node.clone();
+    glommio::spawn_local(async move { pump.state.durability_pump().await }).detach();
+    let watcher = server.clone();
+    let watcher_node = node.clone();
     glommio::spawn_local(async move {
-        if let Some(reason) = pump.state.durability_pump().await {
-            eprintln!(
-                "shard {}: the mutation log failed: {reason}; the node stops",
-                pump.state.shard()
-            );
-            pump_node.fail(format!(
-                "shard {} mutation log failed: {reason}",
-                pump.state.shard()
-            ));
+        if let Some(reason) = watcher.state.disk_failed().await {
+            let shard = watcher.state.shard();
+            eprintln!("shard {shard}: {reason}; the node stops");
+            watcher_node.fail(format!("shard {shard}: {reason}"));
             let _ = log_failed_sender.send(());
         }
     })

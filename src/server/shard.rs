@@ -364,6 +364,20 @@ impl ShardState {
         self.host.borrow_mut()
     }
 
+    /// Resolves with the first failed write of the shard's durable state
+    /// (its log; a replica's ballot, copy marker or log floor); `None` if
+    /// the shard stops first.
+    pub async fn disk_failed(&self) -> Option<String> {
+        loop {
+            if let Some(reason) = self.wakes.disk_failure.borrow().clone() {
+                return Some(reason);
+            }
+            if !self.wakes.disk.wait().await {
+                return None;
+            }
+        }
+    }
+
     /// The shard's index on its node.
     pub fn shard(&self) -> usize {
         self.shard
@@ -592,6 +606,8 @@ impl ShardState {
             if let Err(error) = self.log.wait_durable(newest).await {
                 tracing::error!(shard = self.shard, %error, "the mutation log failed; replicas stop");
                 self.host.borrow_mut().log_failed(&error.to_string());
+                self.wakes
+                    .disk_failed(&format!("the mutation log failed: {error}"));
                 return Some(error.to_string());
             }
             self.host.borrow_mut().log_durable(self.log.durable());

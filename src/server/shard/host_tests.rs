@@ -535,6 +535,9 @@ fn a_ballot_that_cannot_be_recorded_stops_the_replica() {
         );
         let recorded = io::persisted_ballot(&replica_dir(dir.path(), GPID)).unwrap();
         assert!(recorded < 2, "ballot {recorded} on file");
+        // The node stops on it (**disk-failure-stops-the-node**).
+        let failure = state.disk_failed().await.expect("a disk failure");
+        assert!(failure.contains("cannot record ballot 2"), "{failure}");
         state.close().await;
     });
 }

@@ -198,6 +198,23 @@ pub struct Wakes {
     pub durability: Wake,
     pub learn: Wake,
     pub copy: Wake,
+    /// Woken when a write of durable state failed (see [`Wakes::disk_failed`]).
+    pub disk: Wake,
+    /// The first failed write of durable state: the shard's log, a
+    /// replica's ballot, copy marker or log floor.
+    pub disk_failure: RefCell<Option<String>>,
+}
+
+impl Wakes {
+    /// Records that a write of durable state failed (the first reason is
+    /// kept) and wakes the watcher, which stops the node
+    /// (**disk-failure-stops-the-node**).
+    pub fn disk_failed(&self, reason: &str) {
+        self.disk_failure
+            .borrow_mut()
+            .get_or_insert_with(|| reason.to_string());
+        self.disk.wake();
+    }
 }
 
 /// A node shard's IO for its replica host.
@@ -306,7 +323,12 @@ impl HostIo for NodeIo {
 
     fn persist_ballot(&mut self, gpid: Gpid, ballot: Ballot) -> Result<(), String> {
         let dir = replica_dir(&self.data_dir, gpid);
-        persist_ballot(&dir, ballot).map_err(|error| format!("in {}: {error}", dir.display()))
+        persist_ballot(&dir, ballot).map_err(|error| {
+            let reason = format!("in {}: {error}", dir.display());
+            self.wakes
+                .disk_failed(&format!("cannot record ballot {ballot} {reason}"));
+            reason
+        })
     }
 
     fn persisted_ballot(&mut self, gpid: Gpid) -> Result<Ballot, String> {
@@ -315,17 +337,24 @@ impl HostIo for NodeIo {
 
     fn set_copy_marker(&mut self, gpid: Gpid, present: bool) -> Result<(), String> {
         let marker = replica_dir(&self.data_dir, gpid).join(COPY_MARKER_FILE);
-        if present {
+        let done = if present {
             create_durably(&marker)
         } else {
             remove_durably(&marker)
+        };
+        if let Err(reason) = &done {
+            self.wakes.disk_failed(reason);
         }
+        done
     }
 
     fn persist_log_floor(&mut self, gpid: Gpid, decree: Decree) -> Result<(), String> {
         let dir = replica_dir(&self.data_dir, gpid);
-        persist_number(&dir, LOG_FLOOR_FILE, decree)
-            .map_err(|error| format!("cannot record the log floor in {}: {error}", dir.display()))
+        persist_number(&dir, LOG_FLOOR_FILE, decree).map_err(|error| {
+            let reason = format!("cannot record the log floor in {}: {error}", dir.display());
+            self.wakes.disk_failed(&reason);
+            reason
+        })
     }
 
     fn log_floor(&mut self, gpid: Gpid) -> Result<Decree, String> {
