@@ -244,20 +244,29 @@ fn reap(
                 .iter()
                 .any(|event| event.fault == fault.id && event.action == "heal")
         };
-        // The disk-full fault on this node that is active, or healed in
-        // the last ten seconds (a node takes a while to shut down).
-        let disk_full = schedule.iter().find(|fault| {
+        // The disk-full fault on this node that is active, else one healed
+        // in the last ten seconds (a node takes a while to shut down).
+        let on_node = |fault: &&nemesis::Fault| {
             fault.kind == FaultKind::DiskFull
                 && target.is_some_and(|node| fault.nodes[0] == node)
                 && injected(fault)
-                && now_ms < fault.end_ms() + 10_000
-        });
+        };
+        let disk_full = schedule
+            .iter()
+            .filter(on_node)
+            .find(|fault| !healed(fault))
+            .or_else(|| {
+                schedule
+                    .iter()
+                    .filter(on_node)
+                    .find(|fault| now_ms < fault.end_ms() + 10_000)
+            });
         let fail_stop =
             detail.contains("the node stopped") && detail.contains("No space left on device");
         match disk_full {
             Some(fault) if fail_stop => {
                 let mut text =
-                    "the node stopped: its mutation log failed on the full disk (fail-stop)"
+                    "the node stopped: a write of its durable state failed on the full disk (fail-stop)"
                         .to_string();
                 if healed(fault) {
                     match cluster.ensure_running(target) {
