@@ -221,6 +221,20 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Whether a disk-full fault on `node` is injected and not healed.
+fn disk_full_active(schedule: &[nemesis::Fault], events: &[Event], node: usize) -> bool {
+    schedule.iter().any(|fault| {
+        fault.kind == FaultKind::DiskFull
+            && fault.nodes[0] == node
+            && events
+                .iter()
+                .any(|event| event.fault == fault.id && event.action == "inject")
+            && !events
+                .iter()
+                .any(|event| event.fault == fault.id && event.action == "heal")
+    })
+}
+
 /// Reaps processes that exited by themselves. A node that stops on its
 /// own full disk (its mutation log failed: the documented fail-stop) is an
 /// event: it starts again when the fault heals, or at once if the fault
@@ -400,6 +414,19 @@ pub fn run_round(
         };
         let detail = match result {
             Ok(detail) => detail,
+            // A node cannot start while its disk is full (it stops, naming
+            // the cause): the disk-full fault's heal starts it.
+            Err(error)
+                if !inject
+                    && format!("{error:#}").contains("No space left on device")
+                    && fault
+                        .nodes
+                        .iter()
+                        .any(|node| disk_full_active(&schedule, &events, *node)) =>
+            {
+                "the node cannot start on its full disk (fail-stop); it starts when that fault heals"
+                    .to_string()
+            }
             Err(error) => {
                 let text = format!(
                     "{} of {fault}: {error:#}",
