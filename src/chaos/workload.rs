@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bench::workload::Random;
 use crate::client::{ClientError, Table};
@@ -23,7 +23,7 @@ pub const SETS: u64 = 4;
 pub const SORT_KEY: &[u8] = b"v";
 
 /// What an operation asked.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Input {
     Get {
@@ -69,7 +69,7 @@ impl Input {
 }
 
 /// What it returned.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Output {
     Written,
@@ -80,7 +80,7 @@ pub enum Output {
 }
 
 /// How it ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Ok {
@@ -104,7 +104,7 @@ impl Outcome {
 }
 
 /// One recorded operation.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Op {
     pub client: u64,
     /// Nanoseconds after the workload started.
