@@ -316,12 +316,13 @@ impl ShardState {
                 // more, and meta re-replicates it from its other members
                 // (**damaged-replica-set-aside**).
                 Err(error) if layout.is_cluster() && crate::storage::is_corrupted(&error) => {
-                    set_aside(data_dir, meta.gpid(), &error.to_string(), "starts")?;
+                    let moved = host.set_aside_replica(meta.gpid(), &error.to_string())?;
+                    say_set_aside(meta.gpid(), &error.to_string(), &moved, "starts");
                 }
                 Err(error) => return Err(error),
             }
         }
-        let recovery = replay(&dir, data_dir, layout.is_cluster(), &mut host)?;
+        let recovery = replay(&dir, layout.is_cluster(), &mut host)?;
         let log = MutationLog::open(config, &recovery)
             .await
             .map_err(log_error)?;
@@ -787,25 +788,13 @@ pub fn read_learned(
     Ok(gather.finish())
 }
 
-/// Moves replica `gpid`, whose data is damaged for `reason`, aside
-/// (**damaged-replica-set-aside**) and says so; the node `then` (starts,
-/// goes on) without it.
-fn set_aside(data_dir: &Path, gpid: Gpid, reason: &str, then: &str) -> Result<(), OpError> {
-    let moved = io::set_aside(data_dir, gpid)?;
-    tracing::error!(
-        app_id = gpid.app_id,
-        partition = gpid.partition_index,
-        %reason,
-        moved_to = %moved.display(),
-        "replica data is damaged; set aside"
-    );
+/// Tells the operator that replica `gpid`, damaged for `reason`, was set
+/// aside to `moved`; the node `then` (starts, goes on) without it.
+fn say_set_aside(gpid: Gpid, reason: &str, moved: &str, then: &str) {
     eprintln!(
-        "replica {}.{}: {reason}; its directory was moved to {} and the node {then} without it",
-        gpid.app_id,
-        gpid.partition_index,
-        moved.display()
+        "replica {}.{}: {reason}; its directory was moved to {moved} and the node {then} without it",
+        gpid.app_id, gpid.partition_index
     );
-    Ok(())
 }
 
 /// Replays the shard's log into its host's replicas: every record, in log
@@ -816,7 +805,6 @@ fn set_aside(data_dir: &Path, gpid: Gpid, reason: &str, then: &str) -> Result<()
 /// others go on.
 fn replay(
     dir: &Path,
-    data_dir: &Path,
     cluster: bool,
     host: &mut ShardHost<NodeIo>,
 ) -> Result<markab_shards::log::Recovery, OpError> {
@@ -885,8 +873,8 @@ fn replay(
             host.stop_replica(gpid, reason);
             continue;
         }
-        host.forget_replica(gpid);
-        set_aside(data_dir, gpid, &reason, "goes on")?;
+        let moved = host.set_aside_replica(gpid, &reason)?;
+        say_set_aside(gpid, &reason, &moved, "goes on");
     }
     host.finish_replay();
     for (gpid, replica) in host.replicas() {

@@ -141,12 +141,12 @@ pub trait HostIo {
     fn open_replica(&mut self, meta: &ReplicaMeta) -> Result<OpenedReplica<Self::Engine>, OpError>;
     /// Deletes a dropped replica's storage and files.
     fn remove_replica(&mut self, gpid: Gpid) -> Result<(), OpError>;
-    /// Whether this node set replica `gpid` aside because its data was
-    /// damaged (**damaged-replica-set-aside**) and holds it no more. Nodes
-    /// that never set a replica aside answer `false` (the default).
-    fn set_aside(&mut self, _gpid: Gpid) -> bool {
-        false
-    }
+    /// Moves replica `gpid`'s storage and files out of the way, kept for
+    /// the operator: its data is damaged (**damaged-replica-set-aside**).
+    /// Returns where they went.
+    fn set_aside_replica(&mut self, gpid: Gpid) -> Result<String, OpError>;
+    /// Whether this node set replica `gpid` aside and holds it no more.
+    fn was_set_aside(&mut self, gpid: Gpid) -> bool;
     /// Durably records `ballot` as `gpid`'s last accepted ballot.
     fn persist_ballot(&mut self, gpid: Gpid, ballot: Ballot) -> Result<(), String>;
     /// The ballot last recorded (0 when none was).
@@ -638,7 +638,7 @@ impl<I: HostIo> ShardHost<I> {
         let me = &self.shared.node_name;
         let named_member =
             assignment.primary == *me || assignment.secondaries.iter().any(|name| name == me);
-        if named_member && self.shared.io.set_aside(gpid) {
+        if named_member && self.shared.io.was_set_aside(gpid) {
             return Err(OpError::new(
                 ErrorCode::NotHosted,
                 format!(
@@ -721,24 +721,28 @@ impl<I: HostIo> ShardHost<I> {
         publish(&self.shared, gpid, replica);
     }
 
-    /// Stops hosting `gpid` and leaves its files to the caller, who sets
-    /// them aside: its data is damaged (a corrupted stretch of its log
-    /// found at replay), so it must not serve or report itself again, and
+    /// Sets replica `gpid` aside: its data is damaged (damaged RocksDB
+    /// files found when it opened, or its records in a corrupted stretch of
+    /// the log found at replay), so the host stops hosting it, if it did,
+    /// without reporting it again, and its storage moves out of the way;
     /// meta replaces it with a fresh copy (**damaged-replica-set-aside**).
-    /// Waiting writes fail.
-    pub fn forget_replica(&mut self, gpid: Gpid) {
+    /// Waiting writes fail. Returns where the storage went.
+    pub fn set_aside_replica(&mut self, gpid: Gpid, reason: &str) -> Result<String, OpError> {
         self.shared.replaying.remove(&gpid);
-        let Some(mut replica) = self.replicas.remove(&gpid) else {
-            return;
-        };
-        self.shared.registry.unregister(gpid);
-        fail_waiting(&mut self.shared, &mut replica);
-        tracing::warn!(
+        if let Some(mut replica) = self.replicas.remove(&gpid) {
+            self.shared.registry.unregister(gpid);
+            fail_waiting(&mut self.shared, &mut replica);
+        }
+        let moved = self.shared.io.set_aside_replica(gpid)?;
+        tracing::error!(
             shard = self.shared.shard,
             app_id = gpid.app_id,
             partition = gpid.partition_index,
-            "forgot a damaged replica"
+            %reason,
+            moved_to = %moved,
+            "replica data is damaged; set aside"
         );
+        Ok(moved)
     }
 
     /// Stops hosting `gpid` and deletes its data (meta says its table's

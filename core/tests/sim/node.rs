@@ -5,7 +5,7 @@
 //! [`ReplicaMeta`].
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -184,6 +184,9 @@ pub struct Disk {
     /// One log per shard.
     pub logs: Vec<SimLog>,
     pub replicas: BTreeMap<Gpid, ReplicaDisk>,
+    /// Replicas set aside (**damaged-replica-set-aside**): their storage
+    /// is gone from `replicas`, kept aside for the operator.
+    pub set_aside: BTreeSet<Gpid>,
 }
 
 /// Injected IO faults, shared by every node's IO (one seeded stream).
@@ -331,6 +334,17 @@ impl HostIo for SimIo {
             engine,
             copy_marker,
         })
+    }
+
+    fn set_aside_replica(&mut self, gpid: Gpid) -> Result<String, OpError> {
+        let mut disk = self.disk.borrow_mut();
+        disk.replicas.remove(&gpid);
+        disk.set_aside.insert(gpid);
+        Ok(format!("the set-aside area of shard {}", self.shard))
+    }
+
+    fn was_set_aside(&mut self, gpid: Gpid) -> bool {
+        self.disk.borrow().set_aside.contains(&gpid)
     }
 
     fn remove_replica(&mut self, gpid: Gpid) -> Result<(), OpError> {

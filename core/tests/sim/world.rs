@@ -199,6 +199,7 @@ impl World {
                 let disk = Disk {
                     logs: (0..*shards).map(|_| SimLog::default()).collect(),
                     replicas: BTreeMap::new(),
+                    set_aside: Default::default(),
                 };
                 let node = SimNode {
                     id: *id,

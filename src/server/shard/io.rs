@@ -44,32 +44,6 @@ pub fn replica_dir(data_dir: &Path, gpid: Gpid) -> PathBuf {
 /// operator; nothing reads them again).
 pub const DAMAGED_DIR: &str = "damaged";
 
-/// Moves replica `gpid`'s directory out of `<data_dir>/replicas` into
-/// [`DAMAGED_DIR`], so the node starts without it and meta re-replicates
-/// it; returns where it went.
-pub fn set_aside(data_dir: &Path, gpid: Gpid) -> Result<PathBuf, OpError> {
-    let from = replica_dir(data_dir, gpid);
-    let damaged = data_dir.join(DAMAGED_DIR);
-    let to = damaged.join(format!(
-        "{}.{}-{}",
-        gpid.app_id,
-        gpid.partition_index,
-        crate::clock::unix_ms()
-    ));
-    std::fs::create_dir_all(&damaged)
-        .and_then(|()| std::fs::rename(&from, &to))
-        .and_then(|()| std::fs::File::open(data_dir.join("replicas"))?.sync_all())
-        .and_then(|()| std::fs::File::open(&damaged)?.sync_all())
-        .map_err(|error| {
-            storage_error(format!(
-                "cannot move {} to {}: {error}",
-                from.display(),
-                to.display()
-            ))
-        })?;
-    Ok(to)
-}
-
 pub(super) fn storage_error(message: String) -> OpError {
     OpError::new(ErrorCode::StorageError, message)
 }
@@ -306,7 +280,33 @@ impl HostIo for NodeIo {
         })
     }
 
-    fn set_aside(&mut self, gpid: Gpid) -> bool {
+    /// Moves the directory out of `<data_dir>/replicas` into
+    /// [`DAMAGED_DIR`] (`<app_id>.<partition>-<unix ms>`), fsyncing both
+    /// parents, so the node does not open it again.
+    fn set_aside_replica(&mut self, gpid: Gpid) -> Result<String, OpError> {
+        let from = replica_dir(&self.data_dir, gpid);
+        let damaged = self.data_dir.join(DAMAGED_DIR);
+        let to = damaged.join(format!(
+            "{}.{}-{}",
+            gpid.app_id,
+            gpid.partition_index,
+            crate::clock::unix_ms()
+        ));
+        std::fs::create_dir_all(&damaged)
+            .and_then(|()| std::fs::rename(&from, &to))
+            .and_then(|()| std::fs::File::open(self.data_dir.join("replicas"))?.sync_all())
+            .and_then(|()| std::fs::File::open(&damaged)?.sync_all())
+            .map_err(|error| {
+                storage_error(format!(
+                    "cannot move {} to {}: {error}",
+                    from.display(),
+                    to.display()
+                ))
+            })?;
+        Ok(to.display().to_string())
+    }
+
+    fn was_set_aside(&mut self, gpid: Gpid) -> bool {
         let prefix = format!("{}.{}-", gpid.app_id, gpid.partition_index);
         std::fs::read_dir(self.data_dir.join(DAMAGED_DIR)).is_ok_and(|entries| {
             entries
