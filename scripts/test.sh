@@ -4,6 +4,12 @@
 # test (unit, model-based, real-process integration) in the release profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The fault-injection tests (tests/chaos.rs, tests/damaged_replica.rs) add
+# nftables rules, cgroups and loop and tmpfs mounts: they need root.
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh: the fault-injection tests need root; run: sudo -E scripts/test.sh" >&2
+  exit 1
+fi
 scripts/setup.sh
 source scripts/env.sh
 
