@@ -56,7 +56,7 @@ pub(crate) const META_READY: &str = "markab meta ready:";
 pub(crate) const NODE_READY: &str = "markab replica ready:";
 const META_CONFIG: &str = "meta.toml";
 const PID_FILE: &str = "onebox.pid";
-pub(crate) const TUNING_DEFAULT: &str = "\
+const TUNING_DEFAULT: &str = "\
 # Written by markab onebox: modest per-shard budgets so that several nodes
 # share one machine. Edit freely; see tuning/default.toml for every key.
 block_cache_bytes = 16_777_216

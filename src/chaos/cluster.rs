@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 
 use super::system::{ProcessGroups, Sandbox};
 use crate::clock::WALL_CLOCK_OFFSET_FILE_ENV;
-use crate::onebox::{LogTail, PortPicker, META_READY, NODE_READY, TUNING_DEFAULT};
+use crate::onebox::{LogTail, PortPicker, META_READY, NODE_READY};
 
 /// How long a process may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -53,10 +53,6 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -85,7 +81,6 @@ impl ChaosCluster {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         std::fs::write(dir.join("tuning/default.toml"), TUNING)?;
-        let _ = TUNING_DEFAULT;
         let mut picker = PortPicker::new();
         let meta_port = picker.pick(1)?;
         let meta_address = format!("127.0.0.1:{meta_port}");
@@ -151,11 +146,6 @@ impl ChaosCluster {
             cluster.start_node(index)?;
         }
         Ok(cluster)
-    }
-
-    /// The node id meta knows node `index` by.
-    pub fn node_id(&self, index: usize) -> String {
-        format!("127.0.0.1:{}", self.nodes[index].ports[0])
     }
 
     pub fn start_meta(&mut self) -> anyhow::Result<()> {

@@ -102,12 +102,6 @@ pub struct ChaosArgs {
     pub recovery_timeout_s: u64,
 }
 
-/// What one round saw.
-pub struct RoundOutcome {
-    pub report: report::RoundReport,
-    pub dir: PathBuf,
-}
-
 pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     system::check_capabilities()?;
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -183,9 +177,9 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             }
             Err(error) => return Err(error),
         };
-        print!("{}", outcome.report.text);
-        summary.add(&outcome.report);
-        let failed = !outcome.report.violations.is_empty();
+        print!("{}", outcome.text);
+        summary.add(&outcome);
+        let failed = !outcome.violations.is_empty();
         if !failed {
             // Keep the reports, drop the data.
             for sub in ["meta", "disks"] {
@@ -311,7 +305,7 @@ pub fn run_round(
     shards: usize,
     schedule_options: &ScheduleOptions,
     round_dir: &Path,
-) -> anyhow::Result<RoundOutcome> {
+) -> anyhow::Result<report::RoundReport> {
     std::fs::create_dir_all(round_dir)?;
     let schedule = nemesis::schedule(seed, schedule_options);
     let mut sandbox = Sandbox::new(round)?;
@@ -506,9 +500,5 @@ pub fn run_round(
         nemesis_errors: errors,
         crashes,
     };
-    let report = report::analyze(&input, round_dir)?;
-    Ok(RoundOutcome {
-        report,
-        dir: round_dir.to_owned(),
-    })
+    report::analyze(&input, round_dir)
 }

@@ -165,11 +165,6 @@ impl Sandbox {
         Ok(sandbox)
     }
 
-    /// Whether slow disks can be injected (a blkio controller exists).
-    pub fn can_slow_disks(&self) -> bool {
-        self.blkio.is_some()
-    }
-
     /// Creates the cgroups of process `name`.
     pub fn groups_for(&mut self, name: &str) -> anyhow::Result<ProcessGroups> {
         let dir_name = format!("{}-{name}", self.tag);
