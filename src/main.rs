@@ -48,7 +48,7 @@ enum Command {
     /// of the node hosting the most primaries, time until every affected
     /// partition accepts writes again (median and worst over the kills).
     FailoverBench(markab::failover::FailoverArgs),
-    /// Fault injection on a real local cluster (Jepsen-style): meta and N
+    /// Fault injection on a real local cluster: meta and N
     /// nodes as processes, clients recording a history, a seeded nemesis
     /// (kills, stops, partitions, clock steps, full and slow disks,
     /// damaged files), then checkers. Needs root. See docs/chaos.md.

@@ -1,4 +1,4 @@
-//! `markab chaos`: a Jepsen-style fault-injection run against a real
+//! `markab chaos`: a fault-injection run against a real
 //! cluster on this machine (docs/chaos.md).
 //!
 //! Each round starts meta and N nodes as separate processes in
