@@ -84,6 +84,7 @@ pub fn start(
     layout: Arc<NodeLayout>,
     metas: Vec<String>,
     interval: Duration,
+    incarnation: u64,
     shard_acks: Vec<mpsc::Sender<ShardAck>>,
     stop: StopHandle,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
@@ -95,7 +96,7 @@ pub fn start(
     };
     let beacons = std::thread::Builder::new()
         .name("markab-beacon".into())
-        .spawn(move || beacon_loop(&layout, &metas, interval, shard_acks, &stop))?;
+        .spawn(move || beacon_loop(&layout, &metas, interval, incarnation, shard_acks, &stop))?;
     Ok(vec![beacons, requests])
 }
 
@@ -212,6 +213,7 @@ fn beacon_loop(
     layout: &NodeLayout,
     metas: &[String],
     interval: Duration,
+    incarnation: u64,
     mut shard_acks: Vec<mpsc::Sender<ShardAck>>,
     stop: &StopHandle,
 ) {
@@ -223,11 +225,6 @@ fn beacon_loop(
     }
     let node = layout.addresses[0].to_string();
     let shard_addresses: Vec<String> = layout.addresses.iter().map(|a| a.to_string()).collect();
-    // Differs after every restart, so meta knows the replicas' volatile
-    // state (their place in the configuration) was lost.
-    let incarnation = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |since| since.as_nanos() as u64);
     let mut link = MetaLink::new(metas);
     let interval_ms = interval.as_millis() as u64;
     let mut next_ms = monotonic_ms();

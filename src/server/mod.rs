@@ -97,6 +97,12 @@ impl ShardServer {
 pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    // Grows with every start (the node's replicas lost their place in
+    // their configurations), so meta tells a restart from a late beacon.
+    let incarnation = {
+        let wall_clock_ns = markab_core::wall_clock::unix_ms().saturating_mul(1_000_000);
+        shard::io::next_incarnation(&config.data_dir, wall_clock_ns).map_err(anyhow::Error::msg)?
+    };
     let topology = Topology::detect().context("cannot read the CPU topology")?;
     let plan = topology
         .plan(config.shards.clone())
@@ -169,6 +175,7 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
             layout,
             config.meta.clone(),
             Duration::from_millis(config.beacon_interval_ms),
+            incarnation,
             ack_senders,
             stop.clone(),
         )

@@ -1127,6 +1127,24 @@ impl MetaState {
                 }
             }
         }
+        // Incarnations grow with every start of a node process. A lower
+        // one than meta last heard is a beacon of an earlier process, sent
+        // before the restart meta already handled: it is no restart and
+        // says nothing current (**restart-once-per-incarnation**) — unless
+        // the node has been silent past the grace, which no beacon in
+        // flight outlasts (a node whose clock stepped back and whose data
+        // directory is new must still be heard).
+        if let Some(record) = self.nodes.get(&beacon.node) {
+            if beacon.incarnation < record.incarnation && self.is_alive(record, now_ms) {
+                return Step::error(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "stale beacon of {}: incarnation {} is older than {}, which meta heard from already",
+                        beacon.node, beacon.incarnation, record.incarnation
+                    ),
+                );
+            }
+        }
         let restarted = self
             .nodes
             .get(&beacon.node)

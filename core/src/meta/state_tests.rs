@@ -1339,6 +1339,47 @@ fn restarted_members_get_a_new_ballot() {
         .any(|place| place.node == node_id(0)));
 }
 
+// A beacon of an earlier incarnation of a node that meta hears after one
+// of its restart (it was in flight when the old process died, or took
+// another, slower connection) is stale: it is not another restart, changes
+// nothing and gets an error (**restart-once-per-incarnation**). Meta used to
+// take any change of incarnation for a restart, so the late beacon
+// reconfigured the partition a second time (the simulator found it: a
+// reinstated sole primary was reinstated again while serving).
+#[test]
+fn a_late_beacon_of_an_earlier_incarnation_is_no_restart() {
+    let mut state = three_replica_cluster();
+    let secondary = state.data().tables[&1].partitions[0].secondaries[0]
+        .node
+        .clone();
+    let index = (0..3).find(|i| node_id(*i) == secondary).unwrap();
+    let step = state.handle(&beacon_of(index, 2, Vec::new()), T0_MS + 20);
+    state.commit(step.persist.expect("a restart reconfigures"));
+    let version = state.data().version;
+    let late = state.handle(&beacon_of(index, 1, Vec::new()), T0_MS + 30);
+    assert_eq!(late.persist, None, "a stale beacon reconfigures nothing");
+    let error = error_of(late.reply);
+    assert_eq!(error.code, ErrorCode::InvalidArgument);
+    assert!(error.message.contains("incarnation"), "{}", error.message);
+    // The current incarnation goes on as before, without another restart.
+    let step = state.handle(&beacon_of(index, 2, Vec::new()), T0_MS + 40);
+    assert_eq!(step.persist, None);
+    assert_eq!(state.data().version, version);
+    // A node silent past the grace that comes back with a lower
+    // incarnation (its clock stepped back, its data directory was new) is
+    // a restart after all: a beacon is never that late.
+    let mut at_ms = T0_MS + 40;
+    while at_ms < T0_MS + 2_000 {
+        at_ms += TICK_MS;
+        if let Some(next) = state.tick(at_ms) {
+            state.commit(next);
+        }
+    }
+    let step = state.handle(&beacon_of(index, 1, Vec::new()), at_ms + TICK_MS);
+    step.reply
+        .expect("a long-silent node with a lower incarnation is heard");
+}
+
 /// Meta's tick period with replication (half the beacon interval).
 const TICK_MS: u64 = 50;
 

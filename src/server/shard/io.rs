@@ -108,6 +108,27 @@ fn persist_number(dir: &Path, name: &str, value: u64) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// File in a node's data directory holding its last incarnation.
+const INCARNATION_FILE: &str = "incarnation";
+
+/// The incarnation of a node process starting on `data_dir`, recorded
+/// there durably before the node beacons: the wall clock in nanoseconds,
+/// but always above the last one recorded, so that incarnations grow with
+/// every start even when the wall clock stepped back
+/// (**restart-once-per-incarnation**, docs/meta.md: meta takes a lower one
+/// for a stale beacon of an earlier process).
+pub fn next_incarnation(data_dir: &Path, wall_clock_ns: u64) -> Result<u64, String> {
+    let last = persisted_number(data_dir, INCARNATION_FILE)?;
+    let next = wall_clock_ns.max(last.saturating_add(1));
+    persist_number(data_dir, INCARNATION_FILE, next).map_err(|error| {
+        format!(
+            "cannot record the incarnation in {}: {error}",
+            data_dir.join(INCARNATION_FILE).display()
+        )
+    })?;
+    Ok(next)
+}
+
 /// The number recorded by [`persist_number`] (0 when none was).
 fn persisted_number(dir: &Path, name: &str) -> Result<u64, String> {
     let path = dir.join(name);
@@ -367,5 +388,25 @@ impl HostIo for NodeIo {
 
     fn copy_queued(&mut self) {
         self.wakes.copy.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Incarnations grow with every start, even when the wall clock stepped
+    // back (**restart-once-per-incarnation**), and are durable.
+    #[test]
+    fn incarnations_grow_even_when_the_clock_steps_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = next_incarnation(dir.path(), 5_000).unwrap();
+        assert_eq!(first, 5_000);
+        let stepped_back = next_incarnation(dir.path(), 1_000).unwrap();
+        assert_eq!(stepped_back, 5_001);
+        assert_eq!(next_incarnation(dir.path(), 9_000).unwrap(), 9_000);
+        std::fs::write(dir.path().join(INCARNATION_FILE), "garbage").unwrap();
+        let error = next_incarnation(dir.path(), 10_000).unwrap_err();
+        assert!(error.contains("not a number"), "{error}");
     }
 }
