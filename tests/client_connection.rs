@@ -1051,6 +1051,7 @@ async fn admin_meta(node_address: String) -> TestServer {
                 alive: true,
                 replica_count: 4,
                 last_beacon_ms_ago: 10,
+                ..NodeInfo::default()
             }])),
             Request::ClusterInfo => Ok(ResponseBody::Pairs(vec![
                 ("meta".into(), "test".into()),

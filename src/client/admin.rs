@@ -7,7 +7,8 @@
 //! [`ClientError::Server`] with meta's message.
 
 use markab_wire::{
-    CreateTableRequest, NodeInfo, Request, ResponseBody, TableDescription, TableInfo,
+    BalancerRequest, CreateTableRequest, NodeInfo, Request, ResponseBody, TableDescription,
+    TableInfo,
 };
 use tokio::time::Instant;
 
@@ -139,6 +140,17 @@ impl Client {
         match self.meta_request(Request::ClusterInfo).await? {
             ResponseBody::Pairs(pairs) => Ok(pairs),
             other => Err(unexpected("cluster_info", &other)),
+        }
+    }
+
+    /// A request to meta's balancer (docs/balance.md), answered with pairs.
+    pub async fn balancer(
+        &self,
+        request: BalancerRequest,
+    ) -> Result<Vec<(String, String)>, ClientError> {
+        match self.meta_request(Request::Balancer(request)).await? {
+            ResponseBody::Pairs(pairs) => Ok(pairs),
+            other => Err(unexpected("balancer", &other)),
         }
     }
 

@@ -14,6 +14,8 @@
 //! grace_ms = 800                   # a node is dead after this long without a beacon (replication only)
 //! replica_count_min_alive = 2      # create refuses NOT_ENOUGH_NODES below min(this, replica count)
 //! alive_percent_min = 50           # below this percent of nodes alive, meta removes no member (frozen)
+//! balance_moves_max = 16           # balancer moves in flight at once (1..=4096)
+//! balance_copies_per_node_max = 2  # replica moves in flight touching one node (1..=4096)
 //! ```
 //!
 //! Every error names the file and the key, and states the allowed range.
@@ -96,6 +98,8 @@ struct MetaSection {
     grace_ms: Option<u64>,
     replica_count_min_alive: Option<i32>,
     alive_percent_min: Option<u8>,
+    balance_moves_max: Option<usize>,
+    balance_copies_per_node_max: Option<usize>,
 }
 
 /// A validated meta configuration.
@@ -192,10 +196,16 @@ impl MetaConfig {
             alive_percent_min: section
                 .alive_percent_min
                 .unwrap_or(defaults.alive_percent_min),
+            balance_moves_max: section
+                .balance_moves_max
+                .unwrap_or(defaults.balance_moves_max),
+            balance_copies_per_node_max: section
+                .balance_copies_per_node_max
+                .unwrap_or(defaults.balance_copies_per_node_max),
         };
         timing.validate().map_err(|message| {
             invalid(format!(
-                "meta.beacon_interval_ms / meta.lease_ms / meta.grace_ms / meta.replica_count_min_alive / meta.alive_percent_min: {message}"
+                "meta.beacon_interval_ms / meta.lease_ms / meta.grace_ms / meta.replica_count_min_alive / meta.alive_percent_min / meta.balance_moves_max / meta.balance_copies_per_node_max: {message}"
             ))
         })?;
         let replication = section.replication.unwrap_or(true).then_some(timing);
@@ -269,6 +279,7 @@ mod tests {
                 grace_ms: 400,
                 replica_count_min_alive: 3,
                 alive_percent_min: 65,
+                ..MetaReplication::default()
             })
         );
     }

@@ -30,6 +30,10 @@ pub(super) async fn execute(
             write_pairs(&pairs, "(meta reported nothing)", out)?;
         }
         Command::Nodes => write_nodes(&client.list_nodes().await?, out)?,
+        Command::Balancer(request) => {
+            let pairs = client.balancer(request).await?;
+            write_pairs(&pairs, "(meta reported nothing)", out)?;
+        }
         Command::ListTables { include_dropped } => {
             write_tables(&client.list_tables(include_dropped).await?, out)?;
         }
@@ -136,15 +140,33 @@ fn write_nodes(nodes: &[NodeInfo], out: &mut (dyn Write + Send)) -> std::io::Res
         "node".to_string(),
         "status".to_string(),
         "replicas".to_string(),
+        "primaries".to_string(),
         "shards".to_string(),
+        "replicas_per_shard".to_string(),
+        "primaries_per_shard".to_string(),
         "last_beacon_ms_ago".to_string(),
     ]];
+    let list = |counts: &[i32]| {
+        counts
+            .iter()
+            .map(|count| count.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     for node in nodes {
+        let status = match (node.alive, node.removing) {
+            (true, false) => "ALIVE",
+            (true, true) => "REMOVING",
+            (false, _) => "UNALIVE",
+        };
         rows.push(vec![
             node.node.clone(),
-            if node.alive { "ALIVE" } else { "UNALIVE" }.to_string(),
+            status.to_string(),
             node.replica_count.to_string(),
+            node.primary_count.to_string(),
             node.shard_addresses.len().to_string(),
+            list(&node.shard_replica_counts),
+            list(&node.shard_primary_counts),
             node.last_beacon_ms_ago.to_string(),
         ]);
     }
@@ -381,6 +403,7 @@ mod tests {
                 alive: true,
                 replica_count: 5,
                 last_beacon_ms_ago: 120,
+                ..NodeInfo::default()
             },
             NodeInfo {
                 node: "127.0.0.1:34811".into(),

@@ -1,7 +1,8 @@
 //! Shell command parsing: a command line → a [`Command`], without a server.
 
 use markab_wire::{
-    CheckAndSetRequest, CheckType, CreateTableRequest, FilterType, MultiGetRequest, SortKeyValue,
+    BalancerRequest, CheckAndSetRequest, CheckType, CreateTableRequest, FilterType, Gpid,
+    MultiGetRequest, ProposedMove, SortKeyValue,
 };
 
 use super::escape::{tokenize, EscapeError};
@@ -136,6 +137,36 @@ pub const COMMANDS: &[CommandSpec] = &[
         summary: "the nodes meta knows: address, liveness, replicas (meta mode)",
     },
     CommandSpec {
+        name: "get_meta_level",
+        usage: "get_meta_level",
+        summary: "meta's function level: freezed, steady or lively (meta mode)",
+    },
+    CommandSpec {
+        name: "set_meta_level",
+        usage: "set_meta_level freezed|steady|lively",
+        summary: "set meta's function level; lively balances by itself (meta mode)",
+    },
+    CommandSpec {
+        name: "balance",
+        usage: "balance [-n]",
+        summary: "one balancing round now, printing its moves; -n only prints them (meta mode)",
+    },
+    CommandSpec {
+        name: "propose",
+        usage: "propose move_primary APP.PART TO | copy_replica APP.PART FROM TO | remove_replica APP.PART NODE",
+        summary: "one move by hand (meta mode)",
+    },
+    CommandSpec {
+        name: "moves",
+        usage: "moves",
+        summary: "the balancer's moves in progress (meta mode)",
+    },
+    CommandSpec {
+        name: "remove_node",
+        usage: "remove_node [-c] NODE",
+        summary: "move every replica off NODE and place nothing new on it; -c takes it back (meta mode)",
+    },
+    CommandSpec {
         name: "ls",
         usage: "ls [-a]",
         summary: "list tables (-a: dropped ones still held too) (meta mode)",
@@ -261,6 +292,8 @@ pub enum Command {
     },
     ClusterInfo,
     Nodes,
+    /// A request to meta's balancer.
+    Balancer(BalancerRequest),
     ListTables {
         include_dropped: bool,
     },
@@ -295,6 +328,7 @@ impl Command {
                 | Command::Use { .. }
                 | Command::ClusterInfo
                 | Command::Nodes
+                | Command::Balancer(_)
                 | Command::ListTables { .. }
                 | Command::CreateTable(_)
                 | Command::DropTable { .. }
@@ -536,6 +570,64 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         },
         "cluster_info" => Command::ClusterInfo,
         "nodes" => Command::Nodes,
+        "get_meta_level" => Command::Balancer(BalancerRequest::GetLevel),
+        "set_meta_level" => Command::Balancer(BalancerRequest::SetLevel {
+            level: parser.text_positional("level")?,
+        }),
+        "balance" => {
+            let mut apply = true;
+            while let Some(option) = parser.option()? {
+                match option {
+                    'n' => apply = false,
+                    other => return Err(parser.unknown_option(other)),
+                }
+            }
+            Command::Balancer(BalancerRequest::Balance { apply })
+        }
+        "propose" => {
+            let kind = parser.text_positional("move kind")?;
+            let gpid_text = parser.text_positional("partition (APP.PART)")?;
+            let gpid = parse_gpid(&gpid_text).ok_or_else(|| {
+                parser.usage(format!(
+                    "partition {gpid_text:?} is not APP.PART (e.g. 1.7)"
+                ))
+            })?;
+            let proposed = match kind.as_str() {
+                "move_primary" => ProposedMove::MovePrimary {
+                    gpid,
+                    to: parser.text_positional("target node")?,
+                },
+                "copy_replica" => ProposedMove::CopyReplica {
+                    gpid,
+                    from: parser.text_positional("source node")?,
+                    to: parser.text_positional("target node")?,
+                },
+                "remove_replica" => ProposedMove::RemoveReplica {
+                    gpid,
+                    node: parser.text_positional("node")?,
+                },
+                other => {
+                    return Err(parser.usage(format!(
+                        "unknown move {other:?}: move_primary, copy_replica or remove_replica"
+                    )))
+                }
+            };
+            Command::Balancer(BalancerRequest::Propose(proposed))
+        }
+        "moves" => Command::Balancer(BalancerRequest::ListMoves),
+        "remove_node" => {
+            let mut cancel = false;
+            while let Some(option) = parser.option()? {
+                match option {
+                    'c' => cancel = true,
+                    other => return Err(parser.unknown_option(other)),
+                }
+            }
+            Command::Balancer(BalancerRequest::RemoveNode {
+                node: parser.text_positional("node")?,
+                cancel,
+            })
+        }
         "ls" => {
             let mut include_dropped = false;
             while let Some(option) = parser.option()? {
@@ -792,6 +884,15 @@ impl Parser<'_> {
         }
         Ok(())
     }
+}
+
+/// `APP.PART` as a partition id.
+fn parse_gpid(text: &str) -> Option<Gpid> {
+    let (app_id, partition_index) = text.split_once('.')?;
+    Some(Gpid {
+        app_id: app_id.parse().ok()?,
+        partition_index: partition_index.parse().ok()?,
+    })
 }
 
 #[cfg(test)]

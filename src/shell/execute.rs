@@ -22,6 +22,7 @@ pub(super) async fn execute(
         | Command::Use { .. }
         | Command::ClusterInfo
         | Command::Nodes
+        | Command::Balancer(_)
         | Command::ListTables { .. }
         | Command::CreateTable(_)
         | Command::DropTable { .. }

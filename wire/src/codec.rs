@@ -16,12 +16,12 @@ use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, VerifierOptions, W
 use crate::fb;
 use crate::frame::{write_frame, FrameError, MessageKind, FRAME_BODY_BYTES_MAX};
 use crate::message::{
-    BeaconAck, CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult, CheckType,
-    CreateTableRequest, Envelope, ErrorCode, Filter, FilterType, Gpid, HostedReplica, Key,
-    MultiGetRequest, Mutation, NodeBeacon, NodeInfo, OpError, PartitionConfig, PartitionRoute,
-    PeerKind, PeerMutation, PeerRequest, Record, ReplicaAssignment, ReplicaRole, Request, Response,
-    ResponseBody, Route, ScanRange, ScanRequest, SortKeyValue, TableDescription, TableInfo,
-    TableStatus,
+    BalancerRequest, BeaconAck, CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult,
+    CheckType, CreateTableRequest, Envelope, ErrorCode, Filter, FilterType, Gpid, HostedReplica,
+    Key, MultiGetRequest, Mutation, NodeBeacon, NodeInfo, OpError, PartitionConfig, PartitionRoute,
+    PeerKind, PeerMutation, PeerRequest, ProposedMove, Record, ReplicaAssignment, ReplicaRole,
+    Request, Response, ResponseBody, Route, ScanRange, ScanRequest, SortKeyValue, TableDescription,
+    TableInfo, TableStatus,
 };
 
 /// Once a message needed a builder larger than this, the encoder drops that
@@ -336,7 +336,21 @@ fn request_bytes_estimate(request: &Request) -> usize {
             .saturating_add(items_estimate(&beacon.replicas, |_| {
                 ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX
             })),
-        Request::RemoveSecondary { node, .. } | Request::UpgradeLearner { node, .. } => node.len(),
+        Request::RemoveSecondary { node, .. }
+        | Request::UpgradeLearner { node, .. }
+        | Request::SwitchPrimary { node, .. } => node.len(),
+        Request::Balancer(request) => match request {
+            BalancerRequest::GetLevel
+            | BalancerRequest::Balance { .. }
+            | BalancerRequest::ListMoves => 0,
+            BalancerRequest::SetLevel { level } => level.len(),
+            BalancerRequest::Propose(ProposedMove::MovePrimary { to, .. }) => to.len(),
+            BalancerRequest::Propose(ProposedMove::CopyReplica { from, to, .. }) => {
+                from.len().saturating_add(to.len())
+            }
+            BalancerRequest::Propose(ProposedMove::RemoveReplica { node, .. })
+            | BalancerRequest::RemoveNode { node, .. } => node.len(),
+        },
         Request::Peer(peer) => peer
             .from
             .len()
@@ -359,6 +373,12 @@ fn pairs_bytes(pairs: &[(String, String)]) -> usize {
 
 fn strings_bytes(strings: &[String]) -> usize {
     items_estimate(strings, String::len)
+}
+
+/// A list of 32-bit integers: its elements, plus one item's overhead for
+/// its offset, length and padding.
+fn ints_bytes(values: &[i32]) -> usize {
+    std::mem::size_of_val(values).saturating_add(ENCODED_ITEM_OVERHEAD_BYTES_MAX)
 }
 
 fn table_info_bytes(info: &TableInfo) -> usize {
@@ -412,6 +432,8 @@ fn response_bytes_estimate(response: &Response) -> usize {
             node.node
                 .len()
                 .saturating_add(strings_bytes(&node.shard_addresses))
+                .saturating_add(ints_bytes(&node.shard_replica_counts))
+                .saturating_add(ints_bytes(&node.shard_primary_counts))
                 .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
         }),
         Ok(ResponseBody::Pairs(pairs)) => pairs_bytes(pairs),
@@ -423,6 +445,7 @@ fn response_bytes_estimate(response: &Response) -> usize {
                 .saturating_add(strings_bytes(&assignment.secondaries))
                 .saturating_add(strings_bytes(&assignment.member_addresses))
                 .saturating_add(strings_bytes(&assignment.learners))
+                .saturating_add(assignment.handoff_to.len())
                 .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
         })
         .saturating_add(items_estimate(&ack.drops, |_| 0)),
@@ -579,6 +602,8 @@ fn partition_config(
 fn node_info(builder: &mut Builder, node: &NodeInfo) -> WIPOffset<fb::NodeInfo<'static>> {
     let name = Some(builder.create_string(&node.node));
     let shard_addresses = Some(string_list(builder, &node.shard_addresses));
+    let shard_replica_counts = Some(builder.create_vector(&node.shard_replica_counts));
+    let shard_primary_counts = Some(builder.create_vector(&node.shard_primary_counts));
     fb::NodeInfo::create(
         builder,
         &fb::NodeInfoArgs {
@@ -587,6 +612,10 @@ fn node_info(builder: &mut Builder, node: &NodeInfo) -> WIPOffset<fb::NodeInfo<'
             alive: node.alive,
             replica_count: node.replica_count,
             last_beacon_ms_ago: node.last_beacon_ms_ago,
+            primary_count: node.primary_count,
+            shard_replica_counts,
+            shard_primary_counts,
+            removing: node.removing,
         },
     )
 }
@@ -619,6 +648,7 @@ fn replica_assignment(
     let secondaries = Some(string_list(builder, &assignment.secondaries));
     let member_addresses = Some(string_list(builder, &assignment.member_addresses));
     let learners = Some(string_list(builder, &assignment.learners));
+    let handoff_to = Some(builder.create_string(&assignment.handoff_to));
     fb::ReplicaAssignment::create(
         builder,
         &fb::ReplicaAssignmentArgs {
@@ -633,6 +663,7 @@ fn replica_assignment(
             member_addresses,
             learners,
             replica_count: assignment.replica_count,
+            handoff_to,
         },
     )
 }
@@ -720,6 +751,90 @@ fn decode_peer_request(table: fb::PeerRequest<'_>) -> Result<PeerRequest, Decode
         mutations,
         data: owned(table.data()),
         name: owned_string(table.name()),
+    })
+}
+
+/// A balancer request as one `BalancerRequest` table: the fields `op` does
+/// not use stay absent.
+fn balancer_request(
+    builder: &mut Builder,
+    request: &BalancerRequest,
+) -> WIPOffset<fb::BalancerRequest<'static>> {
+    let gpid;
+    let mut args = fb::BalancerRequestArgs::default();
+    match request {
+        BalancerRequest::GetLevel => args.op = fb::BalancerOp::GetLevel,
+        BalancerRequest::SetLevel { level } => {
+            args.op = fb::BalancerOp::SetLevel;
+            args.level = Some(builder.create_string(level));
+        }
+        BalancerRequest::Balance { apply } => {
+            args.op = fb::BalancerOp::Balance;
+            args.flag = *apply;
+        }
+        BalancerRequest::Propose(ProposedMove::MovePrimary { gpid: id, to }) => {
+            args.op = fb::BalancerOp::MovePrimary;
+            gpid = fb_gpid(*id);
+            args.gpid = Some(&gpid);
+            args.to = Some(builder.create_string(to));
+        }
+        BalancerRequest::Propose(ProposedMove::CopyReplica { gpid: id, from, to }) => {
+            args.op = fb::BalancerOp::CopyReplica;
+            gpid = fb_gpid(*id);
+            args.gpid = Some(&gpid);
+            args.from = Some(builder.create_string(from));
+            args.to = Some(builder.create_string(to));
+        }
+        BalancerRequest::Propose(ProposedMove::RemoveReplica { gpid: id, node }) => {
+            args.op = fb::BalancerOp::RemoveReplica;
+            gpid = fb_gpid(*id);
+            args.gpid = Some(&gpid);
+            args.from = Some(builder.create_string(node));
+        }
+        BalancerRequest::ListMoves => args.op = fb::BalancerOp::ListMoves,
+        BalancerRequest::RemoveNode { node, cancel } => {
+            args.op = fb::BalancerOp::RemoveNode;
+            args.from = Some(builder.create_string(node));
+            args.flag = *cancel;
+        }
+    }
+    fb::BalancerRequest::create(builder, &args)
+}
+
+fn decode_balancer_request(table: fb::BalancerRequest<'_>) -> Result<BalancerRequest, DecodeError> {
+    let gpid = || {
+        table
+            .gpid()
+            .map(decode_gpid)
+            .ok_or_else(|| invalid("balancer move carries no gpid"))
+    };
+    Ok(match table.op() {
+        fb::BalancerOp::GetLevel => BalancerRequest::GetLevel,
+        fb::BalancerOp::SetLevel => BalancerRequest::SetLevel {
+            level: owned_string(table.level()),
+        },
+        fb::BalancerOp::Balance => BalancerRequest::Balance {
+            apply: table.flag(),
+        },
+        fb::BalancerOp::MovePrimary => BalancerRequest::Propose(ProposedMove::MovePrimary {
+            gpid: gpid()?,
+            to: owned_string(table.to()),
+        }),
+        fb::BalancerOp::CopyReplica => BalancerRequest::Propose(ProposedMove::CopyReplica {
+            gpid: gpid()?,
+            from: owned_string(table.from()),
+            to: owned_string(table.to()),
+        }),
+        fb::BalancerOp::RemoveReplica => BalancerRequest::Propose(ProposedMove::RemoveReplica {
+            gpid: gpid()?,
+            node: owned_string(table.from()),
+        }),
+        fb::BalancerOp::ListMoves => BalancerRequest::ListMoves,
+        fb::BalancerOp::RemoveNode => BalancerRequest::RemoveNode {
+            node: owned_string(table.from()),
+            cancel: table.flag(),
+        },
+        other => return Err(invalid(format!("unknown balancer op {}", other.0))),
     })
 }
 
@@ -1112,6 +1227,26 @@ fn build_request(builder: &mut Builder, request: &Request) -> (fb::RequestBody, 
             let table = peer_request(builder, peer);
             (fb::RequestBody::PeerRequest, table.as_union_value())
         }
+        Request::SwitchPrimary { gpid, ballot, node } => {
+            let gpid = fb_gpid(*gpid);
+            let node = Some(builder.create_string(node));
+            let table = fb::SwitchPrimaryRequest::create(
+                builder,
+                &fb::SwitchPrimaryRequestArgs {
+                    gpid: Some(&gpid),
+                    ballot: *ballot,
+                    node,
+                },
+            );
+            (
+                fb::RequestBody::SwitchPrimaryRequest,
+                table.as_union_value(),
+            )
+        }
+        Request::Balancer(request) => {
+            let table = balancer_request(builder, request);
+            (fb::RequestBody::BalancerRequest, table.as_union_value())
+        }
     }
 }
 
@@ -1412,6 +1547,10 @@ fn owned_string(string: Option<&str>) -> String {
 fn owned_strings(list: Option<Vector<'_, ForwardsUOffset<&str>>>) -> Vec<String> {
     list.map(|list| list.iter().map(|string| string.to_string()).collect())
         .unwrap_or_default()
+}
+
+fn owned_ints(list: Option<Vector<'_, i32>>) -> Vec<i32> {
+    list.map(|list| list.iter().collect()).unwrap_or_default()
 }
 
 fn decode_string_pairs(
@@ -1788,6 +1927,21 @@ pub fn decode_request(body: &[u8]) -> Result<(Envelope, Request), DecodeError> {
             let table = root.body_as_peer_request().ok_or_else(missing)?;
             Request::Peer(decode_peer_request(table)?)
         }
+        fb::RequestBody::SwitchPrimaryRequest => {
+            let table = root.body_as_switch_primary_request().ok_or_else(missing)?;
+            let gpid = table
+                .gpid()
+                .ok_or_else(|| invalid("switch_primary carries no gpid"))?;
+            Request::SwitchPrimary {
+                gpid: decode_gpid(gpid),
+                ballot: table.ballot(),
+                node: owned_string(table.node()),
+            }
+        }
+        fb::RequestBody::BalancerRequest => {
+            let table = root.body_as_balancer_request().ok_or_else(missing)?;
+            Request::Balancer(decode_balancer_request(table)?)
+        }
         other => return Err(invalid(format!("unknown request body type {}", other.0))),
     };
     Ok((envelope, request))
@@ -1933,6 +2087,10 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
                             alive: node.alive(),
                             replica_count: node.replica_count(),
                             last_beacon_ms_ago: node.last_beacon_ms_ago(),
+                            primary_count: node.primary_count(),
+                            shard_replica_counts: owned_ints(node.shard_replica_counts()),
+                            shard_primary_counts: owned_ints(node.shard_primary_counts()),
+                            removing: node.removing(),
                         })
                         .collect()
                 })
@@ -1962,6 +2120,7 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
                             member_addresses: owned_strings(assignment.member_addresses()),
                             learners: owned_strings(assignment.learners()),
                             replica_count: assignment.replica_count(),
+                            handoff_to: owned_string(assignment.handoff_to()),
                         })
                         .collect()
                 })

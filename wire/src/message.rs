@@ -549,8 +549,54 @@ pub enum Request {
         ballot: i64,
         node: String,
     },
+    /// A primary handing its role over (node → meta): at `ballot`, with no
+    /// write in flight, it asks meta to make the secondary `node` the
+    /// primary, as the balancer asked it to (`ReplicaAssignment::handoff_to`).
+    /// Answered like RemoveSecondary.
+    SwitchPrimary {
+        gpid: Gpid,
+        ballot: i64,
+        node: String,
+    },
+    /// The balancer's administration (shell → meta), answered with pairs.
+    Balancer(BalancerRequest),
     /// A replica-to-replica message (node → node, never answered).
     Peer(PeerRequest),
+}
+
+/// What an operator asks of meta's balancer (docs/balance.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BalancerRequest {
+    /// The meta function level.
+    GetLevel,
+    /// Sets the level: `freezed`, `steady` or `lively`.
+    SetLevel { level: String },
+    /// One balancing round: the planned moves, started when `apply`.
+    Balance { apply: bool },
+    /// One move given by hand.
+    Propose(ProposedMove),
+    /// The moves in progress.
+    ListMoves,
+    /// Moves every replica off `node` and keeps new ones away (`cancel`
+    /// takes the node back); answered with its progress.
+    RemoveNode { node: String, cancel: bool },
+}
+
+/// A move an operator proposes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProposedMove {
+    /// The partition's primary hands its role to the secondary on `to`.
+    MovePrimary { gpid: Gpid, to: String },
+    /// The partition's replica on `from` moves to `to` (a learner on `to`,
+    /// promoted once caught up, then the one on `from` removed).
+    CopyReplica {
+        gpid: Gpid,
+        from: String,
+        to: String,
+    },
+    /// The partition's secondary on `node` is removed (the guardian adds
+    /// one elsewhere when the partition is then short).
+    RemoveReplica { gpid: Gpid, node: String },
 }
 
 /// Parameters of create_table.
@@ -624,6 +670,15 @@ pub struct NodeInfo {
     pub replica_count: i32,
     /// Milliseconds since its last beacon.
     pub last_beacon_ms_ago: u64,
+    /// Primaries meta has placed on it.
+    pub primary_count: i32,
+    /// Replicas meta has placed on each of its shards, by shard index.
+    pub shard_replica_counts: Vec<i32>,
+    /// Primaries meta has placed on each of its shards, by shard index.
+    pub shard_primary_counts: Vec<i32>,
+    /// Being removed (`remove_node`): meta moves its replicas away and
+    /// places nothing new on it.
+    pub removing: bool,
 }
 
 /// A replica's role in its partition (PacificA). Wire-visible numbering.
@@ -690,6 +745,9 @@ pub struct ReplicaAssignment {
     pub learners: Vec<String>,
     /// The table's replica count.
     pub replica_count: i32,
+    /// The secondary node the primary should hand its role to (the
+    /// balancer's primary switch); empty when none.
+    pub handoff_to: String,
 }
 
 /// Meta's answer to a beacon: the node's full desired set of replicas, and
@@ -786,6 +844,8 @@ impl Request {
             | Request::Beacon(_)
             | Request::RemoveSecondary { .. }
             | Request::UpgradeLearner { .. }
+            | Request::SwitchPrimary { .. }
+            | Request::Balancer(_)
             | Request::Peer(_) => None,
         }
     }
@@ -821,6 +881,8 @@ impl Request {
                 | Request::Beacon(_)
                 | Request::RemoveSecondary { .. }
                 | Request::UpgradeLearner { .. }
+                | Request::SwitchPrimary { .. }
+                | Request::Balancer(_)
         )
     }
 
@@ -856,6 +918,8 @@ impl Request {
             Request::Beacon(_) => "beacon",
             Request::RemoveSecondary { .. } => "remove_secondary",
             Request::UpgradeLearner { .. } => "upgrade_learner",
+            Request::SwitchPrimary { .. } => "switch_primary",
+            Request::Balancer(_) => "balancer",
             Request::Peer(_) => "peer",
         }
     }

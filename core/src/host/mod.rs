@@ -854,10 +854,16 @@ impl<I: HostIo> ShardHost<I> {
             }
             return;
         }
+        let ballot = config.ballot;
         if config.ballot > replica.core.config().ballot {
             feed(shared, gpid, replica, Input::Config(config));
             publish(shared, gpid, replica);
         }
+        // The balancer's handoff rides on every assignment (the core
+        // ignores it unless it is this ballot's primary), so one lost ack
+        // only delays it and its end is heard as soon as it is asked.
+        let to = (!assignment.handoff_to.is_empty()).then(|| shared.id(&assignment.handoff_to));
+        feed(shared, gpid, replica, Input::Handoff { ballot, to });
     }
 
     // ---- clients ----
@@ -1524,6 +1530,11 @@ fn carry_out<I: HostIo>(
                     node: shared.name(node).to_owned(),
                 },
                 MetaRequest::UpgradeLearner { ballot, node } => Request::UpgradeLearner {
+                    gpid,
+                    ballot: ballot as i64,
+                    node: shared.name(node).to_owned(),
+                },
+                MetaRequest::SwitchPrimary { ballot, node } => Request::SwitchPrimary {
                     gpid,
                     ballot: ballot as i64,
                     node: shared.name(node).to_owned(),

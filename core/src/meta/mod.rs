@@ -3,6 +3,7 @@
 //! input through both ([`step`]). The server, the config file and the file
 //! store are the node crate's (`markab::meta`). See docs/meta.md.
 
+pub mod balance;
 pub mod settings;
 pub mod state;
 pub mod step;

@@ -13,6 +13,12 @@ pub const REPLICATION_TIMING_MS_MAX: u64 = 600_000;
 /// Default least share of the known nodes, in percent, that must be alive
 /// for meta to act on silent nodes (docs/meta.md, "Frozen").
 pub const ALIVE_PERCENT_MIN_DEFAULT: u8 = 50;
+/// Default most balancer moves in flight at once (docs/balance.md).
+pub const BALANCE_MOVES_MAX_DEFAULT: usize = 16;
+/// Default most replica moves (copies) in flight touching one node.
+pub const BALANCE_COPIES_PER_NODE_MAX_DEFAULT: usize = 2;
+/// Upper bound of both balancer bounds.
+pub const BALANCE_MOVES_LIMIT: usize = 4_096;
 
 /// Meta's side of PacificA replication (present only with `replication = true`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +43,13 @@ pub struct MetaReplication {
     /// 100). So many nodes falling silent at once more likely means meta
     /// lost them than that they died (**no-removal-when-frozen**).
     pub alive_percent_min: u8,
+    /// Most balancer moves in flight at once (default
+    /// [`BALANCE_MOVES_MAX_DEFAULT`]; 1..=[`BALANCE_MOVES_LIMIT`]).
+    pub balance_moves_max: usize,
+    /// Most replica moves in flight touching one node, as source or target
+    /// (default [`BALANCE_COPIES_PER_NODE_MAX_DEFAULT`]; 1..=
+    /// [`BALANCE_MOVES_LIMIT`]). Each copy is paced by the nodes' copy pacing.
+    pub balance_copies_per_node_max: usize,
 }
 
 impl Default for MetaReplication {
@@ -47,6 +60,8 @@ impl Default for MetaReplication {
             grace_ms: crate::replication::config::GRACE_MS_DEFAULT,
             replica_count_min_alive: REPLICA_COUNT_MIN_ALIVE_DEFAULT,
             alive_percent_min: ALIVE_PERCENT_MIN_DEFAULT,
+            balance_moves_max: BALANCE_MOVES_MAX_DEFAULT,
+            balance_copies_per_node_max: BALANCE_COPIES_PER_NODE_MAX_DEFAULT,
         }
     }
 }
@@ -75,6 +90,19 @@ impl MetaReplication {
                 "replica_count_min_alive ({}) is out of range (allowed 1..={REPLICA_COUNT_LIMIT})",
                 self.replica_count_min_alive
             ));
+        }
+        for (key, value) in [
+            ("balance_moves_max", self.balance_moves_max),
+            (
+                "balance_copies_per_node_max",
+                self.balance_copies_per_node_max,
+            ),
+        ] {
+            if !(1..=BALANCE_MOVES_LIMIT).contains(&value) {
+                return Err(format!(
+                    "{key} ({value}) is out of range (allowed 1..={BALANCE_MOVES_LIMIT})"
+                ));
+            }
         }
         if self.alive_percent_min > 100 {
             return Err(format!(

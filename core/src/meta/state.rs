@@ -221,6 +221,46 @@ pub struct MetaData {
     pub next_app_id: i32,
     /// Tables by app id, dropped ones (until forgotten) included.
     pub tables: BTreeMap<i32, StoredTable>,
+    /// The meta function level (docs/balance.md); `steady` in files written
+    /// before it existed.
+    #[serde(default)]
+    pub level: MetaLevel,
+    /// Nodes being removed (`remove_node`): their replicas move away and
+    /// nothing new is placed on them. Left out of the file when empty.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub removing_nodes: BTreeSet<String>,
+}
+
+/// What meta changes by itself besides failure handling (docs/balance.md,
+/// "Levels").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetaLevel {
+    /// Failure handling only: dead members replaced, restarts and the
+    /// primaries' requests handled; no learner added, no move.
+    Freezed,
+    /// Also cures: the guardian adds learners to short partitions, extra
+    /// replicas are removed, operators' moves and removals run.
+    #[default]
+    Steady,
+    /// Also balances by itself, continuously.
+    Lively,
+}
+
+impl MetaLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            MetaLevel::Freezed => "freezed",
+            MetaLevel::Steady => "steady",
+            MetaLevel::Lively => "lively",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<MetaLevel> {
+        [MetaLevel::Freezed, MetaLevel::Steady, MetaLevel::Lively]
+            .into_iter()
+            .find(|level| level.name() == name)
+    }
 }
 
 impl Default for MetaData {
@@ -230,6 +270,8 @@ impl Default for MetaData {
             version: 0,
             next_app_id: 1,
             tables: BTreeMap::new(),
+            level: MetaLevel::Steady,
+            removing_nodes: BTreeSet::new(),
         }
     }
 }
@@ -363,6 +405,9 @@ pub struct MetaState {
     /// than [`MetaState::pause_threshold_ms`]) since it started. Not
     /// counted as any node's silence (**meta-pause-not-silence**).
     paused_total_ms: u64,
+    /// The balancer's moves in progress and its counters (volatile: a
+    /// restarted meta finishes what the stored configurations show).
+    balancer: balancer::Balancer,
 }
 
 impl MetaState {
@@ -376,6 +421,7 @@ impl MetaState {
             started_ms: None,
             last_input_ms: None,
             paused_total_ms: 0,
+            balancer: balancer::Balancer::default(),
         }
     }
 
@@ -484,6 +530,10 @@ impl MetaState {
             Request::UpgradeLearner { gpid, ballot, node } => {
                 self.upgrade_learner(*gpid, *ballot, node)
             }
+            Request::SwitchPrimary { gpid, ballot, node } => {
+                self.switch_primary(*gpid, *ballot, node, now_ms)
+            }
+            Request::Balancer(request) => self.balancer_request(request, now),
             other => Step::error(
                 ErrorCode::InvalidArgument,
                 format!(
@@ -515,6 +565,12 @@ impl MetaState {
                 .into_iter()
                 .filter(|(at, _)| !changed.contains(at)),
         );
+        let changed: BTreeSet<(i32, usize)> = reconfigured.iter().map(|(at, _)| *at).collect();
+        reconfigured.extend(
+            self.advance_moves(now_ms)
+                .into_iter()
+                .filter(|(at, _)| !changed.contains(at)),
+        );
         let forget: Vec<i32> = self
             .data
             .tables
@@ -533,6 +589,8 @@ impl MetaState {
         if forget.is_empty() && reconfigured.is_empty() {
             return None;
         }
+        let mut seen = BTreeSet::new();
+        reconfigured.retain(|(at, _)| seen.insert(*at));
         let mut next = self.successor();
         for ((app_id, index), partition) in reconfigured {
             let table = next
@@ -648,13 +706,18 @@ impl MetaState {
     /// replication off or while frozen. Load counts the replicas placed so
     /// far, including learners added in this tick.
     fn guard(&self, now_ms: u64) -> Vec<((i32, usize), StoredPartition)> {
-        if self.settings.replication.is_none() || self.frozen(now_ms).is_some() {
+        if self.settings.replication.is_none()
+            || self.frozen(now_ms).is_some()
+            || self.data.level == MetaLevel::Freezed
+        {
             return Vec::new();
         }
         let alive: Vec<&str> = self
             .nodes
             .iter()
-            .filter(|(_, record)| self.is_alive(record, now_ms))
+            .filter(|(node, record)| {
+                self.is_alive(record, now_ms) && !self.data.removing_nodes.contains(*node)
+            })
             .map(|(node, _)| node.as_str())
             .collect();
         let mut shard_load: BTreeMap<String, Vec<usize>> = alive
@@ -762,6 +825,15 @@ impl MetaState {
     /// The ballot proves who asks: only the primary of the current ballot
     /// talks to its secondaries at that ballot.
     fn remove_secondary(&self, gpid: Gpid, ballot: i64, node: &str, now_ms: u64) -> Step {
+        if !self.may_remove(gpid, node, now_ms) {
+            return Step::error(
+                ErrorCode::Busy,
+                format!(
+                    "remove_secondary of {node} in partition {}.{}: it may still serve as the primary it was until a lease ago; ask again later",
+                    gpid.app_id, gpid.partition_index
+                ),
+            );
+        }
         if let Some(why) = self.frozen(now_ms) {
             return Step::error(
                 ErrorCode::NotEnoughNodes,
@@ -1234,6 +1306,7 @@ impl MetaState {
                         .map(|learner| learner.node.clone())
                         .collect(),
                     replica_count: table.replica_count,
+                    handoff_to: self.handoff_target(gpid, partition).unwrap_or_default(),
                 });
             }
         }
@@ -1262,7 +1335,9 @@ impl MetaState {
         let mut load: BTreeMap<&str, Vec<usize>> = self
             .nodes
             .iter()
-            .filter(|(_, record)| self.is_alive(record, now_ms))
+            .filter(|(node, record)| {
+                self.is_alive(record, now_ms) && !self.data.removing_nodes.contains(*node)
+            })
             .map(|(node, record)| (node.as_str(), vec![0usize; record.shard_addresses.len()]))
             .collect();
         if load.is_empty() {
@@ -1392,14 +1467,54 @@ impl MetaState {
         let placed = self.placed_counts();
         self.nodes
             .iter()
-            .map(|(node, record)| NodeInfo {
-                node: node.clone(),
-                shard_addresses: record.shard_addresses.clone(),
-                alive: self.is_alive(record, now_ms),
-                replica_count: placed.get(node.as_str()).copied().unwrap_or(0),
-                last_beacon_ms_ago: now_ms.saturating_sub(record.last_beacon_ms),
+            .map(|(node, record)| {
+                let (shard_replicas, shard_primaries) =
+                    self.shard_counts(node, record.shard_addresses.len());
+                NodeInfo {
+                    node: node.clone(),
+                    shard_addresses: record.shard_addresses.clone(),
+                    alive: self.is_alive(record, now_ms),
+                    replica_count: placed.get(node.as_str()).copied().unwrap_or(0),
+                    last_beacon_ms_ago: now_ms.saturating_sub(record.last_beacon_ms),
+                    primary_count: shard_primaries.iter().sum(),
+                    shard_replica_counts: shard_replicas,
+                    shard_primary_counts: shard_primaries,
+                    removing: self.data.removing_nodes.contains(node),
+                }
             })
             .collect()
+    }
+
+    /// Replicas and primaries of available tables placed on each of
+    /// `node`'s `shards` shards.
+    fn shard_counts(&self, node: &str, shards: usize) -> (Vec<i32>, Vec<i32>) {
+        let mut replicas = vec![0; shards];
+        let mut primaries = vec![0; shards];
+        for partition in self
+            .data
+            .tables
+            .values()
+            .filter(|table| table.is_available())
+            .flat_map(|table| &table.partitions)
+        {
+            for place in partition.places().filter(|place| place.node == node) {
+                if let Some(count) = usize::try_from(place.shard)
+                    .ok()
+                    .and_then(|shard| replicas.get_mut(shard))
+                {
+                    *count += 1;
+                }
+            }
+            if partition.primary.node == node {
+                if let Some(count) = usize::try_from(partition.primary.shard)
+                    .ok()
+                    .and_then(|shard| primaries.get_mut(shard))
+                {
+                    *count += 1;
+                }
+            }
+        }
+        (replicas, primaries)
     }
 
     /// Replicas of available tables placed per node.
@@ -1806,6 +1921,11 @@ fn validate_envs(
     }
     Ok(merged)
 }
+
+#[path = "balancer.rs"]
+mod balancer;
+
+pub use balancer::{ActiveMove, MoveKind};
 
 #[cfg(test)]
 #[path = "state_tests.rs"]

@@ -749,6 +749,7 @@ fn replicated_state() -> MetaState {
             grace_ms: GRACE_MS,
             replica_count_min_alive: 2,
             alive_percent_min: 50,
+            ..MetaReplication::default()
         }),
         ..settings()
     };
@@ -995,6 +996,12 @@ fn remove_secondary_requests() {
         ballot,
         node,
     };
+    // A meta that started less than a lease ago removes no one: it cannot
+    // know whether the member handed off a primary role just before.
+    let step = state.handle(&remove(1, node_id(1), 0), T0_MS);
+    assert_eq!(error_of(step.reply).code, ErrorCode::Busy);
+    let nodes: Vec<(usize, Vec<HostedReplica>)> = (0..3).map(|n| (n, Vec::new())).collect();
+    beaconing_until(&mut state, &nodes, T0_MS + 800);
     for (request, code) in [
         (remove(0, node_id(1), 0), ErrorCode::StaleBallot),
         (remove(2, node_id(1), 0), ErrorCode::StaleBallot),
@@ -1002,12 +1009,12 @@ fn remove_secondary_requests() {
         (remove(1, node_id(7), 0), ErrorCode::InvalidArgument),
         (remove(1, node_id(1), 1), ErrorCode::UnknownPartition),
     ] {
-        let step = state.handle(&request, T0_MS);
+        let step = state.handle(&request, T0_MS + 800);
         assert!(step.persist.is_none(), "{request:?}");
         assert_eq!(error_of(step.reply).code, code, "{request:?}");
     }
     assert_eq!(
-        apply(&mut state, &remove(1, node_id(1), 0), T0_MS),
+        apply(&mut state, &remove(1, node_id(1), 0), T0_MS + 800),
         Ok(ResponseBody::Done)
     );
     let partition = &state.data().tables[&1].partitions[0];
@@ -1016,7 +1023,7 @@ fn remove_secondary_requests() {
     assert_eq!(partition.secondaries.len(), 1);
     assert_eq!(partition.secondaries[0].node, node_id(2));
     // The same request again is stale now.
-    let error = error_of(apply(&mut state, &remove(1, node_id(1), 0), T0_MS));
+    let error = error_of(apply(&mut state, &remove(1, node_id(1), 0), T0_MS + 800));
     assert_eq!(error.code, ErrorCode::StaleBallot);
     assert!(error.message.contains("ballot 2"), "{}", error.message);
 }

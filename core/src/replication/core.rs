@@ -122,6 +122,10 @@ pub struct ReplicaCore {
     /// cleared for it, so the commit point is 0 and nothing is applied
     /// until it is installed or aborted; **copy-known-to-core**).
     copying: Option<Decree>,
+    /// Primary: the secondary it hands its role to (meta's balancer asked,
+    /// `Input::Handoff`) and when it last asked meta to switch (0: not
+    /// yet). Cleared by every configuration change.
+    handoff: Option<(NodeId, u64)>,
     outputs: Vec<Output>,
 }
 
@@ -163,6 +167,7 @@ impl ReplicaCore {
             learn_durable_wait: None,
             primary_since: None,
             copying: None,
+            handoff: None,
             outputs: Vec::new(),
         })
     }
@@ -360,7 +365,43 @@ impl ReplicaCore {
             }
             Input::CopyStarted { ballot, decree } => self.on_copy_started(ballot, decree),
             Input::CopyAborted { ballot } => self.on_copy_aborted(ballot, now_ms),
+            Input::Handoff { ballot, to } => self.on_handoff(ballot, to, now_ms),
             Input::Tick => self.on_tick(now_ms),
+        }
+    }
+
+    /// The balancer's handoff request (`Input::Handoff`).
+    fn on_handoff(&mut self, ballot: Ballot, to: Option<NodeId>, now_ms: u64) {
+        if self.role != Role::Primary || ballot != self.ballot {
+            return;
+        }
+        match to {
+            Some(node) if self.config.secondaries.contains(&node) => {
+                if self.handoff.map(|(to, _)| to) != Some(node) {
+                    self.handoff = Some((node, 0));
+                }
+                self.request_switch(now_ms);
+            }
+            _ => self.handoff = None,
+        }
+    }
+
+    /// A primary handing off asks meta to switch once nothing is in flight
+    /// (again every `learn_retry_ms` until the configuration changes).
+    /// Only an activated primary asks: its commit point covers every decree
+    /// ever committed, so its secondaries hold them all.
+    fn request_switch(&mut self, now_ms: u64) {
+        let Some((node, asked_ms)) = self.handoff else {
+            return;
+        };
+        let due = asked_ms == 0 || now_ms >= asked_ms + self.settings.learn_retry_ms;
+        if self.activated && !self.superseded && self.window.is_empty() && due {
+            self.handoff = Some((node, now_ms.max(1)));
+            self.outputs
+                .push(Output::ToMeta(MetaRequest::SwitchPrimary {
+                    ballot: self.ballot,
+                    node,
+                }));
         }
     }
 
@@ -384,6 +425,9 @@ impl ReplicaCore {
     fn on_client_write(&mut self, token: Token, payload: Vec<u8>, now_ms: u64) {
         let refused = match self.serving_check(now_ms) {
             Err(error) => Some(WriteError::from(error)),
+            // Handing off: the role goes to a secondary as soon as nothing
+            // is in flight; the client retries there.
+            Ok(()) if self.handoff.is_some() => Some(WriteError::NotPrimary),
             Ok(()) if self.window.len() >= self.settings.prepare_window_max => {
                 Some(WriteError::Busy {
                     window_max: self.settings.prepare_window_max,
@@ -732,15 +776,20 @@ impl ReplicaCore {
         } else {
             Role::Inactive
         };
+        // A switch: the primary this replica followed stays a secondary.
+        let took_over = self.config.primary.is_some_and(|previous| {
+            previous != self.node && config.secondaries.contains(&previous)
+        });
         self.config = config;
         self.caught_up.clear();
         self.learners_heard.clear();
+        self.handoff = None;
         if role == Role::Primary && self.role != Role::Primary {
             self.primary_since = Some((self.ballot, self.last_committed));
         }
         self.change_role(role);
         match role {
-            Role::Primary => self.become_primary(now_ms),
+            Role::Primary => self.become_primary(now_ms, took_over),
             Role::Learner => self.become_learner(now_ms),
             Role::Secondary | Role::Inactive => {}
         }
@@ -748,7 +797,7 @@ impl ReplicaCore {
 
     /// Re-prepares the tail above the commit point under the new ballot;
     /// the primary serves once all of it committed.
-    fn become_primary(&mut self, now_ms: u64) {
+    fn become_primary(&mut self, now_ms: u64, took_over: bool) {
         let last_prepared = self.last_prepared();
         self.window.retain(|decree, _| *decree <= last_prepared);
         self.activation_decree = last_prepared;
@@ -756,6 +805,24 @@ impl ReplicaCore {
         self.committed_sent = 0;
         self.idle_push_decree = 0;
         self.removal_reported_ms.clear();
+        if self.window.is_empty() && took_over {
+            // A switch with nothing to re-prepare: an empty write makes the
+            // tail, so that the primary serves only once every secondary
+            // took the new ballot — the primary it replaces, a secondary
+            // now, steps down on that Prepare
+            // (**switch-serves-after-old-primary-steps-down**), so the two
+            // never serve at once, whatever lease the old one still holds.
+            let decree = self.last_committed + 1;
+            let mut entry = Entry::durable(Mutation {
+                ballot: self.ballot,
+                decree,
+                committed_decree: self.last_committed,
+                payload: Vec::new(),
+            });
+            entry.durable = false;
+            self.window.insert(decree, entry);
+            self.activation_decree = decree;
+        }
         let tail: Vec<Decree> = self.window.keys().copied().collect();
         for decree in tail {
             let entry = self.window.get_mut(&decree).expect("tail decree");
@@ -786,6 +853,7 @@ impl ReplicaCore {
             }
         }
         if role != Role::Primary {
+            self.handoff = None;
             self.activated = false;
             self.superseded = false;
             self.caught_up.clear();
@@ -1084,8 +1152,10 @@ impl ReplicaCore {
                     }));
             }
         }
+        self.request_switch(now_ms);
         let idle = now_ms >= self.last_prepare_sent_ms + self.settings.idle_commit_push_ms;
         if self.activated
+            && self.handoff.is_none()
             && idle
             && !targets.is_empty()
             && self.last_committed > self.committed_sent.max(self.idle_push_decree)

@@ -158,6 +158,10 @@ pub enum MetaRequest {
     /// `node` holds every committed decree: promote it to secondary (meta
     /// does so under ballot + 1).
     UpgradeLearner { ballot: Ballot, node: NodeId },
+    /// The primary at `ballot`, handing off with no write in flight: make
+    /// the secondary `node` the primary (meta does so under ballot + 1,
+    /// this replica becoming a secondary).
+    SwitchPrimary { ballot: Ballot, node: NodeId },
 }
 
 /// Role of a replica, following from the configuration it last accepted.
@@ -250,6 +254,13 @@ pub enum Input {
     /// Learner host: the copy it was installing for `ballot` will not
     /// complete (a chunk was lost) and its storage is empty again, durably.
     CopyAborted { ballot: Ballot },
+    /// Meta's balancer asks the primary of `ballot` to hand its role to the
+    /// secondary `to` (`None`: the handoff is off). While it hands off, the
+    /// primary refuses new writes (`NotPrimary`: nothing written, the
+    /// client retries), lets the ones in flight commit, and once none is
+    /// left asks meta to switch (`MetaRequest::SwitchPrimary`). Ignored
+    /// unless this replica is the primary of `ballot` and `to` a secondary.
+    Handoff { ballot: Ballot, to: Option<NodeId> },
     /// Time passed.
     Tick,
 }

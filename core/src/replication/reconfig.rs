@@ -145,6 +145,37 @@ pub fn on_upgrade_request(
     Ok(next(config, config.primary, secondaries, learners))
 }
 
+/// The configuration after the primary `requester` (at `ballot`), handing
+/// off with no write in flight, asked to make the secondary `node` the
+/// primary: `node` becomes primary and `requester` a secondary under
+/// ballot + 1. Any secondary holds every committed decree
+/// (**commit-needs-all**), and the new primary serves only once every
+/// secondary — the old primary among them — took the new ballot.
+pub fn on_switch_request(
+    config: &PartitionConfig,
+    requester: NodeId,
+    ballot: Ballot,
+    node: NodeId,
+) -> Result<PartitionConfig, ReconfigError> {
+    check_primary_request(config, requester, ballot)?;
+    if !config.secondaries.contains(&node) {
+        return Err(ReconfigError::NotSecondary { node });
+    }
+    let mut secondaries: Vec<NodeId> = config
+        .secondaries
+        .iter()
+        .copied()
+        .filter(|held| *held != node)
+        .collect();
+    secondaries.push(requester);
+    Ok(next(
+        config,
+        Some(node),
+        secondaries,
+        config.learners.clone(),
+    ))
+}
+
 /// The guardian: when the partition has fewer than `replica_count` replicas
 /// (primary, secondaries and learners) and its primary is alive, the
 /// configuration adding one learner on the alive node with the lowest

@@ -110,6 +110,8 @@ impl<E: StorageEngine> Partition<E> {
             | Request::Beacon(_)
             | Request::RemoveSecondary { .. }
             | Request::UpgradeLearner { .. }
+            | Request::SwitchPrimary { .. }
+            | Request::Balancer(_)
             | Request::Peer(_) => Err(OpError::invalid_argument(format!(
                 "{} is served by the server, not by partition storage",
                 request.name()

@@ -17,7 +17,7 @@ use markab_core::meta::store::{MemoryMetaStore, MetaStore};
 use markab_core::replication::config::ReplicationSettings;
 use markab_core::replication::messages::{Ballot, NodeId, PartitionConfig};
 use markab_core::wire::message::{
-    BeaconAck, CreateTableRequest, NodeBeacon, Request, ResponseBody,
+    BalancerRequest, BeaconAck, CreateTableRequest, NodeBeacon, Request, ResponseBody,
 };
 
 use super::model::{node_name, parse_address, shard_address, PartitionId};
@@ -62,6 +62,7 @@ impl SimMeta {
         replication: ReplicationSettings,
         nodes: &[(NodeId, usize)],
         partitions: u32,
+        lively: bool,
         now_ms: u64,
     ) -> SimMeta {
         let settings = MetaSettings {
@@ -77,6 +78,7 @@ impl SimMeta {
                 grace_ms: replication.grace_ms,
                 replica_count_min_alive: 2,
                 alive_percent_min: 50,
+                ..MetaReplication::default()
             }),
         };
         let mut meta = SimMeta {
@@ -118,6 +120,18 @@ impl SimMeta {
             created.is_ok(),
             "the simulated table is created: {created:?}"
         );
+        if lively {
+            let level = Request::Balancer(BalancerRequest::SetLevel {
+                level: "lively".into(),
+            });
+            let set = execute(
+                &mut meta.state,
+                &mut meta.store,
+                &level,
+                MetaTime::from(now_ms),
+            );
+            assert!(set.is_ok(), "the level is set: {set:?}");
+        }
         meta.note_changes(now_ms);
         meta
     }

@@ -131,6 +131,9 @@ pub enum Event {
 #[derive(Clone, Debug)]
 pub struct SimSettings {
     pub partitions: u32,
+    /// Meta balances by itself (level `lively`): primary switches and
+    /// replica moves run among the faults.
+    pub lively: bool,
     pub clients: usize,
     pub keys: usize,
     /// Faults (crashes, cuts, drops) happen before this time.

@@ -143,6 +143,7 @@ impl World {
         let nodes_count = rng.random_range(3..=4u32);
         let mut settings = SimSettings {
             partitions: rng.random_range(1..=2),
+            lively: false,
             clients: rng.random_range(2..=4),
             keys: rng.random_range(2..=6),
             faults_until_ms: 8_000,
@@ -178,6 +179,9 @@ impl World {
         settings.log_unsynced_bytes_max = [usize::MAX, 512, 128][rng.random_range(0..3)];
         settings.sync_delay_max_ms = [1, 4, 20][rng.random_range(0..3)];
         settings.copy_chunk_bytes = [settings.copy_chunk_bytes, 64, 1][rng.random_range(0..3)];
+        // Drawn apart from the world's RNG, so that a seed's other draws
+        // (and its whole run when not lively) stay what they were.
+        settings.lively = StdRng::seed_from_u64(seed ^ 0x6c69_7665_6c79).random_bool(0.5);
         replication.validate().expect("drawn settings are valid");
         let ids: Vec<NodeId> = (1..=nodes_count).map(NodeId).collect();
         let shapes: Vec<(NodeId, usize, u64)> = ids
@@ -224,7 +228,13 @@ impl World {
             .iter()
             .map(|(id, shards, _)| (*id, *shards))
             .collect();
-        let mut meta = SimMeta::new(replication, &placement, settings.partitions, 0);
+        let mut meta = SimMeta::new(
+            replication,
+            &placement,
+            settings.partitions,
+            settings.lively,
+            0,
+        );
         meta.take_changes();
         let clients = (0..settings.clients)
             .map(|_| SimClient {

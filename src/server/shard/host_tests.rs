@@ -86,6 +86,7 @@ fn assignment(
         member_addresses: names(&[&[primary], learners].concat()),
         learners: names(learners),
         replica_count,
+        handoff_to: String::new(),
     }
 }
 

@@ -5,6 +5,57 @@ use super::*;
 use crate::frame::{Frame, FrameDecoder, FRAME_HEADER_BYTES};
 use crate::message::{Gpid, ScanRequest, SCAN_CONTEXT_COMPLETE};
 
+/// One balancer request of every kind, each move with a distinct gpid.
+fn every_balancer_request() -> Vec<BalancerRequest> {
+    vec![
+        BalancerRequest::GetLevel,
+        BalancerRequest::SetLevel {
+            level: "lively".to_string(),
+        },
+        BalancerRequest::SetLevel {
+            level: String::new(),
+        },
+        BalancerRequest::Balance { apply: false },
+        BalancerRequest::Balance { apply: true },
+        BalancerRequest::Propose(ProposedMove::MovePrimary {
+            gpid: Gpid {
+                app_id: 2,
+                partition_index: 5,
+            },
+            to: "127.0.0.1:34901".to_string(),
+        }),
+        BalancerRequest::Propose(ProposedMove::CopyReplica {
+            gpid: Gpid {
+                app_id: i32::MAX,
+                partition_index: i32::MIN,
+            },
+            from: "127.0.0.1:34801".to_string(),
+            to: "[::1]:35001".to_string(),
+        }),
+        BalancerRequest::Propose(ProposedMove::CopyReplica {
+            gpid: Gpid::default(),
+            from: String::new(),
+            to: String::new(),
+        }),
+        BalancerRequest::Propose(ProposedMove::RemoveReplica {
+            gpid: Gpid {
+                app_id: 7,
+                partition_index: 0,
+            },
+            node: "127.0.0.1:35101".to_string(),
+        }),
+        BalancerRequest::ListMoves,
+        BalancerRequest::RemoveNode {
+            node: "127.0.0.1:34801".to_string(),
+            cancel: false,
+        },
+        BalancerRequest::RemoveNode {
+            node: "127.0.0.1:34801".to_string(),
+            cancel: true,
+        },
+    ]
+}
+
 /// Env-like string pairs: empty strings, UTF-8, a duplicate key (order kept).
 fn sample_pairs() -> Vec<(String, String)> {
     vec![
@@ -381,6 +432,22 @@ fn every_request() -> Vec<Request> {
             ballot: 9,
             node: "127.0.0.1:35001".to_string(),
         },
+        Request::SwitchPrimary {
+            gpid: Gpid {
+                app_id: 4,
+                partition_index: 6,
+            },
+            ballot: 12,
+            node: "127.0.0.1:35101".to_string(),
+        },
+        Request::SwitchPrimary {
+            gpid: Gpid {
+                app_id: i32::MIN,
+                partition_index: i32::MAX,
+            },
+            ballot: i64::MAX,
+            node: String::new(),
+        },
         Request::Peer(PeerRequest {
             kind: PeerKind::Prepare,
             from: "127.0.0.1:34801".to_string(),
@@ -430,6 +497,9 @@ fn every_request() -> Vec<Request> {
             ..PeerRequest::default()
         }),
     ]
+    .into_iter()
+    .chain(every_balancer_request().into_iter().map(Request::Balancer))
+    .collect()
 }
 
 /// One response of every body variant plus one error per error code.
@@ -553,6 +623,10 @@ fn every_response() -> Vec<Response> {
                 alive: true,
                 replica_count: 12,
                 last_beacon_ms_ago: 999,
+                primary_count: 5,
+                shard_replica_counts: vec![7, 5],
+                shard_primary_counts: vec![3, 2],
+                removing: false,
             },
             NodeInfo {
                 node: "[::1]:34901".to_string(),
@@ -560,6 +634,21 @@ fn every_response() -> Vec<Response> {
                 alive: false,
                 replica_count: 0,
                 last_beacon_ms_ago: u64::MAX,
+                primary_count: 0,
+                shard_replica_counts: Vec::new(),
+                shard_primary_counts: Vec::new(),
+                removing: true,
+            },
+            NodeInfo {
+                node: "127.0.0.1:35001".to_string(),
+                shard_addresses: vec!["127.0.0.1:35001".to_string(); 3],
+                alive: true,
+                replica_count: i32::MAX,
+                last_beacon_ms_ago: 0,
+                primary_count: i32::MIN,
+                shard_replica_counts: vec![i32::MAX, 0, -1],
+                shard_primary_counts: vec![i32::MIN, 0, 1],
+                removing: true,
             },
         ])),
         Ok(ResponseBody::Nodes(Vec::new())),
@@ -584,6 +673,7 @@ fn every_response() -> Vec<Response> {
                     ],
                     learners: vec!["127.0.0.1:35101".to_string()],
                     replica_count: 4,
+                    handoff_to: "127.0.0.1:34901".to_string(),
                 },
                 ReplicaAssignment {
                     table: String::new(),
@@ -597,6 +687,7 @@ fn every_response() -> Vec<Response> {
                     member_addresses: Vec::new(),
                     learners: Vec::new(),
                     replica_count: i32::MIN,
+                    handoff_to: String::new(),
                 },
             ],
             drops: vec![
@@ -636,7 +727,7 @@ fn every_request_variant_round_trips() {
     let mut names: Vec<&str> = requests.iter().map(Request::name).collect();
     names.sort_unstable();
     names.dedup();
-    assert_eq!(names.len(), 30, "every variant is covered");
+    assert_eq!(names.len(), 32, "every variant is covered");
     let mut encoder = Encoder::new();
     for (index, request) in requests.iter().enumerate() {
         round_trip_request(&mut encoder, &sample_envelope(index as u64), request);
@@ -802,6 +893,10 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
             alive: true,
             replica_count: -1,
             last_beacon_ms_ago: u64::MAX,
+            primary_count: -1,
+            shard_replica_counts: vec![-1; 2],
+            shard_primary_counts: vec![-1],
+            removing: true,
         })
         .collect();
     let assignments: Vec<ReplicaAssignment> = (0..item_count)
@@ -817,6 +912,7 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
             member_addresses: vec!["a".to_string(); 3],
             learners: vec!["l".to_string()],
             replica_count: -1,
+            handoff_to: "h".to_string(),
         })
         .collect();
     let drops: Vec<Gpid> = (0..item_count)
@@ -1385,6 +1481,245 @@ fn absent_meta_fields_decode_as_empty_defaults() {
         decode_response(&body).unwrap(),
         (6, Ok(ResponseBody::BeaconAck(BeaconAck::default())))
     );
+}
+
+#[test]
+fn every_balancer_op_round_trips() {
+    // Proves each balancer op of the schema is produced by exactly one sampled request, and each sample decodes to what was encoded.
+    let mut encoder = Encoder::new();
+    let mut ops = Vec::new();
+    for (index, request) in every_balancer_request().into_iter().enumerate() {
+        let request = Request::Balancer(request);
+        round_trip_request(&mut encoder, &sample_envelope(index as u64), &request);
+        let mut out = Vec::new();
+        encoder
+            .request_frame(&Envelope::default(), &request, &mut out)
+            .unwrap();
+        let root = flatbuffers::root::<fb::RequestEnvelope>(&out[FRAME_HEADER_BYTES..]).unwrap();
+        let op = root.body_as_balancer_request().unwrap().op();
+        assert!(op.variant_name().is_some(), "{request:?}");
+        if !ops.contains(&op) {
+            ops.push(op);
+        }
+    }
+    assert_eq!(ops.len(), fb::BalancerOp::ENUM_VALUES.len());
+    assert_eq!(fb::BalancerOp::ENUM_MAX, 7);
+}
+
+#[test]
+fn invalid_balancer_messages_are_rejected() {
+    // Proves an unknown balancer op, a balancer move without a gpid and a switch_primary without a gpid are Invalid, with their request id still readable.
+    for op in [8u8, 200, 255] {
+        let mut builder = FlatBufferBuilder::new();
+        let table = fb::BalancerRequest::create(
+            &mut builder,
+            &fb::BalancerRequestArgs {
+                op: fb::BalancerOp(op),
+                flag: true,
+                ..Default::default()
+            },
+        );
+        let body = request_with_body(
+            fb::RequestBody::BalancerRequest,
+            Some(table.as_union_value()),
+            &mut builder,
+        );
+        assert_invalid(decode_request(&body), &format!("unknown balancer op {op}"));
+        assert_eq!(peek_request_id(&body), Some(77));
+    }
+
+    for op in [
+        fb::BalancerOp::MovePrimary,
+        fb::BalancerOp::CopyReplica,
+        fb::BalancerOp::RemoveReplica,
+    ] {
+        let mut builder = FlatBufferBuilder::new();
+        let to = builder.create_string("127.0.0.1:34901");
+        let table = fb::BalancerRequest::create(
+            &mut builder,
+            &fb::BalancerRequestArgs {
+                op,
+                gpid: None,
+                to: Some(to),
+                ..Default::default()
+            },
+        );
+        let body = request_with_body(
+            fb::RequestBody::BalancerRequest,
+            Some(table.as_union_value()),
+            &mut builder,
+        );
+        assert_invalid(decode_request(&body), "balancer move carries no gpid");
+    }
+
+    let mut builder = FlatBufferBuilder::new();
+    let table = fb::SwitchPrimaryRequest::create(
+        &mut builder,
+        &fb::SwitchPrimaryRequestArgs {
+            gpid: None,
+            ballot: 3,
+            ..Default::default()
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::SwitchPrimaryRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_invalid(decode_request(&body), "switch_primary carries no gpid");
+}
+
+#[test]
+fn balancer_fields_absent_decode_as_empty_defaults() {
+    // Proves a balancer request with only its op decodes with empty strings and false flags, and fields its op does not use are ignored.
+    let mut builder = FlatBufferBuilder::new();
+    let table = fb::BalancerRequest::create(
+        &mut builder,
+        &fb::BalancerRequestArgs {
+            op: fb::BalancerOp::SetLevel,
+            ..Default::default()
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::BalancerRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_eq!(
+        decode_request(&body).unwrap().1,
+        Request::Balancer(BalancerRequest::SetLevel {
+            level: String::new()
+        })
+    );
+
+    let mut builder = FlatBufferBuilder::new();
+    let table = fb::BalancerRequest::create(
+        &mut builder,
+        &fb::BalancerRequestArgs {
+            op: fb::BalancerOp::RemoveNode,
+            ..Default::default()
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::BalancerRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_eq!(
+        decode_request(&body).unwrap().1,
+        Request::Balancer(BalancerRequest::RemoveNode {
+            node: String::new(),
+            cancel: false,
+        })
+    );
+
+    let mut builder = FlatBufferBuilder::new();
+    let gpid = fb::Gpid::new(1, 2);
+    let level = builder.create_string("steady");
+    let from = builder.create_string("a");
+    let table = fb::BalancerRequest::create(
+        &mut builder,
+        &fb::BalancerRequestArgs {
+            op: fb::BalancerOp::ListMoves,
+            level: Some(level),
+            gpid: Some(&gpid),
+            from: Some(from),
+            to: None,
+            flag: true,
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::BalancerRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_eq!(
+        decode_request(&body).unwrap().1,
+        Request::Balancer(BalancerRequest::ListMoves)
+    );
+}
+
+#[test]
+fn balancing_fields_absent_in_old_messages_read_as_defaults() {
+    // Proves a node info and a replica assignment written without the balancing fields decode with zero counts, empty per-shard lists, not removing and no handoff.
+    let mut builder = FlatBufferBuilder::new();
+    let name = builder.create_string("127.0.0.1:34801");
+    let node = fb::NodeInfo::create(
+        &mut builder,
+        &fb::NodeInfoArgs {
+            node: Some(name),
+            alive: true,
+            replica_count: 4,
+            last_beacon_ms_ago: 10,
+            ..Default::default()
+        },
+    );
+    let nodes = builder.create_vector(&[node]);
+    let table =
+        fb::NodesResponse::create(&mut builder, &fb::NodesResponseArgs { nodes: Some(nodes) });
+    let body = response_with_body(
+        fb::ResponseBody::NodesResponse,
+        table.as_union_value(),
+        &mut builder,
+    );
+    assert_eq!(
+        decode_response(&body).unwrap(),
+        (
+            6,
+            Ok(ResponseBody::Nodes(vec![NodeInfo {
+                node: "127.0.0.1:34801".to_string(),
+                shard_addresses: Vec::new(),
+                alive: true,
+                replica_count: 4,
+                last_beacon_ms_ago: 10,
+                primary_count: 0,
+                shard_replica_counts: Vec::new(),
+                shard_primary_counts: Vec::new(),
+                removing: false,
+            }]))
+        )
+    );
+
+    let mut builder = FlatBufferBuilder::new();
+    let primary = builder.create_string("127.0.0.1:34801");
+    let assignment = fb::ReplicaAssignment::create(
+        &mut builder,
+        &fb::ReplicaAssignmentArgs {
+            app_id: 1,
+            ballot: 2,
+            primary: Some(primary),
+            replica_count: 3,
+            ..Default::default()
+        },
+    );
+    let assignments = builder.create_vector(&[assignment]);
+    let table = fb::BeaconAckResponse::create(
+        &mut builder,
+        &fb::BeaconAckResponseArgs {
+            assignments: Some(assignments),
+            ..Default::default()
+        },
+    );
+    let body = response_with_body(
+        fb::ResponseBody::BeaconAckResponse,
+        table.as_union_value(),
+        &mut builder,
+    );
+    let (_, response) = decode_response(&body).unwrap();
+    let Ok(ResponseBody::BeaconAck(ack)) = response else {
+        panic!("decoded {response:?}");
+    };
+    assert_eq!(
+        ack.assignments,
+        vec![ReplicaAssignment {
+            app_id: 1,
+            ballot: 2,
+            primary: "127.0.0.1:34801".to_string(),
+            replica_count: 3,
+            ..ReplicaAssignment::default()
+        }]
+    );
+    assert_eq!(ack.assignments[0].handoff_to, "");
 }
 
 fn response_envelope(

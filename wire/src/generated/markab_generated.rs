@@ -775,6 +775,117 @@ impl<'a> ::flatbuffers::Verifiable for ReplicaRole {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ReplicaRole {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_BALANCER_OP: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_BALANCER_OP: u8 = 7;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_BALANCER_OP: [BalancerOp; 8] = [
+  BalancerOp::GetLevel,
+  BalancerOp::SetLevel,
+  BalancerOp::Balance,
+  BalancerOp::MovePrimary,
+  BalancerOp::CopyReplica,
+  BalancerOp::RemoveReplica,
+  BalancerOp::ListMoves,
+  BalancerOp::RemoveNode,
+];
+
+/// What an operator asks of meta's balancer. Same as the variants of
+/// `message::BalancerRequest` (the three moves of `Propose` flattened); any
+/// other value is rejected.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct BalancerOp(pub u8);
+#[allow(non_upper_case_globals)]
+impl BalancerOp {
+  pub const GetLevel: Self = Self(0);
+  pub const SetLevel: Self = Self(1);
+  pub const Balance: Self = Self(2);
+  pub const MovePrimary: Self = Self(3);
+  pub const CopyReplica: Self = Self(4);
+  pub const RemoveReplica: Self = Self(5);
+  pub const ListMoves: Self = Self(6);
+  pub const RemoveNode: Self = Self(7);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::GetLevel,
+    Self::SetLevel,
+    Self::Balance,
+    Self::MovePrimary,
+    Self::CopyReplica,
+    Self::RemoveReplica,
+    Self::ListMoves,
+    Self::RemoveNode,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::GetLevel => Some("GetLevel"),
+      Self::SetLevel => Some("SetLevel"),
+      Self::Balance => Some("Balance"),
+      Self::MovePrimary => Some("MovePrimary"),
+      Self::CopyReplica => Some("CopyReplica"),
+      Self::RemoveReplica => Some("RemoveReplica"),
+      Self::ListMoves => Some("ListMoves"),
+      Self::RemoveNode => Some("RemoveNode"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for BalancerOp {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for BalancerOp {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for BalancerOp {
+    type Output = BalancerOp;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for BalancerOp {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for BalancerOp {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for BalancerOp {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_PEER_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_PEER_KIND: u8 = 4;
@@ -874,10 +985,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for PeerKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 30;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 32;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 31] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 33] = [
   RequestBody::NONE,
   RequestBody::GetRequest,
   RequestBody::SetRequest,
@@ -909,6 +1020,8 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 31] = [
   RequestBody::RemoveSecondaryRequest,
   RequestBody::UpgradeLearnerRequest,
   RequestBody::PeerRequest,
+  RequestBody::SwitchPrimaryRequest,
+  RequestBody::BalancerRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -947,9 +1060,11 @@ impl RequestBody {
   pub const RemoveSecondaryRequest: Self = Self(28);
   pub const UpgradeLearnerRequest: Self = Self(29);
   pub const PeerRequest: Self = Self(30);
+  pub const SwitchPrimaryRequest: Self = Self(31);
+  pub const BalancerRequest: Self = Self(32);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 30;
+  pub const ENUM_MAX: u8 = 32;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::GetRequest,
@@ -982,6 +1097,8 @@ impl RequestBody {
     Self::RemoveSecondaryRequest,
     Self::UpgradeLearnerRequest,
     Self::PeerRequest,
+    Self::SwitchPrimaryRequest,
+    Self::BalancerRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1017,6 +1134,8 @@ impl RequestBody {
       Self::RemoveSecondaryRequest => Some("RemoveSecondaryRequest"),
       Self::UpgradeLearnerRequest => Some("UpgradeLearnerRequest"),
       Self::PeerRequest => Some("PeerRequest"),
+      Self::SwitchPrimaryRequest => Some("SwitchPrimaryRequest"),
+      Self::BalancerRequest => Some("BalancerRequest"),
       _ => None,
     }
   }
@@ -6143,6 +6262,326 @@ impl ::core::fmt::Debug for UpgradeLearnerRequest<'_> {
       ds.finish()
   }
 }
+pub enum SwitchPrimaryRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A primary hands its role over: at `ballot`, with no write in flight, it
+/// asks meta to make the secondary `node` the primary (the balancer asked it
+/// to through `ReplicaAssignment.handoff_to`).
+pub struct SwitchPrimaryRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SwitchPrimaryRequest<'a> {
+  type Inner = SwitchPrimaryRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SwitchPrimaryRequest<'a> {
+  pub const VT_GPID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BALLOT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SwitchPrimaryRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SwitchPrimaryRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SwitchPrimaryRequest<'bldr>> {
+    let mut builder = SwitchPrimaryRequestBuilder::new(_fbb);
+    builder.add_ballot(args.ballot);
+    if let Some(x) = args.node { builder.add_node(x); }
+    if let Some(x) = args.gpid { builder.add_gpid(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn gpid(&self) -> Option<&'a Gpid> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Gpid>(SwitchPrimaryRequest::VT_GPID, None)}
+  }
+  #[inline]
+  pub fn ballot(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(SwitchPrimaryRequest::VT_BALLOT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn node(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SwitchPrimaryRequest::VT_NODE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SwitchPrimaryRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<Gpid>("gpid", Self::VT_GPID, false)?
+     .visit_field::<i64>("ballot", Self::VT_BALLOT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("node", Self::VT_NODE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SwitchPrimaryRequestArgs<'a> {
+    pub gpid: Option<&'a Gpid>,
+    pub ballot: i64,
+    pub node: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for SwitchPrimaryRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SwitchPrimaryRequestArgs {
+      gpid: None,
+      ballot: 0,
+      node: None,
+    }
+  }
+}
+
+pub struct SwitchPrimaryRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SwitchPrimaryRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_gpid(&mut self, gpid: &Gpid) {
+    self.fbb_.push_slot_always::<&Gpid>(SwitchPrimaryRequest::VT_GPID, gpid);
+  }
+  #[inline]
+  pub fn add_ballot(&mut self, ballot: i64) {
+    self.fbb_.push_slot::<i64>(SwitchPrimaryRequest::VT_BALLOT, ballot, 0);
+  }
+  #[inline]
+  pub fn add_node(&mut self, node: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SwitchPrimaryRequest::VT_NODE, node);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SwitchPrimaryRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SwitchPrimaryRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SwitchPrimaryRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SwitchPrimaryRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SwitchPrimaryRequest");
+      ds.field("gpid", &self.gpid());
+      ds.field("ballot", &self.ballot());
+      ds.field("node", &self.node());
+      ds.finish()
+  }
+}
+pub enum BalancerRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The balancer's administration (shell to meta), answered with pairs.
+/// Which fields mean what depends on `op`; unused ones are absent:
+/// SetLevel: `level`; Balance: `flag` = apply the planned moves;
+/// MovePrimary: `gpid` (required), `to`; CopyReplica: `gpid` (required),
+/// `from`, `to`; RemoveReplica: `gpid` (required), `from` = the node whose
+/// secondary goes; RemoveNode: `from` = the node, `flag` = cancel.
+pub struct BalancerRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for BalancerRequest<'a> {
+  type Inner = BalancerRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> BalancerRequest<'a> {
+  pub const VT_OP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LEVEL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_GPID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FROM: ::flatbuffers::VOffsetT = 10;
+  pub const VT_TO: ::flatbuffers::VOffsetT = 12;
+  pub const VT_FLAG: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    BalancerRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args BalancerRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<BalancerRequest<'bldr>> {
+    let mut builder = BalancerRequestBuilder::new(_fbb);
+    if let Some(x) = args.to { builder.add_to(x); }
+    if let Some(x) = args.from { builder.add_from(x); }
+    if let Some(x) = args.gpid { builder.add_gpid(x); }
+    if let Some(x) = args.level { builder.add_level(x); }
+    builder.add_flag(args.flag);
+    builder.add_op(args.op);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn op(&self) -> BalancerOp {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<BalancerOp>(BalancerRequest::VT_OP, Some(BalancerOp::GetLevel)).unwrap()}
+  }
+  #[inline]
+  pub fn level(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BalancerRequest::VT_LEVEL, None)}
+  }
+  #[inline]
+  pub fn gpid(&self) -> Option<&'a Gpid> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Gpid>(BalancerRequest::VT_GPID, None)}
+  }
+  #[inline]
+  pub fn from(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BalancerRequest::VT_FROM, None)}
+  }
+  #[inline]
+  pub fn to(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BalancerRequest::VT_TO, None)}
+  }
+  #[inline]
+  pub fn flag(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(BalancerRequest::VT_FLAG, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for BalancerRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<BalancerOp>("op", Self::VT_OP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("level", Self::VT_LEVEL, false)?
+     .visit_field::<Gpid>("gpid", Self::VT_GPID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("from", Self::VT_FROM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("to", Self::VT_TO, false)?
+     .visit_field::<bool>("flag", Self::VT_FLAG, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BalancerRequestArgs<'a> {
+    pub op: BalancerOp,
+    pub level: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub gpid: Option<&'a Gpid>,
+    pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub to: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub flag: bool,
+}
+impl<'a> Default for BalancerRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    BalancerRequestArgs {
+      op: BalancerOp::GetLevel,
+      level: None,
+      gpid: None,
+      from: None,
+      to: None,
+      flag: false,
+    }
+  }
+}
+
+pub struct BalancerRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BalancerRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_op(&mut self, op: BalancerOp) {
+    self.fbb_.push_slot::<BalancerOp>(BalancerRequest::VT_OP, op, BalancerOp::GetLevel);
+  }
+  #[inline]
+  pub fn add_level(&mut self, level: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BalancerRequest::VT_LEVEL, level);
+  }
+  #[inline]
+  pub fn add_gpid(&mut self, gpid: &Gpid) {
+    self.fbb_.push_slot_always::<&Gpid>(BalancerRequest::VT_GPID, gpid);
+  }
+  #[inline]
+  pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BalancerRequest::VT_FROM, from);
+  }
+  #[inline]
+  pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BalancerRequest::VT_TO, to);
+  }
+  #[inline]
+  pub fn add_flag(&mut self, flag: bool) {
+    self.fbb_.push_slot::<bool>(BalancerRequest::VT_FLAG, flag, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BalancerRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    BalancerRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<BalancerRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for BalancerRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("BalancerRequest");
+      ds.field("op", &self.op());
+      ds.field("level", &self.level());
+      ds.field("gpid", &self.gpid());
+      ds.field("from", &self.from());
+      ds.field("to", &self.to());
+      ds.field("flag", &self.flag());
+      ds.finish()
+  }
+}
 pub enum PeerMutationOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7126,6 +7565,36 @@ impl<'a> RequestEnvelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_switch_primary_request(&self) -> Option<SwitchPrimaryRequest<'a>> {
+    if self.body_type() == RequestBody::SwitchPrimaryRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SwitchPrimaryRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_balancer_request(&self) -> Option<BalancerRequest<'a>> {
+    if self.body_type() == RequestBody::BalancerRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { BalancerRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestEnvelope<'_> {
@@ -7171,6 +7640,8 @@ impl ::flatbuffers::Verifiable for RequestEnvelope<'_> {
           RequestBody::RemoveSecondaryRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RemoveSecondaryRequest>>("RequestBody::RemoveSecondaryRequest", pos),
           RequestBody::UpgradeLearnerRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UpgradeLearnerRequest>>("RequestBody::UpgradeLearnerRequest", pos),
           RequestBody::PeerRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PeerRequest>>("RequestBody::PeerRequest", pos),
+          RequestBody::SwitchPrimaryRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SwitchPrimaryRequest>>("RequestBody::SwitchPrimaryRequest", pos),
+          RequestBody::BalancerRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BalancerRequest>>("RequestBody::BalancerRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -7465,6 +7936,20 @@ impl ::core::fmt::Debug for RequestEnvelope<'_> {
         },
         RequestBody::PeerRequest => {
           if let Some(x) = self.body_as_peer_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::SwitchPrimaryRequest => {
+          if let Some(x) = self.body_as_switch_primary_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::BalancerRequest => {
+          if let Some(x) = self.body_as_balancer_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -9530,6 +10015,10 @@ impl<'a> NodeInfo<'a> {
   pub const VT_ALIVE: ::flatbuffers::VOffsetT = 8;
   pub const VT_REPLICA_COUNT: ::flatbuffers::VOffsetT = 10;
   pub const VT_LAST_BEACON_MS_AGO: ::flatbuffers::VOffsetT = 12;
+  pub const VT_PRIMARY_COUNT: ::flatbuffers::VOffsetT = 14;
+  pub const VT_SHARD_REPLICA_COUNTS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_SHARD_PRIMARY_COUNTS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_REMOVING: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -9542,9 +10031,13 @@ impl<'a> NodeInfo<'a> {
   ) -> ::flatbuffers::WIPOffset<NodeInfo<'bldr>> {
     let mut builder = NodeInfoBuilder::new(_fbb);
     builder.add_last_beacon_ms_ago(args.last_beacon_ms_ago);
+    if let Some(x) = args.shard_primary_counts { builder.add_shard_primary_counts(x); }
+    if let Some(x) = args.shard_replica_counts { builder.add_shard_replica_counts(x); }
+    builder.add_primary_count(args.primary_count);
     builder.add_replica_count(args.replica_count);
     if let Some(x) = args.shard_addresses { builder.add_shard_addresses(x); }
     if let Some(x) = args.node { builder.add_node(x); }
+    builder.add_removing(args.removing);
     builder.add_alive(args.alive);
     builder.finish()
   }
@@ -9585,6 +10078,41 @@ impl<'a> NodeInfo<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(NodeInfo::VT_LAST_BEACON_MS_AGO, Some(0)).unwrap()}
   }
+  /// Primaries meta has placed on it (appended for balancing).
+  #[inline]
+  pub fn primary_count(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(NodeInfo::VT_PRIMARY_COUNT, Some(0)).unwrap()}
+  }
+  /// Replicas meta has placed on each of its shards, by shard index
+  /// (appended for balancing).
+  #[inline]
+  pub fn shard_replica_counts(&self) -> Option<::flatbuffers::Vector<'a, i32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(NodeInfo::VT_SHARD_REPLICA_COUNTS, None)}
+  }
+  /// Primaries meta has placed on each of its shards, by shard index
+  /// (appended for balancing).
+  #[inline]
+  pub fn shard_primary_counts(&self) -> Option<::flatbuffers::Vector<'a, i32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(NodeInfo::VT_SHARD_PRIMARY_COUNTS, None)}
+  }
+  /// Being removed: meta moves its replicas away and places nothing new on
+  /// it (appended for balancing).
+  #[inline]
+  pub fn removing(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(NodeInfo::VT_REMOVING, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for NodeInfo<'_> {
@@ -9598,6 +10126,10 @@ impl ::flatbuffers::Verifiable for NodeInfo<'_> {
      .visit_field::<bool>("alive", Self::VT_ALIVE, false)?
      .visit_field::<i32>("replica_count", Self::VT_REPLICA_COUNT, false)?
      .visit_field::<u64>("last_beacon_ms_ago", Self::VT_LAST_BEACON_MS_AGO, false)?
+     .visit_field::<i32>("primary_count", Self::VT_PRIMARY_COUNT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>("shard_replica_counts", Self::VT_SHARD_REPLICA_COUNTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>("shard_primary_counts", Self::VT_SHARD_PRIMARY_COUNTS, false)?
+     .visit_field::<bool>("removing", Self::VT_REMOVING, false)?
      .finish();
     Ok(())
   }
@@ -9608,6 +10140,10 @@ pub struct NodeInfoArgs<'a> {
     pub alive: bool,
     pub replica_count: i32,
     pub last_beacon_ms_ago: u64,
+    pub primary_count: i32,
+    pub shard_replica_counts: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
+    pub shard_primary_counts: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
+    pub removing: bool,
 }
 impl<'a> Default for NodeInfoArgs<'a> {
   #[inline]
@@ -9618,6 +10154,10 @@ impl<'a> Default for NodeInfoArgs<'a> {
       alive: false,
       replica_count: 0,
       last_beacon_ms_ago: 0,
+      primary_count: 0,
+      shard_replica_counts: None,
+      shard_primary_counts: None,
+      removing: false,
     }
   }
 }
@@ -9648,6 +10188,22 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NodeInfoBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(NodeInfo::VT_LAST_BEACON_MS_AGO, last_beacon_ms_ago, 0);
   }
   #[inline]
+  pub fn add_primary_count(&mut self, primary_count: i32) {
+    self.fbb_.push_slot::<i32>(NodeInfo::VT_PRIMARY_COUNT, primary_count, 0);
+  }
+  #[inline]
+  pub fn add_shard_replica_counts(&mut self, shard_replica_counts: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , i32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NodeInfo::VT_SHARD_REPLICA_COUNTS, shard_replica_counts);
+  }
+  #[inline]
+  pub fn add_shard_primary_counts(&mut self, shard_primary_counts: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , i32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NodeInfo::VT_SHARD_PRIMARY_COUNTS, shard_primary_counts);
+  }
+  #[inline]
+  pub fn add_removing(&mut self, removing: bool) {
+    self.fbb_.push_slot::<bool>(NodeInfo::VT_REMOVING, removing, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NodeInfoBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     NodeInfoBuilder {
@@ -9670,6 +10226,10 @@ impl ::core::fmt::Debug for NodeInfo<'_> {
       ds.field("alive", &self.alive());
       ds.field("replica_count", &self.replica_count());
       ds.field("last_beacon_ms_ago", &self.last_beacon_ms_ago());
+      ds.field("primary_count", &self.primary_count());
+      ds.field("shard_replica_counts", &self.shard_replica_counts());
+      ds.field("shard_primary_counts", &self.shard_primary_counts());
+      ds.field("removing", &self.removing());
       ds.finish()
   }
 }
@@ -9895,6 +10455,7 @@ impl<'a> ReplicaAssignment<'a> {
   pub const VT_MEMBER_ADDRESSES: ::flatbuffers::VOffsetT = 20;
   pub const VT_LEARNERS: ::flatbuffers::VOffsetT = 22;
   pub const VT_REPLICA_COUNT: ::flatbuffers::VOffsetT = 24;
+  pub const VT_HANDOFF_TO: ::flatbuffers::VOffsetT = 26;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -9907,6 +10468,7 @@ impl<'a> ReplicaAssignment<'a> {
   ) -> ::flatbuffers::WIPOffset<ReplicaAssignment<'bldr>> {
     let mut builder = ReplicaAssignmentBuilder::new(_fbb);
     builder.add_ballot(args.ballot);
+    if let Some(x) = args.handoff_to { builder.add_handoff_to(x); }
     builder.add_replica_count(args.replica_count);
     if let Some(x) = args.learners { builder.add_learners(x); }
     if let Some(x) = args.member_addresses { builder.add_member_addresses(x); }
@@ -10004,6 +10566,16 @@ impl<'a> ReplicaAssignment<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i32>(ReplicaAssignment::VT_REPLICA_COUNT, Some(0)).unwrap()}
   }
+  /// The secondary node id the primary should hand its role to (the
+  /// balancer's primary switch); absent or empty = none (appended for
+  /// balancing).
+  #[inline]
+  pub fn handoff_to(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ReplicaAssignment::VT_HANDOFF_TO, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ReplicaAssignment<'_> {
@@ -10023,6 +10595,7 @@ impl ::flatbuffers::Verifiable for ReplicaAssignment<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("member_addresses", Self::VT_MEMBER_ADDRESSES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("learners", Self::VT_LEARNERS, false)?
      .visit_field::<i32>("replica_count", Self::VT_REPLICA_COUNT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("handoff_to", Self::VT_HANDOFF_TO, false)?
      .finish();
     Ok(())
   }
@@ -10039,6 +10612,7 @@ pub struct ReplicaAssignmentArgs<'a> {
     pub member_addresses: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
     pub learners: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
     pub replica_count: i32,
+    pub handoff_to: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for ReplicaAssignmentArgs<'a> {
   #[inline]
@@ -10055,6 +10629,7 @@ impl<'a> Default for ReplicaAssignmentArgs<'a> {
       member_addresses: None,
       learners: None,
       replica_count: 0,
+      handoff_to: None,
     }
   }
 }
@@ -10109,6 +10684,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicaAssignmentBuilder<'a, 
     self.fbb_.push_slot::<i32>(ReplicaAssignment::VT_REPLICA_COUNT, replica_count, 0);
   }
   #[inline]
+  pub fn add_handoff_to(&mut self, handoff_to: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicaAssignment::VT_HANDOFF_TO, handoff_to);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicaAssignmentBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ReplicaAssignmentBuilder {
@@ -10137,6 +10716,7 @@ impl ::core::fmt::Debug for ReplicaAssignment<'_> {
       ds.field("member_addresses", &self.member_addresses());
       ds.field("learners", &self.learners());
       ds.field("replica_count", &self.replica_count());
+      ds.field("handoff_to", &self.handoff_to());
       ds.finish()
   }
 }
