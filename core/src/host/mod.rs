@@ -859,11 +859,13 @@ impl<I: HostIo> ShardHost<I> {
             feed(shared, gpid, replica, Input::Config(config));
             publish(shared, gpid, replica);
         }
-        // The balancer's handoff rides on every assignment (the core
-        // ignores it unless it is this ballot's primary), so one lost ack
-        // only delays it and its end is heard as soon as it is asked.
-        let to = (!assignment.handoff_to.is_empty()).then(|| shared.id(&assignment.handoff_to));
-        feed(shared, gpid, replica, Input::Handoff { ballot, to });
+        // The balancer's handoff rides on every assignment, so one lost ack
+        // only delays it and its end is heard as soon as it is asked; only
+        // a primary acts on it.
+        if replica.core.role() == Role::Primary {
+            let to = (!assignment.handoff_to.is_empty()).then(|| shared.id(&assignment.handoff_to));
+            feed(shared, gpid, replica, Input::Handoff { ballot, to });
+        }
     }
 
     // ---- clients ----

@@ -113,9 +113,7 @@ impl MetaState {
                 (from, to)
             }
         };
-        (partition.primary.node == *from
-            && partition.secondaries.iter().any(|place| place.node == *to))
-        .then(|| to.clone())
+        (partition.primary.node == *from && partition.has_secondary(to)).then(|| to.clone())
     }
 
     /// The primary's `SwitchPrimary`: honoured at the current ballot, from
@@ -129,10 +127,8 @@ impl MetaState {
         now_ms: u64,
     ) -> Step {
         let asked = self
-            .data
-            .tables
-            .get(&gpid.app_id)
-            .and_then(|table| table.partitions.get(gpid.partition_index.max(0) as usize))
+            .partition(gpid)
+            .ok()
             .and_then(|partition| self.handoff_target(gpid, partition));
         if asked.as_deref() != Some(node) {
             return Step::error(
@@ -151,10 +147,7 @@ impl MetaState {
             reconfig::on_switch_request,
         );
         if step.persist.is_some() {
-            let old = self.data.tables[&gpid.app_id].partitions[gpid.partition_index as usize]
-                .primary
-                .node
-                .clone();
+            let old = self.partition(gpid).expect("switched").primary.node.clone();
             self.balancer.switched.insert(gpid, (old, now_ms));
         }
         step
@@ -181,16 +174,24 @@ impl MetaState {
         !recent_switch && !fresh_meta
     }
 
-    /// Whether `node`'s last beacon reports its replica of `gpid` at
-    /// `ballot` or newer: it took the configuration, so it knows its role
-    /// in it (meta removes a member it moves away only then).
-    fn took_ballot(&self, node: &str, gpid: Gpid, ballot: i64) -> bool {
-        self.nodes.get(node).is_some_and(|record| {
+    /// Whether meta may move `node` out of `partition` by itself: the
+    /// node's last beacon reports its replica at the partition's ballot or
+    /// newer (it took the configuration, so it knows it is no primary), and
+    /// [`MetaState::may_remove`] agrees.
+    fn stepped_down(
+        &self,
+        gpid: Gpid,
+        partition: &StoredPartition,
+        node: &str,
+        now_ms: u64,
+    ) -> bool {
+        let took_ballot = self.nodes.get(node).is_some_and(|record| {
             record
                 .replicas
                 .iter()
-                .any(|replica| replica.gpid == gpid && replica.ballot >= ballot)
-        })
+                .any(|replica| replica.gpid == gpid && replica.ballot >= partition.ballot)
+        });
+        took_ballot && self.may_remove(gpid, node, now_ms)
     }
 
     /// Whether every member of `partition` is alive.
@@ -255,25 +256,16 @@ impl MetaState {
     fn step_move(&mut self, gpid: Gpid, now_ms: u64) -> Result<Option<Change>, &'static str> {
         let active = self.balancer.moves[&gpid].clone();
         let index = gpid.partition_index.max(0) as usize;
-        let Some(partition) = self
-            .data
-            .tables
-            .get(&gpid.app_id)
-            .filter(|table| table.is_available())
-            .and_then(|table| table.partitions.get(index))
-        else {
+        let Ok(partition) = self.partition(gpid) else {
             return Err("cancelled");
         };
-        let is_secondary = |node: &str| partition.secondaries.iter().any(|p| p.node == node);
-        let is_learner = |node: &str| partition.learners.iter().any(|p| p.node == node);
-        let is_member = |node: &str| partition.places().any(|p| p.node == node);
         let elapsed_ms = now_ms.saturating_sub(active.started_ms);
         match &active.kind {
             MoveKind::SwitchPrimary { from, to } => {
                 if partition.primary.node == *to {
                     return Err("ok");
                 }
-                if partition.primary.node != *from || !is_secondary(to) {
+                if partition.primary.node != *from || !partition.has_secondary(to) {
                     return Err("cancelled");
                 }
                 if elapsed_ms >= SWITCH_TIMEOUT_MS {
@@ -282,8 +274,8 @@ impl MetaState {
                 Ok(None)
             }
             MoveKind::MoveReplica { from, to, shard } => {
-                if !is_member(to) {
-                    if active.learner_added || !is_member(from) {
+                if !partition.holds(to) {
+                    if active.learner_added || !partition.holds(from) {
                         return Err("cancelled");
                     }
                     if !partition.learners.is_empty() || !self.healthy(partition, now_ms) {
@@ -296,14 +288,7 @@ impl MetaState {
                     else {
                         return Err("cancelled");
                     };
-                    // A node opens a replica on one shard only: where its
-                    // last beacon says it still keeps one of the partition,
-                    // if it does (**replica-stays-on-its-shard**).
-                    let shard = record
-                        .replicas
-                        .iter()
-                        .find(|replica| replica.gpid == gpid)
-                        .map_or(*shard, |replica| replica.shard);
+                    let shard = self.kept_shard(to, gpid).unwrap_or(*shard);
                     let Some(address) = usize::try_from(shard)
                         .ok()
                         .and_then(|at| record.shard_addresses.get(at))
@@ -325,14 +310,14 @@ impl MetaState {
                         .learner_added = true;
                     return Ok(Some(((gpid.app_id, index), next)));
                 }
-                if is_learner(to) {
+                if partition.has_learner(to) {
                     if elapsed_ms >= COPY_TIMEOUT_MS {
                         return Err("timed_out");
                     }
                     return Ok(None);
                 }
                 // `to` is a secondary or the primary now.
-                if !is_member(from) {
+                if !partition.holds(from) {
                     return Err("ok");
                 }
                 if partition.primary.node == *from {
@@ -343,18 +328,10 @@ impl MetaState {
                     }
                     return Ok(None);
                 }
-                if !self.took_ballot(from, gpid, partition.ballot)
-                    || !self.may_remove(gpid, from, now_ms)
-                {
+                if !self.stepped_down(gpid, partition, from, now_ms) {
                     return Ok(None); // it may still think it is the primary
                 }
-                let members = ReplicaMembers::of(partition, &[]);
-                let mut config = members.config.clone();
-                let id = members.id(from).expect("a member");
-                config.secondaries.retain(|held| *held != id);
-                config.learners.retain(|held| *held != id);
-                config.ballot += 1;
-                let removed = members.stored(partition, &config, &[]);
+                let removed = without(partition, from).expect("a secondary");
                 self.finish_move(gpid, "ok");
                 Ok(Some(((gpid.app_id, index), removed)))
             }
@@ -398,17 +375,11 @@ impl MetaState {
                     .expect("more than one member")
                     .node
                     .clone();
-                if !self.took_ballot(&extra, gpid, partition.ballot)
-                    || !self.may_remove(gpid, &extra, now_ms)
-                {
+                if !self.stepped_down(gpid, partition, &extra, now_ms) {
                     continue;
                 }
-                let members = ReplicaMembers::of(partition, &[]);
-                let mut config = members.config.clone();
-                let id = members.id(&extra).expect("a member");
-                config.secondaries.retain(|held| *held != id);
-                config.ballot += 1;
-                changes.push(((*app_id, index), members.stored(partition, &config, &[])));
+                let removed = without(partition, &extra).expect("a secondary");
+                changes.push(((*app_id, index), removed));
             }
         }
         changes
@@ -459,9 +430,7 @@ impl MetaState {
                     gpid,
                     primary,
                     secondaries,
-                    busy: !stored.learners.is_empty()
-                        || self.balancer.moves.contains_key(&gpid)
-                        || stored.learners.iter().any(|l| place(l).is_none()),
+                    busy: !stored.learners.is_empty() || self.balancer.moves.contains_key(&gpid),
                 });
             }
         }
@@ -609,28 +578,9 @@ impl MetaState {
             | ProposedMove::CopyReplica { gpid, .. }
             | ProposedMove::RemoveReplica { gpid, .. } => *gpid,
         };
-        let Some(table) = self
-            .data
-            .tables
-            .get(&gpid.app_id)
-            .filter(|table| table.is_available())
-        else {
-            return Step::error(
-                ErrorCode::UnknownTable,
-                format!("no available table has app_id {}", gpid.app_id),
-            );
-        };
-        let Some(partition) = usize::try_from(gpid.partition_index)
-            .ok()
-            .and_then(|index| table.partitions.get(index))
-        else {
-            return Step::error(
-                ErrorCode::UnknownPartition,
-                format!(
-                    "table {:?} has no partition {} (it has {})",
-                    table.name, gpid.partition_index, table.partition_count
-                ),
-            );
+        let partition = match self.partition(gpid) {
+            Ok(partition) => partition,
+            Err(error) => return Step::reply(Err(error)),
         };
         let invalid = |message: String| {
             Step::error(
@@ -647,11 +597,9 @@ impl MetaState {
         if !self.healthy(partition, now_ms) {
             return invalid("a member is dead; failure handling comes first".into());
         }
-        let is_secondary = |node: &str| partition.secondaries.iter().any(|p| p.node == node);
-        let is_member = |node: &str| partition.places().any(|p| p.node == node);
         match proposed {
             ProposedMove::MovePrimary { to, .. } => {
-                if !is_secondary(to) {
+                if !partition.has_secondary(to) {
                     return invalid(format!(
                         "{to} is not a secondary of it (its primary is {}); a primary moves only to a secondary",
                         partition.primary.node
@@ -666,10 +614,10 @@ impl MetaState {
                 pairs(vec![(gpid_name(gpid), described)])
             }
             ProposedMove::CopyReplica { from, to, .. } => {
-                if !is_member(from) {
+                if !partition.holds(from) {
                     return invalid(format!("{from} holds no replica of it"));
                 }
-                if is_member(to) {
+                if partition.holds(to) {
                     return invalid(format!(
                         "{to} holds a replica of it already; two replicas of a partition never share a node"
                     ));
@@ -698,20 +646,15 @@ impl MetaState {
                         "{node} is its primary; move the primary first (propose move_primary)"
                     ));
                 }
-                if !is_secondary(node) {
+                if !partition.has_secondary(node) {
                     return invalid(format!("{node} is not a secondary of it"));
                 }
-                let members = ReplicaMembers::of(partition, &[]);
-                let mut config = members.config.clone();
-                let id = members.id(node).expect("a member");
-                config.secondaries.retain(|held| *held != id);
-                config.ballot += 1;
+                let removed = without(partition, node).expect("a secondary");
                 let mut next = self.successor();
                 next.tables
                     .get_mut(&gpid.app_id)
                     .expect("found above")
-                    .partitions[gpid.partition_index as usize] =
-                    members.stored(partition, &config, &[]);
+                    .partitions[gpid.partition_index as usize] = removed;
                 Step {
                     reply: Ok(ResponseBody::Pairs(vec![(
                         gpid_name(gpid),
@@ -766,6 +709,13 @@ impl MetaState {
             persist,
         }
     }
+}
+
+/// `partition` without its secondary or learner `node`, under ballot + 1.
+fn without(partition: &StoredPartition, node: &str) -> Option<StoredPartition> {
+    let members = ReplicaMembers::of(partition, &[]);
+    let config = reconfig::without_member(&members.config, members.id(node)?)?;
+    Some(members.stored(partition, &config, &[]))
 }
 
 fn pairs(pairs: Vec<(String, String)>) -> Step {

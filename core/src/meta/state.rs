@@ -158,6 +158,19 @@ impl StoredPartition {
             .chain(&self.secondaries)
             .chain(&self.learners)
     }
+
+    /// Whether `node` holds a replica of it (learners included).
+    fn holds(&self, node: &str) -> bool {
+        self.places().any(|place| place.node == node)
+    }
+
+    fn has_secondary(&self, node: &str) -> bool {
+        self.secondaries.iter().any(|place| place.node == node)
+    }
+
+    fn has_learner(&self, node: &str) -> bool {
+        self.learners.iter().any(|place| place.node == node)
+    }
 }
 
 /// A table as meta persists it.
@@ -771,11 +784,9 @@ impl MetaState {
                     app_id: *app_id,
                     partition_index: index as i32,
                 };
-                let kept_on = self.nodes[&added]
-                    .replicas
-                    .iter()
-                    .find(|replica| replica.gpid == gpid)
-                    .and_then(|replica| usize::try_from(replica.shard).ok());
+                let kept_on = self
+                    .kept_shard(&added, gpid)
+                    .and_then(|shard| usize::try_from(shard).ok());
                 let shards = shard_load.get_mut(&added).expect("an alive node");
                 let shard = match kept_on.filter(|shard| *shard < shards.len()) {
                     Some(shard) => shard,
@@ -891,28 +902,9 @@ impl MetaState {
                 format!("{what} needs replication (meta config replication = true)"),
             );
         }
-        let Some(table) = self
-            .data
-            .tables
-            .get(&gpid.app_id)
-            .filter(|table| table.is_available())
-        else {
-            return Step::error(
-                ErrorCode::UnknownTable,
-                format!("no available table has app_id {}", gpid.app_id),
-            );
-        };
-        let Some(partition) = usize::try_from(gpid.partition_index)
-            .ok()
-            .and_then(|index| table.partitions.get(index))
-        else {
-            return Step::error(
-                ErrorCode::UnknownPartition,
-                format!(
-                    "table {:?} has no partition {} (it has {})",
-                    table.name, gpid.partition_index, table.partition_count
-                ),
-            );
+        let partition = match self.partition(gpid) {
+            Ok(partition) => partition,
+            Err(error) => return Step::reply(Err(error)),
         };
         let members = ReplicaMembers::of(partition, &[node]);
         let requester = members
@@ -1721,6 +1713,46 @@ impl MetaState {
                     .iter()
                     .any(|replica| replica.gpid.app_id == app_id)
         })
+    }
+
+    /// The partition `gpid` of an available table; `UNKNOWN_TABLE` or
+    /// `UNKNOWN_PARTITION` when there is none.
+    fn partition(&self, gpid: Gpid) -> Result<&StoredPartition, OpError> {
+        let table = self
+            .data
+            .tables
+            .get(&gpid.app_id)
+            .filter(|table| table.is_available())
+            .ok_or_else(|| {
+                OpError::new(
+                    ErrorCode::UnknownTable,
+                    format!("no available table has app_id {}", gpid.app_id),
+                )
+            })?;
+        usize::try_from(gpid.partition_index)
+            .ok()
+            .and_then(|index| table.partitions.get(index))
+            .ok_or_else(|| {
+                OpError::new(
+                    ErrorCode::UnknownPartition,
+                    format!(
+                        "table {:?} has no partition {} (it has {})",
+                        table.name, gpid.partition_index, table.partition_count
+                    ),
+                )
+            })
+    }
+
+    /// The shard on which `node`'s last beacon says it keeps a replica of
+    /// `gpid`, if it does: a node opens a replica on one shard only
+    /// (**replica-stays-on-its-shard**).
+    fn kept_shard(&self, node: &str, gpid: Gpid) -> Option<i32> {
+        self.nodes
+            .get(node)?
+            .replicas
+            .iter()
+            .find(|replica| replica.gpid == gpid)
+            .map(|replica| replica.shard)
     }
 
     fn find_available(&self, name: &str) -> Option<(i32, &StoredTable)> {

@@ -108,17 +108,23 @@ pub fn on_remove_request(
     node: NodeId,
 ) -> Result<PartitionConfig, ReconfigError> {
     check_primary_request(config, requester, ballot)?;
+    without_member(config, node).ok_or(ReconfigError::NotSecondary { node })
+}
+
+/// The configuration without the secondary or learner `node`, under
+/// ballot + 1; `None` when `node` is neither (a primary is never removed
+/// so: it hands its role over or is replaced first).
+pub fn without_member(config: &PartitionConfig, node: NodeId) -> Option<PartitionConfig> {
     if !config.secondaries.contains(&node) && !config.learners.contains(&node) {
-        return Err(ReconfigError::NotSecondary { node });
+        return None;
     }
     let without = |nodes: &[NodeId]| nodes.iter().copied().filter(|held| *held != node).collect();
-    Ok(changed(
+    changed(
         config,
         config.primary,
         without(&config.secondaries),
         without(&config.learners),
     )
-    .expect("a replica was removed"))
 }
 
 /// The configuration after the primary `requester` (at `ballot`) asked to

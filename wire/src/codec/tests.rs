@@ -1086,6 +1086,16 @@ fn finished(builder: &mut FlatBufferBuilder<'static>) -> Vec<u8> {
     builder.finished_data().to_vec()
 }
 
+/// A request envelope around a balancer request built from `args`.
+fn balancer_body(builder: &mut Builder, args: &fb::BalancerRequestArgs) -> Vec<u8> {
+    let table = fb::BalancerRequest::create(builder, args);
+    request_with_body(
+        fb::RequestBody::BalancerRequest,
+        Some(table.as_union_value()),
+        builder,
+    )
+}
+
 fn request_with_body(
     body_type: fb::RequestBody,
     body: Option<Union>,
@@ -1511,18 +1521,13 @@ fn invalid_balancer_messages_are_rejected() {
     // Proves an unknown balancer op, a balancer move without a gpid and a switch_primary without a gpid are Invalid, with their request id still readable.
     for op in [8u8, 200, 255] {
         let mut builder = FlatBufferBuilder::new();
-        let table = fb::BalancerRequest::create(
+        let body = balancer_body(
             &mut builder,
             &fb::BalancerRequestArgs {
                 op: fb::BalancerOp(op),
                 flag: true,
                 ..Default::default()
             },
-        );
-        let body = request_with_body(
-            fb::RequestBody::BalancerRequest,
-            Some(table.as_union_value()),
-            &mut builder,
         );
         assert_invalid(decode_request(&body), &format!("unknown balancer op {op}"));
         assert_eq!(peek_request_id(&body), Some(77));
@@ -1535,7 +1540,7 @@ fn invalid_balancer_messages_are_rejected() {
     ] {
         let mut builder = FlatBufferBuilder::new();
         let to = builder.create_string("127.0.0.1:34901");
-        let table = fb::BalancerRequest::create(
+        let body = balancer_body(
             &mut builder,
             &fb::BalancerRequestArgs {
                 op,
@@ -1543,11 +1548,6 @@ fn invalid_balancer_messages_are_rejected() {
                 to: Some(to),
                 ..Default::default()
             },
-        );
-        let body = request_with_body(
-            fb::RequestBody::BalancerRequest,
-            Some(table.as_union_value()),
-            &mut builder,
         );
         assert_invalid(decode_request(&body), "balancer move carries no gpid");
     }
@@ -1573,17 +1573,12 @@ fn invalid_balancer_messages_are_rejected() {
 fn balancer_fields_absent_decode_as_empty_defaults() {
     // Proves a balancer request with only its op decodes with empty strings and false flags, and fields its op does not use are ignored.
     let mut builder = FlatBufferBuilder::new();
-    let table = fb::BalancerRequest::create(
+    let body = balancer_body(
         &mut builder,
         &fb::BalancerRequestArgs {
             op: fb::BalancerOp::SetLevel,
             ..Default::default()
         },
-    );
-    let body = request_with_body(
-        fb::RequestBody::BalancerRequest,
-        Some(table.as_union_value()),
-        &mut builder,
     );
     assert_eq!(
         decode_request(&body).unwrap().1,
@@ -1593,17 +1588,12 @@ fn balancer_fields_absent_decode_as_empty_defaults() {
     );
 
     let mut builder = FlatBufferBuilder::new();
-    let table = fb::BalancerRequest::create(
+    let body = balancer_body(
         &mut builder,
         &fb::BalancerRequestArgs {
             op: fb::BalancerOp::RemoveNode,
             ..Default::default()
         },
-    );
-    let body = request_with_body(
-        fb::RequestBody::BalancerRequest,
-        Some(table.as_union_value()),
-        &mut builder,
     );
     assert_eq!(
         decode_request(&body).unwrap().1,
@@ -1617,7 +1607,7 @@ fn balancer_fields_absent_decode_as_empty_defaults() {
     let gpid = fb::Gpid::new(1, 2);
     let level = builder.create_string("steady");
     let from = builder.create_string("a");
-    let table = fb::BalancerRequest::create(
+    let body = balancer_body(
         &mut builder,
         &fb::BalancerRequestArgs {
             op: fb::BalancerOp::ListMoves,
@@ -1627,11 +1617,6 @@ fn balancer_fields_absent_decode_as_empty_defaults() {
             to: None,
             flag: true,
         },
-    );
-    let body = request_with_body(
-        fb::RequestBody::BalancerRequest,
-        Some(table.as_union_value()),
-        &mut builder,
     );
     assert_eq!(
         decode_request(&body).unwrap().1,
