@@ -153,16 +153,21 @@ impl MetaState {
         step
     }
 
+    /// How long after a switch (or meta's start) the old primary may still
+    /// serve under its lease: a lease plus a beacon interval.
+    fn switch_wait_ms(&self) -> u64 {
+        self.settings.replication.map_or(0, |replication| {
+            replication.lease_ms + replication.beacon_interval_ms
+        })
+    }
+
     /// Whether `node` may leave `gpid`'s configuration now without two
     /// primaries serving at once: it is not a primary that handed off less
     /// than a lease (plus a beacon interval) ago, and no meta that started
     /// less than that ago could have missed such a switch
     /// (**switch-serves-after-old-primary-steps-down**).
     pub(super) fn may_remove(&self, gpid: Gpid, node: &str, now_ms: u64) -> bool {
-        let Some(replication) = self.settings.replication else {
-            return true;
-        };
-        let wait_ms = replication.lease_ms + replication.beacon_interval_ms;
+        let wait_ms = self.switch_wait_ms();
         let recent_switch = self
             .balancer
             .switched
@@ -216,6 +221,12 @@ impl MetaState {
             }
             return Vec::new();
         }
+        // A switch older than the wait constrains nothing any more: the
+        // map stays as small as the switches of one lease.
+        let wait_ms = self.switch_wait_ms();
+        self.balancer
+            .switched
+            .retain(|_, (_, at_ms)| now_ms < *at_ms + wait_ms);
         let mut changes = Vec::new();
         let gpids: Vec<Gpid> = self.balancer.moves.keys().copied().collect();
         for gpid in gpids {
