@@ -99,7 +99,8 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
         "{seeds} seeds on {threads} thread(s) in {:.1} s: {} events, {} ops ({} completed), {} decrees committed, \
          {} crashes, {} configurations, {} primary changes, {} learners promoted \
          ({} learned from a log, {} copies installed in {} chunks), {} meta crashes, {} nodes paused, \
-         {} torn log tails, {} ballot write failures, {} log truncations, {} final reads",
+         {} torn log tails, {} ballot write failures, {} log truncations, {} final reads, \
+         {} primary switches and {} replica moves by the balancer",
         started.elapsed().as_secs_f64(),
         total.events,
         total.operations,
@@ -118,7 +119,19 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
         total.counters.ballot_failures,
         total.counters.truncations,
         total.final_reads,
+        total.counters.switches_done,
+        total.counters.replica_moves_done,
     );
+    // Half the seeds balance (meta level lively): over many seeds both
+    // kinds of move must get done, not only be started and given up.
+    if seeds >= 100 && failed.is_empty() {
+        assert!(
+            total.counters.switches_done > 0 && total.counters.replica_moves_done > 0,
+            "the balancer finished {} primary switches and {} replica moves over {seeds} seeds",
+            total.counters.switches_done,
+            total.counters.replica_moves_done
+        );
+    }
     assert!(
         failed.is_empty(),
         "{} seed(s) failed:\n{}",

@@ -790,13 +790,25 @@ impl<I: HostIo> ShardHost<I> {
             0 => u64::MAX,
             lease_ms => ack.sent_ms.saturating_add(lease_ms),
         };
-        for (gpid, ballot) in ack.leases {
+        for grant in ack.leases {
+            let (gpid, ballot) = (grant.gpid, grant.ballot);
             if let Some(replica) = self.replicas.get_mut(&gpid) {
                 feed(
                     &mut self.shared,
                     gpid,
                     replica,
                     Input::Lease { ballot, until_ms },
+                );
+                // The balancer's handoff rides on every ack like the lease
+                // (one lost ack only delays it, and its end is heard as
+                // soon as meta gives it up); the core takes it only as the
+                // primary of that ballot.
+                let to = (!grant.handoff_to.is_empty()).then(|| self.shared.id(&grant.handoff_to));
+                feed(
+                    &mut self.shared,
+                    gpid,
+                    replica,
+                    Input::Handoff { ballot, to },
                 );
             }
         }
@@ -854,17 +866,9 @@ impl<I: HostIo> ShardHost<I> {
             }
             return;
         }
-        let ballot = config.ballot;
         if config.ballot > replica.core.config().ballot {
             feed(shared, gpid, replica, Input::Config(config));
             publish(shared, gpid, replica);
-        }
-        // The balancer's handoff rides on every assignment, so one lost ack
-        // only delays it and its end is heard as soon as it is asked; only
-        // a primary acts on it.
-        if replica.core.role() == Role::Primary {
-            let to = (!assignment.handoff_to.is_empty()).then(|| shared.id(&assignment.handoff_to));
-            feed(shared, gpid, replica, Input::Handoff { ballot, to });
         }
     }
 

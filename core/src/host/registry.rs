@@ -123,6 +123,16 @@ impl NodeRegistry {
     }
 }
 
+/// What meta tells the node as the primary of a partition at a ballot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrimaryGrant {
+    pub gpid: Gpid,
+    pub ballot: Ballot,
+    /// The secondary to hand the role to (the balancer's primary switch);
+    /// empty when none, which also ends a handoff meta gave up.
+    pub handoff_to: String,
+}
+
 /// One shard's part of a beacon ack, applied in this order: configurations,
 /// then leases (**configs-before-lease**), then drops.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -136,8 +146,10 @@ pub struct ShardAck {
     /// the hosted registry shows.
     pub configs: Vec<ReplicaAssignment>,
     /// Partitions meta's committed configuration names this node primary
-    /// of, with that ballot (**lease-per-ballot**).
-    pub leases: Vec<(Gpid, Ballot)>,
+    /// of: the lease at that ballot (**lease-per-ballot**) and the
+    /// balancer's handoff, repeated in every ack whether or not the
+    /// configuration is new.
+    pub leases: Vec<PrimaryGrant>,
     /// Replicas whose data meta says to delete.
     pub drops: Vec<Gpid>,
 }
@@ -200,7 +212,11 @@ pub fn split_ack(
         };
         let part = &mut parts[shard];
         if assignment.primary == node {
-            part.leases.push((gpid, assignment.ballot.max(0) as Ballot));
+            part.leases.push(PrimaryGrant {
+                gpid,
+                ballot: assignment.ballot.max(0) as Ballot,
+                handoff_to: assignment.handoff_to.clone(),
+            });
         }
         if ballot_hosted.is_none_or(|ballot| ballot < assignment.ballot) {
             part.configs.push(assignment);

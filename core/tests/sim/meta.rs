@@ -52,6 +52,8 @@ pub struct SimMeta {
     pub restarts: u32,
     /// Changes committed and not yet taken by the world.
     changes: Vec<Change>,
+    /// Balancer moves finished by the states lost in meta's crashes.
+    moves_before: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 impl SimMeta {
@@ -89,6 +91,7 @@ impl SimMeta {
             configs: BTreeMap::new(),
             persisted: Vec::new(),
             restarts: 0,
+            moves_before: BTreeMap::new(),
             changes: Vec::new(),
         };
         for (node, shards) in nodes {
@@ -161,9 +164,23 @@ impl SimMeta {
             .load()
             .expect("the memory store loads")
             .expect("meta saved its state before it crashed");
+        // The balancer's counters are volatile: keep what the lost state
+        // counted.
+        for (key, count) in self.state.finished_moves() {
+            *self.moves_before.entry(*key).or_default() += count;
+        }
         self.state = MetaState::new(self.settings.clone(), data);
         self.up = true;
         self.restarts += 1;
+    }
+
+    /// Balancer moves that finished with `result` over the whole run, by
+    /// kind (`switch_primary`, `move_replica`).
+    pub fn moves_finished(&self, kind: &str, result: &str) -> u64 {
+        let count = |moves: &BTreeMap<(&'static str, &'static str), u64>| {
+            moves.get(&(kind, result)).copied().unwrap_or(0)
+        };
+        count(&self.moves_before) + count(self.state.finished_moves())
     }
 
     /// Saving fails (`true`) or works again (`false`).

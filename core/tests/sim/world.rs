@@ -84,6 +84,9 @@ pub struct Counters {
     pub ballot_failures: u32,
     /// Log truncations.
     pub truncations: u32,
+    /// Balancer moves done: primary switches and replica moves.
+    pub switches_done: u64,
+    pub replica_moves_done: u64,
 }
 
 impl Counters {
@@ -99,6 +102,8 @@ impl Counters {
         self.torn_tails += other.torn_tails;
         self.ballot_failures += other.ballot_failures;
         self.truncations += other.truncations;
+        self.switches_done += other.switches_done;
+        self.replica_moves_done += other.replica_moves_done;
     }
 }
 
@@ -320,7 +325,11 @@ impl World {
             committed: self.invariants.committed_counts(),
             reconfigurations: self.meta.persisted.len(),
             final_reads,
-            counters: self.counters,
+            counters: Counters {
+                switches_done: self.meta.moves_finished("switch_primary", "ok"),
+                replica_moves_done: self.meta.moves_finished("move_replica", "ok"),
+                ..self.counters
+            },
         })
     }
 

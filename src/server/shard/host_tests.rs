@@ -12,7 +12,7 @@ use markab_wire::{Gpid, ReplicaAssignment};
 
 use markab_core::host::peer_wire::{self as peer, CopyChunk};
 use markab_core::host::record::{mutation_of_record, LearnedGather};
-use markab_core::host::registry::ShardAck;
+use markab_core::host::registry::{PrimaryGrant, ShardAck};
 use markab_core::host::LearnRead;
 
 use super::*;
@@ -242,7 +242,11 @@ fn reconfigure_primary(state: &ShardState, ballot: i64, learners: &[&str]) {
     state.assign(&assignment(ballot, ME, learners, 3));
     // A lease that does not expire (meta granting no leases).
     state.apply_ack(ShardAck {
-        leases: vec![(GPID, ballot as Ballot)],
+        leases: vec![PrimaryGrant {
+            gpid: GPID,
+            ballot: ballot as Ballot,
+            handoff_to: String::new(),
+        }],
         ..ShardAck::default()
     });
 }
