@@ -103,6 +103,7 @@ pub fn plan(cluster: &Cluster, in_flight: &[Move], bounds: Bounds, balance: bool
         planner.spread_replicas();
         planner.spread_primaries();
         planner.spread_shards();
+        planner.spread_shard_primaries();
     }
     planner.planned
 }
@@ -560,6 +561,88 @@ impl Planner {
                 }
             }
         }
+    }
+
+    /// Within each node, primaries per shard: while a node's busiest shard
+    /// holds two primaries more than its idlest, one primary moves from
+    /// the busy shard to the idle one along a path of switches among one
+    /// table's partitions — the busy shard's primary to a secondary
+    /// elsewhere, that place's primary on, … until a partition whose
+    /// replica on the idle shard takes the role. Every shard on the way
+    /// gives one and takes one, so no node's or table's count changes.
+    fn spread_shard_primaries(&mut self) {
+        for node in 0..self.cluster.nodes.len() {
+            while self.usable(node) {
+                let primaries = self.shard_counts(None, true);
+                let shards = &primaries[node];
+                let busy = (0..shards.len()).max_by_key(|s| (shards[*s], std::cmp::Reverse(*s)));
+                let idle = (0..shards.len()).min_by_key(|s| (shards[*s], *s));
+                let (Some(busy), Some(idle)) = (busy, idle) else {
+                    break;
+                };
+                if shards[busy] < shards[idle] + 2 {
+                    break;
+                }
+                let from = Place { node, shard: busy };
+                let to = Place { node, shard: idle };
+                let Some(steps) = self
+                    .tables()
+                    .into_iter()
+                    .find_map(|app_id| self.primary_path(app_id, from, to))
+                else {
+                    break;
+                };
+                if self.moves_count + steps.len() > self.bounds.moves_max {
+                    break;
+                }
+                for (at, from, to) in steps {
+                    let gpid = self.cluster.partitions[at].gpid;
+                    self.record(Move::SwitchPrimary { gpid, from, to });
+                }
+            }
+        }
+    }
+
+    /// A path of switches among the free partitions of table `app_id` that
+    /// moves one primary from place `from` to place `to`: (partition, from
+    /// node, to node) in order. Breadth first over places; an edge is a
+    /// partition with its primary at the edge's tail and a secondary at its
+    /// head.
+    fn primary_path(
+        &self,
+        app_id: i32,
+        from: Place,
+        to: Place,
+    ) -> Option<Vec<(usize, usize, usize)>> {
+        let mut came_from: BTreeMap<Place, (Place, usize)> = BTreeMap::new();
+        let mut queue = VecDeque::from([from]);
+        while let Some(place) = queue.pop_front() {
+            if place == to {
+                let mut steps = Vec::new();
+                let mut at = to;
+                while let Some((previous, partition)) = came_from.get(&at) {
+                    steps.push((*partition, previous.node, at.node));
+                    at = *previous;
+                }
+                steps.reverse();
+                return Some(steps);
+            }
+            for (at, partition) in self.cluster.partitions.iter().enumerate() {
+                if partition.gpid.app_id != app_id
+                    || partition.primary != place
+                    || !self.free(partition)
+                {
+                    continue;
+                }
+                for next in &partition.secondaries {
+                    if *next != from && self.usable(next.node) && !came_from.contains_key(next) {
+                        came_from.insert(*next, (place, at));
+                        queue.push_back(*next);
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// One swap for [`Planner::spread_shards`]: a replica of `node` on
