@@ -275,6 +275,13 @@ pub struct MetaMetrics {
     latency: HistogramVec,
     tables: IntGauge,
     partitions: IntGauge,
+    /// Replicas and primaries per node, and per node and shard.
+    node_replicas: IntGaugeVec,
+    node_primaries: IntGaugeVec,
+    shard_replicas: IntGaugeVec,
+    shard_primaries: IntGaugeVec,
+    moves: IntCounterVec,
+    moves_in_progress: IntGauge,
 }
 
 /// The process's meta metrics, created on first use.
@@ -306,6 +313,44 @@ pub fn meta_metrics() -> &'static MetaMetrics {
             "Tables meta holds (dropped ones included).",
         ));
         let partitions = must(IntGauge::new("partitions", "Partitions of those tables."));
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let gauge = must(IntGaugeVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(gauge.clone())));
+            gauge
+        };
+        let node_replicas = gauge(
+            "node_replicas",
+            "Replicas of available tables placed on each node.",
+            &["node"],
+        );
+        let node_primaries = gauge(
+            "node_primaries",
+            "Primaries of available tables placed on each node.",
+            &["node"],
+        );
+        let shard_replicas = gauge(
+            "shard_replicas",
+            "Replicas placed on each shard of each node.",
+            &["node", "shard"],
+        );
+        let shard_primaries = gauge(
+            "shard_primaries",
+            "Primaries placed on each shard of each node.",
+            &["node", "shard"],
+        );
+        let moves = must(IntCounterVec::new(
+            Opts::new(
+                "balancer_moves_total",
+                "Balancer moves finished, by kind and result (ok, cancelled, timed_out).",
+            ),
+            &["kind", "result"],
+        ));
+        let moves_in_progress = must(IntGauge::new(
+            "balancer_moves_in_progress",
+            "Balancer moves in progress.",
+        ));
+        must(registry.register(Box::new(moves.clone())));
+        must(registry.register(Box::new(moves_in_progress.clone())));
         must(registry.register(Box::new(requests.clone())));
         must(registry.register(Box::new(errors.clone())));
         must(registry.register(Box::new(latency.clone())));
@@ -318,6 +363,12 @@ pub fn meta_metrics() -> &'static MetaMetrics {
             latency,
             tables,
             partitions,
+            node_replicas,
+            node_primaries,
+            shard_replicas,
+            shard_primaries,
+            moves,
+            moves_in_progress,
         }
     })
 }
@@ -348,6 +399,50 @@ impl MetaMetrics {
             .map(|table| i64::from(table.partition_count))
             .sum();
         self.partitions.set(partitions);
+    }
+}
+
+impl MetaMetrics {
+    /// Brings the placement gauges and the balancer's counters up to
+    /// `state` at `now_ms` (meta's actor calls it once a second: the
+    /// counts walk every partition).
+    pub fn observe_placement(&self, state: &crate::meta::state::MetaState, now_ms: u64) {
+        for gauge in [
+            &self.node_replicas,
+            &self.node_primaries,
+            &self.shard_replicas,
+            &self.shard_primaries,
+        ] {
+            gauge.reset();
+        }
+        for info in state.node_infos(now_ms) {
+            let node = info.node.as_str();
+            self.node_replicas
+                .with_label_values(&[node])
+                .set(i64::from(info.replica_count));
+            self.node_primaries
+                .with_label_values(&[node])
+                .set(i64::from(info.primary_count));
+            for (shard, (replicas, primaries)) in info
+                .shard_replica_counts
+                .iter()
+                .zip(&info.shard_primary_counts)
+                .enumerate()
+            {
+                let shard = shard.to_string();
+                self.shard_replicas
+                    .with_label_values(&[node, shard.as_str()])
+                    .set(i64::from(*replicas));
+                self.shard_primaries
+                    .with_label_values(&[node, shard.as_str()])
+                    .set(i64::from(*primaries));
+            }
+        }
+        for ((kind, result), total) in state.finished_moves() {
+            let counter = self.moves.with_label_values(&[kind, result]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        self.moves_in_progress.set(state.moves().len() as i64);
     }
 }
 

@@ -31,6 +31,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::meta::state::{MetaState, MetaTime};
 use crate::meta::store::MetaStore;
 
+/// How often meta's placement metrics (replicas and primaries per node and
+/// shard, balancer moves) are brought up to date.
+const PLACEMENT_METRICS_INTERVAL_MS: u64 = 1_000;
+
 /// How often the actor gets a tick without replication (drop-hold expiry,
 /// forgetting tables).
 pub const TICK_INTERVAL_MS: u64 = 500;
@@ -95,6 +99,7 @@ impl Actor {
         let thread = std::thread::Builder::new()
             .name("markab-meta-state".into())
             .spawn(move || {
+                let mut placement_observed_ms = None;
                 while let Some(input) = receiver.blocking_recv() {
                     // Durations on the monotonic clock, the wall clock for
                     // display and hold times (**durations-are-monotonic**).
@@ -108,6 +113,14 @@ impl Actor {
                         ActorInput::Tick => {
                             if let Err(error) = execute_tick(&mut state, store.as_mut(), now) {
                                 tracing::error!(%error, "meta store write failed on tick; will retry");
+                            }
+                            let due = placement_observed_ms.is_none_or(|at: u64| {
+                                now.monotonic_ms >= at + PLACEMENT_METRICS_INTERVAL_MS
+                            });
+                            if due {
+                                placement_observed_ms = Some(now.monotonic_ms);
+                                crate::metrics::meta_metrics()
+                                    .observe_placement(&state, now.monotonic_ms);
                             }
                         }
                     }

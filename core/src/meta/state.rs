@@ -1455,7 +1455,9 @@ impl MetaState {
             .unwrap_or_else(|| place.address.clone())
     }
 
-    fn node_infos(&self, now_ms: u64) -> Vec<NodeInfo> {
+    /// What `list_nodes` answers: every node meta knows, with its replica
+    /// and primary counts in total and per shard.
+    pub fn node_infos(&self, now_ms: u64) -> Vec<NodeInfo> {
         let placed = self.placed_counts();
         self.nodes
             .iter()
