@@ -38,6 +38,10 @@ pub const NODE_TIMEOUT_MS: u64 = 3_000;
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
     pub nodes: usize,
+    /// How many of the nodes start with the cluster (all when `None`); the
+    /// others have their configs and ports and start with
+    /// [`Cluster::start_node`], like nodes added to a running cluster.
+    pub started: Option<usize>,
     /// Shards per node: 2 by default, since a node's default is one shard
     /// per core and bugs that need several shards per node stayed hidden
     /// behind one.
@@ -59,6 +63,7 @@ impl Default for ClusterOptions {
     fn default() -> ClusterOptions {
         ClusterOptions {
             nodes: 3,
+            started: None,
             shards: 2,
             hold_seconds: None,
             tuning: String::new(),
@@ -74,6 +79,8 @@ pub struct Meta {
     pub child: Child,
     /// `host:port` from its ready line.
     pub address: String,
+    /// `host:port` of its `/metrics`, when its config asks for them.
+    pub metrics_address: Option<String>,
     stdout_lines: mpsc::Receiver<String>,
 }
 
@@ -93,9 +100,15 @@ impl Meta {
                 Ok(line) => {
                     if let Some(rest) = line.split("markab meta ready: ").nth(1) {
                         let address = rest.split_whitespace().next().unwrap().to_string();
+                        let metrics_address = rest
+                            .split(" metrics=http://")
+                            .nth(1)
+                            .and_then(|url| url.split('/').next())
+                            .map(str::to_owned);
                         return Meta {
                             child,
                             address,
+                            metrics_address,
                             stdout_lines,
                         };
                     }
@@ -221,10 +234,11 @@ impl Cluster {
             .iter()
             .map(|address| FaultProxy::start(address, &meta_address))
             .collect();
+        let started = options.started.unwrap_or(options.nodes);
         let nodes = (0..options.nodes)
             .map(|index| {
                 let log = dir.path().join(format!("node-{index}.log"));
-                Some(Node::start_logged(&node_configs[index], Some(&log)))
+                (index < started).then(|| Node::start_logged(&node_configs[index], Some(&log)))
             })
             .collect();
         let cluster = Cluster {
@@ -238,7 +252,7 @@ impl Cluster {
             meta_env: options.meta_env,
             dir,
         };
-        cluster.wait_nodes_alive(&cluster.node_ids);
+        cluster.wait_nodes_alive(&cluster.node_ids[..started]);
         cluster
     }
 

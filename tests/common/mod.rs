@@ -13,6 +13,45 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// The text of `GET /metrics` at `address` (`host:port`).
+pub fn scrape(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: markab\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// The value of the first sample line starting with `prefix`.
+pub fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix:?} in:\n{text}"))
+}
+
+/// Scrapes `address` (bounded, every 200 ms) until `done` holds of the
+/// text, and returns that text.
+pub fn wait_for_metrics(address: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = scrape(address);
+        if done(&text) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics at {address} never settled:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// How long a node may take to print its ready line.
 pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(60);
 

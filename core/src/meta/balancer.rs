@@ -736,3 +736,7 @@ fn pairs(pairs: Vec<(String, String)>) -> Step {
 fn gpid_name(gpid: Gpid) -> String {
     format!("{}.{}", gpid.app_id, gpid.partition_index)
 }
+
+#[cfg(test)]
+#[path = "balancer_tests.rs"]
+mod tests;
