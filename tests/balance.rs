@@ -327,6 +327,15 @@ fn remove_node_empties_a_node_under_load() {
             && balancer(&cluster, remove.clone())
                 .contains(&("safe_to_stop".to_owned(), "true".to_owned()))
     });
+    // Its data goes too, once every partition is whole without it
+    // (**moved-replica-dropped**).
+    let replicas_dir = cluster.node_data_dir(0).join("replicas");
+    common::cluster::wait_for("the removed node's replicas deleted", || {
+        let left = std::fs::read_dir(&replicas_dir)
+            .map(|entries| entries.count())
+            .unwrap_or(0);
+        (left == 0).then_some(())
+    });
     cluster.stop_node(0);
     for partition in cluster.wait_full(TABLE, 3) {
         assert_ne!(partition.primary, leaving);

@@ -120,6 +120,34 @@ fn cluster(nodes: &[(usize, usize)], partitions: i32) -> (MetaState, u64) {
     (state, now_ms)
 }
 
+/// The ack of node `index`'s beacon that reports a replica of `reported`
+/// (besides what meta places on it) as an inactive one at ballot 1.
+fn ack_reporting(
+    state: &mut MetaState,
+    index: usize,
+    shards: usize,
+    reported: Gpid,
+    now_ms: u64,
+) -> markab_wire::message::BeaconAck {
+    let Request::Beacon(mut beacon) = beacon(state, index, shards) else {
+        unreachable!("beacon builds a beacon")
+    };
+    beacon.replicas.retain(|replica| replica.gpid != reported);
+    beacon.replicas.push(HostedReplica {
+        gpid: reported,
+        shard: 0,
+        ballot: 1,
+        decree_applied: 0,
+        role: ReplicaRole::Inactive,
+        decree_prepared: 0,
+        decree_committed: 0,
+    });
+    match apply(state, &Request::Beacon(beacon), now_ms) {
+        Ok(ResponseBody::BeaconAck(ack)) => ack,
+        other => panic!("{other:?}"),
+    }
+}
+
 /// What the partitions' primaries would ask of meta now: a primary asked
 /// to hand off sends its switch request (as if nothing were in flight),
 /// and one with a learner asks for its promotion (as if it caught up).
@@ -492,6 +520,34 @@ fn a_replica_move_adds_promotes_and_removes() {
     assert!(!after.holds(&from), "{after:?}");
     assert_eq!(after.secondaries.len(), 2);
     assert_eq!(state.finished_moves()[&("move_replica", "ok")], 1);
+    // The source still reports its replica: the partition is whole
+    // without it, so it is told to drop the data (**moved-replica-dropped**).
+    let index = (0..4).find(|i| node(*i) == from).unwrap();
+    let acked = ack_reporting(&mut state, index, 1, gpid(0), now_ms + 600);
+    assert_eq!(acked.drops, vec![gpid(0)]);
+}
+
+// A replica removed from a partition that is then short is not dropped:
+// its data may spare the guardian's learner a full copy (on three nodes
+// the guardian adds it back on the same node).
+#[test]
+fn a_replica_of_a_short_partition_is_kept() {
+    let nodes = [(0, 1), (1, 1), (2, 1)];
+    let (mut state, now_ms) = cluster(&nodes, 1);
+    let removed = partition(&state, 0).secondaries[0].node.clone();
+    apply(
+        &mut state,
+        &balancer(BalancerRequest::Propose(ProposedMove::RemoveReplica {
+            gpid: gpid(0),
+            node: removed.clone(),
+        })),
+        now_ms,
+    )
+    .unwrap();
+    assert!(!partition(&state, 0).holds(&removed));
+    let index = (0..3).find(|i| node(*i) == removed).unwrap();
+    let acked = ack_reporting(&mut state, index, 1, gpid(0), now_ms);
+    assert!(acked.drops.is_empty(), "{acked:?}");
 }
 
 // remove_node keeps new replicas off the node and moves its own away; it

@@ -1230,7 +1230,7 @@ impl MetaState {
         let data = persist.as_ref().unwrap_or(&self.data);
         let mut step = Step::reply(Ok(ResponseBody::BeaconAck(BeaconAck {
             assignments: self.assignments(data, &beacon.node, &beacon.replicas),
-            drops: drops(data, &beacon.replicas, now.unix_ms),
+            drops: drops(data, &beacon.node, &beacon.replicas, now.unix_ms),
             lease_ms: self
                 .settings
                 .replication
@@ -1776,14 +1776,25 @@ impl MetaState {
 }
 
 /// The reported replicas whose data the node must delete, by `data` at
-/// `unix_ms`: those of dropped tables past their hold, and those of
-/// forgotten tables (an app id below `next_app_id` that meta no longer has —
-/// app ids are never reused, so such a replica can belong to nothing).
-fn drops(data: &MetaData, replicas: &[HostedReplica], unix_ms: u64) -> Vec<Gpid> {
+/// `unix_ms`: those of dropped tables past their hold, those of forgotten
+/// tables (an app id below `next_app_id` that meta no longer has — app ids
+/// are never reused, so such a replica can belong to nothing), and those
+/// `node` no longer has a place in while their partition has its whole
+/// replica count of primary and secondaries without it (a moved or removed
+/// replica: **moved-replica-dropped**; while the partition is short, the
+/// data may still save the guardian's learner a full copy).
+fn drops(data: &MetaData, node: &str, replicas: &[HostedReplica], unix_ms: u64) -> Vec<Gpid> {
     let mut drops: Vec<Gpid> = replicas
         .iter()
         .map(|replica| replica.gpid)
         .filter(|gpid| match data.tables.get(&gpid.app_id) {
+            Some(table) if table.is_available() => usize::try_from(gpid.partition_index)
+                .ok()
+                .and_then(|index| table.partitions.get(index))
+                .is_some_and(|partition| {
+                    !partition.holds(node)
+                        && 1 + partition.secondaries.len() >= table.replica_count.max(1) as usize
+                }),
             Some(table) => table.hold_expired(unix_ms),
             None => gpid.app_id > 0 && gpid.app_id < data.next_app_id,
         })

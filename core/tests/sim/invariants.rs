@@ -1,7 +1,7 @@
 //! The safety invariants the simulator checks after every event
 //! (docs/replication.md, "Invariants").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use markab_core::replication::core::ReplicaCore;
 use markab_core::replication::messages::{Ballot, Decree, Mutation, NodeId, Role};
@@ -133,6 +133,12 @@ impl Invariants {
                 ));
             }
         }
+        // A replica its host no longer has (meta dropped it after it moved
+        // away, or its node is down) starts a new life if it comes back:
+        // its ballot and commit point are not the old one's.
+        let hosted: BTreeSet<ReplicaKey> = replicas.iter().map(|(key, _, _)| *key).collect();
+        self.ballots.retain(|key, _| hosted.contains(key));
+        self.commits.retain(|key, _| hosted.contains(key));
         for (key @ (node, _, pid), now_ms, core) in replicas {
             let ballot = core.ballot();
             let last = self.ballots.insert(key, ballot).unwrap_or(0);
