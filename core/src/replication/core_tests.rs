@@ -1566,3 +1566,112 @@ fn a_learner_keeps_what_it_acked_through_a_copy() {
     let out = peer(&mut core, P, prepare(2, 42, 41, b"p42"), 6);
     assert_eq!(applied(&out), vec![41]);
 }
+
+fn to_meta(outputs: &[Output]) -> Vec<MetaRequest> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::ToMeta(request) => Some(request.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+// A primary asked to hand off refuses new writes (NotPrimary: nothing
+// written), lets the one in flight commit, and only then asks meta to
+// switch to the secondary; a handoff to a non-secondary or at another
+// ballot is ignored, and one withdrawn lets writes in again.
+#[test]
+fn a_handoff_drains_writes_then_asks_for_the_switch() {
+    let mut core = primary();
+    write(&mut core, 10, b"a", 1);
+    for (ignored, decree) in [
+        Input::Handoff {
+            ballot: 2,
+            to: Some(S2),
+        },
+        Input::Handoff {
+            ballot: 1,
+            to: Some(NodeId(9)),
+        },
+    ]
+    .into_iter()
+    .zip([2, 3])
+    {
+        core.handle(ignored, 1);
+        assert!(write(&mut core, 11 + decree, b"b", 1)
+            .iter()
+            .any(|o| matches!(o, Output::AppendLog(m) if m.decree == decree)));
+    }
+    let out = core.handle(
+        Input::Handoff {
+            ballot: 1,
+            to: Some(S2),
+        },
+        2,
+    );
+    assert!(to_meta(&out).is_empty(), "writes are in flight");
+    let refused = write(&mut core, 12, b"c", 2);
+    assert_eq!(
+        refused,
+        vec![Output::WriteReply {
+            token: 12,
+            result: Err(WriteError::NotPrimary)
+        }]
+    );
+    for decree in [1, 2, 3] {
+        core.handle(Input::LogDurable { ballot: 1, decree }, 3);
+        ack(&mut core, S2, 1, decree);
+        ack(&mut core, S3, 1, decree);
+    }
+    assert_eq!(core.last_committed(), 3, "the writes in flight committed");
+    let out = core.handle(Input::Tick, 4);
+    assert_eq!(
+        to_meta(&out),
+        vec![MetaRequest::SwitchPrimary {
+            ballot: 1,
+            node: S2
+        }]
+    );
+    // Not again before the retry interval.
+    assert!(to_meta(&core.handle(Input::Tick, 5)).is_empty());
+    core.handle(
+        Input::Handoff {
+            ballot: 1,
+            to: None,
+        },
+        6,
+    );
+    assert!(write(&mut core, 13, b"d", 6)
+        .iter()
+        .any(|o| matches!(o, Output::AppendLog(m) if m.decree == 4)));
+}
+
+// The secondary a switch makes primary, with nothing to re-prepare, sends
+// an empty write first and serves only once every secondary — the old
+// primary among them — acked it at the new ballot
+// (**switch-serves-after-old-primary-steps-down**).
+#[test]
+fn a_switched_primary_serves_after_the_old_one_acks() {
+    let mut core = replica(S2, config(1, P, &[S2, S3]));
+    let out = core.handle(Input::Config(config(2, S2, &[P, S3])), 10);
+    let sent = prepares(&out);
+    assert_eq!(sent.len(), 2);
+    assert!(sent
+        .iter()
+        .all(|(_, mutation, _)| mutation.payload.is_empty() && mutation.ballot == 2));
+    core.handle(
+        Input::Lease {
+            ballot: 2,
+            until_ms: 10_000,
+        },
+        10,
+    );
+    assert_eq!(core.serving_check(11), Err(ReadError::NotActivated));
+    let decree = sent[0].1.decree;
+    core.handle(Input::LogDurable { ballot: 2, decree }, 11);
+    ack(&mut core, S3, 2, decree);
+    assert_eq!(core.serving_check(12), Err(ReadError::NotActivated));
+    ack(&mut core, P, 2, decree);
+    assert_eq!(core.serving_check(12), Ok(()));
+}
