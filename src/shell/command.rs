@@ -163,7 +163,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "remove_node",
-        usage: "remove_node [-c] NODE",
+        usage: "remove_node NODE [-c]",
         summary: "move every replica off NODE and place nothing new on it; -c takes it back (meta mode)",
     },
     CommandSpec {
@@ -616,6 +616,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         }
         "moves" => Command::Balancer(BalancerRequest::ListMoves),
         "remove_node" => {
+            let node = parser.text_positional("node")?;
             let mut cancel = false;
             while let Some(option) = parser.option()? {
                 match option {
@@ -623,10 +624,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
                     other => return Err(parser.unknown_option(other)),
                 }
             }
-            Command::Balancer(BalancerRequest::RemoveNode {
-                node: parser.text_positional("node")?,
-                cancel,
-            })
+            Command::Balancer(BalancerRequest::RemoveNode { node, cancel })
         }
         "ls" => {
             let mut include_dropped = false;
@@ -902,6 +900,79 @@ mod tests {
 
     fn parsed(line: &str) -> Command {
         parse(line).unwrap().unwrap()
+    }
+
+    // Proves the balancer's commands parse into their requests, and that a
+    // bad partition, move kind or missing node is a usage error.
+    #[test]
+    fn balancer_commands() {
+        let gpid = Gpid {
+            app_id: 1,
+            partition_index: 3,
+        };
+        let cases = [
+            ("get_meta_level", BalancerRequest::GetLevel),
+            (
+                "set_meta_level lively",
+                BalancerRequest::SetLevel {
+                    level: "lively".into(),
+                },
+            ),
+            ("balance", BalancerRequest::Balance { apply: true }),
+            ("balance -n", BalancerRequest::Balance { apply: false }),
+            ("moves", BalancerRequest::ListMoves),
+            (
+                "propose move_primary 1.3 n2",
+                BalancerRequest::Propose(ProposedMove::MovePrimary {
+                    gpid,
+                    to: "n2".into(),
+                }),
+            ),
+            (
+                "propose copy_replica 1.3 n1 n4",
+                BalancerRequest::Propose(ProposedMove::CopyReplica {
+                    gpid,
+                    from: "n1".into(),
+                    to: "n4".into(),
+                }),
+            ),
+            (
+                "propose remove_replica 1.3 n1",
+                BalancerRequest::Propose(ProposedMove::RemoveReplica {
+                    gpid,
+                    node: "n1".into(),
+                }),
+            ),
+            (
+                "remove_node n1",
+                BalancerRequest::RemoveNode {
+                    node: "n1".into(),
+                    cancel: false,
+                },
+            ),
+            (
+                "remove_node n1 -c",
+                BalancerRequest::RemoveNode {
+                    node: "n1".into(),
+                    cancel: true,
+                },
+            ),
+        ];
+        for (line, request) in cases {
+            assert_eq!(parsed(line), Command::Balancer(request), "{line}");
+        }
+        for (line, says) in [
+            ("propose move_primary 1 n2", "APP.PART"),
+            ("propose move_primary x.3 n2", "APP.PART"),
+            ("propose teleport 1.3 n2", "unknown move"),
+            ("propose copy_replica 1.3 n1", "missing an argument"),
+            ("set_meta_level", "missing an argument"),
+            ("remove_node", "missing an argument"),
+        ] {
+            let reason = usage_error(line);
+            assert!(reason.contains(says), "{line}: {reason}");
+        }
+        assert!(matches!(parse("balance -x"), Err(ParseError::Usage { .. })));
     }
 
     fn usage_error(line: &str) -> String {

@@ -332,7 +332,11 @@ mod tests {
             complete_command("get_a", 5).1,
             vec!["get_app_envs".to_string()]
         );
-        assert_eq!(complete_command("re", 2).1, vec!["recall".to_string()]);
+        assert_eq!(
+            complete_command("re", 2).1,
+            vec!["remove_node".to_string(), "recall".to_string()]
+        );
+        assert_eq!(complete_command("rec", 3).1, vec!["recall".to_string()]);
     }
 
     // Proves the command line takes exactly one of --meta and --node, and
