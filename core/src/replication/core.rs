@@ -104,6 +104,12 @@ pub struct ReplicaCore {
     /// that adopted the ballot from a Prepare would take itself for a
     /// secondary). Cleared by every configuration change.
     learners_heard: BTreeSet<NodeId>,
+    /// Primary: caught-up learners it asked meta to promote (their request
+    /// showed they hold everything up to where they caught up). A request
+    /// from one with a lower commit point is stale: it gets no answer, and
+    /// above all no copy (**no-copy-after-confirm**). Cleared by every
+    /// configuration change.
+    learners_confirmed: BTreeSet<NodeId>,
     /// The most recent committed mutations, contiguous, the last one at
     /// `last_committed` (at most `learn_cache_max`).
     cache: VecDeque<Mutation>,
@@ -162,6 +168,7 @@ impl ReplicaCore {
             removal_reported_ms: BTreeMap::new(),
             caught_up: BTreeMap::new(),
             learners_heard: BTreeSet::new(),
+            learners_confirmed: BTreeSet::new(),
             cache: VecDeque::new(),
             learn_progress_ms: 0,
             learn_durable_wait: None,
@@ -782,6 +789,7 @@ impl ReplicaCore {
         });
         self.config = config;
         self.caught_up.clear();
+        self.learners_confirmed.clear();
         self.learners_heard.clear();
         self.handoff = None;
         if role == Role::Primary && self.role != Role::Primary {
@@ -857,6 +865,7 @@ impl ReplicaCore {
             self.activated = false;
             self.superseded = false;
             self.caught_up.clear();
+            self.learners_confirmed.clear();
             self.learners_heard.clear();
             // A lease is meta's word that this node is the primary; it
             // does not outlive the role (**lease-per-ballot**).
@@ -945,6 +954,11 @@ impl ReplicaCore {
             }
         }
         if let Some(caught_up_at) = self.caught_up.get(&from) {
+            if learner_committed < *caught_up_at && self.learners_confirmed.contains(&from) {
+                // Sent before the learner caught up, and overtaken: it holds
+                // more already, and meta may be promoting it right now.
+                return;
+            }
             if learner_committed >= *caught_up_at {
                 // It holds everything up to where it caught up, and every
                 // decree committed since needed its ack. Only an activated
@@ -953,6 +967,7 @@ impl ReplicaCore {
                 // earlier ballot): until then the learner asks again later.
                 // (Repeated on each retry until promoted.)
                 if self.activated {
+                    self.learners_confirmed.insert(from);
                     self.outputs
                         .push(Output::ToMeta(MetaRequest::UpgradeLearner {
                             ballot: self.ballot,
@@ -967,6 +982,13 @@ impl ReplicaCore {
                 .cache_start()
                 .is_some_and(|start| start <= learner_committed + 1);
         if !covered {
+            // The host may answer with a copy, which empties the learner's
+            // storage: it no longer counts as caught up, so no confirmation
+            // it sent before can have it promoted; it is marked again from
+            // memory once it holds the copy.
+            if self.caught_up.remove(&from).is_some() {
+                self.try_commit_primary();
+            }
             self.outputs.push(Output::LearnFromStorage {
                 to: from,
                 ballot: self.ballot,

@@ -1675,3 +1675,97 @@ fn a_switched_primary_serves_after_the_old_one_acks() {
     ack(&mut core, P, 2, decree);
     assert_eq!(core.serving_check(12), Ok(()));
 }
+
+// A learner installing a copy (its commit point at 0, Prepares acked far
+// above it) that a new configuration removes — the balancer gave its move
+// up, or meta took it for dead under load — becomes inactive without
+// holding a window it could never hold as a member: an inactive replica
+// serves and commits nothing, and comes back only as a learner, which
+// starts its window over.
+#[test]
+fn a_learner_removed_while_it_copies_drops_its_window() {
+    let mut core = ReplicaCore::new(Gpid::default(), L4, settings()).unwrap();
+    core.handle(Input::Config(with_learners(2, P, &[S2], &[L4])), 0);
+    peer(&mut core, P, prepare(2, 141, 139, b"p141"), 1);
+    durable(&mut core, 2, 141);
+    core.handle(
+        Input::CopyStarted {
+            ballot: 2,
+            decree: 140,
+        },
+        2,
+    );
+    assert_eq!(core.last_committed(), 0);
+    core.handle(Input::Config(config(3, P, &[S2])), 3);
+    assert_eq!(core.role(), Role::Inactive);
+    assert_eq!(core.last_prepared(), core.last_committed());
+    // Back as a learner, it asks from its commit point.
+    let out = core.handle(Input::Config(with_learners(4, P, &[S2], &[L4])), 4);
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Send {
+            message: PeerMessage::LearnRequest {
+                learner_committed: 0,
+                ..
+            },
+            ..
+        }
+    )));
+}
+
+// A learner the primary has asked meta to promote holds everything up to
+// where it caught up; a late LearnRequest from before (a lower commit
+// point) must start no copy, which would empty the learner's storage while
+// meta makes it a secondary (**no-copy-after-confirm**). And a learner
+// sent to storage (log or copy) is no longer counted as caught up, so no
+// confirmation sent before the copy wiped it can promote it. (A node under
+// a rebalance panicked on the window bound of a secondary so promoted, its
+// storage emptied by a copy.)
+#[test]
+fn no_copy_after_a_learner_confirmed() {
+    let small = ReplicationSettings {
+        learn_cache_max: 2,
+        ..settings()
+    };
+    let mut core = ReplicaCore::new(Gpid::default(), P, small).unwrap();
+    core.handle(Input::Config(config(1, P, &[])), 0);
+    core.handle(
+        Input::Lease {
+            ballot: 1,
+            until_ms: 10_000,
+        },
+        0,
+    );
+    for decree in 1..=5 {
+        write(&mut core, decree, b"x", 1);
+        durable(&mut core, 1, decree);
+    }
+    core.handle(Input::Config(with_learners(2, P, &[], &[L4])), 2);
+    // Marked from memory at 5, then confirmed: the primary asks meta.
+    let out = peer(&mut core, L4, learn_request(2, 3), 3);
+    assert_eq!(learn_responses(&out), vec![(5, vec![4, 5])]);
+    let out = peer(&mut core, L4, learn_request(2, 5), 4);
+    assert_eq!(
+        to_meta(&out),
+        vec![MetaRequest::UpgradeLearner {
+            ballot: 2,
+            node: L4
+        }]
+    );
+    // A late request from before: nothing, above all no storage path.
+    let out = peer(&mut core, L4, learn_request(2, 1), 5);
+    assert!(out.is_empty(), "{out:?}");
+
+    // Another learner, marked but not confirmed, whose lost response makes
+    // it ask from below the cache: it goes to storage and is unmarked, so
+    // its confirmation sent before does not promote it.
+    core.handle(Input::Config(with_learners(3, P, &[], &[L4])), 6);
+    let out = peer(&mut core, L4, learn_request(3, 3), 7);
+    assert_eq!(learn_responses(&out).len(), 1);
+    assert_eq!(core.caught_up_learners(), vec![L4]);
+    let out = peer(&mut core, L4, learn_request(3, 1), 8);
+    assert!(matches!(&out[..], [Output::LearnFromStorage { .. }]));
+    assert!(core.caught_up_learners().is_empty());
+    let out = peer(&mut core, L4, learn_request(3, 5), 9);
+    assert!(to_meta(&out).is_empty(), "{out:?}");
+}
