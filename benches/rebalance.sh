@@ -6,15 +6,17 @@
 # YCSB-A run at RATE ops/s for DURATION s is measured undisturbed, then the
 # same run again while meta, set lively, rebalances. Prints the rebalance
 # time and both runs' p99s and error counts; the runs' JSON lines are in
-# OUT/runs.jsonl.
+# OUT/runs.jsonl. COPY_RATE (bytes per second; default: the tuning's own
+# default) sets the nodes' `copy_bytes_per_second` for the five-node run.
 #
-#   benches/rebalance.sh [RECORDS] [RATE] [DURATION_S] [OUT]
+#   benches/rebalance.sh [RECORDS] [RATE] [DURATION_S] [OUT] [COPY_RATE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 records=${1:-2000000}
 rate=${2:-2000}
 duration_s=${3:-180}
 out=${4:-/var/tmp/markab-rebalance}
+copy_rate=${5:-}
 source scripts/env.sh
 cargo build --release --quiet
 markab="$CARGO_TARGET_DIR/release/markab"
@@ -58,6 +60,9 @@ echo "== loading $records records"
   --records "$records" --phase load --connections 16 --quiet >"$out/load.txt"
 du -sh "$out/onebox" | sed 's/^/data on disk (3 replicas): /'
 stop_onebox
+if [ -n "$copy_rate" ]; then
+  echo "copy_bytes_per_second = $copy_rate" >>"$out/onebox/tuning/default.toml"
+fi
 start_onebox 5
 sleep 5
 echo "== undisturbed run (5 nodes, level steady: the two new ones idle)"

@@ -248,6 +248,10 @@ numeric_keys! {
     /// Log size above which the shard flushes the replicas pinning the oldest segment so it can
     /// be deleted, in bytes (default 1 GiB; range 4 MiB..=1 TiB).
     log_bytes_max: u64 = GIB, 4 * MIB, TIB;
+    /// Rate of the shard's copies to learners (replica moves, replicas rebuilt after a
+    /// failure), in bytes per second, so a copy does not starve the shard's clients or
+    /// the disk (default 64 MiB; range 64 KiB..=4 GiB).
+    copy_bytes_per_second: u64 = 64 * MIB, 64 * KIB, 4 * GIB;
 }
 
 // Every range must fit the field types on the 64-bit targets Markab supports.

@@ -51,9 +51,6 @@ pub const SCAN_BATCH_DEFAULT: usize = 100;
 /// Most log bytes a primary reads (on the blocking pool) to answer a
 /// learner below its own run; a larger gap is sent as a copy instead.
 const LEARN_LOG_READ_BYTES_MAX: u64 = 64 * 1024 * 1024;
-/// Rate limit of one shard's copies to learners (bytes per second), so a
-/// copy does not starve the shard's clients or the disk.
-const COPY_BYTES_PER_SECOND: u64 = 64 * 1024 * 1024;
 
 /// How a node learns which replicas it hosts.
 #[derive(Debug)]
@@ -206,6 +203,9 @@ pub struct ShardState {
     limits: StorageLimits,
     cursors: RefCell<CursorTable>,
     wakes: Rc<Wakes>,
+    /// The pace of the shard's copies to learners (tuning
+    /// `copy_bytes_per_second`).
+    copy_bytes_per_second: u64,
 }
 
 /// The directory of shard `shard`'s mutation log.
@@ -351,6 +351,7 @@ impl ShardState {
                 Duration::from_millis(tuning.scanner_idle_timeout_ms),
             )),
             wakes,
+            copy_bytes_per_second: tuning.copy_bytes_per_second,
         })
     }
 
@@ -671,7 +672,8 @@ impl ShardState {
     }
 
     /// Sends the queued copies to learners, one at a time, chunk by chunk
-    /// paced to [`COPY_BYTES_PER_SECOND`]; runs until the shard stops.
+    /// paced to the tuning's `copy_bytes_per_second`; runs until the shard
+    /// stops.
     pub async fn copy_pump(&self) {
         loop {
             let next = self.host.borrow_mut().next_copy();
@@ -692,8 +694,9 @@ impl ShardState {
                         break;
                     }
                 }
-                let due =
-                    Duration::from_secs_f64(job.bytes_sent as f64 / COPY_BYTES_PER_SECOND as f64);
+                let due = Duration::from_secs_f64(
+                    job.bytes_sent as f64 / self.copy_bytes_per_second as f64,
+                );
                 if let Some(wait) = due.checked_sub(started.elapsed()) {
                     glommio::timer::sleep(wait).await;
                 }
