@@ -114,19 +114,7 @@ fn finish_load(
         "the load made progress: {} writes",
         acked.len()
     );
-    runtime.block_on(async {
-        for (hash_key, value) in &acked {
-            let got = table
-                .get(hash_key.as_bytes(), b"s")
-                .await
-                .unwrap_or_else(|error| panic!("get {hash_key}: {error}"));
-            assert_eq!(
-                got.as_deref(),
-                Some(value.as_bytes()),
-                "acknowledged write {hash_key} lost"
-            );
-        }
-    });
+    common::read_back(runtime, table, &acked);
     acked.len()
 }
 

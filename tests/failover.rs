@@ -114,22 +114,6 @@ async fn write_loop(table: Table, writer: usize, load: Arc<Load>) {
     }
 }
 
-fn read_back(runtime: &tokio::runtime::Runtime, table: &Table, acked: &BTreeMap<String, String>) {
-    runtime.block_on(async {
-        for (hash_key, value) in acked {
-            let got = table
-                .get(hash_key.as_bytes(), b"s")
-                .await
-                .unwrap_or_else(|error| panic!("get {hash_key}: {error}"));
-            assert_eq!(
-                got.as_deref(),
-                Some(value.as_bytes()),
-                "acknowledged write {hash_key} lost"
-            );
-        }
-    });
-}
-
 // SIGKILL of the node hosting the most primaries during a write load:
 // writes resume, every acknowledged write reads back, and the restarted node
 // comes back alive with its data intact.
@@ -215,13 +199,13 @@ fn primary_node_sigkill_loses_no_acknowledged_write() {
         load.failed.load(Ordering::Relaxed),
         load.after_kill.load(Ordering::Relaxed)
     );
-    read_back(&runtime, &table, &acked);
+    common::read_back(&runtime, &table, &acked);
 
     // The killed node restarts: its replicas reopen from its own log, meta
     // takes it back as a learner, it catches up and is promoted.
     cluster.start_node(victim);
     wait_member_everywhere(&cluster, &victim_id);
-    read_back(&runtime, &table, &acked);
+    common::read_back(&runtime, &table, &acked);
 
     // Proof that it caught up: with both other nodes killed, one after the
     // other, it is the only replica left, and every acknowledged write
@@ -229,7 +213,7 @@ fn primary_node_sigkill_loses_no_acknowledged_write() {
     for index in (0..3).filter(|index| *index != victim) {
         kill_and_wait_removed(&mut cluster, index);
     }
-    read_back(&runtime, &table, &acked);
+    common::read_back(&runtime, &table, &acked);
     // One replica left, fewer than meta's replica_count_min_alive (2):
     // writes are refused, with a clear error.
     let refused = runtime.block_on(table.set(b"after", b"s", b"v", 0));
@@ -352,7 +336,7 @@ fn node_behind_the_log_learns_from_a_copy() {
     for index in (0..3).filter(|index| *index != behind) {
         kill_and_wait_removed(&mut cluster, index);
     }
-    read_back(&runtime, &table, &acked);
+    common::read_back(&runtime, &table, &acked);
 }
 
 /// Kills node `index` and waits until meta removed it from every

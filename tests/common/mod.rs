@@ -52,6 +52,28 @@ pub fn wait_for_metrics(address: &str, done: impl Fn(&str) -> bool) -> String {
     }
 }
 
+/// Reads every acknowledged write (hash key, sort key `s`) back through
+/// `table` and asserts it holds its value.
+pub fn read_back(
+    runtime: &tokio::runtime::Runtime,
+    table: &markab::client::Table,
+    acked: &std::collections::BTreeMap<String, String>,
+) {
+    runtime.block_on(async {
+        for (hash_key, value) in acked {
+            let got = table
+                .get(hash_key.as_bytes(), b"s")
+                .await
+                .unwrap_or_else(|error| panic!("get {hash_key}: {error}"));
+            assert_eq!(
+                got.as_deref(),
+                Some(value.as_bytes()),
+                "acknowledged write {hash_key} lost"
+            );
+        }
+    });
+}
+
 /// How long a node may take to print its ready line.
 pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -1042,10 +1042,9 @@ fn learner_acks_needed_only_once_caught_up() {
     })));
 }
 
-// A gap the cache does not cover goes to the host (log or checkpoint), and
-// the learner is not counted as caught up.
-#[test]
-fn gap_beyond_cache_goes_to_storage() {
+/// A sole primary at ballot 1 with decrees 1..=5 committed and a learn
+/// cache of two (4 and 5).
+fn sole_primary_with_small_cache() -> ReplicaCore {
     let small = ReplicationSettings {
         learn_cache_max: 2,
         ..settings()
@@ -1063,6 +1062,14 @@ fn gap_beyond_cache_goes_to_storage() {
         write(&mut core, decree, b"x", 1);
         durable(&mut core, 1, decree);
     }
+    core
+}
+
+// A gap the cache does not cover goes to the host (log or checkpoint), and
+// the learner is not counted as caught up.
+#[test]
+fn gap_beyond_cache_goes_to_storage() {
+    let mut core = sole_primary_with_small_cache();
     assert_eq!(core.cache_start(), Some(4));
     core.handle(Input::Config(with_learners(2, P, &[], &[L4])), 2);
     let out = peer(&mut core, L4, learn_request(2, 1), 3);
@@ -1723,23 +1730,7 @@ fn a_learner_removed_while_it_copies_drops_its_window() {
 // storage emptied by a copy.)
 #[test]
 fn no_copy_after_a_learner_confirmed() {
-    let small = ReplicationSettings {
-        learn_cache_max: 2,
-        ..settings()
-    };
-    let mut core = ReplicaCore::new(Gpid::default(), P, small).unwrap();
-    core.handle(Input::Config(config(1, P, &[])), 0);
-    core.handle(
-        Input::Lease {
-            ballot: 1,
-            until_ms: 10_000,
-        },
-        0,
-    );
-    for decree in 1..=5 {
-        write(&mut core, decree, b"x", 1);
-        durable(&mut core, 1, decree);
-    }
+    let mut core = sole_primary_with_small_cache();
     core.handle(Input::Config(with_learners(2, P, &[], &[L4])), 2);
     // Marked from memory at 5, then confirmed: the primary asks meta.
     let out = peer(&mut core, L4, learn_request(2, 3), 3);
