@@ -95,6 +95,11 @@ fn finish_load(
     load: &Load,
     writers: Vec<tokio::task::JoinHandle<()>>,
 ) -> usize {
+    // The load goes on until it made some progress (a balance can be over
+    // in moments), bounded.
+    common::cluster::wait_for("100 acknowledged writes", || {
+        (load.acked.lock().unwrap().len() >= 100).then_some(())
+    });
     load.stop.store(true, Ordering::Relaxed);
     runtime.block_on(async {
         for writer in writers {
