@@ -7,9 +7,10 @@
 # same run again while meta, set lively, rebalances. Prints the rebalance
 # time and both runs' p99s and error counts; the runs' JSON lines are in
 # OUT/runs.jsonl. COPY_RATE (bytes per second; default: the tuning's own
-# default) sets the nodes' `copy_bytes_per_second` for the five-node run.
+# default) sets the nodes' `copy_bytes_per_second`, and MOVES_MAX meta's
+# `balance_moves_max`, for the five-node run.
 #
-#   benches/rebalance.sh [RECORDS] [RATE] [DURATION_S] [OUT] [COPY_RATE]
+#   benches/rebalance.sh [RECORDS] [RATE] [DURATION_S] [OUT] [COPY_RATE] [MOVES_MAX]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 records=${1:-2000000}
@@ -17,6 +18,7 @@ rate=${2:-2000}
 duration_s=${3:-180}
 out=${4:-/var/tmp/markab-rebalance}
 copy_rate=${5:-}
+moves_max=${6:-}
 source scripts/env.sh
 cargo build --release --quiet
 markab="$CARGO_TARGET_DIR/release/markab"
@@ -62,6 +64,9 @@ du -sh "$out/onebox" | sed 's/^/data on disk (3 replicas): /'
 stop_onebox
 if [ -n "$copy_rate" ]; then
   echo "copy_bytes_per_second = $copy_rate" >>"$out/onebox/tuning/default.toml"
+fi
+if [ -n "$moves_max" ]; then
+  echo "balance_moves_max = $moves_max" >>"$out/onebox/meta.toml"
 fi
 start_onebox 5
 sleep 5
