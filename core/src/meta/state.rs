@@ -418,6 +418,9 @@ pub struct MetaState {
     /// than [`MetaState::pause_threshold_ms`]) since it started. Not
     /// counted as any node's silence (**meta-pause-not-silence**).
     paused_total_ms: u64,
+    /// The last tick at which meta found itself frozen: for a grace after
+    /// it, no member is removed as dead (**no-removal-when-frozen**).
+    frozen_last_ms: Option<u64>,
     /// The balancer's moves in progress and its counters (volatile: a
     /// restarted meta finishes what the stored configurations show).
     balancer: balancer::Balancer,
@@ -434,6 +437,7 @@ impl MetaState {
             started_ms: None,
             last_input_ms: None,
             paused_total_ms: 0,
+            frozen_last_ms: None,
             balancer: balancer::Balancer::default(),
         }
     }
@@ -571,6 +575,9 @@ impl MetaState {
         let now = now.into();
         self.observe(now);
         let now_ms = now.monotonic_ms;
+        if self.frozen(now_ms).is_some() {
+            self.frozen_last_ms = Some(now_ms);
+        }
         let mut reconfigured = self.reconfigure_dead(now_ms);
         let changed: BTreeSet<(i32, usize)> = reconfigured.iter().map(|(at, _)| *at).collect();
         reconfigured.extend(
@@ -621,9 +628,16 @@ impl MetaState {
     // ---- Replication: reconfiguration ----
 
     /// The next configuration of every available partition that has a dead
-    /// member, by (app id, partition index). Empty with replication off.
+    /// member, by (app id, partition index). Empty with replication off,
+    /// while frozen, and for a grace after meta thawed: nodes cut off
+    /// together come back one at a time, as each re-establishes its link
+    /// to meta, and one not heard yet was silent through a freeze in which
+    /// its silence told nothing (**no-removal-when-frozen**).
     fn reconfigure_dead(&self, now_ms: u64) -> Vec<((i32, usize), StoredPartition)> {
-        if self.settings.replication.is_none() || self.frozen(now_ms).is_some() {
+        let thawing = self
+            .frozen_last_ms
+            .is_some_and(|at_ms| now_ms.saturating_sub(at_ms) < self.settings.dead_after_ms());
+        if self.settings.replication.is_none() || thawing || self.frozen(now_ms).is_some() {
             return Vec::new();
         }
         let mut changes = Vec::new();

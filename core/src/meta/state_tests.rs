@@ -903,9 +903,7 @@ fn dead_primary_promotes_most_prepared_secondary() {
         )
         .unwrap();
     };
-    quiet_until(&mut state, T0_MS + 500);
-    beacons(&mut state, T0_MS + 500);
-    quiet_until(&mut state, T0_MS + GRACE_MS - 1);
+    running_until(&mut state, T0_MS + GRACE_MS - 1, beacons);
     assert_eq!(
         state.tick(T0_MS + GRACE_MS - 1),
         None,
@@ -950,7 +948,11 @@ fn dead_secondary_is_removed() {
     for node in 0..2 {
         apply(&mut restarted, &node_beacon(node, 1, Vec::new()), later_ms).unwrap();
     }
-    quiet_until(&mut restarted, later_ms + GRACE_MS - 1);
+    beaconing_until(
+        &mut restarted,
+        &[(0, Vec::new()), (1, Vec::new())],
+        later_ms + GRACE_MS - 1,
+    );
     assert_eq!(restarted.tick(later_ms + GRACE_MS - 1), None);
     for node in 0..2 {
         apply(
@@ -969,7 +971,11 @@ fn dead_secondary_is_removed() {
     assert_eq!(partition.secondaries[0].node, node_id(1));
 
     // The original state sees it the same way once node 2 goes silent.
-    quiet_until(&mut state, T0_MS + GRACE_MS);
+    beaconing_until(
+        &mut state,
+        &[(0, Vec::new()), (1, Vec::new())],
+        T0_MS + GRACE_MS,
+    );
     for node in 0..2 {
         apply(
             &mut state,
@@ -1069,7 +1075,7 @@ fn guardian_adds_learner_and_upgrade_promotes_it() {
     // Full partitions: the guardian does nothing.
     assert_eq!(state.tick(T0_MS + 1), None);
 
-    quiet_until(&mut state, T0_MS + GRACE_MS);
+    running_until(&mut state, T0_MS + GRACE_MS, alive);
     alive(&mut state, T0_MS + GRACE_MS);
     assert!(tick_commit(&mut state, T0_MS + GRACE_MS), "node 2 is dead");
     let partition = state.data().tables[&1].partitions[0].clone();
@@ -1143,7 +1149,11 @@ fn guardian_adds_learner_and_upgrade_promotes_it() {
 #[test]
 fn dead_learner_removed_switch_off_refuses_upgrade() {
     let mut state = three_replica_cluster();
-    quiet_until(&mut state, T0_MS + GRACE_MS);
+    running_until(&mut state, T0_MS + GRACE_MS, |state, at_ms| {
+        for node in [0, 1, 3] {
+            apply(state, &node_beacon(node, 1, Vec::new()), at_ms).unwrap();
+        }
+    });
     for node in [0, 1, 3] {
         apply(
             &mut state,
@@ -1158,7 +1168,11 @@ fn dead_learner_removed_switch_off_refuses_upgrade() {
         state.data().tables[&1].partitions[0].learners[0].node,
         node_id(3)
     );
-    quiet_until(&mut state, T0_MS + 2 * GRACE_MS);
+    running_until(&mut state, T0_MS + 2 * GRACE_MS, |state, at_ms| {
+        for node in [0, 1] {
+            apply(state, &node_beacon(node, 1, Vec::new()), at_ms).unwrap();
+        }
+    });
     for node in [0, 1] {
         apply(
             &mut state,
@@ -1406,12 +1420,33 @@ fn quiet_until(state: &mut MetaState, to_ms: u64) {
 /// 100 ms with `replicas` (the same reports each time); no tick changes
 /// anything.
 fn beaconing_until(state: &mut MetaState, nodes: &[(usize, Vec<HostedReplica>)], to_ms: u64) {
+    let beacons = |state: &mut MetaState, at_ms| {
+        for (node, replicas) in nodes {
+            apply(state, &node_beacon(*node, 1, replicas.clone()), at_ms).unwrap();
+        }
+    };
+    run_until(state, to_ms, T0_MS, beacons);
+}
+
+/// Meta runs from its last input until `to_ms`, `beacons` sent at its
+/// first tick and every 100 ms after; no tick changes anything.
+fn running_until(state: &mut MetaState, to_ms: u64, beacons: impl FnMut(&mut MetaState, u64)) {
+    let first_ms = state.last_input_ms.expect("meta has run") + TICK_MS;
+    run_until(state, to_ms, first_ms, beacons);
+}
+
+/// Meta ticks every [`TICK_MS`] from its last input until `to_ms`;
+/// `beacons` are sent at every tick a multiple of 100 ms from `phase_ms`.
+fn run_until(
+    state: &mut MetaState,
+    to_ms: u64,
+    phase_ms: u64,
+    mut beacons: impl FnMut(&mut MetaState, u64),
+) {
     let mut at_ms = state.last_input_ms.expect("meta has run") + TICK_MS;
     while at_ms < to_ms {
-        if (at_ms - T0_MS).is_multiple_of(100) {
-            for (node, replicas) in nodes {
-                apply(state, &node_beacon(*node, 1, replicas.clone()), at_ms).unwrap();
-            }
+        if (at_ms - phase_ms).is_multiple_of(100) {
+            beacons(state, at_ms);
         }
         assert_eq!(state.tick(at_ms), None, "a change at {at_ms}");
         at_ms += TICK_MS;
@@ -1669,6 +1704,44 @@ fn meta_freezes_when_most_nodes_fall_silent() {
     let next = state
         .tick(silent_from + GRACE_MS)
         .expect("node 2 is removed");
+    assert_eq!(next.tables[&1].partitions[0].secondaries.len(), 1);
+}
+
+// Nodes cut off from meta together come back one at a time: their
+// connections to meta are re-established at different moments. Meta thaws
+// as soon as enough of them beacon; a node not yet heard then was silent
+// through the freeze, when meta could not tell its silence from meta's own
+// isolation, so it gets one grace from the thaw before it counts as dead
+// (**no-removal-when-frozen**). A node still silent a grace after the thaw
+// is removed.
+#[test]
+fn a_node_silent_through_a_freeze_gets_a_grace_after_the_thaw() {
+    let mut state = three_replica_cluster();
+    let mut now_ms = T0_MS;
+    while now_ms < T0_MS + 5 * GRACE_MS {
+        now_ms += TICK_MS;
+        assert_eq!(state.tick(now_ms), None, "frozen at {now_ms}");
+    }
+    assert!(state.frozen(now_ms).is_some());
+    // Nodes 0 and 1 are heard again; node 2's link to meta is still down.
+    let frozen_last_ms = now_ms;
+    now_ms += TICK_MS;
+    while now_ms < frozen_last_ms + GRACE_MS {
+        if (now_ms - frozen_last_ms - TICK_MS).is_multiple_of(100) {
+            for node in [0, 1] {
+                apply(&mut state, &node_beacon(node, 1, Vec::new()), now_ms).unwrap();
+            }
+        }
+        assert!(state.frozen(now_ms).is_none(), "thawed at {now_ms}");
+        assert_eq!(state.tick(now_ms), None, "node 2 removed at {now_ms}");
+        now_ms += TICK_MS;
+    }
+    for node in [0, 1] {
+        apply(&mut state, &node_beacon(node, 1, Vec::new()), now_ms).unwrap();
+    }
+    let next = state
+        .tick(now_ms)
+        .expect("node 2, silent a grace after the thaw, is removed");
     assert_eq!(next.tables[&1].partitions[0].secondaries.len(), 1);
 }
 
