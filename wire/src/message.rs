@@ -800,6 +800,8 @@ pub struct PeerRequest {
     pub committed_decree: u64,
     /// 0 = none; else a refusal code.
     pub error: u8,
+    /// The refusal's value; for a copy chunk, the learner's commit point in
+    /// the request the copy answers.
     pub error_value: u64,
     pub flag: bool,
     pub mutations: Vec<PeerMutation>,

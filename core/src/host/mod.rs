@@ -293,6 +293,8 @@ pub struct CopyJob {
     pub ballot: Ballot,
     /// The decree the copy starts at (applied when it started).
     pub decree: Decree,
+    /// The learner's commit point in the request the copy answers.
+    pub learner_committed: Decree,
     after: Option<Vec<u8>>,
     sequence: u64,
     /// Bytes sent so far (for the IO side's pacing).
@@ -363,7 +365,8 @@ struct Shared<I: HostIo> {
     /// The batch of the client write being fed, so its `AppendLog` stages
     /// it without decoding the payload again.
     staging: Option<WriteBatch>,
-    copies: LearnerJobs<Ballot>,
+    /// A copy's ballot and the learner commit point it answers.
+    copies: LearnerJobs<(Ballot, Decree)>,
     learn_reads: LearnerJobs<LearnRead>,
     /// Learners whose copy started at a decree: log truncation keeps this
     /// partition's records above it until the learner caught up, stopped
@@ -1137,10 +1140,10 @@ impl<I: HostIo> ShardHost<I> {
         }
         let mutations = match read {
             Ok(Some(mutations)) => mutations,
-            Ok(None) => return queue_copy(shared, job.gpid, job.to, job.ballot),
+            Ok(None) => return queue_copy(shared, &job),
             Err(error) => {
                 tracing::warn!(%error, "cannot read the log for a learner");
-                return queue_copy(shared, job.gpid, job.to, job.ballot);
+                return queue_copy(shared, &job);
             }
         };
         tracing::info!(app_id = job.gpid.app_id, partition = job.gpid.partition_index, learner = %shared.name(job.to), from = job.learner_committed + 1, mutations = mutations.len(), "learner learns from the log");
@@ -1157,8 +1160,14 @@ impl<I: HostIo> ShardHost<I> {
     /// pin (the learner catches up from the log above it).
     pub fn next_copy(&mut self) -> Option<CopyJob> {
         loop {
-            let ((gpid, to), ballot) = self.shared.copies.queue.pop_front()?;
-            let Some(replica) = self.replicas.get(&gpid) else {
+            let ((gpid, to), (ballot, learner_committed)) = self.shared.copies.queue.pop_front()?;
+            let Some(replica) = self
+                .replicas
+                .get(&gpid)
+                .filter(|replica| !replica.core.learns_from_stream(to))
+            else {
+                // Gone, or the learner moved past the request the copy
+                // answers (it would refuse it: **copy-answers-its-request**).
                 self.shared.copies.done((gpid, to));
                 continue;
             };
@@ -1173,6 +1182,7 @@ impl<I: HostIo> ShardHost<I> {
                 to,
                 ballot,
                 decree,
+                learner_committed,
                 after: None,
                 sequence: 0,
                 bytes_sent: 0,
@@ -1207,6 +1217,7 @@ impl<I: HostIo> ShardHost<I> {
         let chunk = CopyChunk {
             ballot: job.ballot,
             decree: job.decree,
+            learner_committed: job.learner_committed,
             sequence: job.sequence,
             last,
             batch: encoded,
@@ -1675,8 +1686,12 @@ fn send_peer<I: HostIo>(
 
 /// Queues a copy of the applied records for learner `to` (one at a time
 /// per learner).
-fn queue_copy<I: HostIo>(shared: &mut Shared<I>, gpid: Gpid, to: NodeId, ballot: Ballot) {
-    if shared.copies.offer(gpid, to, ballot) {
+fn queue_copy<I: HostIo>(shared: &mut Shared<I>, job: &LearnRead) {
+    let LearnRead { gpid, to, .. } = *job;
+    if shared
+        .copies
+        .offer(gpid, to, (job.ballot, job.learner_committed))
+    {
         tracing::info!(app_id = gpid.app_id, partition = gpid.partition_index, learner = %shared.name(to), "learner needs a copy of the records");
         shared.io.copy_queued();
     }
@@ -1714,6 +1729,17 @@ fn on_copy_chunk<I: HostIo>(
         return;
     }
     if chunk.sequence == 0 {
+        let core = &replica.core;
+        if !core.accepts_copy(chunk.ballot, chunk.decree, chunk.learner_committed) {
+            tracing::info!(
+                app_id = gpid.app_id,
+                partition = gpid.partition_index,
+                asked_at = chunk.learner_committed,
+                holds = core.last_committed(),
+                "ignored a copy answering an older learn request"
+            );
+            return;
+        }
         let started = shared.io.set_copy_marker(gpid, true).and_then(|()| {
             replica.partition.discard_staged();
             clear_storage(replica.partition.engine()).map_err(|error| error.to_string())

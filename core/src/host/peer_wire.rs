@@ -97,6 +97,10 @@ pub struct CopyChunk {
     pub ballot: u64,
     /// The decree the copy starts at (the primary's applied decree then).
     pub decree: u64,
+    /// The learner's commit point in the request this copy answers: a
+    /// learner that holds more by now takes no part of it
+    /// (**copy-answers-its-request**).
+    pub learner_committed: u64,
     /// 0, 1, ... in order; a gap aborts the copy.
     pub sequence: u64,
     pub last: bool,
@@ -113,6 +117,7 @@ pub fn chunk_to_wire(chunk: CopyChunk, from: &str, from_address: &str) -> PeerRe
         ballot: chunk.ballot,
         decree: chunk.decree,
         committed_decree: chunk.sequence,
+        error_value: chunk.learner_committed,
         flag: chunk.last,
         data: chunk.batch,
         ..PeerRequest::default()
@@ -133,6 +138,7 @@ pub fn from_wire(request: PeerRequest) -> Result<Incoming, String> {
             ballot: request.ballot,
             decree: request.decree,
             sequence: request.committed_decree,
+            learner_committed: request.error_value,
             last: request.flag,
             batch: request.data,
         }));
@@ -239,6 +245,7 @@ mod tests {
         let chunk = CopyChunk {
             ballot: 7,
             decree: 1234,
+            learner_committed: 17,
             sequence: 3,
             last: true,
             batch: b"puts".to_vec(),

@@ -252,6 +252,13 @@ impl ReplicaCore {
         self.caught_up.keys().copied().collect()
     }
 
+    /// Primary: whether learner `node` learns from the stream now — it
+    /// was answered from memory since it last needed storage, so a copy
+    /// queued for it earlier answers a request it has moved past.
+    pub fn learns_from_stream(&self, node: NodeId) -> bool {
+        self.caught_up.contains_key(&node)
+    }
+
     /// The first decree the in-memory learn cache holds (`None` when empty);
     /// it runs from there to the commit point.
     pub fn cache_start(&self) -> Option<Decree> {
@@ -279,6 +286,18 @@ impl ReplicaCore {
     /// `Input::CheckpointInstalled` once installed.
     pub fn accepts_checkpoint(&self, ballot: Ballot, decree: Decree) -> bool {
         self.role == Role::Learner && ballot == self.ballot && decree > self.last_committed
+    }
+
+    /// Whether a learner host may start installing a copy at `decree` sent
+    /// for `ballot` in answer to a learn request made at commit point
+    /// `learner_committed` — which empties its storage first. Only while
+    /// this learner still stands where it asked
+    /// (**copy-answers-its-request**): copies wait in the primary's queue,
+    /// and a learner that has learned more since may be caught up, even
+    /// confirmed to meta for promotion; emptying it then would make a
+    /// secondary that holds nothing.
+    pub fn accepts_copy(&self, ballot: Ballot, decree: Decree, learner_committed: Decree) -> bool {
+        self.accepts_checkpoint(ballot, decree) && learner_committed == self.last_committed
     }
 
     /// Learner: the decree of the copy being installed, if any.

@@ -136,6 +136,19 @@ fn learned(state: &ShardState, committed_decree: Decree, decrees: std::ops::Rang
 }
 
 fn chunk(state: &ShardState, decree: Decree, sequence: u64, last: bool, keys: &[&[u8]]) {
+    let learner_committed = core_of(state).0;
+    answering_chunk(state, learner_committed, decree, sequence, last, keys);
+}
+
+/// A copy chunk answering a learn request made at `learner_committed`.
+fn answering_chunk(
+    state: &ShardState,
+    learner_committed: Decree,
+    decree: Decree,
+    sequence: u64,
+    last: bool,
+    keys: &[&[u8]],
+) {
     let mut batch = WriteBatch::new();
     for key in keys {
         batch.put(key.to_vec(), key.to_vec());
@@ -143,6 +156,7 @@ fn chunk(state: &ShardState, decree: Decree, sequence: u64, last: bool, keys: &[
     let chunk = CopyChunk {
         ballot: 2,
         decree,
+        learner_committed,
         sequence,
         last,
         batch: batch.encode(),
@@ -198,6 +212,40 @@ fn an_interrupted_copy_leaves_storage_and_core_agreeing() {
         assert!(has(&state, b"d1") && has(&state, b"d2"));
         assert!(!marker.exists());
         assert_eq!(applied(&state), 50);
+        state.close().await;
+    });
+}
+
+// A copy answers the learn request it was queued for, and a learner that
+// holds more by then takes no part of it (**copy-answers-its-request**):
+// the learner asked at commit point 0, its copy waited behind others
+// (copies are paced and bounded per node), and meanwhile it learned
+// decrees 1..=3 from the primary's log and cache — enough for the primary
+// to ask meta to promote it. The copy's chunks then leave its records and
+// commit point alone. (Before, chunk 0 emptied its storage just as meta
+// made it a secondary: a secondary holding nothing, found by a loaded
+// rebalance as a window-bound assertion.)
+#[test]
+fn a_copy_for_an_older_request_leaves_the_learner_alone() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let state = learner(dir.path()).await;
+        learned(&state, 3, 1..=3);
+        assert_eq!(core_of(&state), (3, None));
+        answering_chunk(&state, 0, 40, 0, false, &[b"c1"]);
+        answering_chunk(&state, 0, 40, 1, true, &[b"c2"]);
+        assert_eq!(core_of(&state), (3, None), "the copy was not taken");
+        assert!(has(&state, b"m1") && has(&state, b"m3"));
+        assert!(!has(&state, b"c1") && !has(&state, b"c2"));
+        assert_eq!(applied(&state), 3);
+        let marker = replica_dir(dir.path(), GPID).join(COPY_MARKER_FILE);
+        assert!(!marker.exists());
+
+        // A copy answering where it stands now is taken.
+        answering_chunk(&state, 3, 50, 0, false, &[b"d1"]);
+        answering_chunk(&state, 3, 50, 1, true, &[b"d2"]);
+        assert_eq!(core_of(&state), (50, None));
+        assert!(has(&state, b"d1") && !has(&state, b"m1"));
         state.close().await;
     });
 }
@@ -310,6 +358,37 @@ fn a_learner_above_the_primary_s_run_is_read_only_as_far_as_needed() {
         assert!(decrees.len() < 30, "{} mutations", decrees.len());
         assert!(mutations.iter().all(|m| m.ballot == 2));
         assert!(read_learned(&segments, stream, gather(None)).is_err());
+        state.close().await;
+    });
+}
+
+// A primary sends no copy queued for a learner that has learned from its
+// stream since (**copy-answers-its-request**: the learner would refuse
+// it): the learner asked at 0 and needed a copy; before the copy's turn it
+// asked again from where the primary commits, was answered from memory
+// and joined the stream. The queued copy is dropped, not sent.
+// (`a_copy_pins_the_log_until_its_learner_leaves` sends one that is not.)
+#[test]
+fn a_queued_copy_is_dropped_once_its_learner_joined_the_stream() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let state = primary(dir.path(), 2, &[LEARNER]).await;
+        write_records(&state, 5).await;
+        let learner = state.host().node_id(LEARNER);
+        let job = LearnRead {
+            gpid: GPID,
+            to: learner,
+            ballot: 2,
+            learner_committed: 0,
+        };
+        state.host().answer_learner(job, Ok(None));
+        let request = PeerMessage::LearnRequest {
+            ballot: 2,
+            learner_committed: committed(&state),
+        };
+        state.on_peer(GPID, peer::to_wire(request, LEARNER, LEARNER));
+        assert!(state.host().next_copy().is_none(), "the stale copy is sent");
+
         state.close().await;
     });
 }
