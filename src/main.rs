@@ -76,9 +76,12 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MARKAB_LOG")
                 // glommio logs its io_uring poll-ring probe on virtio disks
-                // at error level; it only means "no IOPOLL here".
+                // at error level; it only means "no IOPOLL here". Meta's
+                // reconfigurations are logged at info.
                 .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new("warn,glommio::reactor=off")
+                    tracing_subscriber::EnvFilter::new(
+                        "warn,glommio::reactor=off,markab::meta::server=info",
+                    )
                 }),
         )
         .with_writer(std::io::stderr)

@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::meta::state::{MetaState, MetaTime};
+use crate::meta::state::{MetaData, MetaState, MetaTime};
 use crate::meta::store::MetaStore;
 
 /// How often meta's placement metrics (replicas and primaries per node and
@@ -100,6 +100,7 @@ impl Actor {
             .name("markab-meta-state".into())
             .spawn(move || {
                 let mut placement_observed_ms = None;
+                let mut logged = state.data().clone();
                 while let Some(input) = receiver.blocking_recv() {
                     // Durations on the monotonic clock, the wall clock for
                     // display and hold times (**durations-are-monotonic**).
@@ -107,6 +108,9 @@ impl Actor {
                     match input {
                         ActorInput::Request { request, reply } => {
                             let response = execute(&mut state, store.as_mut(), &request, now);
+                            log_reconfigurations(&mut logged, state.data(), || {
+                                describe_request(&request)
+                            });
                             // The requester may have gone away; nothing to do then.
                             let _ = reply.send(response);
                         }
@@ -114,6 +118,9 @@ impl Actor {
                             if let Err(error) = execute_tick(&mut state, store.as_mut(), now) {
                                 tracing::error!(%error, "meta store write failed on tick; will retry");
                             }
+                            log_reconfigurations(&mut logged, state.data(), || {
+                                "meta's tick (failure, restart, guardian or balancer)".to_owned()
+                            });
                             let due = placement_observed_ms.is_none_or(|at: u64| {
                                 now.monotonic_ms >= at + PLACEMENT_METRICS_INTERVAL_MS
                             });
@@ -141,6 +148,67 @@ impl Actor {
             return Err(stopped());
         }
         answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+/// Logs every partition configuration that `data` (just committed)
+/// changes against `logged`, the data last logged, with `cause`; then
+/// `logged` becomes `data`. Clones only when the version moved.
+fn log_reconfigurations(logged: &mut MetaData, data: &MetaData, cause: impl FnOnce() -> String) {
+    if data.version == logged.version {
+        return;
+    }
+    let mut cause = Some(cause);
+    let mut cause_text = String::new();
+    for (app_id, table) in &data.tables {
+        let before = logged.tables.get(app_id);
+        for (index, partition) in table.partitions.iter().enumerate() {
+            let old = before.and_then(|table| table.partitions.get(index));
+            let Some(old) = old.filter(|old| old.ballot != partition.ballot) else {
+                continue;
+            };
+            if let Some(cause) = cause.take() {
+                cause_text = cause();
+            }
+            let names = |places: &[markab_core::meta::state::ReplicaPlace]| {
+                places
+                    .iter()
+                    .map(|place| format!("{}#{}", place.node, place.shard))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            tracing::info!(
+                table = %table.name,
+                partition = format!("{app_id}.{index}"),
+                ballot = format!("{} -> {}", old.ballot, partition.ballot),
+                primary = format!("{}#{}", partition.primary.node, partition.primary.shard),
+                secondaries = names(&partition.secondaries),
+                learners = names(&partition.learners),
+                cause = %cause_text,
+                "partition reconfigured"
+            );
+        }
+    }
+    *logged = data.clone();
+}
+
+/// What a request that changed meta's data was, for its log.
+fn describe_request(request: &Request) -> String {
+    match request {
+        Request::RemoveSecondary { node, ballot, .. } => {
+            format!("remove_secondary of {node} at ballot {ballot}")
+        }
+        Request::UpgradeLearner { node, ballot, .. } => {
+            format!("upgrade_learner of {node} at ballot {ballot}")
+        }
+        Request::SwitchPrimary { node, ballot, .. } => {
+            format!("switch_primary to {node} at ballot {ballot}")
+        }
+        Request::Beacon(beacon) => format!(
+            "beacon of {} (incarnation {})",
+            beacon.node, beacon.incarnation
+        ),
+        other => other.name().to_owned(),
     }
 }
 
