@@ -281,6 +281,18 @@ impl ShardState {
                     .collect()
             }
         };
+        // Dropped replicas whose deletion a stop or crash cut short.
+        let dropping = io::dropping_dir(data_dir, shard);
+        match std::fs::remove_dir_all(&dropping) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(io::storage_error(format!(
+                    "cannot delete {}: {error}",
+                    dropping.display()
+                )))
+            }
+        }
         let dir = log_dir(data_dir, shard);
         let config = LogConfig {
             dir: dir.clone(),
@@ -300,6 +312,8 @@ impl ShardState {
                 links: PeerLinks::new(),
                 layout: layout.clone(),
                 wakes: wakes.clone(),
+                shard,
+                dropping: Rc::default(),
             },
             shard,
             layout.addresses[0].to_string(),

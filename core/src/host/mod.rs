@@ -139,8 +139,11 @@ pub trait HostIo {
 
     /// Opens (creating if needed) the storage of the replica `meta`.
     fn open_replica(&mut self, meta: &ReplicaMeta) -> Result<OpenedReplica<Self::Engine>, OpError>;
-    /// Deletes a dropped replica's storage and files.
-    fn remove_replica(&mut self, gpid: Gpid) -> Result<(), OpError>;
+    /// Closes `engine` and deletes the dropped replica's storage and files.
+    /// May finish in the background (closing a storage engine can flush
+    /// and wait for its background work): until it has, `open_replica` of
+    /// `gpid` fails.
+    fn remove_replica(&mut self, gpid: Gpid, engine: Self::Engine) -> Result<(), OpError>;
     /// Moves replica `gpid`'s storage and files out of the way, kept for
     /// the operator: its data is damaged (**damaged-replica-set-aside**).
     /// Returns where they went.
@@ -756,8 +759,9 @@ impl<I: HostIo> ShardHost<I> {
         };
         self.shared.registry.unregister(gpid);
         fail_waiting(&mut self.shared, &mut replica);
-        drop(replica);
-        self.shared.io.remove_replica(gpid)?;
+        self.shared
+            .io
+            .remove_replica(gpid, replica.partition.into_engine())?;
         tracing::info!(
             shard = self.shared.shard,
             app_id = gpid.app_id,
@@ -1557,6 +1561,10 @@ fn carry_out<I: HostIo>(
                     node: shared.name(node).to_owned(),
                 },
             };
+            if let Request::RemoveSecondary { node, ballot, .. } = &request {
+                // Rare, and the start of a reconfiguration: worth a line.
+                tracing::warn!(app_id = gpid.app_id, partition = gpid.partition_index, ballot, member = %node, "asks meta to remove a member that left Prepares unacknowledged");
+            }
             shared.io.to_meta(request);
         }
     }

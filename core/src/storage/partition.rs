@@ -64,6 +64,12 @@ impl<E: StorageEngine> Partition<E> {
         &self.engine
     }
 
+    /// The engine underneath, the partition given up (to close it
+    /// elsewhere).
+    pub fn into_engine(self) -> E {
+        self.engine
+    }
+
     /// The bounds this partition enforces.
     pub fn limits(&self) -> &StorageLimits {
         &self.limits

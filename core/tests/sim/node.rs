@@ -347,7 +347,8 @@ impl HostIo for SimIo {
         self.disk.borrow().set_aside.contains(&gpid)
     }
 
-    fn remove_replica(&mut self, gpid: Gpid) -> Result<(), OpError> {
+    fn remove_replica(&mut self, gpid: Gpid, engine: Self::Engine) -> Result<(), OpError> {
+        drop(engine);
         self.disk.borrow_mut().replicas.remove(&gpid);
         self.outbox.push(Effect::Removed { gpid });
         Ok(())

@@ -658,3 +658,56 @@ fn a_replica_set_aside_starts_again_only_as_a_learner() {
         state.close().await;
     });
 }
+
+// Proves a dropped replica's storage is closed and deleted off the shard
+// thread (**drop-off-the-shard**): the drop returns with the data still
+// there, meta's assignment of the same partition is refused until the
+// deletion is done and accepted after it, and a deletion a stop cut short
+// is finished when the shard opens again.
+#[test]
+fn a_dropped_replica_is_deleted_off_the_shard_thread() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let state = shard(dir.path(), Tuning::default().log_segment_bytes).await;
+        state.assign(&assignment(3, ME, &[], 1));
+        let hosted = |state: &ShardState| state.host().replica(GPID).is_some();
+        assert!(hosted(&state));
+        let data = replica_dir(dir.path(), GPID);
+        assert!(data.exists());
+
+        state.drop_replica(GPID).unwrap();
+        assert!(!hosted(&state));
+        assert!(
+            data.exists(),
+            "closed and deleted later, not on this thread"
+        );
+        state.assign(&assignment(4, ME, &[], 1));
+        assert!(
+            !hosted(&state),
+            "not hosted again while its data is deleted"
+        );
+
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        // Meta repeats the assignment with every beacon ack.
+        while !hosted(&state) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the drop never finished"
+            );
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            state.assign(&assignment(4, ME, &[], 1));
+        }
+        assert!(hosted(&state), "hosted again once the deletion is done");
+        let parked = io::dropping_dir(dir.path(), 0);
+        assert_eq!(std::fs::read_dir(&parked).unwrap().count(), 0);
+        state.close().await;
+        drop(state);
+
+        std::fs::create_dir_all(parked.join("1.7-1796300000000/rdb")).unwrap();
+        std::fs::write(parked.join("1.7-1796300000000/rdb/000001.sst"), b"x").unwrap();
+        let state = shard(dir.path(), Tuning::default().log_segment_bytes).await;
+        assert!(!parked.exists(), "a cut-short deletion is finished at open");
+        assert!(hosted(&state), "the replica hosted again is still there");
+        state.close().await;
+    });
+}

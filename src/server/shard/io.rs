@@ -4,6 +4,7 @@
 //! shard's pumps.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -43,6 +44,37 @@ pub fn replica_dir(data_dir: &Path, gpid: Gpid) -> PathBuf {
 /// `<data_dir>/damaged/<app_id>.<partition>-<unix ms>` (kept for the
 /// operator; nothing reads them again).
 pub const DAMAGED_DIR: &str = "damaged";
+
+/// Where a dropped replica's directory goes, once its storage is closed,
+/// to be deleted: `<data_dir>/dropping/shard-<n>/<app_id>.<partition>-<unix ms>`.
+/// A shard empties its own at start (a deletion a crash cut short).
+pub const DROPPING_DIR: &str = "dropping";
+
+/// Shard `shard`'s part of [`DROPPING_DIR`].
+pub fn dropping_dir(data_dir: &Path, shard: usize) -> PathBuf {
+    data_dir.join(DROPPING_DIR).join(format!("shard-{shard}"))
+}
+
+/// Closes a dropped replica's storage, moves its directory `dir` to
+/// `parked` and deletes it there. Runs off the shard thread.
+fn delete_replica(engine: RocksEngine, dir: &Path, parked: &Path) -> Result<(), String> {
+    // Closing flushes what RocksDB holds in memory (its WAL is off) and
+    // waits for its flushes and compactions to end.
+    drop(engine);
+    if let Some(parent) = parked.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|error| format!("cannot create {}: {error}", parent.display()))?;
+    }
+    std::fs::rename(dir, parked).map_err(|error| {
+        format!(
+            "cannot move {} to {}: {error}",
+            dir.display(),
+            parked.display()
+        )
+    })?;
+    std::fs::remove_dir_all(parked)
+        .map_err(|error| format!("cannot delete {}: {error}", parked.display()))
+}
 
 pub(super) fn storage_error(message: String) -> OpError {
     OpError::new(ErrorCode::StorageError, message)
@@ -221,6 +253,10 @@ pub struct NodeIo {
     pub(super) links: PeerLinks,
     pub(super) layout: Arc<NodeLayout>,
     pub(super) wakes: Rc<Wakes>,
+    /// The shard's number (names its part of [`DROPPING_DIR`]).
+    pub(super) shard: usize,
+    /// Dropped replicas whose storage is still being closed and deleted.
+    pub(super) dropping: Rc<RefCell<HashSet<Gpid>>>,
 }
 
 impl HostIo for NodeIo {
@@ -279,6 +315,15 @@ impl HostIo for NodeIo {
     }
 
     fn open_replica(&mut self, meta: &ReplicaMeta) -> Result<OpenedReplica<RocksEngine>, OpError> {
+        if self.dropping.borrow().contains(&meta.gpid()) {
+            return Err(OpError::new(
+                ErrorCode::Busy,
+                format!(
+                    "replica {}.{} was just dropped here and its data is still being deleted; it is hosted again once that is done",
+                    meta.app_id, meta.partition_index
+                ),
+            ));
+        }
         let dir = replica_dir(&self.data_dir, meta.gpid());
         let meta_path = dir.join(REPLICA_META_FILE);
         if !meta_path.exists() {
@@ -336,10 +381,32 @@ impl HostIo for NodeIo {
         })
     }
 
-    fn remove_replica(&mut self, gpid: Gpid) -> Result<(), OpError> {
+    /// Closing a RocksDB instance can take seconds (it flushes and waits
+    /// for its compactions), deleting its files more: both run on the
+    /// executor's blocking pool, never on the shard thread, whose other
+    /// replicas keep answering their primaries meanwhile
+    /// (**drop-off-the-shard**).
+    fn remove_replica(&mut self, gpid: Gpid, engine: RocksEngine) -> Result<(), OpError> {
         let dir = replica_dir(&self.data_dir, gpid);
-        std::fs::remove_dir_all(&dir)
-            .map_err(|error| storage_error(format!("cannot delete {}: {error}", dir.display())))
+        let parked = dropping_dir(&self.data_dir, self.shard).join(format!(
+            "{}.{}-{}",
+            gpid.app_id,
+            gpid.partition_index,
+            markab_core::wall_clock::unix_ms()
+        ));
+        self.dropping.borrow_mut().insert(gpid);
+        let dropping = self.dropping.clone();
+        glommio::spawn_local(async move {
+            let deleted = glommio::executor()
+                .spawn_blocking(move || delete_replica(engine, &dir, &parked))
+                .await;
+            if let Err(reason) = deleted {
+                tracing::error!(app_id = gpid.app_id, partition = gpid.partition_index, %reason, "a dropped replica's data could not be deleted");
+            }
+            dropping.borrow_mut().remove(&gpid);
+        })
+        .detach();
+        Ok(())
     }
 
     fn persist_ballot(&mut self, gpid: Gpid, ballot: Ballot) -> Result<(), String> {
