@@ -92,9 +92,31 @@ impl ShardServer {
     }
 }
 
+/// An open-files limit below which a node warns at start. Each replica's
+/// RocksDB instance holds a dozen or more descriptors (its lock, info log,
+/// manifest and directories, and every table file it has open), each
+/// connection one: 64 replicas on a node already need over a thousand.
+pub const OPEN_FILES_WANTED: u64 = 16_384;
+
+/// Raises the process's soft open-files limit to its hard limit (login
+/// shells and systemd services start at a soft 1024); warns when even the
+/// hard limit is below [`OPEN_FILES_WANTED`].
+fn raise_open_files_limit() {
+    match rlimit::utils::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < OPEN_FILES_WANTED => tracing::warn!(
+            limit,
+            wanted = OPEN_FILES_WANTED,
+            "the open-files limit is low for a node (each replica holds a dozen or more files open): raise the hard limit (ulimit -Hn, or LimitNOFILE= in a systemd unit)"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-files limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-files limit"),
+    }
+}
+
 /// Runs a standalone node until SIGTERM or Ctrl-C, then shuts it down
 /// cleanly. Prints one `ready` line on stdout once every shard listens.
 pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
+    raise_open_files_limit();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     // Grows with every start (the node's replicas lost their place in
