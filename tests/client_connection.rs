@@ -813,6 +813,50 @@ async fn routed_attempts_are_bounded() {
     .await;
 }
 
+// Proves that BUSY and NOT_ENOUGH_REPLICAS (not executed; the partition
+// cannot take writes for a moment) are retried after the backoff at the
+// same node without asking meta again — a write too — and that a partition
+// that stays short of replicas still fails, with that error, after the
+// bounded attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_refusals_are_retried_without_a_refresh() {
+    bounded(async {
+        let sets = Arc::new(AtomicUsize::new(0));
+        let node = {
+            let sets = sets.clone();
+            TestServer::start(move |_, _, request| match request {
+                Request::Set { key, .. } if key.hash_key == b"short" => Action::Reply(Err(
+                    OpError::new(ErrorCode::NotEnoughReplicas, "one member left"),
+                )),
+                Request::Set { .. } => match sets.fetch_add(1, Ordering::SeqCst) {
+                    0 => Action::Reply(Err(OpError::new(ErrorCode::NotEnoughReplicas, "learning"))),
+                    1 => Action::Reply(Err(OpError::new(ErrorCode::Busy, "log full"))),
+                    _ => Action::Reply(Ok(ResponseBody::Done)),
+                },
+                _ => Action::Reply(Ok(ResponseBody::Done)),
+            })
+            .await
+        };
+        let meta = scripted_meta(vec![(node.address.clone(), 7)]).await;
+        let client = meta_client(&meta, ClientOptions::default()).await;
+        let table = client.open_table("t").await.unwrap();
+
+        table.set(b"h", b"s", b"v", 0).await.unwrap();
+        assert_eq!(node.count(is_set), 3, "two refusals, then the write");
+        assert_eq!(meta.count(is_query_route), 1, "the route was not refreshed");
+
+        let error = table.set(b"short", b"s", b"v", 0).await.unwrap_err();
+        assert_eq!(
+            error.code(),
+            Some(ErrorCode::NotEnoughReplicas),
+            "{error:?}"
+        );
+        assert_eq!(node.count(is_set), 3 + ROUTED_ATTEMPTS_MAX);
+        assert_eq!(meta.count(is_query_route), 1);
+    })
+    .await;
+}
+
 // Proves a write whose connection dies after it was sent is never retried
 // (its fate is unknown): the error surfaces, the node saw it once, and the
 // route is marked stale so the next operation refreshes it first; a read

@@ -6,7 +6,9 @@
 //! never left the client, or the node answered with a routing error such as
 //! `NOT_HOSTED` — refreshes the route (rate-limited) and tries again, at most
 //! [`ROUTED_ATTEMPTS_MAX`] attempts with exponential backoff, all within the
-//! operation's timeout. A read whose connection died after it was sent is
+//! operation's timeout. A node's answer that it cannot take the request for
+//! a moment (`BUSY`, `NOT_ENOUGH_REPLICAS`: not executed either) is tried
+//! again the same way, without the refresh. A read whose connection died after it was sent is
 //! retried the same way; a write whose fate is unknown (its connection died
 //! after sending, or it timed out) is never retried: the error is returned
 //! and the route is marked stale so the next operation refreshes it first.
@@ -103,6 +105,12 @@ impl RouteCell {
     }
 }
 
+/// Node answers meaning "not executed: the partition cannot take it for a
+/// moment" — its mutation log is full (`BUSY`), or a reconfiguration left
+/// it fewer members than meta's `replica_count_min_alive` until a learner
+/// catches up (`NOT_ENOUGH_REPLICAS`). The route is right; try again later.
+const TRANSIENT_ERROR_CODES: [ErrorCode; 2] = [ErrorCode::Busy, ErrorCode::NotEnoughReplicas];
+
 /// The outcome of one attempt of a routed operation.
 enum Attempt {
     /// Final: the answer, or an error that must not be retried.
@@ -110,6 +118,9 @@ enum Attempt {
     /// The request did not execute (or is a read that may be repeated):
     /// refresh the route and try again.
     Retry(ClientError),
+    /// The request did not execute, and the route is not in doubt: try
+    /// again after the backoff, without a refresh.
+    Wait(ClientError),
 }
 
 /// Whether `request` may be sent again after its connection died with the
@@ -175,7 +186,7 @@ impl ClientInner {
                 },
                 partition_hash: target.partition_hash,
             };
-            let error = match self
+            let (error, refresh) = match self
                 .attempt(
                     cell,
                     &partition.address,
@@ -187,10 +198,13 @@ impl ClientInner {
                 .await
             {
                 Attempt::Done(result) => return result,
-                Attempt::Retry(error) => error,
+                Attempt::Retry(error) => (error, true),
+                Attempt::Wait(error) => (error, false),
             };
             if attempt == ROUTED_ATTEMPTS_MAX {
-                cell.mark_stale();
+                if refresh {
+                    cell.mark_stale();
+                }
                 return Err(error);
             }
             tracing::debug!(
@@ -199,15 +213,21 @@ impl ClientInner {
                 address = %partition.address,
                 %error,
                 attempt,
-                "refreshing the route and retrying"
+                refresh,
+                "retrying"
             );
             if Instant::now() + backoff >= deadline {
                 // No time left for another try: the last error says why.
-                cell.mark_stale();
+                if refresh {
+                    cell.mark_stale();
+                }
                 return Err(error);
             }
             tokio::time::sleep(backoff).await;
             backoff = backoff.saturating_mul(2).min(RETRY_BACKOFF_MAX);
+            if !refresh {
+                continue;
+            }
             match self.refresh_route(cell, &route, deadline).await {
                 Ok(fresh) => route = fresh,
                 Err(
@@ -247,6 +267,9 @@ impl ClientInner {
             Ok(Ok(body)) => Attempt::Done(Ok(body)),
             Ok(Err(error)) if ROUTE_ERROR_CODES.contains(&error.code) => {
                 Attempt::Retry(ClientError::Server(error))
+            }
+            Ok(Err(error)) if TRANSIENT_ERROR_CODES.contains(&error.code) => {
+                Attempt::Wait(ClientError::Server(error))
             }
             Ok(Err(error)) => Attempt::Done(Err(ClientError::Server(error))),
             Err(CallError::NotSent(error @ (ClientError::Io(_) | ClientError::Protocol(_)))) => {
