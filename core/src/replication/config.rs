@@ -22,8 +22,12 @@ pub const IDLE_COMMIT_PUSH_MS_DEFAULT: u64 = 20;
 /// milliseconds.
 pub const PREPARE_RESEND_MS_DEFAULT: u64 = 50;
 /// Default time a secondary may leave a Prepare unacknowledged before the
-/// primary asks meta to remove it, in milliseconds.
-pub const PREPARE_TIMEOUT_MS_DEFAULT: u64 = 400;
+/// primary asks meta to remove it, in milliseconds. Longer than meta's
+/// grace (800 ms), so a dead node's replicas are removed by meta's failure
+/// detection first; this catches a member that beacons but does not
+/// acknowledge, without removing one whose shard was briefly starved of
+/// CPU (400 ms did, many times over, while a two-core machine rebalanced).
+pub const PREPARE_TIMEOUT_MS_DEFAULT: u64 = 1_000;
 /// Default most recently committed mutations a replica keeps in memory to
 /// answer learners from (docs/replication.md, "Learning").
 pub const LEARN_CACHE_MAX_DEFAULT: usize = 1_024;
@@ -231,7 +235,7 @@ mod tests {
         };
         assert!(zero_window.validate().is_err());
         let slow_resend = ReplicationSettings {
-            prepare_resend_ms: 400,
+            prepare_resend_ms: base.prepare_timeout_ms,
             ..base
         };
         assert!(slow_resend.validate().is_err());

@@ -6,8 +6,13 @@ const P: NodeId = NodeId(1);
 const S2: NodeId = NodeId(2);
 const S3: NodeId = NodeId(3);
 
+/// The defaults, but the 400 ms prepare timeout these tests' clocks were
+/// written against.
 fn settings() -> ReplicationSettings {
-    ReplicationSettings::default()
+    ReplicationSettings {
+        prepare_timeout_ms: 400,
+        ..ReplicationSettings::default()
+    }
 }
 
 fn config(ballot: Ballot, primary: NodeId, secondaries: &[NodeId]) -> PartitionConfig {
