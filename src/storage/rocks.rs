@@ -3,7 +3,7 @@
 //! write-buffer budget, background threads). See docs/storage.md, "RocksDB".
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lru::LruCache;
@@ -28,8 +28,17 @@ pub const BLOCK_CACHE_BYTES_MIN: usize = 1 << 20;
 pub const WRITE_BUFFER_BYTES_MIN: usize = 1 << 20;
 /// Bloom filter bits per key (about 1% false positives).
 const BLOOM_BITS_PER_KEY: f64 = 10.0;
-/// Share of a memtable's size given to its hash-key prefix bloom.
+/// Share of a memtable's size given to its hash-key prefix bloom, for
+/// each of a shard's first [`FULL_BLOOM_INSTANCES`] open instances.
 const MEMTABLE_PREFIX_BLOOM_RATIO: f64 = 0.05;
+/// Open instances of a shard up to which each memtable gets the whole
+/// prefix bloom; an instance opened when `k` are open gets
+/// `FULL_BLOOM_INSTANCES / k` of it. The bloom is allocated up front and
+/// charged to the shard's write-buffer budget: at the whole ratio, 64
+/// replicas on one shard (0.8 MiB each with the default budget) left no
+/// room for data, and the shard flushed nearly empty memtables without
+/// end — thousands of table files, until the node ran out of descriptors.
+const FULL_BLOOM_INSTANCES: usize = 4;
 /// Bounds of one memtable's size (a quarter of the shard's write-buffer
 /// budget, so several replicas share it).
 const MEMTABLE_BYTES_MIN: usize = 1 << 20;
@@ -160,6 +169,8 @@ pub struct ShardStorage {
     env: Env,
     record_cache: Option<Arc<Mutex<RecordCache>>>,
     next_instance: AtomicU64,
+    /// Instances open now (each holds a clone and counts itself out).
+    open_instances: Arc<AtomicUsize>,
 }
 
 impl ShardStorage {
@@ -201,6 +212,7 @@ impl ShardStorage {
             env,
             record_cache,
             next_instance: AtomicU64::new(0),
+            open_instances: Arc::default(),
         })
     }
 
@@ -249,6 +261,13 @@ impl ShardStorage {
         options
     }
 
+    /// The prefix bloom's share of a memtable for an instance opened now
+    /// (see [`FULL_BLOOM_INSTANCES`]).
+    fn prefix_bloom_ratio(&self) -> f64 {
+        let opening = self.open_instances.load(Ordering::Relaxed) + 1;
+        MEMTABLE_PREFIX_BLOOM_RATIO * (FULL_BLOOM_INSTANCES as f64 / opening as f64).min(1.0)
+    }
+
     fn options(&self) -> Options {
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&self.block_cache);
@@ -272,7 +291,7 @@ impl ShardStorage {
         options.set_compression_type(DBCompressionType::Lz4);
         // A prefix bloom in each memtable: a hash key absent from it skips
         // the skiplist search.
-        options.set_memtable_prefix_bloom_ratio(MEMTABLE_PREFIX_BLOOM_RATIO);
+        options.set_memtable_prefix_bloom_ratio(self.prefix_bloom_ratio());
         options.set_prefix_extractor(SliceTransform::create(
             "markab.hash_key",
             hash_key_prefix_of,
@@ -331,6 +350,8 @@ pub struct RocksEngine {
     record_cache: Option<Arc<Mutex<RecordCache>>>,
     /// This instance's number in the shard's record cache.
     instance: u64,
+    /// The shard's count of open instances, this one included.
+    open_instances: Arc<AtomicUsize>,
     /// Bumped by every write, under the record cache's lock.
     generation: AtomicU64,
 }
@@ -344,6 +365,7 @@ fn lock(cache: &Mutex<RecordCache>) -> MutexGuard<'_, RecordCache> {
 
 impl Drop for RocksEngine {
     fn drop(&mut self) {
+        self.open_instances.fetch_sub(1, Ordering::Relaxed);
         let Some(cache) = &self.record_cache else {
             return;
         };
@@ -397,6 +419,10 @@ impl RocksEngine {
             write_options,
             record_cache: shard.record_cache.clone(),
             instance: shard.next_instance.fetch_add(1, Ordering::Relaxed),
+            open_instances: {
+                shard.open_instances.fetch_add(1, Ordering::Relaxed);
+                shard.open_instances.clone()
+            },
             generation: AtomicU64::new(0),
         })
     }
@@ -703,6 +729,45 @@ mod tests {
             .map(|index| sst_files(&dir.path().join(index.to_string())))
             .sum();
         assert!(files <= 16, "{files} SST files for 12 MiB of writes");
+    }
+
+    // Sixty-four replicas on one shard with the default 64 MiB budget:
+    // their memtables' up-front allocations (prefix blooms, arena blocks)
+    // leave most of the budget for data, and 6.4 MiB of writes flush
+    // (nearly) nothing. At a whole prefix bloom each the allocations alone
+    // filled the budget and every write flushed.
+    #[test]
+    fn many_replicas_on_one_shard_leave_room_in_the_write_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let tuning = StorageTuning {
+            compaction_threads: 1,
+            record_cache_bytes: 0,
+            ..StorageTuning::default()
+        };
+        let shard = ShardStorage::new(&tuning).unwrap();
+        let engines: Vec<RocksEngine> = (0..64)
+            .map(|index| RocksEngine::open(&dir.path().join(index.to_string()), &shard).unwrap())
+            .collect();
+        let usage = shard.write_buffer_usage_bytes();
+        assert!(
+            usage < tuning.write_buffer_bytes / 2,
+            "{usage} of {} bytes charged before any write",
+            tuning.write_buffer_bytes
+        );
+        for decree in 1..=100i64 {
+            for engine in &engines {
+                let mut batch = WriteBatch::new();
+                batch.put(format!("key{decree}").into_bytes(), vec![7u8; 1024]);
+                batch.set_decree(decree);
+                engine.write(&batch).unwrap();
+            }
+        }
+        let files: usize = (0..64)
+            .map(|index| sst_files(&dir.path().join(index.to_string())))
+            .sum();
+        assert!(files <= 8, "{files} SST files for 6.4 MiB of writes");
+        drop(engines);
+        assert_eq!(shard.open_instances.load(Ordering::Relaxed), 0);
     }
 
     fn shard(record_cache_bytes: usize) -> ShardStorage {
