@@ -8,9 +8,12 @@
 # time and both runs' p99s and error counts; the runs' JSON lines are in
 # OUT/runs.jsonl. COPY_RATE (bytes per second; default: the tuning's own
 # default) sets the nodes' `copy_bytes_per_second`, and MOVES_MAX meta's
-# `balance_moves_max`, for the five-node run.
+# `balance_moves_max`, for the five-node run. With LOADED=DIR set, the
+# loaded three-node onebox is saved to DIR after loading, and a later run
+# with the same RECORDS starts from that copy instead of loading again.
 #
 #   benches/rebalance.sh [RECORDS] [RATE] [DURATION_S] [OUT] [COPY_RATE] [MOVES_MAX]
+#   MARKAB_BIN=/path/to/markab benches/rebalance.sh    # a prebuilt binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
 records=${1:-2000000}
@@ -20,8 +23,12 @@ out=${4:-/var/tmp/markab-rebalance}
 copy_rate=${5:-}
 moves_max=${6:-}
 source scripts/env.sh
-cargo build --release --quiet
-markab="$CARGO_TARGET_DIR/release/markab"
+if [ -n "${MARKAB_BIN:-}" ]; then
+  markab="$MARKAB_BIN"
+else
+  cargo build --release --quiet
+  markab="$CARGO_TARGET_DIR/release/markab"
+fi
 rm -rf "$out"
 mkdir -p "$out"
 onebox_pid=
@@ -44,9 +51,13 @@ stop_onebox() {
 trap stop_onebox EXIT
 
 shell() { "$markab" shell --meta "$meta" -e "$1"; }
-# The balancer's plan is empty and nothing moves.
+# The balancer's plan is empty, nothing moves, and the alive nodes' replica
+# and primary counts are within one of each other (a plan is also empty
+# while partitions are short of replicas).
 settled() {
-  shell 'moves' | grep -q '^moves *: 0$' && shell 'balance -n' | grep -q '^moves *: 0$'
+  shell 'moves' | grep -q '^moves *: 0$' && shell 'balance -n' | grep -q '^moves *: 0$' &&
+    shell 'nodes' | awk '$2 == "ALIVE" { r[NR] = $3; p[NR] = $4 }
+      END { for (i in r) for (j in r) if (r[i] - r[j] > 1 || p[i] - p[j] > 1) exit 1 }'
 }
 bench_run() {
   "$markab" bench --target "markab://$meta" --table usertable --workload pegasus \
@@ -55,13 +66,28 @@ bench_run() {
     >"$out/$1.txt"
 }
 
-start_onebox 3
-meta=$(grep -o "meta=[0-9.:]*" "$out/onebox-3.out" | cut -d= -f2)
-echo "== loading $records records"
-"$markab" bench --target "markab://$meta" --table usertable --workload pegasus \
-  --records "$records" --phase load --connections 16 --quiet >"$out/load.txt"
+loaded=${LOADED:-}
+if [ -n "$loaded" ] && [ -f "$loaded/records-$records" ]; then
+  echo "== copying the onebox loaded with $records records from $loaded"
+  cp -a "$loaded/onebox" "$out/onebox"
+  # Its configs name their directories: point them at this copy.
+  sed -i "s#$(cat "$loaded/saved-from")/#$out/#g" "$out"/onebox/*.toml
+else
+  start_onebox 3
+  meta=$(grep -o "meta=[0-9.:]*" "$out/onebox-3.out" | cut -d= -f2)
+  echo "== loading $records records"
+  "$markab" bench --target "markab://$meta" --table usertable --workload pegasus \
+    --records "$records" --phase load --connections 16 --quiet >"$out/load.txt"
+  stop_onebox
+  if [ -n "$loaded" ]; then
+    rm -rf "$loaded"
+    mkdir -p "$loaded"
+    cp -a "$out/onebox" "$loaded/onebox"
+    echo "$out" >"$loaded/saved-from"
+    touch "$loaded/records-$records"
+  fi
+fi
 du -sh "$out/onebox" | sed 's/^/data on disk (3 replicas): /'
-stop_onebox
 if [ -n "$copy_rate" ]; then
   echo "copy_bytes_per_second = $copy_rate" >>"$out/onebox/tuning/default.toml"
 fi
@@ -69,6 +95,7 @@ if [ -n "$moves_max" ]; then
   echo "balance_moves_max = $moves_max" >>"$out/onebox/meta.toml"
 fi
 start_onebox 5
+meta=$(grep -o "meta=[0-9.:]*" "$out/onebox-5.out" | cut -d= -f2)
 sleep 5
 echo "== undisturbed run (5 nodes, level steady: the two new ones idle)"
 shell 'nodes' >"$out/nodes-before.txt"
