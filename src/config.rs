@@ -13,6 +13,7 @@
 //! # meta and hosts the replicas meta assigns to it.
 //! # meta = ["127.0.0.1:34601"]
 //! # beacon_interval_ms = 100
+//! # prepare_timeout_ms = 1000          # a secondary silent this long is reported to meta
 //! # metrics_listen = "127.0.0.1:9101"  # Prometheus text on /metrics (off when unset)
 //!
 //! # Standalone mode: the tables this node serves by itself.
@@ -74,6 +75,8 @@ struct NodeSection {
     meta: Vec<String>,
     #[serde(default = "default_beacon_interval_ms")]
     beacon_interval_ms: u64,
+    #[serde(default = "default_prepare_timeout_ms")]
+    prepare_timeout_ms: u64,
     metrics_listen: Option<std::net::SocketAddr>,
 }
 
@@ -102,6 +105,10 @@ fn default_pin() -> bool {
 
 fn default_beacon_interval_ms() -> u64 {
     BEACON_INTERVAL_MS_DEFAULT
+}
+
+fn default_prepare_timeout_ms() -> u64 {
+    markab_core::replication::config::PREPARE_TIMEOUT_MS_DEFAULT
 }
 
 /// Default interval between a node's beacons to meta.
@@ -135,6 +142,9 @@ pub struct NodeConfig {
     pub meta: Vec<String>,
     /// Cluster mode: milliseconds between beacons to meta (100..=60,000).
     pub beacon_interval_ms: u64,
+    /// Milliseconds a secondary may leave a Prepare unacknowledged before
+    /// its primary asks meta to remove it (100..=60,000; default 1,000).
+    pub prepare_timeout_ms: u64,
     /// Where to serve Prometheus metrics on `/metrics` (off when unset).
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
@@ -213,6 +223,12 @@ impl NodeConfig {
                 file.node.beacon_interval_ms
             )));
         }
+        if !(100..=60_000).contains(&file.node.prepare_timeout_ms) {
+            return Err(invalid(format!(
+                "node.prepare_timeout_ms = {} is out of range (allowed 100..=60000)",
+                file.node.prepare_timeout_ms
+            )));
+        }
         let base_dir = path.parent().unwrap_or(Path::new("."));
         let tuning_dir = base_dir.join(file.node.tuning_dir.unwrap_or_else(|| "tuning".into()));
         let mut names = HashSet::new();
@@ -249,6 +265,7 @@ impl NodeConfig {
             tables: file.tables,
             meta: file.node.meta,
             beacon_interval_ms: file.node.beacon_interval_ms,
+            prepare_timeout_ms: file.node.prepare_timeout_ms,
             metrics_listen: file.node.metrics_listen,
         })
     }
@@ -281,6 +298,7 @@ mod tests {
         assert_eq!(config.port_base, PORT_BASE_DEFAULT);
         assert_eq!(config.tuning_dir, Path::new("/etc/markab/tuning"));
         assert!(config.pin);
+        assert_eq!(config.prepare_timeout_ms, 1_000);
         assert_eq!(
             parse("[node]\ndata_dir = \"/d\"\nshards = 2\nmeta = [\"127.0.0.1:1\"]\n")
                 .unwrap()
@@ -300,6 +318,10 @@ mod tests {
             (
                 "[node]\ndata_dir = \"/d\"\nmeta = [\"127.0.0.1:1\"]\nbeacon_interval_ms = 5\n",
                 "beacon_interval_ms = 5",
+            ),
+            (
+                "[node]\ndata_dir = \"/d\"\nmeta = [\"127.0.0.1:1\"]\nprepare_timeout_ms = 10\n",
+                "prepare_timeout_ms = 10",
             ),
             (
                 "[node]\ndata_dir = \"/d\"\nmeta = [\"127.0.0.1:1\"]\n[[table]]\nname = \"t\"\napp_id = 1\npartition_count = 8\n",

@@ -334,7 +334,8 @@ fn a_node_cut_off_from_meta_rejoins_on_its_own_shards() {
 // holds every request but beacons for 3 s (a proxy between the primary's
 // node and meta holds them, like a meta slow to answer them) while the
 // primary asks meta to remove a secondary that was paused past the prepare
-// timeout. The primary's node must stay alive in meta's eyes throughout.
+// timeout (400 ms here, below meta's grace, so that the primary asks
+// before meta declares the paused node dead). The primary's node must stay alive in meta's eyes throughout.
 // (Before, shard 0 sent queued requests to meta between two beacons on the
 // same connection, each waiting up to 3 s for its answer: the node missed
 // its beacons for the whole wait and meta declared it dead.)
@@ -344,6 +345,7 @@ fn beacons_do_not_wait_for_slow_meta_requests() {
     let runtime = common::runtime();
     let cluster = Cluster::start(ClusterOptions {
         proxies: true,
+        node_lines: "prepare_timeout_ms = 400\n".into(),
         ..ClusterOptions::default()
     });
     cluster.create_table("slowmeta", 1, 3);

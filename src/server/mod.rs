@@ -147,6 +147,7 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         grace_ms: defaults
             .grace_ms
             .max(lease_ms + config.beacon_interval_ms + 1),
+        prepare_timeout_ms: config.prepare_timeout_ms,
         ..defaults
     };
     replication

@@ -52,6 +52,8 @@ pub struct ClusterOptions {
     pub tuning: String,
     /// Extra lines for meta's `[meta]` section.
     pub meta_lines: String,
+    /// Extra lines for the nodes' `[node]` section.
+    pub node_lines: String,
     /// Extra environment variables of the meta process.
     pub meta_env: Vec<(String, String)>,
     /// Each node reaches meta through a [`FaultProxy`] of its own, so the
@@ -68,6 +70,7 @@ impl Default for ClusterOptions {
             hold_seconds: None,
             tuning: String::new(),
             meta_lines: String::new(),
+            node_lines: String::new(),
             meta_env: Vec::new(),
             proxies: false,
         }
@@ -208,9 +211,10 @@ impl Cluster {
                 meta_address.clone()
             };
             let text = format!(
-                "[node]\ndata_dir = {:?}\nhost = \"127.0.0.1\"\nport_base = {port_base}\nshards = {}\npin = false\ntuning_dir = \"tuning\"\nmeta = [{node_meta:?}]\nbeacon_interval_ms = {BEACON_INTERVAL_MS}\n",
+                "[node]\ndata_dir = {:?}\nhost = \"127.0.0.1\"\nport_base = {port_base}\nshards = {}\npin = false\ntuning_dir = \"tuning\"\nmeta = [{node_meta:?}]\nbeacon_interval_ms = {BEACON_INTERVAL_MS}\n{}",
                 dir.path().join(format!("node-{index}")).display().to_string(),
-                options.shards
+                options.shards,
+                options.node_lines
             );
             let path = dir.path().join(format!("node-{index}.toml"));
             std::fs::write(&path, text).unwrap();
