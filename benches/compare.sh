@@ -13,6 +13,7 @@
 # always, etcd fsyncs its raft WAL before acknowledging).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 records=${1:-20000}
 operations=${2:-100000}
 connections=${3:-8}
@@ -71,18 +72,6 @@ for _ in $(seq 300); do
 done
 [ -n "$etcd_ready" ] || { cat "$work/etcd.log" >&2; echo "etcd did not start" >&2; exit 1; }
 
-# CPU time (user + system, all threads) the given processes have used, in
-# clock ticks; a process that is gone counts 0.
-cpu_ticks() {
-  local total=0 pid stat fields
-  for pid in "$@"; do
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-    # Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
-    read -ra fields <<<"${stat##*) }"
-    total=$((total + fields[11] + fields[12]))
-  done
-  echo "$total"
-}
 ticks_per_s=$(getconf CLK_TCK)
 
 # TARGET WORKLOAD PHASE SERVER_PID... -> the BENCH_JSON line, with the CPU the

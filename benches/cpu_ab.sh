@@ -9,6 +9,7 @@
 #   benches/cpu_ab.sh A_BINARY B_BINARY [ROUNDS] [RECORDS] [OPERATIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 a=${1:?the first markab binary}
 b=${2:?the second markab binary}
 rounds=${3:-5}
@@ -16,15 +17,6 @@ records=${4:-20000}
 operations=${5:-100000}
 ticks_per_s=$(getconf CLK_TCK)
 
-cpu_ticks() {
-  local total=0 pid stat fields
-  for pid in "$@"; do
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-    read -ra fields <<<"${stat##*) }"
-    total=$((total + fields[11] + fields[12]))
-  done
-  echo "$total"
-}
 
 # BINARY -> "cpu_us_per_insert cpu_us_per_read" of one onebox run.
 measure() {

@@ -15,6 +15,7 @@
 #   MARKAB_BIN=/path/to/markab benches/scaling.sh    # a prebuilt binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 shard_counts=${1:-1 2 4 8}
 records=${2:-100000}
 duration_s=${3:-15}
@@ -37,28 +38,8 @@ stop_onebox() {
 }
 trap stop_onebox EXIT
 
-# CPU time (user + system, all threads) of the given processes, in ticks.
-cpu_ticks() {
-  local total=0 pid stat fields
-  for pid in "$@"; do
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-    read -ra fields <<<"${stat##*) }"
-    total=$((total + fields[11] + fields[12]))
-  done
-  echo "$total"
-}
 ticks_per_s=$(getconf CLK_TCK)
 
-# The pids of PID's child processes (onebox's meta and nodes), from /proc.
-children() {
-  local stat fields
-  for stat in /proc/[0-9]*/stat; do
-    fields=$(cat "$stat" 2>/dev/null) || continue
-    read -ra fields <<<"${fields##*) }"
-    [ "${fields[1]}" = "$1" ] && { stat=${stat#/proc/}; echo -n "${stat%/stat} "; }
-  done
-  echo
-}
 
 # NAME PHASE CONNECTIONS SERVER_PID... -> one JSON line in OUT/runs.jsonl
 # with "shards", "phase_name" and "server_cpu_s" added.
