@@ -637,7 +637,8 @@ impl World {
             }
             Event::MetaRestart => {
                 self.meta.restart();
-                self.last_restart_ms = self.now_ms;
+                // A later pause's end may already be recorded: keep it.
+                self.last_restart_ms = self.last_restart_ms.max(self.now_ms);
                 self.note("meta restarts from its store".into());
                 Ok(())
             }
@@ -1279,7 +1280,7 @@ impl World {
         }
         held.hosts = hosts;
         if now_ms > 0 {
-            self.last_restart_ms = now_ms;
+            self.last_restart_ms = self.last_restart_ms.max(now_ms);
         }
         self.note(format!(
             "start {node} (incarnation {incarnation}); torn tails cut on shards {cut:?}"
