@@ -106,8 +106,21 @@ bench_pid=$!
 started=$(date +%s.%N)
 shell 'set_meta_level lively' >/dev/null
 sleep 2
+# Bounded: a rebalance that has not settled in WAIT_MAX_S seconds (default
+# 1200) is reported with the moves still planned.
+wait_max_s=${WAIT_MAX_S:-1200}
+waited=0
 until settled; do
   sleep 1
+  waited=$((waited + 1))
+  if [ "$waited" -ge "$wait_max_s" ]; then
+    echo "not balanced after $wait_max_s s; moves in flight and planned:"
+    shell 'moves'
+    shell 'balance -n'
+    shell 'nodes'
+    wait "$bench_pid"
+    exit 1
+  fi
 done
 finished=$(date +%s.%N)
 shell 'nodes' >"$out/nodes-after.txt"

@@ -302,3 +302,216 @@ fn busy_partitions_are_not_moved() {
         }
     }
 }
+
+// A five-node cluster of two shards each, taken from meta's log of a
+// rebalance (copies at 8 MiB/s) in which partitions 1.0 and 1.3 moved back
+// and forth between the same two nodes for minutes: the pure plan, its
+// moves finishing one at a time with the others in flight, settles from
+// it. So the live oscillation comes from what meta hands the plan, not
+// from the plan itself (docs/balance.md, "Limits").
+#[test]
+fn a_logged_oscillating_cluster_settles_in_the_plan() {
+    let part = |index: i32, primary: Place, secondaries: Vec<Place>| Partition {
+        gpid: Gpid {
+            app_id: 1,
+            partition_index: index,
+        },
+        primary,
+        secondaries,
+        busy: false,
+    };
+    let cluster = Cluster {
+        nodes: (0..5)
+            .map(|index| Node {
+                name: format!("n{index}"),
+                shards: 2,
+                removing: false,
+            })
+            .collect(),
+        partitions: vec![
+            part(
+                0,
+                Place { node: 3, shard: 1 },
+                vec![Place { node: 1, shard: 0 }, Place { node: 4, shard: 0 }],
+            ),
+            part(
+                1,
+                Place { node: 0, shard: 1 },
+                vec![Place { node: 3, shard: 0 }, Place { node: 4, shard: 1 }],
+            ),
+            part(
+                2,
+                Place { node: 0, shard: 1 },
+                vec![Place { node: 2, shard: 0 }, Place { node: 3, shard: 0 }],
+            ),
+            part(
+                3,
+                Place { node: 2, shard: 1 },
+                vec![Place { node: 1, shard: 0 }, Place { node: 3, shard: 1 }],
+            ),
+            part(
+                4,
+                Place { node: 0, shard: 0 },
+                vec![Place { node: 2, shard: 0 }, Place { node: 3, shard: 1 }],
+            ),
+            part(
+                5,
+                Place { node: 3, shard: 0 },
+                vec![Place { node: 0, shard: 0 }, Place { node: 2, shard: 1 }],
+            ),
+            part(
+                6,
+                Place { node: 3, shard: 1 },
+                vec![Place { node: 0, shard: 1 }, Place { node: 1, shard: 0 }],
+            ),
+            part(
+                7,
+                Place { node: 3, shard: 1 },
+                vec![Place { node: 0, shard: 1 }, Place { node: 2, shard: 1 }],
+            ),
+            part(
+                8,
+                Place { node: 0, shard: 0 },
+                vec![Place { node: 3, shard: 0 }, Place { node: 4, shard: 0 }],
+            ),
+            part(
+                9,
+                Place { node: 0, shard: 1 },
+                vec![Place { node: 3, shard: 1 }, Place { node: 4, shard: 1 }],
+            ),
+            part(
+                10,
+                Place { node: 0, shard: 0 },
+                vec![Place { node: 3, shard: 0 }, Place { node: 4, shard: 0 }],
+            ),
+            part(
+                11,
+                Place { node: 3, shard: 0 },
+                vec![Place { node: 0, shard: 0 }, Place { node: 1, shard: 1 }],
+            ),
+            part(
+                12,
+                Place { node: 2, shard: 0 },
+                vec![Place { node: 0, shard: 1 }, Place { node: 3, shard: 1 }],
+            ),
+            part(
+                13,
+                Place { node: 1, shard: 1 },
+                vec![Place { node: 0, shard: 1 }, Place { node: 3, shard: 1 }],
+            ),
+            part(
+                14,
+                Place { node: 1, shard: 0 },
+                vec![Place { node: 0, shard: 1 }, Place { node: 3, shard: 1 }],
+            ),
+            part(
+                15,
+                Place { node: 1, shard: 1 },
+                vec![Place { node: 0, shard: 0 }, Place { node: 3, shard: 0 }],
+            ),
+            part(
+                16,
+                Place { node: 1, shard: 0 },
+                vec![Place { node: 2, shard: 0 }, Place { node: 3, shard: 0 }],
+            ),
+            part(
+                17,
+                Place { node: 1, shard: 1 },
+                vec![Place { node: 0, shard: 0 }, Place { node: 4, shard: 1 }],
+            ),
+            part(
+                18,
+                Place { node: 1, shard: 0 },
+                vec![Place { node: 2, shard: 0 }, Place { node: 3, shard: 0 }],
+            ),
+            part(
+                19,
+                Place { node: 1, shard: 1 },
+                vec![Place { node: 3, shard: 0 }, Place { node: 4, shard: 1 }],
+            ),
+            part(
+                20,
+                Place { node: 3, shard: 0 },
+                vec![Place { node: 0, shard: 0 }, Place { node: 4, shard: 0 }],
+            ),
+            part(
+                21,
+                Place { node: 2, shard: 1 },
+                vec![Place { node: 0, shard: 1 }, Place { node: 4, shard: 1 }],
+            ),
+            part(
+                22,
+                Place { node: 2, shard: 0 },
+                vec![Place { node: 1, shard: 0 }, Place { node: 4, shard: 0 }],
+            ),
+            part(
+                23,
+                Place { node: 2, shard: 1 },
+                vec![Place { node: 0, shard: 1 }, Place { node: 4, shard: 1 }],
+            ),
+            part(
+                24,
+                Place { node: 2, shard: 0 },
+                vec![Place { node: 1, shard: 0 }, Place { node: 4, shard: 0 }],
+            ),
+            part(
+                25,
+                Place { node: 4, shard: 1 },
+                vec![Place { node: 1, shard: 1 }, Place { node: 2, shard: 1 }],
+            ),
+            part(
+                26,
+                Place { node: 4, shard: 0 },
+                vec![Place { node: 1, shard: 0 }, Place { node: 2, shard: 0 }],
+            ),
+            part(
+                27,
+                Place { node: 4, shard: 1 },
+                vec![Place { node: 1, shard: 1 }, Place { node: 2, shard: 1 }],
+            ),
+            part(
+                28,
+                Place { node: 4, shard: 0 },
+                vec![Place { node: 1, shard: 0 }, Place { node: 2, shard: 0 }],
+            ),
+            part(
+                29,
+                Place { node: 4, shard: 1 },
+                vec![Place { node: 1, shard: 1 }, Place { node: 2, shard: 1 }],
+            ),
+            part(
+                30,
+                Place { node: 4, shard: 0 },
+                vec![Place { node: 1, shard: 0 }, Place { node: 2, shard: 0 }],
+            ),
+            part(
+                31,
+                Place { node: 4, shard: 1 },
+                vec![Place { node: 1, shard: 1 }, Place { node: 2, shard: 1 }],
+            ),
+        ],
+    };
+    let bounds = Bounds {
+        moves_max: 16,
+        copies_per_node_max: 2,
+    };
+    // Moves finish one at a time, the others still in flight while meta
+    // plans again (as it does on every tick).
+    let mut seen = BTreeSet::new();
+    let mut current = cluster;
+    let mut in_flight: Vec<Move> = Vec::new();
+    for round in 0..400 {
+        let mut moves = plan(&current, &in_flight, bounds, true);
+        in_flight.append(&mut moves);
+        if in_flight.is_empty() {
+            return;
+        }
+        assert!(
+            seen.insert(format!("{:?} {:?}", current.partitions, in_flight)),
+            "round {round}: a state came back"
+        );
+        let done = in_flight.remove(0);
+        current = apply(&current, &[done]);
+    }
+    panic!("no fixed point in 400 rounds");
+}
