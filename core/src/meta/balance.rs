@@ -88,7 +88,7 @@ pub struct Bounds {
 
 /// The moves that bring `cluster` closer to balance, at most what
 /// `bounds` allows beyond `in_flight` (moves already running, which the
-/// plan does not touch). Replicas leave removing nodes first, then
+/// plan does not touch and counts as done). Replicas leave removing nodes first, then
 /// replicas are spread per table and in total, then primaries per table
 /// and in total — primaries by switches to a secondary, the cheap move.
 /// Applying the moves and planning again reaches a fixed point: the
@@ -168,7 +168,11 @@ impl Planner {
             }
         }
         Planner {
-            cluster: cluster.clone(),
+            // Counted as done: a plan that saw the replicas a running move
+            // takes away still in place asked for the same move again, on
+            // another partition, and the next plans moved both back — two
+            // partitions went to and fro between two nodes for minutes.
+            cluster: apply(cluster, in_flight),
             bounds,
             moves_count: in_flight.len(),
             copies_per_node,
