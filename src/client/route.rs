@@ -8,8 +8,8 @@
 //! [`ROUTED_ATTEMPTS_MAX`] attempts with exponential backoff, all within the
 //! operation's timeout. A node's answer that it cannot take the request for
 //! a moment (`BUSY`, `NOT_ENOUGH_REPLICAS`: not executed either) is tried
-//! again the same way, without the refresh. A read whose connection died after it was sent is
-//! retried the same way; a write whose fate is unknown (its connection died
+//! again the same way, without the refresh. A read whose connection died
+//! after it was sent is retried the same way; a write whose fate is unknown (its connection died
 //! after sending, or it timed out) is never retried: the error is returned
 //! and the route is marked stale so the next operation refreshes it first.
 

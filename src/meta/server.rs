@@ -17,6 +17,7 @@
 //! a closed connection; data requests other than `query_route` get
 //! `INVALID_ARGUMENT`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,7 +101,7 @@ impl Actor {
             .name("markab-meta-state".into())
             .spawn(move || {
                 let mut placement_observed_ms = None;
-                let mut logged = state.data().clone();
+                let mut logged = LoggedBallots::of(state.data());
                 while let Some(input) = receiver.blocking_recv() {
                     // Durations on the monotonic clock, the wall clock for
                     // display and hold times (**durations-are-monotonic**).
@@ -151,45 +152,76 @@ impl Actor {
     }
 }
 
+/// What the reconfiguration log last saw: meta's data version and each
+/// partition's ballot.
+struct LoggedBallots {
+    version: u64,
+    ballots: HashMap<(i32, usize), i64>,
+}
+
+impl LoggedBallots {
+    fn of(data: &MetaData) -> LoggedBallots {
+        let mut logged = LoggedBallots {
+            version: data.version,
+            ballots: HashMap::new(),
+        };
+        logged.update(data, |_, _, _| {});
+        logged
+    }
+
+    /// Records `data`'s ballots, calling `changed(app_id, index, old
+    /// ballot)` for each partition whose ballot moved.
+    fn update(&mut self, data: &MetaData, mut changed: impl FnMut(i32, usize, i64)) {
+        self.version = data.version;
+        self.ballots
+            .retain(|(app_id, _), _| data.tables.contains_key(app_id));
+        for (app_id, table) in &data.tables {
+            for (index, partition) in table.partitions.iter().enumerate() {
+                let old = self.ballots.insert((*app_id, index), partition.ballot);
+                if let Some(old) = old.filter(|old| *old != partition.ballot) {
+                    changed(*app_id, index, old);
+                }
+            }
+        }
+    }
+}
+
 /// Logs every partition configuration that `data` (just committed)
-/// changes against `logged`, the data last logged, with `cause`; then
-/// `logged` becomes `data`. Clones only when the version moved.
-fn log_reconfigurations(logged: &mut MetaData, data: &MetaData, cause: impl FnOnce() -> String) {
+/// changes against what `logged` saw, with `cause`.
+fn log_reconfigurations(
+    logged: &mut LoggedBallots,
+    data: &MetaData,
+    cause: impl FnOnce() -> String,
+) {
     if data.version == logged.version {
         return;
     }
     let mut cause = Some(cause);
     let mut cause_text = String::new();
-    for (app_id, table) in &data.tables {
-        let before = logged.tables.get(app_id);
-        for (index, partition) in table.partitions.iter().enumerate() {
-            let old = before.and_then(|table| table.partitions.get(index));
-            let Some(old) = old.filter(|old| old.ballot != partition.ballot) else {
-                continue;
-            };
-            if let Some(cause) = cause.take() {
-                cause_text = cause();
-            }
-            let names = |places: &[markab_core::meta::state::ReplicaPlace]| {
-                places
-                    .iter()
-                    .map(|place| format!("{}#{}", place.node, place.shard))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            tracing::info!(
-                table = %table.name,
-                partition = format!("{app_id}.{index}"),
-                ballot = format!("{} -> {}", old.ballot, partition.ballot),
-                primary = format!("{}#{}", partition.primary.node, partition.primary.shard),
-                secondaries = names(&partition.secondaries),
-                learners = names(&partition.learners),
-                cause = %cause_text,
-                "partition reconfigured"
-            );
+    logged.update(data, |app_id, index, old_ballot| {
+        if let Some(cause) = cause.take() {
+            cause_text = cause();
         }
-    }
-    *logged = data.clone();
+        let table = &data.tables[&app_id];
+        let partition = &table.partitions[index];
+        let names = |places: &[markab_core::meta::state::ReplicaPlace]| {
+            places
+                .iter()
+                .map(|place| format!("{}#{}", place.node, place.shard))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        tracing::info!(
+            table = %table.name,
+            partition = format!("{app_id}.{index}"),
+            ballot = format!("{old_ballot} -> {}", partition.ballot),
+            primary = format!("{}#{}", partition.primary.node, partition.primary.shard),
+            secondaries = names(&partition.secondaries),
+            learners = names(&partition.learners),
+            cause = %cause_text,
+            "partition reconfigured"
+        );
+    });
 }
 
 /// What a request that changed meta's data was, for its log.

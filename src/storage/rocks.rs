@@ -699,6 +699,33 @@ mod tests {
             .count()
     }
 
+    /// `count` instances of `shard`, in `dir/0`, `dir/1`, ...
+    fn open_engines(dir: &Path, shard: &ShardStorage, count: usize) -> Vec<RocksEngine> {
+        (0..count)
+            .map(|index| RocksEngine::open(&dir.join(index.to_string()), shard).unwrap())
+            .collect()
+    }
+
+    /// Writes `count` records of 1 KiB to each engine, one batch per
+    /// record, taking turns.
+    fn write_kib_records(engines: &[RocksEngine], count: i64) {
+        for decree in 1..=count {
+            for engine in engines {
+                let mut batch = WriteBatch::new();
+                batch.put(format!("key{decree}").into_bytes(), vec![7u8; 1024]);
+                batch.set_decree(decree);
+                engine.write(&batch).unwrap();
+            }
+        }
+    }
+
+    /// SST files of the instances `open_engines` opened in `dir`.
+    fn sst_files_of(dir: &Path, count: usize) -> usize {
+        (0..count)
+            .map(|index| sst_files(&dir.join(index.to_string())))
+            .sum()
+    }
+
     // Many replicas sharing a small write-buffer budget (onebox's 16 MiB)
     // flush only when their memtables really fill: 8 instances × 1,500
     // writes of 1 KiB (12 MiB in all) make a handful of SST files, not the
@@ -714,20 +741,9 @@ mod tests {
             record_cache_bytes: 0,
         })
         .unwrap();
-        let engines: Vec<RocksEngine> = (0..8)
-            .map(|index| RocksEngine::open(&dir.path().join(index.to_string()), &shard).unwrap())
-            .collect();
-        for decree in 1..=1_500i64 {
-            for engine in &engines {
-                let mut batch = WriteBatch::new();
-                batch.put(format!("key{decree}").into_bytes(), vec![7u8; 1024]);
-                batch.set_decree(decree);
-                engine.write(&batch).unwrap();
-            }
-        }
-        let files: usize = (0..8)
-            .map(|index| sst_files(&dir.path().join(index.to_string())))
-            .sum();
+        let engines = open_engines(dir.path(), &shard, 8);
+        write_kib_records(&engines, 1_500);
+        let files = sst_files_of(dir.path(), engines.len());
         assert!(files <= 16, "{files} SST files for 12 MiB of writes");
     }
 
@@ -745,26 +761,15 @@ mod tests {
             ..StorageTuning::default()
         };
         let shard = ShardStorage::new(&tuning).unwrap();
-        let engines: Vec<RocksEngine> = (0..64)
-            .map(|index| RocksEngine::open(&dir.path().join(index.to_string()), &shard).unwrap())
-            .collect();
+        let engines = open_engines(dir.path(), &shard, 64);
         let usage = shard.write_buffer_usage_bytes();
         assert!(
             usage < tuning.write_buffer_bytes / 2,
             "{usage} of {} bytes charged before any write",
             tuning.write_buffer_bytes
         );
-        for decree in 1..=100i64 {
-            for engine in &engines {
-                let mut batch = WriteBatch::new();
-                batch.put(format!("key{decree}").into_bytes(), vec![7u8; 1024]);
-                batch.set_decree(decree);
-                engine.write(&batch).unwrap();
-            }
-        }
-        let files: usize = (0..64)
-            .map(|index| sst_files(&dir.path().join(index.to_string())))
-            .sum();
+        write_kib_records(&engines, 100);
+        let files = sst_files_of(dir.path(), engines.len());
         assert!(files <= 8, "{files} SST files for 6.4 MiB of writes");
         drop(engines);
         assert_eq!(shard.open_instances.load(Ordering::Relaxed), 0);

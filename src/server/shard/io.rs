@@ -55,24 +55,42 @@ pub fn dropping_dir(data_dir: &Path, shard: usize) -> PathBuf {
     data_dir.join(DROPPING_DIR).join(format!("shard-{shard}"))
 }
 
-/// Closes a dropped replica's storage, moves its directory `dir` to
-/// `parked` and deletes it there. Runs off the shard thread.
-fn delete_replica(engine: RocksEngine, dir: &Path, parked: &Path) -> Result<(), String> {
+/// Moves replica `gpid`'s directory into `into` as
+/// `<app_id>.<partition>-<unix ms>`, fsyncing both parents, and returns
+/// where it went.
+fn move_replica_dir(data_dir: &Path, gpid: Gpid, into: &Path) -> std::io::Result<PathBuf> {
+    let to = into.join(format!(
+        "{}.{}-{}",
+        gpid.app_id,
+        gpid.partition_index,
+        crate::clock::unix_ms()
+    ));
+    std::fs::create_dir_all(into)?;
+    std::fs::rename(replica_dir(data_dir, gpid), &to)?;
+    std::fs::File::open(data_dir.join("replicas"))?.sync_all()?;
+    std::fs::File::open(into)?.sync_all()?;
+    Ok(to)
+}
+
+/// Closes a dropped replica's storage, moves its directory into `parking`
+/// and deletes it there. Runs off the shard thread.
+fn delete_replica(
+    engine: RocksEngine,
+    data_dir: &Path,
+    gpid: Gpid,
+    parking: &Path,
+) -> Result<(), String> {
     // Closing flushes what RocksDB holds in memory (its WAL is off) and
     // waits for its flushes and compactions to end.
     drop(engine);
-    if let Some(parent) = parked.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|error| format!("cannot create {}: {error}", parent.display()))?;
-    }
-    std::fs::rename(dir, parked).map_err(|error| {
+    let parked = move_replica_dir(data_dir, gpid, parking).map_err(|error| {
         format!(
-            "cannot move {} to {}: {error}",
-            dir.display(),
-            parked.display()
+            "cannot move {} into {}: {error}",
+            replica_dir(data_dir, gpid).display(),
+            parking.display()
         )
     })?;
-    std::fs::remove_dir_all(parked)
+    std::fs::remove_dir_all(&parked)
         .map_err(|error| format!("cannot delete {}: {error}", parked.display()))
 }
 
@@ -350,25 +368,14 @@ impl HostIo for NodeIo {
     /// [`DAMAGED_DIR`] (`<app_id>.<partition>-<unix ms>`), fsyncing both
     /// parents, so the node does not open it again.
     fn set_aside_replica(&mut self, gpid: Gpid) -> Result<String, OpError> {
-        let from = replica_dir(&self.data_dir, gpid);
         let damaged = self.data_dir.join(DAMAGED_DIR);
-        let to = damaged.join(format!(
-            "{}.{}-{}",
-            gpid.app_id,
-            gpid.partition_index,
-            crate::clock::unix_ms()
-        ));
-        std::fs::create_dir_all(&damaged)
-            .and_then(|()| std::fs::rename(&from, &to))
-            .and_then(|()| std::fs::File::open(self.data_dir.join("replicas"))?.sync_all())
-            .and_then(|()| std::fs::File::open(&damaged)?.sync_all())
-            .map_err(|error| {
-                storage_error(format!(
-                    "cannot move {} to {}: {error}",
-                    from.display(),
-                    to.display()
-                ))
-            })?;
+        let to = move_replica_dir(&self.data_dir, gpid, &damaged).map_err(|error| {
+            storage_error(format!(
+                "cannot move {} into {}: {error}",
+                replica_dir(&self.data_dir, gpid).display(),
+                damaged.display()
+            ))
+        })?;
         Ok(to.display().to_string())
     }
 
@@ -387,18 +394,13 @@ impl HostIo for NodeIo {
     /// replicas keep answering their primaries meanwhile
     /// (**drop-off-the-shard**).
     fn remove_replica(&mut self, gpid: Gpid, engine: RocksEngine) -> Result<(), OpError> {
-        let dir = replica_dir(&self.data_dir, gpid);
-        let parked = dropping_dir(&self.data_dir, self.shard).join(format!(
-            "{}.{}-{}",
-            gpid.app_id,
-            gpid.partition_index,
-            markab_core::wall_clock::unix_ms()
-        ));
+        let data_dir = self.data_dir.clone();
+        let parking = dropping_dir(&self.data_dir, self.shard);
         self.dropping.borrow_mut().insert(gpid);
         let dropping = self.dropping.clone();
         glommio::spawn_local(async move {
             let deleted = glommio::executor()
-                .spawn_blocking(move || delete_replica(engine, &dir, &parked))
+                .spawn_blocking(move || delete_replica(engine, &data_dir, gpid, &parking))
                 .await;
             if let Err(reason) = deleted {
                 tracing::error!(app_id = gpid.app_id, partition = gpid.partition_index, %reason, "a dropped replica's data could not be deleted");
