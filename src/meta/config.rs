@@ -16,6 +16,7 @@
 //! alive_percent_min = 50           # below this percent of nodes alive, meta removes no member (frozen)
 //! balance_moves_max = 16           # balancer moves in flight at once (1..=4096)
 //! balance_copies_per_node_max = 2  # replica moves in flight touching one node (1..=4096)
+//! balance_switches_max = 2         # primary switches in flight at once (1..=4096)
 //! ```
 //!
 //! Every error names the file and the key, and states the allowed range.
@@ -100,6 +101,7 @@ struct MetaSection {
     alive_percent_min: Option<u8>,
     balance_moves_max: Option<usize>,
     balance_copies_per_node_max: Option<usize>,
+    balance_switches_max: Option<usize>,
 }
 
 /// A validated meta configuration.
@@ -202,10 +204,13 @@ impl MetaConfig {
             balance_copies_per_node_max: section
                 .balance_copies_per_node_max
                 .unwrap_or(defaults.balance_copies_per_node_max),
+            balance_switches_max: section
+                .balance_switches_max
+                .unwrap_or(defaults.balance_switches_max),
         };
         timing.validate().map_err(|message| {
             invalid(format!(
-                "meta.beacon_interval_ms / meta.lease_ms / meta.grace_ms / meta.replica_count_min_alive / meta.alive_percent_min / meta.balance_moves_max / meta.balance_copies_per_node_max: {message}"
+                "meta.beacon_interval_ms / meta.lease_ms / meta.grace_ms / meta.replica_count_min_alive / meta.alive_percent_min / meta.balance_moves_max / meta.balance_copies_per_node_max / meta.balance_switches_max: {message}"
             ))
         })?;
         let replication = section.replication.unwrap_or(true).then_some(timing);
@@ -268,7 +273,8 @@ mod tests {
         assert_eq!(config.replication, None);
         let config = parse(
             "[meta]\ndata_dir = \"/d\"\nreplication = true\nbeacon_interval_ms = 50\n\
-             lease_ms = 300\ngrace_ms = 400\nreplica_count_min_alive = 3\nalive_percent_min = 65\n",
+             lease_ms = 300\ngrace_ms = 400\nreplica_count_min_alive = 3\nalive_percent_min = 65\n\
+             balance_switches_max = 5\n",
         )
         .unwrap();
         assert_eq!(
@@ -279,6 +285,7 @@ mod tests {
                 grace_ms: 400,
                 replica_count_min_alive: 3,
                 alive_percent_min: 65,
+                balance_switches_max: 5,
                 ..MetaReplication::default()
             })
         );
@@ -325,6 +332,10 @@ mod tests {
             (
                 "[meta]\ndata_dir = \"/d\"\ngrace_ms = 700\n",
                 "grace_ms (700) must be more than lease_ms + beacon_interval_ms (600 + 100)",
+            ),
+            (
+                "[meta]\ndata_dir = \"/d\"\nbalance_switches_max = 0\n",
+                "balance_switches_max (0) is out of range (allowed 1..=4096)",
             ),
             (
                 "[meta]\ndata_dir = \"/d\"\nalive_percent_min = 101\n",

@@ -84,6 +84,10 @@ pub struct Bounds {
     /// Replica moves (copies) touching one node, as source or target, those
     /// in flight included.
     pub copies_per_node_max: usize,
+    /// Primary switches, those in flight included: each stops its
+    /// partition's writes until the new primary serves. A path of switches
+    /// longer than this starts only when none runs.
+    pub switches_max: usize,
 }
 
 /// The moves that bring `cluster` closer to balance, at most what
@@ -149,6 +153,10 @@ struct Planner {
     bounds: Bounds,
     /// Moves so far: in flight, then planned.
     moves_count: usize,
+    /// Of those, primary switches.
+    switches_count: usize,
+    /// A path of switches was found that the bounds did not allow.
+    switches_blocked: bool,
     copies_per_node: Vec<usize>,
     /// Partitions a move already touches.
     touched: BTreeSet<Gpid>,
@@ -175,6 +183,11 @@ impl Planner {
             cluster: apply(cluster, in_flight),
             bounds,
             moves_count: in_flight.len(),
+            switches_count: in_flight
+                .iter()
+                .filter(|one| matches!(one, Move::SwitchPrimary { .. }))
+                .count(),
+            switches_blocked: false,
             copies_per_node,
             touched: in_flight.iter().map(Move::gpid).collect(),
             planned: Vec::new(),
@@ -199,10 +212,21 @@ impl Planner {
             && self.copies_per_node[to] < self.bounds.copies_per_node_max
     }
 
+    /// Whether a path of `steps` switches fits the bounds: within
+    /// `moves_max`, and within `switches_max` unless no switch runs (a
+    /// longer path must still be able to start).
+    fn switches_allowed(&self, steps: usize) -> bool {
+        self.moves_count + steps <= self.bounds.moves_max
+            && (self.switches_count == 0 || self.switches_count + steps <= self.bounds.switches_max)
+    }
+
     fn record(&mut self, one: Move) {
-        if let Move::MoveReplica { from, to, .. } = one {
-            self.copies_per_node[from] += 1;
-            self.copies_per_node[to.node] += 1;
+        match one {
+            Move::MoveReplica { from, to, .. } => {
+                self.copies_per_node[from] += 1;
+                self.copies_per_node[to.node] += 1;
+            }
+            Move::SwitchPrimary { .. } => self.switches_count += 1,
         }
         self.moves_count += 1;
         self.touched.insert(one.gpid());
@@ -422,7 +446,11 @@ impl Planner {
                     .get(&app_id)
                     .is_some_and(|counts| counts[from] > counts[to])
             };
-            if !self.switch_path(&total, keeps_table_spread, None) && !self.swap_primary(&total) {
+            // A trade of replicas only where no switch could do: not when
+            // switches wait for others to finish.
+            if !self.switch_path(&total, keeps_table_spread, None)
+                && (self.switches_blocked || !self.swap_primary(&total))
+            {
                 break;
             }
         }
@@ -528,7 +556,8 @@ impl Planner {
                 steps.push((at, previous, node));
                 node = previous;
             }
-            if self.moves_count + steps.len() > self.bounds.moves_max {
+            if !self.switches_allowed(steps.len()) {
+                self.switches_blocked = true;
                 return false;
             }
             for (at, from, to) in steps.into_iter().rev() {
@@ -596,7 +625,7 @@ impl Planner {
                 else {
                     break;
                 };
-                if self.moves_count + steps.len() > self.bounds.moves_max {
+                if !self.switches_allowed(steps.len()) {
                     break;
                 }
                 for (at, from, to) in steps {

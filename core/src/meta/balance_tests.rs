@@ -8,6 +8,7 @@ use super::*;
 const UNBOUNDED: Bounds = Bounds {
     moves_max: usize::MAX,
     copies_per_node_max: usize::MAX,
+    switches_max: usize::MAX,
 };
 
 /// A random cluster: 1–16 nodes of 1–8 shards, 1–3 tables of 1–5 replicas
@@ -233,6 +234,7 @@ fn bounded_plans_settle_too() {
     let bounds = Bounds {
         moves_max: 8,
         copies_per_node_max: 2,
+        switches_max: 2,
     };
     let mut rng = StdRng::seed_from_u64(11);
     for case in 0..60 {
@@ -496,6 +498,7 @@ fn a_logged_oscillating_cluster_settles() {
     let bounds = Bounds {
         moves_max: 16,
         copies_per_node_max: 2,
+        switches_max: 2,
     };
     let first = plan(&cluster, &[], bounds, true);
     let with_first_running = plan(&cluster, &first, bounds, true);
@@ -536,6 +539,7 @@ fn plans_made_while_moves_run_settle() {
     let bounds = Bounds {
         moves_max: 16,
         copies_per_node_max: 2,
+        switches_max: 2,
     };
     let mut rng = StdRng::seed_from_u64(23);
     for case in 0..60 {
@@ -567,4 +571,95 @@ fn plans_made_while_moves_run_settle() {
             &mut BestEffort::default(),
         );
     }
+}
+
+/// Three nodes of two shards holding 32 partitions × 3 replicas, every
+/// primary on node 0 (where a whole-cluster restart left them), and two
+/// empty nodes just added: the rebalance the benchmark measures.
+fn three_full_two_empty() -> Cluster {
+    Cluster {
+        nodes: (0..5)
+            .map(|index| Node {
+                name: format!("n{index}"),
+                shards: 2,
+                removing: false,
+            })
+            .collect(),
+        partitions: (0..32)
+            .map(|index| {
+                let shard = index as usize % 2;
+                Partition {
+                    gpid: Gpid {
+                        app_id: 1,
+                        partition_index: index,
+                    },
+                    primary: Place { node: 0, shard },
+                    secondaries: vec![Place { node: 1, shard }, Place { node: 2, shard }],
+                    busy: false,
+                }
+            })
+            .collect(),
+    }
+}
+
+// A switch stops its partition's writes until the new primary serves, so
+// switches run a few at a time. With all 32 primaries on one of three full
+// nodes and two empty ones, meta planning on every tick while copies take
+// ten rounds and switches one, a rebalance ran 12 switches at once (under
+// load, every client stalled ~400 ms); now at most `switches_max` at a
+// time, a longer path only when none runs.
+#[test]
+fn switches_run_few_at_a_time() {
+    let bounds = Bounds {
+        moves_max: 16,
+        copies_per_node_max: 2,
+        switches_max: 2,
+    };
+    let is_switch = |one: &Move| matches!(one, Move::SwitchPrimary { .. });
+    let mut current = three_full_two_empty();
+    let mut in_flight: Vec<(Move, usize)> = Vec::new();
+    let mut switches = 0;
+    for round in 0..10_000 {
+        let running: Vec<Move> = in_flight.iter().map(|(one, _)| *one).collect();
+        let moves = plan(&current, &running, bounds, true);
+        if moves.is_empty() && in_flight.is_empty() {
+            break;
+        }
+        assert!(round < 9_999, "no fixed point");
+        let (was_running, planned) = (
+            running.iter().filter(|one| is_switch(one)).count(),
+            moves.iter().filter(|one| is_switch(one)).count(),
+        );
+        match was_running {
+            0 => assert!(
+                planned <= 4,
+                "round {round}: {planned} switches, more than one path"
+            ),
+            _ => assert!(
+                was_running + planned <= 2,
+                "round {round}: {planned} switches planned with {was_running} running"
+            ),
+        }
+        switches += planned;
+        for one in moves {
+            let rounds = if is_switch(&one) { 1 } else { 10 };
+            in_flight.push((one, rounds));
+        }
+        for (one, left) in in_flight.iter_mut() {
+            *left -= 1;
+            if *left == 0 {
+                current = apply(&current, &[*one]);
+            }
+        }
+        in_flight.retain(|(_, left)| *left > 0);
+    }
+    let cluster = three_full_two_empty();
+    check_settled(
+        &cluster,
+        &current,
+        "three to five",
+        &mut BestEffort::default(),
+    );
+    assert_eq!(spreads(&current)[3], 1, "primaries in total");
+    assert!(switches > 0);
 }

@@ -478,6 +478,7 @@ impl MetaState {
         let bounds = Bounds {
             moves_max: replication.balance_moves_max,
             copies_per_node_max: replication.balance_copies_per_node_max,
+            switches_max: replication.balance_switches_max,
         };
         let name = |node: usize| cluster.nodes[node].name.clone();
         balance::plan(&cluster, &in_flight, bounds, balance)

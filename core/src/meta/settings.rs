@@ -17,7 +17,9 @@ pub const ALIVE_PERCENT_MIN_DEFAULT: u8 = 50;
 pub const BALANCE_MOVES_MAX_DEFAULT: usize = 16;
 /// Default most replica moves (copies) in flight touching one node.
 pub const BALANCE_COPIES_PER_NODE_MAX_DEFAULT: usize = 2;
-/// Upper bound of both balancer bounds.
+/// Default most primary switches in flight at once.
+pub const BALANCE_SWITCHES_MAX_DEFAULT: usize = 2;
+/// Upper bound of the balancer bounds.
 pub const BALANCE_MOVES_LIMIT: usize = 4_096;
 
 /// Meta's side of PacificA replication (present only with `replication = true`).
@@ -50,6 +52,10 @@ pub struct MetaReplication {
     /// (default [`BALANCE_COPIES_PER_NODE_MAX_DEFAULT`]; 1..=
     /// [`BALANCE_MOVES_LIMIT`]). Each copy is paced by the nodes' copy pacing.
     pub balance_copies_per_node_max: usize,
+    /// Most primary switches in flight at once (default
+    /// [`BALANCE_SWITCHES_MAX_DEFAULT`]; 1..=[`BALANCE_MOVES_LIMIT`]): each
+    /// stops its partition's writes until the new primary serves.
+    pub balance_switches_max: usize,
 }
 
 impl Default for MetaReplication {
@@ -62,6 +68,7 @@ impl Default for MetaReplication {
             alive_percent_min: ALIVE_PERCENT_MIN_DEFAULT,
             balance_moves_max: BALANCE_MOVES_MAX_DEFAULT,
             balance_copies_per_node_max: BALANCE_COPIES_PER_NODE_MAX_DEFAULT,
+            balance_switches_max: BALANCE_SWITCHES_MAX_DEFAULT,
         }
     }
 }
@@ -97,6 +104,7 @@ impl MetaReplication {
                 "balance_copies_per_node_max",
                 self.balance_copies_per_node_max,
             ),
+            ("balance_switches_max", self.balance_switches_max),
         ] {
             if !(1..=BALANCE_MOVES_LIMIT).contains(&value) {
                 return Err(format!(
