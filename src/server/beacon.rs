@@ -253,6 +253,7 @@ fn beacon_loop(
         let sent_ms = monotonic_ms();
         match link.call(&Request::Beacon(beacon)) {
             Ok(Ok(ResponseBody::BeaconAck(ack))) => {
+                next_ms = next_beacon_ms(sent_ms, interval_ms, ack.beacon_again_ms);
                 let shards = layout.addresses.len();
                 for (shard, part) in split_ack(&layout.registry, shards, &node, ack, sent_ms)
                     .into_iter()
@@ -271,6 +272,16 @@ fn beacon_loop(
             Ok(other) => tracing::warn!(answer = ?other, "meta did not acknowledge the beacon"),
             Err(error) => tracing::warn!(%error, "beacon to meta failed"),
         }
+    }
+}
+
+/// When to send the beacon after one sent at `sent_ms`: after the usual
+/// interval, or sooner when meta's ack asked (`again_ms`, 0 = not asked;
+/// **switch-beacons-soon**).
+fn next_beacon_ms(sent_ms: u64, interval_ms: u64, again_ms: u32) -> u64 {
+    match again_ms {
+        0 => sent_ms + interval_ms,
+        again_ms => sent_ms + interval_ms.min(u64::from(again_ms)),
     }
 }
 
@@ -294,5 +305,19 @@ fn request_loop(layout: &NodeLayout, metas: &[String], stop: &StopHandle) {
                 tracing::warn!(request = request.name(), %error, "request to meta failed")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Meta's ask for an early beacon shortens the wait, never lengthens it.
+    #[test]
+    fn an_ack_may_ask_for_the_next_beacon_sooner() {
+        assert_eq!(next_beacon_ms(1_000, 100, 0), 1_100);
+        assert_eq!(next_beacon_ms(1_000, 100, 10), 1_010);
+        assert_eq!(next_beacon_ms(1_000, 100, 500), 1_100);
+        assert_eq!(next_beacon_ms(1_000, 5, 10), 1_005);
     }
 }

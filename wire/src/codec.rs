@@ -1459,6 +1459,7 @@ fn build_response_body(builder: &mut Builder, body: &ResponseBody) -> (fb::Respo
                     drops,
                     lease_ms: ack.lease_ms,
                     replica_count_min_alive: ack.replica_count_min_alive,
+                    beacon_again_ms: ack.beacon_again_ms,
                 },
             );
             (fb::ResponseBody::BeaconAckResponse, table.as_union_value())
@@ -2134,6 +2135,7 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
                 drops,
                 lease_ms: table.lease_ms(),
                 replica_count_min_alive: table.replica_count_min_alive(),
+                beacon_again_ms: table.beacon_again_ms(),
             })
         }
         other => return Err(invalid(format!("unknown response body type {}", other.0))),

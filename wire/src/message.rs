@@ -763,6 +763,10 @@ pub struct BeaconAck {
     /// A primary refuses writes while its partition has fewer members
     /// (0 = no bound).
     pub replica_count_min_alive: i32,
+    /// Beacon again this many ms after this beacon's send time instead of
+    /// the usual interval (0 = the usual interval). Meta asks it of both
+    /// ends of a primary switch in progress (**switch-beacons-soon**).
+    pub beacon_again_ms: u32,
 }
 
 /// What a replica-to-replica message is.

@@ -434,13 +434,21 @@ fn a_primary_switch_goes_through_the_handoff() {
         now_ms,
     )
     .unwrap();
-    let index = (0..3).find(|i| node(*i) == from).unwrap();
-    let request = beacon(&state, index, 1);
-    let ack = match apply(&mut state, &request, now_ms) {
-        Ok(ResponseBody::BeaconAck(ack)) => ack,
-        other => panic!("{other:?}"),
+    let ack_of = |state: &mut MetaState, name: &str| {
+        let index = (0..3).find(|i| node(*i) == name).unwrap();
+        let request = beacon(state, index, 1);
+        match apply(state, &request, now_ms) {
+            Ok(ResponseBody::BeaconAck(ack)) => ack,
+            other => panic!("{other:?}"),
+        }
     };
+    let ack = ack_of(&mut state, &from);
     assert_eq!(ack.assignments[0].handoff_to, to);
+    // Both ends of the switch beacon again soon (**switch-beacons-soon**),
+    // the third member at its usual interval.
+    assert_eq!(ack.beacon_again_ms, SWITCH_BEACON_MS);
+    assert_eq!(ack_of(&mut state, &to).beacon_again_ms, SWITCH_BEACON_MS);
+    assert_eq!(ack_of(&mut state, &other).beacon_again_ms, 0);
     let moves = pairs_of(apply(
         &mut state,
         &balancer(BalancerRequest::ListMoves),
@@ -463,6 +471,9 @@ fn a_primary_switch_goes_through_the_handoff() {
     let after = partition(&state, 0);
     assert_eq!(after.ballot, before.ballot + 1);
     assert_eq!(after.primary.node, to);
+    let ack = ack_of(&mut state, &to);
+    assert_eq!(ack.beacon_again_ms, 0, "the switch is done");
+    assert_eq!(ack.assignments[0].primary, to);
     assert!(after.has_secondary(&from) && after.has_secondary(&other));
     // The old primary may still serve under its lease for a while: no
     // removal of it is honoured before then.

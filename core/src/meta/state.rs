@@ -1253,6 +1253,7 @@ impl MetaState {
                 .settings
                 .replication
                 .map_or(0, |replication| replication.replica_count_min_alive),
+            beacon_again_ms: self.beacon_again_ms(data, &beacon.node),
         })));
         step.persist = persist;
         step

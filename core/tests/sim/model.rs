@@ -102,6 +102,9 @@ pub enum Event {
     Beacon {
         node: NodeId,
         incarnation: u64,
+        /// One beacon an ack asked for sooner (**switch-beacons-soon**):
+        /// it schedules no next one (the regular beacons go on).
+        early: bool,
     },
     MetaTick,
     FaultTick,

@@ -580,7 +580,11 @@ impl World {
                 );
                 Ok(())
             }
-            Event::Beacon { node, incarnation } => {
+            Event::Beacon {
+                node,
+                incarnation,
+                early,
+            } => {
                 if !self.is_current(node, incarnation) {
                     return Ok(());
                 }
@@ -599,8 +603,17 @@ impl World {
                     Addr::Meta,
                     Msg::Beacon { sent_ms, beacon },
                 );
-                let next = self.now_ms + self.replication.beacon_interval_ms;
-                self.schedule(next, Event::Beacon { node, incarnation });
+                if !early {
+                    let next = self.now_ms + self.replication.beacon_interval_ms;
+                    self.schedule(
+                        next,
+                        Event::Beacon {
+                            node,
+                            incarnation,
+                            early: false,
+                        },
+                    );
+                }
                 Ok(())
             }
             Event::MetaTick => {
@@ -730,6 +743,22 @@ impl World {
                 if sent_ms < held.started_ms {
                     return Ok(()); // an ack of the previous life's beacon
                 }
+                let again_ms = u64::from(ack.beacon_again_ms);
+                if again_ms > 0 && again_ms < self.replication.beacon_interval_ms {
+                    // As the node's beacon thread does: the next beacon
+                    // `again_ms` after this one's send time.
+                    let delay = (sent_ms + again_ms).saturating_sub(self.node_now(node));
+                    let incarnation = held.incarnation;
+                    self.schedule(
+                        self.now_ms + delay,
+                        Event::Beacon {
+                            node,
+                            incarnation,
+                            early: true,
+                        },
+                    );
+                }
+                let held = &self.nodes[&node];
                 let parts = split_ack(&held.registry, held.shards, &node_name(node), ack, sent_ms);
                 for (shard, part) in parts.into_iter().enumerate() {
                     self.with_host(node, shard, |host| host.apply_ack(part))?;
@@ -1289,7 +1318,14 @@ impl World {
             self.with_host(node, shard, |_| ())?;
         }
         self.schedule(now_ms, Event::NodeTick { node, incarnation });
-        self.schedule(now_ms, Event::Beacon { node, incarnation });
+        self.schedule(
+            now_ms,
+            Event::Beacon {
+                node,
+                incarnation,
+                early: false,
+            },
+        );
         Ok(())
     }
 

@@ -702,12 +702,14 @@ fn every_response() -> Vec<Response> {
             ],
             lease_ms: 600,
             replica_count_min_alive: 2,
+            beacon_again_ms: 10,
         })),
         Ok(ResponseBody::BeaconAck(BeaconAck {
             assignments: Vec::new(),
             drops: Vec::new(),
             lease_ms: u64::MAX,
             replica_count_min_alive: i32::MIN,
+            beacon_again_ms: u32::MAX,
         })),
         Ok(ResponseBody::BeaconAck(BeaconAck::default())),
     ];
@@ -947,6 +949,7 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
             drops,
             lease_ms: u64::MAX,
             replica_count_min_alive: 3,
+            beacon_again_ms: 0,
         })),
         Ok(ResponseBody::Pairs(vec![
             (String::new(), String::new());

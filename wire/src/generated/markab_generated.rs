@@ -10741,6 +10741,7 @@ impl<'a> BeaconAckResponse<'a> {
   pub const VT_DROPS: ::flatbuffers::VOffsetT = 6;
   pub const VT_LEASE_MS: ::flatbuffers::VOffsetT = 8;
   pub const VT_REPLICA_COUNT_MIN_ALIVE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_BEACON_AGAIN_MS: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -10753,6 +10754,7 @@ impl<'a> BeaconAckResponse<'a> {
   ) -> ::flatbuffers::WIPOffset<BeaconAckResponse<'bldr>> {
     let mut builder = BeaconAckResponseBuilder::new(_fbb);
     builder.add_lease_ms(args.lease_ms);
+    builder.add_beacon_again_ms(args.beacon_again_ms);
     builder.add_replica_count_min_alive(args.replica_count_min_alive);
     if let Some(x) = args.drops { builder.add_drops(x); }
     if let Some(x) = args.assignments { builder.add_assignments(x); }
@@ -10790,6 +10792,16 @@ impl<'a> BeaconAckResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i32>(BeaconAckResponse::VT_REPLICA_COUNT_MIN_ALIVE, Some(0)).unwrap()}
   }
+  /// Beacon again this many ms after this beacon's send time instead of
+  /// the usual interval (0 = the usual): meta asks it of both ends of a
+  /// primary switch in progress, so that they learn their new roles at once.
+  #[inline]
+  pub fn beacon_again_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(BeaconAckResponse::VT_BEACON_AGAIN_MS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BeaconAckResponse<'_> {
@@ -10802,6 +10814,7 @@ impl ::flatbuffers::Verifiable for BeaconAckResponse<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, Gpid>>>("drops", Self::VT_DROPS, false)?
      .visit_field::<u64>("lease_ms", Self::VT_LEASE_MS, false)?
      .visit_field::<i32>("replica_count_min_alive", Self::VT_REPLICA_COUNT_MIN_ALIVE, false)?
+     .visit_field::<u32>("beacon_again_ms", Self::VT_BEACON_AGAIN_MS, false)?
      .finish();
     Ok(())
   }
@@ -10811,6 +10824,7 @@ pub struct BeaconAckResponseArgs<'a> {
     pub drops: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Gpid>>>,
     pub lease_ms: u64,
     pub replica_count_min_alive: i32,
+    pub beacon_again_ms: u32,
 }
 impl<'a> Default for BeaconAckResponseArgs<'a> {
   #[inline]
@@ -10820,6 +10834,7 @@ impl<'a> Default for BeaconAckResponseArgs<'a> {
       drops: None,
       lease_ms: 0,
       replica_count_min_alive: 0,
+      beacon_again_ms: 0,
     }
   }
 }
@@ -10846,6 +10861,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BeaconAckResponseBuilder<'a, 
     self.fbb_.push_slot::<i32>(BeaconAckResponse::VT_REPLICA_COUNT_MIN_ALIVE, replica_count_min_alive, 0);
   }
   #[inline]
+  pub fn add_beacon_again_ms(&mut self, beacon_again_ms: u32) {
+    self.fbb_.push_slot::<u32>(BeaconAckResponse::VT_BEACON_AGAIN_MS, beacon_again_ms, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BeaconAckResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BeaconAckResponseBuilder {
@@ -10867,6 +10886,7 @@ impl ::core::fmt::Debug for BeaconAckResponse<'_> {
       ds.field("drops", &self.drops());
       ds.field("lease_ms", &self.lease_ms());
       ds.field("replica_count_min_alive", &self.replica_count_min_alive());
+      ds.field("beacon_again_ms", &self.beacon_again_ms());
       ds.finish()
   }
 }
