@@ -10,4 +10,6 @@ mod rocks;
 mod partition_tests;
 
 pub use markab_core::storage::*;
-pub use rocks::{is_corrupted, RocksEngine, ShardStorage, StorageTuning};
+pub use rocks::{
+    checkpoint_decree, is_corrupted, Checkpointer, RocksEngine, ShardStorage, StorageTuning,
+};

@@ -344,7 +344,9 @@ const APPLIED_DECREE_KEY: &[u8] = b"applied_decree";
 /// stores its decree in the `markab_meta` column family so a restart knows
 /// where to replay from.
 pub struct RocksEngine {
-    db: DB,
+    /// Shared only with [`Checkpointer`]s, which take checkpoints off the
+    /// shard thread.
+    db: Arc<DB>,
     path: PathBuf,
     write_options: WriteOptions,
     record_cache: Option<Arc<Mutex<RecordCache>>>,
@@ -383,6 +385,79 @@ impl Drop for RocksEngine {
     }
 }
 
+/// Takes consistent checkpoints of one instance without stopping its
+/// writes: RocksDB flushes the memtables (atomically across the data and
+/// `markab_meta` families, so the checkpoint's applied decree matches its
+/// records), hard-links the table files and copies the rest into a new
+/// directory. Blocking: run it off the shard thread.
+pub struct Checkpointer {
+    db: Arc<DB>,
+    path: PathBuf,
+}
+
+impl Checkpointer {
+    /// Writes a checkpoint into `dir` (which must not exist; its parent
+    /// must, on the instance's file system for the hard links) and returns
+    /// the decree it holds every mutation up to, read from the checkpoint
+    /// itself.
+    pub fn create(&self, dir: &Path) -> Result<i64, OpError> {
+        if dir.exists() {
+            return Err(storage_error(
+                &format!("checkpoint of {}", self.path.display()),
+                format!("{} exists already", dir.display()),
+            ));
+        }
+        let what = || {
+            format!(
+                "checkpoint of {} into {}",
+                self.path.display(),
+                dir.display()
+            )
+        };
+        rocksdb::checkpoint::Checkpoint::new(&self.db)
+            .and_then(|checkpoint| checkpoint.create_checkpoint(dir))
+            .map_err(|error| storage_error(&what(), error))?;
+        checkpoint_decree(dir).map_err(|error| storage_error(&what(), error.message))
+    }
+}
+
+/// The applied decree stored in the checkpoint (or instance) at `dir`,
+/// opened read-only.
+pub fn checkpoint_decree(dir: &Path) -> Result<i64, OpError> {
+    let options = Options::default();
+    let db = DB::open_cf_for_read_only(
+        &options,
+        dir,
+        [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, META_CF],
+        false,
+    )
+    .map_err(|error| storage_error(&format!("opening {} read-only", dir.display()), error))?;
+    let meta = db
+        .cf_handle(META_CF)
+        .ok_or_else(|| storage_error(&format!("{}", dir.display()), "no markab_meta family"))?;
+    let value = db
+        .get_cf(meta, APPLIED_DECREE_KEY)
+        .map_err(|error| storage_error("reading the applied decree", error))?;
+    decree_from(value)
+}
+
+/// The applied decree stored as `value` (none: 0).
+fn decree_from(value: Option<Vec<u8>>) -> Result<i64, OpError> {
+    match value {
+        None => Ok(0),
+        Some(bytes) => bytes
+            .as_slice()
+            .try_into()
+            .map(i64::from_le_bytes)
+            .map_err(|_| {
+                storage_error(
+                    "reading the applied decree",
+                    format!("{} bytes instead of 8", bytes.len()),
+                )
+            }),
+    }
+}
+
 /// How the message of an error opening an instance whose files RocksDB
 /// found corrupted begins (see [`is_corrupted`]).
 const CORRUPTED: &str = "RocksDB files are corrupted";
@@ -414,7 +489,7 @@ impl RocksEngine {
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);
         Ok(RocksEngine {
-            db,
+            db: Arc::new(db),
             path: path.to_path_buf(),
             write_options,
             record_cache: shard.record_cache.clone(),
@@ -562,24 +637,21 @@ impl RocksEngine {
             .db
             .get_cf_opt(self.meta_cf(), APPLIED_DECREE_KEY, &read_options)
             .map_err(|error| storage_error("RocksDB get of the applied decree", error))?;
-        match value {
-            None => Ok(0),
-            Some(bytes) => bytes
-                .as_slice()
-                .try_into()
-                .map(i64::from_le_bytes)
-                .map_err(|_| {
-                    storage_error(
-                        "reading the applied decree",
-                        format!("{} bytes instead of 8", bytes.len()),
-                    )
-                }),
-        }
+        decree_from(value)
     }
 
     /// Where this instance lives.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A handle that takes checkpoints of this instance from any thread
+    /// (it keeps the instance's RocksDB open while it lives).
+    pub fn checkpointer(&self) -> Checkpointer {
+        Checkpointer {
+            db: self.db.clone(),
+            path: self.path.clone(),
+        }
     }
 
     /// Flushes memtables and compacts every level (running the TTL
@@ -922,5 +994,49 @@ mod tests {
         let before = shard.record_cache_usage_bytes();
         assert_eq!(read_whole(&engine, "big").len(), 1);
         assert_eq!(shard.record_cache_usage_bytes(), before, "too big to cache");
+    }
+
+    // A checkpoint holds every record up to its decree — memtable ones
+    // included — and says so; taking it from another thread does not stop
+    // writes, and the source goes on unchanged. A directory that exists is
+    // refused.
+    #[test]
+    fn a_checkpoint_holds_its_decree_and_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = ShardStorage::new(&StorageTuning {
+            compaction_threads: 1,
+            ..StorageTuning::default()
+        })
+        .unwrap();
+        let engine = RocksEngine::open(&dir.path().join("source"), &shard).unwrap();
+        write_kib_records(std::slice::from_ref(&engine), 500);
+        let checkpointer = engine.checkpointer();
+        let target = dir.path().join("checkpoint");
+        let taken = std::thread::spawn({
+            let target = target.clone();
+            move || checkpointer.create(&target)
+        });
+        // Writes while the checkpoint is taken.
+        for decree in 501..=1_000 {
+            let mut batch = WriteBatch::new();
+            batch.put(format!("key{decree}").into_bytes(), vec![8u8; 1024]);
+            batch.set_decree(decree);
+            engine.write(&batch).unwrap();
+        }
+        let decree = taken.join().unwrap().unwrap();
+        assert!((500..=1_000).contains(&decree), "decree {decree}");
+        assert_eq!(checkpoint_decree(&target).unwrap(), decree);
+        let copy = RocksEngine::open(&target, &shard).unwrap();
+        assert_eq!(copy.applied_decree().unwrap(), decree);
+        for index in 1..=1_000i64 {
+            let present = copy
+                .get(format!("key{index}").as_bytes())
+                .unwrap()
+                .is_some();
+            assert_eq!(present, index <= decree, "key{index} at decree {decree}");
+        }
+        assert_eq!(engine.applied_decree().unwrap(), 1_000);
+        let error = engine.checkpointer().create(&target).unwrap_err();
+        assert!(error.message.contains("exists already"), "{error}");
     }
 }
