@@ -33,3 +33,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
+
+# moto's S3 server, which the block service's S3 tests (blocks/tests/s3.rs)
+# start on loopback, lives in `.moto-venv/` at the repository root
+# (gitignored), pinned like flatc in scripts/flatc-gen.sh.
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ ! -x "${root}/.moto-venv/bin/moto_server" ]; then
+  echo "setup: installing moto[server]==5.2.5 into ${root}/.moto-venv"
+  python3 -m venv "${root}/.moto-venv"
+  "${root}/.moto-venv/bin/pip" install --quiet 'moto[server]==5.2.5'
+fi
