@@ -15,6 +15,7 @@
 //! # beacon_interval_ms = 100
 //! # prepare_timeout_ms = 1000          # a secondary silent this long is reported to meta
 //! # metrics_listen = "127.0.0.1:9101"  # Prometheus text on /metrics (off when unset)
+//! # backup_upload_bytes_per_second = 33554432  # cold backup uploads, 0 = unlimited
 //!
 //! # Standalone mode: the tables this node serves by itself.
 //! [[table]]
@@ -78,6 +79,8 @@ struct NodeSection {
     #[serde(default = "default_prepare_timeout_ms")]
     prepare_timeout_ms: u64,
     metrics_listen: Option<std::net::SocketAddr>,
+    #[serde(default = "default_backup_upload_bytes_per_second")]
+    backup_upload_bytes_per_second: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +113,15 @@ fn default_beacon_interval_ms() -> u64 {
 fn default_prepare_timeout_ms() -> u64 {
     markab_core::replication::config::PREPARE_TIMEOUT_MS_DEFAULT
 }
+
+fn default_backup_upload_bytes_per_second() -> u64 {
+    BACKUP_UPLOAD_BYTES_PER_SECOND_DEFAULT
+}
+
+/// Default pace of a node's cold backup uploads (32 MiB/s: a fraction of
+/// a disk's and a network's bandwidth, so that foreground requests keep
+/// theirs).
+pub const BACKUP_UPLOAD_BYTES_PER_SECOND_DEFAULT: u64 = 32 * 1024 * 1024;
 
 /// Default interval between a node's beacons to meta.
 pub const BEACON_INTERVAL_MS_DEFAULT: u64 = 100;
@@ -147,6 +159,9 @@ pub struct NodeConfig {
     pub prepare_timeout_ms: u64,
     /// Where to serve Prometheus metrics on `/metrics` (off when unset).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Cluster mode: the node's upload rate for partition backups, in
+    /// bytes per second (0 = unlimited; default 32 MiB/s).
+    pub backup_upload_bytes_per_second: u64,
 }
 
 impl NodeConfig {
@@ -267,6 +282,7 @@ impl NodeConfig {
             beacon_interval_ms: file.node.beacon_interval_ms,
             prepare_timeout_ms: file.node.prepare_timeout_ms,
             metrics_listen: file.node.metrics_listen,
+            backup_upload_bytes_per_second: file.node.backup_upload_bytes_per_second,
         })
     }
 }
@@ -299,6 +315,10 @@ mod tests {
         assert_eq!(config.tuning_dir, Path::new("/etc/markab/tuning"));
         assert!(config.pin);
         assert_eq!(config.prepare_timeout_ms, 1_000);
+        assert_eq!(
+            config.backup_upload_bytes_per_second,
+            BACKUP_UPLOAD_BYTES_PER_SECOND_DEFAULT
+        );
         assert_eq!(
             parse("[node]\ndata_dir = \"/d\"\nshards = 2\nmeta = [\"127.0.0.1:1\"]\n")
                 .unwrap()

@@ -4,6 +4,7 @@
 //! records with TTL, hash partitioning, RocksDB underneath — rebuilt as a
 //! thread-per-core server. See README.md and docs/DESIGN.md.
 
+pub mod backup;
 pub mod bench;
 pub mod chaos;
 pub mod client;

@@ -170,6 +170,7 @@ fn beacon() -> Request {
         shard_addresses: vec!["127.0.0.1:45000".into(), "127.0.0.1:45001".into()],
         replicas: Vec::new(),
         incarnation: 1,
+        backups: Vec::new(),
     })
 }
 

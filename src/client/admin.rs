@@ -7,8 +7,8 @@
 //! [`ClientError::Server`] with meta's message.
 
 use markab_wire::{
-    BalancerRequest, CreateTableRequest, NodeInfo, Request, ResponseBody, TableDescription,
-    TableInfo,
+    BackupRequest, BalancerRequest, CreateTableRequest, NodeInfo, Request, ResponseBody,
+    TableDescription, TableInfo,
 };
 use tokio::time::Instant;
 
@@ -151,6 +151,18 @@ impl Client {
         match self.meta_request(Request::Balancer(request)).await? {
             ResponseBody::Pairs(pairs) => Ok(pairs),
             other => Err(unexpected("balancer", &other)),
+        }
+    }
+
+    /// A request to meta about cold backups (docs/backup.md), answered
+    /// with pairs.
+    pub async fn backup(
+        &self,
+        request: BackupRequest,
+    ) -> Result<Vec<(String, String)>, ClientError> {
+        match self.meta_request(Request::Backup(request)).await? {
+            ResponseBody::Pairs(pairs) => Ok(pairs),
+            other => Err(unexpected("backup", &other)),
         }
     }
 

@@ -22,9 +22,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use markab_core::meta::state::BackupWork;
 use markab_wire::codec::{self, Encoder};
 use markab_wire::frame::{FrameDecoder, FrameError, MessageKind};
-use markab_wire::message::{ErrorCode, OpError, Request, Response};
+use markab_wire::message::{BackupRequest, ErrorCode, OpError, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -51,7 +52,7 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 const _: () = assert!(META_REQUEST_BYTES_MAX <= markab_wire::frame::FRAME_BODY_BYTES_MAX);
 
-pub use markab_core::meta::step::execute_tick;
+pub use markab_core::meta::step::{execute_change, execute_tick};
 
 /// Both of meta's clocks now (docs/DESIGN.md, "Clocks").
 pub fn meta_now() -> MetaTime {
@@ -82,6 +83,11 @@ enum ActorInput {
         reply: oneshot::Sender<Response>,
     },
     Tick,
+    /// The outcome of a backup's IO work ([`BackupWork`]).
+    BackupWorkDone {
+        work: BackupWork,
+        outcome: Result<(), String>,
+    },
 }
 
 /// A handle to the actor thread that owns the state and the store.
@@ -95,13 +101,16 @@ impl Actor {
     fn start(
         mut state: MetaState,
         mut store: Box<dyn MetaStore>,
+        runtime: tokio::runtime::Handle,
     ) -> std::io::Result<(Actor, std::thread::JoinHandle<()>)> {
         let (sender, mut receiver) = mpsc::channel(ACTOR_QUEUE_MAX);
+        let results = sender.clone();
         let thread = std::thread::Builder::new()
             .name("markab-meta-state".into())
             .spawn(move || {
                 let mut placement_observed_ms = None;
                 let mut logged = LoggedBallots::of(state.data());
+                let mut backups = BackupDriver::new(runtime, results);
                 while let Some(input) = receiver.blocking_recv() {
                     // Durations on the monotonic clock, the wall clock for
                     // display and hold times (**durations-are-monotonic**).
@@ -130,6 +139,11 @@ impl Actor {
                                 crate::metrics::meta_metrics()
                                     .observe_placement(&state, now.monotonic_ms);
                             }
+                            backups.dispatch(&state);
+                        }
+                        ActorInput::BackupWorkDone { work, outcome } => {
+                            backups.finished(&mut state, store.as_mut(), work, outcome, now);
+                            backups.dispatch(&state);
                         }
                     }
                 }
@@ -253,7 +267,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let tick_interval_ms = state.settings().tick_interval_ms(TICK_INTERVAL_MS);
-    let (actor, thread) = Actor::start(state, store)?;
+    let (actor, thread) = Actor::start(state, store, tokio::runtime::Handle::current())?;
     let ticker = {
         let actor = actor.clone();
         tokio::spawn(async move {
@@ -309,6 +323,84 @@ pub async fn serve(
     Ok(())
 }
 
+/// Before a backup starts: its URL must parse and its store answer (a
+/// missing bucket or rejected credentials are the operator's error now,
+/// not a failed backup later).
+async fn check_backup_store(request: &Request) -> Result<(), OpError> {
+    let Request::Backup(BackupRequest::Start { url, .. }) = request else {
+        return Ok(());
+    };
+    let invalid = |error: markab_blocks::BlockError| {
+        OpError::invalid_argument(format!("backup store {url}: {error}"))
+    };
+    let store = markab_blocks::open(url, crate::backup::meta_store_options()).map_err(invalid)?;
+    store
+        .list(crate::backup::PROBE_PREFIX)
+        .await
+        .map(|_| ())
+        .map_err(invalid)
+}
+
+/// Runs the backups' IO work ([`MetaState::backup_work`]) on the runtime,
+/// one task per backup at a time, and feeds each outcome back to the actor.
+struct BackupDriver {
+    runtime: tokio::runtime::Handle,
+    results: mpsc::Sender<ActorInput>,
+    running: std::collections::HashSet<u64>,
+}
+
+impl BackupDriver {
+    fn new(runtime: tokio::runtime::Handle, results: mpsc::Sender<ActorInput>) -> BackupDriver {
+        BackupDriver {
+            runtime,
+            results,
+            running: std::collections::HashSet::new(),
+        }
+    }
+
+    fn dispatch(&mut self, state: &MetaState) {
+        for work in state.backup_work() {
+            if !self.running.insert(work.backup_id()) {
+                continue;
+            }
+            let results = self.results.clone();
+            self.runtime.spawn(async move {
+                let outcome = crate::backup::run_meta_work(&work, crate::clock::unix_ms()).await;
+                // The actor is gone only when meta stops; a restarted meta
+                // finds the work again.
+                let _ = results
+                    .send(ActorInput::BackupWorkDone { work, outcome })
+                    .await;
+            });
+        }
+    }
+
+    fn finished(
+        &mut self,
+        state: &mut MetaState,
+        store: &mut dyn MetaStore,
+        work: BackupWork,
+        outcome: Result<(), String>,
+        now: MetaTime,
+    ) {
+        self.running.remove(&work.backup_id());
+        let change = match (&work, &outcome) {
+            (BackupWork::WriteManifest { backup_id, .. }, _) => {
+                state.backup_written(*backup_id, outcome.clone(), now)
+            }
+            (BackupWork::CleanUp { backup_id, .. }, Ok(())) => state.backup_cleaned(*backup_id),
+            (BackupWork::CleanUp { backup_id, .. }, Err(error)) => {
+                // Tried again after the next tick.
+                tracing::warn!(backup_id, %error, "removing a failed backup's files failed");
+                None
+            }
+        };
+        if let Err(error) = execute_change(state, store, change, "a backup's IO work finished") {
+            tracing::error!(%error, "meta store write failed on a backup's outcome; will retry");
+        }
+    }
+}
+
 async fn serve_connection(actor: Actor, mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let mut decoder = FrameDecoder::new(META_REQUEST_BYTES_MAX);
@@ -356,15 +448,17 @@ async fn serve_connection(actor: Actor, mut stream: TcpStream, peer: SocketAddr)
                         true,
                     ),
                     Ok((envelope, request)) => {
-                        let response =
-                            if request.is_meta() || matches!(request, Request::QueryRoute { .. }) {
-                                actor.call(request).await
-                            } else {
-                                Err(OpError::invalid_argument(format!(
-                                    "meta serves DDL and routing; send data requests ({}) to nodes",
-                                    request.name()
-                                )))
-                            };
+                        let response = if let Err(error) = check_backup_store(&request).await {
+                            Err(error)
+                        } else if request.is_meta() || matches!(request, Request::QueryRoute { .. })
+                        {
+                            actor.call(request).await
+                        } else {
+                            Err(OpError::invalid_argument(format!(
+                                "meta serves DDL and routing; send data requests ({}) to nodes",
+                                request.name()
+                            )))
+                        };
                         (envelope.request_id, response, false)
                     }
                 },
@@ -424,6 +518,7 @@ mod tests {
             shard_addresses: vec!["127.0.0.1:1".into()],
             replicas: Vec::new(),
             incarnation: 1,
+            backups: Vec::new(),
         })
     }
 

@@ -248,12 +248,20 @@ fn beacon_loop(
             shard_addresses: shard_addresses.clone(),
             replicas: layout.registry.beacon_replicas(),
             incarnation,
+            backups: layout
+                .backup_jobs
+                .get()
+                .map(|jobs| jobs.reports())
+                .unwrap_or_default(),
         };
         // The lease counts from the beacon's send time.
         let sent_ms = monotonic_ms();
         match link.call(&Request::Beacon(beacon)) {
             Ok(Ok(ResponseBody::BeaconAck(ack))) => {
                 next_ms = next_beacon_ms(sent_ms, interval_ms, ack.beacon_again_ms);
+                if let Some(jobs) = layout.backup_jobs.get() {
+                    jobs.keep_ordered(&ack.backups);
+                }
                 let shards = layout.addresses.len();
                 for (shard, part) in split_ack(&layout.registry, shards, &node, ack, sent_ms)
                     .into_iter()

@@ -194,6 +194,15 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
+        if let Some(node_id) = layout.addresses.first() {
+            let jobs = crate::backup::node::BackupJobs::start(
+                config.data_dir.clone(),
+                node_id.to_string(),
+                config.backup_upload_bytes_per_second,
+            )
+            .context("cannot start the backup worker")?;
+            let _ = layout.backup_jobs.set(jobs);
+        }
         beacon::start(
             layout,
             config.meta.clone(),

@@ -79,6 +79,8 @@ pub struct NodeLayout {
     /// When each shard's ticker last ran, on the node's clock: a shard
     /// quiet for too long is wedged (beacon.rs, [`NodeLayout::stalled_shard`]).
     pub shard_ticked_ms: Vec<AtomicU64>,
+    /// Cluster mode: the node's partition backups, once started.
+    pub backup_jobs: std::sync::OnceLock<Arc<crate::backup::node::BackupJobs>>,
 }
 
 impl NodeLayout {
@@ -91,6 +93,7 @@ impl NodeLayout {
             meta_requests: MetaRequests::default(),
             shards_ready: AtomicUsize::new(0),
             shard_ticked_ms,
+            backup_jobs: std::sync::OnceLock::new(),
         }
     }
 
@@ -415,9 +418,25 @@ impl ShardState {
         host.on_assignment(assignment);
     }
 
-    /// This shard's part of a beacon ack.
-    pub fn apply_ack(&self, ack: ShardAck) {
-        self.host.borrow_mut().apply_ack(ack);
+    /// This shard's part of a beacon ack. Its backup orders go to the
+    /// node's backup jobs with a checkpointer of the replica, when the
+    /// replica is this partition's serving primary.
+    pub fn apply_ack(&self, mut ack: ShardAck) {
+        let orders = std::mem::take(&mut ack.backups);
+        let mut host = self.host.borrow_mut();
+        host.apply_ack(ack);
+        let Some(jobs) = self.layout.backup_jobs.get() else {
+            return;
+        };
+        for order in &orders {
+            let Some(replica) = host.replica(order.gpid) else {
+                continue;
+            };
+            if replica.wire_role() != markab_wire::ReplicaRole::Primary || replica.is_failed() {
+                continue;
+            }
+            jobs.submit(order, replica.partition.engine().checkpointer());
+        }
     }
 
     /// Stops hosting `gpid` and deletes its data.

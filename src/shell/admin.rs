@@ -34,6 +34,10 @@ pub(super) async fn execute(
             let pairs = client.balancer(request).await?;
             write_pairs(&pairs, "(meta reported nothing)", out)?;
         }
+        Command::Backup(request) => {
+            let pairs = client.backup(request).await?;
+            write_pairs(&pairs, "(no backups)", out)?;
+        }
         Command::ListTables { include_dropped } => {
             write_tables(&client.list_tables(include_dropped).await?, out)?;
         }

@@ -1,8 +1,8 @@
 //! Shell command parsing: a command line → a [`Command`], without a server.
 
 use markab_wire::{
-    BalancerRequest, CheckAndSetRequest, CheckType, CreateTableRequest, FilterType, Gpid,
-    MultiGetRequest, ProposedMove, SortKeyValue,
+    BackupRequest, BalancerRequest, CheckAndSetRequest, CheckType, CreateTableRequest, FilterType,
+    Gpid, MultiGetRequest, ProposedMove, SortKeyValue,
 };
 
 use super::escape::{tokenize, EscapeError};
@@ -167,6 +167,21 @@ pub const COMMANDS: &[CommandSpec] = &[
         summary: "move every replica off NODE and place nothing new on it; -c takes it back (meta mode)",
     },
     CommandSpec {
+        name: "backup",
+        usage: "backup TABLE --to URL",
+        summary: "back TABLE up now to file:///DIR or s3://BUCKET/PREFIX?endpoint=..&region=.. (meta mode)",
+    },
+    CommandSpec {
+        name: "ls_backups",
+        usage: "ls_backups [TABLE]",
+        summary: "the backups meta knows: running, complete, failed (meta mode)",
+    },
+    CommandSpec {
+        name: "query_backup",
+        usage: "query_backup BACKUP_ID",
+        summary: "one backup and the progress of each partition (meta mode)",
+    },
+    CommandSpec {
         name: "ls",
         usage: "ls [-a]",
         summary: "list tables (-a: dropped ones still held too) (meta mode)",
@@ -294,6 +309,7 @@ pub enum Command {
     Nodes,
     /// A request to meta's balancer.
     Balancer(BalancerRequest),
+    Backup(BackupRequest),
     ListTables {
         include_dropped: bool,
     },
@@ -329,6 +345,7 @@ impl Command {
                 | Command::ClusterInfo
                 | Command::Nodes
                 | Command::Balancer(_)
+                | Command::Backup(_)
                 | Command::ListTables { .. }
                 | Command::CreateTable(_)
                 | Command::DropTable { .. }
@@ -615,6 +632,37 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
             Command::Balancer(BalancerRequest::Propose(proposed))
         }
         "moves" => Command::Balancer(BalancerRequest::ListMoves),
+        "backup" => {
+            let table = parser.text_positional("table name")?;
+            let mut url = None;
+            while let Some(token) = parser.arguments.get(parser.next) {
+                if token.as_slice() != b"--to" {
+                    return Err(parser.usage(format!(
+                        "unexpected argument {:?}",
+                        String::from_utf8_lossy(token)
+                    )));
+                }
+                parser.next += 1;
+                let value = parser
+                    .optional_positional()
+                    .ok_or_else(|| parser.usage("--to needs a URL"))?;
+                url = Some(parser.text(value, "URL")?);
+            }
+            let url = url.ok_or_else(|| parser.usage("backup needs --to URL"))?;
+            Command::Backup(BackupRequest::Start { table, url })
+        }
+        "ls_backups" => Command::Backup(BackupRequest::List {
+            table: match parser.optional_positional() {
+                Some(table) => parser.text(table, "table name")?,
+                None => String::new(),
+            },
+        }),
+        "query_backup" => {
+            let token = parser.positional()?;
+            Command::Backup(BackupRequest::Query {
+                backup_id: parser.number::<u64>(&token, "BACKUP_ID")?,
+            })
+        }
         "remove_node" => {
             let node = parser.text_positional("node")?;
             let mut cancel = false;

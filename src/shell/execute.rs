@@ -23,6 +23,7 @@ pub(super) async fn execute(
         | Command::ClusterInfo
         | Command::Nodes
         | Command::Balancer(_)
+        | Command::Backup(_)
         | Command::ListTables { .. }
         | Command::CreateTable(_)
         | Command::DropTable { .. }

@@ -56,6 +56,8 @@ pub struct ClusterOptions {
     pub node_lines: String,
     /// Extra environment variables of the meta process.
     pub meta_env: Vec<(String, String)>,
+    /// Extra environment variables of the node processes.
+    pub node_env: Vec<(String, String)>,
     /// Each node reaches meta through a [`FaultProxy`] of its own, so the
     /// test can cut it off from meta or hold meta's requests.
     pub proxies: bool,
@@ -72,6 +74,7 @@ impl Default for ClusterOptions {
             meta_lines: String::new(),
             node_lines: String::new(),
             meta_env: Vec::new(),
+            node_env: Vec::new(),
             proxies: false,
         }
     }
@@ -165,6 +168,8 @@ pub struct Cluster {
     pub proxies: Vec<FaultProxy>,
     /// Meta's extra environment (kept for restarts).
     meta_env: Vec<(String, String)>,
+    /// The nodes' extra environment (kept for restarts).
+    node_env: Vec<(String, String)>,
     /// Declared last: fields drop in order, so the processes are gone
     /// before their directories are deleted.
     pub dir: tempfile::TempDir,
@@ -242,7 +247,9 @@ impl Cluster {
         let nodes = (0..options.nodes)
             .map(|index| {
                 let log = dir.path().join(format!("node-{index}.log"));
-                (index < started).then(|| Node::start_logged(&node_configs[index], Some(&log)))
+                (index < started).then(|| {
+                    Node::start_logged_with(&node_configs[index], Some(&log), &options.node_env)
+                })
             })
             .collect();
         let cluster = Cluster {
@@ -254,6 +261,7 @@ impl Cluster {
             nodes,
             proxies,
             meta_env: options.meta_env,
+            node_env: options.node_env,
             dir,
         };
         cluster.wait_nodes_alive(&cluster.node_ids[..started]);
@@ -305,7 +313,11 @@ impl Cluster {
     pub fn start_node(&mut self, index: usize) {
         assert!(self.nodes[index].is_none(), "node {index} already runs");
         let log = self.node_log_path(index);
-        self.nodes[index] = Some(Node::start_logged(&self.node_configs[index], Some(&log)));
+        self.nodes[index] = Some(Node::start_logged_with(
+            &self.node_configs[index],
+            Some(&log),
+            &self.node_env,
+        ));
         self.wait_nodes_alive(&self.node_ids[index..=index]);
     }
 

@@ -171,7 +171,16 @@ impl Node {
 
     /// [`Node::start`] with stderr appended to `log` when given.
     pub fn start_logged(config_path: &Path, log: Option<&Path>) -> Node {
-        let (child, stdout_lines) = spawn_markab_with("replica", config_path, &[], log);
+        Node::start_logged_with(config_path, log, &[])
+    }
+
+    /// [`Node::start_logged`] with extra environment variables.
+    pub fn start_logged_with(
+        config_path: &Path,
+        log: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Node {
+        let (child, stdout_lines) = spawn_markab_with("replica", config_path, env, log);
         let mut node = Node {
             child,
             addresses: Vec::new(),

@@ -16,12 +16,13 @@ use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, VerifierOptions, W
 use crate::fb;
 use crate::frame::{write_frame, FrameError, MessageKind, FRAME_BODY_BYTES_MAX};
 use crate::message::{
-    BalancerRequest, BeaconAck, CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult,
-    CheckType, CreateTableRequest, Envelope, ErrorCode, Filter, FilterType, Gpid, HostedReplica,
-    Key, MultiGetRequest, Mutation, NodeBeacon, NodeInfo, OpError, PartitionConfig, PartitionRoute,
-    PeerKind, PeerMutation, PeerRequest, ProposedMove, Record, ReplicaAssignment, ReplicaRole,
-    Request, Response, ResponseBody, Route, ScanRange, ScanRequest, SortKeyValue, TableDescription,
-    TableInfo, TableStatus,
+    BackupJobState, BackupOrder, BackupReport, BackupRequest, BalancerRequest, BeaconAck,
+    CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult, CheckType, CreateTableRequest,
+    Envelope, ErrorCode, Filter, FilterType, Gpid, HostedReplica, Key, MultiGetRequest, Mutation,
+    NodeBeacon, NodeInfo, OpError, PartitionConfig, PartitionRoute, PeerKind, PeerMutation,
+    PeerRequest, ProposedMove, Record, ReplicaAssignment, ReplicaRole, Request, Response,
+    ResponseBody, Route, ScanRange, ScanRequest, SortKeyValue, TableDescription, TableInfo,
+    TableStatus,
 };
 
 /// Once a message needed a builder larger than this, the encoder drops that
@@ -39,7 +40,8 @@ pub const ENCODER_BUILDER_BYTES_INITIAL: usize = 4 * 1024;
 const ENCODED_ITEM_OVERHEAD_BYTES_MAX: usize = 64;
 
 /// Extra bytes charged to a list item with many scalar fields (table info,
-/// node info, partition configuration, hosted replica, replica assignment):
+/// node info, partition configuration, hosted replica, replica assignment,
+/// backup report, backup order):
 /// its larger vtable and up to 48 bytes of scalars and padding.
 const ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX: usize = 64;
 
@@ -335,6 +337,13 @@ fn request_bytes_estimate(request: &Request) -> usize {
             .saturating_add(strings_bytes(&beacon.shard_addresses))
             .saturating_add(items_estimate(&beacon.replicas, |_| {
                 ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX
+            }))
+            .saturating_add(items_estimate(&beacon.backups, |report| {
+                report
+                    .prefix
+                    .len()
+                    .saturating_add(report.message.len())
+                    .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
             })),
         Request::RemoveSecondary { node, .. }
         | Request::UpgradeLearner { node, .. }
@@ -350,6 +359,11 @@ fn request_bytes_estimate(request: &Request) -> usize {
             }
             BalancerRequest::Propose(ProposedMove::RemoveReplica { node, .. })
             | BalancerRequest::RemoveNode { node, .. } => node.len(),
+        },
+        Request::Backup(request) => match request {
+            BackupRequest::Start { table, url } => table.len().saturating_add(url.len()),
+            BackupRequest::List { table } => table.len(),
+            BackupRequest::Query { .. } => 0,
         },
         Request::Peer(peer) => peer
             .from
@@ -448,7 +462,14 @@ fn response_bytes_estimate(response: &Response) -> usize {
                 .saturating_add(assignment.handoff_to.len())
                 .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
         })
-        .saturating_add(items_estimate(&ack.drops, |_| 0)),
+        .saturating_add(items_estimate(&ack.drops, |_| 0))
+        .saturating_add(items_estimate(&ack.backups, |order| {
+            order
+                .url
+                .len()
+                .saturating_add(order.prefix.len())
+                .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
+        })),
     };
     payload.saturating_add(ENCODED_MESSAGE_OVERHEAD_BYTES_MAX)
 }
@@ -637,6 +658,86 @@ fn hosted_replica(
             decree_committed: replica.decree_committed,
         },
     )
+}
+
+fn backup_report(
+    builder: &mut Builder,
+    report: &BackupReport,
+) -> WIPOffset<fb::BackupReport<'static>> {
+    let gpid = fb_gpid(report.gpid);
+    let prefix = Some(builder.create_string(&report.prefix));
+    let message = Some(builder.create_string(&report.message));
+    let state = match report.state {
+        BackupJobState::Running => fb::BackupJobState::Running,
+        BackupJobState::Done => fb::BackupJobState::Done,
+        BackupJobState::Failed => fb::BackupJobState::Failed,
+    };
+    fb::BackupReport::create(
+        builder,
+        &fb::BackupReportArgs {
+            backup_id: report.backup_id,
+            gpid: Some(&gpid),
+            ballot: report.ballot,
+            state,
+            decree: report.decree,
+            bytes_done: report.bytes_done,
+            bytes_total: report.bytes_total,
+            prefix,
+            message,
+        },
+    )
+}
+
+fn decode_backup_report(report: fb::BackupReport<'_>) -> Result<BackupReport, DecodeError> {
+    let gpid = report
+        .gpid()
+        .ok_or_else(|| invalid("beacon backup report carries no gpid"))?;
+    let state = match report.state() {
+        fb::BackupJobState::Running => BackupJobState::Running,
+        fb::BackupJobState::Done => BackupJobState::Done,
+        fb::BackupJobState::Failed => BackupJobState::Failed,
+        other => return Err(invalid(format!("unknown backup job state {}", other.0))),
+    };
+    Ok(BackupReport {
+        backup_id: report.backup_id(),
+        gpid: decode_gpid(gpid),
+        ballot: report.ballot(),
+        state,
+        decree: report.decree(),
+        bytes_done: report.bytes_done(),
+        bytes_total: report.bytes_total(),
+        prefix: owned_string(report.prefix()),
+        message: owned_string(report.message()),
+    })
+}
+
+fn backup_order(builder: &mut Builder, order: &BackupOrder) -> WIPOffset<fb::BackupOrder<'static>> {
+    let gpid = fb_gpid(order.gpid);
+    let url = Some(builder.create_string(&order.url));
+    let prefix = Some(builder.create_string(&order.prefix));
+    fb::BackupOrder::create(
+        builder,
+        &fb::BackupOrderArgs {
+            backup_id: order.backup_id,
+            gpid: Some(&gpid),
+            ballot: order.ballot,
+            url,
+            prefix,
+        },
+    )
+}
+
+fn decode_backup_order(order: fb::BackupOrder<'_>) -> Result<BackupOrder, DecodeError> {
+    let gpid = order
+        .gpid()
+        .ok_or_else(|| invalid("beacon ack backup order carries no gpid"))?;
+    Ok(BackupOrder {
+        backup_id: order.backup_id(),
+        gpid: decode_gpid(gpid),
+        ballot: order.ballot(),
+        url: owned_string(order.url()),
+        prefix: owned_string(order.prefix()),
+    })
 }
 
 fn replica_assignment(
@@ -835,6 +936,47 @@ fn decode_balancer_request(table: fb::BalancerRequest<'_>) -> Result<BalancerReq
             cancel: table.flag(),
         },
         other => return Err(invalid(format!("unknown balancer op {}", other.0))),
+    })
+}
+
+/// A backup request as one `BackupRequest` table: the fields `op` does not
+/// use stay absent.
+fn backup_request(
+    builder: &mut Builder,
+    request: &BackupRequest,
+) -> WIPOffset<fb::BackupRequest<'static>> {
+    let mut args = fb::BackupRequestArgs::default();
+    match request {
+        BackupRequest::Start { table, url } => {
+            args.op = fb::BackupOp::Start;
+            args.table = Some(builder.create_string(table));
+            args.url = Some(builder.create_string(url));
+        }
+        BackupRequest::List { table } => {
+            args.op = fb::BackupOp::List;
+            args.table = Some(builder.create_string(table));
+        }
+        BackupRequest::Query { backup_id } => {
+            args.op = fb::BackupOp::Query;
+            args.backup_id = *backup_id;
+        }
+    }
+    fb::BackupRequest::create(builder, &args)
+}
+
+fn decode_backup_request(table: fb::BackupRequest<'_>) -> Result<BackupRequest, DecodeError> {
+    Ok(match table.op() {
+        fb::BackupOp::Start => BackupRequest::Start {
+            table: owned_string(table.table()),
+            url: owned_string(table.url()),
+        },
+        fb::BackupOp::List => BackupRequest::List {
+            table: owned_string(table.table()),
+        },
+        fb::BackupOp::Query => BackupRequest::Query {
+            backup_id: table.backup_id(),
+        },
+        other => return Err(invalid(format!("unknown backup op {}", other.0))),
     })
 }
 
@@ -1180,6 +1322,12 @@ fn build_request(builder: &mut Builder, request: &Request) -> (fb::RequestBody, 
                 .map(|replica| hosted_replica(builder, replica))
                 .collect();
             let replicas = Some(builder.create_vector(&replicas));
+            let backups: Vec<_> = beacon
+                .backups
+                .iter()
+                .map(|report| backup_report(builder, report))
+                .collect();
+            let backups = Some(builder.create_vector(&backups));
             let table = fb::BeaconRequest::create(
                 builder,
                 &fb::BeaconRequestArgs {
@@ -1187,6 +1335,7 @@ fn build_request(builder: &mut Builder, request: &Request) -> (fb::RequestBody, 
                     shard_addresses,
                     replicas,
                     incarnation: beacon.incarnation,
+                    backups,
                 },
             );
             (fb::RequestBody::BeaconRequest, table.as_union_value())
@@ -1246,6 +1395,10 @@ fn build_request(builder: &mut Builder, request: &Request) -> (fb::RequestBody, 
         Request::Balancer(request) => {
             let table = balancer_request(builder, request);
             (fb::RequestBody::BalancerRequest, table.as_union_value())
+        }
+        Request::Backup(request) => {
+            let table = backup_request(builder, request);
+            (fb::RequestBody::BackupRequest, table.as_union_value())
         }
     }
 }
@@ -1452,6 +1605,12 @@ fn build_response_body(builder: &mut Builder, body: &ResponseBody) -> (fb::Respo
             let assignments = Some(builder.create_vector(&offsets));
             let drops: Vec<fb::Gpid> = ack.drops.iter().copied().map(fb_gpid).collect();
             let drops = Some(builder.create_vector(&drops));
+            let backups: Vec<_> = ack
+                .backups
+                .iter()
+                .map(|order| backup_order(builder, order))
+                .collect();
+            let backups = Some(builder.create_vector(&backups));
             let table = fb::BeaconAckResponse::create(
                 builder,
                 &fb::BeaconAckResponseArgs {
@@ -1460,6 +1619,7 @@ fn build_response_body(builder: &mut Builder, body: &ResponseBody) -> (fb::Respo
                     lease_ms: ack.lease_ms,
                     replica_count_min_alive: ack.replica_count_min_alive,
                     beacon_again_ms: ack.beacon_again_ms,
+                    backups,
                 },
             );
             (fb::ResponseBody::BeaconAckResponse, table.as_union_value())
@@ -1893,11 +2053,16 @@ pub fn decode_request(body: &[u8]) -> Result<(Envelope, Request), DecodeError> {
                     decree_committed: replica.decree_committed(),
                 });
             }
+            let mut backups = Vec::new();
+            for report in table.backups().iter().flat_map(|list| list.iter()) {
+                backups.push(decode_backup_report(report)?);
+            }
             Request::Beacon(NodeBeacon {
                 node: owned_string(table.node()),
                 shard_addresses: owned_strings(table.shard_addresses()),
                 replicas,
                 incarnation: table.incarnation(),
+                backups,
             })
         }
         fb::RequestBody::RemoveSecondaryRequest => {
@@ -1942,6 +2107,10 @@ pub fn decode_request(body: &[u8]) -> Result<(Envelope, Request), DecodeError> {
         fb::RequestBody::BalancerRequest => {
             let table = root.body_as_balancer_request().ok_or_else(missing)?;
             Request::Balancer(decode_balancer_request(table)?)
+        }
+        fb::RequestBody::BackupRequest => {
+            let table = root.body_as_backup_request().ok_or_else(missing)?;
+            Request::Backup(decode_backup_request(table)?)
         }
         other => return Err(invalid(format!("unknown request body type {}", other.0))),
     };
@@ -2130,12 +2299,17 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
                 .drops()
                 .map(|drops| drops.iter().map(decode_gpid).collect())
                 .unwrap_or_default();
+            let mut backups = Vec::new();
+            for order in table.backups().iter().flat_map(|list| list.iter()) {
+                backups.push(decode_backup_order(order)?);
+            }
             ResponseBody::BeaconAck(BeaconAck {
                 assignments,
                 drops,
                 lease_ms: table.lease_ms(),
                 replica_count_min_alive: table.replica_count_min_alive(),
                 beacon_again_ms: table.beacon_again_ms(),
+                backups,
             })
         }
         other => return Err(invalid(format!("unknown response body type {}", other.0))),

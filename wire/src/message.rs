@@ -560,6 +560,8 @@ pub enum Request {
     },
     /// The balancer's administration (shell → meta), answered with pairs.
     Balancer(BalancerRequest),
+    /// Cold backups (shell → meta), answered with pairs.
+    Backup(BackupRequest),
     /// A replica-to-replica message (node → node, never answered).
     Peer(PeerRequest),
 }
@@ -580,6 +582,65 @@ pub enum BalancerRequest {
     /// Moves every replica off `node` and keeps new ones away (`cancel`
     /// takes the node back); answered with its progress.
     RemoveNode { node: String, cancel: bool },
+}
+
+/// What an operator asks of meta about cold backups (docs/backup.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackupRequest {
+    /// Backs `table` up to the block store at `url` now; answered with the
+    /// new backup's id.
+    Start { table: String, url: String },
+    /// The backups meta knows of, running, complete or failed (`table`
+    /// empty: of every table).
+    List { table: String },
+    /// One backup, with its progress per partition.
+    Query { backup_id: u64 },
+}
+
+/// A partition meta asks a node to back up (meta → node, in beacon acks):
+/// the node's replica, primary at `ballot`, checkpoints and uploads under
+/// `prefix` of the block store at `url`, and reports in its beacons.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupOrder {
+    pub backup_id: u64,
+    pub gpid: Gpid,
+    pub ballot: i64,
+    pub url: String,
+    /// The partition's key prefix in the store; the node uploads under a
+    /// prefix of its own below it (one per attempt) and reports it.
+    pub prefix: String,
+}
+
+/// How a node's backup of a partition stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BackupJobState {
+    #[default]
+    Running = 0,
+    /// Uploaded, manifest last: `BackupReport::prefix` holds a complete
+    /// checkpoint at `decree`.
+    Done = 1,
+    /// Gave up; `BackupReport::message` says why.
+    Failed = 2,
+}
+
+/// A node's report on one partition backup (node → meta, in beacons).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupReport {
+    pub backup_id: u64,
+    pub gpid: Gpid,
+    /// The ballot of the order it runs.
+    pub ballot: i64,
+    pub state: BackupJobState,
+    /// The checkpoint's decree (0 until it is taken).
+    pub decree: i64,
+    pub bytes_done: u64,
+    /// 0 until the checkpoint is taken.
+    pub bytes_total: u64,
+    /// Where this attempt uploads (under the order's prefix).
+    pub prefix: String,
+    /// Why it failed (empty otherwise).
+    pub message: String,
 }
 
 /// A move an operator proposes.
@@ -722,6 +783,9 @@ pub struct NodeBeacon {
     /// Differs after every restart of the node process (its start time in
     /// nanoseconds), so meta knows its replicas lost their volatile state.
     pub incarnation: u64,
+    /// Its partition backups: running ones, and finished ones while meta
+    /// still orders them.
+    pub backups: Vec<BackupReport>,
 }
 
 /// A replica meta wants a node to host.
@@ -767,6 +831,9 @@ pub struct BeaconAck {
     /// the usual interval (0 = the usual interval). Meta asks it of both
     /// ends of a primary switch in progress (**switch-beacons-soon**).
     pub beacon_again_ms: u32,
+    /// Partitions this node is to back up: those of running backups whose
+    /// primary it is, not yet done.
+    pub backups: Vec<BackupOrder>,
 }
 
 /// What a replica-to-replica message is.
@@ -852,6 +919,7 @@ impl Request {
             | Request::UpgradeLearner { .. }
             | Request::SwitchPrimary { .. }
             | Request::Balancer(_)
+            | Request::Backup(_)
             | Request::Peer(_) => None,
         }
     }
@@ -889,6 +957,7 @@ impl Request {
                 | Request::UpgradeLearner { .. }
                 | Request::SwitchPrimary { .. }
                 | Request::Balancer(_)
+                | Request::Backup(_)
         )
     }
 
@@ -926,6 +995,7 @@ impl Request {
             Request::UpgradeLearner { .. } => "upgrade_learner",
             Request::SwitchPrimary { .. } => "switch_primary",
             Request::Balancer(_) => "balancer",
+            Request::Backup(_) => "backup",
             Request::Peer(_) => "peer",
         }
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::RwLock;
 
-use markab_wire::{BeaconAck, Gpid, HostedReplica, ReplicaAssignment, ReplicaRole};
+use markab_wire::{BackupOrder, BeaconAck, Gpid, HostedReplica, ReplicaAssignment, ReplicaRole};
 
 use crate::replication::messages::Ballot;
 
@@ -152,6 +152,9 @@ pub struct ShardAck {
     pub leases: Vec<PrimaryGrant>,
     /// Replicas whose data meta says to delete.
     pub drops: Vec<Gpid>,
+    /// Partition backups meta orders of this shard's replicas (taken by
+    /// the node's IO, which runs them off the shard).
+    pub backups: Vec<BackupOrder>,
 }
 
 /// Splits `ack` into one part for each of `shards` shards, and records
@@ -225,6 +228,11 @@ pub fn split_ack(
     for gpid in ack.drops {
         if let Some(entry) = hosted.get(&gpid) {
             parts[entry.shard].drops.push(gpid);
+        }
+    }
+    for order in ack.backups {
+        if let Some(entry) = hosted.get(&order.gpid) {
+            parts[entry.shard].backups.push(order);
         }
     }
     parts

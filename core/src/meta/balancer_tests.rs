@@ -77,6 +77,7 @@ fn beacon(state: &MetaState, index: usize, shards: usize) -> Request {
             .collect(),
         replicas,
         incarnation: 1,
+        backups: Vec::new(),
     })
 }
 

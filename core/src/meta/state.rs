@@ -242,6 +242,12 @@ pub struct MetaData {
     /// nothing new is placed on them. Left out of the file when empty.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub removing_nodes: BTreeSet<String>,
+    /// Cold backups by id: running, complete and failed ones (docs/backup.md).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backups: BTreeMap<u64, StoredBackup>,
+    /// The last backup id handed out (ids only grow).
+    #[serde(default)]
+    pub last_backup_id: u64,
 }
 
 /// What meta changes by itself besides failure handling (docs/balance.md,
@@ -285,6 +291,8 @@ impl Default for MetaData {
             tables: BTreeMap::new(),
             level: MetaLevel::Steady,
             removing_nodes: BTreeSet::new(),
+            backups: BTreeMap::new(),
+            last_backup_id: 0,
         }
     }
 }
@@ -389,6 +397,7 @@ impl Step {
 ///     shard_addresses: vec!["127.0.0.1:34801".into()],
 ///     replicas: Vec::new(),
 ///     incarnation: 1,
+///     backups: Vec::new(),
 /// };
 /// state.handle(&Request::Beacon(beacon), now_ms).reply.unwrap();
 /// let create = Request::CreateTable(CreateTableRequest {
@@ -424,6 +433,8 @@ pub struct MetaState {
     /// The balancer's moves in progress and its counters (volatile: a
     /// restarted meta finishes what the stored configurations show).
     balancer: balancer::Balancer,
+    /// The nodes' latest reports on partition backups (volatile).
+    backup_progress: backups::BackupProgress,
 }
 
 impl MetaState {
@@ -439,6 +450,7 @@ impl MetaState {
             paused_total_ms: 0,
             frozen_last_ms: None,
             balancer: balancer::Balancer::default(),
+            backup_progress: backups::BackupProgress::default(),
         }
     }
 
@@ -551,6 +563,7 @@ impl MetaState {
                 self.switch_primary(*gpid, *ballot, node, now_ms)
             }
             Request::Balancer(request) => self.balancer_request(request, now),
+            Request::Backup(request) => self.backup_request(request, now),
             other => Step::error(
                 ErrorCode::InvalidArgument,
                 format!(
@@ -606,7 +619,7 @@ impl MetaState {
             })
             .map(|(app_id, _)| *app_id)
             .collect();
-        if forget.is_empty() && reconfigured.is_empty() {
+        if forget.is_empty() && reconfigured.is_empty() && !self.has_orphaned_backups() {
             return None;
         }
         let mut seen = BTreeSet::new();
@@ -622,6 +635,7 @@ impl MetaState {
         for app_id in forget {
             next.tables.remove(&app_id);
         }
+        self.fail_orphaned_backups(&mut next, now);
         Some(next)
     }
 
@@ -1237,7 +1251,13 @@ impl MetaState {
                 incarnation: beacon.incarnation,
             },
         );
-        let persist = self.reconfigure_restarted(&beacon.node, &beacon.replicas, restarted);
+        let mut persist = self.reconfigure_restarted(&beacon.node, &beacon.replicas, restarted);
+        if !beacon.backups.is_empty() {
+            let mut next = persist.clone().unwrap_or_else(|| self.successor());
+            if self.take_backup_reports(&mut next, &beacon.node, &beacon.backups, now) {
+                persist = Some(next);
+            }
+        }
         // The ack describes the state being persisted, never the one it
         // replaces (**ack-from-persisted**): its assignments carry the
         // leases the node will serve under.
@@ -1254,6 +1274,7 @@ impl MetaState {
                 .replication
                 .map_or(0, |replication| replication.replica_count_min_alive),
             beacon_again_ms: self.beacon_again_ms(data, &beacon.node),
+            backups: self.backup_orders(data, &beacon.node),
         })));
         step.persist = persist;
         step
@@ -1982,8 +2003,15 @@ fn validate_envs(
     Ok(merged)
 }
 
+#[path = "backups.rs"]
+mod backups;
 #[path = "balancer.rs"]
 mod balancer;
+
+pub use backups::{
+    backup_prefix, partition_prefix, BackupStatus, BackupWork, PartitionBackup, StoredBackup,
+    BACKUPS_RUNNING_MAX, BACKUP_RECORDS_MAX, BACKUP_URL_BYTES_MAX,
+};
 
 pub use balancer::{ActiveMove, MoveKind};
 

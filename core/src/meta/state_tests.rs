@@ -37,6 +37,7 @@ fn node_beacon(index: usize, shards: usize, replicas: Vec<HostedReplica>) -> Req
             .collect(),
         replicas,
         incarnation: 1,
+        backups: Vec::new(),
     })
 }
 
@@ -671,6 +672,7 @@ fn route_answers_primary_shard_addresses() {
         shard_addresses: vec![node_id(0), "127.0.0.1:40000".into()],
         replicas: Vec::new(),
         incarnation: 1,
+        backups: Vec::new(),
     });
     apply(&mut restarted, &moved, T0_MS).unwrap();
     let Ok(ResponseBody::Route(moved_route)) = apply(&mut restarted, &route_request, T0_MS) else {

@@ -4,7 +4,7 @@
 
 use markab_wire::message::{ErrorCode, OpError, Request, Response};
 
-use crate::meta::state::{MetaState, MetaTime};
+use crate::meta::state::{MetaData, MetaState, MetaTime};
 use crate::meta::store::{MetaStore, MetaStoreError};
 
 /// Runs one request through the state machine and, when it changes
@@ -59,4 +59,25 @@ fn store_error(error: &MetaStoreError) -> OpError {
         ErrorCode::StorageError,
         format!("meta could not persist the change, nothing changed: {error}"),
     )
+}
+
+/// Stores and commits a change the state machine proposed outside a
+/// request or a tick (the outcome of meta's IO work, such as a backup's
+/// manifest written); a failed save changes nothing.
+pub fn execute_change(
+    state: &mut MetaState,
+    store: &mut dyn MetaStore,
+    change: Option<MetaData>,
+    what: &str,
+) -> Result<(), MetaStoreError> {
+    if let Some(data) = change {
+        store.save(&data)?;
+        state.commit(data);
+        tracing::info!(
+            change = what,
+            version = state.data().version,
+            "meta state changed"
+        );
+    }
+    Ok(())
 }

@@ -118,6 +118,7 @@ impl<E: StorageEngine> Partition<E> {
             | Request::UpgradeLearner { .. }
             | Request::SwitchPrimary { .. }
             | Request::Balancer(_)
+            | Request::Backup(_)
             | Request::Peer(_) => Err(OpError::invalid_argument(format!(
                 "{} is served by the server, not by partition storage",
                 request.name()

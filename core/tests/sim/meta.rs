@@ -102,6 +102,7 @@ impl SimMeta {
                     .collect(),
                 replicas: Vec::new(),
                 incarnation: 0,
+                backups: Vec::new(),
             };
             meta.on_beacon(&beacon, now_ms)
                 .expect("a first beacon is acknowledged");

@@ -596,6 +596,7 @@ impl World {
                         .collect(),
                     replicas: held.registry.beacon_replicas(),
                     incarnation,
+                    backups: Vec::new(),
                 };
                 let sent_ms = self.node_now(node);
                 self.send(

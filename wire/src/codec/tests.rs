@@ -56,6 +56,92 @@ fn every_balancer_request() -> Vec<BalancerRequest> {
     ]
 }
 
+/// One backup request of every kind, with empty and extreme values.
+fn every_backup_request() -> Vec<BackupRequest> {
+    vec![
+        BackupRequest::Start {
+            table: "temp".to_string(),
+            url: "s3://bucket/backups?endpoint=http://127.0.0.1:9000".to_string(),
+        },
+        BackupRequest::Start {
+            table: String::new(),
+            url: String::new(),
+        },
+        BackupRequest::List {
+            table: "temp".to_string(),
+        },
+        BackupRequest::List {
+            table: String::new(),
+        },
+        BackupRequest::Query { backup_id: 0 },
+        BackupRequest::Query {
+            backup_id: u64::MAX,
+        },
+    ]
+}
+
+/// Two backup reports of a beacon: `state` with every field set, then
+/// `other` with extreme numbers and empty strings.
+fn sample_backup_reports(state: BackupJobState, other: BackupJobState) -> Vec<BackupReport> {
+    vec![
+        BackupReport {
+            backup_id: 1_763_000_000_123,
+            gpid: Gpid {
+                app_id: 1,
+                partition_index: 3,
+            },
+            ballot: 4,
+            state,
+            decree: 1_000,
+            bytes_done: 4096,
+            bytes_total: 1 << 20,
+            prefix: "backups/1763000000123/1/3/attempt-2".to_string(),
+            message: "upload of 000012.sst failed: connection reset".to_string(),
+        },
+        BackupReport {
+            backup_id: u64::MAX,
+            gpid: Gpid {
+                app_id: i32::MAX,
+                partition_index: i32::MIN,
+            },
+            ballot: i64::MIN,
+            state: other,
+            decree: i64::MAX,
+            bytes_done: u64::MAX,
+            bytes_total: 0,
+            prefix: String::new(),
+            message: String::new(),
+        },
+    ]
+}
+
+/// Two backup orders of a beacon ack: every field set, then extreme
+/// numbers and empty strings.
+fn sample_backup_orders() -> Vec<BackupOrder> {
+    vec![
+        BackupOrder {
+            backup_id: 1_763_000_000_123,
+            gpid: Gpid {
+                app_id: 1,
+                partition_index: 7,
+            },
+            ballot: 2,
+            url: "file:///var/backups/markab".to_string(),
+            prefix: "backups/1763000000123/1/7".to_string(),
+        },
+        BackupOrder {
+            backup_id: 0,
+            gpid: Gpid {
+                app_id: i32::MIN,
+                partition_index: i32::MAX,
+            },
+            ballot: i64::MAX,
+            url: String::new(),
+            prefix: String::new(),
+        },
+    ]
+}
+
 /// Env-like string pairs: empty strings, UTF-8, a duplicate key (order kept).
 fn sample_pairs() -> Vec<(String, String)> {
     vec![
@@ -406,6 +492,12 @@ fn every_request() -> Vec<Request> {
                 },
             ],
             incarnation: 1_763_000_000_000_000_000,
+            backups: sample_backup_reports(BackupJobState::Running, BackupJobState::Failed),
+        }),
+        Request::Beacon(NodeBeacon {
+            node: "127.0.0.1:34901".to_string(),
+            backups: sample_backup_reports(BackupJobState::Done, BackupJobState::Running),
+            ..NodeBeacon::default()
         }),
         Request::Beacon(NodeBeacon::default()),
         Request::RemoveSecondary {
@@ -499,6 +591,7 @@ fn every_request() -> Vec<Request> {
     ]
     .into_iter()
     .chain(every_balancer_request().into_iter().map(Request::Balancer))
+    .chain(every_backup_request().into_iter().map(Request::Backup))
     .collect()
 }
 
@@ -703,6 +796,7 @@ fn every_response() -> Vec<Response> {
             lease_ms: 600,
             replica_count_min_alive: 2,
             beacon_again_ms: 10,
+            backups: sample_backup_orders(),
         })),
         Ok(ResponseBody::BeaconAck(BeaconAck {
             assignments: Vec::new(),
@@ -710,6 +804,7 @@ fn every_response() -> Vec<Response> {
             lease_ms: u64::MAX,
             replica_count_min_alive: i32::MIN,
             beacon_again_ms: u32::MAX,
+            backups: Vec::new(),
         })),
         Ok(ResponseBody::BeaconAck(BeaconAck::default())),
     ];
@@ -729,7 +824,7 @@ fn every_request_variant_round_trips() {
     let mut names: Vec<&str> = requests.iter().map(Request::name).collect();
     names.sort_unstable();
     names.dedup();
-    assert_eq!(names.len(), 32, "every variant is covered");
+    assert_eq!(names.len(), 33, "every variant is covered");
     let mut encoder = Encoder::new();
     for (index, request) in requests.iter().enumerate() {
         round_trip_request(&mut encoder, &sample_envelope(index as u64), request);
@@ -937,6 +1032,34 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
             decree_committed: -1,
         })
         .collect();
+    let reports: Vec<BackupReport> = (0..item_count)
+        .map(|index| BackupReport {
+            backup_id: u64::MAX,
+            gpid: Gpid {
+                app_id: -1,
+                partition_index: index,
+            },
+            ballot: -1,
+            state: BackupJobState::Failed,
+            decree: -1,
+            bytes_done: u64::MAX,
+            bytes_total: u64::MAX,
+            prefix: "p".to_string(),
+            message: String::new(),
+        })
+        .collect();
+    let orders: Vec<BackupOrder> = (0..item_count)
+        .map(|index| BackupOrder {
+            backup_id: u64::MAX,
+            gpid: Gpid {
+                app_id: index,
+                partition_index: -1,
+            },
+            ballot: -1,
+            url: "u".to_string(),
+            prefix: String::new(),
+        })
+        .collect();
     let responses = [
         Ok(ResponseBody::Tables(tables.clone())),
         Ok(ResponseBody::Description(TableDescription {
@@ -950,6 +1073,7 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
             lease_ms: u64::MAX,
             replica_count_min_alive: 3,
             beacon_again_ms: 0,
+            backups: orders,
         })),
         Ok(ResponseBody::Pairs(vec![
             (String::new(), String::new());
@@ -969,6 +1093,7 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
         shard_addresses: vec![String::new(); 4096],
         replicas,
         incarnation: u64::MAX,
+        backups: reports,
     });
     round_trip_request(&mut encoder, &sample_envelope(4), &beacon);
     let mut out = Vec::new();
@@ -1624,6 +1749,307 @@ fn balancer_fields_absent_decode_as_empty_defaults() {
     assert_eq!(
         decode_request(&body).unwrap().1,
         Request::Balancer(BalancerRequest::ListMoves)
+    );
+}
+
+/// A request envelope around a backup request built from `args`.
+fn backup_body(builder: &mut Builder, args: &fb::BackupRequestArgs) -> Vec<u8> {
+    let table = fb::BackupRequest::create(builder, args);
+    request_with_body(
+        fb::RequestBody::BackupRequest,
+        Some(table.as_union_value()),
+        builder,
+    )
+}
+
+#[test]
+fn every_backup_op_round_trips() {
+    // Proves each backup op of the schema is produced by a sampled request, each sample decodes to what was encoded, and the body is the last request union member.
+    let mut encoder = Encoder::new();
+    let mut ops = Vec::new();
+    for (index, request) in every_backup_request().into_iter().enumerate() {
+        let request = Request::Backup(request);
+        round_trip_request(&mut encoder, &sample_envelope(index as u64), &request);
+        let mut out = Vec::new();
+        encoder
+            .request_frame(&Envelope::default(), &request, &mut out)
+            .unwrap();
+        let root = flatbuffers::root::<fb::RequestEnvelope>(&out[FRAME_HEADER_BYTES..]).unwrap();
+        assert_eq!(root.body_type(), fb::RequestBody::BackupRequest);
+        let op = root.body_as_backup_request().unwrap().op();
+        assert!(op.variant_name().is_some(), "{request:?}");
+        if !ops.contains(&op) {
+            ops.push(op);
+        }
+    }
+    assert_eq!(ops.len(), fb::BackupOp::ENUM_VALUES.len());
+    assert_eq!(fb::BackupOp::ENUM_MAX, 2);
+    assert_eq!(fb::RequestBody::BackupRequest.0, 33);
+    assert_eq!(fb::RequestBody::ENUM_MAX, 33);
+}
+
+#[test]
+fn backup_reports_and_orders_round_trip() {
+    // Proves a beacon with two backup reports in every pair of job states and an ack with two backup orders decode to exactly what was encoded, states keeping their schema numbers.
+    let states = [
+        BackupJobState::Running,
+        BackupJobState::Done,
+        BackupJobState::Failed,
+    ];
+    for state in states {
+        assert_eq!(
+            fb::BackupJobState(state as u8).variant_name(),
+            Some(format!("{state:?}").as_str())
+        );
+    }
+    assert_eq!(fb::BackupJobState::ENUM_MAX, BackupJobState::Failed as u8);
+    let mut encoder = Encoder::new();
+    for (index, (state, other)) in states
+        .iter()
+        .flat_map(|state| states.iter().map(move |other| (*state, *other)))
+        .enumerate()
+    {
+        let beacon = Request::Beacon(NodeBeacon {
+            node: "127.0.0.1:34801".to_string(),
+            incarnation: 9,
+            backups: sample_backup_reports(state, other),
+            ..NodeBeacon::default()
+        });
+        round_trip_request(&mut encoder, &sample_envelope(index as u64), &beacon);
+    }
+    let ack = Ok(ResponseBody::BeaconAck(BeaconAck {
+        lease_ms: 600,
+        backups: sample_backup_orders(),
+        ..BeaconAck::default()
+    }));
+    round_trip_response(&mut encoder, 8, &ack);
+}
+
+#[test]
+fn invalid_backup_messages_are_rejected() {
+    // Proves an unknown backup op, an unknown backup job state and a backup report or order without its gpid are Invalid, with the request id still readable.
+    for op in [3u8, 200, 255] {
+        let mut builder = FlatBufferBuilder::new();
+        let table = builder.create_string("temp");
+        let body = backup_body(
+            &mut builder,
+            &fb::BackupRequestArgs {
+                op: fb::BackupOp(op),
+                table: Some(table),
+                backup_id: 1,
+                ..Default::default()
+            },
+        );
+        assert_invalid(decode_request(&body), &format!("unknown backup op {op}"));
+        assert_eq!(peek_request_id(&body), Some(77));
+    }
+
+    for state in [3u8, 255] {
+        let mut builder = FlatBufferBuilder::new();
+        let gpid = fb::Gpid::new(1, 0);
+        let report = fb::BackupReport::create(
+            &mut builder,
+            &fb::BackupReportArgs {
+                backup_id: 1,
+                gpid: Some(&gpid),
+                state: fb::BackupJobState(state),
+                ..Default::default()
+            },
+        );
+        let backups = builder.create_vector(&[report]);
+        let table = fb::BeaconRequest::create(
+            &mut builder,
+            &fb::BeaconRequestArgs {
+                backups: Some(backups),
+                ..Default::default()
+            },
+        );
+        let body = request_with_body(
+            fb::RequestBody::BeaconRequest,
+            Some(table.as_union_value()),
+            &mut builder,
+        );
+        assert_invalid(
+            decode_request(&body),
+            &format!("unknown backup job state {state}"),
+        );
+        assert_eq!(peek_request_id(&body), Some(77));
+    }
+
+    let mut builder = FlatBufferBuilder::new();
+    let report = fb::BackupReport::create(
+        &mut builder,
+        &fb::BackupReportArgs {
+            backup_id: 1,
+            gpid: None,
+            state: fb::BackupJobState::Done,
+            ..Default::default()
+        },
+    );
+    let backups = builder.create_vector(&[report]);
+    let table = fb::BeaconRequest::create(
+        &mut builder,
+        &fb::BeaconRequestArgs {
+            backups: Some(backups),
+            ..Default::default()
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::BeaconRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_invalid(
+        decode_request(&body),
+        "beacon backup report carries no gpid",
+    );
+
+    let mut builder = FlatBufferBuilder::new();
+    let order = fb::BackupOrder::create(
+        &mut builder,
+        &fb::BackupOrderArgs {
+            backup_id: 1,
+            gpid: None,
+            ..Default::default()
+        },
+    );
+    let backups = builder.create_vector(&[order]);
+    let table = fb::BeaconAckResponse::create(
+        &mut builder,
+        &fb::BeaconAckResponseArgs {
+            backups: Some(backups),
+            ..Default::default()
+        },
+    );
+    let body = response_with_body(
+        fb::ResponseBody::BeaconAckResponse,
+        table.as_union_value(),
+        &mut builder,
+    );
+    assert_invalid(
+        decode_response(&body),
+        "beacon ack backup order carries no gpid",
+    );
+}
+
+#[test]
+fn backup_fields_absent_decode_as_empty_defaults() {
+    // Proves a backup request with only its op decodes with empty strings and id 0, fields its op does not use are ignored, and a report or order with only its gpid decodes as Running with zeros and empty strings.
+    for (op, expected) in [
+        (
+            fb::BackupOp::Start,
+            BackupRequest::Start {
+                table: String::new(),
+                url: String::new(),
+            },
+        ),
+        (
+            fb::BackupOp::List,
+            BackupRequest::List {
+                table: String::new(),
+            },
+        ),
+        (fb::BackupOp::Query, BackupRequest::Query { backup_id: 0 }),
+    ] {
+        let mut builder = FlatBufferBuilder::new();
+        let body = backup_body(
+            &mut builder,
+            &fb::BackupRequestArgs {
+                op,
+                ..Default::default()
+            },
+        );
+        assert_eq!(decode_request(&body).unwrap().1, Request::Backup(expected));
+    }
+
+    let mut builder = FlatBufferBuilder::new();
+    let url = builder.create_string("file:///tmp/b");
+    let body = backup_body(
+        &mut builder,
+        &fb::BackupRequestArgs {
+            op: fb::BackupOp::Query,
+            table: None,
+            url: Some(url),
+            backup_id: 42,
+        },
+    );
+    assert_eq!(
+        decode_request(&body).unwrap().1,
+        Request::Backup(BackupRequest::Query { backup_id: 42 })
+    );
+
+    let mut builder = FlatBufferBuilder::new();
+    let gpid = fb::Gpid::new(1, 2);
+    let report = fb::BackupReport::create(
+        &mut builder,
+        &fb::BackupReportArgs {
+            gpid: Some(&gpid),
+            ..Default::default()
+        },
+    );
+    let backups = builder.create_vector(&[report]);
+    let table = fb::BeaconRequest::create(
+        &mut builder,
+        &fb::BeaconRequestArgs {
+            backups: Some(backups),
+            ..Default::default()
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::BeaconRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_eq!(
+        decode_request(&body).unwrap().1,
+        Request::Beacon(NodeBeacon {
+            backups: vec![BackupReport {
+                gpid: Gpid {
+                    app_id: 1,
+                    partition_index: 2,
+                },
+                ..BackupReport::default()
+            }],
+            ..NodeBeacon::default()
+        })
+    );
+
+    let mut builder = FlatBufferBuilder::new();
+    let order = fb::BackupOrder::create(
+        &mut builder,
+        &fb::BackupOrderArgs {
+            gpid: Some(&gpid),
+            ..Default::default()
+        },
+    );
+    let backups = builder.create_vector(&[order]);
+    let table = fb::BeaconAckResponse::create(
+        &mut builder,
+        &fb::BeaconAckResponseArgs {
+            backups: Some(backups),
+            ..Default::default()
+        },
+    );
+    let body = response_with_body(
+        fb::ResponseBody::BeaconAckResponse,
+        table.as_union_value(),
+        &mut builder,
+    );
+    assert_eq!(
+        decode_response(&body).unwrap(),
+        (
+            6,
+            Ok(ResponseBody::BeaconAck(BeaconAck {
+                backups: vec![BackupOrder {
+                    gpid: Gpid {
+                        app_id: 1,
+                        partition_index: 2,
+                    },
+                    ..BackupOrder::default()
+                }],
+                ..BeaconAck::default()
+            }))
+        )
     );
 }
 

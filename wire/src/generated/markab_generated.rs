@@ -775,6 +775,99 @@ impl<'a> ::flatbuffers::Verifiable for ReplicaRole {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ReplicaRole {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_BACKUP_JOB_STATE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_BACKUP_JOB_STATE: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_BACKUP_JOB_STATE: [BackupJobState; 3] = [
+  BackupJobState::Running,
+  BackupJobState::Done,
+  BackupJobState::Failed,
+];
+
+/// How a node's backup of a partition stands. Same as
+/// `message::BackupJobState`; any other value is rejected.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct BackupJobState(pub u8);
+#[allow(non_upper_case_globals)]
+impl BackupJobState {
+  pub const Running: Self = Self(0);
+  /// Uploaded, manifest last: `prefix` holds a complete checkpoint at
+  /// `decree`.
+  pub const Done: Self = Self(1);
+  /// Gave up; `message` says why.
+  pub const Failed: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Running,
+    Self::Done,
+    Self::Failed,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Running => Some("Running"),
+      Self::Done => Some("Done"),
+      Self::Failed => Some("Failed"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for BackupJobState {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for BackupJobState {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for BackupJobState {
+    type Output = BackupJobState;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for BackupJobState {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for BackupJobState {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for BackupJobState {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BALANCER_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_BALANCER_OP: u8 = 7;
@@ -886,6 +979,96 @@ impl<'a> ::flatbuffers::Verifiable for BalancerOp {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for BalancerOp {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_BACKUP_OP: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_BACKUP_OP: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_BACKUP_OP: [BackupOp; 3] = [
+  BackupOp::Start,
+  BackupOp::List,
+  BackupOp::Query,
+];
+
+/// What an operator asks of meta about cold backups. Same as the variants
+/// of `message::BackupRequest`; any other value is rejected.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct BackupOp(pub u8);
+#[allow(non_upper_case_globals)]
+impl BackupOp {
+  pub const Start: Self = Self(0);
+  pub const List: Self = Self(1);
+  pub const Query: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Start,
+    Self::List,
+    Self::Query,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Start => Some("Start"),
+      Self::List => Some("List"),
+      Self::Query => Some("Query"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for BackupOp {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for BackupOp {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for BackupOp {
+    type Output = BackupOp;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for BackupOp {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for BackupOp {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for BackupOp {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_PEER_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_PEER_KIND: u8 = 4;
@@ -985,10 +1168,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for PeerKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 32;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 33;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 33] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 34] = [
   RequestBody::NONE,
   RequestBody::GetRequest,
   RequestBody::SetRequest,
@@ -1022,6 +1205,7 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 33] = [
   RequestBody::PeerRequest,
   RequestBody::SwitchPrimaryRequest,
   RequestBody::BalancerRequest,
+  RequestBody::BackupRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1062,9 +1246,10 @@ impl RequestBody {
   pub const PeerRequest: Self = Self(30);
   pub const SwitchPrimaryRequest: Self = Self(31);
   pub const BalancerRequest: Self = Self(32);
+  pub const BackupRequest: Self = Self(33);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 32;
+  pub const ENUM_MAX: u8 = 33;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::GetRequest,
@@ -1099,6 +1284,7 @@ impl RequestBody {
     Self::PeerRequest,
     Self::SwitchPrimaryRequest,
     Self::BalancerRequest,
+    Self::BackupRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1136,6 +1322,7 @@ impl RequestBody {
       Self::PeerRequest => Some("PeerRequest"),
       Self::SwitchPrimaryRequest => Some("SwitchPrimaryRequest"),
       Self::BalancerRequest => Some("BalancerRequest"),
+      Self::BackupRequest => Some("BackupRequest"),
       _ => None,
     }
   }
@@ -5849,6 +6036,244 @@ impl ::core::fmt::Debug for HostedReplica<'_> {
       ds.finish()
   }
 }
+pub enum BackupReportOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A node's report on one partition backup (in its beacons).
+pub struct BackupReport<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for BackupReport<'a> {
+  type Inner = BackupReport<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> BackupReport<'a> {
+  pub const VT_BACKUP_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GPID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_BALLOT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_STATE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_DECREE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_BYTES_DONE: ::flatbuffers::VOffsetT = 14;
+  pub const VT_BYTES_TOTAL: ::flatbuffers::VOffsetT = 16;
+  pub const VT_PREFIX: ::flatbuffers::VOffsetT = 18;
+  pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 20;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    BackupReport { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args BackupReportArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<BackupReport<'bldr>> {
+    let mut builder = BackupReportBuilder::new(_fbb);
+    builder.add_bytes_total(args.bytes_total);
+    builder.add_bytes_done(args.bytes_done);
+    builder.add_decree(args.decree);
+    builder.add_ballot(args.ballot);
+    builder.add_backup_id(args.backup_id);
+    if let Some(x) = args.message { builder.add_message(x); }
+    if let Some(x) = args.prefix { builder.add_prefix(x); }
+    if let Some(x) = args.gpid { builder.add_gpid(x); }
+    builder.add_state(args.state);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn backup_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(BackupReport::VT_BACKUP_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn gpid(&self) -> Option<&'a Gpid> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Gpid>(BackupReport::VT_GPID, None)}
+  }
+  /// The ballot of the order it runs.
+  #[inline]
+  pub fn ballot(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(BackupReport::VT_BALLOT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn state(&self) -> BackupJobState {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<BackupJobState>(BackupReport::VT_STATE, Some(BackupJobState::Running)).unwrap()}
+  }
+  /// The checkpoint's decree (0 until it is taken).
+  #[inline]
+  pub fn decree(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(BackupReport::VT_DECREE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn bytes_done(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(BackupReport::VT_BYTES_DONE, Some(0)).unwrap()}
+  }
+  /// 0 until the checkpoint is taken.
+  #[inline]
+  pub fn bytes_total(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(BackupReport::VT_BYTES_TOTAL, Some(0)).unwrap()}
+  }
+  /// Where this attempt uploads (under the order's prefix).
+  #[inline]
+  pub fn prefix(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BackupReport::VT_PREFIX, None)}
+  }
+  /// Why it failed (empty otherwise).
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BackupReport::VT_MESSAGE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for BackupReport<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("backup_id", Self::VT_BACKUP_ID, false)?
+     .visit_field::<Gpid>("gpid", Self::VT_GPID, false)?
+     .visit_field::<i64>("ballot", Self::VT_BALLOT, false)?
+     .visit_field::<BackupJobState>("state", Self::VT_STATE, false)?
+     .visit_field::<i64>("decree", Self::VT_DECREE, false)?
+     .visit_field::<u64>("bytes_done", Self::VT_BYTES_DONE, false)?
+     .visit_field::<u64>("bytes_total", Self::VT_BYTES_TOTAL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("prefix", Self::VT_PREFIX, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BackupReportArgs<'a> {
+    pub backup_id: u64,
+    pub gpid: Option<&'a Gpid>,
+    pub ballot: i64,
+    pub state: BackupJobState,
+    pub decree: i64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub prefix: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for BackupReportArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    BackupReportArgs {
+      backup_id: 0,
+      gpid: None,
+      ballot: 0,
+      state: BackupJobState::Running,
+      decree: 0,
+      bytes_done: 0,
+      bytes_total: 0,
+      prefix: None,
+      message: None,
+    }
+  }
+}
+
+pub struct BackupReportBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BackupReportBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_backup_id(&mut self, backup_id: u64) {
+    self.fbb_.push_slot::<u64>(BackupReport::VT_BACKUP_ID, backup_id, 0);
+  }
+  #[inline]
+  pub fn add_gpid(&mut self, gpid: &Gpid) {
+    self.fbb_.push_slot_always::<&Gpid>(BackupReport::VT_GPID, gpid);
+  }
+  #[inline]
+  pub fn add_ballot(&mut self, ballot: i64) {
+    self.fbb_.push_slot::<i64>(BackupReport::VT_BALLOT, ballot, 0);
+  }
+  #[inline]
+  pub fn add_state(&mut self, state: BackupJobState) {
+    self.fbb_.push_slot::<BackupJobState>(BackupReport::VT_STATE, state, BackupJobState::Running);
+  }
+  #[inline]
+  pub fn add_decree(&mut self, decree: i64) {
+    self.fbb_.push_slot::<i64>(BackupReport::VT_DECREE, decree, 0);
+  }
+  #[inline]
+  pub fn add_bytes_done(&mut self, bytes_done: u64) {
+    self.fbb_.push_slot::<u64>(BackupReport::VT_BYTES_DONE, bytes_done, 0);
+  }
+  #[inline]
+  pub fn add_bytes_total(&mut self, bytes_total: u64) {
+    self.fbb_.push_slot::<u64>(BackupReport::VT_BYTES_TOTAL, bytes_total, 0);
+  }
+  #[inline]
+  pub fn add_prefix(&mut self, prefix: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BackupReport::VT_PREFIX, prefix);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BackupReport::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BackupReportBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    BackupReportBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<BackupReport<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for BackupReport<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("BackupReport");
+      ds.field("backup_id", &self.backup_id());
+      ds.field("gpid", &self.gpid());
+      ds.field("ballot", &self.ballot());
+      ds.field("state", &self.state());
+      ds.field("decree", &self.decree());
+      ds.field("bytes_done", &self.bytes_done());
+      ds.field("bytes_total", &self.bytes_total());
+      ds.field("prefix", &self.prefix());
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
 pub enum BeaconRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5870,6 +6295,7 @@ impl<'a> BeaconRequest<'a> {
   pub const VT_SHARD_ADDRESSES: ::flatbuffers::VOffsetT = 6;
   pub const VT_REPLICAS: ::flatbuffers::VOffsetT = 8;
   pub const VT_INCARNATION: ::flatbuffers::VOffsetT = 10;
+  pub const VT_BACKUPS: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5882,6 +6308,7 @@ impl<'a> BeaconRequest<'a> {
   ) -> ::flatbuffers::WIPOffset<BeaconRequest<'bldr>> {
     let mut builder = BeaconRequestBuilder::new(_fbb);
     builder.add_incarnation(args.incarnation);
+    if let Some(x) = args.backups { builder.add_backups(x); }
     if let Some(x) = args.replicas { builder.add_replicas(x); }
     if let Some(x) = args.shard_addresses { builder.add_shard_addresses(x); }
     if let Some(x) = args.node { builder.add_node(x); }
@@ -5920,6 +6347,15 @@ impl<'a> BeaconRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(BeaconRequest::VT_INCARNATION, Some(0)).unwrap()}
   }
+  /// Its partition backups: running ones, and finished ones while meta
+  /// still orders them (appended for backup).
+  #[inline]
+  pub fn backups(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<BackupReport<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<BackupReport>>>>(BeaconRequest::VT_BACKUPS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BeaconRequest<'_> {
@@ -5932,6 +6368,7 @@ impl ::flatbuffers::Verifiable for BeaconRequest<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("shard_addresses", Self::VT_SHARD_ADDRESSES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<HostedReplica>>>>("replicas", Self::VT_REPLICAS, false)?
      .visit_field::<u64>("incarnation", Self::VT_INCARNATION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<BackupReport>>>>("backups", Self::VT_BACKUPS, false)?
      .finish();
     Ok(())
   }
@@ -5941,6 +6378,7 @@ pub struct BeaconRequestArgs<'a> {
     pub shard_addresses: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
     pub replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<HostedReplica<'a>>>>>,
     pub incarnation: u64,
+    pub backups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<BackupReport<'a>>>>>,
 }
 impl<'a> Default for BeaconRequestArgs<'a> {
   #[inline]
@@ -5950,6 +6388,7 @@ impl<'a> Default for BeaconRequestArgs<'a> {
       shard_addresses: None,
       replicas: None,
       incarnation: 0,
+      backups: None,
     }
   }
 }
@@ -5976,6 +6415,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BeaconRequestBuilder<'a, 'b, 
     self.fbb_.push_slot::<u64>(BeaconRequest::VT_INCARNATION, incarnation, 0);
   }
   #[inline]
+  pub fn add_backups(&mut self, backups: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<BackupReport<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconRequest::VT_BACKUPS, backups);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BeaconRequestBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BeaconRequestBuilder {
@@ -5997,6 +6440,7 @@ impl ::core::fmt::Debug for BeaconRequest<'_> {
       ds.field("shard_addresses", &self.shard_addresses());
       ds.field("replicas", &self.replicas());
       ds.field("incarnation", &self.incarnation());
+      ds.field("backups", &self.backups());
       ds.finish()
   }
 }
@@ -6579,6 +7023,157 @@ impl ::core::fmt::Debug for BalancerRequest<'_> {
       ds.field("from", &self.from());
       ds.field("to", &self.to());
       ds.field("flag", &self.flag());
+      ds.finish()
+  }
+}
+pub enum BackupRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Cold backups (shell to meta), answered with pairs. Which fields mean
+/// what depends on `op`; unused ones are absent: Start: `table`, `url`
+/// (the block store); List: `table` (empty = every table); Query:
+/// `backup_id`.
+pub struct BackupRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for BackupRequest<'a> {
+  type Inner = BackupRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> BackupRequest<'a> {
+  pub const VT_OP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TABLE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_URL: ::flatbuffers::VOffsetT = 8;
+  pub const VT_BACKUP_ID: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    BackupRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args BackupRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<BackupRequest<'bldr>> {
+    let mut builder = BackupRequestBuilder::new(_fbb);
+    builder.add_backup_id(args.backup_id);
+    if let Some(x) = args.url { builder.add_url(x); }
+    if let Some(x) = args.table { builder.add_table(x); }
+    builder.add_op(args.op);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn op(&self) -> BackupOp {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<BackupOp>(BackupRequest::VT_OP, Some(BackupOp::Start)).unwrap()}
+  }
+  #[inline]
+  pub fn table(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BackupRequest::VT_TABLE, None)}
+  }
+  #[inline]
+  pub fn url(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BackupRequest::VT_URL, None)}
+  }
+  #[inline]
+  pub fn backup_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(BackupRequest::VT_BACKUP_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for BackupRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<BackupOp>("op", Self::VT_OP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table", Self::VT_TABLE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("url", Self::VT_URL, false)?
+     .visit_field::<u64>("backup_id", Self::VT_BACKUP_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BackupRequestArgs<'a> {
+    pub op: BackupOp,
+    pub table: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub url: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub backup_id: u64,
+}
+impl<'a> Default for BackupRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    BackupRequestArgs {
+      op: BackupOp::Start,
+      table: None,
+      url: None,
+      backup_id: 0,
+    }
+  }
+}
+
+pub struct BackupRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BackupRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_op(&mut self, op: BackupOp) {
+    self.fbb_.push_slot::<BackupOp>(BackupRequest::VT_OP, op, BackupOp::Start);
+  }
+  #[inline]
+  pub fn add_table(&mut self, table: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BackupRequest::VT_TABLE, table);
+  }
+  #[inline]
+  pub fn add_url(&mut self, url: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BackupRequest::VT_URL, url);
+  }
+  #[inline]
+  pub fn add_backup_id(&mut self, backup_id: u64) {
+    self.fbb_.push_slot::<u64>(BackupRequest::VT_BACKUP_ID, backup_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BackupRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    BackupRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<BackupRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for BackupRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("BackupRequest");
+      ds.field("op", &self.op());
+      ds.field("table", &self.table());
+      ds.field("url", &self.url());
+      ds.field("backup_id", &self.backup_id());
       ds.finish()
   }
 }
@@ -7595,6 +8190,21 @@ impl<'a> RequestEnvelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_backup_request(&self) -> Option<BackupRequest<'a>> {
+    if self.body_type() == RequestBody::BackupRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { BackupRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestEnvelope<'_> {
@@ -7642,6 +8252,7 @@ impl ::flatbuffers::Verifiable for RequestEnvelope<'_> {
           RequestBody::PeerRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PeerRequest>>("RequestBody::PeerRequest", pos),
           RequestBody::SwitchPrimaryRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SwitchPrimaryRequest>>("RequestBody::SwitchPrimaryRequest", pos),
           RequestBody::BalancerRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BalancerRequest>>("RequestBody::BalancerRequest", pos),
+          RequestBody::BackupRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BackupRequest>>("RequestBody::BackupRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -7950,6 +8561,13 @@ impl ::core::fmt::Debug for RequestEnvelope<'_> {
         },
         RequestBody::BalancerRequest => {
           if let Some(x) = self.body_as_balancer_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::BackupRequest => {
+          if let Some(x) = self.body_as_backup_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -10720,6 +11338,175 @@ impl ::core::fmt::Debug for ReplicaAssignment<'_> {
       ds.finish()
   }
 }
+pub enum BackupOrderOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A partition meta asks a node to back up (in beacon acks): the node's
+/// replica, primary at `ballot`, checkpoints and uploads under `prefix` of
+/// the block store at `url`, and reports in its beacons.
+pub struct BackupOrder<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for BackupOrder<'a> {
+  type Inner = BackupOrder<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> BackupOrder<'a> {
+  pub const VT_BACKUP_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GPID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_BALLOT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_URL: ::flatbuffers::VOffsetT = 10;
+  pub const VT_PREFIX: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    BackupOrder { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args BackupOrderArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<BackupOrder<'bldr>> {
+    let mut builder = BackupOrderBuilder::new(_fbb);
+    builder.add_ballot(args.ballot);
+    builder.add_backup_id(args.backup_id);
+    if let Some(x) = args.prefix { builder.add_prefix(x); }
+    if let Some(x) = args.url { builder.add_url(x); }
+    if let Some(x) = args.gpid { builder.add_gpid(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn backup_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(BackupOrder::VT_BACKUP_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn gpid(&self) -> Option<&'a Gpid> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Gpid>(BackupOrder::VT_GPID, None)}
+  }
+  #[inline]
+  pub fn ballot(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(BackupOrder::VT_BALLOT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn url(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BackupOrder::VT_URL, None)}
+  }
+  /// The partition's key prefix in the store; the node uploads under a
+  /// prefix of its own below it (one per attempt).
+  #[inline]
+  pub fn prefix(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BackupOrder::VT_PREFIX, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for BackupOrder<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("backup_id", Self::VT_BACKUP_ID, false)?
+     .visit_field::<Gpid>("gpid", Self::VT_GPID, false)?
+     .visit_field::<i64>("ballot", Self::VT_BALLOT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("url", Self::VT_URL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("prefix", Self::VT_PREFIX, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BackupOrderArgs<'a> {
+    pub backup_id: u64,
+    pub gpid: Option<&'a Gpid>,
+    pub ballot: i64,
+    pub url: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub prefix: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for BackupOrderArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    BackupOrderArgs {
+      backup_id: 0,
+      gpid: None,
+      ballot: 0,
+      url: None,
+      prefix: None,
+    }
+  }
+}
+
+pub struct BackupOrderBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BackupOrderBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_backup_id(&mut self, backup_id: u64) {
+    self.fbb_.push_slot::<u64>(BackupOrder::VT_BACKUP_ID, backup_id, 0);
+  }
+  #[inline]
+  pub fn add_gpid(&mut self, gpid: &Gpid) {
+    self.fbb_.push_slot_always::<&Gpid>(BackupOrder::VT_GPID, gpid);
+  }
+  #[inline]
+  pub fn add_ballot(&mut self, ballot: i64) {
+    self.fbb_.push_slot::<i64>(BackupOrder::VT_BALLOT, ballot, 0);
+  }
+  #[inline]
+  pub fn add_url(&mut self, url: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BackupOrder::VT_URL, url);
+  }
+  #[inline]
+  pub fn add_prefix(&mut self, prefix: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BackupOrder::VT_PREFIX, prefix);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BackupOrderBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    BackupOrderBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<BackupOrder<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for BackupOrder<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("BackupOrder");
+      ds.field("backup_id", &self.backup_id());
+      ds.field("gpid", &self.gpid());
+      ds.field("ballot", &self.ballot());
+      ds.field("url", &self.url());
+      ds.field("prefix", &self.prefix());
+      ds.finish()
+  }
+}
 pub enum BeaconAckResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -10742,6 +11529,7 @@ impl<'a> BeaconAckResponse<'a> {
   pub const VT_LEASE_MS: ::flatbuffers::VOffsetT = 8;
   pub const VT_REPLICA_COUNT_MIN_ALIVE: ::flatbuffers::VOffsetT = 10;
   pub const VT_BEACON_AGAIN_MS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_BACKUPS: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -10754,6 +11542,7 @@ impl<'a> BeaconAckResponse<'a> {
   ) -> ::flatbuffers::WIPOffset<BeaconAckResponse<'bldr>> {
     let mut builder = BeaconAckResponseBuilder::new(_fbb);
     builder.add_lease_ms(args.lease_ms);
+    if let Some(x) = args.backups { builder.add_backups(x); }
     builder.add_beacon_again_ms(args.beacon_again_ms);
     builder.add_replica_count_min_alive(args.replica_count_min_alive);
     if let Some(x) = args.drops { builder.add_drops(x); }
@@ -10802,6 +11591,15 @@ impl<'a> BeaconAckResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(BeaconAckResponse::VT_BEACON_AGAIN_MS, Some(0)).unwrap()}
   }
+  /// Partitions this node is to back up: those of running backups whose
+  /// primary it is, not yet done (appended for backup).
+  #[inline]
+  pub fn backups(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<BackupOrder<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<BackupOrder>>>>(BeaconAckResponse::VT_BACKUPS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BeaconAckResponse<'_> {
@@ -10815,6 +11613,7 @@ impl ::flatbuffers::Verifiable for BeaconAckResponse<'_> {
      .visit_field::<u64>("lease_ms", Self::VT_LEASE_MS, false)?
      .visit_field::<i32>("replica_count_min_alive", Self::VT_REPLICA_COUNT_MIN_ALIVE, false)?
      .visit_field::<u32>("beacon_again_ms", Self::VT_BEACON_AGAIN_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<BackupOrder>>>>("backups", Self::VT_BACKUPS, false)?
      .finish();
     Ok(())
   }
@@ -10825,6 +11624,7 @@ pub struct BeaconAckResponseArgs<'a> {
     pub lease_ms: u64,
     pub replica_count_min_alive: i32,
     pub beacon_again_ms: u32,
+    pub backups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<BackupOrder<'a>>>>>,
 }
 impl<'a> Default for BeaconAckResponseArgs<'a> {
   #[inline]
@@ -10835,6 +11635,7 @@ impl<'a> Default for BeaconAckResponseArgs<'a> {
       lease_ms: 0,
       replica_count_min_alive: 0,
       beacon_again_ms: 0,
+      backups: None,
     }
   }
 }
@@ -10865,6 +11666,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BeaconAckResponseBuilder<'a, 
     self.fbb_.push_slot::<u32>(BeaconAckResponse::VT_BEACON_AGAIN_MS, beacon_again_ms, 0);
   }
   #[inline]
+  pub fn add_backups(&mut self, backups: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<BackupOrder<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconAckResponse::VT_BACKUPS, backups);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BeaconAckResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BeaconAckResponseBuilder {
@@ -10887,6 +11692,7 @@ impl ::core::fmt::Debug for BeaconAckResponse<'_> {
       ds.field("lease_ms", &self.lease_ms());
       ds.field("replica_count_min_alive", &self.replica_count_min_alive());
       ds.field("beacon_again_ms", &self.beacon_again_ms());
+      ds.field("backups", &self.backups());
       ds.finish()
   }
 }

@@ -1,0 +1,376 @@
+//! Unit tests of meta's backups: orders follow the primaries, reports
+//! finish or fail a backup, the manifest's outcome completes it, failures
+//! are cleaned up, and bad requests change nothing.
+
+use markab_wire::message::{
+    BackupJobState, BackupReport, BackupRequest, CreateTableRequest, ErrorCode, Gpid, NodeBeacon,
+    Request, Response, ResponseBody,
+};
+
+use super::*;
+use crate::meta::state::{MetaData, MetaSettings, MetaState};
+
+const T0_MS: u64 = 1_700_000_000_000;
+const URL: &str = "file:///var/backups/markab";
+
+fn node(index: usize) -> String {
+    format!("127.0.0.1:{}", 34_800 + index * 10)
+}
+
+fn apply(state: &mut MetaState, request: &Request, now_ms: u64) -> Response {
+    let step = state.handle(request, now_ms);
+    if let Some(data) = step.persist {
+        state.commit(data);
+    }
+    step.reply
+}
+
+fn beacon(index: usize, backups: Vec<BackupReport>) -> Request {
+    Request::Beacon(NodeBeacon {
+        node: node(index),
+        shard_addresses: vec![node(index)],
+        replicas: Vec::new(),
+        incarnation: 1,
+        backups,
+    })
+}
+
+fn orders(state: &mut MetaState, index: usize, now_ms: u64) -> Vec<BackupOrder> {
+    match apply(state, &beacon(index, Vec::new()), now_ms) {
+        Ok(ResponseBody::BeaconAck(ack)) => ack.backups,
+        other => panic!("beacon: {other:?}"),
+    }
+}
+
+/// Two nodes and table "t" of 4 partitions, one replica each: primaries
+/// spread over both nodes.
+fn cluster() -> MetaState {
+    let settings = MetaSettings {
+        meta_address: "127.0.0.1:34601".into(),
+        data_dir: "/var/tmp/meta".into(),
+        hold_seconds: 100,
+        node_timeout_ms: 5_000,
+        replica_count_default: 1,
+        replica_count_max: 5,
+        replication: None,
+    };
+    let mut state = MetaState::new(settings, MetaData::default());
+    for index in 0..2 {
+        apply(&mut state, &beacon(index, Vec::new()), T0_MS).unwrap();
+    }
+    let create = Request::CreateTable(CreateTableRequest {
+        table: "t".into(),
+        partition_count: 4,
+        replica_count: 1,
+        envs: vec![("rocksdb.usage_scenario".into(), "normal".into())],
+        success_if_exist: false,
+    });
+    apply(&mut state, &create, T0_MS).unwrap();
+    state
+}
+
+fn start(state: &mut MetaState, table: &str, now_ms: u64) -> Result<u64, markab_wire::OpError> {
+    let request = Request::Backup(BackupRequest::Start {
+        table: table.into(),
+        url: URL.into(),
+    });
+    let pairs = match apply(state, &request, now_ms)? {
+        ResponseBody::Pairs(pairs) => pairs,
+        other => panic!("start: {other:?}"),
+    };
+    Ok(pairs
+        .iter()
+        .find(|(key, _)| key == "backup_id")
+        .expect("a backup id")
+        .1
+        .parse()
+        .unwrap())
+}
+
+fn report(order: &BackupOrder, state: BackupJobState, attempt: &str) -> BackupReport {
+    BackupReport {
+        backup_id: order.backup_id,
+        gpid: order.gpid,
+        ballot: order.ballot,
+        state,
+        decree: 100 + i64::from(order.gpid.partition_index),
+        bytes_done: 10,
+        bytes_total: 10,
+        prefix: format!("{}/{attempt}", order.prefix),
+        message: if state == BackupJobState::Failed {
+            "store unreachable".into()
+        } else {
+            String::new()
+        },
+    }
+}
+
+// Every partition is ordered once, to the node of its primary, under
+// Pegasus's layout; finished reports are persisted; once all are in, the
+// manifest is the only work left, and its success completes the backup
+// with the decrees and envs it recorded.
+#[test]
+fn orders_go_to_primaries_and_reports_complete_the_backup() {
+    let mut state = cluster();
+    let id = start(&mut state, "t", T0_MS + 5).unwrap();
+    assert_eq!(id, T0_MS + 5, "ids are the start time in Unix ms");
+    let mut all = Vec::new();
+    for index in 0..2 {
+        let mine = orders(&mut state, index, T0_MS + 10);
+        for order in &mine {
+            let partition =
+                &state.data().tables[&1].partitions[order.gpid.partition_index as usize];
+            assert_eq!(partition.primary.node, node(index));
+            assert_eq!(order.ballot, partition.ballot);
+            assert_eq!(
+                order.prefix,
+                format!("{id}/t_1/{}", order.gpid.partition_index)
+            );
+            assert_eq!(order.url, URL);
+        }
+        all.extend(mine.into_iter().map(|order| (index, order)));
+    }
+    let mut indexes: Vec<i32> = all.iter().map(|(_, o)| o.gpid.partition_index).collect();
+    indexes.sort();
+    assert_eq!(indexes, vec![0, 1, 2, 3]);
+    assert!(state.backup_work().is_empty(), "nothing for meta's IO yet");
+
+    // Progress only: nothing persisted.
+    let (first_node, first) = all[0].clone();
+    let version = state.data().version;
+    let running = BackupReport {
+        bytes_done: 4,
+        ..report(&first, BackupJobState::Running, "a")
+    };
+    apply(&mut state, &beacon(first_node, vec![running]), T0_MS + 20).unwrap();
+    assert_eq!(state.data().version, version);
+    let query = Request::Backup(BackupRequest::Query { backup_id: id });
+    let Ok(ResponseBody::Pairs(rows)) = apply(&mut state, &query, T0_MS + 20) else {
+        panic!("query failed")
+    };
+    let row = format!("partition {}", first.gpid.partition_index);
+    let text = &rows.iter().find(|(key, _)| *key == row).unwrap().1;
+    assert!(text.starts_with("uploading 40% (4/10 bytes)"), "{text}");
+
+    for (index, order) in &all {
+        apply(
+            &mut state,
+            &beacon(*index, vec![report(order, BackupJobState::Done, "a")]),
+            T0_MS + 30,
+        )
+        .unwrap();
+    }
+    assert!(orders(&mut state, 0, T0_MS + 40).is_empty());
+    assert!(orders(&mut state, 1, T0_MS + 40).is_empty());
+    let work = state.backup_work();
+    let [BackupWork::WriteManifest { backup_id, backup }] = work.as_slice() else {
+        panic!("{work:?}")
+    };
+    assert_eq!(*backup_id, id);
+    assert_eq!(backup.envs["rocksdb.usage_scenario"], "normal");
+    for (index, done) in backup.partitions.iter().enumerate() {
+        let done = done.as_ref().unwrap();
+        assert_eq!(done.decree, 100 + index as i64);
+        assert_eq!(done.prefix, format!("{id}/t_1/{index}/a"));
+    }
+    let listed = Request::Backup(BackupRequest::List { table: "t".into() });
+    let Ok(ResponseBody::Pairs(rows)) = apply(&mut state, &listed, T0_MS + 40) else {
+        panic!("list failed")
+    };
+    assert!(
+        rows[0].1.contains("status=running partitions=4/4"),
+        "{rows:?}"
+    );
+
+    let change = state.backup_written(id, Ok(()), T0_MS + 50).unwrap();
+    state.commit(change);
+    let stored = &state.data().backups[&id];
+    assert_eq!(stored.status, BackupStatus::Complete);
+    assert_eq!(stored.finished_unix_ms, T0_MS + 50);
+    assert!(state.backup_work().is_empty());
+    assert!(
+        state.backup_written(id, Ok(()), T0_MS + 60).is_none(),
+        "once"
+    );
+}
+
+// A failed partition fails the backup at once: no more orders, its files
+// are to be removed, and once they are nothing is left to do; it is never
+// listed complete, and a late success report changes nothing.
+#[test]
+fn a_failed_partition_fails_the_backup_and_its_files_go() {
+    let mut state = cluster();
+    let id = start(&mut state, "t", T0_MS).unwrap();
+    let order = orders(&mut state, 0, T0_MS)[0].clone();
+    apply(
+        &mut state,
+        &beacon(0, vec![report(&order, BackupJobState::Failed, "a")]),
+        T0_MS + 1,
+    )
+    .unwrap();
+    let stored = &state.data().backups[&id];
+    assert_eq!(stored.status, BackupStatus::Failed);
+    assert!(
+        stored.reason.contains("store unreachable"),
+        "{}",
+        stored.reason
+    );
+    assert!(orders(&mut state, 0, T0_MS + 2).is_empty());
+    assert!(orders(&mut state, 1, T0_MS + 2).is_empty());
+    assert_eq!(
+        state.backup_work(),
+        vec![BackupWork::CleanUp {
+            backup_id: id,
+            url: URL.into()
+        }]
+    );
+    apply(
+        &mut state,
+        &beacon(0, vec![report(&order, BackupJobState::Done, "b")]),
+        T0_MS + 3,
+    )
+    .unwrap();
+    assert_eq!(state.data().backups[&id].status, BackupStatus::Failed);
+    let change = state.backup_cleaned(id).unwrap();
+    state.commit(change);
+    assert!(state.data().backups[&id].cleaned);
+    assert!(state.backup_work().is_empty());
+
+    // A failed manifest write fails a backup the same way.
+    let id = start(&mut state, "t", T0_MS + 10).unwrap();
+    for index in 0..2 {
+        let reports = orders(&mut state, index, T0_MS + 11)
+            .iter()
+            .map(|order| report(order, BackupJobState::Done, "a"))
+            .collect();
+        apply(&mut state, &beacon(index, reports), T0_MS + 12).unwrap();
+    }
+    let change = state
+        .backup_written(id, Err("store unreachable".into()), T0_MS + 13)
+        .unwrap();
+    state.commit(change);
+    let stored = &state.data().backups[&id];
+    assert_eq!(stored.status, BackupStatus::Failed);
+    assert!(
+        stored.reason.starts_with("writing its manifest"),
+        "{}",
+        stored.reason
+    );
+}
+
+// A backup whose table is dropped fails on the next tick.
+#[test]
+fn dropping_the_table_fails_its_backup() {
+    let mut state = cluster();
+    let id = start(&mut state, "t", T0_MS).unwrap();
+    let drop = Request::DropTable {
+        table: "t".into(),
+        reserve_seconds: None,
+    };
+    apply(&mut state, &drop, T0_MS + 1).unwrap();
+    assert!(orders(&mut state, 0, T0_MS + 2).is_empty());
+    let change = state.tick(T0_MS + 3).expect("the tick fails the backup");
+    state.commit(change);
+    let stored = &state.data().backups[&id];
+    assert_eq!(stored.status, BackupStatus::Failed);
+    assert_eq!(stored.reason, "its table was dropped");
+}
+
+// Reports that do not fit a running backup's partition are ignored, a
+// finished upload outside the partition's prefix is not taken, and bad
+// requests are clear errors that change nothing.
+#[test]
+fn bad_reports_and_requests_change_nothing() {
+    let mut state = cluster();
+    let id = start(&mut state, "t", T0_MS).unwrap();
+    let order = orders(&mut state, 0, T0_MS)[0].clone();
+    let version = state.data().version;
+    let strays = vec![
+        BackupReport {
+            backup_id: id + 1,
+            ..report(&order, BackupJobState::Done, "a")
+        },
+        BackupReport {
+            gpid: Gpid {
+                app_id: 2,
+                partition_index: 0,
+            },
+            ..report(&order, BackupJobState::Done, "a")
+        },
+        BackupReport {
+            gpid: Gpid {
+                app_id: 1,
+                partition_index: 4,
+            },
+            ..report(&order, BackupJobState::Done, "a")
+        },
+        BackupReport {
+            prefix: format!("{id}/t_1/9/a"),
+            ..report(&order, BackupJobState::Done, "a")
+        },
+        BackupReport {
+            prefix: order.prefix.clone(),
+            ..report(&order, BackupJobState::Done, "a")
+        },
+    ];
+    apply(&mut state, &beacon(0, strays), T0_MS + 1).unwrap();
+    assert_eq!(state.data().version, version);
+
+    let cases = [
+        (
+            BackupRequest::Start {
+                table: "nope".into(),
+                url: URL.into(),
+            },
+            ErrorCode::UnknownTable,
+            "does not exist",
+        ),
+        (
+            BackupRequest::Start {
+                table: "t".into(),
+                url: URL.into(),
+            },
+            ErrorCode::Busy,
+            "is running",
+        ),
+        (
+            BackupRequest::Start {
+                table: "t".into(),
+                url: String::new(),
+            },
+            ErrorCode::InvalidArgument,
+            "URL",
+        ),
+        (
+            BackupRequest::Query { backup_id: 42 },
+            ErrorCode::NotFound,
+            "no backup 42",
+        ),
+    ];
+    for (request, code, text) in cases {
+        let error =
+            apply(&mut state, &Request::Backup(request.clone()), T0_MS + 2).expect_err("an error");
+        assert_eq!(error.code, code, "{request:?}: {error}");
+        assert!(error.message.contains(text), "{request:?}: {error}");
+    }
+    assert_eq!(state.data().version, version);
+}
+
+// Backups are persisted with meta's data, and files written before they
+// existed still load.
+#[test]
+fn backups_survive_in_the_stored_data() {
+    let mut state = cluster();
+    let id = start(&mut state, "t", T0_MS).unwrap();
+    let json = serde_json::to_string(state.data()).unwrap();
+    let loaded: MetaData = serde_json::from_str(&json).unwrap();
+    assert_eq!(&loaded, state.data());
+    assert_eq!(loaded.last_backup_id, id);
+
+    let mut old: serde_json::Value = serde_json::to_value(MetaData::default()).unwrap();
+    let object = old.as_object_mut().unwrap();
+    object.remove("backups");
+    object.remove("last_backup_id");
+    let loaded: MetaData = serde_json::from_value(old).unwrap();
+    assert!(loaded.backups.is_empty());
+}
