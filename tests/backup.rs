@@ -18,15 +18,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, ClusterOptions};
+use markab::backup::read_manifest;
 use markab::backup::table::read_backup_manifest;
-use markab::backup::{read_manifest, restore_partition};
 use markab::client::{Client, ClientOptions, Table};
-use markab::storage::{Partition, RocksEngine, ShardStorage, StorageLimits, StorageTuning};
-use markab::wire::{BackupRequest, ErrorCode, Key, Request, ResponseBody};
+use markab::wire::{BackupRequest, ErrorCode, Request, ResponseBody};
 use markab_blocks::moto::Moto;
 use markab_blocks::{BlockStore, StoreOptions};
 
 const TABLE: &str = "backed";
+/// The table a backup is restored as.
+const RESTORED: &str = "restored";
 const PARTITIONS: i32 = 8;
 /// Concurrent writers of the load.
 const WRITERS: usize = 3;
@@ -118,7 +119,21 @@ fn start_load(
     (load, writers)
 }
 
-/// Writes the base records: `base-i` → `value-i` (1 KiB), odd ones with a TTL.
+/// `length` characters that do not compress, from `seed` (xorshift).
+fn noise(seed: u64, length: usize) -> String {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect()
+}
+
+/// Writes the base records: `base-i` → `value-i-<noise>` (1 KiB that does
+/// not compress), odd ones with a TTL.
 fn write_base(
     runtime: &tokio::runtime::Runtime,
     table: &Table,
@@ -127,7 +142,7 @@ fn write_base(
     runtime.block_on(async {
         for index in 0..RECORDS {
             let hash_key = format!("base-{index}");
-            let value = format!("value-{index}-{}", "x".repeat(1_000));
+            let value = format!("value-{index}-{}", noise(index as u64, 1_000));
             let with_ttl = index % 2 == 1;
             table
                 .set(
@@ -170,6 +185,39 @@ fn wait_finished(cluster: &Cluster, id: u64) -> Vec<(String, String)> {
         assert!(
             Instant::now() < deadline,
             "backup {id} still running after {BACKUP_TIMEOUT:?}: {pairs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Restores backup `id` of [`TABLE`] at `url` as `table` and waits
+/// (bounded) until it serves.
+fn restore(cluster: &Cluster, url: &str, id: u64, table: &str) {
+    let started = pairs_of(
+        cluster,
+        BackupRequest::Restore {
+            url: url.into(),
+            backup_id: id,
+            table: TABLE.into(),
+            new_table: table.into(),
+        },
+    );
+    assert_eq!(field(&started, "partitions"), PARTITIONS.to_string());
+    let deadline = Instant::now() + BACKUP_TIMEOUT;
+    loop {
+        let status = pairs_of(
+            cluster,
+            BackupRequest::QueryRestore {
+                table: table.into(),
+            },
+        );
+        if field(&status, "status").starts_with("serving") {
+            return;
+        }
+        assert_eq!(field(&status, "status"), "restoring", "{status:?}");
+        assert!(
+            Instant::now() < deadline,
+            "restore of {table} not done after {BACKUP_TIMEOUT:?}: {status:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -227,20 +275,12 @@ fn back_up_under_load(cluster: &Cluster, url: &str, store: &dyn BlockStore) {
         "{listed:?}"
     );
 
-    let restored = tempfile::tempdir().unwrap();
-    let shard = ShardStorage::new(&StorageTuning {
-        compaction_threads: 1,
-        record_cache_bytes: 0,
-        ..StorageTuning::default()
-    })
-    .unwrap();
-    let mut found = 0;
     runtime.block_on(async {
         let manifest = read_backup_manifest(store, id).await.unwrap();
         assert_eq!(manifest.table, TABLE);
         assert_eq!(manifest.partition_count, PARTITIONS);
+        assert_eq!(manifest.replica_count, 3);
         assert!(manifest.finished_unix_ms >= manifest.started_unix_ms);
-        let mut partitions = Vec::new();
         for entry in &manifest.partitions {
             // Only the accepted attempt is left under the partition.
             let keys = store
@@ -253,55 +293,48 @@ fn back_up_under_load(cluster: &Cluster, url: &str, store: &dyn BlockStore) {
             );
             let partition_manifest = read_manifest(store, &entry.prefix).await.unwrap();
             assert_eq!(partition_manifest.files, entry.files);
-            let target = restored.path().join(entry.partition_index.to_string());
-            let restored = restore_partition(store, &entry.prefix, &target)
-                .await
-                .unwrap();
-            assert_eq!(restored.decree, entry.decree);
-            partitions.push(Partition::new(
-                RocksEngine::open(&target, &shard).unwrap(),
-                StorageLimits::default(),
-            ));
+            assert_eq!(partition_manifest.decree, entry.decree);
         }
-        let now_epoch_s = markab::key::now_epoch_s();
-        let partition_of = |hash_key: &str| {
-            let hash = markab::key::partition_hash(hash_key.as_bytes(), b"s");
-            &partitions[markab::key::partition_index(hash, PARTITIONS as u32) as usize]
-        };
-        let get = |hash_key: &str| {
-            let key = Key::new(hash_key.as_bytes(), b"s");
-            partition_of(hash_key).execute(&Request::Get(key), now_epoch_s)
-        };
+    });
+
+    // Restored as a new table: it serves once every partition is in, every
+    // record acknowledged before the backup began is there with its TTL,
+    // and it reaches 3 replicas by learning.
+    restore(cluster, url, id, RESTORED);
+    cluster.wait_full(RESTORED, 3);
+    let restored = runtime.block_on(client.open_table(RESTORED)).unwrap();
+    runtime.block_on(async {
         for (hash_key, (value, with_ttl)) in &base {
             assert_eq!(
-                get(hash_key),
-                Ok(ResponseBody::Value(value.clone().into_bytes())),
+                restored.get(hash_key.as_bytes(), b"s").await.unwrap(),
+                Some(value.clone().into_bytes()),
                 "{hash_key}"
             );
-            let key = Key::new(hash_key.as_bytes(), b"s");
-            let ttl = partition_of(hash_key).execute(&Request::Ttl(key), now_epoch_s);
-            match (with_ttl, ttl) {
-                (true, Ok(ResponseBody::Ttl(seconds))) => assert!(
-                    seconds > 0 && seconds as u32 <= TTL_SECONDS,
-                    "{hash_key}: ttl {seconds}"
+            let ttl = restored.ttl(hash_key.as_bytes(), b"s").await.unwrap();
+            match with_ttl {
+                true => assert!(
+                    ttl.is_some_and(|seconds| seconds > 0 && seconds as u32 <= TTL_SECONDS),
+                    "{hash_key}: ttl {ttl:?}"
                 ),
-                (false, Ok(ResponseBody::Ttl(seconds))) => {
-                    assert_eq!(seconds, -1, "{hash_key} has no TTL")
-                }
-                (_, other) => panic!("{hash_key}: ttl answered {other:?}"),
+                false => assert_eq!(ttl, Some(-1), "{hash_key} has no TTL"),
             }
-            found += 1;
         }
         for (hash_key, value) in &acked_before {
             assert_eq!(
-                get(hash_key),
-                Ok(ResponseBody::Value(value.clone().into_bytes())),
+                restored.get(hash_key.as_bytes(), b"s").await.unwrap(),
+                Some(value.clone().into_bytes()),
                 "{hash_key} was acknowledged before the backup began"
             );
-            found += 1;
         }
+        restored
+            .set(b"new", b"s", b"after-restore", 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            restored.get(b"new", b"s").await.unwrap(),
+            Some(b"after-restore".to_vec())
+        );
     });
-    assert_eq!(found, base.len() + acked_before.len());
     assert!(!acked_before.is_empty(), "the load wrote before the backup");
 
     // The table goes on serving after its backup.
@@ -349,12 +382,14 @@ fn a_table_backs_up_to_s3_under_load() {
 }
 
 // Bad input is a clear error and starts nothing: an unknown table, a
-// malformed URL, a store that does not answer, a missing bucket; an
-// unknown backup id.
+// malformed URL, a store that does not answer, a missing bucket, rejected
+// credentials; an unknown backup id.
 #[test]
 fn bad_backup_requests_are_clear_errors() {
     let _serial = serial();
     let moto = Moto::start(&[]);
+    // Authentication on: the test's key is not one moto knows.
+    let locked = Moto::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
     let cluster = cluster();
     cluster.create_table(TABLE, 2, 3);
     let root = tempfile::tempdir().unwrap();
@@ -383,6 +418,12 @@ fn bad_backup_requests_are_clear_errors() {
             ErrorCode::UnknownTable,
             "nope",
         ),
+        (
+            TABLE.to_owned(),
+            format!("s3://locked/p?endpoint={}", locked.endpoint()),
+            ErrorCode::InvalidArgument,
+            "InvalidAccessKeyId",
+        ),
     ];
     for (table, url, code, text) in cases {
         let started = Instant::now();
@@ -410,4 +451,294 @@ fn bad_backup_requests_are_clear_errors() {
         .meta_call(&Request::Backup(BackupRequest::Query { backup_id: 7 }))
         .expect_err("unknown id");
     assert_eq!(error.code, ErrorCode::NotFound);
+}
+
+/// Backs [`TABLE`] up to `url` with no load and waits until it finishes;
+/// its id and last query.
+fn back_up(cluster: &Cluster, url: &str) -> (u64, Vec<(String, String)>) {
+    let started = pairs_of(
+        cluster,
+        BackupRequest::Start {
+            table: TABLE.into(),
+            url: url.into(),
+        },
+    );
+    let id: u64 = field(&started, "backup_id").parse().unwrap();
+    (id, wait_finished(cluster, id))
+}
+
+/// Waits (bounded) until no node holds a replica directory of `app_id`.
+fn wait_no_replicas_of(cluster: &Cluster, app_id: i32, nodes: usize) {
+    let deadline = Instant::now() + BACKUP_TIMEOUT;
+    loop {
+        let left: Vec<String> = (0..nodes)
+            .flat_map(|index| {
+                std::fs::read_dir(cluster.node_data_dir(index).join("replicas"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with(&format!("{app_id}.")))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas of app {app_id} still on the nodes: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// A byte flipped in a backed-up file fails the restore with an error
+// naming the file, and leaves no table behind (nor its replicas on the
+// nodes); bad restore requests are clear errors that change nothing.
+#[test]
+fn a_damaged_backup_restores_nothing() {
+    let _serial = serial();
+    let cluster = cluster();
+    let runtime = common::runtime();
+    cluster.create_table(TABLE, PARTITIONS, 3);
+    cluster.wait_full(TABLE, 3);
+    let client = runtime
+        .block_on(Client::connect_meta(
+            &cluster.meta_addresses(),
+            ClientOptions::default(),
+        ))
+        .unwrap();
+    let table = runtime.block_on(client.open_table(TABLE)).unwrap();
+    write_base(&runtime, &table);
+    let root = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", root.path().display());
+    let (id, finished) = back_up(&cluster, &url);
+    assert_eq!(field(&finished, "status"), "complete", "{finished:?}");
+
+    let restore_request = |backup_id: u64, table: &str, url: &str, new_table: &str| {
+        Request::Backup(BackupRequest::Restore {
+            url: url.into(),
+            backup_id,
+            table: table.into(),
+            new_table: new_table.into(),
+        })
+    };
+    let foreign = id + 1;
+    std::fs::create_dir_all(root.path().join(foreign.to_string())).unwrap();
+    std::fs::write(
+        root.path().join(format!("{foreign}/backup_manifest.json")),
+        br#"{"format_version": 99}"#,
+    )
+    .unwrap();
+    let version_before = cluster.list_nodes();
+    let cases = [
+        (
+            restore_request(id + 7, TABLE, &url, RESTORED),
+            ErrorCode::NotFound,
+            "no complete backup",
+        ),
+        (
+            restore_request(id, "other", &url, RESTORED),
+            ErrorCode::InvalidArgument,
+            "is of table",
+        ),
+        (
+            restore_request(id, TABLE, &url, TABLE),
+            ErrorCode::TableExists,
+            "already exists",
+        ),
+        (
+            restore_request(id, TABLE, "file://relative/dir", RESTORED),
+            ErrorCode::InvalidArgument,
+            "file://",
+        ),
+        (
+            restore_request(foreign, TABLE, &url, RESTORED),
+            ErrorCode::InvalidArgument,
+            "format version 99",
+        ),
+    ];
+    for (request, code, text) in cases {
+        let error = cluster.meta_call(&request).expect_err("an error");
+        assert_eq!(error.code, code, "{request:?}: {error}");
+        assert!(error.message.contains(text), "{request:?}: {error}");
+    }
+    assert_eq!(version_before.len(), cluster.list_nodes().len());
+    let tables = match cluster.meta_call(&Request::ListTables {
+        include_dropped: true,
+    }) {
+        Ok(ResponseBody::Tables(tables)) => tables,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(tables.len(), 1, "nothing was created: {tables:?}");
+
+    // Flip one byte in the middle of the largest file of the backup.
+    let manifest = runtime
+        .block_on(read_backup_manifest(
+            markab_blocks::open(&url, StoreOptions::default())
+                .unwrap()
+                .as_ref(),
+            id,
+        ))
+        .unwrap();
+    let damaged = manifest
+        .partitions
+        .iter()
+        .flat_map(|partition| &partition.files)
+        .max_by_key(|file| file.size_bytes)
+        .unwrap()
+        .clone();
+    let path = root.path().join(&damaged.key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+
+    let started = pairs_of(
+        &cluster,
+        BackupRequest::Restore {
+            url: url.clone(),
+            backup_id: id,
+            table: TABLE.into(),
+            new_table: RESTORED.into(),
+        },
+    );
+    let app_id: i32 = field(&started, "app_id").parse().unwrap();
+    let deadline = Instant::now() + BACKUP_TIMEOUT;
+    let status = loop {
+        let status = pairs_of(
+            &cluster,
+            BackupRequest::QueryRestore {
+                table: RESTORED.into(),
+            },
+        );
+        if field(&status, "status").starts_with("failed") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no failure: {status:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let reason = field(&status, "status");
+    assert!(reason.contains(&damaged.key), "{reason}");
+    assert!(reason.contains("the table was removed"), "{reason}");
+    let error = cluster
+        .meta_call(&Request::QueryRoute {
+            table: RESTORED.into(),
+        })
+        .expect_err("no table");
+    assert_eq!(error.code, ErrorCode::UnknownTable);
+    wait_no_replicas_of(&cluster, app_id, 3);
+}
+
+// A node killed in the middle of a backup: its partitions' primaries move
+// and the new primaries finish the backup, which restores whole.
+#[test]
+fn a_backup_survives_a_killed_node() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(ClusterOptions {
+        meta_lines: "replication = true\n".into(),
+        // Slow uploads: the kill lands while they run.
+        node_lines: "backup_upload_bytes_per_second = 262144\n".into(),
+        ..ClusterOptions::default()
+    });
+    let runtime = common::runtime();
+    cluster.create_table(TABLE, PARTITIONS, 3);
+    let partitions = cluster.wait_full(TABLE, 3);
+    let client = runtime
+        .block_on(Client::connect_meta(
+            &cluster.meta_addresses(),
+            ClientOptions::default(),
+        ))
+        .unwrap();
+    let table = runtime.block_on(client.open_table(TABLE)).unwrap();
+    let base = write_base(&runtime, &table);
+    let root = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", root.path().display());
+    let started = pairs_of(
+        &cluster,
+        BackupRequest::Start {
+            table: TABLE.into(),
+            url: url.clone(),
+        },
+    );
+    let id: u64 = field(&started, "backup_id").parse().unwrap();
+    std::thread::sleep(Duration::from_millis(1_500));
+    let running = pairs_of(&cluster, BackupRequest::Query { backup_id: id });
+    assert_eq!(field(&running, "status"), "running", "{running:?}");
+    let victim = cluster.node_index(&partitions[0].primary);
+    cluster.kill_node(victim);
+    let finished = wait_finished(&cluster, id);
+    assert_eq!(field(&finished, "status"), "complete", "{finished:?}");
+    cluster.start_node(victim);
+
+    restore(&cluster, &url, id, RESTORED);
+    let restored = runtime.block_on(client.open_table(RESTORED)).unwrap();
+    runtime.block_on(async {
+        for (hash_key, (value, _)) in &base {
+            assert_eq!(
+                restored.get(hash_key.as_bytes(), b"s").await.unwrap(),
+                Some(value.clone().into_bytes()),
+                "{hash_key}"
+            );
+        }
+    });
+}
+
+// The object store stopped in the middle of a backup: the uploads retry,
+// then give up; the backup fails within a bound and is never listed
+// complete.
+#[test]
+fn a_stopped_store_fails_the_backup_cleanly() {
+    let _serial = serial();
+    let mut moto = Moto::start(&[]);
+    moto.create_bucket(BUCKET);
+    let url = format!(
+        "s3://{BUCKET}/cluster-a?endpoint={}&region=us-east-1",
+        moto.endpoint()
+    );
+    let cluster = Cluster::start(ClusterOptions {
+        meta_lines: "replication = true\n".into(),
+        meta_env: credentials(),
+        node_env: credentials(),
+        node_lines: "backup_upload_bytes_per_second = 262144\n".into(),
+        ..ClusterOptions::default()
+    });
+    let runtime = common::runtime();
+    cluster.create_table(TABLE, PARTITIONS, 3);
+    cluster.wait_full(TABLE, 3);
+    let client = runtime
+        .block_on(Client::connect_meta(
+            &cluster.meta_addresses(),
+            ClientOptions::default(),
+        ))
+        .unwrap();
+    let table = runtime.block_on(client.open_table(TABLE)).unwrap();
+    write_base(&runtime, &table);
+    let started = pairs_of(
+        &cluster,
+        BackupRequest::Start {
+            table: TABLE.into(),
+            url: url.clone(),
+        },
+    );
+    let id: u64 = field(&started, "backup_id").parse().unwrap();
+    std::thread::sleep(Duration::from_millis(1_000));
+    let running = pairs_of(&cluster, BackupRequest::Query { backup_id: id });
+    assert_eq!(field(&running, "status"), "running", "{running:?}");
+    moto.kill();
+    let finished = wait_finished(&cluster, id);
+    assert_eq!(field(&finished, "status"), "failed", "{finished:?}");
+    let reason = field(&finished, "reason");
+    assert!(reason.contains("partition"), "{reason}");
+    let listed = pairs_of(
+        &cluster,
+        BackupRequest::List {
+            table: TABLE.into(),
+        },
+    );
+    assert!(
+        listed.iter().all(|(_, value)| !value.contains("complete")),
+        "{listed:?}"
+    );
 }

@@ -302,6 +302,7 @@ pub async fn restore_partition(
     store: &dyn BlockStore,
     prefix: &str,
     target: &Path,
+    progress: &BackupProgress,
 ) -> Result<PartitionManifest, BackupError> {
     if target.exists() {
         return Err(BackupError::TargetExists {
@@ -313,11 +314,18 @@ pub async fn restore_partition(
     std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
     let staging = Scratch(unique(parent, "restoring"));
     std::fs::create_dir(&staging.0).map_err(io(format!("creating {}", staging.0.display())))?;
+    progress.decree.store(manifest.decree, Ordering::Relaxed);
+    progress
+        .bytes_total
+        .store(manifest.bytes(), Ordering::Relaxed);
     for file in &manifest.files {
         let name = &file.key[prefix.len() + 1..];
         store
             .get_file(&file.key, &staging.0.join(name), Some(file))
             .await?;
+        progress
+            .bytes_done
+            .fetch_add(file.size_bytes, Ordering::Relaxed);
     }
     let decree = {
         let staging = staging.0.clone();

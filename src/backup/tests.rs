@@ -80,9 +80,14 @@ async fn round_trip(store: &dyn BlockStore) {
     assert_eq!(scratch_left, 0, "the checkpoint is removed once uploaded");
 
     let target = dir.path().join("restored");
-    let restored = restore_partition(store, "b1/usertable_3/5", &target)
-        .await
-        .unwrap();
+    let restored = restore_partition(
+        store,
+        "b1/usertable_3/5",
+        &target,
+        &BackupProgress::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(restored, manifest);
     let copy = RocksEngine::open(&target, &shard).unwrap();
     assert_eq!(copy.applied_decree().unwrap(), manifest.decree);
@@ -164,9 +169,14 @@ async fn a_flipped_byte_fails_the_restore_naming_the_file() {
     std::fs::write(&path, bytes).unwrap();
 
     let restores = root.path().join("restores");
-    let error = restore_partition(&store, prefix, &restores.join("p0"))
-        .await
-        .unwrap_err();
+    let error = restore_partition(
+        &store,
+        prefix,
+        &restores.join("p0"),
+        &BackupProgress::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(error.to_string().contains(&victim.key), "{error}");
     assert!(matches!(
         error,
@@ -187,7 +197,7 @@ async fn incomplete_foreign_or_misplaced_backups_are_refused() {
     let target = root.path().join("restored");
 
     std::fs::create_dir(&target).unwrap();
-    let error = restore_partition(&store, prefix, &target)
+    let error = restore_partition(&store, prefix, &target, &BackupProgress::default())
         .await
         .unwrap_err();
     assert!(matches!(error, BackupError::TargetExists { .. }), "{error}");
@@ -199,7 +209,7 @@ async fn incomplete_foreign_or_misplaced_backups_are_refused() {
         .put_bytes(&manifest_key, serde_json::to_vec(&manifest).unwrap())
         .await
         .unwrap();
-    let error = restore_partition(&store, prefix, &target)
+    let error = restore_partition(&store, prefix, &target, &BackupProgress::default())
         .await
         .unwrap_err();
     assert!(error.to_string().contains("format version 2"), "{error}");
@@ -210,7 +220,7 @@ async fn incomplete_foreign_or_misplaced_backups_are_refused() {
         .put_bytes(&manifest_key, serde_json::to_vec(&manifest).unwrap())
         .await
         .unwrap();
-    let error = restore_partition(&store, prefix, &target)
+    let error = restore_partition(&store, prefix, &target, &BackupProgress::default())
         .await
         .unwrap_err();
     assert!(
@@ -219,7 +229,7 @@ async fn incomplete_foreign_or_misplaced_backups_are_refused() {
     );
 
     store.delete(&manifest_key).await.unwrap();
-    let error = restore_partition(&store, prefix, &target)
+    let error = restore_partition(&store, prefix, &target, &BackupProgress::default())
         .await
         .unwrap_err();
     assert!(matches!(error, BackupError::Incomplete { .. }), "{error}");

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use markab_core::meta::state::BackupWork;
+use markab_core::meta::state::{BackupWork, RestoreSource};
 use markab_wire::codec::{self, Encoder};
 use markab_wire::frame::{FrameDecoder, FrameError, MessageKind};
 use markab_wire::message::{BackupRequest, ErrorCode, OpError, Request, Response};
@@ -52,7 +52,7 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 const _: () = assert!(META_REQUEST_BYTES_MAX <= markab_wire::frame::FRAME_BODY_BYTES_MAX);
 
-pub use markab_core::meta::step::{execute_change, execute_tick};
+pub use markab_core::meta::step::{execute_change, execute_step, execute_tick};
 
 /// Both of meta's clocks now (docs/DESIGN.md, "Clocks").
 pub fn meta_now() -> MetaTime {
@@ -83,6 +83,12 @@ enum ActorInput {
         reply: oneshot::Sender<Response>,
     },
     Tick,
+    /// A restore whose backup's manifest the connection read.
+    Restore {
+        table: String,
+        source: RestoreSource,
+        reply: oneshot::Sender<Response>,
+    },
     /// The outcome of a backup's IO work ([`BackupWork`]).
     BackupWorkDone {
         work: BackupWork,
@@ -141,6 +147,16 @@ impl Actor {
                             }
                             backups.dispatch(&state);
                         }
+                        ActorInput::Restore {
+                            table,
+                            source,
+                            reply,
+                        } => {
+                            let step = state.start_restore(&table, source, now);
+                            let response =
+                                execute_step(&mut state, store.as_mut(), step, "restore");
+                            let _ = reply.send(response);
+                        }
                         ActorInput::BackupWorkDone { work, outcome } => {
                             backups.finished(&mut state, store.as_mut(), work, outcome, now);
                             backups.dispatch(&state);
@@ -152,14 +168,35 @@ impl Actor {
     }
 
     async fn call(&self, request: Request) -> Response {
+        if let Request::Backup(BackupRequest::Restore {
+            url,
+            backup_id,
+            table,
+            new_table,
+        }) = &request
+        {
+            let source = restore_source(url, *backup_id, table).await?;
+            let table = if new_table.is_empty() {
+                table
+            } else {
+                new_table
+            };
+            return self
+                .input(|reply| ActorInput::Restore {
+                    table: table.clone(),
+                    source,
+                    reply,
+                })
+                .await;
+        }
+        self.input(|reply| ActorInput::Request { request, reply })
+            .await
+    }
+
+    async fn input(&self, input: impl FnOnce(oneshot::Sender<Response>) -> ActorInput) -> Response {
         let (reply, answer) = oneshot::channel();
         let stopped = || OpError::new(ErrorCode::ShuttingDown, "meta is shutting down");
-        if self
-            .sender
-            .send(ActorInput::Request { request, reply })
-            .await
-            .is_err()
-        {
+        if self.sender.send(input(reply)).await.is_err() {
             return Err(stopped());
         }
         answer.await.unwrap_or_else(|_| Err(stopped()))
@@ -339,6 +376,49 @@ async fn check_backup_store(request: &Request) -> Result<(), OpError> {
         .await
         .map(|_| ())
         .map_err(invalid)
+}
+
+/// Reads complete backup `backup_id` of `table` at `url` for a restore:
+/// its manifest must exist, be of this format and be of that table.
+async fn restore_source(url: &str, backup_id: u64, table: &str) -> Result<RestoreSource, OpError> {
+    use crate::backup::BackupError;
+    let store = markab_blocks::open(url, crate::backup::meta_store_options())
+        .map_err(|error| OpError::invalid_argument(format!("backup store {url}: {error}")))?;
+    let manifest = match crate::backup::table::read_backup_manifest(store.as_ref(), backup_id).await
+    {
+        Ok(manifest) => manifest,
+        Err(BackupError::Incomplete { .. }) => {
+            return Err(OpError::new(
+                ErrorCode::NotFound,
+                format!("{url} holds no complete backup {backup_id} (ls_backups lists them)"),
+            ))
+        }
+        Err(error) => {
+            return Err(OpError::invalid_argument(format!(
+                "backup {backup_id} at {url}: {error}"
+            )))
+        }
+    };
+    if manifest.table != table {
+        return Err(OpError::invalid_argument(format!(
+            "backup {backup_id} is of table {:?}, not {table:?}",
+            manifest.table
+        )));
+    }
+    Ok(RestoreSource {
+        url: url.to_owned(),
+        backup_id,
+        source_table: manifest.table,
+        source_app_id: manifest.app_id,
+        partition_count: manifest.partition_count,
+        replica_count: manifest.replica_count,
+        envs: manifest.envs.into_iter().collect(),
+        partitions: manifest
+            .partitions
+            .into_iter()
+            .map(|partition| (partition.prefix, partition.decree))
+            .collect(),
+    })
 }
 
 /// Runs the backups' IO work ([`MetaState::backup_work`]) on the runtime,

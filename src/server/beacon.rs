@@ -260,7 +260,10 @@ fn beacon_loop(
             Ok(Ok(ResponseBody::BeaconAck(ack))) => {
                 next_ms = next_beacon_ms(sent_ms, interval_ms, ack.beacon_again_ms);
                 if let Some(jobs) = layout.backup_jobs.get() {
-                    jobs.keep_ordered(&ack.backups);
+                    jobs.keep_ordered(&ack.backups, &ack.restores);
+                    for order in &ack.restores {
+                        jobs.submit_restore(order);
+                    }
                 }
                 let shards = layout.addresses.len();
                 for (shard, part) in split_ack(&layout.registry, shards, &node, ack, sent_ms)

@@ -44,7 +44,7 @@ use crate::server::peer::PeerLinks;
 use crate::storage::{
     Partition, RocksEngine, ShardStorage, StorageEngine, StorageLimits, StorageTuning,
 };
-pub use io::{replica_dir, NodeIo, Wakes, BALLOT_FILE, COPY_MARKER_FILE};
+pub use io::{persist_log_floor, replica_dir, NodeIo, Wakes, BALLOT_FILE, COPY_MARKER_FILE};
 
 /// Records per scan batch when the request leaves it to the server.
 pub const SCAN_BATCH_DEFAULT: usize = 100;
@@ -428,6 +428,20 @@ impl ShardState {
         let Some(jobs) = self.layout.backup_jobs.get() else {
             return;
         };
+        for order in jobs.take_installed(self.shard, self.layout.addresses.len()) {
+            // Hosted inactive at ballot 0: meta's assignment, once it hears
+            // the partition is restored, makes it the primary.
+            let assignment = ReplicaAssignment {
+                table: order.table.clone(),
+                app_id: order.gpid.app_id,
+                partition_index: order.gpid.partition_index,
+                partition_count: order.partition_count,
+                shard: self.shard as i32,
+                ..ReplicaAssignment::default()
+            };
+            let outcome = host.host(&assignment).map_err(|error| error.to_string());
+            jobs.hosted(&order, outcome);
+        }
         for order in &orders {
             let Some(replica) = host.replica(order.gpid) else {
                 continue;

@@ -182,6 +182,21 @@ pub const COMMANDS: &[CommandSpec] = &[
         summary: "one backup and the progress of each partition (meta mode)",
     },
     CommandSpec {
+        name: "restore",
+        usage: "restore --from URL --backup-id ID --table OLD [--as NEW]",
+        summary: "create table NEW (default OLD) from complete backup ID of table OLD (meta mode)",
+    },
+    CommandSpec {
+        name: "query_restore_status",
+        usage: "query_restore_status TABLE",
+        summary: "a restore's progress, per partition (meta mode)",
+    },
+    CommandSpec {
+        name: "cancel_restore",
+        usage: "cancel_restore TABLE",
+        summary: "stop restoring TABLE and remove it (meta mode)",
+    },
+    CommandSpec {
         name: "ls",
         usage: "ls [-a]",
         summary: "list tables (-a: dropped ones still held too) (meta mode)",
@@ -651,6 +666,38 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
             let url = url.ok_or_else(|| parser.usage("backup needs --to URL"))?;
             Command::Backup(BackupRequest::Start { table, url })
         }
+        "restore" => {
+            let (mut url, mut backup_id, mut table, mut new_table) = (None, None, None, None);
+            while let Some(token) = parser.arguments.get(parser.next).cloned() {
+                let name = String::from_utf8_lossy(&token).into_owned();
+                if !matches!(name.as_str(), "--from" | "--backup-id" | "--table" | "--as") {
+                    return Err(parser.usage(format!("unexpected argument {name:?}")));
+                }
+                parser.next += 1;
+                let value = parser
+                    .optional_positional()
+                    .ok_or_else(|| parser.usage(format!("{name} needs a value")))?;
+                match name.as_str() {
+                    "--from" => url = Some(parser.text(value, "URL")?),
+                    "--backup-id" => backup_id = Some(parser.number::<u64>(&value, "--backup-id")?),
+                    "--table" => table = Some(parser.text(value, "table name")?),
+                    _ => new_table = Some(parser.text(value, "table name")?),
+                }
+            }
+            let missing = |what: &str| parser.usage(format!("restore needs {what}"));
+            Command::Backup(BackupRequest::Restore {
+                url: url.ok_or_else(|| missing("--from URL"))?,
+                backup_id: backup_id.ok_or_else(|| missing("--backup-id ID"))?,
+                table: table.ok_or_else(|| missing("--table OLD"))?,
+                new_table: new_table.unwrap_or_default(),
+            })
+        }
+        "query_restore_status" => Command::Backup(BackupRequest::QueryRestore {
+            table: parser.text_positional("table name")?,
+        }),
+        "cancel_restore" => Command::Backup(BackupRequest::CancelRestore {
+            table: parser.text_positional("table name")?,
+        }),
         "ls_backups" => Command::Backup(BackupRequest::List {
             table: match parser.optional_positional() {
                 Some(table) => parser.text(table, "table name")?,
@@ -1021,6 +1068,75 @@ mod tests {
             assert!(reason.contains(says), "{line}: {reason}");
         }
         assert!(matches!(parse("balance -x"), Err(ParseError::Usage { .. })));
+    }
+
+    // Proves the backup and restore commands parse into their requests,
+    // and that missing or unknown options are usage errors.
+    #[test]
+    fn backup_commands() {
+        let cases = [
+            (
+                "backup t --to file:///b",
+                BackupRequest::Start {
+                    table: "t".into(),
+                    url: "file:///b".into(),
+                },
+            ),
+            (
+                "ls_backups",
+                BackupRequest::List {
+                    table: String::new(),
+                },
+            ),
+            ("ls_backups t", BackupRequest::List { table: "t".into() }),
+            ("query_backup 42", BackupRequest::Query { backup_id: 42 }),
+            (
+                "restore --from file:///b --backup-id 42 --table t --as t2",
+                BackupRequest::Restore {
+                    url: "file:///b".into(),
+                    backup_id: 42,
+                    table: "t".into(),
+                    new_table: "t2".into(),
+                },
+            ),
+            (
+                "restore --table t --backup-id 42 --from file:///b",
+                BackupRequest::Restore {
+                    url: "file:///b".into(),
+                    backup_id: 42,
+                    table: "t".into(),
+                    new_table: String::new(),
+                },
+            ),
+            (
+                "query_restore_status t2",
+                BackupRequest::QueryRestore { table: "t2".into() },
+            ),
+            (
+                "cancel_restore t2",
+                BackupRequest::CancelRestore { table: "t2".into() },
+            ),
+        ];
+        for (line, request) in cases {
+            assert_eq!(parsed(line), Command::Backup(request), "{line}");
+        }
+        for (line, says) in [
+            ("backup t", "--to URL"),
+            ("backup t --to", "--to needs a URL"),
+            ("backup t --into x", "unexpected argument"),
+            ("query_backup x", "BACKUP_ID"),
+            ("restore --from file:///b --table t", "--backup-id"),
+            ("restore --backup-id 1 --table t", "--from URL"),
+            ("restore --from file:///b --backup-id 1", "--table OLD"),
+            (
+                "restore --from file:///b --backup-id 1 --table t --bogus x",
+                "unexpected",
+            ),
+            ("cancel_restore", "missing an argument"),
+        ] {
+            let reason = usage_error(line);
+            assert!(reason.contains(says), "{line}: {reason}");
+        }
     }
 
     fn usage_error(line: &str) -> String {

@@ -21,8 +21,8 @@ use crate::message::{
     Envelope, ErrorCode, Filter, FilterType, Gpid, HostedReplica, Key, MultiGetRequest, Mutation,
     NodeBeacon, NodeInfo, OpError, PartitionConfig, PartitionRoute, PeerKind, PeerMutation,
     PeerRequest, ProposedMove, Record, ReplicaAssignment, ReplicaRole, Request, Response,
-    ResponseBody, Route, ScanRange, ScanRequest, SortKeyValue, TableDescription, TableInfo,
-    TableStatus,
+    ResponseBody, RestoreOrder, Route, ScanRange, ScanRequest, SortKeyValue, TableDescription,
+    TableInfo, TableStatus,
 };
 
 /// Once a message needed a builder larger than this, the encoder drops that
@@ -362,8 +362,19 @@ fn request_bytes_estimate(request: &Request) -> usize {
         },
         Request::Backup(request) => match request {
             BackupRequest::Start { table, url } => table.len().saturating_add(url.len()),
-            BackupRequest::List { table } => table.len(),
+            BackupRequest::List { table }
+            | BackupRequest::QueryRestore { table }
+            | BackupRequest::CancelRestore { table } => table.len(),
             BackupRequest::Query { .. } => 0,
+            BackupRequest::Restore {
+                url,
+                table,
+                new_table,
+                ..
+            } => url
+                .len()
+                .saturating_add(table.len())
+                .saturating_add(new_table.len()),
         },
         Request::Peer(peer) => peer
             .from
@@ -468,6 +479,14 @@ fn response_bytes_estimate(response: &Response) -> usize {
                 .url
                 .len()
                 .saturating_add(order.prefix.len())
+                .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
+        }))
+        .saturating_add(items_estimate(&ack.restores, |order| {
+            order
+                .url
+                .len()
+                .saturating_add(order.prefix.len())
+                .saturating_add(order.table.len())
                 .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
         })),
     };
@@ -684,6 +703,7 @@ fn backup_report(
             bytes_total: report.bytes_total,
             prefix,
             message,
+            restore: report.restore,
         },
     )
 }
@@ -708,6 +728,46 @@ fn decode_backup_report(report: fb::BackupReport<'_>) -> Result<BackupReport, De
         bytes_total: report.bytes_total(),
         prefix: owned_string(report.prefix()),
         message: owned_string(report.message()),
+        restore: report.restore(),
+    })
+}
+
+fn restore_order(
+    builder: &mut Builder,
+    order: &RestoreOrder,
+) -> WIPOffset<fb::RestoreOrder<'static>> {
+    let gpid = fb_gpid(order.gpid);
+    let table = Some(builder.create_string(&order.table));
+    let url = Some(builder.create_string(&order.url));
+    let prefix = Some(builder.create_string(&order.prefix));
+    fb::RestoreOrder::create(
+        builder,
+        &fb::RestoreOrderArgs {
+            backup_id: order.backup_id,
+            gpid: Some(&gpid),
+            shard: order.shard,
+            table,
+            partition_count: order.partition_count,
+            url,
+            prefix,
+            decree: order.decree,
+        },
+    )
+}
+
+fn decode_restore_order(order: fb::RestoreOrder<'_>) -> Result<RestoreOrder, DecodeError> {
+    let gpid = order
+        .gpid()
+        .ok_or_else(|| invalid("beacon ack restore order carries no gpid"))?;
+    Ok(RestoreOrder {
+        backup_id: order.backup_id(),
+        gpid: decode_gpid(gpid),
+        shard: order.shard(),
+        table: owned_string(order.table()),
+        partition_count: order.partition_count(),
+        url: owned_string(order.url()),
+        prefix: owned_string(order.prefix()),
+        decree: order.decree(),
     })
 }
 
@@ -960,6 +1020,26 @@ fn backup_request(
             args.op = fb::BackupOp::Query;
             args.backup_id = *backup_id;
         }
+        BackupRequest::Restore {
+            url,
+            backup_id,
+            table,
+            new_table,
+        } => {
+            args.op = fb::BackupOp::Restore;
+            args.url = Some(builder.create_string(url));
+            args.backup_id = *backup_id;
+            args.table = Some(builder.create_string(table));
+            args.new_table = Some(builder.create_string(new_table));
+        }
+        BackupRequest::QueryRestore { table } => {
+            args.op = fb::BackupOp::QueryRestore;
+            args.table = Some(builder.create_string(table));
+        }
+        BackupRequest::CancelRestore { table } => {
+            args.op = fb::BackupOp::CancelRestore;
+            args.table = Some(builder.create_string(table));
+        }
     }
     fb::BackupRequest::create(builder, &args)
 }
@@ -975,6 +1055,18 @@ fn decode_backup_request(table: fb::BackupRequest<'_>) -> Result<BackupRequest, 
         },
         fb::BackupOp::Query => BackupRequest::Query {
             backup_id: table.backup_id(),
+        },
+        fb::BackupOp::Restore => BackupRequest::Restore {
+            url: owned_string(table.url()),
+            backup_id: table.backup_id(),
+            table: owned_string(table.table()),
+            new_table: owned_string(table.new_table()),
+        },
+        fb::BackupOp::QueryRestore => BackupRequest::QueryRestore {
+            table: owned_string(table.table()),
+        },
+        fb::BackupOp::CancelRestore => BackupRequest::CancelRestore {
+            table: owned_string(table.table()),
         },
         other => return Err(invalid(format!("unknown backup op {}", other.0))),
     })
@@ -1611,6 +1703,12 @@ fn build_response_body(builder: &mut Builder, body: &ResponseBody) -> (fb::Respo
                 .map(|order| backup_order(builder, order))
                 .collect();
             let backups = Some(builder.create_vector(&backups));
+            let restores: Vec<_> = ack
+                .restores
+                .iter()
+                .map(|order| restore_order(builder, order))
+                .collect();
+            let restores = Some(builder.create_vector(&restores));
             let table = fb::BeaconAckResponse::create(
                 builder,
                 &fb::BeaconAckResponseArgs {
@@ -1620,6 +1718,7 @@ fn build_response_body(builder: &mut Builder, body: &ResponseBody) -> (fb::Respo
                     replica_count_min_alive: ack.replica_count_min_alive,
                     beacon_again_ms: ack.beacon_again_ms,
                     backups,
+                    restores,
                 },
             );
             (fb::ResponseBody::BeaconAckResponse, table.as_union_value())
@@ -2303,6 +2402,10 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
             for order in table.backups().iter().flat_map(|list| list.iter()) {
                 backups.push(decode_backup_order(order)?);
             }
+            let mut restores = Vec::new();
+            for order in table.restores().iter().flat_map(|list| list.iter()) {
+                restores.push(decode_restore_order(order)?);
+            }
             ResponseBody::BeaconAck(BeaconAck {
                 assignments,
                 drops,
@@ -2310,6 +2413,7 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
                 replica_count_min_alive: table.replica_count_min_alive(),
                 beacon_again_ms: table.beacon_again_ms(),
                 backups,
+                restores,
             })
         }
         other => return Err(invalid(format!("unknown response body type {}", other.0))),

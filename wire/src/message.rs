@@ -595,6 +595,33 @@ pub enum BackupRequest {
     List { table: String },
     /// One backup, with its progress per partition.
     Query { backup_id: u64 },
+    /// Creates table `new_table` (`table` when empty) from the complete
+    /// backup `backup_id` of table `table` in the block store at `url`.
+    Restore {
+        url: String,
+        backup_id: u64,
+        table: String,
+        new_table: String,
+    },
+    /// A restore's progress per partition.
+    QueryRestore { table: String },
+    /// Stops the restore of `table` and removes the table.
+    CancelRestore { table: String },
+}
+
+/// A partition meta asks a node to restore (meta → node, in beacon acks):
+/// the checkpoint under `prefix` of the store at `url`, checked against its
+/// manifest and `decree`, installed as replica `gpid` on shard `shard`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreOrder {
+    pub backup_id: u64,
+    pub gpid: Gpid,
+    pub shard: i32,
+    pub table: String,
+    pub partition_count: i32,
+    pub url: String,
+    pub prefix: String,
+    pub decree: i64,
 }
 
 /// A partition meta asks a node to back up (meta → node, in beacon acks):
@@ -641,6 +668,8 @@ pub struct BackupReport {
     pub prefix: String,
     /// Why it failed (empty otherwise).
     pub message: String,
+    /// A restore's report (Done once the replica is installed and hosted).
+    pub restore: bool,
 }
 
 /// A move an operator proposes.
@@ -834,6 +863,8 @@ pub struct BeaconAck {
     /// Partitions this node is to back up: those of running backups whose
     /// primary it is, not yet done.
     pub backups: Vec<BackupOrder>,
+    /// Partitions of tables being restored that this node is to install.
+    pub restores: Vec<RestoreOrder>,
 }
 
 /// What a replica-to-replica message is.

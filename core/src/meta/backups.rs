@@ -75,6 +75,9 @@ pub struct StoredBackup {
     /// The block store (docs/backup.md, "URLs").
     pub url: String,
     pub partition_count: i32,
+    /// The table's replica count (a restore's default).
+    #[serde(default)]
+    pub replica_count: i32,
     /// The table's envs when the backup began.
     pub envs: BTreeMap<String, String>,
     pub started_unix_ms: u64,
@@ -177,6 +180,12 @@ impl MetaState {
                     .collect();
                 Step::reply(Ok(ResponseBody::Pairs(rows)))
             }
+            BackupRequest::Restore { .. } => Step::error(
+                ErrorCode::InvalidArgument,
+                "a restore reads its backup's manifest first: send it to meta's server",
+            ),
+            BackupRequest::QueryRestore { table } => self.restore_status(table),
+            BackupRequest::CancelRestore { table } => self.cancel_restore(table),
             BackupRequest::Query { backup_id } => match self.data.backups.get(backup_id) {
                 None => Step::error(
                     ErrorCode::NotFound,
@@ -227,6 +236,7 @@ impl MetaState {
             app_id,
             url: url.to_owned(),
             partition_count: stored.partition_count,
+            replica_count: stored.replica_count,
             envs: stored.envs.clone(),
             started_unix_ms: now.unix_ms,
             finished_unix_ms: 0,
@@ -375,7 +385,7 @@ impl MetaState {
         now: MetaTime,
     ) -> bool {
         let mut changed = false;
-        for report in reports {
+        for report in reports.iter().filter(|report| !report.restore) {
             let index = report.gpid.partition_index;
             let Some(backup) = next.backups.get_mut(&report.backup_id) else {
                 continue;

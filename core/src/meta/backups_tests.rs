@@ -7,8 +7,10 @@ use markab_wire::message::{
     Request, Response, ResponseBody,
 };
 
+use markab_wire::message::RestoreOrder;
+
 use super::*;
-use crate::meta::state::{MetaData, MetaSettings, MetaState};
+use crate::meta::state::{MetaData, MetaSettings, MetaState, RestoreSource};
 
 const T0_MS: u64 = 1_700_000_000_000;
 const URL: &str = "file:///var/backups/markab";
@@ -102,6 +104,7 @@ fn report(order: &BackupOrder, state: BackupJobState, attempt: &str) -> BackupRe
         } else {
             String::new()
         },
+        restore: false,
     }
 }
 
@@ -373,4 +376,254 @@ fn backups_survive_in_the_stored_data() {
     object.remove("last_backup_id");
     let loaded: MetaData = serde_json::from_value(old).unwrap();
     assert!(loaded.backups.is_empty());
+}
+
+fn source(partitions: i32) -> RestoreSource {
+    RestoreSource {
+        url: URL.into(),
+        backup_id: 77,
+        source_table: "t".into(),
+        source_app_id: 1,
+        partition_count: partitions,
+        replica_count: 1,
+        envs: vec![("rocksdb.usage_scenario".into(), "normal".into())],
+        partitions: (0..partitions)
+            .map(|index| (format!("77/t_1/{index}/b1-n"), 10 + i64::from(index)))
+            .collect(),
+    }
+}
+
+fn restore_orders(state: &mut MetaState, index: usize, now_ms: u64) -> Vec<RestoreOrder> {
+    match apply(state, &beacon(index, Vec::new()), now_ms) {
+        Ok(ResponseBody::BeaconAck(ack)) => {
+            assert!(
+                ack.assignments.iter().all(|a| a.table != "r"),
+                "no partition of a table being restored is assigned before it is installed"
+            );
+            ack.restores
+        }
+        other => panic!("beacon: {other:?}"),
+    }
+}
+
+fn restore_report(order: &RestoreOrder, state: BackupJobState) -> BackupReport {
+    BackupReport {
+        backup_id: order.backup_id,
+        gpid: order.gpid,
+        state,
+        decree: order.decree,
+        bytes_done: 5,
+        bytes_total: 10,
+        prefix: order.prefix.clone(),
+        message: if state == BackupJobState::Failed {
+            "checksum of 000009.sst differs".into()
+        } else {
+            String::new()
+        },
+        restore: true,
+        ..BackupReport::default()
+    }
+}
+
+fn route_of(state: &mut MetaState, table: &str, now_ms: u64) -> markab_wire::Response {
+    apply(
+        state,
+        &Request::QueryRoute {
+            table: table.into(),
+        },
+        now_ms,
+    )
+}
+
+fn restore_query(state: &mut MetaState, table: &str) -> Vec<(String, String)> {
+    let request = Request::Backup(BackupRequest::QueryRestore {
+        table: table.into(),
+    });
+    match apply(state, &request, T0_MS) {
+        Ok(ResponseBody::Pairs(pairs)) => pairs,
+        other => panic!("query_restore_status: {other:?}"),
+    }
+}
+
+// A restored table starts as primaries only, with its envs, neither routed
+// nor assigned; each primary's node is ordered its partition's checkpoint;
+// an installed partition is assigned from then on, and the table routes
+// once every one is.
+#[test]
+fn a_restore_serves_only_once_every_partition_is_installed() {
+    let mut state = cluster();
+    let step = state.start_restore("r", source(4), T0_MS);
+    state.commit(step.persist.expect("a new table"));
+    let (app_id, table) = state
+        .data()
+        .tables
+        .iter()
+        .find(|(_, table)| table.name == "r")
+        .map(|(id, table)| (*id, table.clone()))
+        .unwrap();
+    assert_eq!(table.envs["rocksdb.usage_scenario"], "normal");
+    assert!(table.partitions.iter().all(|p| p.secondaries.is_empty()));
+    let error = route_of(&mut state, "r", T0_MS).expect_err("not routed yet");
+    assert_eq!(error.code, ErrorCode::Busy);
+    assert!(error.message.contains("0 of 4"), "{error}");
+
+    let mut orders = Vec::new();
+    for index in 0..2 {
+        for order in restore_orders(&mut state, index, T0_MS + 1) {
+            let partition = &table.partitions[order.gpid.partition_index as usize];
+            assert_eq!(partition.primary.node, node(index));
+            assert_eq!(order.shard, partition.primary.shard);
+            assert_eq!(order.gpid.app_id, app_id);
+            assert_eq!(order.table, "r");
+            assert_eq!(order.partition_count, 4);
+            assert_eq!(
+                order.prefix,
+                format!("77/t_1/{}/b1-n", order.gpid.partition_index)
+            );
+            assert_eq!(order.decree, 10 + i64::from(order.gpid.partition_index));
+            orders.push((index, order));
+        }
+    }
+    assert_eq!(orders.len(), 4);
+    let (first_node, first) = orders[0].clone();
+    apply(
+        &mut state,
+        &beacon(
+            first_node,
+            vec![restore_report(&first, BackupJobState::Running)],
+        ),
+        T0_MS + 2,
+    )
+    .unwrap();
+    let rows = restore_query(&mut state, "r");
+    let row = format!("partition {}", first.gpid.partition_index);
+    let text = &rows.iter().find(|(key, _)| *key == row).unwrap().1;
+    assert!(text.starts_with("downloading 50%"), "{text}");
+
+    for (at, (index, order)) in orders.iter().enumerate() {
+        let ack = match apply(
+            &mut state,
+            &beacon(*index, vec![restore_report(order, BackupJobState::Done)]),
+            T0_MS + 3,
+        ) {
+            Ok(ResponseBody::BeaconAck(ack)) => ack,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            ack.assignments
+                .iter()
+                .any(|a| a.table == "r" && a.partition_index == order.gpid.partition_index),
+            "an installed partition is assigned"
+        );
+        assert!(ack.restores.iter().all(|o| o.gpid != order.gpid));
+        if at + 1 < orders.len() {
+            assert!(route_of(&mut state, "r", T0_MS + 3).is_err());
+        }
+    }
+    assert!(matches!(
+        route_of(&mut state, "r", T0_MS + 4),
+        Ok(ResponseBody::Route(_))
+    ));
+    assert!(state.data().tables[&app_id].restore.is_none());
+    let rows = restore_query(&mut state, "r");
+    assert!(rows[1].1.starts_with("serving"), "{rows:?}");
+}
+
+// A failed partition or a cancel removes the table at once (no half
+// table) and says why; bad requests change nothing.
+#[test]
+fn a_failed_or_cancelled_restore_leaves_no_table() {
+    let mut state = cluster();
+    let step = state.start_restore("r", source(2), T0_MS);
+    state.commit(step.persist.unwrap());
+    let order = restore_orders(&mut state, 0, T0_MS)
+        .into_iter()
+        .chain(restore_orders(&mut state, 1, T0_MS))
+        .next()
+        .unwrap();
+    let owner = (0..2)
+        .find(|index| {
+            state.data().tables.values().any(|t| {
+                t.name == "r"
+                    && t.partitions[order.gpid.partition_index as usize]
+                        .primary
+                        .node
+                        == node(*index)
+            })
+        })
+        .unwrap();
+    apply(
+        &mut state,
+        &beacon(owner, vec![restore_report(&order, BackupJobState::Failed)]),
+        T0_MS + 1,
+    )
+    .unwrap();
+    assert!(state.data().tables.values().all(|t| t.name != "r"));
+    let rows = restore_query(&mut state, "r");
+    assert!(rows[1].1.contains("checksum of 000009.sst"), "{rows:?}");
+
+    let step = state.start_restore("r", source(2), T0_MS + 2);
+    state.commit(step.persist.unwrap());
+    let version = state.data().version;
+    let existing = state.start_restore("r", source(2), T0_MS + 3);
+    assert_eq!(existing.reply.unwrap_err().code, ErrorCode::TableExists);
+    let not_restoring = Request::Backup(BackupRequest::CancelRestore { table: "t".into() });
+    let error = apply(&mut state, &not_restoring, T0_MS + 3).unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidArgument);
+    let unknown = Request::Backup(BackupRequest::CancelRestore { table: "zz".into() });
+    assert_eq!(
+        apply(&mut state, &unknown, T0_MS + 3).unwrap_err().code,
+        ErrorCode::UnknownTable
+    );
+    let mismatched = RestoreSource {
+        partition_count: 4,
+        ..source(2)
+    };
+    assert_eq!(
+        state
+            .start_restore("q", mismatched, T0_MS + 3)
+            .reply
+            .unwrap_err()
+            .code,
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(state.data().version, version);
+
+    let cancel = Request::Backup(BackupRequest::CancelRestore { table: "r".into() });
+    apply(&mut state, &cancel, T0_MS + 4).unwrap();
+    assert!(state.data().tables.values().all(|t| t.name != "r"));
+    assert!(restore_orders(&mut state, 0, T0_MS + 5).is_empty());
+    assert!(restore_orders(&mut state, 1, T0_MS + 5).is_empty());
+    let rows = restore_query(&mut state, "r");
+    assert!(rows[1].1.starts_with("cancelled"), "{rows:?}");
+}
+
+// The partitions a dead node was restoring move to a live node under a
+// new ballot, and are ordered there.
+#[test]
+fn a_dead_restorer_hands_its_partitions_on() {
+    let mut state = cluster();
+    let step = state.start_restore("r", source(4), T0_MS);
+    state.commit(step.persist.unwrap());
+    // Only node 1 beacons on, and meta ticks.
+    let mut now_ms = T0_MS;
+    let mut moved = false;
+    while now_ms < T0_MS + 20_000 && !moved {
+        now_ms += 250;
+        apply(&mut state, &beacon(1, Vec::new()), now_ms).unwrap();
+        if let Some(change) = state.tick(now_ms) {
+            state.commit(change);
+            moved = true;
+        }
+    }
+    assert!(moved, "the dead node's partitions move");
+    let later = now_ms;
+    let table = state
+        .data()
+        .tables
+        .values()
+        .find(|t| t.name == "r")
+        .unwrap();
+    assert!(table.partitions.iter().all(|p| p.primary.node == node(1)));
+    assert_eq!(restore_orders(&mut state, 1, later + 1).len(), 4);
 }

@@ -388,7 +388,7 @@ impl MetaState {
         let loads = self.placed_counts();
         let mut changes = Vec::new();
         for (app_id, table) in &self.data.tables {
-            if !table.is_available() {
+            if !table.is_available() || table.restore.is_some() {
                 continue;
             }
             for (index, partition) in table.partitions.iter().enumerate() {
@@ -453,7 +453,7 @@ impl MetaState {
         };
         let mut partitions = Vec::new();
         for (app_id, table) in &self.data.tables {
-            if !table.is_available() {
+            if !table.is_available() || table.restore.is_some() {
                 continue;
             }
             for (at, stored) in table.partitions.iter().enumerate() {

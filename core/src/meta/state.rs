@@ -189,9 +189,22 @@ pub struct StoredTable {
     pub drop_expire_s: u64,
     /// One per partition, by index.
     pub partitions: Vec<StoredPartition>,
+    /// While the table is being restored from a backup (docs/backup.md,
+    /// "Restore"). Left out of the stored JSON otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<TableRestore>,
 }
 
 impl StoredTable {
+    /// Whether partition `index` still waits for its checkpoint: it is
+    /// neither routed nor assigned, and no reconfiguration touches it
+    /// (**restore-before-serve**).
+    fn waits_for_restore(&self, index: usize) -> bool {
+        self.restore
+            .as_ref()
+            .is_some_and(|restore| restore.partitions.get(index).is_none_or(|p| !p.done))
+    }
+
     fn info(&self, app_id: i32) -> TableInfo {
         TableInfo {
             app_id,
@@ -435,6 +448,8 @@ pub struct MetaState {
     balancer: balancer::Balancer,
     /// The nodes' latest reports on partition backups (volatile).
     backup_progress: backups::BackupProgress,
+    /// Restores' progress and outcomes (volatile).
+    restore_progress: restores::RestoreProgress,
 }
 
 impl MetaState {
@@ -451,6 +466,7 @@ impl MetaState {
             frozen_last_ms: None,
             balancer: balancer::Balancer::default(),
             backup_progress: backups::BackupProgress::default(),
+            restore_progress: restores::RestoreProgress::default(),
         }
     }
 
@@ -531,6 +547,17 @@ impl MetaState {
                 Err(error) => Step::reply(Err(error)),
             },
             Request::QueryRoute { table } => match self.available(table) {
+                Ok((_, stored)) if stored.restore.is_some() => {
+                    let restore = stored.restore.as_ref().expect("checked");
+                    Step::error(
+                        ErrorCode::Busy,
+                        format!(
+                            "table {table:?} is being restored ({} of {} partitions done); it serves once all are (query_restore_status {table})",
+                            restore.partitions.iter().filter(|p| p.done).count(),
+                            restore.partitions.len()
+                        ),
+                    )
+                }
                 Ok((app_id, stored)) => Step::reply(Ok(ResponseBody::Route(Route {
                     table: stored.name.clone(),
                     app_id,
@@ -604,6 +631,7 @@ impl MetaState {
                 .into_iter()
                 .filter(|(at, _)| !changed.contains(at)),
         );
+        reconfigured.extend(self.replace_dead_restorers(now_ms));
         let forget: Vec<i32> = self
             .data
             .tables
@@ -660,6 +688,9 @@ impl MetaState {
                 continue;
             }
             for (index, partition) in table.partitions.iter().enumerate() {
+                if table.waits_for_restore(index) {
+                    continue;
+                }
                 let members = ReplicaMembers::of(partition, &[]);
                 let dead: BTreeSet<NodeId> = members
                     .names
@@ -715,6 +746,9 @@ impl MetaState {
                 continue;
             }
             for (index, partition) in table.partitions.iter().enumerate() {
+                if table.waits_for_restore(index) {
+                    continue;
+                }
                 let members = ReplicaMembers::of(partition, &[]);
                 let Some(id) = members.id(node) else { continue };
                 let gpid = Gpid {
@@ -783,6 +817,9 @@ impl MetaState {
             }
             let replica_count = table.replica_count.max(1) as usize;
             for (index, partition) in table.partitions.iter().enumerate() {
+                if table.waits_for_restore(index) {
+                    continue;
+                }
                 if partition.places().count() >= replica_count {
                     continue;
                 }
@@ -1062,6 +1099,7 @@ impl MetaState {
             drop_time_s: 0,
             drop_expire_s: 0,
             partitions,
+            restore: None,
         };
         let info = table.info(app_id);
         next.tables.insert(app_id, table);
@@ -1254,7 +1292,9 @@ impl MetaState {
         let mut persist = self.reconfigure_restarted(&beacon.node, &beacon.replicas, restarted);
         if !beacon.backups.is_empty() {
             let mut next = persist.clone().unwrap_or_else(|| self.successor());
-            if self.take_backup_reports(&mut next, &beacon.node, &beacon.backups, now) {
+            let backups = self.take_backup_reports(&mut next, &beacon.node, &beacon.backups, now);
+            let restores = self.take_restore_reports(&mut next, &beacon.node, &beacon.backups);
+            if backups || restores {
                 persist = Some(next);
             }
         }
@@ -1275,6 +1315,7 @@ impl MetaState {
                 .map_or(0, |replication| replication.replica_count_min_alive),
             beacon_again_ms: self.beacon_again_ms(data, &beacon.node),
             backups: self.backup_orders(data, &beacon.node),
+            restores: self.restore_orders(data, &beacon.node),
         })));
         step.persist = persist;
         step
@@ -1299,6 +1340,9 @@ impl MetaState {
                 continue;
             }
             for (index, partition) in table.partitions.iter().enumerate() {
+                if table.waits_for_restore(index) {
+                    continue;
+                }
                 let gpid = Gpid {
                     app_id: *app_id,
                     partition_index: index as i32,
@@ -2005,6 +2049,10 @@ fn validate_envs(
 
 #[path = "backups.rs"]
 mod backups;
+#[path = "restores.rs"]
+mod restores;
+
+pub use restores::{RestoreSource, RestoringPartition, TableRestore};
 #[path = "balancer.rs"]
 mod balancer;
 

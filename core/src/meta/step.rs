@@ -4,7 +4,7 @@
 
 use markab_wire::message::{ErrorCode, OpError, Request, Response};
 
-use crate::meta::state::{MetaData, MetaState, MetaTime};
+use crate::meta::state::{MetaData, MetaState, MetaTime, Step};
 use crate::meta::store::{MetaStore, MetaStoreError};
 
 /// Runs one request through the state machine and, when it changes
@@ -17,17 +17,29 @@ pub fn execute(
     now: MetaTime,
 ) -> Response {
     let step = state.handle(request, now);
+    execute_step(state, store, step, request.name())
+}
+
+/// Persists a step's change (if any) and commits it, then answers; a failed
+/// save answers `STORAGE_ERROR` and changes nothing. `what` names the input
+/// in the log.
+pub fn execute_step(
+    state: &mut MetaState,
+    store: &mut dyn MetaStore,
+    step: Step,
+    what: &str,
+) -> Response {
     let Some(data) = step.persist else {
         return step.reply;
     };
     match store.save(&data) {
         Ok(()) => {
             state.commit(data);
-            tracing::info!(request = request.name(), "meta state changed");
+            tracing::info!(request = what, "meta state changed");
             step.reply
         }
         Err(error) => {
-            tracing::error!(request = request.name(), %error, "meta store write failed; change refused");
+            tracing::error!(request = what, %error, "meta store write failed; change refused");
             Err(store_error(&error))
         }
     }

@@ -136,6 +136,13 @@ pub(super) fn replicas_on_disk(data_dir: &Path) -> Result<Vec<ReplicaMeta>, OpEr
     Ok(found)
 }
 
+/// Durably records `decree` as the log floor of the replica in `dir`: its
+/// log holds no authoritative record at or below it (a restored or copied
+/// checkpoint's decree).
+pub fn persist_log_floor(dir: &Path, decree: Decree) -> std::io::Result<()> {
+    persist_number(dir, LOG_FLOOR_FILE, decree)
+}
+
 /// Durably records `ballot` as the replica's last accepted ballot.
 pub fn persist_ballot(dir: &Path, ballot: Ballot) -> std::io::Result<()> {
     persist_number(dir, BALLOT_FILE, ballot)

@@ -77,6 +77,24 @@ fn every_backup_request() -> Vec<BackupRequest> {
         BackupRequest::Query {
             backup_id: u64::MAX,
         },
+        BackupRequest::Restore {
+            url: "file:///var/backups".to_string(),
+            backup_id: 1_763_000_000_123,
+            table: "temp".to_string(),
+            new_table: "temp_restored".to_string(),
+        },
+        BackupRequest::Restore {
+            url: String::new(),
+            backup_id: u64::MAX,
+            table: String::new(),
+            new_table: String::new(),
+        },
+        BackupRequest::QueryRestore {
+            table: "temp_restored".to_string(),
+        },
+        BackupRequest::CancelRestore {
+            table: "temp_restored".to_string(),
+        },
     ]
 }
 
@@ -97,6 +115,7 @@ fn sample_backup_reports(state: BackupJobState, other: BackupJobState) -> Vec<Ba
             bytes_total: 1 << 20,
             prefix: "backups/1763000000123/1/3/attempt-2".to_string(),
             message: "upload of 000012.sst failed: connection reset".to_string(),
+            restore: false,
         },
         BackupReport {
             backup_id: u64::MAX,
@@ -111,6 +130,7 @@ fn sample_backup_reports(state: BackupJobState, other: BackupJobState) -> Vec<Ba
             bytes_total: 0,
             prefix: String::new(),
             message: String::new(),
+            restore: true,
         },
     ]
 }
@@ -139,6 +159,25 @@ fn sample_backup_orders() -> Vec<BackupOrder> {
             url: String::new(),
             prefix: String::new(),
         },
+    ]
+}
+
+fn sample_restore_orders() -> Vec<RestoreOrder> {
+    vec![
+        RestoreOrder {
+            backup_id: 1_763_000_000_123,
+            gpid: Gpid {
+                app_id: 5,
+                partition_index: 2,
+            },
+            shard: 1,
+            table: "temp_restored".to_string(),
+            partition_count: 8,
+            url: "file:///var/backups/markab".to_string(),
+            prefix: "1763000000123/temp_1/2/b3-127.0.0.1-34801".to_string(),
+            decree: 12_345,
+        },
+        RestoreOrder::default(),
     ]
 }
 
@@ -797,6 +836,7 @@ fn every_response() -> Vec<Response> {
             replica_count_min_alive: 2,
             beacon_again_ms: 10,
             backups: sample_backup_orders(),
+            restores: sample_restore_orders(),
         })),
         Ok(ResponseBody::BeaconAck(BeaconAck {
             assignments: Vec::new(),
@@ -805,6 +845,7 @@ fn every_response() -> Vec<Response> {
             replica_count_min_alive: i32::MIN,
             beacon_again_ms: u32::MAX,
             backups: Vec::new(),
+            restores: Vec::new(),
         })),
         Ok(ResponseBody::BeaconAck(BeaconAck::default())),
     ];
@@ -1046,6 +1087,7 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
             bytes_total: u64::MAX,
             prefix: "p".to_string(),
             message: String::new(),
+            restore: true,
         })
         .collect();
     let orders: Vec<BackupOrder> = (0..item_count)
@@ -1058,6 +1100,21 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
             ballot: -1,
             url: "u".to_string(),
             prefix: String::new(),
+        })
+        .collect();
+    let restore_orders: Vec<RestoreOrder> = (0..item_count)
+        .map(|index| RestoreOrder {
+            backup_id: u64::MAX,
+            gpid: Gpid {
+                app_id: index,
+                partition_index: -1,
+            },
+            shard: -1,
+            table: "t".to_string(),
+            partition_count: -1,
+            url: "u".to_string(),
+            prefix: String::new(),
+            decree: -1,
         })
         .collect();
     let responses = [
@@ -1074,6 +1131,7 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
             replica_count_min_alive: 3,
             beacon_again_ms: 0,
             backups: orders,
+            restores: restore_orders,
         })),
         Ok(ResponseBody::Pairs(vec![
             (String::new(), String::new());
@@ -1783,7 +1841,7 @@ fn every_backup_op_round_trips() {
         }
     }
     assert_eq!(ops.len(), fb::BackupOp::ENUM_VALUES.len());
-    assert_eq!(fb::BackupOp::ENUM_MAX, 2);
+    assert_eq!(fb::BackupOp::ENUM_MAX, 5);
     assert_eq!(fb::RequestBody::BackupRequest.0, 33);
     assert_eq!(fb::RequestBody::ENUM_MAX, 33);
 }
@@ -1820,6 +1878,7 @@ fn backup_reports_and_orders_round_trip() {
     let ack = Ok(ResponseBody::BeaconAck(BeaconAck {
         lease_ms: 600,
         backups: sample_backup_orders(),
+        restores: sample_restore_orders(),
         ..BeaconAck::default()
     }));
     round_trip_response(&mut encoder, 8, &ack);
@@ -1828,7 +1887,7 @@ fn backup_reports_and_orders_round_trip() {
 #[test]
 fn invalid_backup_messages_are_rejected() {
     // Proves an unknown backup op, an unknown backup job state and a backup report or order without its gpid are Invalid, with the request id still readable.
-    for op in [3u8, 200, 255] {
+    for op in [6u8, 200, 255] {
         let mut builder = FlatBufferBuilder::new();
         let table = builder.create_string("temp");
         let body = backup_body(
@@ -1971,6 +2030,7 @@ fn backup_fields_absent_decode_as_empty_defaults() {
             table: None,
             url: Some(url),
             backup_id: 42,
+            new_table: None,
         },
     );
     assert_eq!(

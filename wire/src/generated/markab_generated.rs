@@ -981,13 +981,16 @@ impl ::flatbuffers::SimpleToVerifyInSlice for BalancerOp {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BACKUP_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BACKUP_OP: u8 = 2;
+pub const ENUM_MAX_BACKUP_OP: u8 = 5;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BACKUP_OP: [BackupOp; 3] = [
+pub const ENUM_VALUES_BACKUP_OP: [BackupOp; 6] = [
   BackupOp::Start,
   BackupOp::List,
   BackupOp::Query,
+  BackupOp::Restore,
+  BackupOp::QueryRestore,
+  BackupOp::CancelRestore,
 ];
 
 /// What an operator asks of meta about cold backups. Same as the variants
@@ -1000,13 +1003,19 @@ impl BackupOp {
   pub const Start: Self = Self(0);
   pub const List: Self = Self(1);
   pub const Query: Self = Self(2);
+  pub const Restore: Self = Self(3);
+  pub const QueryRestore: Self = Self(4);
+  pub const CancelRestore: Self = Self(5);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_MAX: u8 = 5;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Start,
     Self::List,
     Self::Query,
+    Self::Restore,
+    Self::QueryRestore,
+    Self::CancelRestore,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1014,6 +1023,9 @@ impl BackupOp {
       Self::Start => Some("Start"),
       Self::List => Some("List"),
       Self::Query => Some("Query"),
+      Self::Restore => Some("Restore"),
+      Self::QueryRestore => Some("QueryRestore"),
+      Self::CancelRestore => Some("CancelRestore"),
       _ => None,
     }
   }
@@ -6062,6 +6074,7 @@ impl<'a> BackupReport<'a> {
   pub const VT_BYTES_TOTAL: ::flatbuffers::VOffsetT = 16;
   pub const VT_PREFIX: ::flatbuffers::VOffsetT = 18;
   pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 20;
+  pub const VT_RESTORE: ::flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6081,6 +6094,7 @@ impl<'a> BackupReport<'a> {
     if let Some(x) = args.message { builder.add_message(x); }
     if let Some(x) = args.prefix { builder.add_prefix(x); }
     if let Some(x) = args.gpid { builder.add_gpid(x); }
+    builder.add_restore(args.restore);
     builder.add_state(args.state);
     builder.finish()
   }
@@ -6154,6 +6168,15 @@ impl<'a> BackupReport<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BackupReport::VT_MESSAGE, None)}
   }
+  /// A restore's report (`prefix` is the checkpoint it downloads; Done once
+  /// the replica is installed and hosted) rather than a backup's.
+  #[inline]
+  pub fn restore(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(BackupReport::VT_RESTORE, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BackupReport<'_> {
@@ -6171,6 +6194,7 @@ impl ::flatbuffers::Verifiable for BackupReport<'_> {
      .visit_field::<u64>("bytes_total", Self::VT_BYTES_TOTAL, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("prefix", Self::VT_PREFIX, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<bool>("restore", Self::VT_RESTORE, false)?
      .finish();
     Ok(())
   }
@@ -6185,6 +6209,7 @@ pub struct BackupReportArgs<'a> {
     pub bytes_total: u64,
     pub prefix: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub restore: bool,
 }
 impl<'a> Default for BackupReportArgs<'a> {
   #[inline]
@@ -6199,6 +6224,7 @@ impl<'a> Default for BackupReportArgs<'a> {
       bytes_total: 0,
       prefix: None,
       message: None,
+      restore: false,
     }
   }
 }
@@ -6245,6 +6271,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BackupReportBuilder<'a, 'b, A
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BackupReport::VT_MESSAGE, message);
   }
   #[inline]
+  pub fn add_restore(&mut self, restore: bool) {
+    self.fbb_.push_slot::<bool>(BackupReport::VT_RESTORE, restore, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BackupReportBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BackupReportBuilder {
@@ -6271,6 +6301,7 @@ impl ::core::fmt::Debug for BackupReport<'_> {
       ds.field("bytes_total", &self.bytes_total());
       ds.field("prefix", &self.prefix());
       ds.field("message", &self.message());
+      ds.field("restore", &self.restore());
       ds.finish()
   }
 }
@@ -7032,7 +7063,9 @@ pub enum BackupRequestOffset {}
 /// Cold backups (shell to meta), answered with pairs. Which fields mean
 /// what depends on `op`; unused ones are absent: Start: `table`, `url`
 /// (the block store); List: `table` (empty = every table); Query:
-/// `backup_id`.
+/// `backup_id`; Restore: `url`, `backup_id`, `table` (the backed-up
+/// table's name), `new_table` (empty = the same name); QueryRestore and
+/// CancelRestore: `table` (the table being restored).
 pub struct BackupRequest<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -7050,6 +7083,7 @@ impl<'a> BackupRequest<'a> {
   pub const VT_TABLE: ::flatbuffers::VOffsetT = 6;
   pub const VT_URL: ::flatbuffers::VOffsetT = 8;
   pub const VT_BACKUP_ID: ::flatbuffers::VOffsetT = 10;
+  pub const VT_NEW_TABLE: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -7062,6 +7096,7 @@ impl<'a> BackupRequest<'a> {
   ) -> ::flatbuffers::WIPOffset<BackupRequest<'bldr>> {
     let mut builder = BackupRequestBuilder::new(_fbb);
     builder.add_backup_id(args.backup_id);
+    if let Some(x) = args.new_table { builder.add_new_table(x); }
     if let Some(x) = args.url { builder.add_url(x); }
     if let Some(x) = args.table { builder.add_table(x); }
     builder.add_op(args.op);
@@ -7097,6 +7132,13 @@ impl<'a> BackupRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(BackupRequest::VT_BACKUP_ID, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn new_table(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BackupRequest::VT_NEW_TABLE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BackupRequest<'_> {
@@ -7109,6 +7151,7 @@ impl ::flatbuffers::Verifiable for BackupRequest<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table", Self::VT_TABLE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("url", Self::VT_URL, false)?
      .visit_field::<u64>("backup_id", Self::VT_BACKUP_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("new_table", Self::VT_NEW_TABLE, false)?
      .finish();
     Ok(())
   }
@@ -7118,6 +7161,7 @@ pub struct BackupRequestArgs<'a> {
     pub table: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub url: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub backup_id: u64,
+    pub new_table: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for BackupRequestArgs<'a> {
   #[inline]
@@ -7127,6 +7171,7 @@ impl<'a> Default for BackupRequestArgs<'a> {
       table: None,
       url: None,
       backup_id: 0,
+      new_table: None,
     }
   }
 }
@@ -7153,6 +7198,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BackupRequestBuilder<'a, 'b, 
     self.fbb_.push_slot::<u64>(BackupRequest::VT_BACKUP_ID, backup_id, 0);
   }
   #[inline]
+  pub fn add_new_table(&mut self, new_table: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BackupRequest::VT_NEW_TABLE, new_table);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BackupRequestBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BackupRequestBuilder {
@@ -7174,6 +7223,7 @@ impl ::core::fmt::Debug for BackupRequest<'_> {
       ds.field("table", &self.table());
       ds.field("url", &self.url());
       ds.field("backup_id", &self.backup_id());
+      ds.field("new_table", &self.new_table());
       ds.finish()
   }
 }
@@ -11507,6 +11557,226 @@ impl ::core::fmt::Debug for BackupOrder<'_> {
       ds.finish()
   }
 }
+pub enum RestoreOrderOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A partition meta asks a node to restore (in beacon acks): the node
+/// downloads the checkpoint under `prefix` of the block store at `url`,
+/// checks it against its manifest and `decree`, installs it as the replica
+/// of `gpid` (table `table` of `partition_count` partitions) on shard
+/// `shard`, and reports in its beacons.
+pub struct RestoreOrder<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RestoreOrder<'a> {
+  type Inner = RestoreOrder<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RestoreOrder<'a> {
+  pub const VT_BACKUP_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GPID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SHARD: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TABLE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_PARTITION_COUNT: ::flatbuffers::VOffsetT = 12;
+  pub const VT_URL: ::flatbuffers::VOffsetT = 14;
+  pub const VT_PREFIX: ::flatbuffers::VOffsetT = 16;
+  pub const VT_DECREE: ::flatbuffers::VOffsetT = 18;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RestoreOrder { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RestoreOrderArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RestoreOrder<'bldr>> {
+    let mut builder = RestoreOrderBuilder::new(_fbb);
+    builder.add_decree(args.decree);
+    builder.add_backup_id(args.backup_id);
+    if let Some(x) = args.prefix { builder.add_prefix(x); }
+    if let Some(x) = args.url { builder.add_url(x); }
+    builder.add_partition_count(args.partition_count);
+    if let Some(x) = args.table { builder.add_table(x); }
+    builder.add_shard(args.shard);
+    if let Some(x) = args.gpid { builder.add_gpid(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn backup_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RestoreOrder::VT_BACKUP_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn gpid(&self) -> Option<&'a Gpid> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Gpid>(RestoreOrder::VT_GPID, None)}
+  }
+  #[inline]
+  pub fn shard(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(RestoreOrder::VT_SHARD, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn table(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RestoreOrder::VT_TABLE, None)}
+  }
+  #[inline]
+  pub fn partition_count(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(RestoreOrder::VT_PARTITION_COUNT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn url(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RestoreOrder::VT_URL, None)}
+  }
+  #[inline]
+  pub fn prefix(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RestoreOrder::VT_PREFIX, None)}
+  }
+  #[inline]
+  pub fn decree(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(RestoreOrder::VT_DECREE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RestoreOrder<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("backup_id", Self::VT_BACKUP_ID, false)?
+     .visit_field::<Gpid>("gpid", Self::VT_GPID, false)?
+     .visit_field::<i32>("shard", Self::VT_SHARD, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table", Self::VT_TABLE, false)?
+     .visit_field::<i32>("partition_count", Self::VT_PARTITION_COUNT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("url", Self::VT_URL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("prefix", Self::VT_PREFIX, false)?
+     .visit_field::<i64>("decree", Self::VT_DECREE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RestoreOrderArgs<'a> {
+    pub backup_id: u64,
+    pub gpid: Option<&'a Gpid>,
+    pub shard: i32,
+    pub table: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub partition_count: i32,
+    pub url: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub prefix: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub decree: i64,
+}
+impl<'a> Default for RestoreOrderArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RestoreOrderArgs {
+      backup_id: 0,
+      gpid: None,
+      shard: 0,
+      table: None,
+      partition_count: 0,
+      url: None,
+      prefix: None,
+      decree: 0,
+    }
+  }
+}
+
+pub struct RestoreOrderBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RestoreOrderBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_backup_id(&mut self, backup_id: u64) {
+    self.fbb_.push_slot::<u64>(RestoreOrder::VT_BACKUP_ID, backup_id, 0);
+  }
+  #[inline]
+  pub fn add_gpid(&mut self, gpid: &Gpid) {
+    self.fbb_.push_slot_always::<&Gpid>(RestoreOrder::VT_GPID, gpid);
+  }
+  #[inline]
+  pub fn add_shard(&mut self, shard: i32) {
+    self.fbb_.push_slot::<i32>(RestoreOrder::VT_SHARD, shard, 0);
+  }
+  #[inline]
+  pub fn add_table(&mut self, table: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RestoreOrder::VT_TABLE, table);
+  }
+  #[inline]
+  pub fn add_partition_count(&mut self, partition_count: i32) {
+    self.fbb_.push_slot::<i32>(RestoreOrder::VT_PARTITION_COUNT, partition_count, 0);
+  }
+  #[inline]
+  pub fn add_url(&mut self, url: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RestoreOrder::VT_URL, url);
+  }
+  #[inline]
+  pub fn add_prefix(&mut self, prefix: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RestoreOrder::VT_PREFIX, prefix);
+  }
+  #[inline]
+  pub fn add_decree(&mut self, decree: i64) {
+    self.fbb_.push_slot::<i64>(RestoreOrder::VT_DECREE, decree, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RestoreOrderBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RestoreOrderBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RestoreOrder<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RestoreOrder<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RestoreOrder");
+      ds.field("backup_id", &self.backup_id());
+      ds.field("gpid", &self.gpid());
+      ds.field("shard", &self.shard());
+      ds.field("table", &self.table());
+      ds.field("partition_count", &self.partition_count());
+      ds.field("url", &self.url());
+      ds.field("prefix", &self.prefix());
+      ds.field("decree", &self.decree());
+      ds.finish()
+  }
+}
 pub enum BeaconAckResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -11530,6 +11800,7 @@ impl<'a> BeaconAckResponse<'a> {
   pub const VT_REPLICA_COUNT_MIN_ALIVE: ::flatbuffers::VOffsetT = 10;
   pub const VT_BEACON_AGAIN_MS: ::flatbuffers::VOffsetT = 12;
   pub const VT_BACKUPS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_RESTORES: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -11542,6 +11813,7 @@ impl<'a> BeaconAckResponse<'a> {
   ) -> ::flatbuffers::WIPOffset<BeaconAckResponse<'bldr>> {
     let mut builder = BeaconAckResponseBuilder::new(_fbb);
     builder.add_lease_ms(args.lease_ms);
+    if let Some(x) = args.restores { builder.add_restores(x); }
     if let Some(x) = args.backups { builder.add_backups(x); }
     builder.add_beacon_again_ms(args.beacon_again_ms);
     builder.add_replica_count_min_alive(args.replica_count_min_alive);
@@ -11600,6 +11872,14 @@ impl<'a> BeaconAckResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<BackupOrder>>>>(BeaconAckResponse::VT_BACKUPS, None)}
   }
+  /// Partitions of tables being restored that this node is to install.
+  #[inline]
+  pub fn restores(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RestoreOrder<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RestoreOrder>>>>(BeaconAckResponse::VT_RESTORES, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BeaconAckResponse<'_> {
@@ -11614,6 +11894,7 @@ impl ::flatbuffers::Verifiable for BeaconAckResponse<'_> {
      .visit_field::<i32>("replica_count_min_alive", Self::VT_REPLICA_COUNT_MIN_ALIVE, false)?
      .visit_field::<u32>("beacon_again_ms", Self::VT_BEACON_AGAIN_MS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<BackupOrder>>>>("backups", Self::VT_BACKUPS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RestoreOrder>>>>("restores", Self::VT_RESTORES, false)?
      .finish();
     Ok(())
   }
@@ -11625,6 +11906,7 @@ pub struct BeaconAckResponseArgs<'a> {
     pub replica_count_min_alive: i32,
     pub beacon_again_ms: u32,
     pub backups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<BackupOrder<'a>>>>>,
+    pub restores: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RestoreOrder<'a>>>>>,
 }
 impl<'a> Default for BeaconAckResponseArgs<'a> {
   #[inline]
@@ -11636,6 +11918,7 @@ impl<'a> Default for BeaconAckResponseArgs<'a> {
       replica_count_min_alive: 0,
       beacon_again_ms: 0,
       backups: None,
+      restores: None,
     }
   }
 }
@@ -11670,6 +11953,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BeaconAckResponseBuilder<'a, 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconAckResponse::VT_BACKUPS, backups);
   }
   #[inline]
+  pub fn add_restores(&mut self, restores: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<RestoreOrder<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconAckResponse::VT_RESTORES, restores);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BeaconAckResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BeaconAckResponseBuilder {
@@ -11693,6 +11980,7 @@ impl ::core::fmt::Debug for BeaconAckResponse<'_> {
       ds.field("replica_count_min_alive", &self.replica_count_min_alive());
       ds.field("beacon_again_ms", &self.beacon_again_ms());
       ds.field("backups", &self.backups());
+      ds.field("restores", &self.restores());
       ds.finish()
   }
 }
