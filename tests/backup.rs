@@ -742,3 +742,123 @@ fn a_stopped_store_fails_the_backup_cleanly() {
         "{listed:?}"
     );
 }
+
+/// The ids of the backups meta lists for policy `name`, with their status.
+fn policy_backups(cluster: &Cluster, name: &str) -> Vec<(u64, String)> {
+    pairs_of(cluster, BackupRequest::QueryPolicy { name: name.into() })
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let id = key.strip_prefix("backup ")?.parse().ok()?;
+            let status = value.split("status=").nth(1)?.split(' ').next()?.to_owned();
+            Some((id, status))
+        })
+        .collect()
+}
+
+/// The backups with a top-level manifest in the directory store at `root`.
+fn manifests_in(root: &std::path::Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.path().join("backup_manifest.json").exists())
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse().ok())
+        .collect();
+    ids.sort();
+    ids
+}
+
+// A policy with a short interval and a count of 2 backs its table up on
+// schedule, deletes the older backups (files and records), and goes on
+// after a meta restart.
+#[test]
+fn a_policy_backs_up_on_schedule_and_keeps_two() {
+    let _serial = serial();
+    let mut cluster = cluster();
+    let runtime = common::runtime();
+    cluster.create_table(TABLE, 4, 3);
+    cluster.wait_full(TABLE, 3);
+    let client = runtime
+        .block_on(Client::connect_meta(
+            &cluster.meta_addresses(),
+            ClientOptions::default(),
+        ))
+        .unwrap();
+    let table = runtime.block_on(client.open_table(TABLE)).unwrap();
+    runtime.block_on(async {
+        for index in 0..200 {
+            let key = format!("k{index}");
+            table.set(key.as_bytes(), b"s", b"v", 0).await.unwrap();
+        }
+    });
+    let root = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", root.path().display());
+    pairs_of(
+        &cluster,
+        BackupRequest::AddPolicy(markab::wire::BackupPolicySpec {
+            name: "often".into(),
+            tables: vec![TABLE.into()],
+            url: url.clone(),
+            interval_seconds: 3,
+            start_time: "00:00".into(),
+            keep: 2,
+        }),
+    );
+
+    // At least three runs complete; only the last two are kept.
+    let deadline = Instant::now() + BACKUP_TIMEOUT;
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let listed = policy_backups(&cluster, "often");
+        seen.extend(listed.iter().map(|(id, _)| *id));
+        let complete: Vec<u64> = listed
+            .iter()
+            .filter(|(_, status)| status == "complete")
+            .map(|(id, _)| *id)
+            .collect();
+        assert!(
+            complete.len() <= 2 || listed.iter().any(|(_, s)| s == "deleting"),
+            "{listed:?}"
+        );
+        let manifests = manifests_in(root.path());
+        if seen.len() >= 4 && complete.len() == 2 && manifests == complete {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the policy did not keep two: {listed:?}, manifests {manifests:?}, seen {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let oldest = *seen.iter().next().unwrap();
+    assert!(
+        !root.path().join(oldest.to_string()).exists(),
+        "the oldest backup's files are gone"
+    );
+
+    // Meta restarts: the policy is still there and runs again.
+    cluster.restart_meta();
+    let listed = pairs_of(&cluster, BackupRequest::ListPolicies);
+    assert_eq!(listed[0].0, "often", "{listed:?}");
+    let newest = *seen.iter().last().unwrap();
+    let deadline = Instant::now() + BACKUP_TIMEOUT;
+    loop {
+        let listed = policy_backups(&cluster, "often");
+        if listed
+            .iter()
+            .any(|(id, status)| *id > newest && status == "complete")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no run after the restart: {listed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    pairs_of(
+        &cluster,
+        BackupRequest::DisablePolicy {
+            name: "often".into(),
+        },
+    );
+}

@@ -71,7 +71,7 @@ pub async fn run_meta_work(
     use markab_core::meta::state::BackupWork;
     let url = match work {
         BackupWork::WriteManifest { backup, .. } => &backup.url,
-        BackupWork::CleanUp { url, .. } => url,
+        BackupWork::CleanUp { url, .. } | BackupWork::Delete { url, .. } => url,
     };
     let store =
         markab_blocks::open(url, meta_store_options()).map_err(|error| error.to_string())?;
@@ -95,6 +95,22 @@ pub async fn run_meta_work(
                 .await
                 .map_err(|error| error.to_string())?;
             tracing::info!(backup_id, removed, "a failed backup's files are removed");
+            Ok(())
+        }
+        BackupWork::Delete { backup_id, .. } => {
+            // The manifest first: a backup half deleted is never complete.
+            store
+                .delete(&table::backup_manifest_key(*backup_id))
+                .await
+                .map_err(|error| error.to_string())?;
+            let removed = table::remove_backup(store.as_ref(), *backup_id)
+                .await
+                .map_err(|error| error.to_string())?;
+            tracing::info!(
+                backup_id,
+                removed,
+                "a backup beyond its policy's count is deleted"
+            );
             Ok(())
         }
     }

@@ -110,7 +110,9 @@ impl Actor {
         runtime: tokio::runtime::Handle,
     ) -> std::io::Result<(Actor, std::thread::JoinHandle<()>)> {
         let (sender, mut receiver) = mpsc::channel(ACTOR_QUEUE_MAX);
-        let results = sender.clone();
+        // Weak: the actor ends once every connection and the ticker are
+        // gone, whatever backup work is still out.
+        let results = sender.downgrade();
         let thread = std::thread::Builder::new()
             .name("markab-meta-state".into())
             .spawn(move || {
@@ -364,8 +366,10 @@ pub async fn serve(
 /// missing bucket or rejected credentials are the operator's error now,
 /// not a failed backup later).
 async fn check_backup_store(request: &Request) -> Result<(), OpError> {
-    let Request::Backup(BackupRequest::Start { url, .. }) = request else {
-        return Ok(());
+    let url = match request {
+        Request::Backup(BackupRequest::Start { url, .. }) => url,
+        Request::Backup(BackupRequest::AddPolicy(spec)) => &spec.url,
+        _ => return Ok(()),
     };
     let invalid = |error: markab_blocks::BlockError| {
         OpError::invalid_argument(format!("backup store {url}: {error}"))
@@ -422,15 +426,17 @@ async fn restore_source(url: &str, backup_id: u64, table: &str) -> Result<Restor
 }
 
 /// Runs the backups' IO work ([`MetaState::backup_work`]) on the runtime,
-/// one task per backup at a time, and feeds each outcome back to the actor.
+/// one task per backup at a time, and feeds each outcome back to the actor
+/// (through a weak sender: work still out never keeps meta from stopping;
+/// a restarted meta finds it again in its stored data).
 struct BackupDriver {
     runtime: tokio::runtime::Handle,
-    results: mpsc::Sender<ActorInput>,
+    results: mpsc::WeakSender<ActorInput>,
     running: std::collections::HashSet<u64>,
 }
 
 impl BackupDriver {
-    fn new(runtime: tokio::runtime::Handle, results: mpsc::Sender<ActorInput>) -> BackupDriver {
+    fn new(runtime: tokio::runtime::Handle, results: mpsc::WeakSender<ActorInput>) -> BackupDriver {
         BackupDriver {
             runtime,
             results,
@@ -446,11 +452,12 @@ impl BackupDriver {
             let results = self.results.clone();
             self.runtime.spawn(async move {
                 let outcome = crate::backup::run_meta_work(&work, crate::clock::unix_ms()).await;
-                // The actor is gone only when meta stops; a restarted meta
-                // finds the work again.
-                let _ = results
-                    .send(ActorInput::BackupWorkDone { work, outcome })
-                    .await;
+                // The actor is gone only when meta stops.
+                if let Some(results) = results.upgrade() {
+                    let _ = results
+                        .send(ActorInput::BackupWorkDone { work, outcome })
+                        .await;
+                }
             });
         }
     }
@@ -469,9 +476,13 @@ impl BackupDriver {
                 state.backup_written(*backup_id, outcome.clone(), now)
             }
             (BackupWork::CleanUp { backup_id, .. }, Ok(())) => state.backup_cleaned(*backup_id),
-            (BackupWork::CleanUp { backup_id, .. }, Err(error)) => {
+            (BackupWork::Delete { backup_id, .. }, Ok(())) => state.backup_deleted(*backup_id),
+            (
+                BackupWork::CleanUp { backup_id, .. } | BackupWork::Delete { backup_id, .. },
+                Err(error),
+            ) => {
                 // Tried again after the next tick.
-                tracing::warn!(backup_id, %error, "removing a failed backup's files failed");
+                tracing::warn!(backup_id, %error, "removing a backup's files failed");
                 None
             }
         };

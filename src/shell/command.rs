@@ -1,8 +1,8 @@
 //! Shell command parsing: a command line → a [`Command`], without a server.
 
 use markab_wire::{
-    BackupRequest, BalancerRequest, CheckAndSetRequest, CheckType, CreateTableRequest, FilterType,
-    Gpid, MultiGetRequest, ProposedMove, SortKeyValue,
+    BackupPolicyChange, BackupPolicySpec, BackupRequest, BalancerRequest, CheckAndSetRequest,
+    CheckType, CreateTableRequest, FilterType, Gpid, MultiGetRequest, ProposedMove, SortKeyValue,
 };
 
 use super::escape::{tokenize, EscapeError};
@@ -180,6 +180,36 @@ pub const COMMANDS: &[CommandSpec] = &[
         name: "query_backup",
         usage: "query_backup BACKUP_ID",
         summary: "one backup and the progress of each partition (meta mode)",
+    },
+    CommandSpec {
+        name: "add_backup_policy",
+        usage: "add_backup_policy -p NAME -t TABLE[,TABLE..] -b URL -i INTERVAL_SECONDS -s HH:MM -c KEEP",
+        summary: "back TABLEs up to URL every INTERVAL from HH:MM (UTC), keeping KEEP complete backups each (meta mode)",
+    },
+    CommandSpec {
+        name: "ls_backup_policy",
+        usage: "ls_backup_policy",
+        summary: "every backup policy (meta mode)",
+    },
+    CommandSpec {
+        name: "query_backup_policy",
+        usage: "query_backup_policy -p NAME",
+        summary: "one backup policy and its backups (meta mode)",
+    },
+    CommandSpec {
+        name: "modify_backup_policy",
+        usage: "modify_backup_policy -p NAME [-a TABLES] [-r TABLES] [-i INTERVAL_SECONDS] [-s HH:MM] [-c KEEP]",
+        summary: "add or remove tables, change the interval, start time or count (meta mode)",
+    },
+    CommandSpec {
+        name: "enable_backup_policy",
+        usage: "enable_backup_policy -p NAME",
+        summary: "resume a policy's schedule (meta mode)",
+    },
+    CommandSpec {
+        name: "disable_backup_policy",
+        usage: "disable_backup_policy -p NAME",
+        summary: "stop a policy's schedule; its backups stay (meta mode)",
     },
     CommandSpec {
         name: "restore",
@@ -408,6 +438,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         arguments,
         next: 0,
     };
+    let spec_name = spec.name;
     let command = match spec.name {
         "help" => Command::Help,
         "exit" | "quit" => Command::Exit,
@@ -690,6 +721,79 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
                 backup_id: backup_id.ok_or_else(|| missing("--backup-id ID"))?,
                 table: table.ok_or_else(|| missing("--table OLD"))?,
                 new_table: new_table.unwrap_or_default(),
+            })
+        }
+        "add_backup_policy" | "modify_backup_policy" => {
+            let mut spec = BackupPolicySpec::default();
+            let mut change = BackupPolicyChange::default();
+            let tables = |text: String| -> Vec<String> {
+                text.split(',')
+                    .filter(|name| !name.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            };
+            let adding = spec_name == "add_backup_policy";
+            while let Some(option) = parser.option()? {
+                match (option, adding) {
+                    ('p', _) => {
+                        spec.name = parser.text_value('p')?;
+                        change.name = spec.name.clone();
+                    }
+                    ('t', true) => spec.tables = tables(parser.text_value('t')?),
+                    ('b', true) => spec.url = parser.text_value('b')?,
+                    ('a', false) => change.add_tables = tables(parser.text_value('a')?),
+                    ('r', false) => change.remove_tables = tables(parser.text_value('r')?),
+                    ('i', _) => {
+                        spec.interval_seconds = parser.number_value('i')?;
+                        change.interval_seconds = spec.interval_seconds;
+                    }
+                    ('s', _) => {
+                        spec.start_time = parser.text_value('s')?;
+                        change.start_time = spec.start_time.clone();
+                    }
+                    ('c', _) => {
+                        spec.keep = parser.number_value('c')?;
+                        change.keep = spec.keep;
+                    }
+                    (other, _) => return Err(parser.unknown_option(other)),
+                }
+            }
+            if spec.name.is_empty() {
+                return Err(parser.usage("-p NAME is required"));
+            }
+            if adding {
+                for (missing, what) in [
+                    (spec.tables.is_empty(), "-t TABLES"),
+                    (spec.url.is_empty(), "-b URL"),
+                    (spec.interval_seconds == 0, "-i INTERVAL_SECONDS"),
+                    (spec.start_time.is_empty(), "-s HH:MM"),
+                    (spec.keep == 0, "-c KEEP"),
+                ] {
+                    if missing {
+                        return Err(parser.usage(format!("{what} is required")));
+                    }
+                }
+                Command::Backup(BackupRequest::AddPolicy(spec))
+            } else {
+                Command::Backup(BackupRequest::ModifyPolicy(change))
+            }
+        }
+        "ls_backup_policy" => Command::Backup(BackupRequest::ListPolicies),
+        "query_backup_policy" | "enable_backup_policy" | "disable_backup_policy" => {
+            let mut name = String::new();
+            while let Some(option) = parser.option()? {
+                match option {
+                    'p' => name = parser.text_value('p')?,
+                    other => return Err(parser.unknown_option(other)),
+                }
+            }
+            if name.is_empty() {
+                return Err(parser.usage("-p NAME is required"));
+            }
+            Command::Backup(match spec_name {
+                "query_backup_policy" => BackupRequest::QueryPolicy { name },
+                "enable_backup_policy" => BackupRequest::EnablePolicy { name },
+                _ => BackupRequest::DisablePolicy { name },
             })
         }
         "query_restore_status" => Command::Backup(BackupRequest::QueryRestore {
@@ -1119,6 +1223,71 @@ mod tests {
         ];
         for (line, request) in cases {
             assert_eq!(parsed(line), Command::Backup(request), "{line}");
+        }
+        let policies = [
+            (
+                "add_backup_policy -p daily -t a,b -b file:///b -i 86400 -s 01:30 -c 7",
+                BackupRequest::AddPolicy(BackupPolicySpec {
+                    name: "daily".into(),
+                    tables: vec!["a".into(), "b".into()],
+                    url: "file:///b".into(),
+                    interval_seconds: 86_400,
+                    start_time: "01:30".into(),
+                    keep: 7,
+                }),
+            ),
+            ("ls_backup_policy", BackupRequest::ListPolicies),
+            (
+                "query_backup_policy -p daily",
+                BackupRequest::QueryPolicy {
+                    name: "daily".into(),
+                },
+            ),
+            (
+                "modify_backup_policy -p daily -a c -r a,b -c 3",
+                BackupRequest::ModifyPolicy(BackupPolicyChange {
+                    name: "daily".into(),
+                    add_tables: vec!["c".into()],
+                    remove_tables: vec!["a".into(), "b".into()],
+                    keep: 3,
+                    ..BackupPolicyChange::default()
+                }),
+            ),
+            (
+                "enable_backup_policy -p daily",
+                BackupRequest::EnablePolicy {
+                    name: "daily".into(),
+                },
+            ),
+            (
+                "disable_backup_policy -p daily",
+                BackupRequest::DisablePolicy {
+                    name: "daily".into(),
+                },
+            ),
+        ];
+        for (line, request) in policies {
+            assert_eq!(parsed(line), Command::Backup(request), "{line}");
+        }
+        for (line, says) in [
+            ("add_backup_policy -t a -b u -i 1 -s 00:00 -c 1", "-p NAME"),
+            (
+                "add_backup_policy -p d -b u -i 1 -s 00:00 -c 1",
+                "-t TABLES",
+            ),
+            ("add_backup_policy -p d -t a -i 1 -s 00:00 -c 1", "-b URL"),
+            (
+                "add_backup_policy -p d -t a -b u -s 00:00 -c 1",
+                "-i INTERVAL",
+            ),
+            ("add_backup_policy -p d -t a -b u -i x -s 00:00 -c 1", "-i"),
+            ("add_backup_policy -p d -t a -b u -i 1 -c 1", "-s HH:MM"),
+            ("add_backup_policy -p d -t a -b u -i 1 -s 00:00", "-c KEEP"),
+            ("modify_backup_policy -p d -t a", "-t"),
+            ("query_backup_policy", "-p NAME"),
+        ] {
+            let reason = usage_error(line);
+            assert!(reason.contains(says), "{line}: {reason}");
         }
         for (line, says) in [
             ("backup t", "--to URL"),

@@ -16,13 +16,13 @@ use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, VerifierOptions, W
 use crate::fb;
 use crate::frame::{write_frame, FrameError, MessageKind, FRAME_BODY_BYTES_MAX};
 use crate::message::{
-    BackupJobState, BackupOrder, BackupReport, BackupRequest, BalancerRequest, BeaconAck,
-    CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult, CheckType, CreateTableRequest,
-    Envelope, ErrorCode, Filter, FilterType, Gpid, HostedReplica, Key, MultiGetRequest, Mutation,
-    NodeBeacon, NodeInfo, OpError, PartitionConfig, PartitionRoute, PeerKind, PeerMutation,
-    PeerRequest, ProposedMove, Record, ReplicaAssignment, ReplicaRole, Request, Response,
-    ResponseBody, RestoreOrder, Route, ScanRange, ScanRequest, SortKeyValue, TableDescription,
-    TableInfo, TableStatus,
+    BackupJobState, BackupOrder, BackupPolicyChange, BackupPolicySpec, BackupReport, BackupRequest,
+    BalancerRequest, BeaconAck, CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult,
+    CheckType, CreateTableRequest, Envelope, ErrorCode, Filter, FilterType, Gpid, HostedReplica,
+    Key, MultiGetRequest, Mutation, NodeBeacon, NodeInfo, OpError, PartitionConfig, PartitionRoute,
+    PeerKind, PeerMutation, PeerRequest, ProposedMove, Record, ReplicaAssignment, ReplicaRole,
+    Request, Response, ResponseBody, RestoreOrder, Route, ScanRange, ScanRequest, SortKeyValue,
+    TableDescription, TableInfo, TableStatus,
 };
 
 /// Once a message needed a builder larger than this, the encoder drops that
@@ -365,7 +365,22 @@ fn request_bytes_estimate(request: &Request) -> usize {
             BackupRequest::List { table }
             | BackupRequest::QueryRestore { table }
             | BackupRequest::CancelRestore { table } => table.len(),
-            BackupRequest::Query { .. } => 0,
+            BackupRequest::Query { .. } | BackupRequest::ListPolicies => 0,
+            BackupRequest::QueryPolicy { name }
+            | BackupRequest::EnablePolicy { name }
+            | BackupRequest::DisablePolicy { name } => name.len(),
+            BackupRequest::AddPolicy(spec) => spec
+                .name
+                .len()
+                .saturating_add(strings_bytes(&spec.tables))
+                .saturating_add(spec.url.len())
+                .saturating_add(spec.start_time.len()),
+            BackupRequest::ModifyPolicy(change) => change
+                .name
+                .len()
+                .saturating_add(strings_bytes(&change.add_tables))
+                .saturating_add(strings_bytes(&change.remove_tables))
+                .saturating_add(change.start_time.len()),
             BackupRequest::Restore {
                 url,
                 table,
@@ -1040,6 +1055,37 @@ fn backup_request(
             args.op = fb::BackupOp::CancelRestore;
             args.table = Some(builder.create_string(table));
         }
+        BackupRequest::AddPolicy(spec) => {
+            args.op = fb::BackupOp::AddPolicy;
+            args.policy = Some(builder.create_string(&spec.name));
+            args.tables = Some(string_list(builder, &spec.tables));
+            args.url = Some(builder.create_string(&spec.url));
+            args.interval_seconds = spec.interval_seconds;
+            args.start_time = Some(builder.create_string(&spec.start_time));
+            args.keep = spec.keep;
+        }
+        BackupRequest::ListPolicies => args.op = fb::BackupOp::ListPolicies,
+        BackupRequest::QueryPolicy { name } => {
+            args.op = fb::BackupOp::QueryPolicy;
+            args.policy = Some(builder.create_string(name));
+        }
+        BackupRequest::ModifyPolicy(change) => {
+            args.op = fb::BackupOp::ModifyPolicy;
+            args.policy = Some(builder.create_string(&change.name));
+            args.tables = Some(string_list(builder, &change.add_tables));
+            args.remove_tables = Some(string_list(builder, &change.remove_tables));
+            args.interval_seconds = change.interval_seconds;
+            args.start_time = Some(builder.create_string(&change.start_time));
+            args.keep = change.keep;
+        }
+        BackupRequest::EnablePolicy { name } => {
+            args.op = fb::BackupOp::EnablePolicy;
+            args.policy = Some(builder.create_string(name));
+        }
+        BackupRequest::DisablePolicy { name } => {
+            args.op = fb::BackupOp::DisablePolicy;
+            args.policy = Some(builder.create_string(name));
+        }
     }
     fb::BackupRequest::create(builder, &args)
 }
@@ -1067,6 +1113,32 @@ fn decode_backup_request(table: fb::BackupRequest<'_>) -> Result<BackupRequest, 
         },
         fb::BackupOp::CancelRestore => BackupRequest::CancelRestore {
             table: owned_string(table.table()),
+        },
+        fb::BackupOp::AddPolicy => BackupRequest::AddPolicy(BackupPolicySpec {
+            name: owned_string(table.policy()),
+            tables: owned_strings(table.tables()),
+            url: owned_string(table.url()),
+            interval_seconds: table.interval_seconds(),
+            start_time: owned_string(table.start_time()),
+            keep: table.keep(),
+        }),
+        fb::BackupOp::ListPolicies => BackupRequest::ListPolicies,
+        fb::BackupOp::QueryPolicy => BackupRequest::QueryPolicy {
+            name: owned_string(table.policy()),
+        },
+        fb::BackupOp::ModifyPolicy => BackupRequest::ModifyPolicy(BackupPolicyChange {
+            name: owned_string(table.policy()),
+            add_tables: owned_strings(table.tables()),
+            remove_tables: owned_strings(table.remove_tables()),
+            interval_seconds: table.interval_seconds(),
+            start_time: owned_string(table.start_time()),
+            keep: table.keep(),
+        }),
+        fb::BackupOp::EnablePolicy => BackupRequest::EnablePolicy {
+            name: owned_string(table.policy()),
+        },
+        fb::BackupOp::DisablePolicy => BackupRequest::DisablePolicy {
+            name: owned_string(table.policy()),
         },
         other => return Err(invalid(format!("unknown backup op {}", other.0))),
     })

@@ -607,6 +607,45 @@ pub enum BackupRequest {
     QueryRestore { table: String },
     /// Stops the restore of `table` and removes the table.
     CancelRestore { table: String },
+    /// Adds a backup policy: meta backs its tables up on its schedule.
+    AddPolicy(BackupPolicySpec),
+    /// Every backup policy.
+    ListPolicies,
+    /// One policy and its backups.
+    QueryPolicy { name: String },
+    /// Changes a policy; absent (empty, 0) fields stay as they are.
+    ModifyPolicy(BackupPolicyChange),
+    /// Resumes a disabled policy's schedule.
+    EnablePolicy { name: String },
+    /// Stops a policy's schedule (its backups are kept).
+    DisablePolicy { name: String },
+}
+
+/// A backup policy (docs/backup.md, "Policies").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupPolicySpec {
+    pub name: String,
+    /// Table names.
+    pub tables: Vec<String>,
+    /// The block store.
+    pub url: String,
+    /// Seconds between two backups of each table.
+    pub interval_seconds: u64,
+    /// `HH:MM` (UTC): the first backup's time of day.
+    pub start_time: String,
+    /// Complete backups kept per table; older ones are deleted.
+    pub keep: u32,
+}
+
+/// A change to a backup policy; empty or 0 fields stay as they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupPolicyChange {
+    pub name: String,
+    pub add_tables: Vec<String>,
+    pub remove_tables: Vec<String>,
+    pub interval_seconds: u64,
+    pub start_time: String,
+    pub keep: u32,
 }
 
 /// A partition meta asks a node to restore (meta → node, in beacon acks):

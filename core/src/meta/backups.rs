@@ -17,7 +17,8 @@
 use std::collections::BTreeMap;
 
 use markab_wire::message::{
-    BackupJobState, BackupOrder, BackupReport, BackupRequest, ErrorCode, Gpid, ResponseBody,
+    BackupJobState, BackupOrder, BackupReport, BackupRequest, ErrorCode, Gpid, OpError,
+    ResponseBody,
 };
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +93,12 @@ pub struct StoredBackup {
     pub cleaned: bool,
     /// One per partition, by index: its upload once done.
     pub partitions: Vec<Option<PartitionBackup>>,
+    /// The policy that started it (empty: an operator's `backup`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub policy: String,
+    /// Complete, and beyond its policy's count: being deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expired: bool,
 }
 
 impl StoredBackup {
@@ -133,14 +140,18 @@ pub enum BackupWork {
     /// The backup failed: remove everything under its prefix, then report
     /// with [`MetaState::backup_cleaned`].
     CleanUp { backup_id: u64, url: String },
+    /// The backup is beyond its policy's count: remove its manifest, then
+    /// everything under its prefix, then report with
+    /// [`MetaState::backup_deleted`].
+    Delete { backup_id: u64, url: String },
 }
 
 impl BackupWork {
     pub fn backup_id(&self) -> u64 {
         match self {
-            BackupWork::WriteManifest { backup_id, .. } | BackupWork::CleanUp { backup_id, .. } => {
-                *backup_id
-            }
+            BackupWork::WriteManifest { backup_id, .. }
+            | BackupWork::CleanUp { backup_id, .. }
+            | BackupWork::Delete { backup_id, .. } => *backup_id,
         }
     }
 }
@@ -168,7 +179,7 @@ impl MetaState {
                             format!(
                                 "table={} status={} partitions={}/{} started_unix_ms={} finished_unix_ms={} url={}",
                                 backup.table,
-                                backup.status.name(),
+                                if backup.expired { "deleting" } else { backup.status.name() },
                                 backup.done_count(),
                                 backup.partition_count,
                                 backup.started_unix_ms,
@@ -186,6 +197,12 @@ impl MetaState {
             ),
             BackupRequest::QueryRestore { table } => self.restore_status(table),
             BackupRequest::CancelRestore { table } => self.cancel_restore(table),
+            BackupRequest::AddPolicy(spec) => self.add_policy(spec, now),
+            BackupRequest::ListPolicies => self.list_policies(),
+            BackupRequest::QueryPolicy { name } => self.query_policy(name),
+            BackupRequest::ModifyPolicy(change) => self.modify_policy(change, now),
+            BackupRequest::EnablePolicy { name } => self.enable_policy(name, true),
+            BackupRequest::DisablePolicy { name } => self.enable_policy(name, false),
             BackupRequest::Query { backup_id } => match self.data.backups.get(backup_id) {
                 None => Step::error(
                     ErrorCode::NotFound,
@@ -199,8 +216,8 @@ impl MetaState {
     }
 
     fn start_backup(&mut self, table: &str, url: &str, now: MetaTime) -> Step {
-        let (app_id, stored) = match self.available(table) {
-            Ok(found) => found,
+        let app_id = match self.available(table) {
+            Ok((app_id, _)) => app_id,
             Err(error) => return Step::reply(Err(error)),
         };
         if url.is_empty() || url.len() > BACKUP_URL_BYTES_MAX {
@@ -219,18 +236,72 @@ impl MetaState {
                 format!("backup {id} of table {table} is running; one at a time per table"),
             );
         }
-        let running = self
-            .data
+        let mut next = self.successor();
+        let backup_id = match self.new_backup(&mut next, app_id, url, "", now) {
+            Ok(backup_id) => backup_id,
+            Err(error) => return Step::reply(Err(error)),
+        };
+        let partitions = next.backups[&backup_id].partition_count;
+        Step {
+            reply: Ok(ResponseBody::Pairs(vec![
+                ("backup_id".into(), backup_id.to_string()),
+                ("table".into(), table.to_owned()),
+                ("app_id".into(), app_id.to_string()),
+                ("partitions".into(), partitions.to_string()),
+                ("url".into(), url.to_owned()),
+            ])),
+            persist: Some(next),
+        }
+    }
+
+    /// Records a new running backup of table `app_id` of `next` to `url`
+    /// (by `policy`, or an operator when empty); its id.
+    pub(super) fn new_backup(
+        &self,
+        next: &mut MetaData,
+        app_id: i32,
+        url: &str,
+        policy: &str,
+        now: MetaTime,
+    ) -> Result<u64, OpError> {
+        if url.is_empty() || url.len() > BACKUP_URL_BYTES_MAX {
+            return Err(OpError::new(
+                ErrorCode::InvalidArgument,
+                format!("a backup URL must be 1..={BACKUP_URL_BYTES_MAX} bytes"),
+            ));
+        }
+        let running = next
             .backups
             .values()
             .filter(|backup| backup.status == BackupStatus::Running)
             .count();
         if running >= BACKUPS_RUNNING_MAX {
-            return Step::error(
+            return Err(OpError::new(
                 ErrorCode::Busy,
                 format!("{running} backups are running, the most meta runs at once"),
-            );
+            ));
         }
+        if next.backups.len() >= BACKUP_RECORDS_MAX {
+            let oldest_settled = next
+                .backups
+                .iter()
+                .find(|(_, backup)| backup.settled())
+                .map(|(id, _)| *id);
+            match oldest_settled {
+                Some(id) => {
+                    next.backups.remove(&id);
+                }
+                None => {
+                    return Err(OpError::new(
+                        ErrorCode::Busy,
+                        format!(
+                            "meta keeps {BACKUP_RECORDS_MAX} backup records, none of them finished"
+                        ),
+                    ))
+                }
+            }
+        }
+        let stored = next.tables.get(&app_id).expect("an available table");
         let backup = StoredBackup {
             table: stored.name.clone(),
             app_id,
@@ -244,44 +315,15 @@ impl MetaState {
             reason: String::new(),
             cleaned: false,
             partitions: vec![None; stored.partition_count.max(0) as usize],
+            policy: policy.to_owned(),
+            expired: false,
         };
-        let mut next = self.successor();
         // Ids are the start time in Unix ms, as Pegasus's are, made unique
         // and increasing: a key prefix no other backup of this meta uses.
         let backup_id = now.unix_ms.max(next.last_backup_id + 1);
         next.last_backup_id = backup_id;
-        if next.backups.len() >= BACKUP_RECORDS_MAX {
-            let oldest_settled = next
-                .backups
-                .iter()
-                .find(|(_, backup)| backup.settled())
-                .map(|(id, _)| *id);
-            match oldest_settled {
-                Some(id) => {
-                    next.backups.remove(&id);
-                }
-                None => {
-                    return Step::error(
-                        ErrorCode::Busy,
-                        format!(
-                            "meta keeps {BACKUP_RECORDS_MAX} backup records, none of them finished"
-                        ),
-                    )
-                }
-            }
-        }
-        let partitions = backup.partition_count;
         next.backups.insert(backup_id, backup);
-        Step {
-            reply: Ok(ResponseBody::Pairs(vec![
-                ("backup_id".into(), backup_id.to_string()),
-                ("table".into(), table.to_owned()),
-                ("app_id".into(), app_id.to_string()),
-                ("partitions".into(), partitions.to_string()),
-                ("url".into(), url.to_owned()),
-            ])),
-            persist: Some(next),
-        }
+        Ok(backup_id)
     }
 
     fn describe_backup(&self, backup_id: u64, backup: &StoredBackup) -> Vec<(String, String)> {
@@ -481,6 +523,10 @@ impl MetaState {
                     backup_id: *backup_id,
                     url: backup.url.clone(),
                 }),
+                BackupStatus::Complete if backup.expired => Some(BackupWork::Delete {
+                    backup_id: *backup_id,
+                    url: backup.url.clone(),
+                }),
                 _ => None,
             })
             .collect()
@@ -508,6 +554,18 @@ impl MetaState {
             }
             Err(reason) => fail(backup, format!("writing its manifest: {reason}"), now),
         }
+        Some(next)
+    }
+
+    /// An expired backup's files are deleted: its record goes (the data to
+    /// store and commit).
+    pub fn backup_deleted(&self, backup_id: u64) -> Option<MetaData> {
+        let backup = self.data.backups.get(&backup_id)?;
+        if !backup.expired {
+            return None;
+        }
+        let mut next = self.successor();
+        next.backups.remove(&backup_id);
         Some(next)
     }
 

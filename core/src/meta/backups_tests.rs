@@ -3,14 +3,14 @@
 //! are cleaned up, and bad requests change nothing.
 
 use markab_wire::message::{
-    BackupJobState, BackupReport, BackupRequest, CreateTableRequest, ErrorCode, Gpid, NodeBeacon,
-    Request, Response, ResponseBody,
+    BackupJobState, BackupPolicyChange, BackupPolicySpec, BackupReport, BackupRequest,
+    CreateTableRequest, ErrorCode, Gpid, NodeBeacon, Request, Response, ResponseBody,
 };
 
 use markab_wire::message::RestoreOrder;
 
 use super::*;
-use crate::meta::state::{MetaData, MetaSettings, MetaState, RestoreSource};
+use crate::meta::state::{MetaData, MetaSettings, MetaState, RestoreSource, StoredPolicy};
 
 const T0_MS: u64 = 1_700_000_000_000;
 const URL: &str = "file:///var/backups/markab";
@@ -626,4 +626,273 @@ fn a_dead_restorer_hands_its_partitions_on() {
         .unwrap();
     assert!(table.partitions.iter().all(|p| p.primary.node == node(1)));
     assert_eq!(restore_orders(&mut state, 1, later + 1).len(), 4);
+}
+
+fn policy_request(request: BackupRequest) -> Request {
+    Request::Backup(request)
+}
+
+fn add_policy(state: &mut MetaState, name: &str, start_time: &str, interval: u64, keep: u32) {
+    let request = policy_request(BackupRequest::AddPolicy(BackupPolicySpec {
+        name: name.into(),
+        tables: vec!["t".into()],
+        url: URL.into(),
+        interval_seconds: interval,
+        start_time: start_time.into(),
+        keep,
+    }));
+    apply(state, &request, T0_MS).unwrap();
+}
+
+/// Finishes every running backup: every partition reported done by its
+/// primary, then the manifest written.
+fn finish_running(state: &mut MetaState, now_ms: u64) {
+    for index in 0..2 {
+        let reports: Vec<BackupReport> = orders(state, index, now_ms)
+            .iter()
+            .map(|order| report(order, BackupJobState::Done, "a"))
+            .collect();
+        apply(state, &beacon(index, reports), now_ms).unwrap();
+    }
+    for work in state.backup_work() {
+        if let BackupWork::WriteManifest { backup_id, .. } = work {
+            let change = state.backup_written(backup_id, Ok(()), now_ms).unwrap();
+            state.commit(change);
+        }
+    }
+}
+
+fn tick(state: &mut MetaState, now_ms: u64) {
+    if let Some(change) = state.tick(now_ms) {
+        state.commit(change);
+    }
+}
+
+fn complete_ids(state: &MetaState) -> Vec<u64> {
+    state
+        .data()
+        .backups
+        .iter()
+        .filter(|(_, backup)| backup.status == BackupStatus::Complete && !backup.expired)
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+// A policy runs first at its time of day, then every interval; each run
+// backs its table up once; beyond its count the oldest complete backups
+// are deleted (their files first, then their records); a slow run is not
+// doubled, missed runs are run once, and a disabled policy does not run.
+#[test]
+fn a_policy_runs_on_schedule_and_keeps_its_count() {
+    let mut state = cluster();
+    // T0 is 22:13:20 UTC: the first run is at 22:14:00, 40 s later.
+    add_policy(&mut state, "p", "22:14", 60, 2);
+    let policy = &state.data().backup_policies["p"];
+    assert_eq!(policy.next_run_unix_ms(), T0_MS + 40_000);
+    tick(&mut state, T0_MS + 39_000);
+    assert!(state.data().backups.is_empty());
+    tick(&mut state, T0_MS + 40_000);
+    assert_eq!(state.data().backups.len(), 1);
+    let first = *state.data().backups.keys().next().unwrap();
+    assert_eq!(state.data().backups[&first].policy, "p");
+    // Still running at the next slot: that run skips the table.
+    tick(&mut state, T0_MS + 100_000);
+    assert_eq!(state.data().backups.len(), 1);
+    finish_running(&mut state, T0_MS + 101_000);
+    for run in 1..=3u64 {
+        tick(&mut state, T0_MS + 100_000 + run * 60_000);
+        finish_running(&mut state, T0_MS + 101_000 + run * 60_000);
+    }
+    // Four complete backups, two kept: the two oldest are being deleted
+    // (the next run is due at 340 s).
+    tick(&mut state, T0_MS + 300_000);
+    let ids: Vec<u64> = state.data().backups.keys().copied().collect();
+    assert_eq!(ids.len(), 4);
+    assert_eq!(complete_ids(&state), ids[2..].to_vec());
+    let work = state.backup_work();
+    assert_eq!(
+        work,
+        ids[..2]
+            .iter()
+            .map(|id| BackupWork::Delete {
+                backup_id: *id,
+                url: URL.into()
+            })
+            .collect::<Vec<_>>()
+    );
+    for id in &ids[..2] {
+        let change = state.backup_deleted(*id).unwrap();
+        state.commit(change);
+    }
+    assert_eq!(
+        state.data().backups.keys().copied().collect::<Vec<_>>(),
+        ids[2..].to_vec()
+    );
+
+    // Down for ten intervals: one run, not ten.
+    let before = state.data().backups.len();
+    tick(&mut state, T0_MS + 1_000_000);
+    assert_eq!(state.data().backups.len(), before + 1);
+    tick(&mut state, T0_MS + 1_000_500);
+    assert_eq!(state.data().backups.len(), before + 1);
+    finish_running(&mut state, T0_MS + 1_001_000);
+
+    // Disabled: no run.
+    let disable = policy_request(BackupRequest::DisablePolicy { name: "p".into() });
+    apply(&mut state, &disable, T0_MS + 1_002_000).unwrap();
+    let count = state.data().backups.len();
+    tick(&mut state, T0_MS + 2_000_000);
+    assert_eq!(
+        state
+            .data()
+            .backups
+            .values()
+            .filter(|b| b.status == BackupStatus::Running)
+            .count(),
+        0
+    );
+    assert!(state.data().backups.len() <= count);
+    let enable = policy_request(BackupRequest::EnablePolicy { name: "p".into() });
+    apply(&mut state, &enable, T0_MS + 2_000_000).unwrap();
+    tick(&mut state, T0_MS + 2_000_100);
+    assert!(state
+        .data()
+        .backups
+        .values()
+        .any(|b| b.status == BackupStatus::Running));
+}
+
+// Runs fall on the start time plus whole intervals: the first is the
+// first such time after the policy's creation.
+#[test]
+fn a_policy_first_runs_on_its_grid() {
+    // T0 is 22:13:20 UTC.
+    let policy = |start: &str, interval: u64| StoredPolicy {
+        start_time: start.into(),
+        interval_seconds: interval,
+        anchor_unix_ms: T0_MS,
+        enabled: true,
+        ..StoredPolicy::default()
+    };
+    assert_eq!(policy("22:14", 86_400).next_run_unix_ms(), T0_MS + 40_000);
+    assert_eq!(
+        policy("22:13", 86_400).next_run_unix_ms(),
+        T0_MS - 20_000 + 86_400_000
+    );
+    assert_eq!(policy("00:00", 30).next_run_unix_ms(), T0_MS + 10_000);
+    assert_eq!(policy("23:00", 600).next_run_unix_ms(), T0_MS + 400_000);
+    let ran = StoredPolicy {
+        last_run_unix_ms: T0_MS,
+        ..policy("00:00", 30)
+    };
+    assert_eq!(ran.next_run_unix_ms(), T0_MS + 30_000);
+}
+
+// Policies are listed, queried, changed, and persisted with meta's data;
+// bad requests are clear errors that change nothing.
+#[test]
+fn policies_are_managed_and_persisted() {
+    let mut state = cluster();
+    add_policy(&mut state, "p", "01:30", 3_600, 3);
+    let Ok(ResponseBody::Pairs(rows)) = apply(
+        &mut state,
+        &policy_request(BackupRequest::ListPolicies),
+        T0_MS,
+    ) else {
+        panic!("list")
+    };
+    assert_eq!(rows[0].0, "p");
+    assert!(
+        rows[0].1.contains("tables=t") && rows[0].1.contains("keep=3"),
+        "{rows:?}"
+    );
+    let modify = policy_request(BackupRequest::ModifyPolicy(BackupPolicyChange {
+        name: "p".into(),
+        interval_seconds: 60,
+        keep: 5,
+        ..BackupPolicyChange::default()
+    }));
+    apply(&mut state, &modify, T0_MS).unwrap();
+    let policy = &state.data().backup_policies["p"];
+    assert_eq!((policy.interval_seconds, policy.keep), (60, 5));
+    let json = serde_json::to_string(state.data()).unwrap();
+    let loaded: MetaData = serde_json::from_str(&json).unwrap();
+    assert_eq!(loaded.backup_policies, state.data().backup_policies);
+
+    let version = state.data().version;
+    let spec = |name: &str, table: &str, start: &str, interval: u64, keep: u32| {
+        policy_request(BackupRequest::AddPolicy(BackupPolicySpec {
+            name: name.into(),
+            tables: vec![table.into()],
+            url: URL.into(),
+            interval_seconds: interval,
+            start_time: start.into(),
+            keep,
+        }))
+    };
+    let cases = [
+        (
+            spec("p", "t", "01:00", 60, 1),
+            ErrorCode::InvalidArgument,
+            "exists already",
+        ),
+        (
+            spec("q", "nope", "01:00", 60, 1),
+            ErrorCode::UnknownTable,
+            "nope",
+        ),
+        (
+            spec("q", "t", "24:00", 60, 1),
+            ErrorCode::InvalidArgument,
+            "HH:MM",
+        ),
+        (
+            spec("q", "t", "1:00", 60, 1),
+            ErrorCode::InvalidArgument,
+            "HH:MM",
+        ),
+        (
+            spec("q", "t", "01:00", 0, 1),
+            ErrorCode::InvalidArgument,
+            "interval_seconds",
+        ),
+        (
+            spec("q", "t", "01:00", 60, 0),
+            ErrorCode::InvalidArgument,
+            "keep",
+        ),
+        (
+            spec("bad name", "t", "01:00", 60, 1),
+            ErrorCode::InvalidArgument,
+            "policy name",
+        ),
+        (
+            policy_request(BackupRequest::ModifyPolicy(BackupPolicyChange {
+                name: "p".into(),
+                remove_tables: vec!["t".into()],
+                ..BackupPolicyChange::default()
+            })),
+            ErrorCode::InvalidArgument,
+            "at least one table",
+        ),
+        (
+            policy_request(BackupRequest::ModifyPolicy(BackupPolicyChange {
+                name: "p".into(),
+                ..BackupPolicyChange::default()
+            })),
+            ErrorCode::InvalidArgument,
+            "nothing to change",
+        ),
+        (
+            policy_request(BackupRequest::EnablePolicy { name: "zz".into() }),
+            ErrorCode::NotFound,
+            "no backup policy",
+        ),
+    ];
+    for (request, code, text) in cases {
+        let error = apply(&mut state, &request, T0_MS).expect_err("an error");
+        assert_eq!(error.code, code, "{request:?}: {error}");
+        assert!(error.message.contains(text), "{request:?}: {error}");
+    }
+    assert_eq!(state.data().version, version);
 }

@@ -261,6 +261,9 @@ pub struct MetaData {
     /// The last backup id handed out (ids only grow).
     #[serde(default)]
     pub last_backup_id: u64,
+    /// Backup policies by name (docs/backup.md, "Policies").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backup_policies: BTreeMap<String, StoredPolicy>,
 }
 
 /// What meta changes by itself besides failure handling (docs/balance.md,
@@ -306,6 +309,7 @@ impl Default for MetaData {
             removing_nodes: BTreeSet::new(),
             backups: BTreeMap::new(),
             last_backup_id: 0,
+            backup_policies: BTreeMap::new(),
         }
     }
 }
@@ -647,7 +651,11 @@ impl MetaState {
             })
             .map(|(app_id, _)| *app_id)
             .collect();
-        if forget.is_empty() && reconfigured.is_empty() && !self.has_orphaned_backups() {
+        if forget.is_empty()
+            && reconfigured.is_empty()
+            && !self.has_orphaned_backups()
+            && !self.policies_due(now.unix_ms)
+        {
             return None;
         }
         let mut seen = BTreeSet::new();
@@ -664,6 +672,7 @@ impl MetaState {
             next.tables.remove(&app_id);
         }
         self.fail_orphaned_backups(&mut next, now);
+        self.run_policies(&mut next, now);
         Some(next)
     }
 
@@ -2049,8 +2058,12 @@ fn validate_envs(
 
 #[path = "backups.rs"]
 mod backups;
+#[path = "policies.rs"]
+mod policies;
 #[path = "restores.rs"]
 mod restores;
+
+pub use policies::{StoredPolicy, POLICIES_MAX, POLICY_KEEP_MAX};
 
 pub use restores::{RestoreSource, RestoringPartition, TableRestore};
 #[path = "balancer.rs"]

@@ -95,6 +95,34 @@ fn every_backup_request() -> Vec<BackupRequest> {
         BackupRequest::CancelRestore {
             table: "temp_restored".to_string(),
         },
+        BackupRequest::AddPolicy(BackupPolicySpec {
+            name: "daily".to_string(),
+            tables: vec!["temp".to_string(), "usertable".to_string()],
+            url: "s3://bucket/backups?endpoint=http://127.0.0.1:9000".to_string(),
+            interval_seconds: 86_400,
+            start_time: "01:30".to_string(),
+            keep: 7,
+        }),
+        BackupRequest::AddPolicy(BackupPolicySpec::default()),
+        BackupRequest::ListPolicies,
+        BackupRequest::QueryPolicy {
+            name: "daily".to_string(),
+        },
+        BackupRequest::ModifyPolicy(BackupPolicyChange {
+            name: "daily".to_string(),
+            add_tables: vec!["t3".to_string()],
+            remove_tables: vec!["temp".to_string()],
+            interval_seconds: u64::MAX,
+            start_time: "23:59".to_string(),
+            keep: u32::MAX,
+        }),
+        BackupRequest::ModifyPolicy(BackupPolicyChange::default()),
+        BackupRequest::EnablePolicy {
+            name: "daily".to_string(),
+        },
+        BackupRequest::DisablePolicy {
+            name: String::new(),
+        },
     ]
 }
 
@@ -1841,7 +1869,7 @@ fn every_backup_op_round_trips() {
         }
     }
     assert_eq!(ops.len(), fb::BackupOp::ENUM_VALUES.len());
-    assert_eq!(fb::BackupOp::ENUM_MAX, 5);
+    assert_eq!(fb::BackupOp::ENUM_MAX, 11);
     assert_eq!(fb::RequestBody::BackupRequest.0, 33);
     assert_eq!(fb::RequestBody::ENUM_MAX, 33);
 }
@@ -1887,7 +1915,7 @@ fn backup_reports_and_orders_round_trip() {
 #[test]
 fn invalid_backup_messages_are_rejected() {
     // Proves an unknown backup op, an unknown backup job state and a backup report or order without its gpid are Invalid, with the request id still readable.
-    for op in [6u8, 200, 255] {
+    for op in [12u8, 200, 255] {
         let mut builder = FlatBufferBuilder::new();
         let table = builder.create_string("temp");
         let body = backup_body(
@@ -2030,7 +2058,7 @@ fn backup_fields_absent_decode_as_empty_defaults() {
             table: None,
             url: Some(url),
             backup_id: 42,
-            new_table: None,
+            ..Default::default()
         },
     );
     assert_eq!(

@@ -981,16 +981,22 @@ impl ::flatbuffers::SimpleToVerifyInSlice for BalancerOp {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BACKUP_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BACKUP_OP: u8 = 5;
+pub const ENUM_MAX_BACKUP_OP: u8 = 11;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BACKUP_OP: [BackupOp; 6] = [
+pub const ENUM_VALUES_BACKUP_OP: [BackupOp; 12] = [
   BackupOp::Start,
   BackupOp::List,
   BackupOp::Query,
   BackupOp::Restore,
   BackupOp::QueryRestore,
   BackupOp::CancelRestore,
+  BackupOp::AddPolicy,
+  BackupOp::ListPolicies,
+  BackupOp::QueryPolicy,
+  BackupOp::ModifyPolicy,
+  BackupOp::EnablePolicy,
+  BackupOp::DisablePolicy,
 ];
 
 /// What an operator asks of meta about cold backups. Same as the variants
@@ -1006,9 +1012,15 @@ impl BackupOp {
   pub const Restore: Self = Self(3);
   pub const QueryRestore: Self = Self(4);
   pub const CancelRestore: Self = Self(5);
+  pub const AddPolicy: Self = Self(6);
+  pub const ListPolicies: Self = Self(7);
+  pub const QueryPolicy: Self = Self(8);
+  pub const ModifyPolicy: Self = Self(9);
+  pub const EnablePolicy: Self = Self(10);
+  pub const DisablePolicy: Self = Self(11);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 5;
+  pub const ENUM_MAX: u8 = 11;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Start,
     Self::List,
@@ -1016,6 +1028,12 @@ impl BackupOp {
     Self::Restore,
     Self::QueryRestore,
     Self::CancelRestore,
+    Self::AddPolicy,
+    Self::ListPolicies,
+    Self::QueryPolicy,
+    Self::ModifyPolicy,
+    Self::EnablePolicy,
+    Self::DisablePolicy,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1026,6 +1044,12 @@ impl BackupOp {
       Self::Restore => Some("Restore"),
       Self::QueryRestore => Some("QueryRestore"),
       Self::CancelRestore => Some("CancelRestore"),
+      Self::AddPolicy => Some("AddPolicy"),
+      Self::ListPolicies => Some("ListPolicies"),
+      Self::QueryPolicy => Some("QueryPolicy"),
+      Self::ModifyPolicy => Some("ModifyPolicy"),
+      Self::EnablePolicy => Some("EnablePolicy"),
+      Self::DisablePolicy => Some("DisablePolicy"),
       _ => None,
     }
   }
@@ -7065,7 +7089,11 @@ pub enum BackupRequestOffset {}
 /// (the block store); List: `table` (empty = every table); Query:
 /// `backup_id`; Restore: `url`, `backup_id`, `table` (the backed-up
 /// table's name), `new_table` (empty = the same name); QueryRestore and
-/// CancelRestore: `table` (the table being restored).
+/// CancelRestore: `table` (the table being restored); AddPolicy:
+/// `policy`, `tables`, `url`, `interval_seconds`, `start_time`, `keep`;
+/// QueryPolicy, EnablePolicy, DisablePolicy: `policy`; ModifyPolicy:
+/// `policy`, `tables` (to add), `remove_tables`, `interval_seconds`,
+/// `start_time`, `keep` (empty or 0: unchanged).
 pub struct BackupRequest<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -7084,6 +7112,12 @@ impl<'a> BackupRequest<'a> {
   pub const VT_URL: ::flatbuffers::VOffsetT = 8;
   pub const VT_BACKUP_ID: ::flatbuffers::VOffsetT = 10;
   pub const VT_NEW_TABLE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_POLICY: ::flatbuffers::VOffsetT = 14;
+  pub const VT_TABLES: ::flatbuffers::VOffsetT = 16;
+  pub const VT_REMOVE_TABLES: ::flatbuffers::VOffsetT = 18;
+  pub const VT_INTERVAL_SECONDS: ::flatbuffers::VOffsetT = 20;
+  pub const VT_START_TIME: ::flatbuffers::VOffsetT = 22;
+  pub const VT_KEEP: ::flatbuffers::VOffsetT = 24;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -7095,7 +7129,13 @@ impl<'a> BackupRequest<'a> {
     args: &'args BackupRequestArgs<'args>
   ) -> ::flatbuffers::WIPOffset<BackupRequest<'bldr>> {
     let mut builder = BackupRequestBuilder::new(_fbb);
+    builder.add_interval_seconds(args.interval_seconds);
     builder.add_backup_id(args.backup_id);
+    builder.add_keep(args.keep);
+    if let Some(x) = args.start_time { builder.add_start_time(x); }
+    if let Some(x) = args.remove_tables { builder.add_remove_tables(x); }
+    if let Some(x) = args.tables { builder.add_tables(x); }
+    if let Some(x) = args.policy { builder.add_policy(x); }
     if let Some(x) = args.new_table { builder.add_new_table(x); }
     if let Some(x) = args.url { builder.add_url(x); }
     if let Some(x) = args.table { builder.add_table(x); }
@@ -7139,6 +7179,48 @@ impl<'a> BackupRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BackupRequest::VT_NEW_TABLE, None)}
   }
+  #[inline]
+  pub fn policy(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BackupRequest::VT_POLICY, None)}
+  }
+  #[inline]
+  pub fn tables(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(BackupRequest::VT_TABLES, None)}
+  }
+  #[inline]
+  pub fn remove_tables(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(BackupRequest::VT_REMOVE_TABLES, None)}
+  }
+  #[inline]
+  pub fn interval_seconds(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(BackupRequest::VT_INTERVAL_SECONDS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn start_time(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BackupRequest::VT_START_TIME, None)}
+  }
+  #[inline]
+  pub fn keep(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(BackupRequest::VT_KEEP, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BackupRequest<'_> {
@@ -7152,6 +7234,12 @@ impl ::flatbuffers::Verifiable for BackupRequest<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("url", Self::VT_URL, false)?
      .visit_field::<u64>("backup_id", Self::VT_BACKUP_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("new_table", Self::VT_NEW_TABLE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("policy", Self::VT_POLICY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("tables", Self::VT_TABLES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("remove_tables", Self::VT_REMOVE_TABLES, false)?
+     .visit_field::<u64>("interval_seconds", Self::VT_INTERVAL_SECONDS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("start_time", Self::VT_START_TIME, false)?
+     .visit_field::<u32>("keep", Self::VT_KEEP, false)?
      .finish();
     Ok(())
   }
@@ -7162,6 +7250,12 @@ pub struct BackupRequestArgs<'a> {
     pub url: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub backup_id: u64,
     pub new_table: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub policy: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub tables: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub remove_tables: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub interval_seconds: u64,
+    pub start_time: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub keep: u32,
 }
 impl<'a> Default for BackupRequestArgs<'a> {
   #[inline]
@@ -7172,6 +7266,12 @@ impl<'a> Default for BackupRequestArgs<'a> {
       url: None,
       backup_id: 0,
       new_table: None,
+      policy: None,
+      tables: None,
+      remove_tables: None,
+      interval_seconds: 0,
+      start_time: None,
+      keep: 0,
     }
   }
 }
@@ -7202,6 +7302,30 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BackupRequestBuilder<'a, 'b, 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BackupRequest::VT_NEW_TABLE, new_table);
   }
   #[inline]
+  pub fn add_policy(&mut self, policy: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BackupRequest::VT_POLICY, policy);
+  }
+  #[inline]
+  pub fn add_tables(&mut self, tables: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BackupRequest::VT_TABLES, tables);
+  }
+  #[inline]
+  pub fn add_remove_tables(&mut self, remove_tables: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BackupRequest::VT_REMOVE_TABLES, remove_tables);
+  }
+  #[inline]
+  pub fn add_interval_seconds(&mut self, interval_seconds: u64) {
+    self.fbb_.push_slot::<u64>(BackupRequest::VT_INTERVAL_SECONDS, interval_seconds, 0);
+  }
+  #[inline]
+  pub fn add_start_time(&mut self, start_time: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BackupRequest::VT_START_TIME, start_time);
+  }
+  #[inline]
+  pub fn add_keep(&mut self, keep: u32) {
+    self.fbb_.push_slot::<u32>(BackupRequest::VT_KEEP, keep, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BackupRequestBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BackupRequestBuilder {
@@ -7224,6 +7348,12 @@ impl ::core::fmt::Debug for BackupRequest<'_> {
       ds.field("url", &self.url());
       ds.field("backup_id", &self.backup_id());
       ds.field("new_table", &self.new_table());
+      ds.field("policy", &self.policy());
+      ds.field("tables", &self.tables());
+      ds.field("remove_tables", &self.remove_tables());
+      ds.field("interval_seconds", &self.interval_seconds());
+      ds.field("start_time", &self.start_time());
+      ds.field("keep", &self.keep());
       ds.finish()
   }
 }
