@@ -6,10 +6,12 @@
 # loopback and killed by pid), each backup restored as a new table; then a
 # YCSB-A run at RATE ops/s for DURATION s is measured undisturbed, and again
 # while a backup to the directory runs at the nodes' default upload rate
-# limit. Prints each backup's and restore's bytes, time and MB/s, and both
-# runs' p99s; the runs' JSON lines are in OUT/runs.jsonl. With LOADED=DIR
+# limit, and undisturbed again. Prints each backup's and restore's bytes,
+# time and MB/s, and the runs' p99s; their JSON lines are in OUT/runs.jsonl. With LOADED=DIR
 # set, the loaded onebox is saved to DIR after loading, and a later run with
 # the same RECORDS starts from that copy instead of loading again.
+# UPLOAD_RATE=BYTES sets the nodes' `backup_upload_bytes_per_second` (their
+# default is 32 MiB/s; 0 = unlimited).
 #
 #   benches/backup.sh [RECORDS] [RATE] [DURATION_S] [OUT]
 #   MARKAB_BIN=/path/to/markab benches/backup.sh    # a prebuilt binary
@@ -83,6 +85,12 @@ else
   fi
 fi
 du -sh "$out/onebox" | sed 's/^/data on disk (3 replicas): /'
+if [ -n "${UPLOAD_RATE:-}" ]; then
+  stop_all
+  sed -i "s/^\[node\]$/[node]\nbackup_upload_bytes_per_second = $UPLOAD_RATE/" "$out"/onebox/node-*.toml
+  start_onebox
+  meta=$(grep -o "meta=[0-9.:]*" "$out/onebox.out" | cut -d= -f2)
+fi
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$root/.moto-venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$out/moto.log" 2>&1 &
@@ -127,6 +135,48 @@ mbs() { awk "BEGIN { printf \"%.1f\", $1 / 1048576 / $2 }"; }
 
 dir_url="file://$out/backups"
 s3_url="s3://markab-bench/b?endpoint=http://127.0.0.1:$port&region=us-east-1"
+bench_run() {
+  "$markab" bench --target "markab://$meta" --table usertable --workload pegasus \
+    --records "$records" --phase run --operations $((rate * duration_s)) \
+    --target-rate "$rate" --duration-s "$duration_s" --quiet --json "$out/runs.jsonl" \
+    >"$out/$1.txt"
+}
+echo "== warm-up run (not counted)"
+"$markab" bench --target "markab://$meta" --table usertable --workload pegasus \
+  --records "$records" --phase run --operations $((rate * 20)) --target-rate "$rate" \
+  --duration-s 20 --quiet >"$out/warm-up.txt"
+echo "== undisturbed run"
+bench_run undisturbed
+echo "== the same run while backups to the directory run back to back (upload rate: ${UPLOAD_RATE:-the default})"
+bench_run during-backup &
+bench_pid=$!
+taken=0
+while kill -0 "$bench_pid" 2>/dev/null; do
+  read -r id bytes seconds < <(backup directory "$dir_url")
+  taken=$((taken + 1))
+  echo "backup $taken during the run: $bytes bytes in ${seconds} s: $(mbs "$bytes" "$seconds") MB/s"
+done
+wait "$bench_pid"
+echo "== undisturbed again (the runs drift as the page cache warms: the ratio is against both)"
+bench_run undisturbed-again
+python3 - "$out/runs.jsonl" <<'PY'
+import json, sys
+runs = [json.loads(line) for line in open(sys.argv[1])]
+names = ["undisturbed", "during backup", "undisturbed again"]
+for name, run in zip(names, runs):
+    ops = run["operations"]
+    p99 = {op: ops[op]["response_us"]["p99"] for op in ops}
+    errors = run["overall"]["errors"]
+    print(f"{name}: {run['throughput_ops_s']:.0f} ops/s, response p99 us {p99}, errors {errors}")
+if len(runs) == 3:
+    for op in runs[0]["operations"]:
+        before = [runs[i]["operations"][op]["response_us"]["p99"] for i in (0, 2)]
+        during = runs[1]["operations"].get(op, {}).get("response_us", {}).get("p99")
+        if during:
+            print(f"{op} p99 during / undisturbed: {during / max(before):.2f} to {during / min(before):.2f}")
+PY
+
+echo "== backup and restore throughput"
 for target in directory s3; do
   url=$dir_url
   [ "$target" = s3 ] && url=$s3_url
@@ -137,36 +187,3 @@ for target in directory s3; do
   shell "drop restored_$target" >/dev/null
 done
 
-bench_run() {
-  "$markab" bench --target "markab://$meta" --table usertable --workload pegasus \
-    --records "$records" --phase run --operations $((rate * duration_s)) \
-    --target-rate "$rate" --duration-s "$duration_s" --quiet --json "$out/runs.jsonl" \
-    >"$out/$1.txt"
-}
-echo "== undisturbed run"
-bench_run undisturbed
-echo "== the same run while backups to the directory run back to back (default upload rate limit)"
-bench_run during-backup &
-bench_pid=$!
-taken=0
-while kill -0 "$bench_pid" 2>/dev/null; do
-  read -r id bytes seconds < <(backup directory "$dir_url")
-  taken=$((taken + 1))
-  echo "backup $taken during the run: $bytes bytes in ${seconds} s: $(mbs "$bytes" "$seconds") MB/s"
-done
-wait "$bench_pid"
-python3 - "$out/runs.jsonl" <<'PY'
-import json, sys
-runs = [json.loads(line) for line in open(sys.argv[1])]
-for name, run in zip(["undisturbed", "during backup"], runs):
-    ops = run["operations"]
-    p99 = {op: ops[op]["response_us"]["p99"] for op in ops}
-    errors = run["overall"]["errors"]
-    print(f"{name}: {run['throughput_ops_s']:.0f} ops/s, response p99 us {p99}, errors {errors}")
-if len(runs) == 2:
-    for op in runs[0]["operations"]:
-        before = runs[0]["operations"][op]["response_us"]["p99"]
-        during = runs[1]["operations"].get(op, {}).get("response_us", {}).get("p99")
-        if during:
-            print(f"{op} p99 during / undisturbed: {during / before:.2f}")
-PY

@@ -17,6 +17,12 @@
 //! # metrics_listen = "127.0.0.1:9101"  # Prometheus text on /metrics (off when unset)
 //! # backup_upload_bytes_per_second = 33554432  # cold backup uploads, 0 = unlimited
 //!
+//! # Cluster mode: S3 credentials for backup stores (default: the
+//! # environment's AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
+//! # [backup]
+//! # s3_access_key_id = "..."
+//! # s3_secret_access_key = "..."
+//!
 //! # Standalone mode: the tables this node serves by itself.
 //! [[table]]
 //! name = "temp"
@@ -57,6 +63,8 @@ struct ConfigFile {
     node: NodeSection,
     #[serde(default, rename = "table")]
     tables: Vec<TableConfig>,
+    #[serde(default)]
+    backup: crate::backup::BackupSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +170,8 @@ pub struct NodeConfig {
     /// Cluster mode: the node's upload rate for partition backups, in
     /// bytes per second (0 = unlimited; default 32 MiB/s).
     pub backup_upload_bytes_per_second: u64,
+    /// S3 credentials of `[backup]`, if given (else the environment's).
+    pub backup_credentials: Option<crate::backup::StoreCredentials>,
 }
 
 impl NodeConfig {
@@ -269,7 +279,9 @@ impl NodeConfig {
                 )));
             }
         }
+        let backup_credentials = file.backup.credentials().map_err(invalid)?;
         Ok(NodeConfig {
+            backup_credentials,
             path: path.to_owned(),
             data_dir: file.node.data_dir,
             host: file.node.host,
@@ -319,6 +331,17 @@ mod tests {
             config.backup_upload_bytes_per_second,
             BACKUP_UPLOAD_BYTES_PER_SECOND_DEFAULT
         );
+        assert_eq!(config.backup_credentials, None);
+        let config = parse(
+            "[node]\ndata_dir = \"/d\"\nmeta = [\"127.0.0.1:1\"]\n[backup]\ns3_access_key_id = \"AKIDEXAMPLE\"\ns3_secret_access_key = \"very-secret\"\n",
+        )
+        .unwrap();
+        assert!(config.backup_credentials.is_some());
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains("very-secret") && !printed.contains("AKIDEXAMPLE"),
+            "{printed}"
+        );
         assert_eq!(
             parse("[node]\ndata_dir = \"/d\"\nshards = 2\nmeta = [\"127.0.0.1:1\"]\n")
                 .unwrap()
@@ -348,6 +371,10 @@ mod tests {
                 "exclude each other",
             ),
             ("[node]\ndata_dir = \"/d\"\nbogus = 1\n", "bogus"),
+            (
+                "[node]\ndata_dir = \"/d\"\nmeta = [\"127.0.0.1:1\"]\n[backup]\ns3_access_key_id = \"k\"\n",
+                "backup.s3_access_key_id and backup.s3_secret_access_key",
+            ),
             ("[node]\n", "data_dir"),
             ("[node]\ndata_dir = \"/d\"\n[[table]]\nname = \"a b\"\napp_id = 1\npartition_count = 8\n", "' '"),
             ("[node]\ndata_dir = \"/d\"\n[[table]]\nname = \"t\"\napp_id = 1\npartition_count = 6\n", "power of two"),

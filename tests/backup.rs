@@ -862,3 +862,85 @@ fn a_policy_backs_up_on_schedule_and_keeps_two() {
         },
     );
 }
+
+// A restore cancelled while one node is stopped (SIGSTOP): the table goes
+// at once, and once the node is back no replica of it is left on any node
+// — neither the partitions the other nodes installed and host, nor what the
+// stopped node was ordered.
+#[test]
+fn a_cancelled_restore_leaves_nothing_behind() {
+    let _serial = serial();
+    let cluster = cluster();
+    let runtime = common::runtime();
+    cluster.create_table(TABLE, PARTITIONS, 3);
+    cluster.wait_full(TABLE, 3);
+    let client = runtime
+        .block_on(Client::connect_meta(
+            &cluster.meta_addresses(),
+            ClientOptions::default(),
+        ))
+        .unwrap();
+    let table = runtime.block_on(client.open_table(TABLE)).unwrap();
+    write_base(&runtime, &table);
+    let root = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", root.path().display());
+    let (id, finished) = back_up(&cluster, &url);
+    assert_eq!(field(&finished, "status"), "complete", "{finished:?}");
+
+    let stopped = cluster.node_pid(0);
+    common::signal(stopped, libc::SIGSTOP);
+    let started = pairs_of(
+        &cluster,
+        BackupRequest::Restore {
+            url: url.clone(),
+            backup_id: id,
+            table: TABLE.into(),
+            new_table: RESTORED.into(),
+        },
+    );
+    let app_id: i32 = field(&started, "app_id").parse().unwrap();
+    // The other nodes install their partitions; node 0's wait.
+    let deadline = Instant::now() + BACKUP_TIMEOUT;
+    loop {
+        let status = pairs_of(
+            &cluster,
+            BackupRequest::QueryRestore {
+                table: RESTORED.into(),
+            },
+        );
+        if status
+            .iter()
+            .any(|(_, value)| value.starts_with("restored"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing restored: {status:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cancelled = pairs_of(
+        &cluster,
+        BackupRequest::CancelRestore {
+            table: RESTORED.into(),
+        },
+    );
+    assert!(
+        field(&cancelled, "status").starts_with("cancelled"),
+        "{cancelled:?}"
+    );
+    common::signal(stopped, libc::SIGCONT);
+    let error = cluster
+        .meta_call(&Request::QueryRoute {
+            table: RESTORED.into(),
+        })
+        .expect_err("no table");
+    assert_eq!(error.code, ErrorCode::UnknownTable);
+    wait_no_replicas_of(&cluster, app_id, 3);
+    // The table backed up is untouched.
+    assert_eq!(
+        runtime
+            .block_on(table.get(b"base-0", b"s"))
+            .unwrap()
+            .map(|value| value.starts_with(b"value-0-")),
+        Some(true)
+    );
+}

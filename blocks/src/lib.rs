@@ -205,15 +205,50 @@ pub trait BlockStore: std::fmt::Debug + std::fmt::Display + Send + Sync {
 /// `s3://bucket/prefix?endpoint=...&region=...` an [`S3Store`] whose credentials come from
 /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN` if set).
 pub fn open(url: &str, options: StoreOptions) -> Result<Arc<dyn BlockStore>, BlockError> {
+    open_with_credentials(url, options, None)
+}
+
+/// [`open`], with S3 credentials given (from a config file) instead of read from the
+/// environment; a directory store ignores them.
+pub fn open_with_credentials(
+    url: &str,
+    options: StoreOptions,
+    credentials: Option<S3Credentials>,
+) -> Result<Arc<dyn BlockStore>, BlockError> {
     match parse_url(url)? {
         StoreLocation::Local { root } => Ok(Arc::new(LocalStore::new(root, options)?)),
-        StoreLocation::S3(config) => Ok(Arc::new(S3Store::new(config, options)?)),
+        StoreLocation::S3(mut config) => {
+            if credentials.is_some() {
+                config.credentials = credentials;
+            }
+            Ok(Arc::new(S3Store::new(config, options)?))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Proves credentials given to `open_with_credentials` (a config file's) are the ones an S3
+    /// store uses: without them and without the environment's, opening fails naming the
+    /// variables; with them it opens; a directory store ignores them.
+    #[test]
+    fn given_credentials_are_used() {
+        let url = "s3://bucket/prefix?endpoint=http://127.0.0.1:1";
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            let error = open(url, StoreOptions::default()).unwrap_err();
+            assert!(matches!(error, BlockError::Credentials { .. }), "{error}");
+        }
+        let given = S3Credentials::new("AKIDGIVEN", "given-secret");
+        let store = open_with_credentials(url, StoreOptions::default(), Some(given)).unwrap();
+        let shown = format!("{store:?} {store}");
+        assert!(!shown.contains("given-secret"), "{shown}");
+        let dir = tempfile::tempdir().unwrap();
+        let local = format!("file://{}", dir.path().display());
+        let given = S3Credentials::new("AKIDGIVEN", "given-secret");
+        assert!(open_with_credentials(&local, StoreOptions::default(), Some(given)).is_ok());
+    }
 
     /// Proves the option bounds: the defaults pass, and a part below S3's minimum, a threshold
     /// that would buffer more than a part's bound in memory, a zero timeout and zero retry

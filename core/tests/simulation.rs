@@ -100,7 +100,7 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
          {} crashes, {} configurations, {} primary changes, {} learners promoted \
          ({} learned from a log, {} copies installed in {} chunks), {} meta crashes, {} nodes paused, \
          {} torn log tails, {} ballot write failures, {} log truncations, {} final reads, \
-         {} primary switches and {} replica moves by the balancer",
+         {} primary switches and {} replica moves by the balancer, {} backups completed",
         started.elapsed().as_secs_f64(),
         total.events,
         total.operations,
@@ -121,10 +121,15 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
         total.final_reads,
         total.counters.switches_done,
         total.counters.replica_moves_done,
+        total.counters.backups_completed,
     );
     // Half the seeds balance (meta level lively): over many seeds both
     // kinds of move must get done, not only be started and given up.
     if seeds >= 100 && failed.is_empty() {
+        assert!(
+            total.counters.backups_completed > 0,
+            "no backup completed over {seeds} seeds"
+        );
         assert!(
             total.counters.switches_done > 0 && total.counters.replica_moves_done > 0,
             "the balancer finished {} primary switches and {} replica moves over {seeds} seeds",

@@ -53,6 +53,83 @@ impl PartitionManifest {
     }
 }
 
+/// S3 credentials from a config file's `[backup]` section (meta's and a
+/// node's): used instead of the environment's. Never printed: `Debug`
+/// shows the key id's first four characters only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreCredentials {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: Option<String>,
+}
+
+impl std::fmt::Debug for StoreCredentials {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown: String = self.access_key_id.chars().take(4).collect();
+        write!(formatter, "StoreCredentials({shown}…, <redacted>)")
+    }
+}
+
+/// The `[backup]` section of a config file.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSection {
+    s3_access_key_id: Option<String>,
+    s3_secret_access_key: Option<String>,
+    s3_session_token: Option<String>,
+}
+
+impl std::fmt::Debug for BackupSection {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("BackupSection(<redacted>)")
+    }
+}
+
+impl BackupSection {
+    /// The credentials it gives, if any; the error names what is missing.
+    pub fn credentials(&self) -> Result<Option<StoreCredentials>, String> {
+        match (&self.s3_access_key_id, &self.s3_secret_access_key) {
+            (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+                Ok(Some(StoreCredentials {
+                    access_key_id: id.clone(),
+                    secret_access_key: secret.clone(),
+                    session_token: self.s3_session_token.clone(),
+                }))
+            }
+            (None, None) if self.s3_session_token.is_none() => Ok(None),
+            _ => Err(
+                "backup.s3_access_key_id and backup.s3_secret_access_key are set together, both non-empty (backup.s3_session_token only with them)"
+                    .into(),
+            ),
+        }
+    }
+}
+
+static CREDENTIALS: std::sync::OnceLock<Option<StoreCredentials>> = std::sync::OnceLock::new();
+
+/// Sets this process's S3 credentials from its config file, once at start;
+/// without them, stores read `AWS_ACCESS_KEY_ID` and the rest from the
+/// environment.
+pub fn set_store_credentials(credentials: Option<StoreCredentials>) {
+    let _ = CREDENTIALS.set(credentials);
+}
+
+/// Opens the block store at `url` with this process's credentials.
+pub fn open_store(
+    url: &str,
+    options: markab_blocks::StoreOptions,
+) -> Result<std::sync::Arc<dyn BlockStore>, BlockError> {
+    let credentials = CREDENTIALS.get().cloned().flatten().map(|given| {
+        let credentials =
+            markab_blocks::S3Credentials::new(given.access_key_id, given.secret_access_key);
+        match given.session_token {
+            Some(token) => credentials.with_session_token(token),
+            None => credentials,
+        }
+    });
+    markab_blocks::open_with_credentials(url, options, credentials)
+}
+
 /// A prefix nothing is stored under: listing it checks that a store
 /// answers and accepts the credentials.
 pub const PROBE_PREFIX: &str = "markab-probe";

@@ -427,7 +427,7 @@ async fn work(
         let key = submission.key;
         let store = match stores.get(&submission.url) {
             Some(store) => Ok(store.clone()),
-            None => markab_blocks::open(
+            None => crate::backup::open_store(
                 &submission.url,
                 StoreOptions {
                     upload_bytes_per_second,

@@ -81,6 +81,8 @@ pub enum MetaConfigError {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     meta: MetaSection,
+    #[serde(default)]
+    backup: crate::backup::BackupSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +129,8 @@ pub struct MetaConfig {
     /// keeps meta placing primaries only, without leases or reconfiguration
     /// (nodes then serve without a lease: each partition has one copy).
     pub replication: Option<MetaReplication>,
+    /// S3 credentials of `[backup]`, if given (else the environment's).
+    pub backup_credentials: Option<crate::backup::StoreCredentials>,
 }
 
 impl MetaConfig {
@@ -214,7 +218,15 @@ impl MetaConfig {
             ))
         })?;
         let replication = section.replication.unwrap_or(true).then_some(timing);
+        let backup_credentials =
+            file.backup
+                .credentials()
+                .map_err(|message| MetaConfigError::Invalid {
+                    path: path.to_owned(),
+                    message,
+                })?;
         Ok(MetaConfig {
+            backup_credentials,
             path: path.to_owned(),
             listen,
             data_dir: section.data_dir,

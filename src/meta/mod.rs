@@ -37,6 +37,7 @@ pub struct MetaArgs {
 /// listens. Returns exit code 0 after a clean stop.
 pub fn run(args: MetaArgs) -> anyhow::Result<ExitCode> {
     let config = MetaConfig::load(&args.config)?;
+    crate::backup::set_store_credentials(config.backup_credentials.clone());
     let store = FileMetaStore::open(&config.data_dir)?;
     let data = store.load()?.unwrap_or_default();
     tracing::info!(

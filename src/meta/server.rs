@@ -374,7 +374,8 @@ async fn check_backup_store(request: &Request) -> Result<(), OpError> {
     let invalid = |error: markab_blocks::BlockError| {
         OpError::invalid_argument(format!("backup store {url}: {error}"))
     };
-    let store = markab_blocks::open(url, crate::backup::meta_store_options()).map_err(invalid)?;
+    let store =
+        crate::backup::open_store(url, crate::backup::meta_store_options()).map_err(invalid)?;
     store
         .list(crate::backup::PROBE_PREFIX)
         .await
@@ -386,7 +387,7 @@ async fn check_backup_store(request: &Request) -> Result<(), OpError> {
 /// its manifest must exist, be of this format and be of that table.
 async fn restore_source(url: &str, backup_id: u64, table: &str) -> Result<RestoreSource, OpError> {
     use crate::backup::BackupError;
-    let store = markab_blocks::open(url, crate::backup::meta_store_options())
+    let store = crate::backup::open_store(url, crate::backup::meta_store_options())
         .map_err(|error| OpError::invalid_argument(format!("backup store {url}: {error}")))?;
     let manifest = match crate::backup::table::read_backup_manifest(store.as_ref(), backup_id).await
     {

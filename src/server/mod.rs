@@ -116,6 +116,7 @@ fn raise_open_files_limit() {
 /// Runs a standalone node until SIGTERM or Ctrl-C, then shuts it down
 /// cleanly. Prints one `ready` line on stdout once every shard listens.
 pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
+    crate::backup::set_store_credentials(config.backup_credentials.clone());
     raise_open_files_limit();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;

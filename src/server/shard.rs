@@ -420,7 +420,8 @@ impl ShardState {
 
     /// This shard's part of a beacon ack. Its backup orders go to the
     /// node's backup jobs with a checkpointer of the replica, when the
-    /// replica is this partition's serving primary.
+    /// replica is this partition's serving primary; restored replicas
+    /// waiting for this shard are hosted.
     pub fn apply_ack(&self, mut ack: ShardAck) {
         let orders = std::mem::take(&mut ack.backups);
         let mut host = self.host.borrow_mut();
@@ -443,13 +444,12 @@ impl ShardState {
             jobs.hosted(&order, outcome);
         }
         for order in &orders {
-            let Some(replica) = host.replica(order.gpid) else {
-                continue;
-            };
-            if replica.wire_role() != markab_wire::ReplicaRole::Primary || replica.is_failed() {
-                continue;
+            // Only a primary that serves: its applied data holds every
+            // acknowledged write (**backup-holds-acknowledged**); another
+            // waits for the next ack.
+            if let Some(replica) = host.serving_replica(order.gpid) {
+                jobs.submit(order, replica.partition.engine().checkpointer());
             }
-            jobs.submit(order, replica.partition.engine().checkpointer());
         }
     }
 

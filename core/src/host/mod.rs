@@ -934,6 +934,17 @@ impl<I: HostIo> ShardHost<I> {
         Ok(&replica.partition)
     }
 
+    /// The replica of `gpid` if it is a primary that serves reads now
+    /// (activated, within its lease, not stopped): its applied data holds
+    /// every acknowledged write, so it is what a backup checkpoints
+    /// (**backup-holds-acknowledged**).
+    pub fn serving_replica(&self, gpid: Gpid) -> Option<&HostedReplica<I>> {
+        let replica = self.replicas.get(&gpid)?;
+        replica.check_serving().ok()?;
+        replica.core.serving_check(self.shared.io.now_ms()).ok()?;
+        Some(replica)
+    }
+
     /// Serves a point read or a multi-key read (not a scanner request).
     pub fn read(&self, gpid: Gpid, request: &Request) -> Response {
         let partition = self.readable(gpid, request)?;

@@ -33,6 +33,38 @@ pub struct Invariants {
 }
 
 impl Invariants {
+    /// The highest decree acknowledged to a client, per partition.
+    pub fn acked(&self) -> BTreeMap<PartitionId, Decree> {
+        self.acked.clone()
+    }
+
+    /// **backup-holds-acknowledged**: a complete backup's checkpoint of each
+    /// partition holds every write acknowledged before the backup began
+    /// (`acked_at_start`), and no decree that was never committed.
+    pub fn check_backup(
+        &self,
+        acked_at_start: &BTreeMap<PartitionId, Decree>,
+        decrees: &BTreeMap<PartitionId, Decree>,
+    ) -> Result<(), String> {
+        for (pid, decree) in decrees {
+            let acked = acked_at_start.get(pid).copied().unwrap_or(0);
+            if *decree < acked {
+                return Err(format!(
+                    "backup-holds-acknowledged: p{pid}'s checkpoint holds decree {decree}, \
+                     but decree {acked} was acknowledged before the backup began"
+                ));
+            }
+            let committed = self.committed.get(pid).map_or(0, |hashes| hashes.len()) as Decree;
+            if *decree > committed {
+                return Err(format!(
+                    "backup-holds-acknowledged: p{pid}'s checkpoint holds decree {decree}, \
+                     above the {committed} ever committed"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// **committed-prefix-agreement**: every replica applies, at each
     /// decree, the payload every other replica applied there.
     pub fn on_apply(

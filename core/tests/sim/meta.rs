@@ -11,13 +11,16 @@
 use std::collections::BTreeMap;
 
 use markab_core::meta::settings::MetaReplication;
-use markab_core::meta::state::{MetaData, MetaSettings, MetaState, MetaTime, StoredPartition};
-use markab_core::meta::step::{execute, execute_tick};
+use markab_core::meta::state::{
+    BackupWork, MetaData, MetaSettings, MetaState, MetaTime, StoredBackup, StoredPartition,
+};
+use markab_core::meta::step::{execute, execute_change, execute_tick};
 use markab_core::meta::store::{MemoryMetaStore, MetaStore};
 use markab_core::replication::config::ReplicationSettings;
 use markab_core::replication::messages::{Ballot, NodeId, PartitionConfig};
 use markab_core::wire::message::{
-    BalancerRequest, BeaconAck, CreateTableRequest, NodeBeacon, Request, ResponseBody,
+    BackupRequest, BalancerRequest, BeaconAck, CreateTableRequest, NodeBeacon, Request,
+    ResponseBody,
 };
 
 use super::model::{node_name, parse_address, shard_address, PartitionId};
@@ -26,6 +29,8 @@ use super::model::{node_name, parse_address, shard_address, PartitionId};
 pub const REPLICAS: usize = 3;
 /// The simulated table's app id (the first table meta creates).
 pub const APP_ID: i32 = 1;
+/// Where the simulated backups go (the world keeps them in memory).
+pub const SIM_BACKUP_URL: &str = "file:///sim/backups";
 
 /// A configuration change: the partition, the configuration it replaces
 /// and the new one (already persisted and committed).
@@ -222,6 +227,50 @@ impl SimMeta {
         );
         self.note_changes(now_ms);
         answer.is_ok()
+    }
+
+    /// Starts a backup of the table (the production request); its id.
+    pub fn start_backup(&mut self, now_ms: u64) -> Option<u64> {
+        let request = Request::Backup(BackupRequest::Start {
+            table: "sim".into(),
+            url: SIM_BACKUP_URL.into(),
+        });
+        let answer = execute(
+            &mut self.state,
+            &mut self.store,
+            &request,
+            MetaTime::from(now_ms),
+        );
+        match answer {
+            Ok(ResponseBody::Pairs(pairs)) => pairs
+                .iter()
+                .find(|(key, _)| key == "backup_id")
+                .and_then(|(_, id)| id.parse().ok()),
+            _ => None,
+        }
+    }
+
+    /// What meta's IO layer has to do for its backups now.
+    pub fn backup_work(&self) -> Vec<BackupWork> {
+        self.state.backup_work()
+    }
+
+    /// A backup as meta records it.
+    pub fn backup(&self, id: u64) -> Option<&StoredBackup> {
+        self.state.data().backups.get(&id)
+    }
+
+    /// The outcome of `work`, through the production persist-then-commit
+    /// step (a failed save changes nothing; the work comes again).
+    pub fn backup_work_done(&mut self, work: &BackupWork, now_ms: u64) {
+        let change = match work {
+            BackupWork::WriteManifest { backup_id, .. } => {
+                self.state.backup_written(*backup_id, Ok(()), now_ms)
+            }
+            BackupWork::CleanUp { backup_id, .. } => self.state.backup_cleaned(*backup_id),
+            BackupWork::Delete { backup_id, .. } => self.state.backup_deleted(*backup_id),
+        };
+        let _ = execute_change(&mut self.state, &mut self.store, change, "sim backup work");
     }
 
     /// Records every partition whose committed configuration changed.

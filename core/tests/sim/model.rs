@@ -126,6 +126,8 @@ pub enum Event {
     },
     /// Meta restarts from its store.
     MetaRestart,
+    /// An operator asks meta for a backup of the table (docs/backup.md).
+    BackupStart,
     /// Meta's store saves again.
     StoreHeals,
 }
@@ -137,6 +139,8 @@ pub struct SimSettings {
     /// Meta balances by itself (level `lively`): primary switches and
     /// replica moves run among the faults.
     pub lively: bool,
+    /// When an operator asks for a backup of the table, if one does.
+    pub backup_at_ms: Option<u64>,
     pub clients: usize,
     pub keys: usize,
     /// Faults (crashes, cuts, drops) happen before this time.

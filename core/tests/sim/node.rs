@@ -13,7 +13,7 @@ use markab_core::host::registry::NodeRegistry;
 use markab_core::host::{AppendError, HostIo, OpenedReplica, ReplicaMeta, ShardHost};
 use markab_core::replication::messages::{Ballot, Decree, Mutation, NodeId};
 use markab_core::storage::{MemoryDurable, MemoryEngine};
-use markab_core::wire::message::{Gpid, OpError, PeerRequest, Request, Response};
+use markab_core::wire::message::{BackupReport, Gpid, OpError, PeerRequest, Request, Response};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -436,4 +436,7 @@ pub struct SimNode {
     pub syncing: Vec<bool>,
     /// A supervisor restart is scheduled for this incarnation.
     pub restart_scheduled: bool,
+    /// Its partition backups, by (backup id, partition): volatile, like a
+    /// real node's jobs.
+    pub backup_jobs: BTreeMap<(u64, Gpid), BackupReport>,
 }

@@ -13,10 +13,13 @@ use std::sync::Arc;
 
 use markab_core::host::registry::{split_ack, NodeRegistry};
 use markab_core::host::{CopyJob, ShardHost};
+use markab_core::meta::state::{BackupStatus, BackupWork};
 use markab_core::replication::config::ReplicationSettings;
 use markab_core::replication::messages::{Decree, NodeId, PartitionConfig};
 use markab_core::storage::{StorageEngine, StorageLimits};
-use markab_core::wire::message::{ErrorCode, Gpid, NodeBeacon, Request, Response};
+use markab_core::wire::message::{
+    BackupJobState, BackupOrder, BackupReport, ErrorCode, Gpid, NodeBeacon, Request, Response,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -87,6 +90,8 @@ pub struct Counters {
     /// Balancer moves done: primary switches and replica moves.
     pub switches_done: u64,
     pub replica_moves_done: u64,
+    /// Backups that completed (each checked **backup-holds-acknowledged**).
+    pub backups_completed: u64,
 }
 
 impl Counters {
@@ -104,6 +109,7 @@ impl Counters {
         self.truncations += other.truncations;
         self.switches_done += other.switches_done;
         self.replica_moves_done += other.replica_moves_done;
+        self.backups_completed += other.backups_completed;
     }
 }
 
@@ -140,6 +146,9 @@ pub struct World {
     last_restart_ms: u64,
     /// Sub-millisecond order of history timestamps.
     history_tick: u64,
+    /// The backup asked for, once meta took it: its id and the decrees
+    /// acknowledged to clients by then.
+    backup: Option<(u64, BTreeMap<PartitionId, Decree>)>,
 }
 
 impl World {
@@ -149,6 +158,7 @@ impl World {
         let mut settings = SimSettings {
             partitions: rng.random_range(1..=2),
             lively: false,
+            backup_at_ms: None,
             clients: rng.random_range(2..=4),
             keys: rng.random_range(2..=6),
             faults_until_ms: 8_000,
@@ -187,6 +197,12 @@ impl World {
         // Drawn apart from the world's RNG, so that a seed's other draws
         // (and its whole run when not lively) stay what they were.
         settings.lively = StdRng::seed_from_u64(seed ^ 0x6c69_7665_6c79).random_bool(0.5);
+        // Likewise for the backup: half the seeds ask for one while the
+        // faults go on.
+        let mut backup_rng = StdRng::seed_from_u64(seed ^ 0x6261_636b_7570);
+        settings.backup_at_ms = backup_rng
+            .random_bool(0.5)
+            .then(|| backup_rng.random_range(500..6_000));
         replication.validate().expect("drawn settings are valid");
         let ids: Vec<NodeId> = (1..=nodes_count).map(NodeId).collect();
         let shapes: Vec<(NodeId, usize, u64)> = ids
@@ -223,6 +239,7 @@ impl World {
                     disk: Rc::new(RefCell::new(disk)),
                     syncing: vec![false; *shards],
                     restart_scheduled: false,
+                    backup_jobs: BTreeMap::new(),
                 };
                 (*id, node)
             })
@@ -271,6 +288,7 @@ impl World {
             counters: Counters::default(),
             last_restart_ms: 0,
             history_tick: 0,
+            backup: None,
         };
         world.note(format!(
             "settings {:?} {:?} nodes (id, shards, clock offset) {shapes:?}",
@@ -280,6 +298,9 @@ impl World {
             world.boot(id).expect("an empty node boots");
         }
         world.schedule(0, Event::MetaTick);
+        if let Some(at_ms) = world.settings.backup_at_ms {
+            world.schedule(at_ms, Event::BackupStart);
+        }
         world.schedule(FAULT_TICK_MS, Event::FaultTick);
         for client in 0..world.settings.clients {
             world.schedule(1, Event::ClientStep { client });
@@ -306,6 +327,9 @@ impl World {
             }
         }
         if let Err(violation) = self.check_replica_counts() {
+            return Err(self.failure(violation));
+        }
+        if let Err(violation) = self.check_backup_completed() {
             return Err(self.failure(violation));
         }
         let final_reads = match self.final_reads() {
@@ -596,7 +620,7 @@ impl World {
                         .collect(),
                     replicas: held.registry.beacon_replicas(),
                     incarnation,
-                    backups: Vec::new(),
+                    backups: held.backup_jobs.values().cloned().collect(),
                 };
                 let sent_ms = self.node_now(node);
                 self.send(
@@ -623,6 +647,22 @@ impl World {
                     self.announce();
                 }
                 self.schedule(self.now_ms + META_TICK_MS, Event::MetaTick);
+                self.backup_io()
+            }
+            Event::BackupStart => {
+                let started = if self.meta.is_up() {
+                    self.meta.start_backup(self.now_ms)
+                } else {
+                    None
+                };
+                match started {
+                    Some(id) => {
+                        self.note(format!("backup {id} starts"));
+                        self.backup = Some((id, self.invariants.acked()));
+                    }
+                    // Meta is down or refused: the operator asks again.
+                    None => self.schedule(self.now_ms + 200, Event::BackupStart),
+                }
                 Ok(())
             }
             Event::FaultTick => self.fault_tick(),
@@ -676,7 +716,7 @@ impl World {
         match to {
             Addr::Meta => {
                 self.meta_receive(from, msg);
-                Ok(())
+                self.backup_io()
             }
             Addr::Client(client) => match msg {
                 Msg::Reply { op, reply } => self.client_reply(client, op, reply),
@@ -759,6 +799,7 @@ impl World {
                         },
                     );
                 }
+                self.take_backup_orders(node, &ack.backups)?;
                 let held = &self.nodes[&node];
                 let parts = split_ack(&held.registry, held.shards, &node_name(node), ack, sent_ms);
                 for (shard, part) in parts.into_iter().enumerate() {
@@ -813,6 +854,107 @@ impl World {
 
     /// Calls `call` on `node`'s host of `shard`, then carries out what the
     /// host did outside itself.
+    /// A node's part of backups, as the production node does it: jobs meta
+    /// no longer orders are forgotten; an ordered partition whose replica
+    /// here is a serving primary is checkpointed at its applied decree
+    /// (uploads are instant here: the store is not simulated).
+    fn take_backup_orders(&mut self, node: NodeId, orders: &[BackupOrder]) -> Result<(), String> {
+        let held = self.nodes.get_mut(&node).expect("node");
+        held.backup_jobs.retain(|(backup_id, gpid), _| {
+            orders
+                .iter()
+                .any(|order| order.backup_id == *backup_id && order.gpid == *gpid)
+        });
+        for order in orders {
+            let held = &self.nodes[&node];
+            if held
+                .backup_jobs
+                .contains_key(&(order.backup_id, order.gpid))
+            {
+                continue;
+            }
+            let Some(shard) = held.registry.shard_of(order.gpid) else {
+                continue;
+            };
+            let applied = self.with_host(node, shard, |host| {
+                host.serving_replica(order.gpid)
+                    .map(|replica| replica.applied())
+            })?;
+            let Some(decree) = applied else { continue };
+            self.note(format!(
+                "{node} backs up p{} at decree {decree}",
+                order.gpid.partition_index
+            ));
+            let report = BackupReport {
+                backup_id: order.backup_id,
+                gpid: order.gpid,
+                ballot: order.ballot,
+                state: BackupJobState::Done,
+                decree: decree as i64,
+                prefix: format!("{}/b{}-sim{}", order.prefix, order.ballot, node.0),
+                ..BackupReport::default()
+            };
+            self.nodes
+                .get_mut(&node)
+                .expect("node")
+                .backup_jobs
+                .insert((order.backup_id, order.gpid), report);
+        }
+        Ok(())
+    }
+
+    /// **backup-completes**: a backup asked for during the faults is
+    /// complete after the quiet period that follows them (it never fails:
+    /// the simulated store does not).
+    fn check_backup_completed(&self) -> Result<(), String> {
+        if self.settings.backup_at_ms.is_none() {
+            return Ok(());
+        }
+        let Some((id, _)) = self.backup else {
+            return Err("backup-completes: meta never took the backup".into());
+        };
+        match self.meta.backup(id).map(|backup| backup.status) {
+            Some(BackupStatus::Complete) => Ok(()),
+            other => Err(format!(
+                "backup-completes: backup {id} is {other:?} at the end of the run"
+            )),
+        }
+    }
+
+    /// Meta's IO work for backups, done at once: a backup whose partitions
+    /// are all in is checked (**backup-holds-acknowledged**) and its
+    /// manifest "written".
+    fn backup_io(&mut self) -> Result<(), String> {
+        if !self.meta.is_up() {
+            return Ok(());
+        }
+        for work in self.meta.backup_work() {
+            if let BackupWork::WriteManifest { backup_id, backup } = &work {
+                let decrees: BTreeMap<PartitionId, Decree> = backup
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(index, done)| {
+                        let decree = done.as_ref().map_or(0, |done| done.decree);
+                        (index as PartitionId, decree.max(0) as Decree)
+                    })
+                    .collect();
+                let Some((_, acked_at_start)) = self.backup.as_ref() else {
+                    return Err(format!(
+                        "backup {backup_id} completes, but none was asked for"
+                    ));
+                };
+                self.invariants.check_backup(acked_at_start, &decrees)?;
+                self.note(format!(
+                    "backup {backup_id} complete at decrees {decrees:?}"
+                ));
+                self.counters.backups_completed += 1;
+            }
+            self.meta.backup_work_done(&work, self.now_ms);
+        }
+        Ok(())
+    }
+
     fn with_host<R>(
         &mut self,
         node: NodeId,
@@ -1216,6 +1358,7 @@ impl World {
         held.registry = Arc::new(NodeRegistry::new());
         held.syncing = vec![false; held.shards];
         held.restart_scheduled = false;
+        held.backup_jobs.clear();
         let mut lines = Vec::new();
         let mut torn = 0;
         {
