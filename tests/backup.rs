@@ -13,11 +13,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, ClusterOptions};
+use common::load::start_load;
 use markab::backup::read_manifest;
 use markab::backup::table::read_backup_manifest;
 use markab::client::{Client, ClientOptions, Table};
@@ -72,53 +73,6 @@ fn cluster() -> Cluster {
     })
 }
 
-/// What the load saw.
-#[derive(Default)]
-struct Load {
-    acked: Mutex<BTreeMap<String, String>>,
-    errors: Mutex<Vec<String>>,
-    stop: AtomicBool,
-    issued: AtomicUsize,
-}
-
-fn start_load(
-    runtime: &tokio::runtime::Runtime,
-    table: &Table,
-) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
-    let load = Arc::new(Load::default());
-    let writers = (0..WRITERS)
-        .map(|writer| {
-            let (table, load) = (table.clone(), load.clone());
-            runtime.spawn(async move {
-                let mut sequence = 0u64;
-                while !load.stop.load(Ordering::Relaxed)
-                    && load.issued.fetch_add(1, Ordering::Relaxed) < WRITES_MAX
-                {
-                    sequence += 1;
-                    let hash_key = format!("load{writer}-{sequence}");
-                    let value = format!("v{sequence}");
-                    match table
-                        .set(hash_key.as_bytes(), b"s", value.as_bytes(), 0)
-                        .await
-                    {
-                        Ok(()) => {
-                            load.acked.lock().unwrap().insert(hash_key, value);
-                        }
-                        Err(error) => {
-                            load.errors
-                                .lock()
-                                .unwrap()
-                                .push(format!("{hash_key}: {error}"));
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    (load, writers)
-}
-
 /// `length` characters that do not compress, from `seed` (xorshift).
 fn noise(seed: u64, length: usize) -> String {
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -130,6 +84,21 @@ fn noise(seed: u64, length: usize) -> String {
             char::from(b'a' + (state % 26) as u8)
         })
         .collect()
+}
+
+/// Creates [`TABLE`] ([`PARTITIONS`] × 3 replicas), waits until every
+/// partition has its replicas, and opens it through meta.
+fn new_table(cluster: &Cluster, runtime: &tokio::runtime::Runtime) -> (Client, Table) {
+    cluster.create_table(TABLE, PARTITIONS, 3);
+    cluster.wait_full(TABLE, 3);
+    let client = runtime
+        .block_on(Client::connect_meta(
+            &cluster.meta_addresses(),
+            ClientOptions::default(),
+        ))
+        .unwrap();
+    let table = runtime.block_on(client.open_table(TABLE)).unwrap();
+    (client, table)
 }
 
 /// Writes the base records: `base-i` → `value-i-<noise>` (1 KiB that does
@@ -229,17 +198,9 @@ fn restore(cluster: &Cluster, url: &str, id: u64, table: &str) {
 /// backup began present with its value and TTL.
 fn back_up_under_load(cluster: &Cluster, url: &str, store: &dyn BlockStore) {
     let runtime = common::runtime();
-    cluster.create_table(TABLE, PARTITIONS, 3);
-    cluster.wait_full(TABLE, 3);
-    let client = runtime
-        .block_on(Client::connect_meta(
-            &cluster.meta_addresses(),
-            ClientOptions::default(),
-        ))
-        .unwrap();
-    let table = runtime.block_on(client.open_table(TABLE)).unwrap();
+    let (client, table) = new_table(cluster, &runtime);
     let base = write_base(&runtime, &table);
-    let (load, writers) = start_load(&runtime, &table);
+    let (load, writers) = start_load(&runtime, &table, WRITERS, WRITES_MAX, "load");
     std::thread::sleep(Duration::from_millis(500));
     let acked_before: BTreeMap<String, String> = load.acked.lock().unwrap().clone();
 
@@ -501,15 +462,7 @@ fn a_damaged_backup_restores_nothing() {
     let _serial = serial();
     let cluster = cluster();
     let runtime = common::runtime();
-    cluster.create_table(TABLE, PARTITIONS, 3);
-    cluster.wait_full(TABLE, 3);
-    let client = runtime
-        .block_on(Client::connect_meta(
-            &cluster.meta_addresses(),
-            ClientOptions::default(),
-        ))
-        .unwrap();
-    let table = runtime.block_on(client.open_table(TABLE)).unwrap();
+    let (_client, table) = new_table(&cluster, &runtime);
     write_base(&runtime, &table);
     let root = tempfile::tempdir().unwrap();
     let url = format!("file://{}", root.path().display());
@@ -643,15 +596,8 @@ fn a_backup_survives_a_killed_node() {
         ..ClusterOptions::default()
     });
     let runtime = common::runtime();
-    cluster.create_table(TABLE, PARTITIONS, 3);
-    let partitions = cluster.wait_full(TABLE, 3);
-    let client = runtime
-        .block_on(Client::connect_meta(
-            &cluster.meta_addresses(),
-            ClientOptions::default(),
-        ))
-        .unwrap();
-    let table = runtime.block_on(client.open_table(TABLE)).unwrap();
+    let (client, table) = new_table(&cluster, &runtime);
+    let partitions = cluster.describe(TABLE);
     let base = write_base(&runtime, &table);
     let root = tempfile::tempdir().unwrap();
     let url = format!("file://{}", root.path().display());
@@ -705,15 +651,7 @@ fn a_stopped_store_fails_the_backup_cleanly() {
         ..ClusterOptions::default()
     });
     let runtime = common::runtime();
-    cluster.create_table(TABLE, PARTITIONS, 3);
-    cluster.wait_full(TABLE, 3);
-    let client = runtime
-        .block_on(Client::connect_meta(
-            &cluster.meta_addresses(),
-            ClientOptions::default(),
-        ))
-        .unwrap();
-    let table = runtime.block_on(client.open_table(TABLE)).unwrap();
+    let (_client, table) = new_table(&cluster, &runtime);
     write_base(&runtime, &table);
     let started = pairs_of(
         &cluster,
@@ -872,15 +810,7 @@ fn a_cancelled_restore_leaves_nothing_behind() {
     let _serial = serial();
     let cluster = cluster();
     let runtime = common::runtime();
-    cluster.create_table(TABLE, PARTITIONS, 3);
-    cluster.wait_full(TABLE, 3);
-    let client = runtime
-        .block_on(Client::connect_meta(
-            &cluster.meta_addresses(),
-            ClientOptions::default(),
-        ))
-        .unwrap();
-    let table = runtime.block_on(client.open_table(TABLE)).unwrap();
+    let (_client, table) = new_table(&cluster, &runtime);
     write_base(&runtime, &table);
     let root = tempfile::tempdir().unwrap();
     let url = format!("file://{}", root.path().display());

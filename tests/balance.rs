@@ -11,12 +11,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, ClusterOptions};
+use common::load::start_load;
 use markab::client::{Client, ClientOptions, Table};
 use markab::wire::{BalancerRequest, NodeInfo, Request, ResponseBody};
 
@@ -38,61 +38,12 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// What the load saw.
-#[derive(Default)]
-struct Load {
-    acked: Mutex<BTreeMap<String, String>>,
-    errors: Mutex<Vec<String>>,
-    stop: AtomicBool,
-    issued: AtomicUsize,
-}
-
-/// Writers of distinct keys, one write at a time each, until stopped or
-/// the load's bound.
-fn start_load(
-    runtime: &tokio::runtime::Runtime,
-    table: &Table,
-) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
-    let load = Arc::new(Load::default());
-    let writers = (0..WRITERS)
-        .map(|writer| {
-            let (table, load) = (table.clone(), load.clone());
-            runtime.spawn(async move {
-                let mut sequence = 0u64;
-                while !load.stop.load(Ordering::Relaxed)
-                    && load.issued.fetch_add(1, Ordering::Relaxed) < WRITES_MAX
-                {
-                    sequence += 1;
-                    let hash_key = format!("w{writer}-{sequence}");
-                    let value = format!("value-{writer}-{sequence}");
-                    match table
-                        .set(hash_key.as_bytes(), b"s", value.as_bytes(), 0)
-                        .await
-                    {
-                        Ok(()) => {
-                            load.acked.lock().unwrap().insert(hash_key, value);
-                        }
-                        Err(error) => {
-                            load.errors
-                                .lock()
-                                .unwrap()
-                                .push(format!("{hash_key}: {error}"));
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    (load, writers)
-}
-
 /// Stops the load and checks it: no error, and every acknowledged write
 /// reads back.
 fn finish_load(
     runtime: &tokio::runtime::Runtime,
     table: &Table,
-    load: &Load,
+    load: &common::load::Load,
     writers: Vec<tokio::task::JoinHandle<()>>,
 ) -> usize {
     // The load goes on until it made some progress (a balance can be over
@@ -200,7 +151,7 @@ fn joined_nodes_get_their_share_under_load() {
     cluster.wait_full(TABLE, 3);
     let runtime = common::runtime();
     let table = open(&runtime, &cluster);
-    let (load, writers) = start_load(&runtime, &table);
+    let (load, writers) = start_load(&runtime, &table, WRITERS, WRITES_MAX, "w");
     std::thread::sleep(Duration::from_millis(500));
     cluster.start_node(3);
     cluster.start_node(4);
@@ -269,7 +220,7 @@ fn balance_spreads_primaries_after_a_whole_cluster_restart() {
     cluster.wait_full(TABLE, 3);
     let runtime = common::runtime();
     let table = open(&runtime, &cluster);
-    let (load, writers) = start_load(&runtime, &table);
+    let (load, writers) = start_load(&runtime, &table, WRITERS, WRITES_MAX, "w");
     wait_balanced(
         &cluster,
         "primaries spread by balance rounds",
@@ -304,7 +255,7 @@ fn remove_node_empties_a_node_under_load() {
     cluster.wait_full(TABLE, 3);
     let runtime = common::runtime();
     let table = open(&runtime, &cluster);
-    let (load, writers) = start_load(&runtime, &table);
+    let (load, writers) = start_load(&runtime, &table, WRITERS, WRITES_MAX, "w");
     let leaving = cluster.node_ids[0].clone();
     let remove = BalancerRequest::RemoveNode {
         node: leaving.clone(),

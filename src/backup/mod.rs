@@ -337,6 +337,24 @@ pub async fn back_up_partition(
     Ok(manifest)
 }
 
+/// Decodes a manifest of this build's [`FORMAT_VERSION`]: the version is
+/// read first, so that another format says so rather than fail on a field
+/// it lacks.
+pub(crate) fn decode_manifest<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    #[derive(Deserialize)]
+    struct Version {
+        format_version: u32,
+    }
+    let version: Version = serde_json::from_slice(bytes).map_err(|error| error.to_string())?;
+    if version.format_version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {}; this build reads version {FORMAT_VERSION}",
+            version.format_version
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|error| error.to_string())
+}
+
 /// Reads and checks the manifest of the partition backup under `prefix`.
 pub async fn read_manifest(
     store: &dyn BlockStore,
@@ -354,22 +372,7 @@ pub async fn read_manifest(
         prefix: prefix.to_owned(),
         reason,
     };
-    // The version first, so that another format says so rather than fail
-    // on a field it lacks.
-    #[derive(Deserialize)]
-    struct Version {
-        format_version: u32,
-    }
-    let version: Version =
-        serde_json::from_slice(&bytes).map_err(|error| bad(error.to_string()))?;
-    if version.format_version != FORMAT_VERSION {
-        return Err(bad(format!(
-            "format version {}; this build reads version {FORMAT_VERSION}",
-            version.format_version
-        )));
-    }
-    let manifest: PartitionManifest =
-        serde_json::from_slice(&bytes).map_err(|error| bad(error.to_string()))?;
+    let manifest: PartitionManifest = decode_manifest(&bytes).map_err(bad)?;
     if manifest.files.len() > CHECKPOINT_FILES_MAX {
         return Err(bad(format!("{} files", manifest.files.len())));
     }

@@ -14,7 +14,7 @@ use markab_blocks::{BlockError, BlockStore, FileInfo};
 use markab_core::meta::state::{backup_prefix, partition_prefix, StoredBackup};
 use serde::{Deserialize, Serialize};
 
-use super::{read_manifest, BackupError, FORMAT_VERSION};
+use super::{decode_manifest, read_manifest, BackupError, FORMAT_VERSION};
 
 /// The top-level manifest's key under a backup's prefix.
 pub const BACKUP_MANIFEST_NAME: &str = "backup_manifest.json";
@@ -160,20 +160,7 @@ pub async fn read_backup_manifest(
     if bytes.len() > BACKUP_MANIFEST_BYTES_MAX {
         return Err(bad(format!("{} bytes", bytes.len())));
     }
-    #[derive(Deserialize)]
-    struct Version {
-        format_version: u32,
-    }
-    let version: Version =
-        serde_json::from_slice(&bytes).map_err(|error| bad(error.to_string()))?;
-    if version.format_version != FORMAT_VERSION {
-        return Err(bad(format!(
-            "format version {}; this build reads version {FORMAT_VERSION}",
-            version.format_version
-        )));
-    }
-    let manifest: BackupManifest =
-        serde_json::from_slice(&bytes).map_err(|error| bad(error.to_string()))?;
+    let manifest: BackupManifest = decode_manifest(&bytes).map_err(bad)?;
     if manifest.backup_id != backup_id
         || manifest.partitions.len() != manifest.partition_count.max(0) as usize
         || manifest

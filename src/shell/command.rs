@@ -680,47 +680,29 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "moves" => Command::Balancer(BalancerRequest::ListMoves),
         "backup" => {
             let table = parser.text_positional("table name")?;
-            let mut url = None;
-            while let Some(token) = parser.arguments.get(parser.next) {
-                if token.as_slice() != b"--to" {
-                    return Err(parser.usage(format!(
-                        "unexpected argument {:?}",
-                        String::from_utf8_lossy(token)
-                    )));
-                }
-                parser.next += 1;
-                let value = parser
-                    .optional_positional()
-                    .ok_or_else(|| parser.usage("--to needs a URL"))?;
-                url = Some(parser.text(value, "URL")?);
-            }
-            let url = url.ok_or_else(|| parser.usage("backup needs --to URL"))?;
+            let options = parser.long_options(&["--to"])?;
+            let url = match options.get("--to") {
+                Some(value) => parser.text(value.clone(), "URL")?,
+                None => return Err(parser.usage("backup needs --to URL")),
+            };
             Command::Backup(BackupRequest::Start { table, url })
         }
         "restore" => {
-            let (mut url, mut backup_id, mut table, mut new_table) = (None, None, None, None);
-            while let Some(token) = parser.arguments.get(parser.next).cloned() {
-                let name = String::from_utf8_lossy(&token).into_owned();
-                if !matches!(name.as_str(), "--from" | "--backup-id" | "--table" | "--as") {
-                    return Err(parser.usage(format!("unexpected argument {name:?}")));
-                }
-                parser.next += 1;
-                let value = parser
-                    .optional_positional()
-                    .ok_or_else(|| parser.usage(format!("{name} needs a value")))?;
-                match name.as_str() {
-                    "--from" => url = Some(parser.text(value, "URL")?),
-                    "--backup-id" => backup_id = Some(parser.number::<u64>(&value, "--backup-id")?),
-                    "--table" => table = Some(parser.text(value, "table name")?),
-                    _ => new_table = Some(parser.text(value, "table name")?),
-                }
-            }
+            let options = parser.long_options(&["--from", "--backup-id", "--table", "--as"])?;
+            let text = |name: &str, what: &str| match options.get(name) {
+                Some(value) => parser.text(value.clone(), what).map(Some),
+                None => Ok(None),
+            };
             let missing = |what: &str| parser.usage(format!("restore needs {what}"));
+            let backup_id = match options.get("--backup-id") {
+                Some(value) => parser.number::<u64>(value, "--backup-id")?,
+                None => return Err(missing("--backup-id ID")),
+            };
             Command::Backup(BackupRequest::Restore {
-                url: url.ok_or_else(|| missing("--from URL"))?,
-                backup_id: backup_id.ok_or_else(|| missing("--backup-id ID"))?,
-                table: table.ok_or_else(|| missing("--table OLD"))?,
-                new_table: new_table.unwrap_or_default(),
+                url: text("--from", "URL")?.ok_or_else(|| missing("--from URL"))?,
+                backup_id,
+                table: text("--table", "table name")?.ok_or_else(|| missing("--table OLD"))?,
+                new_table: text("--as", "table name")?.unwrap_or_default(),
             })
         }
         "add_backup_policy" | "modify_backup_policy" => {
@@ -861,20 +843,11 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         }
         "drop" => {
             let table = parser.text_positional("table name")?;
-            let mut reserve_seconds = None;
-            while let Some(token) = parser.arguments.get(parser.next) {
-                if token.as_slice() != b"--reserve-seconds" {
-                    return Err(parser.usage(format!(
-                        "unexpected argument {:?}",
-                        String::from_utf8_lossy(token)
-                    )));
-                }
-                parser.next += 1;
-                let value = parser
-                    .optional_positional()
-                    .ok_or_else(|| parser.usage("--reserve-seconds needs a value"))?;
-                reserve_seconds = Some(parser.number::<u32>(&value, "--reserve-seconds")?);
-            }
+            let options = parser.long_options(&["--reserve-seconds"])?;
+            let reserve_seconds = match options.get("--reserve-seconds") {
+                Some(value) => Some(parser.number::<u32>(value, "--reserve-seconds")?),
+                None => None,
+            };
             Command::DropTable {
                 table,
                 reserve_seconds,
@@ -968,6 +941,27 @@ impl Parser<'_> {
         let rest = self.arguments[self.next..].to_vec();
         self.next = self.arguments.len();
         rest
+    }
+
+    /// `--name value` pairs up to the end, each name one of `names` (the
+    /// last of a repeated one wins).
+    fn long_options(
+        &mut self,
+        names: &[&str],
+    ) -> Result<std::collections::BTreeMap<String, Vec<u8>>, ParseError> {
+        let mut options = std::collections::BTreeMap::new();
+        while let Some(token) = self.arguments.get(self.next) {
+            let name = String::from_utf8_lossy(token).into_owned();
+            if !names.contains(&name.as_str()) {
+                return Err(self.usage(format!("unexpected argument {name:?}")));
+            }
+            self.next += 1;
+            let value = self
+                .optional_positional()
+                .ok_or_else(|| self.usage(format!("{name} needs a value")))?;
+            options.insert(name, value);
+        }
+        Ok(options)
     }
 
     /// The next option letter, or `None` at the end.
@@ -1291,7 +1285,7 @@ mod tests {
         }
         for (line, says) in [
             ("backup t", "--to URL"),
-            ("backup t --to", "--to needs a URL"),
+            ("backup t --to", "--to needs a value"),
             ("backup t --into x", "unexpected argument"),
             ("query_backup x", "BACKUP_ID"),
             ("restore --from file:///b --table t", "--backup-id"),

@@ -334,7 +334,11 @@ mod tests {
         );
         assert_eq!(
             complete_command("re", 2).1,
-            vec!["remove_node".to_string(), "recall".to_string()]
+            vec![
+                "remove_node".to_string(),
+                "restore".to_string(),
+                "recall".to_string()
+            ]
         );
         assert_eq!(complete_command("rec", 3).1, vec!["recall".to_string()]);
     }
