@@ -554,6 +554,11 @@ impl MetaState {
             }
             Err(reason) => fail(backup, format!("writing its manifest: {reason}"), now),
         }
+        // In the same change, so that no committed state lists more
+        // complete backups of a policy than it keeps.
+        for id in super::policies::expired_backups(&next) {
+            next.backups.get_mut(&id).expect("listed").expired = true;
+        }
         Some(next)
     }
 

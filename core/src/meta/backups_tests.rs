@@ -647,6 +647,13 @@ fn add_policy(state: &mut MetaState, name: &str, start_time: &str, interval: u64
 /// Finishes every running backup: every partition reported done by its
 /// primary, then the manifest written.
 fn finish_running(state: &mut MetaState, now_ms: u64) {
+    let keep = state
+        .data()
+        .backup_policies
+        .values()
+        .map(|policy| policy.keep as usize)
+        .min()
+        .unwrap_or(usize::MAX);
     for index in 0..2 {
         let reports: Vec<BackupReport> = orders(state, index, now_ms)
             .iter()
@@ -658,6 +665,10 @@ fn finish_running(state: &mut MetaState, now_ms: u64) {
         if let BackupWork::WriteManifest { backup_id, .. } = work {
             let change = state.backup_written(backup_id, Ok(()), now_ms).unwrap();
             state.commit(change);
+            assert!(
+                complete_ids(state).len() <= keep,
+                "never more complete than kept"
+            );
         }
     }
 }
@@ -703,9 +714,8 @@ fn a_policy_runs_on_schedule_and_keeps_its_count() {
         tick(&mut state, T0_MS + 100_000 + run * 60_000);
         finish_running(&mut state, T0_MS + 101_000 + run * 60_000);
     }
-    // Four complete backups, two kept: the two oldest are being deleted
-    // (the next run is due at 340 s).
-    tick(&mut state, T0_MS + 300_000);
+    // Four complete backups, two kept: the two oldest are being deleted,
+    // marked as each newer one completed.
     let ids: Vec<u64> = state.data().backups.keys().copied().collect();
     assert_eq!(ids.len(), 4);
     assert_eq!(complete_ids(&state), ids[2..].to_vec());

@@ -334,7 +334,7 @@ impl MetaState {
 
 /// Complete backups of each policy and table beyond the policy's count,
 /// not yet marked: the oldest first.
-fn expired_backups(data: &MetaData) -> Vec<u64> {
+pub(super) fn expired_backups(data: &MetaData) -> Vec<u64> {
     let mut by_series: BTreeMap<(&str, i32), Vec<u64>> = BTreeMap::new();
     for (id, backup) in &data.backups {
         if backup.status == BackupStatus::Complete && !backup.policy.is_empty() {
