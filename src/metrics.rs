@@ -80,6 +80,8 @@ pub struct NodeMetrics {
     record_cache_lookups: IntCounterVec,
     write_buffer_bytes: IntGaugeVec,
     replicas: IntGaugeVec,
+    backup_jobs: IntCounterVec,
+    backup_bytes: IntCounterVec,
 }
 
 impl NodeMetrics {
@@ -169,6 +171,16 @@ impl NodeMetrics {
                 "replicas",
                 "Partition replicas hosted, by shard and role.",
                 &["shard", "role"],
+            ),
+            backup_jobs: counter(
+                "backup_jobs_total",
+                "Partition backups and restores the node finished, by kind (backup, restore) and result (done, failed).",
+                &["kind", "result"],
+            ),
+            backup_bytes: counter(
+                "backup_bytes_total",
+                "Bytes of checkpoint files moved by the node's backup jobs, by direction (upload, download).",
+                &["direction"],
             ),
             registry: registry.clone(),
         };
@@ -282,6 +294,8 @@ pub struct MetaMetrics {
     shard_primaries: IntGaugeVec,
     moves: IntCounterVec,
     moves_in_progress: IntGauge,
+    backups: IntGaugeVec,
+    backup_policies: IntGauge,
 }
 
 /// The process's meta metrics, created on first use.
@@ -338,6 +352,16 @@ pub fn meta_metrics() -> &'static MetaMetrics {
             "Primaries placed on each shard of each node.",
             &["node", "shard"],
         );
+        let backups = gauge(
+            "backups",
+            "Backups meta records, by status (running, complete, deleting, failed).",
+            &["status"],
+        );
+        let backup_policies = must(IntGauge::new(
+            "backup_policies",
+            "Backup policies, enabled or not.",
+        ));
+        must(registry.register(Box::new(backup_policies.clone())));
         let moves = must(IntCounterVec::new(
             Opts::new(
                 "balancer_moves_total",
@@ -369,8 +393,24 @@ pub fn meta_metrics() -> &'static MetaMetrics {
             shard_primaries,
             moves,
             moves_in_progress,
+            backups,
+            backup_policies,
         }
     })
+}
+
+impl NodeMetrics {
+    /// Counts one finished backup (`restore` false) or restore job and
+    /// the bytes it moved.
+    pub fn observe_backup_job(&self, restore: bool, done: bool, bytes: u64) {
+        let kind = if restore { "restore" } else { "backup" };
+        let result = if done { "done" } else { "failed" };
+        self.backup_jobs.with_label_values(&[kind, result]).inc();
+        let direction = if restore { "download" } else { "upload" };
+        self.backup_bytes
+            .with_label_values(&[direction])
+            .inc_by(bytes);
+    }
 }
 
 impl MetaMetrics {
@@ -443,6 +483,23 @@ impl MetaMetrics {
             counter.inc_by(total.saturating_sub(counter.get()));
         }
         self.moves_in_progress.set(state.moves().len() as i64);
+        let data = state.data();
+        for status in ["running", "complete", "deleting", "failed"] {
+            let count = data
+                .backups
+                .values()
+                .filter(|backup| {
+                    let shown = if backup.expired {
+                        "deleting"
+                    } else {
+                        backup.status.name()
+                    };
+                    shown == status
+                })
+                .count();
+            self.backups.with_label_values(&[status]).set(count as i64);
+        }
+        self.backup_policies.set(data.backup_policies.len() as i64);
     }
 }
 

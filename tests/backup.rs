@@ -63,12 +63,13 @@ fn credentials() -> Vec<(String, String)> {
 
 fn cluster() -> Cluster {
     Cluster::start(ClusterOptions {
-        meta_lines: "replication = true\n".into(),
+        meta_lines: "replication = true\nmetrics_listen = \"127.0.0.1:0\"\n".into(),
         meta_env: credentials(),
         node_env: credentials(),
         // A rate limit that makes an upload take a moment, so that the
         // load runs during it.
-        node_lines: "backup_upload_bytes_per_second = 8388608\n".into(),
+        node_lines: "backup_upload_bytes_per_second = 8388608\nmetrics_listen = \"127.0.0.1:0\"\n"
+            .into(),
         ..ClusterOptions::default()
     })
 }
@@ -257,6 +258,38 @@ fn back_up_under_load(cluster: &Cluster, url: &str, store: &dyn BlockStore) {
             assert_eq!(partition_manifest.decree, entry.decree);
         }
     });
+
+    // Meta's and the nodes' metrics count the backup: complete at meta,
+    // one upload per partition over the nodes.
+    let meta_metrics = cluster
+        .meta
+        .as_ref()
+        .unwrap()
+        .metrics_address
+        .clone()
+        .unwrap();
+    common::wait_for_metrics(&meta_metrics, |text| {
+        common::sample(text, "markab_meta_backups{status=\"complete\"}") >= 1.0
+    });
+    let uploads: f64 = cluster
+        .nodes
+        .iter()
+        .flatten()
+        .map(|node| {
+            // A node that finished no job has no such line.
+            let text = common::scrape(node.metrics_address.as_ref().unwrap());
+            text.lines()
+                .filter(|line| {
+                    line.starts_with("markab_backup_jobs_total{kind=\"backup\",result=\"done\"}")
+                })
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        })
+        .sum();
+    assert!(
+        uploads >= f64::from(PARTITIONS),
+        "{uploads} partition uploads"
+    );
 
     // Restored as a new table: it serves once every partition is in, every
     // record acknowledged before the backup began is there with its TTL,

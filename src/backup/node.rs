@@ -100,6 +100,7 @@ pub struct BackupJobs {
     /// replicas' file system, for RocksDB's hard links).
     scratch: PathBuf,
     node: String,
+    metrics: Option<Arc<crate::metrics::NodeMetrics>>,
 }
 
 impl std::fmt::Debug for BackupJobs {
@@ -121,6 +122,7 @@ impl BackupJobs {
         data_dir: PathBuf,
         node: String,
         upload_bytes_per_second: u64,
+        metrics: Option<Arc<crate::metrics::NodeMetrics>>,
     ) -> std::io::Result<Arc<BackupJobs>> {
         let (queue, receiver) = mpsc::channel(BACKUP_JOBS_QUEUED_MAX);
         let jobs = Arc::new(BackupJobs {
@@ -129,6 +131,7 @@ impl BackupJobs {
             scratch: data_dir.join("backup-scratch"),
             data_dir,
             node,
+            metrics,
         });
         // Checkpoints left by a node that died mid-backup.
         if jobs.scratch.exists() {
@@ -338,12 +341,17 @@ impl BackupJobs {
             return;
         };
         job.abort = None;
+        let bytes = job.progress.bytes_done.load(Ordering::Relaxed);
         match outcome {
             Ok(phase) => job.phase = phase,
             Err(message) => {
                 job.phase = Phase::Failed;
                 job.message = message;
             }
+        }
+        let finished = matches!(job.phase, Phase::Done | Phase::Failed);
+        if let Some(metrics) = self.metrics.as_ref().filter(|_| finished) {
+            metrics.observe_backup_job(key.0, job.phase == Phase::Done, bytes);
         }
     }
 }

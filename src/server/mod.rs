@@ -200,6 +200,7 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
                 config.data_dir.clone(),
                 node_id.to_string(),
                 config.backup_upload_bytes_per_second,
+                Some(node_for_beacons.metrics.clone()),
             )
             .context("cannot start the backup worker")?;
             let _ = layout.backup_jobs.set(jobs);
