@@ -92,6 +92,22 @@ if [ -n "${UPLOAD_RATE:-}" ]; then
   meta=$(grep -o "meta=[0-9.:]*" "$out/onebox.out" | cut -d= -f2)
 fi
 
+# A onebox restarted from a copy keeps its primaries where they were (all on
+# one node, as loaded): balancing rounds spread them, so that every node
+# uploads its share. Bounded; settled once nothing moves, nothing is
+# planned and the nodes' primary counts are within one of each other.
+settled() {
+  shell 'moves' | grep -q '^moves *: 0$' && shell 'balance -n' | grep -q '^moves *: 0$' &&
+    shell 'nodes' | awk '$2 == "ALIVE" { p[NR] = $4 }
+      END { for (i in p) for (j in p) if (p[i] - p[j] > 1) exit 1 }'
+}
+for _ in $(seq 600); do
+  settled && break
+  shell 'balance' >/dev/null || true
+  sleep 1
+done
+shell 'nodes' >"$out/nodes.txt"
+
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$root/.moto-venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$out/moto.log" 2>&1 &
 moto_pid=$!

@@ -1,7 +1,9 @@
 //! A node's partition backups and restores (docs/backup.md, "On the
-//! nodes"): the jobs meta ordered through beacon acks, run one at a time on
-//! a thread of their own with its own tokio runtime — never on a shard's
+//! nodes"): the jobs meta ordered through beacon acks, run on a thread of
+//! their own with its own tokio runtime — never on a shard's
 //! executor — and reported in every beacon.
+//!
+//! Jobs run at most [`BACKUP_JOBS_CONCURRENT`] at a time.
 //!
 //! Backup: a shard that receives an order for a replica it holds as
 //! primary hands over a [`Checkpointer`] ([`BackupJobs::submit`]); the job
@@ -39,6 +41,9 @@ use crate::storage::Checkpointer;
 /// Jobs waiting for the worker; more are refused (meta orders them again
 /// with the next ack).
 pub const BACKUP_JOBS_QUEUED_MAX: usize = 1_024;
+/// Jobs a node runs at once: two, so that one partition's checkpoint
+/// overlaps another's upload; the uploads share the node's rate limit.
+pub const BACKUP_JOBS_CONCURRENT: usize = 2;
 /// Block stores the worker keeps open, by URL.
 const STORES_MAX: usize = 16;
 /// The file a hosted replica's directory always has (the host writes it).
@@ -116,8 +121,8 @@ impl std::fmt::Debug for BackupJobs {
 
 impl BackupJobs {
     /// Starts the worker thread. `upload_bytes_per_second` (0: unlimited)
-    /// paces every upload of the node: the worker runs one job at a time
-    /// and keeps one store per URL.
+    /// paces every upload of the node: the worker keeps one store per URL,
+    /// whose uploads share the pace.
     pub fn start(
         data_dir: PathBuf,
         node: String,
@@ -318,8 +323,8 @@ impl BackupJobs {
             .collect()
     }
 
-    /// Records a job's start (its abort handle) unless it was forgotten
-    /// meanwhile; returns whether it should run.
+    /// Records a job's start (its abort handle); one forgotten meanwhile
+    /// is aborted at once. Returns whether it runs.
     fn started(&self, key: JobKey, abort: tokio::task::AbortHandle) -> bool {
         let mut jobs = self.jobs.lock().expect("backup jobs lock");
         match jobs.get_mut(&key) {
@@ -327,7 +332,10 @@ impl BackupJobs {
                 job.abort = Some(abort);
                 true
             }
-            None => false,
+            None => {
+                abort.abort();
+                false
+            }
         }
     }
 
@@ -421,104 +429,122 @@ async fn restore(
     Ok(())
 }
 
-/// The worker: one job at a time, until the node's [`BackupJobs`] is gone.
+/// The worker: at most [`BACKUP_JOBS_CONCURRENT`] jobs at a time, until the
+/// node's [`BackupJobs`] is gone.
 async fn work(
     jobs: std::sync::Weak<BackupJobs>,
     mut receiver: mpsc::Receiver<Submission>,
     upload_bytes_per_second: u64,
 ) {
     let mut stores: HashMap<String, Arc<dyn BlockStore>> = HashMap::new();
-    while let Some(submission) = receiver.recv().await {
-        let Some(owner) = jobs.upgrade() else {
-            return;
-        };
-        let key = submission.key;
-        let store = match stores.get(&submission.url) {
-            Some(store) => Ok(store.clone()),
-            None => crate::backup::open_store(
-                &submission.url,
-                StoreOptions {
-                    upload_bytes_per_second,
-                    ..StoreOptions::default()
-                },
-            )
-            .inspect(|store| {
-                if stores.len() >= STORES_MAX {
-                    stores.clear();
-                }
-                stores.insert(submission.url.clone(), store.clone());
-            }),
-        };
-        let store = match store {
-            Ok(store) => store,
-            Err(error) => {
-                owner.finished(key, Err(error.to_string()));
-                continue;
-            }
-        };
-        let scratch = owner.scratch.clone();
-        let data_dir = owner.data_dir.clone();
-        let progress = submission.progress;
-        let task = match submission.work {
-            Work::Backup {
-                order,
-                prefix,
-                checkpointer,
-            } => tokio::spawn(async move {
-                let manifest = back_up_partition(
-                    checkpointer,
-                    store.as_ref(),
-                    &prefix,
-                    &scratch,
-                    order.gpid.app_id,
-                    order.gpid.partition_index,
-                    &progress,
-                )
-                .await?;
-                tracing::info!(
-                    backup_id = order.backup_id,
-                    partition = format!("{}.{}", order.gpid.app_id, order.gpid.partition_index),
-                    decree = manifest.decree,
-                    bytes = manifest.bytes(),
-                    "partition backed up"
-                );
-                Ok(Phase::Done)
-            }),
-            Work::Restore { order } => tokio::spawn(async move {
-                restore(store.as_ref(), &data_dir, &order, &progress).await?;
-                tracing::info!(
-                    backup_id = order.backup_id,
-                    partition = format!("{}.{}", order.gpid.app_id, order.gpid.partition_index),
-                    decree = order.decree,
-                    "partition restored; its shard hosts it next"
-                );
-                Ok(Phase::Installed)
-            }),
-        };
-        if !owner.started(key, task.abort_handle()) {
-            task.abort();
-        }
-        // The worker holds only a weak reference while a job runs.
-        drop(owner);
-        let outcome = match task.await {
-            Ok(Ok(phase)) => Ok(phase),
-            Ok(Err(error)) => {
-                let error: BackupError = error;
-                tracing::warn!(backup_id = key.1, restore = key.0, %error, "partition job failed");
-                Err(error.to_string())
-            }
-            Err(join) if join.is_cancelled() => {
-                if key.0 {
-                    if let Some(owner) = jobs.upgrade() {
-                        remove_unhosted(&replica_dir(&owner.data_dir, key.2));
+    let mut running: tokio::task::JoinSet<Result<Phase, BackupError>> = tokio::task::JoinSet::new();
+    let mut keys: HashMap<tokio::task::Id, JobKey> = HashMap::new();
+    loop {
+        tokio::select! {
+            submission = receiver.recv(), if running.len() < BACKUP_JOBS_CONCURRENT => {
+                let Some(submission) = submission else {
+                    return;
+                };
+                let Some(owner) = jobs.upgrade() else {
+                    return;
+                };
+                let key = submission.key;
+                let store = match stores.get(&submission.url) {
+                    Some(store) => Ok(store.clone()),
+                    None => crate::backup::open_store(
+                        &submission.url,
+                        StoreOptions {
+                            upload_bytes_per_second,
+                            ..StoreOptions::default()
+                        },
+                    )
+                    .inspect(|store| {
+                        if stores.len() >= STORES_MAX {
+                            stores.clear();
+                        }
+                        stores.insert(submission.url.clone(), store.clone());
+                    }),
+                };
+                match store {
+                    Ok(store) => {
+                        let task = start_job(&mut running, &owner, store, submission);
+                        keys.insert(task.id(), key);
+                        // Forgotten meanwhile: it ends as cancelled.
+                        owner.started(key, task);
                     }
+                    Err(error) => owner.finished(key, Err(error.to_string())),
                 }
-                continue;
             }
-            Err(join) => Err(format!("the job panicked: {join}")),
-        };
-        if let Some(owner) = jobs.upgrade() {
-            owner.finished(key, outcome);
+            Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
+                let (id, outcome) = match joined {
+                    Ok((id, Ok(phase))) => (id, Ok(phase)),
+                    Ok((id, Err(error))) => (id, Err(error.to_string())),
+                    Err(join) if join.is_cancelled() => {
+                        if let (Some(key), Some(owner)) = (keys.remove(&join.id()), jobs.upgrade()) {
+                            if key.0 {
+                                remove_unhosted(&replica_dir(&owner.data_dir, key.2));
+                            }
+                        }
+                        continue;
+                    }
+                    Err(join) => (join.id(), Err(format!("the job panicked: {join}"))),
+                };
+                let Some(key) = keys.remove(&id) else { continue };
+                if let Err(error) = &outcome {
+                    tracing::warn!(backup_id = key.1, restore = key.0, %error, "partition job failed");
+                }
+                if let Some(owner) = jobs.upgrade() {
+                    owner.finished(key, outcome);
+                }
+            }
         }
+    }
+}
+
+/// Spawns one job into `running`; its abort handle.
+fn start_job(
+    running: &mut tokio::task::JoinSet<Result<Phase, BackupError>>,
+    owner: &BackupJobs,
+    store: Arc<dyn BlockStore>,
+    submission: Submission,
+) -> tokio::task::AbortHandle {
+    let scratch = owner.scratch.clone();
+    let data_dir = owner.data_dir.clone();
+    let progress = submission.progress;
+    match submission.work {
+        Work::Backup {
+            order,
+            prefix,
+            checkpointer,
+        } => running.spawn(async move {
+            let manifest = back_up_partition(
+                checkpointer,
+                store.as_ref(),
+                &prefix,
+                &scratch,
+                order.gpid.app_id,
+                order.gpid.partition_index,
+                &progress,
+            )
+            .await?;
+            tracing::info!(
+                backup_id = order.backup_id,
+                partition = format!("{}.{}", order.gpid.app_id, order.gpid.partition_index),
+                decree = manifest.decree,
+                bytes = manifest.bytes(),
+                "partition backed up"
+            );
+            Ok(Phase::Done)
+        }),
+        Work::Restore { order } => running.spawn(async move {
+            restore(store.as_ref(), &data_dir, &order, &progress).await?;
+            tracing::info!(
+                backup_id = order.backup_id,
+                partition = format!("{}.{}", order.gpid.app_id, order.gpid.partition_index),
+                decree = order.decree,
+                "partition restored; its shard hosts it next"
+            );
+            Ok(Phase::Installed)
+        }),
     }
 }
