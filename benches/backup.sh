@@ -11,7 +11,7 @@
 # set, the loaded onebox is saved to DIR after loading, and a later run with
 # the same RECORDS starts from that copy instead of loading again.
 # UPLOAD_RATE=BYTES sets the nodes' `backup_upload_bytes_per_second` (their
-# default is 32 MiB/s; 0 = unlimited).
+# default is 8 MiB/s; 0 = unlimited).
 #
 #   benches/backup.sh [RECORDS] [RATE] [DURATION_S] [OUT]
 #   MARKAB_BIN=/path/to/markab benches/backup.sh    # a prebuilt binary

@@ -15,7 +15,7 @@
 //! # beacon_interval_ms = 100
 //! # prepare_timeout_ms = 1000          # a secondary silent this long is reported to meta
 //! # metrics_listen = "127.0.0.1:9101"  # Prometheus text on /metrics (off when unset)
-//! # backup_upload_bytes_per_second = 33554432  # cold backup uploads, 0 = unlimited
+//! # backup_upload_bytes_per_second = 8388608  # cold backup uploads, 0 = unlimited
 //!
 //! # Cluster mode: S3 credentials for backup stores (default: the
 //! # environment's AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
@@ -126,10 +126,11 @@ fn default_backup_upload_bytes_per_second() -> u64 {
     BACKUP_UPLOAD_BYTES_PER_SECOND_DEFAULT
 }
 
-/// Default pace of a node's cold backup uploads (32 MiB/s: a fraction of
-/// a disk's and a network's bandwidth, so that foreground requests keep
-/// theirs).
-pub const BACKUP_UPLOAD_BYTES_PER_SECOND_DEFAULT: u64 = 32 * 1024 * 1024;
+/// Default pace of a node's cold backup uploads: 8 MiB/s, at which a
+/// YCSB run's p99 during back-to-back backups stayed within the noise of
+/// undisturbed runs on a 2-vCPU machine (32 MiB/s cost 2.4-11x there; see
+/// docs/BENCHMARKS.md). Machines with headroom raise it.
+pub const BACKUP_UPLOAD_BYTES_PER_SECOND_DEFAULT: u64 = 8 * 1024 * 1024;
 
 /// Default interval between a node's beacons to meta.
 pub const BEACON_INTERVAL_MS_DEFAULT: u64 = 100;
@@ -168,7 +169,7 @@ pub struct NodeConfig {
     /// Where to serve Prometheus metrics on `/metrics` (off when unset).
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Cluster mode: the node's upload rate for partition backups, in
-    /// bytes per second (0 = unlimited; default 32 MiB/s).
+    /// bytes per second (0 = unlimited; default 8 MiB/s).
     pub backup_upload_bytes_per_second: u64,
     /// S3 credentials of `[backup]`, if given (else the environment's).
     pub backup_credentials: Option<crate::backup::StoreCredentials>,
