@@ -5,12 +5,37 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Bound on moto's start: a Python process importing Flask and moto on a busy 2-core machine.
 pub const MOTO_START_BOUND: Duration = Duration::from_secs(20);
+
+/// Where `moto_server` is: `.moto-venv/bin/` in the first directory holding one, going up from
+/// the running test's package (`CARGO_MANIFEST_DIR` as cargo sets it when it runs the test), then
+/// from where this crate was compiled. Looked up at run time: one build directory serves several
+/// checkouts, and cargo reuses this crate's build from whichever compiled it first.
+fn moto_server() -> PathBuf {
+    let relative = Path::new(".moto-venv/bin/moto_server");
+    let starts = [
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+    ];
+    for start in starts.into_iter().flatten() {
+        if let Some(found) = start
+            .ancestors()
+            .map(|directory| directory.join(relative))
+            .find(|program| program.exists())
+        {
+            return found;
+        }
+    }
+    panic!(
+        "{} is missing: run scripts/setup.sh (it installs moto[server]==5.2.5 into .moto-venv)",
+        relative.display()
+    );
+}
 
 /// A running `moto_server`, killed (by pid) and reaped on drop.
 pub struct Moto {
@@ -21,16 +46,7 @@ pub struct Moto {
 impl Moto {
     /// Starts `moto_server` on a free port with `environment` added, and waits until it answers.
     pub fn start(environment: &[(&str, &str)]) -> Moto {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("blocks/ has a parent")
-            .to_path_buf();
-        let program = root.join(".moto-venv/bin/moto_server");
-        assert!(
-            program.exists(),
-            "{} is missing: run scripts/setup.sh (it installs moto[server]==5.2.5 into .moto-venv)",
-            program.display()
-        );
+        let program = moto_server();
         let port = free_port();
         let child = Command::new(&program)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
