@@ -173,6 +173,24 @@ fn restore(cluster: &Cluster, url: &str, id: u64, table: &str) {
         },
     );
     assert_eq!(field(&started, "partitions"), PARTITIONS.to_string());
+    restore_status_until(cluster, table, "serving", |status| {
+        let now = field(status, "status");
+        if now.starts_with("serving") {
+            return true;
+        }
+        assert_eq!(now, "restoring", "{status:?}");
+        false
+    });
+}
+
+/// Polls `query_restore_status` of `table` (bounded) until `done` holds of
+/// its answer, and returns that answer; `what` names the wait.
+fn restore_status_until(
+    cluster: &Cluster,
+    table: &str,
+    what: &str,
+    done: impl Fn(&[(String, String)]) -> bool,
+) -> Vec<(String, String)> {
     let deadline = Instant::now() + BACKUP_TIMEOUT;
     loop {
         let status = pairs_of(
@@ -181,15 +199,14 @@ fn restore(cluster: &Cluster, url: &str, id: u64, table: &str) {
                 table: table.into(),
             },
         );
-        if field(&status, "status").starts_with("serving") {
-            return;
+        if done(&status) {
+            return status;
         }
-        assert_eq!(field(&status, "status"), "restoring", "{status:?}");
         assert!(
             Instant::now() < deadline,
-            "restore of {table} not done after {BACKUP_TIMEOUT:?}: {status:?}"
+            "restore of {table}: not {what} after {BACKUP_TIMEOUT:?}: {status:?}"
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -591,20 +608,9 @@ fn a_damaged_backup_restores_nothing() {
         },
     );
     let app_id: i32 = field(&started, "app_id").parse().unwrap();
-    let deadline = Instant::now() + BACKUP_TIMEOUT;
-    let status = loop {
-        let status = pairs_of(
-            &cluster,
-            BackupRequest::QueryRestore {
-                table: RESTORED.into(),
-            },
-        );
-        if field(&status, "status").starts_with("failed") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no failure: {status:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = restore_status_until(&cluster, RESTORED, "failed", |status| {
+        field(status, "status").starts_with("failed")
+    });
     let reason = field(&status, "status");
     assert!(reason.contains(&damaged.key), "{reason}");
     assert!(reason.contains("the table was removed"), "{reason}");
@@ -863,23 +869,11 @@ fn a_cancelled_restore_leaves_nothing_behind() {
     );
     let app_id: i32 = field(&started, "app_id").parse().unwrap();
     // The other nodes install their partitions; node 0's wait.
-    let deadline = Instant::now() + BACKUP_TIMEOUT;
-    loop {
-        let status = pairs_of(
-            &cluster,
-            BackupRequest::QueryRestore {
-                table: RESTORED.into(),
-            },
-        );
-        if status
+    restore_status_until(&cluster, RESTORED, "partly restored", |status| {
+        status
             .iter()
             .any(|(_, value)| value.starts_with("restored"))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "nothing restored: {status:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     let cancelled = pairs_of(
         &cluster,
         BackupRequest::CancelRestore {

@@ -324,18 +324,12 @@ impl BackupJobs {
     }
 
     /// Records a job's start (its abort handle); one forgotten meanwhile
-    /// is aborted at once. Returns whether it runs.
-    fn started(&self, key: JobKey, abort: tokio::task::AbortHandle) -> bool {
+    /// is aborted at once (it then ends as cancelled).
+    fn started(&self, key: JobKey, abort: tokio::task::AbortHandle) {
         let mut jobs = self.jobs.lock().expect("backup jobs lock");
         match jobs.get_mut(&key) {
-            Some(job) => {
-                job.abort = Some(abort);
-                true
-            }
-            None => {
-                abort.abort();
-                false
-            }
+            Some(job) => job.abort = Some(abort),
+            None => abort.abort(),
         }
     }
 
@@ -469,7 +463,6 @@ async fn work(
                     Ok(store) => {
                         let task = start_job(&mut running, &owner, store, submission);
                         keys.insert(task.id(), key);
-                        // Forgotten meanwhile: it ends as cancelled.
                         owner.started(key, task);
                     }
                     Err(error) => owner.finished(key, Err(error.to_string())),

@@ -196,13 +196,18 @@ pub struct StoredTable {
 }
 
 impl StoredTable {
-    /// Whether partition `index` still waits for its checkpoint: it is
-    /// neither routed nor assigned, and no reconfiguration touches it
-    /// (**restore-before-serve**).
-    fn waits_for_restore(&self, index: usize) -> bool {
-        self.restore
-            .as_ref()
-            .is_some_and(|restore| restore.partitions.get(index).is_none_or(|p| !p.done))
+    /// The partitions that serve or may, by index: all but those of a
+    /// restore still waiting for their checkpoint, which are neither
+    /// assigned nor reconfigured (**restore-before-serve**).
+    fn live_partitions(&self) -> impl Iterator<Item = (usize, &StoredPartition)> {
+        self.partitions.iter().enumerate().filter(|(index, _)| {
+            self.restore.as_ref().is_none_or(|restore| {
+                restore
+                    .partitions
+                    .get(*index)
+                    .is_some_and(|partition| partition.done)
+            })
+        })
     }
 
     fn info(&self, app_id: i32) -> TableInfo {
@@ -696,10 +701,7 @@ impl MetaState {
             if !table.is_available() {
                 continue;
             }
-            for (index, partition) in table.partitions.iter().enumerate() {
-                if table.waits_for_restore(index) {
-                    continue;
-                }
+            for (index, partition) in table.live_partitions() {
                 let members = ReplicaMembers::of(partition, &[]);
                 let dead: BTreeSet<NodeId> = members
                     .names
@@ -754,10 +756,7 @@ impl MetaState {
             if !table.is_available() {
                 continue;
             }
-            for (index, partition) in table.partitions.iter().enumerate() {
-                if table.waits_for_restore(index) {
-                    continue;
-                }
+            for (index, partition) in table.live_partitions() {
                 let members = ReplicaMembers::of(partition, &[]);
                 let Some(id) = members.id(node) else { continue };
                 let gpid = Gpid {
@@ -825,10 +824,7 @@ impl MetaState {
                 continue;
             }
             let replica_count = table.replica_count.max(1) as usize;
-            for (index, partition) in table.partitions.iter().enumerate() {
-                if table.waits_for_restore(index) {
-                    continue;
-                }
+            for (index, partition) in table.live_partitions() {
                 if partition.places().count() >= replica_count {
                     continue;
                 }
@@ -1348,10 +1344,7 @@ impl MetaState {
             if !table.is_available() {
                 continue;
             }
-            for (index, partition) in table.partitions.iter().enumerate() {
-                if table.waits_for_restore(index) {
-                    continue;
-                }
+            for (index, partition) in table.live_partitions() {
                 let gpid = Gpid {
                     app_id: *app_id,
                     partition_index: index as i32,
