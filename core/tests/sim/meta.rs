@@ -19,8 +19,8 @@ use markab_core::meta::store::{MemoryMetaStore, MetaStore};
 use markab_core::replication::config::ReplicationSettings;
 use markab_core::replication::messages::{Ballot, NodeId, PartitionConfig};
 use markab_core::wire::message::{
-    BackupRequest, BalancerRequest, BeaconAck, CreateTableRequest, NodeBeacon, Request,
-    ResponseBody,
+    BackupPolicySpec, BackupRequest, BalancerRequest, BeaconAck, CreateTableRequest, NodeBeacon,
+    Request, ResponseBody,
 };
 
 use super::model::{node_name, parse_address, shard_address, PartitionId};
@@ -248,6 +248,31 @@ impl SimMeta {
                 .and_then(|(_, id)| id.parse().ok()),
             _ => None,
         }
+    }
+
+    /// Adds the policy `sim`: the table every `interval_seconds` from
+    /// 00:00, keeping `keep` (the production request).
+    pub fn add_policy(&mut self, interval_seconds: u64, keep: u32, now_ms: u64) {
+        let request = Request::Backup(BackupRequest::AddPolicy(BackupPolicySpec {
+            name: "sim".into(),
+            tables: vec!["sim".into()],
+            url: SIM_BACKUP_URL.into(),
+            interval_seconds,
+            start_time: "00:00".into(),
+            keep,
+        }));
+        let added = execute(
+            &mut self.state,
+            &mut self.store,
+            &request,
+            MetaTime::from(now_ms),
+        );
+        assert!(added.is_ok(), "the policy is added: {added:?}");
+    }
+
+    /// Every backup meta records, by id.
+    pub fn backups(&self) -> &BTreeMap<u64, StoredBackup> {
+        &self.state.data().backups
     }
 
     /// What meta's IO layer has to do for its backups now.

@@ -141,6 +141,8 @@ pub struct SimSettings {
     pub lively: bool,
     /// When an operator asks for a backup of the table, if one does.
     pub backup_at_ms: Option<u64>,
+    /// Instead, a backup policy runs from the start (every 2 s, keeping 1).
+    pub backup_policy: bool,
     pub clients: usize,
     pub keys: usize,
     /// Faults (crashes, cuts, drops) happen before this time.

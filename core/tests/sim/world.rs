@@ -146,9 +146,11 @@ pub struct World {
     last_restart_ms: u64,
     /// Sub-millisecond order of history timestamps.
     history_tick: u64,
-    /// The backup asked for, once meta took it: its id and the decrees
-    /// acknowledged to clients by then.
-    backup: Option<(u64, BTreeMap<PartitionId, Decree>)>,
+    /// The backup asked for, once meta took it.
+    backup: Option<u64>,
+    /// Every backup meta started, with the decrees acknowledged to clients
+    /// by then.
+    acked_at_start: BTreeMap<u64, BTreeMap<PartitionId, Decree>>,
 }
 
 impl World {
@@ -159,6 +161,7 @@ impl World {
             partitions: rng.random_range(1..=2),
             lively: false,
             backup_at_ms: None,
+            backup_policy: false,
             clients: rng.random_range(2..=4),
             keys: rng.random_range(2..=6),
             faults_until_ms: 8_000,
@@ -203,6 +206,9 @@ impl World {
         settings.backup_at_ms = backup_rng
             .random_bool(0.5)
             .then(|| backup_rng.random_range(500..6_000));
+        // A quarter of the others run a backup policy instead.
+        settings.backup_policy = settings.backup_at_ms.is_none()
+            && StdRng::seed_from_u64(seed ^ 0x706f_6c69_6379).random_bool(0.5);
         replication.validate().expect("drawn settings are valid");
         let ids: Vec<NodeId> = (1..=nodes_count).map(NodeId).collect();
         let shapes: Vec<(NodeId, usize, u64)> = ids
@@ -289,6 +295,7 @@ impl World {
             last_restart_ms: 0,
             history_tick: 0,
             backup: None,
+            acked_at_start: BTreeMap::new(),
         };
         world.note(format!(
             "settings {:?} {:?} nodes (id, shards, clock offset) {shapes:?}",
@@ -300,6 +307,9 @@ impl World {
         world.schedule(0, Event::MetaTick);
         if let Some(at_ms) = world.settings.backup_at_ms {
             world.schedule(at_ms, Event::BackupStart);
+        }
+        if world.settings.backup_policy {
+            world.meta.add_policy(2, 1, 0);
         }
         world.schedule(FAULT_TICK_MS, Event::FaultTick);
         for client in 0..world.settings.clients {
@@ -658,7 +668,8 @@ impl World {
                 match started {
                     Some(id) => {
                         self.note(format!("backup {id} starts"));
-                        self.backup = Some((id, self.invariants.acked()));
+                        self.backup = Some(id);
+                        self.acked_at_start.insert(id, self.invariants.acked());
                     }
                     // Meta is down or refused: the operator asks again.
                     None => self.schedule(self.now_ms + 200, Event::BackupStart),
@@ -905,12 +916,27 @@ impl World {
 
     /// **backup-completes**: a backup asked for during the faults is
     /// complete after the quiet period that follows them (it never fails:
-    /// the simulated store does not).
+    /// the simulated store does not); a policy has completed a backup, and
+    /// keeps no more complete ones than its count (1).
     fn check_backup_completed(&self) -> Result<(), String> {
+        if self.settings.backup_policy {
+            let complete = self
+                .meta
+                .backups()
+                .values()
+                .filter(|backup| backup.status == BackupStatus::Complete && !backup.expired)
+                .count();
+            return match complete {
+                1 => Ok(()),
+                count => Err(format!(
+                    "backup-completes: the policy keeps 1 complete backup, meta lists {count}"
+                )),
+            };
+        }
         if self.settings.backup_at_ms.is_none() {
             return Ok(());
         }
-        let Some((id, _)) = self.backup else {
+        let Some(id) = self.backup else {
             return Err("backup-completes: meta never took the backup".into());
         };
         match self.meta.backup(id).map(|backup| backup.status) {
@@ -921,12 +947,24 @@ impl World {
         }
     }
 
-    /// Meta's IO work for backups, done at once: a backup whose partitions
-    /// are all in is checked (**backup-holds-acknowledged**) and its
-    /// manifest "written".
+    /// Meta's IO work for backups, done at once: a backup meta just started
+    /// (by request or by its policy's tick) notes the decrees acknowledged
+    /// by then; one whose partitions are all in is checked
+    /// (**backup-holds-acknowledged**) and its manifest "written"; failed
+    /// and expired ones are "removed".
     fn backup_io(&mut self) -> Result<(), String> {
         if !self.meta.is_up() {
             return Ok(());
+        }
+        let started: Vec<u64> = self
+            .meta
+            .backups()
+            .keys()
+            .filter(|id| !self.acked_at_start.contains_key(id))
+            .copied()
+            .collect();
+        for id in started {
+            self.acked_at_start.insert(id, self.invariants.acked());
         }
         for work in self.meta.backup_work() {
             if let BackupWork::WriteManifest { backup_id, backup } = &work {
@@ -939,12 +977,8 @@ impl World {
                         (index as PartitionId, decree.max(0) as Decree)
                     })
                     .collect();
-                let Some((_, acked_at_start)) = self.backup.as_ref() else {
-                    return Err(format!(
-                        "backup {backup_id} completes, but none was asked for"
-                    ));
-                };
-                self.invariants.check_backup(acked_at_start, &decrees)?;
+                self.invariants
+                    .check_backup(&self.acked_at_start[backup_id], &decrees)?;
                 self.note(format!(
                     "backup {backup_id} complete at decrees {decrees:?}"
                 ));
