@@ -19,6 +19,7 @@ fn envelope() -> Envelope {
             partition_index: 7,
         },
         partition_hash: 0xae8b_1486_0a79_9888,
+        partition_count: 0,
     }
 }
 

@@ -54,6 +54,7 @@ fn envelope(request_id: u64, hash_key: &[u8], sort_key: &[u8]) -> Envelope {
             partition_index: key::partition_index(partition_hash, PARTITIONS) as i32,
         },
         partition_hash,
+        partition_count: 0,
     }
 }
 

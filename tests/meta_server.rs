@@ -171,6 +171,7 @@ fn beacon() -> Request {
         replicas: Vec::new(),
         incarnation: 1,
         backups: Vec::new(),
+        splits: Vec::new(),
     })
 }
 

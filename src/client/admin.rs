@@ -166,6 +166,18 @@ impl Client {
         }
     }
 
+    /// A request to meta about partition splits (docs/split.md), answered
+    /// with pairs.
+    pub async fn partition_split(
+        &self,
+        request: markab_wire::SplitRequest,
+    ) -> Result<Vec<(String, String)>, ClientError> {
+        match self.meta_request(Request::PartitionSplit(request)).await? {
+            ResponseBody::Pairs(pairs) => Ok(pairs),
+            other => Err(unexpected("partition_split", &other)),
+        }
+    }
+
     /// Sets (inserts or replaces) environment entries of a table.
     pub async fn set_app_envs(
         &self,

@@ -47,7 +47,9 @@ const _: () = assert!(ROUTED_ATTEMPTS_MAX >= 2 && ROUTED_ATTEMPTS_MAX <= 8);
 const _: () = assert!(RETRY_BACKOFF_INITIAL.as_millis() < ROUTE_REFRESH_INTERVAL_MIN.as_millis());
 
 /// Node answers meaning "not executed here: the route is stale".
-const ROUTE_ERROR_CODES: [ErrorCode; 6] = [
+const ROUTE_ERROR_CODES: [ErrorCode; 8] = [
+    ErrorCode::StaleRoute,
+    ErrorCode::Splitting,
     ErrorCode::NotHosted,
     ErrorCode::NotPrimary,
     ErrorCode::WrongShard,
@@ -67,9 +69,12 @@ pub(crate) struct MetaServers {
 /// One table's cached route, shared by every handle of the table.
 pub(crate) struct RouteCell {
     pub(crate) name: String,
-    /// Fixed for the table's life: a refresh that changes them means the
+    /// Fixed for the table's life: a refresh that changes it means the
     /// name now belongs to another table.
     pub(crate) app_id: i32,
+    /// The count the table had when first routed: a split only doubles it,
+    /// so a refresh with a count that is not a multiple of it means the
+    /// name now belongs to another table.
     pub(crate) partition_count: u32,
     current: Mutex<Arc<Route>>,
     /// When the route was last asked of meta; held while asking, so
@@ -140,6 +145,7 @@ fn meta_request_changes_state(request: &Request) -> bool {
             | Request::RecallTable { .. }
             | Request::SetAppEnvs { .. }
             | Request::Beacon(_)
+            | Request::PartitionSplit(_)
     )
 }
 
@@ -167,14 +173,27 @@ impl ClientInner {
             }
         }
         let mut backoff = RETRY_BACKOFF_INITIAL;
-        for attempt in 1..=ROUTED_ATTEMPTS_MAX {
+        let mut attempt = 0;
+        loop {
+            // A key's partition under the route's count, which a split
+            // doubles; a whole-partition target keeps the count it was
+            // planned for (its caller plans again on STALE_ROUTE).
+            let (partition_index, partition_count) = if target.keyed {
+                let count = route.partition_count.max(1) as u32;
+                (
+                    markab_core::key::partition_index(target.partition_hash, count),
+                    count,
+                )
+            } else {
+                (target.partition_index, target.partition_count)
+            };
             let partition = route
                 .partitions
-                .get(target.partition_index as usize)
+                .get(partition_index as usize)
                 .ok_or_else(|| {
                     ClientError::Protocol(format!(
-                        "partition {} missing from the route of {}",
-                        target.partition_index, cell.name
+                        "partition {partition_index} missing from the route of {}",
+                        cell.name
                     ))
                 })?;
             let envelope = Envelope {
@@ -185,6 +204,7 @@ impl ClientInner {
                     partition_index: partition.partition_index,
                 },
                 partition_hash: target.partition_hash,
+                partition_count: partition_count as i32,
             };
             let (error, refresh) = match self
                 .attempt(
@@ -201,6 +221,14 @@ impl ClientInner {
                 Attempt::Retry(error) => (error, true),
                 Attempt::Wait(error) => (error, false),
             };
+            // A partition splitting answers until its child serves (a
+            // fraction of a second): those tries count against the
+            // operation's timeout only.
+            let splitting =
+                matches!(&error, ClientError::Server(error) if error.code == ErrorCode::Splitting);
+            if !splitting {
+                attempt += 1;
+            }
             if attempt == ROUTED_ATTEMPTS_MAX {
                 if refresh {
                     cell.mark_stale();
@@ -229,7 +257,14 @@ impl ClientInner {
                 continue;
             }
             match self.refresh_route(cell, &route, deadline).await {
-                Ok(fresh) => route = fresh,
+                Ok(fresh) => {
+                    route = fresh;
+                    // The count changed under a whole-partition target:
+                    // its caller plans again.
+                    if !target.keyed && route.partition_count as u32 != target.partition_count {
+                        return Err(error);
+                    }
+                }
                 Err(
                     refresh_error @ (ClientError::UnknownTable(_)
                     | ClientError::TableReplaced { .. }),
@@ -241,7 +276,6 @@ impl ClientInner {
                 }
             }
         }
-        unreachable!("the loop returns on its last attempt")
     }
 
     /// One try of a routed request at `address`.
@@ -265,6 +299,14 @@ impl ClientInner {
         };
         match connection.call(envelope, request, deadline, timeout).await {
             Ok(Ok(body)) => Attempt::Done(Ok(body)),
+            // A cursor lives on the partition it was opened on: its scan
+            // plans again (**route-version**).
+            Ok(Err(error))
+                if error.code == ErrorCode::StaleRoute
+                    && matches!(request, Request::Scan { .. } | Request::ClearScanner { .. }) =>
+            {
+                Attempt::Done(Err(ClientError::Server(error)))
+            }
             Ok(Err(error)) if ROUTE_ERROR_CODES.contains(&error.code) => {
                 Attempt::Retry(ClientError::Server(error))
             }
@@ -322,7 +364,8 @@ impl ClientInner {
                 return Err(error);
             }
         };
-        if route.app_id != cell.app_id || route.partition_count as u32 != cell.partition_count {
+        let count = route.partition_count.max(1) as u32;
+        if route.app_id != cell.app_id || !count.is_multiple_of(cell.partition_count.max(1)) {
             self.forget_route(cell);
             return Err(ClientError::TableReplaced {
                 table: cell.name.clone(),

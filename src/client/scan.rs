@@ -80,21 +80,40 @@ pub(crate) struct ScanBatch {
 
 /// Walks the partitions in `targets` in turn: `GetScanner` opens a cursor on
 /// a partition, `Scan` continues it until the node reports it complete.
+///
+/// A split while it runs (`STALE_ROUTE`): the partition being scanned is
+/// scanned again as the partitions its keys went to under the new count,
+/// skipping every record at or before the last one returned — partitions
+/// keep the storage order, so no record comes twice and none is missed
+/// that was there throughout. A count-only scan cannot skip: it fails with
+/// `STALE_ROUTE` and [`Table::count`] counts again.
 pub(crate) struct ScanCursor {
     table: Table,
     request: ScanRequest,
-    targets: VecDeque<Target>,
-    /// The partition being scanned and its open cursor, if any.
-    open: Option<(Target, i64)>,
+    /// Partitions to scan, each with the raw key to skip to (records at or
+    /// before it were returned already).
+    targets: VecDeque<(Target, Option<Vec<u8>>)>,
+    /// The partition being scanned, its open cursor, and its skip key.
+    open: Option<(Target, i64, Option<Vec<u8>>)>,
+    /// The raw key of the last record returned from the partition being
+    /// scanned.
+    last: Option<Vec<u8>>,
+    /// Times the scan was planned again after a split.
+    replans: usize,
 }
+
+/// Most times one scan plans again after splits.
+const SCAN_REPLANS_MAX: usize = 4;
 
 impl ScanCursor {
     pub(crate) fn new(table: Table, request: ScanRequest, targets: Vec<Target>) -> ScanCursor {
         ScanCursor {
             table,
             request,
-            targets: targets.into(),
+            targets: targets.into_iter().map(|target| (target, None)).collect(),
             open: None,
+            last: None,
+            replans: 0,
         }
     }
 
@@ -102,43 +121,95 @@ impl ScanCursor {
     /// error the cursor is finished (its server context, if any, is
     /// cleared).
     pub(crate) async fn next_batch(&mut self) -> Result<Option<ScanBatch>, ClientError> {
-        let (target, request) = match self.open {
-            Some((target, context_id)) => (target, Request::Scan { context_id }),
-            None => match self.targets.pop_front() {
-                Some(target) => (target, Request::GetScanner(self.request.clone())),
-                None => return Ok(None),
-            },
-        };
-        let result = self.table.call(target, &request).await;
-        let body = match result {
-            Ok(body) => body,
-            Err(error) => {
-                self.finish();
-                return Err(error);
-            }
-        };
-        match body {
-            ResponseBody::Scan {
-                records,
-                count,
-                context_id,
-            } => {
-                if context_id == SCAN_CONTEXT_COMPLETE {
-                    self.open = None;
-                } else if context_id >= 0 {
-                    self.open = Some((target, context_id));
-                } else {
-                    self.finish();
-                    return Err(ClientError::Protocol(format!(
-                        "scan answered context id {context_id}"
-                    )));
+        loop {
+            let (target, request, skip) = match self.open.take() {
+                Some((target, context_id, skip)) => (target, Request::Scan { context_id }, skip),
+                None => match self.targets.pop_front() {
+                    Some((target, skip)) => {
+                        self.last = None;
+                        (target, Request::GetScanner(self.request.clone()), skip)
+                    }
+                    None => return Ok(None),
+                },
+            };
+            let result = self.table.call(target, &request).await;
+            let body = match result {
+                Ok(body) => body,
+                Err(error)
+                    if super::table::is_stale_route(&error)
+                        && !self.request.only_return_count
+                        && self.replans < SCAN_REPLANS_MAX =>
+                {
+                    self.replans += 1;
+                    let skip = match (self.last.take(), skip) {
+                        (Some(last), _) => Some(last),
+                        (None, skip) => skip,
+                    };
+                    self.replan(target, skip);
+                    continue;
                 }
-                Ok(Some(ScanBatch { records, count }))
-            }
-            other => {
-                self.finish();
-                Err(unexpected(request.name(), &other))
-            }
+                Err(error) => {
+                    self.finish();
+                    return Err(error);
+                }
+            };
+            return match body {
+                ResponseBody::Scan {
+                    mut records,
+                    count,
+                    context_id,
+                } => {
+                    if let Some(skip) = &skip {
+                        records.retain(|record| {
+                            markab_core::key::encode_key(&record.hash_key, &record.sort_key)
+                                .is_ok_and(|raw| raw > *skip)
+                        });
+                    }
+                    if let Some(record) = records.last() {
+                        self.last =
+                            markab_core::key::encode_key(&record.hash_key, &record.sort_key).ok();
+                    }
+                    if context_id == SCAN_CONTEXT_COMPLETE {
+                        self.open = None;
+                    } else if context_id >= 0 {
+                        self.open = Some((target, context_id, skip));
+                    } else {
+                        self.finish();
+                        return Err(ClientError::Protocol(format!(
+                            "scan answered context id {context_id}"
+                        )));
+                    }
+                    Ok(Some(ScanBatch { records, count }))
+                }
+                other => {
+                    self.finish();
+                    Err(unexpected(request.name(), &other))
+                }
+            };
+        }
+    }
+
+    /// Queues, in place of `target`, the partitions its keys belong to
+    /// under the route's count now, each skipping to `skip`.
+    fn replan(&mut self, target: Target, skip: Option<Vec<u8>>) {
+        if target.keyed {
+            // The key's partition is computed again when it is sent.
+            self.targets.push_front((target, skip));
+            return;
+        }
+        let count = self.table.partition_count();
+        let old = target.partition_count.max(1);
+        let successors: Vec<Target> = (0..count)
+            .filter(|index| index % old == target.partition_index)
+            .map(|partition_index| Target {
+                partition_index,
+                partition_hash: 0,
+                partition_count: count,
+                keyed: false,
+            })
+            .collect();
+        for successor in successors.into_iter().rev() {
+            self.targets.push_front((successor, skip.clone()));
         }
     }
 
@@ -151,7 +222,7 @@ impl ScanCursor {
     /// Sends a best-effort `ClearScanner` for the open cursor, if any, from
     /// a detached task (the node also expires idle cursors).
     fn clear_open(&mut self) {
-        let Some((target, context_id)) = self.open.take() else {
+        let Some((target, context_id, _)) = self.open.take() else {
             return;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {

@@ -31,6 +31,13 @@ pub struct MultiGetResult {
 pub(crate) struct Target {
     pub(crate) partition_index: u32,
     pub(crate) partition_hash: u64,
+    /// The partition count `partition_index` was computed for: the route
+    /// version sent with the request.
+    pub(crate) partition_count: u32,
+    /// Routed by one key's hash: after a split the partition is computed
+    /// again from the new count. A target of a whole partition (a batch
+    /// group, a full scan) is not: its caller plans again.
+    pub(crate) keyed: bool,
 }
 
 /// An open table. Cheap to clone; clones share the client's connections.
@@ -66,9 +73,10 @@ impl Table {
         self.route.app_id
     }
 
-    /// The table's partition count (fixed at creation).
+    /// The table's partition count as the route in use has it (a split
+    /// doubles it).
     pub fn partition_count(&self) -> u32 {
-        self.route.partition_count
+        self.route.current().partition_count.max(1) as u32
     }
 
     /// The route in use now: each partition's serving address and ballot
@@ -80,9 +88,12 @@ impl Table {
     /// The partition and hash a key routes to.
     pub(crate) fn target(&self, hash_key: &[u8], sort_key: &[u8]) -> Target {
         let hash = partition_hash(hash_key, sort_key);
+        let partition_count = self.partition_count();
         Target {
-            partition_index: partition_index(hash, self.partition_count()),
+            partition_index: partition_index(hash, partition_count),
             partition_hash: hash,
+            partition_count,
+            keyed: true,
         }
     }
 
@@ -115,6 +126,7 @@ impl Table {
                 partition_index: partition.partition_index,
             },
             partition_hash: target.partition_hash,
+            partition_count: target.partition_count as i32,
         };
         self.client
             .call(&partition.address, envelope, request)
@@ -382,11 +394,25 @@ impl Table {
         for key in &keys {
             check_hash_key(&key.hash_key, true)?;
         }
+        // A split while the batch runs: group again under the new count.
+        let mut plans = 1;
+        loop {
+            match self.batch_get_once(keys.clone()).await {
+                Err(error) if is_stale_route(&error) && plans < PLANS_MAX => plans += 1,
+                result => return result,
+            }
+        }
+    }
+
+    async fn batch_get_once(&self, keys: Vec<Key>) -> Result<Vec<Record>, ClientError> {
+        let partition_count = self.partition_count();
         // partition index -> (its keys, their positions in `keys`).
         let mut groups: BTreeMap<u32, (Vec<Key>, Vec<usize>)> = BTreeMap::new();
         for (position, key) in keys.into_iter().enumerate() {
-            let target = self.target(&key.hash_key, &key.sort_key);
-            let group = groups.entry(target.partition_index).or_default();
+            let hash = partition_hash(&key.hash_key, &key.sort_key);
+            let group = groups
+                .entry(partition_index(hash, partition_count))
+                .or_default();
             group.0.push(key);
             group.1.push(position);
         }
@@ -396,6 +422,8 @@ impl Table {
             let target = Target {
                 partition_index: partition,
                 partition_hash: 0,
+                partition_count,
+                keyed: false,
             };
             async move {
                 let request = Request::BatchGet { keys };
@@ -472,24 +500,39 @@ impl Table {
 
     /// Counts the records of the table that pass the options' filters, by a
     /// full scan that returns only counts.
+    /// A split while it counts starts it again under the new count.
     pub async fn count(&self, options: ScanOptions) -> Result<i64, ClientError> {
-        let mut cursor = ScanCursor::new(
-            self.clone(),
-            options.to_request(ScanRange::Full, true),
-            self.all_partitions(),
-        );
-        let mut total: i64 = 0;
-        while let Some(batch) = cursor.next_batch().await? {
-            total = total.saturating_add(batch.count);
+        let mut plans = 1;
+        loop {
+            let mut cursor = ScanCursor::new(
+                self.clone(),
+                options.to_request(ScanRange::Full, true),
+                self.all_partitions(),
+            );
+            let mut total: i64 = 0;
+            let counted = loop {
+                match cursor.next_batch().await {
+                    Ok(Some(batch)) => total = total.saturating_add(batch.count),
+                    Ok(None) => break Ok(total),
+                    Err(error) => break Err(error),
+                }
+            };
+            match counted {
+                Err(error) if is_stale_route(&error) && plans < PLANS_MAX => plans += 1,
+                result => return result,
+            }
         }
-        Ok(total)
     }
 
-    fn all_partitions(&self) -> Vec<Target> {
-        (0..self.partition_count())
+    /// One target per partition of the route in use.
+    pub(crate) fn all_partitions(&self) -> Vec<Target> {
+        let partition_count = self.partition_count();
+        (0..partition_count)
             .map(|partition_index| Target {
                 partition_index,
                 partition_hash: 0,
+                partition_count,
+                keyed: false,
             })
             .collect()
     }
@@ -524,6 +567,15 @@ fn align_batch(
 
 /// Checks a hash key's length; `allow_empty` for single-record operations
 /// (an empty hash key routes by the sort key, as in Pegasus).
+/// Most times a multi-partition operation is planned again after splits
+/// while it runs.
+const PLANS_MAX: usize = 4;
+
+/// Whether `error` says the table's partition count changed (a split).
+pub(crate) fn is_stale_route(error: &ClientError) -> bool {
+    matches!(error, ClientError::Server(error) if error.code == markab_wire::ErrorCode::StaleRoute)
+}
+
 fn check_hash_key(hash_key: &[u8], allow_empty: bool) -> Result<(), ClientError> {
     if hash_key.is_empty() && !allow_empty {
         return Err(ClientError::invalid_argument("hash key must not be empty"));

@@ -611,6 +611,7 @@ mod tests {
             replicas: Vec::new(),
             incarnation: 1,
             backups: Vec::new(),
+            splits: Vec::new(),
         })
     }
 

@@ -171,6 +171,7 @@ mod tests {
                     },
                     secondaries: Vec::new(),
                     learners: Vec::new(),
+                    split_child: false,
                 }],
                 ..StoredTable::default()
             },

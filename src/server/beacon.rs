@@ -253,6 +253,7 @@ fn beacon_loop(
                 .get()
                 .map(|jobs| jobs.reports())
                 .unwrap_or_default(),
+            splits: layout.registry.split_reports(),
         };
         // The lease counts from the beacon's send time.
         let sent_ms = monotonic_ms();

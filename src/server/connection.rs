@@ -208,6 +208,17 @@ async fn dispatch(
         }
     };
     let local = owner == server.state.shard;
+    if local {
+        // A route of another partition count than a split left
+        // (**route-version**).
+        if let Err(error) = server
+            .state
+            .check_route(envelope.gpid, envelope.partition_count)
+        {
+            send_reply(server, replies, envelope.request_id, &Err(error)).await;
+            return;
+        }
+    }
     let started = Instant::now();
     if local && !request.is_write() {
         let response = server.state.serve_read(envelope.gpid, &request);
@@ -299,7 +310,13 @@ pub async fn serve_forwarded(server: &ShardServer, body: &[u8]) -> Vec<u8> {
         Ok((envelope, request)) => {
             // The owner counts forwarded requests; the forwarding shard does not.
             let started = Instant::now();
-            let response = server.state.serve(envelope.gpid, &request).await;
+            let response = match server
+                .state
+                .check_route(envelope.gpid, envelope.partition_count)
+            {
+                Ok(()) => server.state.serve(envelope.gpid, &request).await,
+                Err(error) => Err(error),
+            };
             observe(&server.metrics, &request, started, &response);
             (envelope.request_id, response)
         }

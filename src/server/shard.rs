@@ -44,6 +44,7 @@ use crate::server::peer::PeerLinks;
 use crate::storage::{
     Partition, RocksEngine, ShardStorage, StorageEngine, StorageLimits, StorageTuning,
 };
+use io::split_copies_on_disk;
 pub use io::{persist_log_floor, replica_dir, NodeIo, Wakes, BALLOT_FILE, COPY_MARKER_FILE};
 
 /// Records per scan batch when the request leaves it to the server.
@@ -317,6 +318,7 @@ impl ShardState {
                 wakes: wakes.clone(),
                 shard,
                 dropping: Rc::default(),
+                split_copies: Rc::new(RefCell::new(split_copies_on_disk(data_dir, shard))),
             },
             shard,
             layout.addresses[0].to_string(),
@@ -505,6 +507,12 @@ impl ShardState {
     /// Whether this shard hosts `gpid`.
     pub fn hosts(&self, gpid: Gpid) -> bool {
         self.host.borrow().hosts(gpid)
+    }
+
+    /// Refuses a request routed for another partition count than the
+    /// replica's (`STALE_ROUTE`: a split changed it).
+    pub fn check_route(&self, gpid: Gpid, partition_count: i32) -> Result<(), OpError> {
+        self.host.borrow().check_route(gpid, partition_count)
     }
 
     /// Serves any request addressed to a partition this shard owns.

@@ -38,6 +38,10 @@ pub(super) async fn execute(
             let pairs = client.backup(request).await?;
             write_pairs(&pairs, "(no backups)", out)?;
         }
+        Command::Split(request) => {
+            let pairs = client.partition_split(request).await?;
+            write_pairs(&pairs, "(meta reported nothing)", out)?;
+        }
         Command::ListTables { include_dropped } => {
             write_tables(&client.list_tables(include_dropped).await?, out)?;
         }

@@ -3,6 +3,7 @@
 use markab_wire::{
     BackupPolicyChange, BackupPolicySpec, BackupRequest, BalancerRequest, CheckAndSetRequest,
     CheckType, CreateTableRequest, FilterType, Gpid, MultiGetRequest, ProposedMove, SortKeyValue,
+    SplitRequest,
 };
 
 use super::escape::{tokenize, EscapeError};
@@ -165,6 +166,11 @@ pub const COMMANDS: &[CommandSpec] = &[
         name: "remove_node",
         usage: "remove_node NODE [-c]",
         summary: "move every replica off NODE and place nothing new on it; -c takes it back (meta mode)",
+    },
+    CommandSpec {
+        name: "partition_split",
+        usage: "partition_split start TABLE NEW_COUNT | query TABLE | pause TABLE | restart TABLE | cancel TABLE",
+        summary: "double TABLE's partitions while it serves (NEW_COUNT = twice the count), follow, pause, resume or give up the split (meta mode)",
     },
     CommandSpec {
         name: "backup",
@@ -355,6 +361,7 @@ pub enum Command {
     /// A request to meta's balancer.
     Balancer(BalancerRequest),
     Backup(BackupRequest),
+    Split(SplitRequest),
     ListTables {
         include_dropped: bool,
     },
@@ -391,6 +398,7 @@ impl Command {
                 | Command::Nodes
                 | Command::Balancer(_)
                 | Command::Backup(_)
+                | Command::Split(_)
                 | Command::ListTables { .. }
                 | Command::CreateTable(_)
                 | Command::DropTable { .. }
@@ -678,6 +686,28 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
             Command::Balancer(BalancerRequest::Propose(proposed))
         }
         "moves" => Command::Balancer(BalancerRequest::ListMoves),
+        "partition_split" => {
+            let action = parser.text_positional("action")?;
+            let table = parser.text_positional("table name")?;
+            Command::Split(match action.as_str() {
+                "start" => {
+                    let token = parser.positional()?;
+                    SplitRequest::Start {
+                        table,
+                        new_count: parser.number::<i32>(&token, "NEW_COUNT")?,
+                    }
+                }
+                "query" => SplitRequest::Query { table },
+                "pause" => SplitRequest::Pause { table },
+                "restart" => SplitRequest::Restart { table },
+                "cancel" => SplitRequest::Cancel { table },
+                other => {
+                    return Err(parser.usage(format!(
+                        "unknown action {other:?}: start, query, pause, restart or cancel"
+                    )))
+                }
+            })
+        }
         "backup" => {
             let table = parser.text_positional("table name")?;
             let options = parser.long_options(&["--to"])?;

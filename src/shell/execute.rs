@@ -24,6 +24,7 @@ pub(super) async fn execute(
         | Command::Nodes
         | Command::Balancer(_)
         | Command::Backup(_)
+        | Command::Split(_)
         | Command::ListTables { .. }
         | Command::CreateTable(_)
         | Command::DropTable { .. }

@@ -11,5 +11,6 @@ mod partition_tests;
 
 pub use markab_core::storage::*;
 pub use rocks::{
-    checkpoint_decree, is_corrupted, Checkpointer, RocksEngine, ShardStorage, StorageTuning,
+    checkpoint_decree, is_corrupted, set_checkpoint_decree, Checkpointer, RocksEngine,
+    ShardStorage, StorageTuning,
 };

@@ -268,7 +268,7 @@ impl ShardStorage {
         MEMTABLE_PREFIX_BLOOM_RATIO * (FULL_BLOOM_INSTANCES as f64 / opening as f64).min(1.0)
     }
 
-    fn options(&self) -> Options {
+    fn options(&self, owner: &Arc<AtomicU64>) -> Options {
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&self.block_cache);
         table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
@@ -297,7 +297,16 @@ impl ShardStorage {
             hash_key_prefix_of,
             Some(has_hash_key_prefix),
         ));
-        options.set_compaction_filter("markab.ttl", drop_expired);
+        // Expired records, and after a split the records of keys another
+        // partition owns now (**split-owned-only**).
+        let owner = owner.clone();
+        options.set_compaction_filter("markab.ttl", move |level, raw_key, raw_value| {
+            if is_foreign(owner.load(Ordering::Relaxed), raw_key) {
+                Decision::Remove
+            } else {
+                drop_expired(level, raw_key, raw_value)
+            }
+        });
         options.create_missing_column_families(true);
         // The data and the applied decree flush together
         // (**flushed-decree-consistent**).
@@ -325,6 +334,18 @@ fn prefix_len(raw_key: &[u8]) -> Option<usize> {
     (raw_key.len() >= len).then_some(len)
 }
 
+/// Whether `raw_key` belongs to another partition than `owner` (count in
+/// the high half, index in the low half; count 0 = owns every key).
+fn is_foreign(owner: u64, raw_key: &[u8]) -> bool {
+    let count = (owner >> 32) as u32;
+    if count == 0 {
+        return false;
+    }
+    key::decode_key(raw_key).is_some_and(|(hash_key, sort_key)| {
+        key::partition_index(key::partition_hash(hash_key, sort_key), count) != owner as u32
+    })
+}
+
 /// The TTL compaction filter: drops records expired by the system clock
 /// at the time of compaction; keeps anything it cannot decode.
 fn drop_expired(_level: u32, _raw_key: &[u8], raw_value: &[u8]) -> Decision {
@@ -338,6 +359,8 @@ fn drop_expired(_level: u32, _raw_key: &[u8], raw_value: &[u8]) -> Decision {
 const META_CF: &str = "markab_meta";
 /// The key of the last applied decree in [`META_CF`] (i64 little-endian).
 const APPLIED_DECREE_KEY: &[u8] = b"applied_decree";
+/// The partition count whose foreign records were last compacted away.
+const CLEANED_COUNT_KEY: &[u8] = b"split_cleaned_count";
 
 /// One RocksDB instance (one partition replica's data). RocksDB's WAL is
 /// off: the shard's mutation log is the write-ahead log, and every batch
@@ -356,6 +379,9 @@ pub struct RocksEngine {
     open_instances: Arc<AtomicUsize>,
     /// Bumped by every write, under the record cache's lock.
     generation: AtomicU64,
+    /// The partition this instance owns keys of, for its compaction
+    /// filter: count in the high half, index in the low (0 = every key).
+    owner: Arc<AtomicU64>,
 }
 
 fn lock(cache: &Mutex<RecordCache>) -> MutexGuard<'_, RecordCache> {
@@ -421,6 +447,29 @@ impl Checkpointer {
     }
 }
 
+/// Sets the applied decree of the closed instance (a checkpoint) at `dir`
+/// to `decree`: a split child starts at its parent's fence decree on every
+/// member, whatever decree each member's copy was taken at above it
+/// (docs/split.md, **copy-covers-fence**). Durable when it returns.
+pub fn set_checkpoint_decree(dir: &Path, decree: i64) -> Result<(), OpError> {
+    let what = || format!("setting the decree of {}", dir.display());
+    let mut options = Options::default();
+    options.set_atomic_flush(true);
+    let db = DB::open_cf(
+        &options,
+        dir,
+        [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, META_CF],
+    )
+    .map_err(|error| storage_error(&what(), error))?;
+    let meta = db
+        .cf_handle(META_CF)
+        .ok_or_else(|| storage_error(&what(), "no markab_meta family"))?;
+    db.put_cf(meta, APPLIED_DECREE_KEY, decree.to_le_bytes())
+        .and_then(|()| db.flush_cf(meta))
+        .map_err(|error| storage_error(&what(), error))?;
+    Ok(())
+}
+
 /// The applied decree stored in the checkpoint (or instance) at `dir`,
 /// opened read-only.
 pub fn checkpoint_decree(dir: &Path) -> Result<i64, OpError> {
@@ -473,7 +522,8 @@ impl RocksEngine {
     /// Opens (creating if missing) the instance at `path`, sharing the
     /// shard's cache, write-buffer budget and threads.
     pub fn open(path: &Path, shard: &ShardStorage) -> Result<RocksEngine, OpError> {
-        let options = shard.options();
+        let owner = Arc::new(AtomicU64::new(0));
+        let options = shard.options(&owner);
         let families = [
             ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, options.clone()),
             ColumnFamilyDescriptor::new(META_CF, shard.meta_options()),
@@ -499,6 +549,7 @@ impl RocksEngine {
                 shard.open_instances.clone()
             },
             generation: AtomicU64::new(0),
+            owner,
         })
     }
 
@@ -730,6 +781,46 @@ impl StorageEngine for RocksEngine {
                 &rocksdb::FlushOptions::default(),
             )
             .map_err(|error| storage_error("flushing RocksDB", error))
+    }
+
+    fn drop_foreign(&self, count: u32, index: u32) -> Result<(), OpError> {
+        self.owner.store(
+            (u64::from(count) << 32) | u64::from(index),
+            Ordering::Relaxed,
+        );
+        if count == 0 {
+            return Ok(());
+        }
+        let cleaned = self
+            .db
+            .get_cf(self.meta_cf(), CLEANED_COUNT_KEY)
+            .map_err(|error| storage_error("reading the cleaned count", error))?;
+        if cleaned.as_deref() == Some(&count.to_le_bytes()[..]) {
+            return Ok(());
+        }
+        // A full compaction runs the filter over every record, on a thread
+        // of its own (RocksDB's background threads do the work): the
+        // shard goes on serving. Recorded once done, so it runs once per
+        // split (a restart before it ends runs it again).
+        let db = self.db.clone();
+        let path = self.path.clone();
+        std::thread::Builder::new()
+            .name("markab-split-clean".into())
+            .spawn(move || {
+                db.compact_range::<&[u8], &[u8]>(None, None);
+                let meta = db.cf_handle(META_CF).expect("the meta family exists");
+                let mut options = WriteOptions::default();
+                options.disable_wal(true);
+                if let Err(error) =
+                    db.put_cf_opt(meta, CLEANED_COUNT_KEY, count.to_le_bytes(), &options)
+                {
+                    tracing::warn!(path = %path.display(), %error, "cannot record a split clean-up");
+                } else {
+                    tracing::info!(path = %path.display(), partitions = count, "dropped the records of moved keys");
+                }
+            })
+            .map_err(|error| storage_error("starting a split clean-up", error))?;
+        Ok(())
     }
 
     fn scan(

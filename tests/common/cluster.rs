@@ -467,6 +467,7 @@ impl RawConnection {
             timeout_ms: META_CALL_TIMEOUT.as_millis() as u32,
             gpid,
             partition_hash: 0,
+            partition_count: 0,
         };
         let mut frame = Vec::new();
         Encoder::new()

@@ -22,7 +22,7 @@ use crate::message::{
     Key, MultiGetRequest, Mutation, NodeBeacon, NodeInfo, OpError, PartitionConfig, PartitionRoute,
     PeerKind, PeerMutation, PeerRequest, ProposedMove, Record, ReplicaAssignment, ReplicaRole,
     Request, Response, ResponseBody, RestoreOrder, Route, ScanRange, ScanRequest, SortKeyValue,
-    TableDescription, TableInfo, TableStatus,
+    SplitOrder, SplitReport, SplitRequest, TableDescription, TableInfo, TableStatus,
 };
 
 /// Once a message needed a builder larger than this, the encoder drops that
@@ -156,6 +156,7 @@ impl Encoder {
                 app_id: envelope.gpid.app_id,
                 partition_index: envelope.gpid.partition_index,
                 partition_hash: envelope.partition_hash,
+                partition_count: envelope.partition_count,
                 body_type,
                 body: Some(body),
             },
@@ -344,7 +345,14 @@ fn request_bytes_estimate(request: &Request) -> usize {
                     .len()
                     .saturating_add(report.message.len())
                     .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
+            }))
+            .saturating_add(items_estimate(&beacon.splits, |report| {
+                report
+                    .message
+                    .len()
+                    .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
             })),
+        Request::PartitionSplit(request) => request.table().len(),
         Request::RemoveSecondary { node, .. }
         | Request::UpgradeLearner { node, .. }
         | Request::SwitchPrimary { node, .. } => node.len(),
@@ -503,6 +511,9 @@ fn response_bytes_estimate(response: &Response) -> usize {
                 .saturating_add(order.prefix.len())
                 .saturating_add(order.table.len())
                 .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
+        }))
+        .saturating_add(items_estimate(&ack.splits, |_| {
+            ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX
         })),
     };
     payload.saturating_add(ENCODED_MESSAGE_OVERHEAD_BYTES_MAX)
@@ -747,6 +758,110 @@ fn decode_backup_report(report: fb::BackupReport<'_>) -> Result<BackupReport, De
     })
 }
 
+fn split_report(
+    builder: &mut Builder,
+    report: &SplitReport,
+) -> WIPOffset<fb::SplitReport<'static>> {
+    let gpid = fb_gpid(report.gpid);
+    let message = Some(builder.create_string(&report.message));
+    fb::SplitReport::create(
+        builder,
+        &fb::SplitReportArgs {
+            gpid: Some(&gpid),
+            epoch: report.epoch,
+            ballot: report.ballot,
+            fence_decree: report.fence_decree,
+            copied_decree: report.copied_decree,
+            message,
+            fenced: report.fenced,
+            copied: report.copied,
+        },
+    )
+}
+
+fn decode_split_report(report: fb::SplitReport<'_>) -> Result<SplitReport, DecodeError> {
+    let gpid = report
+        .gpid()
+        .ok_or_else(|| invalid("beacon split report carries no gpid"))?;
+    Ok(SplitReport {
+        gpid: decode_gpid(gpid),
+        epoch: report.epoch(),
+        ballot: report.ballot(),
+        fence_decree: report.fence_decree(),
+        copied_decree: report.copied_decree(),
+        message: owned_string(report.message()),
+        fenced: report.fenced(),
+        copied: report.copied(),
+    })
+}
+
+fn split_order(builder: &mut Builder, order: &SplitOrder) -> WIPOffset<fb::SplitOrder<'static>> {
+    let gpid = fb_gpid(order.gpid);
+    fb::SplitOrder::create(
+        builder,
+        &fb::SplitOrderArgs {
+            gpid: Some(&gpid),
+            new_count: order.new_count,
+            epoch: order.epoch,
+            fence_decree: order.fence_decree,
+            fenced: order.fenced,
+        },
+    )
+}
+
+fn decode_split_order(order: fb::SplitOrder<'_>) -> Result<SplitOrder, DecodeError> {
+    let gpid = order
+        .gpid()
+        .ok_or_else(|| invalid("beacon ack split order carries no gpid"))?;
+    Ok(SplitOrder {
+        gpid: decode_gpid(gpid),
+        new_count: order.new_count(),
+        epoch: order.epoch(),
+        fence_decree: order.fence_decree(),
+        fenced: order.fenced(),
+    })
+}
+
+/// A split request as one `PartitionSplitRequest` table.
+fn split_request(
+    builder: &mut Builder,
+    request: &SplitRequest,
+) -> WIPOffset<fb::PartitionSplitRequest<'static>> {
+    let table = Some(builder.create_string(request.table()));
+    let (op, new_count) = match request {
+        SplitRequest::Start { new_count, .. } => (fb::SplitOp::Start, *new_count),
+        SplitRequest::Query { .. } => (fb::SplitOp::Query, 0),
+        SplitRequest::Pause { .. } => (fb::SplitOp::Pause, 0),
+        SplitRequest::Restart { .. } => (fb::SplitOp::Restart, 0),
+        SplitRequest::Cancel { .. } => (fb::SplitOp::Cancel, 0),
+    };
+    fb::PartitionSplitRequest::create(
+        builder,
+        &fb::PartitionSplitRequestArgs {
+            op,
+            table,
+            new_count,
+        },
+    )
+}
+
+fn decode_split_request(
+    request: fb::PartitionSplitRequest<'_>,
+) -> Result<SplitRequest, DecodeError> {
+    let table = owned_string(request.table());
+    Ok(match request.op() {
+        fb::SplitOp::Start => SplitRequest::Start {
+            table,
+            new_count: request.new_count(),
+        },
+        fb::SplitOp::Query => SplitRequest::Query { table },
+        fb::SplitOp::Pause => SplitRequest::Pause { table },
+        fb::SplitOp::Restart => SplitRequest::Restart { table },
+        fb::SplitOp::Cancel => SplitRequest::Cancel { table },
+        other => return Err(invalid(format!("unknown split op {}", other.0))),
+    })
+}
+
 fn restore_order(
     builder: &mut Builder,
     order: &RestoreOrder,
@@ -840,6 +955,7 @@ fn replica_assignment(
             learners,
             replica_count: assignment.replica_count,
             handoff_to,
+            split_child: assignment.split_child,
         },
     )
 }
@@ -1492,6 +1608,12 @@ fn build_request(builder: &mut Builder, request: &Request) -> (fb::RequestBody, 
                 .map(|report| backup_report(builder, report))
                 .collect();
             let backups = Some(builder.create_vector(&backups));
+            let splits: Vec<_> = beacon
+                .splits
+                .iter()
+                .map(|report| split_report(builder, report))
+                .collect();
+            let splits = Some(builder.create_vector(&splits));
             let table = fb::BeaconRequest::create(
                 builder,
                 &fb::BeaconRequestArgs {
@@ -1500,6 +1622,7 @@ fn build_request(builder: &mut Builder, request: &Request) -> (fb::RequestBody, 
                     replicas,
                     incarnation: beacon.incarnation,
                     backups,
+                    splits,
                 },
             );
             (fb::RequestBody::BeaconRequest, table.as_union_value())
@@ -1563,6 +1686,13 @@ fn build_request(builder: &mut Builder, request: &Request) -> (fb::RequestBody, 
         Request::Backup(request) => {
             let table = backup_request(builder, request);
             (fb::RequestBody::BackupRequest, table.as_union_value())
+        }
+        Request::PartitionSplit(request) => {
+            let table = split_request(builder, request);
+            (
+                fb::RequestBody::PartitionSplitRequest,
+                table.as_union_value(),
+            )
         }
     }
 }
@@ -1781,6 +1911,12 @@ fn build_response_body(builder: &mut Builder, body: &ResponseBody) -> (fb::Respo
                 .map(|order| restore_order(builder, order))
                 .collect();
             let restores = Some(builder.create_vector(&restores));
+            let splits: Vec<_> = ack
+                .splits
+                .iter()
+                .map(|order| split_order(builder, order))
+                .collect();
+            let splits = Some(builder.create_vector(&splits));
             let table = fb::BeaconAckResponse::create(
                 builder,
                 &fb::BeaconAckResponseArgs {
@@ -1791,6 +1927,7 @@ fn build_response_body(builder: &mut Builder, body: &ResponseBody) -> (fb::Respo
                     beacon_again_ms: ack.beacon_again_ms,
                     backups,
                     restores,
+                    splits,
                 },
             );
             (fb::ResponseBody::BeaconAckResponse, table.as_union_value())
@@ -1961,6 +2098,7 @@ pub fn decode_request(body: &[u8]) -> Result<(Envelope, Request), DecodeError> {
             partition_index: root.partition_index(),
         },
         partition_hash: root.partition_hash(),
+        partition_count: root.partition_count(),
     };
     let missing = || missing_body("request");
     let request = match root.body_type() {
@@ -2228,12 +2366,17 @@ pub fn decode_request(body: &[u8]) -> Result<(Envelope, Request), DecodeError> {
             for report in table.backups().iter().flat_map(|list| list.iter()) {
                 backups.push(decode_backup_report(report)?);
             }
+            let mut splits = Vec::new();
+            for report in table.splits().iter().flat_map(|list| list.iter()) {
+                splits.push(decode_split_report(report)?);
+            }
             Request::Beacon(NodeBeacon {
                 node: owned_string(table.node()),
                 shard_addresses: owned_strings(table.shard_addresses()),
                 replicas,
                 incarnation: table.incarnation(),
                 backups,
+                splits,
             })
         }
         fb::RequestBody::RemoveSecondaryRequest => {
@@ -2282,6 +2425,10 @@ pub fn decode_request(body: &[u8]) -> Result<(Envelope, Request), DecodeError> {
         fb::RequestBody::BackupRequest => {
             let table = root.body_as_backup_request().ok_or_else(missing)?;
             Request::Backup(decode_backup_request(table)?)
+        }
+        fb::RequestBody::PartitionSplitRequest => {
+            let table = root.body_as_partition_split_request().ok_or_else(missing)?;
+            Request::PartitionSplit(decode_split_request(table)?)
         }
         other => return Err(invalid(format!("unknown request body type {}", other.0))),
     };
@@ -2462,6 +2609,7 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
                             learners: owned_strings(assignment.learners()),
                             replica_count: assignment.replica_count(),
                             handoff_to: owned_string(assignment.handoff_to()),
+                            split_child: assignment.split_child(),
                         })
                         .collect()
                 })
@@ -2478,6 +2626,10 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
             for order in table.restores().iter().flat_map(|list| list.iter()) {
                 restores.push(decode_restore_order(order)?);
             }
+            let mut splits = Vec::new();
+            for order in table.splits().iter().flat_map(|list| list.iter()) {
+                splits.push(decode_split_order(order)?);
+            }
             ResponseBody::BeaconAck(BeaconAck {
                 assignments,
                 drops,
@@ -2486,6 +2638,7 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
                 beacon_again_ms: table.beacon_again_ms(),
                 backups,
                 restores,
+                splits,
             })
         }
         other => return Err(invalid(format!("unknown response body type {}", other.0))),

@@ -69,11 +69,18 @@ pub enum ErrorCode {
     /// The partition has fewer alive replicas than meta's
     /// `replica_count_min_alive`: writes are refused until it recovers.
     NotEnoughReplicas = 22,
+    /// The request's route has another partition count than the
+    /// partition's replica (a split changed it): refresh the route and
+    /// resend. Not executed.
+    StaleRoute = 23,
+    /// The key's partition is splitting and the key moves to the new
+    /// partition: retry shortly. Not executed.
+    Splitting = 24,
 }
 
 impl ErrorCode {
     /// All codes, in wire order.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::Ok,
         ErrorCode::NotFound,
         ErrorCode::InvalidArgument,
@@ -97,6 +104,8 @@ impl ErrorCode {
         ErrorCode::NotPrimary,
         ErrorCode::UnknownOutcome,
         ErrorCode::NotEnoughReplicas,
+        ErrorCode::StaleRoute,
+        ErrorCode::Splitting,
     ];
 
     /// The code with this wire value, if any.
@@ -133,6 +142,8 @@ impl ErrorCode {
             ErrorCode::NotPrimary => "NOT_PRIMARY",
             ErrorCode::UnknownOutcome => "UNKNOWN_OUTCOME",
             ErrorCode::NotEnoughReplicas => "NOT_ENOUGH_REPLICAS",
+            ErrorCode::StaleRoute => "STALE_ROUTE",
+            ErrorCode::Splitting => "SPLITTING",
         }
     }
 }
@@ -182,6 +193,10 @@ pub struct Envelope {
     pub gpid: Gpid,
     /// Pegasus CRC64 of the request's hash key (0 where the request has none).
     pub partition_hash: u64,
+    /// The partition count of the route the client sent by (0 = not
+    /// sent): the route's version. A node whose replica has another count
+    /// answers `STALE_ROUTE`.
+    pub partition_count: i32,
 }
 
 /// A record address: hash key and sort key.
@@ -562,6 +577,8 @@ pub enum Request {
     Balancer(BalancerRequest),
     /// Cold backups (shell → meta), answered with pairs.
     Backup(BackupRequest),
+    /// Partition splits (shell → meta), answered with pairs.
+    PartitionSplit(SplitRequest),
     /// A replica-to-replica message (node → node, never answered).
     Peer(PeerRequest),
 }
@@ -582,6 +599,66 @@ pub enum BalancerRequest {
     /// Moves every replica off `node` and keeps new ones away (`cancel`
     /// takes the node back); answered with its progress.
     RemoveNode { node: String, cancel: bool },
+}
+
+/// What an operator asks of meta about partition splits (docs/split.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SplitRequest {
+    /// Doubles `table`'s partitions; `new_count` must be twice the count.
+    Start { table: String, new_count: i32 },
+    /// The split's progress per partition.
+    Query { table: String },
+    /// Stops the split for now: the parents serve every key again.
+    Pause { table: String },
+    /// Resumes a paused split.
+    Restart { table: String },
+    /// Gives the split up before it commits: the table stays as it was.
+    Cancel { table: String },
+}
+
+impl SplitRequest {
+    pub fn table(&self) -> &str {
+        match self {
+            SplitRequest::Start { table, .. }
+            | SplitRequest::Query { table }
+            | SplitRequest::Pause { table }
+            | SplitRequest::Restart { table }
+            | SplitRequest::Cancel { table } => table,
+        }
+    }
+}
+
+/// A node's report on its replica of a parent partition of a splitting
+/// table (in its beacons).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SplitReport {
+    /// The parent partition.
+    pub gpid: Gpid,
+    /// The split's epoch, as ordered.
+    pub epoch: u64,
+    /// The replica's ballot.
+    pub ballot: i64,
+    /// Primary: the decree it fenced at (see `fenced`).
+    pub fence_decree: i64,
+    /// The decree of this node's copy of the child (see `copied`).
+    pub copied_decree: i64,
+    /// Why the copy failed (empty otherwise).
+    pub message: String,
+    /// Primary: fenced, and every decree up to `fence_decree` committed.
+    pub fenced: bool,
+    /// This node's copy of the child is made, at `copied_decree`.
+    pub copied: bool,
+}
+
+/// A parent partition of a splitting table (in beacon acks).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SplitOrder {
+    pub gpid: Gpid,
+    pub new_count: i32,
+    pub epoch: u64,
+    pub fence_decree: i64,
+    /// Meta heard the primary's fence decree (`fence_decree` holds it).
+    pub fenced: bool,
 }
 
 /// What an operator asks of meta about cold backups (docs/backup.md).
@@ -854,6 +931,8 @@ pub struct NodeBeacon {
     /// Its partition backups: running ones, and finished ones while meta
     /// still orders them.
     pub backups: Vec<BackupReport>,
+    /// Its replicas of parent partitions of splitting tables.
+    pub splits: Vec<SplitReport>,
 }
 
 /// A replica meta wants a node to host.
@@ -880,6 +959,9 @@ pub struct ReplicaAssignment {
     /// The secondary node the primary should hand its role to (the
     /// balancer's primary switch); empty when none.
     pub handoff_to: String,
+    /// The partition was made by a split: named primary or secondary, a
+    /// node hosts it only from its copy of the parent, never empty.
+    pub split_child: bool,
 }
 
 /// Meta's answer to a beacon: the node's full desired set of replicas, and
@@ -904,6 +986,8 @@ pub struct BeaconAck {
     pub backups: Vec<BackupOrder>,
     /// Partitions of tables being restored that this node is to install.
     pub restores: Vec<RestoreOrder>,
+    /// Parent partitions of splitting tables that this node hosts.
+    pub splits: Vec<SplitOrder>,
 }
 
 /// What a replica-to-replica message is.
@@ -990,6 +1074,7 @@ impl Request {
             | Request::SwitchPrimary { .. }
             | Request::Balancer(_)
             | Request::Backup(_)
+            | Request::PartitionSplit(_)
             | Request::Peer(_) => None,
         }
     }
@@ -1028,6 +1113,7 @@ impl Request {
                 | Request::SwitchPrimary { .. }
                 | Request::Balancer(_)
                 | Request::Backup(_)
+                | Request::PartitionSplit(_)
         )
     }
 
@@ -1066,6 +1152,7 @@ impl Request {
             Request::SwitchPrimary { .. } => "switch_primary",
             Request::Balancer(_) => "balancer",
             Request::Backup(_) => "backup",
+            Request::PartitionSplit(_) => "partition_split",
             Request::Peer(_) => "peer",
         }
     }

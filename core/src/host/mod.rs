@@ -34,6 +34,7 @@
 pub mod peer_wire;
 pub mod record;
 pub mod registry;
+pub mod split;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Debug;
@@ -55,6 +56,7 @@ use crate::storage::{copy, Partition, StorageEngine, StorageLimits, WriteBatch};
 use peer_wire::{CopyChunk, Incoming};
 use record::{batch_of, log_payload, COMMITTED_PREFIX_BYTES};
 use registry::{HostedEntry, NodeRegistry, ShardAck};
+use split::{SplitCopy, SplitFence};
 
 /// The registry beacons read is refreshed every this many ticks.
 const PUBLISH_EVERY_TICKS: u64 = 4;
@@ -169,6 +171,33 @@ pub trait HostIo {
 
     /// A mutation was applied to `gpid`'s storage (for observers).
     fn applied(&mut self, _gpid: Gpid, _mutation: &Mutation) {}
+
+    /// Records `meta` (its partition count changed in a split) beside the
+    /// replica's data.
+    fn update_replica_meta(&mut self, meta: &ReplicaMeta) -> Result<(), String>;
+    /// Starts copying the storage `engine` of replica `parent`, which
+    /// applied `decree`, as the split child `child` of split `epoch`
+    /// (docs/split.md): off the shard, a consistent copy whose applied
+    /// decree is set to `decree`, staged until the child is hosted. A
+    /// staged copy of `child` from another epoch or decree is replaced.
+    fn start_split_copy(
+        &mut self,
+        parent: Gpid,
+        engine: &Self::Engine,
+        child: &ReplicaMeta,
+        epoch: u64,
+        decree: Decree,
+    );
+    /// The staged (or running) copy of split child `child`, if any.
+    fn split_copy(&mut self, child: Gpid) -> Option<SplitCopy>;
+    /// Deletes the staged copies but those of `keep` (child, epoch) and of
+    /// the children in `assigned` (meta assigned them: they are hosted
+    /// from their copies).
+    fn keep_split_copies(&mut self, keep: &BTreeSet<(Gpid, u64)>, assigned: &BTreeSet<Gpid>);
+    /// Makes a finished staged copy of `gpid` the replica's storage, if
+    /// there is one and the replica has none yet. Whether the replica has
+    /// storage now (installed, or from before).
+    fn install_split_copy(&mut self, gpid: Gpid) -> Result<bool, OpError>;
 }
 
 /// A client write waiting for its decree to commit.
@@ -211,6 +240,8 @@ pub struct HostedReplica<I: HostIo> {
     log_floor: Decree,
     /// Stopped: the newest ballot meta named it in (it acts on none).
     ballot_heard: Ballot,
+    /// Its partition is splitting (meta's order).
+    split: Option<SplitFence>,
 }
 
 impl<I: HostIo> HostedReplica<I> {
@@ -656,6 +687,17 @@ impl<I: HostIo> ShardHost<I> {
                 ),
             ));
         }
+        // **no-empty-member** for split children: named primary or
+        // secondary, a node hosts one only from its copy of the parent.
+        if named_member && assignment.split_child && !self.split_child_ready(gpid)? {
+            return Err(OpError::new(
+                ErrorCode::NotHosted,
+                format!(
+                    "partition {}.{} is a split child and this node has no copy of its parent for it: only a learner starts it empty",
+                    gpid.app_id, gpid.partition_index
+                ),
+            ));
+        }
         let shard = self.shared.shard;
         let meta = ReplicaMeta {
             table: assignment.table.clone(),
@@ -791,6 +833,8 @@ impl<I: HostIo> ShardHost<I> {
             }
             self.on_assignment(assignment);
         }
+        // Fenced before any lease of this ack lets a new primary serve.
+        self.apply_split_orders(&ack.splits, &ack.configs);
         let until_ms = match ack.lease_ms {
             // Meta without replication grants no leases: each replica is
             // then its partition's only copy.
@@ -837,6 +881,18 @@ impl<I: HostIo> ShardHost<I> {
             return;
         };
         replica.replica_count = assignment.replica_count;
+        // A committed split doubled the count: the moved keys are refused
+        // from now on and the storage drops them (**split-owned-only**).
+        if assignment.partition_count > 0
+            && assignment.partition_count as u32 != replica.meta.partition_count
+        {
+            replica.meta.partition_count = assignment.partition_count as u32;
+            if let Err(error) = shared.io.update_replica_meta(&replica.meta) {
+                tracing::error!(%error, "cannot record a replica's new partition count");
+            }
+            split::set_owner(replica);
+            publish(shared, gpid, replica);
+        }
         let primary = shared.id(&assignment.primary);
         // Sorted and without duplicates, as configurations are.
         let mut ids = |names: &[String]| -> Vec<NodeId> {
@@ -922,6 +978,7 @@ impl<I: HostIo> ShardHost<I> {
             .ok_or_else(|| not_hosted(gpid, self.shared.shard))?;
         replica.check_serving()?;
         check_keys(request, gpid, replica.meta.partition_count)?;
+        split::check_fence(replica, gpid, request)?;
         replica
             .core
             .serving_check(self.shared.io.now_ms())
@@ -994,7 +1051,9 @@ impl<I: HostIo> ShardHost<I> {
         // Beacons read the registry every beacon interval; refreshing it
         // every few ticks is enough (role changes publish at once).
         let publish_now = shared.ticks.is_multiple_of(PUBLISH_EVERY_TICKS);
+        let mut splitting = false;
         for (gpid, replica) in self.replicas.iter_mut() {
+            splitting |= replica.split.is_some();
             if replica.failure.is_some() {
                 continue;
             }
@@ -1003,6 +1062,31 @@ impl<I: HostIo> ShardHost<I> {
                 publish(shared, *gpid, replica);
             }
         }
+        if splitting && publish_now {
+            self.split_step();
+        }
+    }
+
+    /// Checks the route a client sent by (`partition_count`, 0 = none)
+    /// against the replica's: a client holding another count than a
+    /// split left gets `STALE_ROUTE` and refreshes.
+    pub fn check_route(&self, gpid: Gpid, partition_count: i32) -> Result<(), OpError> {
+        let Some(replica) = self.replicas.get(&gpid) else {
+            return Ok(());
+        };
+        let count = replica.meta.partition_count;
+        if partition_count <= 0 || partition_count as u32 == count {
+            return Ok(());
+        }
+        Err(OpError::new(
+            ErrorCode::StaleRoute,
+            format!(
+                "the request was routed for {partition_count} partitions, but partition {}.{} {} {count}: refresh the route and resend",
+                gpid.app_id,
+                gpid.partition_index,
+                if (partition_count as u32) < count { "now belongs to a table of" } else { "has not heard yet of its table's" },
+            ),
+        ))
     }
 
     // ---- the log ----
@@ -1277,6 +1361,7 @@ fn entry_of<I: HostIo>(shard: usize, replica: &HostedReplica<I>) -> HostedEntry 
         decree_prepared: replica.core.last_prepared() as i64,
         decree_committed: replica.core.last_committed() as i64,
         decree_applied: replica.applied as i64,
+        partition_count: replica.meta.partition_count as i32,
     }
 }
 
@@ -1323,7 +1408,9 @@ fn open_replica<I: HostIo>(
         ballot_persisted: 0,
         log_floor: 0,
         ballot_heard: 0,
+        split: None,
     })
+    .inspect(split::set_owner)
 }
 
 /// Rebuilds `replica`'s core from its logged records and applies the
@@ -1591,6 +1678,7 @@ fn prepare_client_write<I: HostIo>(
 ) -> Result<(Vec<u8>, ResponseBody), OpError> {
     replica.check_serving()?;
     check_keys(request, gpid, replica.meta.partition_count)?;
+    split::check_fence(replica, gpid, request)?;
     replica
         .core
         .serving_check(shared.io.now_ms())

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::RwLock;
 
-use markab_wire::{BackupOrder, BeaconAck, Gpid, HostedReplica, ReplicaAssignment, ReplicaRole};
+use markab_wire::{
+    BackupOrder, BeaconAck, Gpid, HostedReplica, ReplicaAssignment, ReplicaRole, SplitOrder,
+    SplitReport,
+};
 
 use crate::replication::messages::Ballot;
 
@@ -19,6 +22,8 @@ pub struct HostedEntry {
     pub decree_prepared: i64,
     pub decree_committed: i64,
     pub decree_applied: i64,
+    /// Its table's partition count as the replica knows it (0 = not yet).
+    pub partition_count: i32,
 }
 
 impl HostedEntry {
@@ -30,6 +35,7 @@ impl HostedEntry {
             decree_prepared: decree_applied,
             decree_committed: decree_applied,
             decree_applied,
+            partition_count: 0,
         }
     }
 }
@@ -44,6 +50,8 @@ pub struct NodeRegistry {
     /// A primary refuses writes while its partition has fewer members (from
     /// meta's beacon acks; 0 = no bound).
     replica_count_min_alive: AtomicI32,
+    /// Each shard's reports on its parents of splitting tables.
+    split_reports: RwLock<BTreeMap<usize, Vec<SplitReport>>>,
 }
 
 impl NodeRegistry {
@@ -96,6 +104,27 @@ impl NodeRegistry {
 
     pub fn set_replica_count_min_alive(&self, count: i32) {
         self.replica_count_min_alive.store(count, Ordering::Relaxed);
+    }
+
+    /// Replaces shard `shard`'s split reports.
+    pub fn set_split_reports(&self, shard: usize, reports: Vec<SplitReport>) {
+        let mut all = self.split_reports.write().expect("split reports lock");
+        if reports.is_empty() {
+            all.remove(&shard);
+        } else {
+            all.insert(shard, reports);
+        }
+    }
+
+    /// Every shard's split reports, for a beacon.
+    pub fn split_reports(&self) -> Vec<SplitReport> {
+        self.split_reports
+            .read()
+            .expect("split reports lock")
+            .values()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// The replicas this node hosts, as a beacon reports them, in gpid order.
@@ -155,6 +184,8 @@ pub struct ShardAck {
     /// Partition backups meta orders of this shard's replicas (taken by
     /// the node's IO, which runs them off the shard).
     pub backups: Vec<BackupOrder>,
+    /// Split orders for this shard's parent replicas (docs/split.md).
+    pub splits: Vec<SplitOrder>,
 }
 
 /// Splits `ack` into one part for each of `shards` shards, and records
@@ -187,7 +218,7 @@ pub fn split_ack(
         let names_node = assignment.primary == node
             || assignment.secondaries.iter().any(|name| name == node)
             || assignment.learners.iter().any(|name| name == node);
-        let (shard, ballot_hosted) = match hosted.get(&gpid) {
+        let (shard, ballot_hosted, count_hosted) = match hosted.get(&gpid) {
             Some(entry) => {
                 if entry.shard as i32 != assignment.shard && names_node {
                     tracing::warn!(
@@ -198,11 +229,11 @@ pub fn split_ack(
                         "meta named another shard for a replica this node hosts; it stays where it is"
                     );
                 }
-                (entry.shard, Some(entry.ballot))
+                (entry.shard, Some(entry.ballot), entry.partition_count)
             }
             None if !names_node => continue,
             None => match usize::try_from(assignment.shard) {
-                Ok(shard) if shard < shards => (shard, None),
+                Ok(shard) if shard < shards => (shard, None, 0),
                 _ => {
                     tracing::error!(
                         shard = assignment.shard,
@@ -221,7 +252,9 @@ pub fn split_ack(
                 handoff_to: assignment.handoff_to.clone(),
             });
         }
-        if ballot_hosted.is_none_or(|ballot| ballot < assignment.ballot) {
+        // A new ballot, or a split's new count at the same ballot.
+        let recount = count_hosted > 0 && count_hosted != assignment.partition_count;
+        if recount || ballot_hosted.is_none_or(|ballot| ballot < assignment.ballot) {
             part.configs.push(assignment);
         }
     }
@@ -233,6 +266,11 @@ pub fn split_ack(
     for order in ack.backups {
         if let Some(entry) = hosted.get(&order.gpid) {
             parts[entry.shard].backups.push(order);
+        }
+    }
+    for order in ack.splits {
+        if let Some(entry) = hosted.get(&order.gpid) {
+            parts[entry.shard].splits.push(order);
         }
     }
     parts

@@ -302,6 +302,15 @@ impl MetaState {
             }
         }
         let stored = next.tables.get(&app_id).expect("an available table");
+        if stored.split.is_some() {
+            return Err(OpError::new(
+                ErrorCode::Busy,
+                format!(
+                    "table {} is splitting; back it up once the split committed or was cancelled",
+                    stored.name
+                ),
+            ));
+        }
         let backup = StoredBackup {
             table: stored.name.clone(),
             app_id,

@@ -34,6 +34,7 @@ fn beacon(index: usize, backups: Vec<BackupReport>) -> Request {
         replicas: Vec::new(),
         incarnation: 1,
         backups,
+        splits: Vec::new(),
     })
 }
 

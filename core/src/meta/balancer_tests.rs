@@ -78,6 +78,7 @@ fn beacon(state: &MetaState, index: usize, shards: usize) -> Request {
         replicas,
         incarnation: 1,
         backups: Vec::new(),
+        splits: Vec::new(),
     })
 }
 

@@ -149,6 +149,10 @@ pub struct StoredPartition {
     /// JSON when empty, so older files load and look the same.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub learners: Vec<ReplicaPlace>,
+    /// Made by a split: its first members host it from their copies of
+    /// the parent, never empty (docs/split.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub split_child: bool,
 }
 
 impl StoredPartition {
@@ -193,6 +197,10 @@ pub struct StoredTable {
     /// "Restore"). Left out of the stored JSON otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<TableRestore>,
+    /// While the table splits (docs/split.md). Left out of the stored
+    /// JSON otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<TableSplit>,
 }
 
 impl StoredTable {
@@ -269,6 +277,9 @@ pub struct MetaData {
     /// Backup policies by name (docs/backup.md, "Policies").
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backup_policies: BTreeMap<String, StoredPolicy>,
+    /// The last split epoch handed out (epochs only grow).
+    #[serde(default)]
+    pub last_split_epoch: u64,
 }
 
 /// What meta changes by itself besides failure handling (docs/balance.md,
@@ -315,6 +326,7 @@ impl Default for MetaData {
             backups: BTreeMap::new(),
             last_backup_id: 0,
             backup_policies: BTreeMap::new(),
+            last_split_epoch: 0,
         }
     }
 }
@@ -420,6 +432,7 @@ impl Step {
 ///     replicas: Vec::new(),
 ///     incarnation: 1,
 ///     backups: Vec::new(),
+///     splits: Vec::new(),
 /// };
 /// state.handle(&Request::Beacon(beacon), now_ms).reply.unwrap();
 /// let create = Request::CreateTable(CreateTableRequest {
@@ -459,6 +472,8 @@ pub struct MetaState {
     backup_progress: backups::BackupProgress,
     /// Restores' progress and outcomes (volatile).
     restore_progress: restores::RestoreProgress,
+    /// What nodes reported of running splits (volatile).
+    split_progress: splits::SplitProgress,
 }
 
 impl MetaState {
@@ -476,6 +491,7 @@ impl MetaState {
             balancer: balancer::Balancer::default(),
             backup_progress: backups::BackupProgress::default(),
             restore_progress: restores::RestoreProgress::default(),
+            split_progress: splits::SplitProgress::default(),
         }
     }
 
@@ -600,6 +616,7 @@ impl MetaState {
             }
             Request::Balancer(request) => self.balancer_request(request, now),
             Request::Backup(request) => self.backup_request(request, now),
+            Request::PartitionSplit(request) => self.split_request(request, now),
             other => Step::error(
                 ErrorCode::InvalidArgument,
                 format!(
@@ -656,7 +673,11 @@ impl MetaState {
             })
             .map(|(app_id, _)| *app_id)
             .collect();
+        self.prune_split_progress();
+        let mut committing = self.successor();
+        let split_committed = self.commit_splits(&mut committing);
         if forget.is_empty()
+            && !split_committed
             && reconfigured.is_empty()
             && !self.has_orphaned_backups()
             && !self.policies_due(now.unix_ms)
@@ -665,7 +686,11 @@ impl MetaState {
         }
         let mut seen = BTreeSet::new();
         reconfigured.retain(|(at, _)| seen.insert(*at));
-        let mut next = self.successor();
+        let mut next = if split_committed {
+            committing
+        } else {
+            self.successor()
+        };
         for ((app_id, index), partition) in reconfigured {
             let table = next
                 .tables
@@ -1105,6 +1130,7 @@ impl MetaState {
             drop_expire_s: 0,
             partitions,
             restore: None,
+            split: None,
         };
         let info = table.info(app_id);
         next.tables.insert(app_id, table);
@@ -1295,6 +1321,14 @@ impl MetaState {
             },
         );
         let mut persist = self.reconfigure_restarted(&beacon.node, &beacon.replicas, restarted);
+        if !beacon.splits.is_empty() {
+            let data = persist.as_ref().unwrap_or(&self.data).clone();
+            self.take_split_reports(&data, &beacon.node, &beacon.splits);
+            let mut next = persist.clone().unwrap_or_else(|| self.successor());
+            if self.commit_splits(&mut next) {
+                persist = Some(next);
+            }
+        }
         if !beacon.backups.is_empty() {
             let mut next = persist.clone().unwrap_or_else(|| self.successor());
             let backups = self.take_backup_reports(&mut next, &beacon.node, &beacon.backups, now);
@@ -1318,9 +1352,14 @@ impl MetaState {
                 .settings
                 .replication
                 .map_or(0, |replication| replication.replica_count_min_alive),
-            beacon_again_ms: self.beacon_again_ms(data, &beacon.node),
+            beacon_again_ms: if self.splitting_on(data, &beacon.node) {
+                splits::SPLIT_BEACON_MS
+            } else {
+                self.beacon_again_ms(data, &beacon.node)
+            },
             backups: self.backup_orders(data, &beacon.node),
             restores: self.restore_orders(data, &beacon.node),
+            splits: self.split_orders(data, &beacon.node),
         })));
         step.persist = persist;
         step
@@ -1381,6 +1420,7 @@ impl MetaState {
                         .collect(),
                     replica_count: table.replica_count,
                     handoff_to: self.handoff_target(gpid, partition).unwrap_or_default(),
+                    split_child: partition.split_child,
                 });
             }
         }
@@ -1505,6 +1545,7 @@ impl MetaState {
                 primary,
                 secondaries,
                 learners: Vec::new(),
+                split_child: false,
             });
         }
         Ok(partitions)
@@ -1971,6 +2012,7 @@ impl ReplicaMembers {
             primary,
             secondaries,
             learners,
+            split_child: old.split_child,
         }
     }
 
@@ -2055,6 +2097,9 @@ mod backups;
 mod policies;
 #[path = "restores.rs"]
 mod restores;
+#[path = "splits.rs"]
+mod splits;
+pub use splits::{TableSplit, SPLIT_BEACON_MS};
 
 pub use policies::{StoredPolicy, POLICIES_MAX, POLICY_KEEP_MAX};
 

@@ -38,6 +38,7 @@ fn node_beacon(index: usize, shards: usize, replicas: Vec<HostedReplica>) -> Req
         replicas,
         incarnation: 1,
         backups: Vec::new(),
+        splits: Vec::new(),
     })
 }
 
@@ -673,6 +674,7 @@ fn route_answers_primary_shard_addresses() {
         replicas: Vec::new(),
         incarnation: 1,
         backups: Vec::new(),
+        splits: Vec::new(),
     });
     apply(&mut restarted, &moved, T0_MS).unwrap();
     let Ok(ResponseBody::Route(moved_route)) = apply(&mut restarted, &route_request, T0_MS) else {
@@ -1214,6 +1216,7 @@ fn learners_are_optional_in_stored_json() {
         primary: ReplicaPlace::default(),
         secondaries: Vec::new(),
         learners: Vec::new(),
+        split_child: false,
     };
     let json = serde_json::to_string(&partition).unwrap();
     assert!(!json.contains("learners"), "{json}");

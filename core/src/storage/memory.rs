@@ -28,6 +28,13 @@ impl MemoryDurable {
         MemoryDurable::default()
     }
 
+    /// A durable state holding `records` at `decree` (a copy installed).
+    pub fn with_state(records: MemoryRecords, decree: i64) -> MemoryDurable {
+        MemoryDurable {
+            flushed: Arc::new(Mutex::new((records, decree))),
+        }
+    }
+
     /// The decree of the last flush.
     pub fn decree(&self) -> i64 {
         self.lock().1
@@ -154,6 +161,20 @@ impl StorageEngine for MemoryEngine {
             Some(durable) => durable.decree(),
             None => self.decree.get(),
         })
+    }
+
+    fn drop_foreign(&self, count: u32, index: u32) -> Result<(), OpError> {
+        if count == 0 {
+            return Ok(());
+        }
+        let mut records = self.records.try_borrow_mut().map_err(|_| reentered())?;
+        records.retain(|raw_key, _| {
+            crate::key::decode_key(raw_key).is_none_or(|(hash_key, sort_key)| {
+                crate::key::partition_index(crate::key::partition_hash(hash_key, sort_key), count)
+                    == index
+            })
+        });
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), OpError> {

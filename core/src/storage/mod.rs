@@ -20,7 +20,7 @@ mod memory;
 mod partition;
 mod scan;
 
-pub use memory::{MemoryDurable, MemoryEngine};
+pub use memory::{MemoryDurable, MemoryEngine, MemoryRecords};
 pub use partition::Partition;
 
 use crate::wire::message::{ErrorCode, OpError, Record};
@@ -82,6 +82,14 @@ pub trait StorageEngine {
 
     /// Makes everything written so far durable in the engine itself.
     fn flush(&self) -> Result<(), OpError>;
+
+    /// The engine holds partition `index` of `count` (after a split it may
+    /// still hold records of keys now another partition's): it drops the
+    /// records of other partitions' keys — RocksDB in a background
+    /// compaction, which its compaction filter also does from then on.
+    /// Cheap when there is nothing to drop since the last call for the
+    /// same count.
+    fn drop_foreign(&self, count: u32, index: u32) -> Result<(), OpError>;
 }
 
 /// One operation of a [`WriteBatch`].

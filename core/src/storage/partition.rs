@@ -3,7 +3,7 @@
 //! sortkey_count, scans) live in `scan.rs`. Semantics: docs/storage.md,
 //! "Operations".
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
@@ -43,6 +43,11 @@ pub struct Partition<E: StorageEngine> {
     /// Staged writes by raw key: the decree of the latest staged batch that
     /// touches the key and the raw value it leaves (`None` = deleted).
     staged: RefCell<HashMap<Vec<u8>, StagedValue>>,
+    /// The partition count and index this partition owns keys of
+    /// (count 0 = every key): full scans skip the records of other
+    /// partitions' keys, which a split leaves behind until the engine
+    /// drops them (**split-owned-only**).
+    owner: Cell<(u32, u32)>,
 }
 
 /// A staged write to one key: the decree of the latest staged batch that
@@ -56,7 +61,21 @@ impl<E: StorageEngine> Partition<E> {
             engine,
             limits,
             staged: RefCell::new(HashMap::new()),
+            owner: Cell::new((0, 0)),
         }
+    }
+
+    /// Makes the partition own the keys of partition `index` of `count`.
+    pub fn set_owner(&self, count: u32, index: u32) {
+        self.owner.set((count, index));
+    }
+
+    /// Whether `hash_key` (with `sort_key`) belongs to this partition.
+    pub fn owns(&self, hash_key: &[u8], sort_key: &[u8]) -> bool {
+        let (count, index) = self.owner.get();
+        count == 0
+            || crate::key::partition_index(crate::key::partition_hash(hash_key, sort_key), count)
+                == index
     }
 
     /// The engine underneath.
@@ -119,6 +138,7 @@ impl<E: StorageEngine> Partition<E> {
             | Request::SwitchPrimary { .. }
             | Request::Balancer(_)
             | Request::Backup(_)
+            | Request::PartitionSplit(_)
             | Request::Peer(_) => Err(OpError::invalid_argument(format!(
                 "{} is served by the server, not by partition storage",
                 request.name()

@@ -285,6 +285,7 @@ impl<E: StorageEngine> Partition<E> {
                     if let Some((_, user_data)) = live_value(raw_value, now_epoch_s)? {
                         if request.hash_key_filter.matches(hash_key)
                             && request.sort_key_filter.matches(sort_key)
+                            && self.owns(hash_key, sort_key)
                         {
                             batch.count += 1;
                             if !request.only_return_count {

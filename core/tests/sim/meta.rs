@@ -108,6 +108,7 @@ impl SimMeta {
                 replicas: Vec::new(),
                 incarnation: 0,
                 backups: Vec::new(),
+                splits: Vec::new(),
             };
             meta.on_beacon(&beacon, now_ms)
                 .expect("a first beacon is acknowledged");

@@ -10,9 +10,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use markab_core::host::registry::NodeRegistry;
+use markab_core::host::split::{SplitCopy, SplitCopyState};
 use markab_core::host::{AppendError, HostIo, OpenedReplica, ReplicaMeta, ShardHost};
 use markab_core::replication::messages::{Ballot, Decree, Mutation, NodeId};
-use markab_core::storage::{MemoryDurable, MemoryEngine};
+use markab_core::storage::{MemoryDurable, MemoryEngine, MemoryRecords};
 use markab_core::wire::message::{BackupReport, Gpid, OpError, PeerRequest, Request, Response};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -187,6 +188,9 @@ pub struct Disk {
     /// Replicas set aside (**damaged-replica-set-aside**): their storage
     /// is gone from `replicas`, kept aside for the operator.
     pub set_aside: BTreeSet<Gpid>,
+    /// Split children's copies staged until hosted (made at once: the
+    /// simulated checkpoint is a snapshot of the parent's engine).
+    pub split_copies: BTreeMap<Gpid, (SplitCopy, MemoryRecords)>,
 }
 
 /// Injected IO faults, shared by every node's IO (one seeded stream).
@@ -233,6 +237,10 @@ impl SimIo {
 }
 
 impl SimIo {
+    fn learn_queued_effect(&mut self) {
+        self.outbox.push(Effect::LearnQueued);
+    }
+
     /// The files of replica `gpid` on the disk, to change.
     fn files_mut(&self, gpid: Gpid) -> Result<std::cell::RefMut<'_, ReplicaDisk>, String> {
         std::cell::RefMut::filter_map(self.disk.borrow_mut(), |disk| disk.replicas.get_mut(&gpid))
@@ -326,6 +334,10 @@ impl HostIo for SimIo {
             copy_marker: false,
             log_floor: 0,
         });
+        // An installed split copy gets its metadata now, as on a node.
+        if replica.meta.table.is_empty() {
+            replica.meta = meta.clone();
+        }
         let engine = MemoryEngine::open_durable(&replica.storage);
         let decree = replica.storage.decree().max(0) as Decree;
         let copy_marker = replica.copy_marker;
@@ -394,8 +406,95 @@ impl HostIo for SimIo {
         Ok(())
     }
 
+    fn update_replica_meta(&mut self, meta: &ReplicaMeta) -> Result<(), String> {
+        self.files_mut(meta.gpid())?.meta = meta.clone();
+        Ok(())
+    }
+
+    fn start_split_copy(
+        &mut self,
+        _parent: Gpid,
+        engine: &MemoryEngine,
+        child: &ReplicaMeta,
+        epoch: u64,
+        decree: Decree,
+    ) {
+        let copy = match engine.snapshot() {
+            Some((records, taken)) if taken >= decree as i64 => (
+                SplitCopy {
+                    epoch,
+                    decree,
+                    state: SplitCopyState::Done,
+                },
+                records,
+            ),
+            _ => (
+                SplitCopy {
+                    epoch,
+                    decree,
+                    state: SplitCopyState::Failed("the parent is below the fence decree".into()),
+                },
+                MemoryRecords::new(),
+            ),
+        };
+        self.disk
+            .borrow_mut()
+            .split_copies
+            .insert(child.gpid(), copy);
+    }
+
+    fn split_copy(&mut self, child: Gpid) -> Option<SplitCopy> {
+        self.disk
+            .borrow()
+            .split_copies
+            .get(&child)
+            .map(|(copy, _)| copy.clone())
+    }
+
+    fn keep_split_copies(&mut self, keep: &BTreeSet<(Gpid, u64)>, assigned: &BTreeSet<Gpid>) {
+        self.disk
+            .borrow_mut()
+            .split_copies
+            .retain(|gpid, (copy, _)| {
+                keep.contains(&(*gpid, copy.epoch)) || assigned.contains(gpid)
+            });
+    }
+
+    fn install_split_copy(&mut self, gpid: Gpid) -> Result<bool, OpError> {
+        let mut disk = self.disk.borrow_mut();
+        if disk.replicas.contains_key(&gpid) {
+            return Ok(true);
+        }
+        let ready = disk
+            .split_copies
+            .get(&gpid)
+            .is_some_and(|(copy, _)| copy.state == SplitCopyState::Done);
+        if !ready {
+            return Ok(false);
+        }
+        let (copy, records) = disk.split_copies.remove(&gpid).expect("checked");
+        // The metadata is written when the host opens it.
+        disk.replicas.insert(
+            gpid,
+            ReplicaDisk {
+                meta: ReplicaMeta {
+                    table: String::new(),
+                    app_id: gpid.app_id,
+                    partition_index: gpid.partition_index,
+                    partition_count: 0,
+                    shard: self.shard,
+                },
+                storage: MemoryDurable::with_state(records, copy.decree as i64),
+                ballot: 0,
+                copy_marker: false,
+                log_floor: copy.decree,
+            },
+        );
+        Ok(true)
+    }
+
     fn learn_queued(&mut self) {
-        self.outbox.push(Effect::LearnQueued);
+        self.learn_queued_effect();
     }
 
     fn copy_queued(&mut self) {

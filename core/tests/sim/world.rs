@@ -231,6 +231,7 @@ impl World {
                     logs: (0..*shards).map(|_| SimLog::default()).collect(),
                     replicas: BTreeMap::new(),
                     set_aside: Default::default(),
+                    split_copies: BTreeMap::new(),
                 };
                 let node = SimNode {
                     id: *id,
@@ -631,6 +632,7 @@ impl World {
                     replicas: held.registry.beacon_replicas(),
                     incarnation,
                     backups: held.backup_jobs.values().cloned().collect(),
+                    splits: held.registry.split_reports(),
                 };
                 let sent_ms = self.node_now(node);
                 self.send(

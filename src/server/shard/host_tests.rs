@@ -87,6 +87,7 @@ fn assignment(
         learners: names(learners),
         replica_count,
         handoff_to: String::new(),
+        split_child: false,
     }
 }
 

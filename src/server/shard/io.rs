@@ -4,12 +4,13 @@
 //! shard's pumps.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use futures::channel::oneshot;
+use markab_core::host::split::{SplitCopy, SplitCopyState};
 use markab_core::host::{AppendError, HostIo, OpenedReplica, ReplicaMeta};
 use markab_shards::log::{LogError, LogPosition, MutationLog, RecordHeader};
 use markab_wire::{ErrorCode, Gpid, OpError, PeerRequest, Request, Response};
@@ -134,6 +135,31 @@ pub(super) fn replicas_on_disk(data_dir: &Path) -> Result<Vec<ReplicaMeta>, OpEr
     }
     found.sort_by_key(|meta| (meta.app_id, meta.partition_index));
     Ok(found)
+}
+
+/// Writes `meta` as the replica's metadata file in `dir` (created if
+/// needed): written then renamed, so a crash never leaves half of one.
+fn write_replica_meta(dir: &Path, meta: &ReplicaMeta) -> Result<(), OpError> {
+    let meta_path = dir.join(REPLICA_META_FILE);
+    std::fs::create_dir_all(dir)
+        .map_err(|error| storage_error(format!("cannot create {}: {error}", dir.display())))?;
+    let text = toml::to_string(meta).expect("replica metadata serializes");
+    let temporary = dir.join("replica.toml.tmp");
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::rename(&temporary, &meta_path))
+        .map_err(|error| storage_error(format!("cannot write {}: {error}", meta_path.display())))
+}
+
+/// Deletes a staged split copy on a thread of its own (a checkpoint's
+/// hard links: quick, but never on the shard).
+fn remove_staged(dir: PathBuf) {
+    std::thread::spawn(move || {
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %dir.display(), %error, "cannot delete a split copy");
+            }
+        }
+    });
 }
 
 /// Durably records `decree` as the log floor of the replica in `dir`: its
@@ -282,6 +308,93 @@ pub struct NodeIo {
     pub(super) shard: usize,
     /// Dropped replicas whose storage is still being closed and deleted.
     pub(super) dropping: Rc<RefCell<HashSet<Gpid>>>,
+    /// Split children's copies this shard made or is making, staged in
+    /// [`split_dir`] until hosted.
+    pub(super) split_copies: Rc<RefCell<BTreeMap<Gpid, SplitCopy>>>,
+}
+
+/// Where shard `shard` stages split children's copies:
+/// `<data_dir>/split/shard-<n>/<app_id>.<partition>-e<epoch>-d<decree>/`,
+/// holding the checkpoint in `rdb/` and, once it is complete,
+/// [`SPLIT_DONE_FILE`].
+pub fn split_dir(data_dir: &Path, shard: usize) -> PathBuf {
+    data_dir.join("split").join(format!("shard-{shard}"))
+}
+
+/// Written last into a staged copy's directory: the copy is whole.
+const SPLIT_DONE_FILE: &str = "done";
+
+fn staged_copy_dir(data_dir: &Path, shard: usize, child: Gpid, copy: &SplitCopy) -> PathBuf {
+    split_dir(data_dir, shard).join(format!(
+        "{}.{}-e{}-d{}",
+        child.app_id, child.partition_index, copy.epoch, copy.decree
+    ))
+}
+
+/// The finished copies staged on disk for shard `shard`; unfinished ones
+/// (a crash cut them short) are deleted.
+pub(super) fn split_copies_on_disk(data_dir: &Path, shard: usize) -> BTreeMap<Gpid, SplitCopy> {
+    let mut found = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(split_dir(data_dir, shard)) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let parsed = (|| {
+            let (gpid, rest) = name.split_once("-e")?;
+            let (epoch, decree) = rest.split_once("-d")?;
+            let (app_id, partition_index) = gpid.split_once('.')?;
+            Some((
+                Gpid {
+                    app_id: app_id.parse().ok()?,
+                    partition_index: partition_index.parse().ok()?,
+                },
+                SplitCopy {
+                    epoch: epoch.parse().ok()?,
+                    decree: decree.parse().ok()?,
+                    state: SplitCopyState::Done,
+                },
+            ))
+        })();
+        match parsed {
+            Some((gpid, copy)) if path.join(SPLIT_DONE_FILE).exists() => {
+                found.insert(gpid, copy);
+            }
+            _ => {
+                if let Err(error) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(path = %path.display(), %error, "cannot delete an unfinished split copy");
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Takes the checkpoint of a split child's copy into `dir` and sets its
+/// decree to the parent's fence decree. Runs off the shard thread.
+fn make_split_copy(
+    checkpointer: crate::storage::Checkpointer,
+    dir: &Path,
+    decree: Decree,
+) -> Result<(), String> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .map_err(|error| format!("cannot clear {}: {error}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+    let rdb = dir.join("rdb");
+    let taken = checkpointer.create(&rdb).map_err(|error| error.message)?;
+    // The parent applied the fence decree before the copy started.
+    if taken < decree as i64 {
+        return Err(format!(
+            "the checkpoint holds decree {taken}, below the fence decree {decree}"
+        ));
+    }
+    crate::storage::set_checkpoint_decree(&rdb, decree as i64).map_err(|error| error.message)?;
+    create_durably(&dir.join(SPLIT_DONE_FILE))?;
+    sync_parent(dir)
 }
 
 impl HostIo for NodeIo {
@@ -350,19 +463,8 @@ impl HostIo for NodeIo {
             ));
         }
         let dir = replica_dir(&self.data_dir, meta.gpid());
-        let meta_path = dir.join(REPLICA_META_FILE);
-        if !meta_path.exists() {
-            std::fs::create_dir_all(&dir).map_err(|error| {
-                storage_error(format!("cannot create {}: {error}", dir.display()))
-            })?;
-            let text = toml::to_string(meta).expect("replica metadata serializes");
-            // Write then rename, so a crash never leaves half a metadata file.
-            let temporary = dir.join("replica.toml.tmp");
-            std::fs::write(&temporary, text)
-                .and_then(|()| std::fs::rename(&temporary, &meta_path))
-                .map_err(|error| {
-                    storage_error(format!("cannot write {}: {error}", meta_path.display()))
-                })?;
+        if !dir.join(REPLICA_META_FILE).exists() {
+            write_replica_meta(&dir, meta)?;
         }
         let engine = RocksEngine::open(&dir.join("rdb"), &self.storage)?;
         Ok(OpenedReplica {
@@ -456,6 +558,118 @@ impl HostIo for NodeIo {
 
     fn log_floor(&mut self, gpid: Gpid) -> Result<Decree, String> {
         persisted_number(&replica_dir(&self.data_dir, gpid), LOG_FLOOR_FILE)
+    }
+
+    fn update_replica_meta(&mut self, meta: &ReplicaMeta) -> Result<(), String> {
+        let dir = replica_dir(&self.data_dir, meta.gpid());
+        write_replica_meta(&dir, meta).map_err(|error| error.message)
+    }
+
+    /// The checkpoint (RocksDB's, hard links) and the decree rewrite run on
+    /// the executor's blocking pool; the shard goes on serving.
+    fn start_split_copy(
+        &mut self,
+        parent: Gpid,
+        engine: &RocksEngine,
+        child: &ReplicaMeta,
+        epoch: u64,
+        decree: Decree,
+    ) {
+        let copy = SplitCopy {
+            epoch,
+            decree,
+            state: SplitCopyState::Running,
+        };
+        let gpid = child.gpid();
+        let dir = staged_copy_dir(&self.data_dir, self.shard, gpid, &copy);
+        if let Some(old) = self.split_copies.borrow_mut().insert(gpid, copy.clone()) {
+            if old.state != SplitCopyState::Running {
+                remove_staged(staged_copy_dir(&self.data_dir, self.shard, gpid, &old));
+            }
+        }
+        let checkpointer = engine.checkpointer();
+        let copies = self.split_copies.clone();
+        tracing::info!(
+            parent = ?parent,
+            child = ?gpid,
+            epoch,
+            decree,
+            "copying a splitting partition as its child"
+        );
+        glommio::spawn_local(async move {
+            let job_dir = dir.clone();
+            let made = glommio::executor()
+                .spawn_blocking(move || make_split_copy(checkpointer, &job_dir, decree))
+                .await;
+            let mut copies = copies.borrow_mut();
+            match copies.get_mut(&gpid) {
+                Some(held) if held.epoch == epoch && held.decree == decree => match made {
+                    Ok(()) => held.state = SplitCopyState::Done,
+                    Err(reason) => {
+                        tracing::error!(child = ?gpid, %reason, "a split copy failed");
+                        held.state = SplitCopyState::Failed(reason);
+                        remove_staged(dir);
+                    }
+                },
+                // No longer wanted while it ran.
+                _ => remove_staged(dir),
+            }
+        })
+        .detach();
+    }
+
+    fn split_copy(&mut self, child: Gpid) -> Option<SplitCopy> {
+        self.split_copies.borrow().get(&child).cloned()
+    }
+
+    fn keep_split_copies(&mut self, keep: &BTreeSet<(Gpid, u64)>, assigned: &BTreeSet<Gpid>) {
+        let mut copies = self.split_copies.borrow_mut();
+        let stale: Vec<Gpid> = copies
+            .iter()
+            .filter(|(gpid, copy)| {
+                !keep.contains(&(**gpid, copy.epoch)) && !assigned.contains(gpid)
+            })
+            .map(|(gpid, _)| *gpid)
+            .collect();
+        for gpid in stale {
+            let copy = copies.remove(&gpid).expect("listed above");
+            // A running copy removes itself when it ends.
+            if copy.state != SplitCopyState::Running {
+                remove_staged(staged_copy_dir(&self.data_dir, self.shard, gpid, &copy));
+            }
+        }
+    }
+
+    fn install_split_copy(&mut self, gpid: Gpid) -> Result<bool, OpError> {
+        let dir = replica_dir(&self.data_dir, gpid);
+        if dir.join(REPLICA_META_FILE).exists() {
+            return Ok(true);
+        }
+        let copy = match self.split_copies.borrow().get(&gpid) {
+            Some(copy) if copy.state == SplitCopyState::Done => copy.clone(),
+            _ => return Ok(false),
+        };
+        let staged = staged_copy_dir(&self.data_dir, self.shard, gpid, &copy);
+        let installed = (|| -> std::io::Result<()> {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            std::fs::create_dir_all(&dir)?;
+            std::fs::rename(staged.join("rdb"), dir.join("rdb"))?;
+            persist_log_floor(&dir, copy.decree)?;
+            std::fs::File::open(&dir)?.sync_all()?;
+            std::fs::remove_dir_all(&staged)
+        })();
+        installed.map_err(|error| {
+            storage_error(format!(
+                "cannot install the split copy {} as {}: {error}",
+                staged.display(),
+                dir.display()
+            ))
+        })?;
+        self.split_copies.borrow_mut().remove(&gpid);
+        tracing::info!(child = ?gpid, decree = copy.decree, "installed a split child's copy");
+        Ok(true)
     }
 
     fn learn_queued(&mut self) {

@@ -266,6 +266,7 @@ fn sample_envelope(request_id: u64) -> Envelope {
             partition_index: -1,
         },
         partition_hash: 0xae8b_1486_0a79_9888,
+        partition_count: 0,
     }
 }
 
@@ -560,6 +561,34 @@ fn every_request() -> Vec<Request> {
             ],
             incarnation: 1_763_000_000_000_000_000,
             backups: sample_backup_reports(BackupJobState::Running, BackupJobState::Failed),
+            splits: vec![
+                SplitReport {
+                    gpid: Gpid {
+                        app_id: 1,
+                        partition_index: 0,
+                    },
+                    epoch: 3,
+                    ballot: 2,
+                    fence_decree: 0,
+                    fenced: true,
+                    copied_decree: 0,
+                    copied: true,
+                    message: String::new(),
+                },
+                SplitReport {
+                    gpid: Gpid {
+                        app_id: i32::MIN,
+                        partition_index: i32::MAX,
+                    },
+                    epoch: u64::MAX,
+                    ballot: i64::MIN,
+                    fence_decree: i64::MAX,
+                    fenced: false,
+                    copied_decree: i64::MIN,
+                    copied: false,
+                    message: "no space left on device".to_string(),
+                },
+            ],
         }),
         Request::Beacon(NodeBeacon {
             node: "127.0.0.1:34901".to_string(),
@@ -659,6 +688,32 @@ fn every_request() -> Vec<Request> {
     .into_iter()
     .chain(every_balancer_request().into_iter().map(Request::Balancer))
     .chain(every_backup_request().into_iter().map(Request::Backup))
+    .chain(
+        [
+            SplitRequest::Start {
+                table: "temp".to_string(),
+                new_count: 16,
+            },
+            SplitRequest::Start {
+                table: String::new(),
+                new_count: i32::MIN,
+            },
+            SplitRequest::Query {
+                table: "temp".to_string(),
+            },
+            SplitRequest::Pause {
+                table: "temp".to_string(),
+            },
+            SplitRequest::Restart {
+                table: "temp".to_string(),
+            },
+            SplitRequest::Cancel {
+                table: "temp".to_string(),
+            },
+        ]
+        .into_iter()
+        .map(Request::PartitionSplit),
+    )
     .collect()
 }
 
@@ -834,6 +889,7 @@ fn every_response() -> Vec<Response> {
                     learners: vec!["127.0.0.1:35101".to_string()],
                     replica_count: 4,
                     handoff_to: "127.0.0.1:34901".to_string(),
+                    split_child: true,
                 },
                 ReplicaAssignment {
                     table: String::new(),
@@ -848,6 +904,7 @@ fn every_response() -> Vec<Response> {
                     learners: Vec::new(),
                     replica_count: i32::MIN,
                     handoff_to: String::new(),
+                    split_child: false,
                 },
             ],
             drops: vec![
@@ -865,6 +922,28 @@ fn every_response() -> Vec<Response> {
             beacon_again_ms: 10,
             backups: sample_backup_orders(),
             restores: sample_restore_orders(),
+            splits: vec![
+                SplitOrder {
+                    gpid: Gpid {
+                        app_id: 1,
+                        partition_index: 3,
+                    },
+                    new_count: 16,
+                    epoch: 7,
+                    fence_decree: 0,
+                    fenced: true,
+                },
+                SplitOrder {
+                    gpid: Gpid {
+                        app_id: i32::MAX,
+                        partition_index: -1,
+                    },
+                    new_count: i32::MIN,
+                    epoch: u64::MAX,
+                    fence_decree: i64::MIN,
+                    fenced: false,
+                },
+            ],
         })),
         Ok(ResponseBody::BeaconAck(BeaconAck {
             assignments: Vec::new(),
@@ -874,6 +953,7 @@ fn every_response() -> Vec<Response> {
             beacon_again_ms: u32::MAX,
             backups: Vec::new(),
             restores: Vec::new(),
+            splits: Vec::new(),
         })),
         Ok(ResponseBody::BeaconAck(BeaconAck::default())),
     ];
@@ -893,7 +973,7 @@ fn every_request_variant_round_trips() {
     let mut names: Vec<&str> = requests.iter().map(Request::name).collect();
     names.sort_unstable();
     names.dedup();
-    assert_eq!(names.len(), 33, "every variant is covered");
+    assert_eq!(names.len(), 34, "every variant is covered");
     let mut encoder = Encoder::new();
     for (index, request) in requests.iter().enumerate() {
         round_trip_request(&mut encoder, &sample_envelope(index as u64), request);
@@ -1079,6 +1159,7 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
             learners: vec!["l".to_string()],
             replica_count: -1,
             handoff_to: "h".to_string(),
+            split_child: true,
         })
         .collect();
     let drops: Vec<Gpid> = (0..item_count)
@@ -1160,6 +1241,18 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
             beacon_again_ms: 0,
             backups: orders,
             restores: restore_orders,
+            splits: (0..item_count)
+                .map(|index| SplitOrder {
+                    gpid: Gpid {
+                        app_id: -1,
+                        partition_index: index,
+                    },
+                    new_count: -1,
+                    epoch: u64::MAX,
+                    fence_decree: i64::MIN,
+                    fenced: true,
+                })
+                .collect(),
         })),
         Ok(ResponseBody::Pairs(vec![
             (String::new(), String::new());
@@ -1180,6 +1273,7 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
         replicas,
         incarnation: u64::MAX,
         backups: reports,
+        splits: Vec::new(),
     });
     round_trip_request(&mut encoder, &sample_envelope(4), &beacon);
     let mut out = Vec::new();
@@ -1871,7 +1965,8 @@ fn every_backup_op_round_trips() {
     assert_eq!(ops.len(), fb::BackupOp::ENUM_VALUES.len());
     assert_eq!(fb::BackupOp::ENUM_MAX, 11);
     assert_eq!(fb::RequestBody::BackupRequest.0, 33);
-    assert_eq!(fb::RequestBody::ENUM_MAX, 33);
+    assert_eq!(fb::RequestBody::PartitionSplitRequest.0, 34);
+    assert_eq!(fb::RequestBody::ENUM_MAX, 34);
 }
 
 #[test]
@@ -2249,8 +2344,8 @@ fn response_envelope(
 #[test]
 fn inconsistent_responses_are_invalid() {
     // Proves unknown error codes, error responses with a body, bodiless successes and unknown body types are rejected.
-    let unknown_code = response_envelope(fb::ErrorCode(23), fb::ResponseBody::NONE, false);
-    assert_invalid(decode_response(&unknown_code), "unknown error code 23");
+    let unknown_code = response_envelope(fb::ErrorCode(25), fb::ResponseBody::NONE, false);
+    assert_invalid(decode_response(&unknown_code), "unknown error code 25");
     let negative_code = response_envelope(fb::ErrorCode(-1), fb::ResponseBody::NONE, false);
     assert_invalid(decode_response(&negative_code), "unknown error code -1");
 

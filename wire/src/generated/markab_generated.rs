@@ -16,10 +16,10 @@ pub mod fb {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: i16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: i16 = 22;
+pub const ENUM_MAX_ERROR_CODE: i16 = 24;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 23] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 25] = [
   ErrorCode::Ok,
   ErrorCode::NotFound,
   ErrorCode::InvalidArgument,
@@ -43,6 +43,8 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 23] = [
   ErrorCode::NotPrimary,
   ErrorCode::UnknownOutcome,
   ErrorCode::NotEnoughReplicas,
+  ErrorCode::StaleRoute,
+  ErrorCode::Splitting,
 ];
 
 /// Response status. Same numbering as `message::ErrorCode`.
@@ -74,9 +76,15 @@ impl ErrorCode {
   pub const NotPrimary: Self = Self(20);
   pub const UnknownOutcome: Self = Self(21);
   pub const NotEnoughReplicas: Self = Self(22);
+  /// The request's route is older (or newer) than the partition's: the
+  /// table's partition count changed in a split. Refresh and resend.
+  pub const StaleRoute: Self = Self(23);
+  /// The key's partition is splitting and its keys move to a new
+  /// partition: retry shortly (not executed).
+  pub const Splitting: Self = Self(24);
 
   pub const ENUM_MIN: i16 = 0;
-  pub const ENUM_MAX: i16 = 22;
+  pub const ENUM_MAX: i16 = 24;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Ok,
     Self::NotFound,
@@ -101,6 +109,8 @@ impl ErrorCode {
     Self::NotPrimary,
     Self::UnknownOutcome,
     Self::NotEnoughReplicas,
+    Self::StaleRoute,
+    Self::Splitting,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -128,6 +138,8 @@ impl ErrorCode {
       Self::NotPrimary => Some("NotPrimary"),
       Self::UnknownOutcome => Some("UnknownOutcome"),
       Self::NotEnoughReplicas => Some("NotEnoughReplicas"),
+      Self::StaleRoute => Some("StaleRoute"),
+      Self::Splitting => Some("Splitting"),
       _ => None,
     }
   }
@@ -1105,6 +1117,104 @@ impl<'a> ::flatbuffers::Verifiable for BackupOp {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for BackupOp {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_SPLIT_OP: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_SPLIT_OP: u8 = 4;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_SPLIT_OP: [SplitOp; 5] = [
+  SplitOp::Start,
+  SplitOp::Query,
+  SplitOp::Pause,
+  SplitOp::Restart,
+  SplitOp::Cancel,
+];
+
+/// What an operator asks of meta about partition splits. Same as the
+/// variants of `message::SplitRequest`; any other value is rejected.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct SplitOp(pub u8);
+#[allow(non_upper_case_globals)]
+impl SplitOp {
+  pub const Start: Self = Self(0);
+  pub const Query: Self = Self(1);
+  pub const Pause: Self = Self(2);
+  pub const Restart: Self = Self(3);
+  pub const Cancel: Self = Self(4);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Start,
+    Self::Query,
+    Self::Pause,
+    Self::Restart,
+    Self::Cancel,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Start => Some("Start"),
+      Self::Query => Some("Query"),
+      Self::Pause => Some("Pause"),
+      Self::Restart => Some("Restart"),
+      Self::Cancel => Some("Cancel"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for SplitOp {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for SplitOp {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for SplitOp {
+    type Output = SplitOp;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for SplitOp {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for SplitOp {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for SplitOp {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_PEER_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_PEER_KIND: u8 = 4;
@@ -1204,10 +1314,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for PeerKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 33;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 34;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 34] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 35] = [
   RequestBody::NONE,
   RequestBody::GetRequest,
   RequestBody::SetRequest,
@@ -1242,6 +1352,7 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 34] = [
   RequestBody::SwitchPrimaryRequest,
   RequestBody::BalancerRequest,
   RequestBody::BackupRequest,
+  RequestBody::PartitionSplitRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1283,9 +1394,10 @@ impl RequestBody {
   pub const SwitchPrimaryRequest: Self = Self(31);
   pub const BalancerRequest: Self = Self(32);
   pub const BackupRequest: Self = Self(33);
+  pub const PartitionSplitRequest: Self = Self(34);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 33;
+  pub const ENUM_MAX: u8 = 34;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::GetRequest,
@@ -1321,6 +1433,7 @@ impl RequestBody {
     Self::SwitchPrimaryRequest,
     Self::BalancerRequest,
     Self::BackupRequest,
+    Self::PartitionSplitRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1359,6 +1472,7 @@ impl RequestBody {
       Self::SwitchPrimaryRequest => Some("SwitchPrimaryRequest"),
       Self::BalancerRequest => Some("BalancerRequest"),
       Self::BackupRequest => Some("BackupRequest"),
+      Self::PartitionSplitRequest => Some("PartitionSplitRequest"),
       _ => None,
     }
   }
@@ -6329,6 +6443,230 @@ impl ::core::fmt::Debug for BackupReport<'_> {
       ds.finish()
   }
 }
+pub enum SplitReportOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A node's report on one partition of a splitting table (in its beacons).
+pub struct SplitReport<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SplitReport<'a> {
+  type Inner = SplitReport<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SplitReport<'a> {
+  pub const VT_GPID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 6;
+  pub const VT_BALLOT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FENCE_DECREE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_COPIED_DECREE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 14;
+  pub const VT_FENCED: ::flatbuffers::VOffsetT = 16;
+  pub const VT_COPIED: ::flatbuffers::VOffsetT = 18;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SplitReport { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SplitReportArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SplitReport<'bldr>> {
+    let mut builder = SplitReportBuilder::new(_fbb);
+    builder.add_copied_decree(args.copied_decree);
+    builder.add_fence_decree(args.fence_decree);
+    builder.add_ballot(args.ballot);
+    builder.add_epoch(args.epoch);
+    if let Some(x) = args.message { builder.add_message(x); }
+    if let Some(x) = args.gpid { builder.add_gpid(x); }
+    builder.add_copied(args.copied);
+    builder.add_fenced(args.fenced);
+    builder.finish()
+  }
+
+
+  /// The parent partition.
+  #[inline]
+  pub fn gpid(&self) -> Option<&'a Gpid> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Gpid>(SplitReport::VT_GPID, None)}
+  }
+  /// The split's epoch (meta's; a new one at every start and restart).
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SplitReport::VT_EPOCH, Some(0)).unwrap()}
+  }
+  /// The replica's ballot.
+  #[inline]
+  pub fn ballot(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(SplitReport::VT_BALLOT, Some(0)).unwrap()}
+  }
+  /// Primary: the decree it fenced at, once committed there (0 otherwise).
+  #[inline]
+  pub fn fence_decree(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(SplitReport::VT_FENCE_DECREE, Some(0)).unwrap()}
+  }
+  /// The decree of the child's copy on this node (see `copied`).
+  #[inline]
+  pub fn copied_decree(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(SplitReport::VT_COPIED_DECREE, Some(0)).unwrap()}
+  }
+  /// Why the copy failed (empty otherwise).
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SplitReport::VT_MESSAGE, None)}
+  }
+  /// Primary: fenced, and every decree up to `fence_decree` committed.
+  #[inline]
+  pub fn fenced(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SplitReport::VT_FENCED, Some(false)).unwrap()}
+  }
+  /// The child's copy is made, at `copied_decree`.
+  #[inline]
+  pub fn copied(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SplitReport::VT_COPIED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SplitReport<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<Gpid>("gpid", Self::VT_GPID, false)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
+     .visit_field::<i64>("ballot", Self::VT_BALLOT, false)?
+     .visit_field::<i64>("fence_decree", Self::VT_FENCE_DECREE, false)?
+     .visit_field::<i64>("copied_decree", Self::VT_COPIED_DECREE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<bool>("fenced", Self::VT_FENCED, false)?
+     .visit_field::<bool>("copied", Self::VT_COPIED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SplitReportArgs<'a> {
+    pub gpid: Option<&'a Gpid>,
+    pub epoch: u64,
+    pub ballot: i64,
+    pub fence_decree: i64,
+    pub copied_decree: i64,
+    pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub fenced: bool,
+    pub copied: bool,
+}
+impl<'a> Default for SplitReportArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SplitReportArgs {
+      gpid: None,
+      epoch: 0,
+      ballot: 0,
+      fence_decree: 0,
+      copied_decree: 0,
+      message: None,
+      fenced: false,
+      copied: false,
+    }
+  }
+}
+
+pub struct SplitReportBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SplitReportBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_gpid(&mut self, gpid: &Gpid) {
+    self.fbb_.push_slot_always::<&Gpid>(SplitReport::VT_GPID, gpid);
+  }
+  #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(SplitReport::VT_EPOCH, epoch, 0);
+  }
+  #[inline]
+  pub fn add_ballot(&mut self, ballot: i64) {
+    self.fbb_.push_slot::<i64>(SplitReport::VT_BALLOT, ballot, 0);
+  }
+  #[inline]
+  pub fn add_fence_decree(&mut self, fence_decree: i64) {
+    self.fbb_.push_slot::<i64>(SplitReport::VT_FENCE_DECREE, fence_decree, 0);
+  }
+  #[inline]
+  pub fn add_copied_decree(&mut self, copied_decree: i64) {
+    self.fbb_.push_slot::<i64>(SplitReport::VT_COPIED_DECREE, copied_decree, 0);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SplitReport::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_fenced(&mut self, fenced: bool) {
+    self.fbb_.push_slot::<bool>(SplitReport::VT_FENCED, fenced, false);
+  }
+  #[inline]
+  pub fn add_copied(&mut self, copied: bool) {
+    self.fbb_.push_slot::<bool>(SplitReport::VT_COPIED, copied, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SplitReportBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SplitReportBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SplitReport<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SplitReport<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SplitReport");
+      ds.field("gpid", &self.gpid());
+      ds.field("epoch", &self.epoch());
+      ds.field("ballot", &self.ballot());
+      ds.field("fence_decree", &self.fence_decree());
+      ds.field("copied_decree", &self.copied_decree());
+      ds.field("message", &self.message());
+      ds.field("fenced", &self.fenced());
+      ds.field("copied", &self.copied());
+      ds.finish()
+  }
+}
 pub enum BeaconRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6351,6 +6689,7 @@ impl<'a> BeaconRequest<'a> {
   pub const VT_REPLICAS: ::flatbuffers::VOffsetT = 8;
   pub const VT_INCARNATION: ::flatbuffers::VOffsetT = 10;
   pub const VT_BACKUPS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_SPLITS: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6363,6 +6702,7 @@ impl<'a> BeaconRequest<'a> {
   ) -> ::flatbuffers::WIPOffset<BeaconRequest<'bldr>> {
     let mut builder = BeaconRequestBuilder::new(_fbb);
     builder.add_incarnation(args.incarnation);
+    if let Some(x) = args.splits { builder.add_splits(x); }
     if let Some(x) = args.backups { builder.add_backups(x); }
     if let Some(x) = args.replicas { builder.add_replicas(x); }
     if let Some(x) = args.shard_addresses { builder.add_shard_addresses(x); }
@@ -6411,6 +6751,14 @@ impl<'a> BeaconRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<BackupReport>>>>(BeaconRequest::VT_BACKUPS, None)}
   }
+  /// Its replicas of splitting tables (appended for splits).
+  #[inline]
+  pub fn splits(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<SplitReport<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<SplitReport>>>>(BeaconRequest::VT_SPLITS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BeaconRequest<'_> {
@@ -6424,6 +6772,7 @@ impl ::flatbuffers::Verifiable for BeaconRequest<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<HostedReplica>>>>("replicas", Self::VT_REPLICAS, false)?
      .visit_field::<u64>("incarnation", Self::VT_INCARNATION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<BackupReport>>>>("backups", Self::VT_BACKUPS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<SplitReport>>>>("splits", Self::VT_SPLITS, false)?
      .finish();
     Ok(())
   }
@@ -6434,6 +6783,7 @@ pub struct BeaconRequestArgs<'a> {
     pub replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<HostedReplica<'a>>>>>,
     pub incarnation: u64,
     pub backups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<BackupReport<'a>>>>>,
+    pub splits: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<SplitReport<'a>>>>>,
 }
 impl<'a> Default for BeaconRequestArgs<'a> {
   #[inline]
@@ -6444,6 +6794,7 @@ impl<'a> Default for BeaconRequestArgs<'a> {
       replicas: None,
       incarnation: 0,
       backups: None,
+      splits: None,
     }
   }
 }
@@ -6474,6 +6825,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BeaconRequestBuilder<'a, 'b, 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconRequest::VT_BACKUPS, backups);
   }
   #[inline]
+  pub fn add_splits(&mut self, splits: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<SplitReport<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconRequest::VT_SPLITS, splits);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BeaconRequestBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BeaconRequestBuilder {
@@ -6496,6 +6851,7 @@ impl ::core::fmt::Debug for BeaconRequest<'_> {
       ds.field("replicas", &self.replicas());
       ds.field("incarnation", &self.incarnation());
       ds.field("backups", &self.backups());
+      ds.field("splits", &self.splits());
       ds.finish()
   }
 }
@@ -7357,6 +7713,138 @@ impl ::core::fmt::Debug for BackupRequest<'_> {
       ds.finish()
   }
 }
+pub enum PartitionSplitRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Partition splits (shell to meta), answered with pairs: `table`, and
+/// for Start the `new_count` (twice the current count).
+pub struct PartitionSplitRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PartitionSplitRequest<'a> {
+  type Inner = PartitionSplitRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PartitionSplitRequest<'a> {
+  pub const VT_OP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TABLE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NEW_COUNT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PartitionSplitRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PartitionSplitRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PartitionSplitRequest<'bldr>> {
+    let mut builder = PartitionSplitRequestBuilder::new(_fbb);
+    builder.add_new_count(args.new_count);
+    if let Some(x) = args.table { builder.add_table(x); }
+    builder.add_op(args.op);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn op(&self) -> SplitOp {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<SplitOp>(PartitionSplitRequest::VT_OP, Some(SplitOp::Start)).unwrap()}
+  }
+  #[inline]
+  pub fn table(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PartitionSplitRequest::VT_TABLE, None)}
+  }
+  #[inline]
+  pub fn new_count(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(PartitionSplitRequest::VT_NEW_COUNT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PartitionSplitRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<SplitOp>("op", Self::VT_OP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table", Self::VT_TABLE, false)?
+     .visit_field::<i32>("new_count", Self::VT_NEW_COUNT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PartitionSplitRequestArgs<'a> {
+    pub op: SplitOp,
+    pub table: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub new_count: i32,
+}
+impl<'a> Default for PartitionSplitRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PartitionSplitRequestArgs {
+      op: SplitOp::Start,
+      table: None,
+      new_count: 0,
+    }
+  }
+}
+
+pub struct PartitionSplitRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionSplitRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_op(&mut self, op: SplitOp) {
+    self.fbb_.push_slot::<SplitOp>(PartitionSplitRequest::VT_OP, op, SplitOp::Start);
+  }
+  #[inline]
+  pub fn add_table(&mut self, table: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionSplitRequest::VT_TABLE, table);
+  }
+  #[inline]
+  pub fn add_new_count(&mut self, new_count: i32) {
+    self.fbb_.push_slot::<i32>(PartitionSplitRequest::VT_NEW_COUNT, new_count, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PartitionSplitRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PartitionSplitRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PartitionSplitRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PartitionSplitRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PartitionSplitRequest");
+      ds.field("op", &self.op());
+      ds.field("table", &self.table());
+      ds.field("new_count", &self.new_count());
+      ds.finish()
+  }
+}
 pub enum PeerMutationOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7819,6 +8307,7 @@ impl<'a> RequestEnvelope<'a> {
   pub const VT_PARTITION_HASH: ::flatbuffers::VOffsetT = 12;
   pub const VT_BODY_TYPE: ::flatbuffers::VOffsetT = 14;
   pub const VT_BODY: ::flatbuffers::VOffsetT = 16;
+  pub const VT_PARTITION_COUNT: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -7832,6 +8321,7 @@ impl<'a> RequestEnvelope<'a> {
     let mut builder = RequestEnvelopeBuilder::new(_fbb);
     builder.add_partition_hash(args.partition_hash);
     builder.add_request_id(args.request_id);
+    builder.add_partition_count(args.partition_count);
     if let Some(x) = args.body { builder.add_body(x); }
     builder.add_partition_index(args.partition_index);
     builder.add_app_id(args.app_id);
@@ -7889,6 +8379,15 @@ impl<'a> RequestEnvelope<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(RequestEnvelope::VT_BODY, None)}
+  }
+  /// The partition count of the client's route (0 = not sent): a node
+  /// whose count differs answers `StaleRoute` (appended for splits).
+  #[inline]
+  pub fn partition_count(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(RequestEnvelope::VT_PARTITION_COUNT, Some(0)).unwrap()}
   }
   #[inline]
   #[allow(non_snake_case)]
@@ -8385,6 +8884,21 @@ impl<'a> RequestEnvelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_partition_split_request(&self) -> Option<PartitionSplitRequest<'a>> {
+    if self.body_type() == RequestBody::PartitionSplitRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PartitionSplitRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestEnvelope<'_> {
@@ -8433,9 +8947,11 @@ impl ::flatbuffers::Verifiable for RequestEnvelope<'_> {
           RequestBody::SwitchPrimaryRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SwitchPrimaryRequest>>("RequestBody::SwitchPrimaryRequest", pos),
           RequestBody::BalancerRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BalancerRequest>>("RequestBody::BalancerRequest", pos),
           RequestBody::BackupRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BackupRequest>>("RequestBody::BackupRequest", pos),
+          RequestBody::PartitionSplitRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PartitionSplitRequest>>("RequestBody::PartitionSplitRequest", pos),
           _ => Ok(()),
         }
      })?
+     .visit_field::<i32>("partition_count", Self::VT_PARTITION_COUNT, false)?
      .finish();
     Ok(())
   }
@@ -8448,6 +8964,7 @@ pub struct RequestEnvelopeArgs {
     pub partition_hash: u64,
     pub body_type: RequestBody,
     pub body: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
+    pub partition_count: i32,
 }
 impl<'a> Default for RequestEnvelopeArgs {
   #[inline]
@@ -8460,6 +8977,7 @@ impl<'a> Default for RequestEnvelopeArgs {
       partition_hash: 0,
       body_type: RequestBody::NONE,
       body: None,
+      partition_count: 0,
     }
   }
 }
@@ -8496,6 +9014,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RequestEnvelopeBuilder<'a, 'b
   #[inline]
   pub fn add_body(&mut self, body: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RequestEnvelope::VT_BODY, body);
+  }
+  #[inline]
+  pub fn add_partition_count(&mut self, partition_count: i32) {
+    self.fbb_.push_slot::<i32>(RequestEnvelope::VT_PARTITION_COUNT, partition_count, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RequestEnvelopeBuilder<'a, 'b, A> {
@@ -8753,11 +9275,19 @@ impl ::core::fmt::Debug for RequestEnvelope<'_> {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        RequestBody::PartitionSplitRequest => {
+          if let Some(x) = self.body_as_partition_split_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         _ => {
           let x: Option<()> = None;
           ds.field("body", &x)
         },
       };
+      ds.field("partition_count", &self.partition_count());
       ds.finish()
   }
 }
@@ -11254,6 +11784,7 @@ impl<'a> ReplicaAssignment<'a> {
   pub const VT_LEARNERS: ::flatbuffers::VOffsetT = 22;
   pub const VT_REPLICA_COUNT: ::flatbuffers::VOffsetT = 24;
   pub const VT_HANDOFF_TO: ::flatbuffers::VOffsetT = 26;
+  pub const VT_SPLIT_CHILD: ::flatbuffers::VOffsetT = 28;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -11277,6 +11808,7 @@ impl<'a> ReplicaAssignment<'a> {
     builder.add_partition_index(args.partition_index);
     builder.add_app_id(args.app_id);
     if let Some(x) = args.table { builder.add_table(x); }
+    builder.add_split_child(args.split_child);
     builder.finish()
   }
 
@@ -11374,6 +11906,16 @@ impl<'a> ReplicaAssignment<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ReplicaAssignment::VT_HANDOFF_TO, None)}
   }
+  /// The partition was made by a split: a node that is named its primary
+  /// or a secondary hosts it only from its copy of the parent, never empty
+  /// (appended for splits).
+  #[inline]
+  pub fn split_child(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ReplicaAssignment::VT_SPLIT_CHILD, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ReplicaAssignment<'_> {
@@ -11394,6 +11936,7 @@ impl ::flatbuffers::Verifiable for ReplicaAssignment<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("learners", Self::VT_LEARNERS, false)?
      .visit_field::<i32>("replica_count", Self::VT_REPLICA_COUNT, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("handoff_to", Self::VT_HANDOFF_TO, false)?
+     .visit_field::<bool>("split_child", Self::VT_SPLIT_CHILD, false)?
      .finish();
     Ok(())
   }
@@ -11411,6 +11954,7 @@ pub struct ReplicaAssignmentArgs<'a> {
     pub learners: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
     pub replica_count: i32,
     pub handoff_to: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub split_child: bool,
 }
 impl<'a> Default for ReplicaAssignmentArgs<'a> {
   #[inline]
@@ -11428,6 +11972,7 @@ impl<'a> Default for ReplicaAssignmentArgs<'a> {
       learners: None,
       replica_count: 0,
       handoff_to: None,
+      split_child: false,
     }
   }
 }
@@ -11486,6 +12031,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicaAssignmentBuilder<'a, 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicaAssignment::VT_HANDOFF_TO, handoff_to);
   }
   #[inline]
+  pub fn add_split_child(&mut self, split_child: bool) {
+    self.fbb_.push_slot::<bool>(ReplicaAssignment::VT_SPLIT_CHILD, split_child, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicaAssignmentBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ReplicaAssignmentBuilder {
@@ -11515,6 +12064,7 @@ impl ::core::fmt::Debug for ReplicaAssignment<'_> {
       ds.field("learners", &self.learners());
       ds.field("replica_count", &self.replica_count());
       ds.field("handoff_to", &self.handoff_to());
+      ds.field("split_child", &self.split_child());
       ds.finish()
   }
 }
@@ -11907,6 +12457,175 @@ impl ::core::fmt::Debug for RestoreOrder<'_> {
       ds.finish()
   }
 }
+pub enum SplitOrderOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A parent partition of a splitting table (in beacon acks): its primary
+/// refuses keys that move to the child and reports the decree it fenced
+/// at; once meta sends that decree, each member copies itself as the
+/// child as soon as it applied the decree.
+pub struct SplitOrder<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SplitOrder<'a> {
+  type Inner = SplitOrder<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SplitOrder<'a> {
+  pub const VT_GPID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NEW_COUNT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FENCE_DECREE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_FENCED: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SplitOrder { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SplitOrderArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SplitOrder<'bldr>> {
+    let mut builder = SplitOrderBuilder::new(_fbb);
+    builder.add_fence_decree(args.fence_decree);
+    builder.add_epoch(args.epoch);
+    builder.add_new_count(args.new_count);
+    if let Some(x) = args.gpid { builder.add_gpid(x); }
+    builder.add_fenced(args.fenced);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn gpid(&self) -> Option<&'a Gpid> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Gpid>(SplitOrder::VT_GPID, None)}
+  }
+  #[inline]
+  pub fn new_count(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(SplitOrder::VT_NEW_COUNT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SplitOrder::VT_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn fence_decree(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(SplitOrder::VT_FENCE_DECREE, Some(0)).unwrap()}
+  }
+  /// Meta heard the primary's fence decree (`fence_decree` holds it).
+  #[inline]
+  pub fn fenced(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SplitOrder::VT_FENCED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SplitOrder<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<Gpid>("gpid", Self::VT_GPID, false)?
+     .visit_field::<i32>("new_count", Self::VT_NEW_COUNT, false)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
+     .visit_field::<i64>("fence_decree", Self::VT_FENCE_DECREE, false)?
+     .visit_field::<bool>("fenced", Self::VT_FENCED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SplitOrderArgs<'a> {
+    pub gpid: Option<&'a Gpid>,
+    pub new_count: i32,
+    pub epoch: u64,
+    pub fence_decree: i64,
+    pub fenced: bool,
+}
+impl<'a> Default for SplitOrderArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SplitOrderArgs {
+      gpid: None,
+      new_count: 0,
+      epoch: 0,
+      fence_decree: 0,
+      fenced: false,
+    }
+  }
+}
+
+pub struct SplitOrderBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SplitOrderBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_gpid(&mut self, gpid: &Gpid) {
+    self.fbb_.push_slot_always::<&Gpid>(SplitOrder::VT_GPID, gpid);
+  }
+  #[inline]
+  pub fn add_new_count(&mut self, new_count: i32) {
+    self.fbb_.push_slot::<i32>(SplitOrder::VT_NEW_COUNT, new_count, 0);
+  }
+  #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(SplitOrder::VT_EPOCH, epoch, 0);
+  }
+  #[inline]
+  pub fn add_fence_decree(&mut self, fence_decree: i64) {
+    self.fbb_.push_slot::<i64>(SplitOrder::VT_FENCE_DECREE, fence_decree, 0);
+  }
+  #[inline]
+  pub fn add_fenced(&mut self, fenced: bool) {
+    self.fbb_.push_slot::<bool>(SplitOrder::VT_FENCED, fenced, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SplitOrderBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SplitOrderBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SplitOrder<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SplitOrder<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SplitOrder");
+      ds.field("gpid", &self.gpid());
+      ds.field("new_count", &self.new_count());
+      ds.field("epoch", &self.epoch());
+      ds.field("fence_decree", &self.fence_decree());
+      ds.field("fenced", &self.fenced());
+      ds.finish()
+  }
+}
 pub enum BeaconAckResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -11931,6 +12650,7 @@ impl<'a> BeaconAckResponse<'a> {
   pub const VT_BEACON_AGAIN_MS: ::flatbuffers::VOffsetT = 12;
   pub const VT_BACKUPS: ::flatbuffers::VOffsetT = 14;
   pub const VT_RESTORES: ::flatbuffers::VOffsetT = 16;
+  pub const VT_SPLITS: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -11943,6 +12663,7 @@ impl<'a> BeaconAckResponse<'a> {
   ) -> ::flatbuffers::WIPOffset<BeaconAckResponse<'bldr>> {
     let mut builder = BeaconAckResponseBuilder::new(_fbb);
     builder.add_lease_ms(args.lease_ms);
+    if let Some(x) = args.splits { builder.add_splits(x); }
     if let Some(x) = args.restores { builder.add_restores(x); }
     if let Some(x) = args.backups { builder.add_backups(x); }
     builder.add_beacon_again_ms(args.beacon_again_ms);
@@ -12010,6 +12731,14 @@ impl<'a> BeaconAckResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RestoreOrder>>>>(BeaconAckResponse::VT_RESTORES, None)}
   }
+  /// Partitions of splitting tables this node hosts (appended for splits).
+  #[inline]
+  pub fn splits(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<SplitOrder<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<SplitOrder>>>>(BeaconAckResponse::VT_SPLITS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BeaconAckResponse<'_> {
@@ -12025,6 +12754,7 @@ impl ::flatbuffers::Verifiable for BeaconAckResponse<'_> {
      .visit_field::<u32>("beacon_again_ms", Self::VT_BEACON_AGAIN_MS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<BackupOrder>>>>("backups", Self::VT_BACKUPS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RestoreOrder>>>>("restores", Self::VT_RESTORES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<SplitOrder>>>>("splits", Self::VT_SPLITS, false)?
      .finish();
     Ok(())
   }
@@ -12037,6 +12767,7 @@ pub struct BeaconAckResponseArgs<'a> {
     pub beacon_again_ms: u32,
     pub backups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<BackupOrder<'a>>>>>,
     pub restores: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RestoreOrder<'a>>>>>,
+    pub splits: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<SplitOrder<'a>>>>>,
 }
 impl<'a> Default for BeaconAckResponseArgs<'a> {
   #[inline]
@@ -12049,6 +12780,7 @@ impl<'a> Default for BeaconAckResponseArgs<'a> {
       beacon_again_ms: 0,
       backups: None,
       restores: None,
+      splits: None,
     }
   }
 }
@@ -12087,6 +12819,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BeaconAckResponseBuilder<'a, 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconAckResponse::VT_RESTORES, restores);
   }
   #[inline]
+  pub fn add_splits(&mut self, splits: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<SplitOrder<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconAckResponse::VT_SPLITS, splits);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BeaconAckResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BeaconAckResponseBuilder {
@@ -12111,6 +12847,7 @@ impl ::core::fmt::Debug for BeaconAckResponse<'_> {
       ds.field("beacon_again_ms", &self.beacon_again_ms());
       ds.field("backups", &self.backups());
       ds.field("restores", &self.restores());
+      ds.field("splits", &self.splits());
       ds.finish()
   }
 }
