@@ -795,8 +795,20 @@ impl StorageEngine for RocksEngine {
             .db
             .get_cf(self.meta_cf(), CLEANED_COUNT_KEY)
             .map_err(|error| storage_error("reading the cleaned count", error))?;
-        if cleaned.as_deref() == Some(&count.to_le_bytes()[..]) {
-            return Ok(());
+        let count_bytes = count.to_le_bytes();
+        match cleaned.as_deref() {
+            Some(held) if held == &count_bytes[..] => return Ok(()),
+            // First open since this record exists: no split left records
+            // of other partitions here; from now on a change of count does.
+            None => {
+                let mut options = WriteOptions::default();
+                options.disable_wal(true);
+                return self
+                    .db
+                    .put_cf_opt(self.meta_cf(), CLEANED_COUNT_KEY, count_bytes, &options)
+                    .map_err(|error| storage_error("recording the cleaned count", error));
+            }
+            Some(_) => {}
         }
         // A full compaction runs the filter over every record, on a thread
         // of its own (RocksDB's background threads do the work): the
