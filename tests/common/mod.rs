@@ -85,6 +85,8 @@ pub struct Node {
     /// `host:port` of its metrics endpoint, when its config enables one.
     pub metrics_address: Option<String>,
     pub config_path: PathBuf,
+    /// Where its stderr goes, when not the test's: quoted when it fails.
+    log: Option<PathBuf>,
     stdout_lines: mpsc::Receiver<String>,
 }
 
@@ -187,6 +189,7 @@ impl Node {
             addresses: Vec::new(),
             metrics_address: None,
             config_path: config_path.to_owned(),
+            log: log.map(Path::to_owned),
             stdout_lines,
         };
         let line = node.wait_line("markab replica ready", NODE_START_TIMEOUT);
@@ -215,11 +218,25 @@ impl Node {
                 Err(_) => {
                     let status = self.child.try_wait();
                     panic!(
-                        "no line containing {needle:?} within {timeout:?} (process: {status:?})"
+                        "no line containing {needle:?} within {timeout:?} (process: {status:?}){}",
+                        self.log_tail()
                     );
                 }
             }
         }
+    }
+
+    /// The last lines of its log file, when it has one, for a failure's
+    /// message.
+    fn log_tail(&self) -> String {
+        const LINES: usize = 30;
+        let Some(path) = &self.log else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(LINES)..].join("\n");
+        format!("\nlast lines of {}:\n{tail}", path.display())
     }
 
     /// The address of shard 0, where a client starts.
