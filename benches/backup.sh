@@ -23,12 +23,8 @@ rate=${2:-2000}
 duration_s=${3:-60}
 out=${4:-/var/tmp/markab-backup-bench}
 source scripts/env.sh
-if [ -n "${MARKAB_BIN:-}" ]; then
-  markab="$MARKAB_BIN"
-else
-  cargo build --release --quiet
-  markab="$CARGO_TARGET_DIR/release/markab"
-fi
+source benches/lib.sh
+markab=$(markab_binary)
 [ -x "$root/.moto-venv/bin/moto_server" ] || bash scripts/setup.sh
 rm -rf "$out"
 mkdir -p "$out/backups"

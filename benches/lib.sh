@@ -24,3 +24,14 @@ children() {
   done
   echo
 }
+
+# The markab binary the bench scripts run: $MARKAB_BIN when set (a prebuilt
+# binary), else this checkout's release build, built first.
+markab_binary() {
+  if [ -n "${MARKAB_BIN:-}" ]; then
+    echo "$MARKAB_BIN"
+  else
+    cargo build --release --quiet >&2
+    echo "$CARGO_TARGET_DIR/release/markab"
+  fi
+}

@@ -23,12 +23,8 @@ out=${4:-/var/tmp/markab-rebalance}
 copy_rate=${5:-}
 moves_max=${6:-}
 source scripts/env.sh
-if [ -n "${MARKAB_BIN:-}" ]; then
-  markab="$MARKAB_BIN"
-else
-  cargo build --release --quiet
-  markab="$CARGO_TARGET_DIR/release/markab"
-fi
+source benches/lib.sh
+markab=$(markab_binary)
 rm -rf "$out"
 mkdir -p "$out"
 onebox_pid=
