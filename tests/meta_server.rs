@@ -172,6 +172,7 @@ fn beacon() -> Request {
         incarnation: 1,
         backups: Vec::new(),
         splits: Vec::new(),
+        dups: Vec::new(),
     })
 }
 

@@ -146,6 +146,7 @@ fn meta_request_changes_state(request: &Request) -> bool {
             | Request::SetAppEnvs { .. }
             | Request::Beacon(_)
             | Request::PartitionSplit(_)
+            | Request::Dup(_)
     )
 }
 

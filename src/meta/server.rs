@@ -612,6 +612,7 @@ mod tests {
             incarnation: 1,
             backups: Vec::new(),
             splits: Vec::new(),
+            dups: Vec::new(),
         })
     }
 

@@ -254,6 +254,7 @@ fn beacon_loop(
                 .map(|jobs| jobs.reports())
                 .unwrap_or_default(),
             splits: layout.registry.split_reports(),
+            dups: Vec::new(),
         };
         // The lease counts from the beacon's send time.
         let sent_ms = monotonic_ms();

@@ -18,8 +18,9 @@ use crate::frame::{write_frame, FrameError, MessageKind, FRAME_BODY_BYTES_MAX};
 use crate::message::{
     BackupJobState, BackupOrder, BackupPolicyChange, BackupPolicySpec, BackupReport, BackupRequest,
     BalancerRequest, BeaconAck, CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult,
-    CheckType, CreateTableRequest, Envelope, ErrorCode, Filter, FilterType, Gpid, HostedReplica,
-    Key, MultiGetRequest, Mutation, NodeBeacon, NodeInfo, OpError, PartitionConfig, PartitionRoute,
+    CheckType, CreateTableRequest, DupMutation, DupOrder, DupReport, DupRequest, DupStatus,
+    DuplicateRequest, Envelope, ErrorCode, Filter, FilterType, Gpid, HostedReplica, Key,
+    MultiGetRequest, Mutation, NodeBeacon, NodeInfo, OpError, PartitionConfig, PartitionRoute,
     PeerKind, PeerMutation, PeerRequest, ProposedMove, Record, ReplicaAssignment, ReplicaRole,
     Request, Response, ResponseBody, RestoreOrder, Route, ScanRange, ScanRequest, SortKeyValue,
     SplitOrder, SplitReport, SplitRequest, TableDescription, TableInfo, TableStatus,
@@ -351,8 +352,29 @@ fn request_bytes_estimate(request: &Request) -> usize {
                     .message
                     .len()
                     .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
+            }))
+            .saturating_add(items_estimate(&beacon.dups, |report| {
+                report
+                    .message
+                    .len()
+                    .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
             })),
         Request::PartitionSplit(request) => request.table().len(),
+        Request::Dup(request) => match request {
+            DupRequest::Add {
+                table,
+                remote_metas,
+                remote_table,
+            } => table
+                .len()
+                .saturating_add(strings_bytes(remote_metas))
+                .saturating_add(remote_table.len()),
+            DupRequest::List { table } => table.len(),
+            DupRequest::Pause { .. } | DupRequest::Start { .. } | DupRequest::Remove { .. } => 0,
+        },
+        Request::Duplicate(request) => {
+            items_estimate(&request.mutations, |mutation| mutation.payload.len())
+        }
         Request::RemoveSecondary { node, .. }
         | Request::UpgradeLearner { node, .. }
         | Request::SwitchPrimary { node, .. } => node.len(),
@@ -514,6 +536,11 @@ fn response_bytes_estimate(response: &Response) -> usize {
         }))
         .saturating_add(items_estimate(&ack.splits, |_| {
             ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX
+        }))
+        .saturating_add(items_estimate(&ack.dups, |order| {
+            strings_bytes(&order.remote_metas)
+                .saturating_add(order.remote_table.len())
+                .saturating_add(ENCODED_WIDE_ITEM_EXTRA_BYTES_MAX)
         })),
     };
     payload.saturating_add(ENCODED_MESSAGE_OVERHEAD_BYTES_MAX)
@@ -860,6 +887,183 @@ fn decode_split_request(
         fb::SplitOp::Cancel => SplitRequest::Cancel { table },
         other => return Err(invalid(format!("unknown split op {}", other.0))),
     })
+}
+
+fn dup_report(builder: &mut Builder, report: &DupReport) -> WIPOffset<fb::DupReport<'static>> {
+    let gpid = fb_gpid(report.gpid);
+    let message = Some(builder.create_string(&report.message));
+    fb::DupReport::create(
+        builder,
+        &fb::DupReportArgs {
+            dup_id: report.dup_id,
+            gpid: Some(&gpid),
+            confirmed_decree: report.confirmed_decree,
+            committed_decree: report.committed_decree,
+            lag_ms: report.lag_ms,
+            shipped_records: report.shipped_records,
+            shipped_bytes: report.shipped_bytes,
+            errors: report.errors,
+            failed: report.failed,
+            message,
+        },
+    )
+}
+
+fn decode_dup_report(report: fb::DupReport<'_>) -> Result<DupReport, DecodeError> {
+    let gpid = report
+        .gpid()
+        .ok_or_else(|| invalid("beacon dup report carries no gpid"))?;
+    Ok(DupReport {
+        dup_id: report.dup_id(),
+        gpid: decode_gpid(gpid),
+        confirmed_decree: report.confirmed_decree(),
+        committed_decree: report.committed_decree(),
+        lag_ms: report.lag_ms(),
+        shipped_records: report.shipped_records(),
+        shipped_bytes: report.shipped_bytes(),
+        errors: report.errors(),
+        failed: report.failed(),
+        message: owned_string(report.message()),
+    })
+}
+
+fn dup_order(builder: &mut Builder, order: &DupOrder) -> WIPOffset<fb::DupOrder<'static>> {
+    let gpid = fb_gpid(order.gpid);
+    let remote_metas = Some(string_list(builder, &order.remote_metas));
+    let remote_table = Some(builder.create_string(&order.remote_table));
+    let status = match order.status {
+        DupStatus::Running => fb::DupStatus::Running,
+        DupStatus::Paused => fb::DupStatus::Paused,
+    };
+    fb::DupOrder::create(
+        builder,
+        &fb::DupOrderArgs {
+            dup_id: order.dup_id,
+            gpid: Some(&gpid),
+            remote_metas,
+            remote_table,
+            remote_cluster_id: order.remote_cluster_id,
+            status,
+            confirmed_decree: order.confirmed_decree,
+        },
+    )
+}
+
+fn decode_dup_order(order: fb::DupOrder<'_>) -> Result<DupOrder, DecodeError> {
+    let gpid = order
+        .gpid()
+        .ok_or_else(|| invalid("beacon ack dup order carries no gpid"))?;
+    let status = match order.status() {
+        fb::DupStatus::Running => DupStatus::Running,
+        fb::DupStatus::Paused => DupStatus::Paused,
+        other => return Err(invalid(format!("unknown dup status {}", other.0))),
+    };
+    Ok(DupOrder {
+        dup_id: order.dup_id(),
+        gpid: decode_gpid(gpid),
+        remote_metas: owned_strings(order.remote_metas()),
+        remote_table: owned_string(order.remote_table()),
+        remote_cluster_id: order.remote_cluster_id(),
+        status,
+        confirmed_decree: order.confirmed_decree(),
+    })
+}
+
+/// A duplication request as one `DupRequest` table.
+fn dup_request(builder: &mut Builder, request: &DupRequest) -> WIPOffset<fb::DupRequest<'static>> {
+    let mut args = fb::DupRequestArgs::default();
+    match request {
+        DupRequest::Add {
+            table,
+            remote_metas,
+            remote_table,
+        } => {
+            args.op = fb::DupOp::Add;
+            args.table = Some(builder.create_string(table));
+            args.remote_metas = Some(string_list(builder, remote_metas));
+            args.remote_table = Some(builder.create_string(remote_table));
+        }
+        DupRequest::List { table } => {
+            args.op = fb::DupOp::List;
+            args.table = Some(builder.create_string(table));
+        }
+        DupRequest::Pause { id } => {
+            args.op = fb::DupOp::Pause;
+            args.dup_id = *id;
+        }
+        DupRequest::Start { id } => {
+            args.op = fb::DupOp::Start;
+            args.dup_id = *id;
+        }
+        DupRequest::Remove { id } => {
+            args.op = fb::DupOp::Remove;
+            args.dup_id = *id;
+        }
+    }
+    fb::DupRequest::create(builder, &args)
+}
+
+fn decode_dup_request(request: fb::DupRequest<'_>) -> Result<DupRequest, DecodeError> {
+    let id = request.dup_id();
+    Ok(match request.op() {
+        fb::DupOp::Add => DupRequest::Add {
+            table: owned_string(request.table()),
+            remote_metas: owned_strings(request.remote_metas()),
+            remote_table: owned_string(request.remote_table()),
+        },
+        fb::DupOp::List => DupRequest::List {
+            table: owned_string(request.table()),
+        },
+        fb::DupOp::Pause => DupRequest::Pause { id },
+        fb::DupOp::Start => DupRequest::Start { id },
+        fb::DupOp::Remove => DupRequest::Remove { id },
+        other => return Err(invalid(format!("unknown dup op {}", other.0))),
+    })
+}
+
+fn duplicate_request(
+    builder: &mut Builder,
+    request: &DuplicateRequest,
+) -> WIPOffset<fb::DuplicateRequest<'static>> {
+    let mutations: Vec<_> = request
+        .mutations
+        .iter()
+        .map(|mutation| {
+            let payload = Some(bytes(builder, &mutation.payload));
+            fb::DupMutation::create(
+                builder,
+                &fb::DupMutationArgs {
+                    decree: mutation.decree,
+                    payload,
+                },
+            )
+        })
+        .collect();
+    let mutations = Some(builder.create_vector(&mutations));
+    fb::DuplicateRequest::create(
+        builder,
+        &fb::DuplicateRequestArgs {
+            source_cluster_id: request.source_cluster_id,
+            dup_id: request.dup_id,
+            mutations,
+        },
+    )
+}
+
+fn decode_duplicate_request(request: fb::DuplicateRequest<'_>) -> DuplicateRequest {
+    DuplicateRequest {
+        source_cluster_id: request.source_cluster_id(),
+        dup_id: request.dup_id(),
+        mutations: request
+            .mutations()
+            .iter()
+            .flat_map(|list| list.iter())
+            .map(|mutation| DupMutation {
+                decree: mutation.decree(),
+                payload: owned(mutation.payload()),
+            })
+            .collect(),
+    }
 }
 
 fn restore_order(
@@ -1614,6 +1818,12 @@ fn build_request(builder: &mut Builder, request: &Request) -> (fb::RequestBody, 
                 .map(|report| split_report(builder, report))
                 .collect();
             let splits = Some(builder.create_vector(&splits));
+            let dups: Vec<_> = beacon
+                .dups
+                .iter()
+                .map(|report| dup_report(builder, report))
+                .collect();
+            let dups = Some(builder.create_vector(&dups));
             let table = fb::BeaconRequest::create(
                 builder,
                 &fb::BeaconRequestArgs {
@@ -1623,6 +1833,7 @@ fn build_request(builder: &mut Builder, request: &Request) -> (fb::RequestBody, 
                     incarnation: beacon.incarnation,
                     backups,
                     splits,
+                    dups,
                 },
             );
             (fb::RequestBody::BeaconRequest, table.as_union_value())
@@ -1693,6 +1904,14 @@ fn build_request(builder: &mut Builder, request: &Request) -> (fb::RequestBody, 
                 fb::RequestBody::PartitionSplitRequest,
                 table.as_union_value(),
             )
+        }
+        Request::Dup(request) => {
+            let table = dup_request(builder, request);
+            (fb::RequestBody::DupRequest, table.as_union_value())
+        }
+        Request::Duplicate(request) => {
+            let table = duplicate_request(builder, request);
+            (fb::RequestBody::DuplicateRequest, table.as_union_value())
         }
     }
 }
@@ -1917,6 +2136,12 @@ fn build_response_body(builder: &mut Builder, body: &ResponseBody) -> (fb::Respo
                 .map(|order| split_order(builder, order))
                 .collect();
             let splits = Some(builder.create_vector(&splits));
+            let dups: Vec<_> = ack
+                .dups
+                .iter()
+                .map(|order| dup_order(builder, order))
+                .collect();
+            let dups = Some(builder.create_vector(&dups));
             let table = fb::BeaconAckResponse::create(
                 builder,
                 &fb::BeaconAckResponseArgs {
@@ -1928,6 +2153,8 @@ fn build_response_body(builder: &mut Builder, body: &ResponseBody) -> (fb::Respo
                     backups,
                     restores,
                     splits,
+                    dups,
+                    cluster_id: ack.cluster_id,
                 },
             );
             (fb::ResponseBody::BeaconAckResponse, table.as_union_value())
@@ -2370,6 +2597,10 @@ pub fn decode_request(body: &[u8]) -> Result<(Envelope, Request), DecodeError> {
             for report in table.splits().iter().flat_map(|list| list.iter()) {
                 splits.push(decode_split_report(report)?);
             }
+            let mut dups = Vec::new();
+            for report in table.dups().iter().flat_map(|list| list.iter()) {
+                dups.push(decode_dup_report(report)?);
+            }
             Request::Beacon(NodeBeacon {
                 node: owned_string(table.node()),
                 shard_addresses: owned_strings(table.shard_addresses()),
@@ -2377,6 +2608,7 @@ pub fn decode_request(body: &[u8]) -> Result<(Envelope, Request), DecodeError> {
                 incarnation: table.incarnation(),
                 backups,
                 splits,
+                dups,
             })
         }
         fb::RequestBody::RemoveSecondaryRequest => {
@@ -2429,6 +2661,14 @@ pub fn decode_request(body: &[u8]) -> Result<(Envelope, Request), DecodeError> {
         fb::RequestBody::PartitionSplitRequest => {
             let table = root.body_as_partition_split_request().ok_or_else(missing)?;
             Request::PartitionSplit(decode_split_request(table)?)
+        }
+        fb::RequestBody::DupRequest => {
+            let table = root.body_as_dup_request().ok_or_else(missing)?;
+            Request::Dup(decode_dup_request(table)?)
+        }
+        fb::RequestBody::DuplicateRequest => {
+            let table = root.body_as_duplicate_request().ok_or_else(missing)?;
+            Request::Duplicate(decode_duplicate_request(table))
         }
         other => return Err(invalid(format!("unknown request body type {}", other.0))),
     };
@@ -2630,6 +2870,10 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
             for order in table.splits().iter().flat_map(|list| list.iter()) {
                 splits.push(decode_split_order(order)?);
             }
+            let mut dups = Vec::new();
+            for order in table.dups().iter().flat_map(|list| list.iter()) {
+                dups.push(decode_dup_order(order)?);
+            }
             ResponseBody::BeaconAck(BeaconAck {
                 assignments,
                 drops,
@@ -2639,6 +2883,8 @@ pub fn decode_response(body: &[u8]) -> Result<(u64, Response), DecodeError> {
                 backups,
                 restores,
                 splits,
+                dups,
+                cluster_id: table.cluster_id(),
             })
         }
         other => return Err(invalid(format!("unknown response body type {}", other.0))),

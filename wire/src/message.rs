@@ -581,6 +581,106 @@ pub enum Request {
     PartitionSplit(SplitRequest),
     /// A replica-to-replica message (node → node, never answered).
     Peer(PeerRequest),
+    /// Duplications between clusters (shell → meta), answered with pairs.
+    Dup(DupRequest),
+    /// Mutations shipped by another cluster's duplication (node → the
+    /// remote partition's primary): a write, answered with `Count` (the
+    /// records applied; the others were older than what the partition
+    /// holds).
+    Duplicate(DuplicateRequest),
+}
+
+/// What an operator asks of meta about duplications (docs/duplication.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DupRequest {
+    /// Duplicates `table` to table `remote_table` (`table` when empty) of
+    /// the cluster whose metas are `remote_metas`; answered with the new
+    /// duplication's id.
+    Add {
+        table: String,
+        remote_metas: Vec<String>,
+        remote_table: String,
+    },
+    /// The duplications of `table` (empty: of every table), with their
+    /// progress per partition.
+    List { table: String },
+    /// Stops shipping for now (the nodes keep their logs from the
+    /// confirmed decree).
+    Pause { id: u64 },
+    /// Resumes a paused duplication.
+    Start { id: u64 },
+    /// Ends a duplication.
+    Remove { id: u64 },
+}
+
+/// One committed mutation of a duplicated partition: its decree and its
+/// log payload exactly as the source's mutation log holds it (an encoded
+/// write batch).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DupMutation {
+    pub decree: i64,
+    pub payload: Vec<u8>,
+}
+
+/// A batch of one source partition's committed mutations, in decree
+/// order, for the same partition of the remote table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DuplicateRequest {
+    /// The cluster the mutations were committed in (1..=127).
+    pub source_cluster_id: u8,
+    /// The source cluster's duplication.
+    pub dup_id: u64,
+    pub mutations: Vec<DupMutation>,
+}
+
+/// Whether a duplication ships (in beacon acks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DupStatus {
+    #[default]
+    Running = 0,
+    /// Not shipping; the members keep their logs from the confirmed decree.
+    Paused = 1,
+}
+
+/// A node's report on one partition of a duplication it is primary of
+/// (node → meta, in beacons).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DupReport {
+    pub dup_id: u64,
+    pub gpid: Gpid,
+    /// The last decree the remote cluster holds (-1 = none yet).
+    pub confirmed_decree: i64,
+    /// The partition's committed decree.
+    pub committed_decree: i64,
+    /// The age of the oldest committed mutation not yet confirmed, in ms
+    /// (0 when caught up).
+    pub lag_ms: u64,
+    pub shipped_records: u64,
+    pub shipped_bytes: u64,
+    /// Failed shipping attempts since the node became primary.
+    pub errors: u64,
+    /// The duplication cannot go on; meta marks it failed.
+    pub failed: bool,
+    /// The last error, or why it failed (empty otherwise).
+    pub message: String,
+}
+
+/// A partition of a duplicated table a node is primary or secondary of
+/// (meta → node, in beacon acks).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DupOrder {
+    pub dup_id: u64,
+    pub gpid: Gpid,
+    /// The remote cluster's meta addresses.
+    pub remote_metas: Vec<String>,
+    pub remote_table: String,
+    pub remote_cluster_id: u8,
+    pub status: DupStatus,
+    /// The last decree the remote cluster confirmed: the primary ships
+    /// from the next one, every member keeps its log from there. -1 = none
+    /// yet: the primary starts at its last prepared decree and reports it.
+    pub confirmed_decree: i64,
 }
 
 /// What an operator asks of meta's balancer (docs/balance.md).
@@ -933,6 +1033,9 @@ pub struct NodeBeacon {
     pub backups: Vec<BackupReport>,
     /// Its replicas of parent partitions of splitting tables.
     pub splits: Vec<SplitReport>,
+    /// Its duplications, one per duplication and partition it is primary
+    /// of.
+    pub dups: Vec<DupReport>,
 }
 
 /// A replica meta wants a node to host.
@@ -988,6 +1091,12 @@ pub struct BeaconAck {
     pub restores: Vec<RestoreOrder>,
     /// Parent partitions of splitting tables that this node hosts.
     pub splits: Vec<SplitOrder>,
+    /// Partitions of duplicated tables this node is primary or secondary
+    /// of.
+    pub dups: Vec<DupOrder>,
+    /// The cluster id of meta's cluster (1..=127; 0 = unknown, from an
+    /// older meta): the node's timetags carry it.
+    pub cluster_id: u8,
 }
 
 /// What a replica-to-replica message is.
@@ -1075,7 +1184,9 @@ impl Request {
             | Request::Balancer(_)
             | Request::Backup(_)
             | Request::PartitionSplit(_)
-            | Request::Peer(_) => None,
+            | Request::Peer(_)
+            | Request::Dup(_)
+            | Request::Duplicate(_) => None,
         }
     }
 
@@ -1090,6 +1201,7 @@ impl Request {
                 | Request::Incr { .. }
                 | Request::CheckAndSet(_)
                 | Request::CheckAndMutate(_)
+                | Request::Duplicate(_)
         )
     }
 
@@ -1114,6 +1226,7 @@ impl Request {
                 | Request::Balancer(_)
                 | Request::Backup(_)
                 | Request::PartitionSplit(_)
+                | Request::Dup(_)
         )
     }
 
@@ -1154,6 +1267,8 @@ impl Request {
             Request::Backup(_) => "backup",
             Request::PartitionSplit(_) => "partition_split",
             Request::Peer(_) => "peer",
+            Request::Dup(_) => "dup",
+            Request::Duplicate(_) => "duplicate",
         }
     }
 }
@@ -1198,7 +1313,8 @@ pub struct Route {
 /// Meta: create_table → `Table` (the created or existing table); drop_table,
 /// set_app_envs → `Done`; recall_table → `Table`; list_tables → `Tables`;
 /// describe_table → `Description`; list_nodes → `Nodes`; cluster_info and
-/// get_app_envs → `Pairs`; beacon → `BeaconAck`; remove_secondary → `Done`.
+/// get_app_envs → `Pairs`; beacon → `BeaconAck`; remove_secondary → `Done`;
+/// dup → `Pairs`. Nodes: duplicate → `Count`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ResponseBody {
     Done,

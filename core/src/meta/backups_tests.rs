@@ -35,6 +35,7 @@ fn beacon(index: usize, backups: Vec<BackupReport>) -> Request {
         incarnation: 1,
         backups,
         splits: Vec::new(),
+        dups: Vec::new(),
     })
 }
 

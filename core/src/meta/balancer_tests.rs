@@ -79,6 +79,7 @@ fn beacon(state: &MetaState, index: usize, shards: usize) -> Request {
         incarnation: 1,
         backups: Vec::new(),
         splits: Vec::new(),
+        dups: Vec::new(),
     })
 }
 

@@ -433,6 +433,7 @@ impl Step {
 ///     incarnation: 1,
 ///     backups: Vec::new(),
 ///     splits: Vec::new(),
+///     dups: Vec::new(),
 /// };
 /// state.handle(&Request::Beacon(beacon), now_ms).reply.unwrap();
 /// let create = Request::CreateTable(CreateTableRequest {
@@ -1360,6 +1361,8 @@ impl MetaState {
             backups: self.backup_orders(data, &beacon.node),
             restores: self.restore_orders(data, &beacon.node),
             splits: self.split_orders(data, &beacon.node),
+            dups: Vec::new(),
+            cluster_id: 0,
         })));
         step.persist = persist;
         step

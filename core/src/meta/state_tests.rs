@@ -39,6 +39,7 @@ fn node_beacon(index: usize, shards: usize, replicas: Vec<HostedReplica>) -> Req
         incarnation: 1,
         backups: Vec::new(),
         splits: Vec::new(),
+        dups: Vec::new(),
     })
 }
 
@@ -675,6 +676,7 @@ fn route_answers_primary_shard_addresses() {
         incarnation: 1,
         backups: Vec::new(),
         splits: Vec::new(),
+        dups: Vec::new(),
     });
     apply(&mut restarted, &moved, T0_MS).unwrap();
     let Ok(ResponseBody::Route(moved_route)) = apply(&mut restarted, &route_request, T0_MS) else {

@@ -118,7 +118,8 @@ impl<E: StorageEngine> Partition<E> {
             | Request::MultiDel { .. }
             | Request::Incr { .. }
             | Request::CheckAndSet(_)
-            | Request::CheckAndMutate(_) => unreachable!("writes are prepared above"),
+            | Request::CheckAndMutate(_)
+            | Request::Duplicate(_) => unreachable!("writes are prepared above"),
             Request::GetScanner(_)
             | Request::Scan { .. }
             | Request::ClearScanner { .. }
@@ -139,7 +140,8 @@ impl<E: StorageEngine> Partition<E> {
             | Request::Balancer(_)
             | Request::Backup(_)
             | Request::PartitionSplit(_)
-            | Request::Peer(_) => Err(OpError::invalid_argument(format!(
+            | Request::Peer(_)
+            | Request::Dup(_) => Err(OpError::invalid_argument(format!(
                 "{} is served by the server, not by partition storage",
                 request.name()
             ))),

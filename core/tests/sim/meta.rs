@@ -109,6 +109,7 @@ impl SimMeta {
                 incarnation: 0,
                 backups: Vec::new(),
                 splits: Vec::new(),
+                dups: Vec::new(),
             };
             meta.on_beacon(&beacon, now_ms)
                 .expect("a first beacon is acknowledged");

@@ -633,6 +633,7 @@ impl World {
                     incarnation,
                     backups: held.backup_jobs.values().cloned().collect(),
                     splits: held.registry.split_reports(),
+                    dups: Vec::new(),
                 };
                 let sent_ms = self.node_now(node);
                 self.send(

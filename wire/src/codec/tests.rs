@@ -210,6 +210,124 @@ fn sample_restore_orders() -> Vec<RestoreOrder> {
 }
 
 /// Env-like string pairs: empty strings, UTF-8, a duplicate key (order kept).
+/// Two duplication reports: one healthy with ordinary numbers, one failed
+/// with extreme ones.
+fn sample_dup_reports() -> Vec<DupReport> {
+    vec![
+        DupReport {
+            dup_id: 1_763_000_000_123,
+            gpid: Gpid {
+                app_id: 1,
+                partition_index: 3,
+            },
+            confirmed_decree: 41,
+            committed_decree: 45,
+            lag_ms: 1_200,
+            shipped_records: 40,
+            shipped_bytes: 4_096,
+            errors: 1,
+            failed: false,
+            message: "remote meta 10.0.0.9:34601 unreachable".to_string(),
+        },
+        DupReport {
+            dup_id: u64::MAX,
+            gpid: Gpid {
+                app_id: i32::MIN,
+                partition_index: i32::MAX,
+            },
+            confirmed_decree: -1,
+            committed_decree: i64::MAX,
+            lag_ms: u64::MAX,
+            shipped_records: u64::MAX,
+            shipped_bytes: 0,
+            errors: u64::MAX,
+            failed: true,
+            message: "decree 7 is no longer in the log".to_string(),
+        },
+    ]
+}
+
+/// Two duplication orders: running from a decree, and paused before any.
+fn sample_dup_orders() -> Vec<DupOrder> {
+    vec![
+        DupOrder {
+            dup_id: 1_763_000_000_123,
+            gpid: Gpid {
+                app_id: 1,
+                partition_index: 3,
+            },
+            remote_metas: vec!["10.0.0.9:34601".to_string(), "10.0.0.10:34601".to_string()],
+            remote_table: "temp_copy".to_string(),
+            remote_cluster_id: 2,
+            status: DupStatus::Running,
+            confirmed_decree: 41,
+        },
+        DupOrder {
+            dup_id: 0,
+            gpid: Gpid {
+                app_id: i32::MAX,
+                partition_index: -1,
+            },
+            remote_metas: Vec::new(),
+            remote_table: String::new(),
+            remote_cluster_id: u8::MAX,
+            status: DupStatus::Paused,
+            confirmed_decree: -1,
+        },
+    ]
+}
+
+/// One duplication request of every kind.
+fn every_dup_request() -> Vec<DupRequest> {
+    vec![
+        DupRequest::Add {
+            table: "temp".to_string(),
+            remote_metas: vec!["10.0.0.9:34601".to_string(), "10.0.0.10:34601".to_string()],
+            remote_table: "temp_copy".to_string(),
+        },
+        DupRequest::Add {
+            table: String::new(),
+            remote_metas: Vec::new(),
+            remote_table: String::new(),
+        },
+        DupRequest::List {
+            table: "temp".to_string(),
+        },
+        DupRequest::List {
+            table: String::new(),
+        },
+        DupRequest::Pause { id: 1 },
+        DupRequest::Start { id: u64::MAX },
+        DupRequest::Remove { id: 0 },
+    ]
+}
+
+/// Duplicate writes: mutations with binary payloads, and none at all.
+fn sample_duplicate_requests() -> Vec<DuplicateRequest> {
+    vec![
+        DuplicateRequest {
+            source_cluster_id: 1,
+            dup_id: 1_763_000_000_123,
+            mutations: vec![
+                DupMutation {
+                    decree: 42,
+                    payload: binary(7, 300),
+                },
+                DupMutation {
+                    decree: 43,
+                    payload: vec![0xFF; 5],
+                },
+                DupMutation::default(),
+            ],
+        },
+        DuplicateRequest {
+            source_cluster_id: u8::MAX,
+            dup_id: u64::MAX,
+            mutations: Vec::new(),
+        },
+    ]
+}
+
 fn sample_pairs() -> Vec<(String, String)> {
     vec![
         (
@@ -589,6 +707,7 @@ fn every_request() -> Vec<Request> {
                     message: "no space left on device".to_string(),
                 },
             ],
+            dups: sample_dup_reports(),
         }),
         Request::Beacon(NodeBeacon {
             node: "127.0.0.1:34901".to_string(),
@@ -713,6 +832,12 @@ fn every_request() -> Vec<Request> {
         ]
         .into_iter()
         .map(Request::PartitionSplit),
+    )
+    .chain(every_dup_request().into_iter().map(Request::Dup))
+    .chain(
+        sample_duplicate_requests()
+            .into_iter()
+            .map(Request::Duplicate),
     )
     .collect()
 }
@@ -944,6 +1069,8 @@ fn every_response() -> Vec<Response> {
                     fenced: false,
                 },
             ],
+            dups: sample_dup_orders(),
+            cluster_id: 1,
         })),
         Ok(ResponseBody::BeaconAck(BeaconAck {
             assignments: Vec::new(),
@@ -954,6 +1081,8 @@ fn every_response() -> Vec<Response> {
             backups: Vec::new(),
             restores: Vec::new(),
             splits: Vec::new(),
+            dups: Vec::new(),
+            cluster_id: u8::MAX,
         })),
         Ok(ResponseBody::BeaconAck(BeaconAck::default())),
     ];
@@ -973,7 +1102,7 @@ fn every_request_variant_round_trips() {
     let mut names: Vec<&str> = requests.iter().map(Request::name).collect();
     names.sort_unstable();
     names.dedup();
-    assert_eq!(names.len(), 34, "every variant is covered");
+    assert_eq!(names.len(), 36, "every variant is covered");
     let mut encoder = Encoder::new();
     for (index, request) in requests.iter().enumerate() {
         round_trip_request(&mut encoder, &sample_envelope(index as u64), request);
@@ -1253,6 +1382,21 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
                     fenced: true,
                 })
                 .collect(),
+            dups: (0..item_count)
+                .map(|index| DupOrder {
+                    dup_id: u64::MAX,
+                    gpid: Gpid {
+                        app_id: -1,
+                        partition_index: index,
+                    },
+                    remote_metas: vec![String::new(), "m".to_string()],
+                    remote_table: String::new(),
+                    remote_cluster_id: u8::MAX,
+                    status: DupStatus::Paused,
+                    confirmed_decree: i64::MIN,
+                })
+                .collect(),
+            cluster_id: 127,
         })),
         Ok(ResponseBody::Pairs(vec![
             (String::new(), String::new());
@@ -1274,13 +1418,42 @@ fn large_meta_messages_round_trip_within_their_size_estimates() {
         incarnation: u64::MAX,
         backups: reports,
         splits: Vec::new(),
+        dups: (0..item_count)
+            .map(|index| DupReport {
+                dup_id: u64::MAX,
+                gpid: Gpid {
+                    app_id: -1,
+                    partition_index: index,
+                },
+                confirmed_decree: -1,
+                committed_decree: -1,
+                lag_ms: u64::MAX,
+                shipped_records: u64::MAX,
+                shipped_bytes: u64::MAX,
+                errors: u64::MAX,
+                failed: true,
+                message: String::new(),
+            })
+            .collect(),
     });
-    round_trip_request(&mut encoder, &sample_envelope(4), &beacon);
-    let mut out = Vec::new();
-    encoder
-        .request_frame(&sample_envelope(4), &beacon, &mut out)
-        .unwrap();
-    assert!(out.len() - FRAME_HEADER_BYTES <= request_bytes_estimate(&beacon));
+    let duplicate = Request::Duplicate(DuplicateRequest {
+        source_cluster_id: 1,
+        dup_id: u64::MAX,
+        mutations: (0..item_count)
+            .map(|index| DupMutation {
+                decree: i64::from(index),
+                payload: Vec::new(),
+            })
+            .collect(),
+    });
+    for request in [beacon, duplicate] {
+        round_trip_request(&mut encoder, &sample_envelope(4), &request);
+        let mut out = Vec::new();
+        encoder
+            .request_frame(&sample_envelope(4), &request, &mut out)
+            .unwrap();
+        assert!(out.len() - FRAME_HEADER_BYTES <= request_bytes_estimate(&request));
+    }
 }
 
 #[test]
@@ -1966,7 +2139,9 @@ fn every_backup_op_round_trips() {
     assert_eq!(fb::BackupOp::ENUM_MAX, 11);
     assert_eq!(fb::RequestBody::BackupRequest.0, 33);
     assert_eq!(fb::RequestBody::PartitionSplitRequest.0, 34);
-    assert_eq!(fb::RequestBody::ENUM_MAX, 34);
+    assert_eq!(fb::RequestBody::DupRequest.0, 35);
+    assert_eq!(fb::RequestBody::DuplicateRequest.0, 36);
+    assert_eq!(fb::RequestBody::ENUM_MAX, 36);
 }
 
 #[test]
@@ -2575,4 +2750,214 @@ fn size_estimates_bound_the_encoded_size() {
             "{response:?}"
         );
     }
+}
+
+fn dup_body(builder: &mut Builder, args: &fb::DupRequestArgs) -> Vec<u8> {
+    let table = fb::DupRequest::create(builder, args);
+    request_with_body(
+        fb::RequestBody::DupRequest,
+        Some(table.as_union_value()),
+        builder,
+    )
+}
+
+#[test]
+fn every_dup_op_round_trips() {
+    // Proves each dup op of the schema is produced by a sampled request and decodes to what was encoded, duplicate writes round-trip as writes, and the dup bodies end the request union.
+    let mut encoder = Encoder::new();
+    let mut ops = Vec::new();
+    for (index, request) in every_dup_request().into_iter().enumerate() {
+        let request = Request::Dup(request);
+        assert!(request.is_meta() && !request.is_write(), "{request:?}");
+        round_trip_request(&mut encoder, &sample_envelope(index as u64), &request);
+        let mut out = Vec::new();
+        encoder
+            .request_frame(&Envelope::default(), &request, &mut out)
+            .unwrap();
+        let root = flatbuffers::root::<fb::RequestEnvelope>(&out[FRAME_HEADER_BYTES..]).unwrap();
+        let op = root.body_as_dup_request().unwrap().op();
+        assert!(op.variant_name().is_some(), "{request:?}");
+        if !ops.contains(&op) {
+            ops.push(op);
+        }
+    }
+    assert_eq!(ops.len(), fb::DupOp::ENUM_VALUES.len());
+    for (index, request) in sample_duplicate_requests().into_iter().enumerate() {
+        let request = Request::Duplicate(request);
+        assert!(request.is_write() && !request.is_meta(), "{request:?}");
+        assert_eq!(request.hash_key(), None);
+        round_trip_request(&mut encoder, &sample_envelope(index as u64), &request);
+    }
+    assert_eq!(
+        fb::RequestBody::ENUM_MAX,
+        fb::RequestBody::DuplicateRequest.0
+    );
+}
+
+#[test]
+fn dup_reports_and_orders_round_trip() {
+    // Proves a beacon with duplication reports and an ack with duplication orders and the cluster id decode to exactly what was encoded, statuses keeping their schema numbers.
+    for status in [DupStatus::Running, DupStatus::Paused] {
+        assert_eq!(
+            fb::DupStatus(status as u8).variant_name(),
+            Some(format!("{status:?}").as_str())
+        );
+    }
+    assert_eq!(fb::DupStatus::ENUM_MAX, DupStatus::Paused as u8);
+    let mut encoder = Encoder::new();
+    let beacon = Request::Beacon(NodeBeacon {
+        node: "127.0.0.1:34801".to_string(),
+        incarnation: 9,
+        dups: sample_dup_reports(),
+        ..NodeBeacon::default()
+    });
+    round_trip_request(&mut encoder, &sample_envelope(1), &beacon);
+    let ack = Ok(ResponseBody::BeaconAck(BeaconAck {
+        lease_ms: 600,
+        dups: sample_dup_orders(),
+        cluster_id: 2,
+        ..BeaconAck::default()
+    }));
+    round_trip_response(&mut encoder, 8, &ack);
+}
+
+#[test]
+fn invalid_dup_messages_are_rejected() {
+    // Proves an unknown dup op, an unknown dup status, and a dup report or order without its gpid are Invalid, never a default.
+    let mut builder = FlatBufferBuilder::new();
+    let body = dup_body(
+        &mut builder,
+        &fb::DupRequestArgs {
+            op: fb::DupOp(5),
+            ..Default::default()
+        },
+    );
+    assert_invalid(decode_request(&body), "unknown dup op 5");
+
+    let mut builder = FlatBufferBuilder::new();
+    let report = fb::DupReport::create(&mut builder, &fb::DupReportArgs::default());
+    let dups = builder.create_vector(&[report]);
+    let table = fb::BeaconRequest::create(
+        &mut builder,
+        &fb::BeaconRequestArgs {
+            dups: Some(dups),
+            ..Default::default()
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::BeaconRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_invalid(decode_request(&body), "dup report carries no gpid");
+
+    let gpid = fb::Gpid::new(1, 0);
+    for (gpid, status, needle) in [
+        (Some(&gpid), fb::DupStatus(2), "unknown dup status 2"),
+        (None, fb::DupStatus::Running, "dup order carries no gpid"),
+    ] {
+        let mut builder = FlatBufferBuilder::new();
+        let order = fb::DupOrder::create(
+            &mut builder,
+            &fb::DupOrderArgs {
+                gpid,
+                status,
+                ..Default::default()
+            },
+        );
+        let dups = builder.create_vector(&[order]);
+        let table = fb::BeaconAckResponse::create(
+            &mut builder,
+            &fb::BeaconAckResponseArgs {
+                dups: Some(dups),
+                ..Default::default()
+            },
+        );
+        let body = response_with_body(
+            fb::ResponseBody::BeaconAckResponse,
+            table.as_union_value(),
+            &mut builder,
+        );
+        assert_invalid(decode_response(&body), needle);
+    }
+}
+
+#[test]
+fn dup_fields_absent_in_old_messages_read_as_defaults() {
+    // Proves a beacon and an ack of an older peer (no dups, no cluster id) decode with no reports, no orders and cluster id 0, and absent dup request and duplicate fields read as empty.
+    let mut builder = FlatBufferBuilder::new();
+    let node = builder.create_string("127.0.0.1:34801");
+    let table = fb::BeaconRequest::create(
+        &mut builder,
+        &fb::BeaconRequestArgs {
+            node: Some(node),
+            incarnation: 3,
+            ..Default::default()
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::BeaconRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    let (_, request) = decode_request(&body).unwrap();
+    let Request::Beacon(beacon) = request else {
+        panic!("decoded {request:?}");
+    };
+    assert!(beacon.dups.is_empty());
+
+    let mut builder = FlatBufferBuilder::new();
+    let table = fb::BeaconAckResponse::create(
+        &mut builder,
+        &fb::BeaconAckResponseArgs {
+            lease_ms: 600,
+            ..Default::default()
+        },
+    );
+    let body = response_with_body(
+        fb::ResponseBody::BeaconAckResponse,
+        table.as_union_value(),
+        &mut builder,
+    );
+    let (_, response) = decode_response(&body).unwrap();
+    let Ok(ResponseBody::BeaconAck(ack)) = response else {
+        panic!("decoded {response:?}");
+    };
+    assert!(ack.dups.is_empty());
+    assert_eq!(ack.cluster_id, 0);
+
+    let mut builder = FlatBufferBuilder::new();
+    let body = dup_body(&mut builder, &fb::DupRequestArgs::default());
+    assert_eq!(
+        decode_request(&body).unwrap().1,
+        Request::Dup(DupRequest::Add {
+            table: String::new(),
+            remote_metas: Vec::new(),
+            remote_table: String::new(),
+        })
+    );
+
+    let mut builder = FlatBufferBuilder::new();
+    let mutation = fb::DupMutation::create(&mut builder, &fb::DupMutationArgs::default());
+    let mutations = builder.create_vector(&[mutation]);
+    let table = fb::DuplicateRequest::create(
+        &mut builder,
+        &fb::DuplicateRequestArgs {
+            mutations: Some(mutations),
+            ..Default::default()
+        },
+    );
+    let body = request_with_body(
+        fb::RequestBody::DuplicateRequest,
+        Some(table.as_union_value()),
+        &mut builder,
+    );
+    assert_eq!(
+        decode_request(&body).unwrap().1,
+        Request::Duplicate(DuplicateRequest {
+            source_cluster_id: 0,
+            dup_id: 0,
+            mutations: vec![DupMutation::default()],
+        })
+    );
 }

@@ -1215,6 +1215,104 @@ impl<'a> ::flatbuffers::Verifiable for SplitOp {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for SplitOp {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_DUP_OP: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_DUP_OP: u8 = 4;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_DUP_OP: [DupOp; 5] = [
+  DupOp::Add,
+  DupOp::List,
+  DupOp::Pause,
+  DupOp::Start,
+  DupOp::Remove,
+];
+
+/// What an operator asks of meta about duplications. Same as the variants
+/// of `message::DupRequest`; any other value is rejected.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct DupOp(pub u8);
+#[allow(non_upper_case_globals)]
+impl DupOp {
+  pub const Add: Self = Self(0);
+  pub const List: Self = Self(1);
+  pub const Pause: Self = Self(2);
+  pub const Start: Self = Self(3);
+  pub const Remove: Self = Self(4);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Add,
+    Self::List,
+    Self::Pause,
+    Self::Start,
+    Self::Remove,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Add => Some("Add"),
+      Self::List => Some("List"),
+      Self::Pause => Some("Pause"),
+      Self::Start => Some("Start"),
+      Self::Remove => Some("Remove"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for DupOp {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for DupOp {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for DupOp {
+    type Output = DupOp;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for DupOp {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for DupOp {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for DupOp {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_PEER_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_PEER_KIND: u8 = 4;
@@ -1314,10 +1412,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for PeerKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 34;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 36;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 35] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 37] = [
   RequestBody::NONE,
   RequestBody::GetRequest,
   RequestBody::SetRequest,
@@ -1353,6 +1451,8 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 35] = [
   RequestBody::BalancerRequest,
   RequestBody::BackupRequest,
   RequestBody::PartitionSplitRequest,
+  RequestBody::DupRequest,
+  RequestBody::DuplicateRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1395,9 +1495,11 @@ impl RequestBody {
   pub const BalancerRequest: Self = Self(32);
   pub const BackupRequest: Self = Self(33);
   pub const PartitionSplitRequest: Self = Self(34);
+  pub const DupRequest: Self = Self(35);
+  pub const DuplicateRequest: Self = Self(36);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 34;
+  pub const ENUM_MAX: u8 = 36;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::GetRequest,
@@ -1434,6 +1536,8 @@ impl RequestBody {
     Self::BalancerRequest,
     Self::BackupRequest,
     Self::PartitionSplitRequest,
+    Self::DupRequest,
+    Self::DuplicateRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1473,6 +1577,8 @@ impl RequestBody {
       Self::BalancerRequest => Some("BalancerRequest"),
       Self::BackupRequest => Some("BackupRequest"),
       Self::PartitionSplitRequest => Some("PartitionSplitRequest"),
+      Self::DupRequest => Some("DupRequest"),
+      Self::DuplicateRequest => Some("DuplicateRequest"),
       _ => None,
     }
   }
@@ -1529,6 +1635,92 @@ impl<'a> ::flatbuffers::Verifiable for RequestBody {
 impl ::flatbuffers::SimpleToVerifyInSlice for RequestBody {}
 pub struct RequestBodyUnionTableOffset {}
 
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_DUP_STATUS: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_DUP_STATUS: u8 = 1;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_DUP_STATUS: [DupStatus; 2] = [
+  DupStatus::Running,
+  DupStatus::Paused,
+];
+
+/// Whether a duplication ships. Same as `message::DupStatus`; any other
+/// value is rejected.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct DupStatus(pub u8);
+#[allow(non_upper_case_globals)]
+impl DupStatus {
+  pub const Running: Self = Self(0);
+  pub const Paused: Self = Self(1);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 1;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Running,
+    Self::Paused,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Running => Some("Running"),
+      Self::Paused => Some("Paused"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for DupStatus {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for DupStatus {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for DupStatus {
+    type Output = DupStatus;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for DupStatus {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for DupStatus {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for DupStatus {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
@@ -6667,6 +6859,265 @@ impl ::core::fmt::Debug for SplitReport<'_> {
       ds.finish()
   }
 }
+pub enum DupReportOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A node's report on one partition of a duplication it is primary of (in
+/// its beacons).
+pub struct DupReport<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DupReport<'a> {
+  type Inner = DupReport<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DupReport<'a> {
+  pub const VT_DUP_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GPID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CONFIRMED_DECREE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_COMMITTED_DECREE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LAG_MS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_SHIPPED_RECORDS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_SHIPPED_BYTES: ::flatbuffers::VOffsetT = 16;
+  pub const VT_ERRORS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_FAILED: ::flatbuffers::VOffsetT = 20;
+  pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 22;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DupReport { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DupReportArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DupReport<'bldr>> {
+    let mut builder = DupReportBuilder::new(_fbb);
+    builder.add_errors(args.errors);
+    builder.add_shipped_bytes(args.shipped_bytes);
+    builder.add_shipped_records(args.shipped_records);
+    builder.add_lag_ms(args.lag_ms);
+    builder.add_committed_decree(args.committed_decree);
+    builder.add_confirmed_decree(args.confirmed_decree);
+    builder.add_dup_id(args.dup_id);
+    if let Some(x) = args.message { builder.add_message(x); }
+    if let Some(x) = args.gpid { builder.add_gpid(x); }
+    builder.add_failed(args.failed);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn dup_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DupReport::VT_DUP_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn gpid(&self) -> Option<&'a Gpid> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Gpid>(DupReport::VT_GPID, None)}
+  }
+  /// The last decree the remote cluster holds (-1 = none yet).
+  #[inline]
+  pub fn confirmed_decree(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(DupReport::VT_CONFIRMED_DECREE, Some(0)).unwrap()}
+  }
+  /// The partition's committed decree here.
+  #[inline]
+  pub fn committed_decree(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(DupReport::VT_COMMITTED_DECREE, Some(0)).unwrap()}
+  }
+  /// How far behind the shipping is, in ms (the age of the oldest
+  /// committed mutation not yet confirmed; 0 when caught up).
+  #[inline]
+  pub fn lag_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DupReport::VT_LAG_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn shipped_records(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DupReport::VT_SHIPPED_RECORDS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn shipped_bytes(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DupReport::VT_SHIPPED_BYTES, Some(0)).unwrap()}
+  }
+  /// Failed shipping attempts since the primary took the partition.
+  #[inline]
+  pub fn errors(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DupReport::VT_ERRORS, Some(0)).unwrap()}
+  }
+  /// The duplication cannot go on (its log is gone, the remote refuses):
+  /// meta marks it failed.
+  #[inline]
+  pub fn failed(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(DupReport::VT_FAILED, Some(false)).unwrap()}
+  }
+  /// The last error, or why it failed (empty otherwise).
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DupReport::VT_MESSAGE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DupReport<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("dup_id", Self::VT_DUP_ID, false)?
+     .visit_field::<Gpid>("gpid", Self::VT_GPID, false)?
+     .visit_field::<i64>("confirmed_decree", Self::VT_CONFIRMED_DECREE, false)?
+     .visit_field::<i64>("committed_decree", Self::VT_COMMITTED_DECREE, false)?
+     .visit_field::<u64>("lag_ms", Self::VT_LAG_MS, false)?
+     .visit_field::<u64>("shipped_records", Self::VT_SHIPPED_RECORDS, false)?
+     .visit_field::<u64>("shipped_bytes", Self::VT_SHIPPED_BYTES, false)?
+     .visit_field::<u64>("errors", Self::VT_ERRORS, false)?
+     .visit_field::<bool>("failed", Self::VT_FAILED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DupReportArgs<'a> {
+    pub dup_id: u64,
+    pub gpid: Option<&'a Gpid>,
+    pub confirmed_decree: i64,
+    pub committed_decree: i64,
+    pub lag_ms: u64,
+    pub shipped_records: u64,
+    pub shipped_bytes: u64,
+    pub errors: u64,
+    pub failed: bool,
+    pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for DupReportArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DupReportArgs {
+      dup_id: 0,
+      gpid: None,
+      confirmed_decree: 0,
+      committed_decree: 0,
+      lag_ms: 0,
+      shipped_records: 0,
+      shipped_bytes: 0,
+      errors: 0,
+      failed: false,
+      message: None,
+    }
+  }
+}
+
+pub struct DupReportBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DupReportBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_dup_id(&mut self, dup_id: u64) {
+    self.fbb_.push_slot::<u64>(DupReport::VT_DUP_ID, dup_id, 0);
+  }
+  #[inline]
+  pub fn add_gpid(&mut self, gpid: &Gpid) {
+    self.fbb_.push_slot_always::<&Gpid>(DupReport::VT_GPID, gpid);
+  }
+  #[inline]
+  pub fn add_confirmed_decree(&mut self, confirmed_decree: i64) {
+    self.fbb_.push_slot::<i64>(DupReport::VT_CONFIRMED_DECREE, confirmed_decree, 0);
+  }
+  #[inline]
+  pub fn add_committed_decree(&mut self, committed_decree: i64) {
+    self.fbb_.push_slot::<i64>(DupReport::VT_COMMITTED_DECREE, committed_decree, 0);
+  }
+  #[inline]
+  pub fn add_lag_ms(&mut self, lag_ms: u64) {
+    self.fbb_.push_slot::<u64>(DupReport::VT_LAG_MS, lag_ms, 0);
+  }
+  #[inline]
+  pub fn add_shipped_records(&mut self, shipped_records: u64) {
+    self.fbb_.push_slot::<u64>(DupReport::VT_SHIPPED_RECORDS, shipped_records, 0);
+  }
+  #[inline]
+  pub fn add_shipped_bytes(&mut self, shipped_bytes: u64) {
+    self.fbb_.push_slot::<u64>(DupReport::VT_SHIPPED_BYTES, shipped_bytes, 0);
+  }
+  #[inline]
+  pub fn add_errors(&mut self, errors: u64) {
+    self.fbb_.push_slot::<u64>(DupReport::VT_ERRORS, errors, 0);
+  }
+  #[inline]
+  pub fn add_failed(&mut self, failed: bool) {
+    self.fbb_.push_slot::<bool>(DupReport::VT_FAILED, failed, false);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DupReport::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DupReportBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DupReportBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DupReport<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DupReport<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DupReport");
+      ds.field("dup_id", &self.dup_id());
+      ds.field("gpid", &self.gpid());
+      ds.field("confirmed_decree", &self.confirmed_decree());
+      ds.field("committed_decree", &self.committed_decree());
+      ds.field("lag_ms", &self.lag_ms());
+      ds.field("shipped_records", &self.shipped_records());
+      ds.field("shipped_bytes", &self.shipped_bytes());
+      ds.field("errors", &self.errors());
+      ds.field("failed", &self.failed());
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
 pub enum BeaconRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6690,6 +7141,7 @@ impl<'a> BeaconRequest<'a> {
   pub const VT_INCARNATION: ::flatbuffers::VOffsetT = 10;
   pub const VT_BACKUPS: ::flatbuffers::VOffsetT = 12;
   pub const VT_SPLITS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_DUPS: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6702,6 +7154,7 @@ impl<'a> BeaconRequest<'a> {
   ) -> ::flatbuffers::WIPOffset<BeaconRequest<'bldr>> {
     let mut builder = BeaconRequestBuilder::new(_fbb);
     builder.add_incarnation(args.incarnation);
+    if let Some(x) = args.dups { builder.add_dups(x); }
     if let Some(x) = args.splits { builder.add_splits(x); }
     if let Some(x) = args.backups { builder.add_backups(x); }
     if let Some(x) = args.replicas { builder.add_replicas(x); }
@@ -6759,6 +7212,15 @@ impl<'a> BeaconRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<SplitReport>>>>(BeaconRequest::VT_SPLITS, None)}
   }
+  /// Its duplications, per partition it is primary of (appended for
+  /// duplication).
+  #[inline]
+  pub fn dups(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DupReport<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DupReport>>>>(BeaconRequest::VT_DUPS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BeaconRequest<'_> {
@@ -6773,6 +7235,7 @@ impl ::flatbuffers::Verifiable for BeaconRequest<'_> {
      .visit_field::<u64>("incarnation", Self::VT_INCARNATION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<BackupReport>>>>("backups", Self::VT_BACKUPS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<SplitReport>>>>("splits", Self::VT_SPLITS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DupReport>>>>("dups", Self::VT_DUPS, false)?
      .finish();
     Ok(())
   }
@@ -6784,6 +7247,7 @@ pub struct BeaconRequestArgs<'a> {
     pub incarnation: u64,
     pub backups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<BackupReport<'a>>>>>,
     pub splits: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<SplitReport<'a>>>>>,
+    pub dups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DupReport<'a>>>>>,
 }
 impl<'a> Default for BeaconRequestArgs<'a> {
   #[inline]
@@ -6795,6 +7259,7 @@ impl<'a> Default for BeaconRequestArgs<'a> {
       incarnation: 0,
       backups: None,
       splits: None,
+      dups: None,
     }
   }
 }
@@ -6829,6 +7294,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BeaconRequestBuilder<'a, 'b, 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconRequest::VT_SPLITS, splits);
   }
   #[inline]
+  pub fn add_dups(&mut self, dups: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DupReport<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconRequest::VT_DUPS, dups);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BeaconRequestBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BeaconRequestBuilder {
@@ -6852,6 +7321,7 @@ impl ::core::fmt::Debug for BeaconRequest<'_> {
       ds.field("incarnation", &self.incarnation());
       ds.field("backups", &self.backups());
       ds.field("splits", &self.splits());
+      ds.field("dups", &self.dups());
       ds.finish()
   }
 }
@@ -7842,6 +8312,424 @@ impl ::core::fmt::Debug for PartitionSplitRequest<'_> {
       ds.field("op", &self.op());
       ds.field("table", &self.table());
       ds.field("new_count", &self.new_count());
+      ds.finish()
+  }
+}
+pub enum DupRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Duplications (shell to meta), answered with pairs. Which fields mean
+/// what depends on `op`; unused ones are absent: Add: `table`,
+/// `remote_metas` (the remote cluster's meta addresses), `remote_table`
+/// (empty = the same name); List: `table` (empty = every table); Pause,
+/// Start, Remove: `dup_id`.
+pub struct DupRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DupRequest<'a> {
+  type Inner = DupRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DupRequest<'a> {
+  pub const VT_OP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TABLE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REMOTE_METAS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_REMOTE_TABLE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_DUP_ID: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DupRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DupRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DupRequest<'bldr>> {
+    let mut builder = DupRequestBuilder::new(_fbb);
+    builder.add_dup_id(args.dup_id);
+    if let Some(x) = args.remote_table { builder.add_remote_table(x); }
+    if let Some(x) = args.remote_metas { builder.add_remote_metas(x); }
+    if let Some(x) = args.table { builder.add_table(x); }
+    builder.add_op(args.op);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn op(&self) -> DupOp {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<DupOp>(DupRequest::VT_OP, Some(DupOp::Add)).unwrap()}
+  }
+  #[inline]
+  pub fn table(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DupRequest::VT_TABLE, None)}
+  }
+  #[inline]
+  pub fn remote_metas(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(DupRequest::VT_REMOTE_METAS, None)}
+  }
+  #[inline]
+  pub fn remote_table(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DupRequest::VT_REMOTE_TABLE, None)}
+  }
+  #[inline]
+  pub fn dup_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DupRequest::VT_DUP_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DupRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<DupOp>("op", Self::VT_OP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table", Self::VT_TABLE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("remote_metas", Self::VT_REMOTE_METAS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("remote_table", Self::VT_REMOTE_TABLE, false)?
+     .visit_field::<u64>("dup_id", Self::VT_DUP_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DupRequestArgs<'a> {
+    pub op: DupOp,
+    pub table: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub remote_metas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub remote_table: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub dup_id: u64,
+}
+impl<'a> Default for DupRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DupRequestArgs {
+      op: DupOp::Add,
+      table: None,
+      remote_metas: None,
+      remote_table: None,
+      dup_id: 0,
+    }
+  }
+}
+
+pub struct DupRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DupRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_op(&mut self, op: DupOp) {
+    self.fbb_.push_slot::<DupOp>(DupRequest::VT_OP, op, DupOp::Add);
+  }
+  #[inline]
+  pub fn add_table(&mut self, table: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DupRequest::VT_TABLE, table);
+  }
+  #[inline]
+  pub fn add_remote_metas(&mut self, remote_metas: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DupRequest::VT_REMOTE_METAS, remote_metas);
+  }
+  #[inline]
+  pub fn add_remote_table(&mut self, remote_table: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DupRequest::VT_REMOTE_TABLE, remote_table);
+  }
+  #[inline]
+  pub fn add_dup_id(&mut self, dup_id: u64) {
+    self.fbb_.push_slot::<u64>(DupRequest::VT_DUP_ID, dup_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DupRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DupRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DupRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DupRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DupRequest");
+      ds.field("op", &self.op());
+      ds.field("table", &self.table());
+      ds.field("remote_metas", &self.remote_metas());
+      ds.field("remote_table", &self.remote_table());
+      ds.field("dup_id", &self.dup_id());
+      ds.finish()
+  }
+}
+pub enum DupMutationOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One committed mutation of a duplicated partition: its log payload
+/// exactly as the source's mutation log holds it.
+pub struct DupMutation<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DupMutation<'a> {
+  type Inner = DupMutation<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DupMutation<'a> {
+  pub const VT_DECREE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PAYLOAD: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DupMutation { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DupMutationArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DupMutation<'bldr>> {
+    let mut builder = DupMutationBuilder::new(_fbb);
+    builder.add_decree(args.decree);
+    if let Some(x) = args.payload { builder.add_payload(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn decree(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(DupMutation::VT_DECREE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn payload(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DupMutation::VT_PAYLOAD, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DupMutation<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("decree", Self::VT_DECREE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("payload", Self::VT_PAYLOAD, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DupMutationArgs<'a> {
+    pub decree: i64,
+    pub payload: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for DupMutationArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DupMutationArgs {
+      decree: 0,
+      payload: None,
+    }
+  }
+}
+
+pub struct DupMutationBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DupMutationBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_decree(&mut self, decree: i64) {
+    self.fbb_.push_slot::<i64>(DupMutation::VT_DECREE, decree, 0);
+  }
+  #[inline]
+  pub fn add_payload(&mut self, payload: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DupMutation::VT_PAYLOAD, payload);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DupMutationBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DupMutationBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DupMutation<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DupMutation<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DupMutation");
+      ds.field("decree", &self.decree());
+      ds.field("payload", &self.payload());
+      ds.finish()
+  }
+}
+pub enum DuplicateRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A batch of a source partition's committed mutations, in decree order,
+/// sent to the primary of the same partition of the remote table (a
+/// write; the envelope names the partition).
+pub struct DuplicateRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DuplicateRequest<'a> {
+  type Inner = DuplicateRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DuplicateRequest<'a> {
+  pub const VT_SOURCE_CLUSTER_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DUP_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MUTATIONS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DuplicateRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DuplicateRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DuplicateRequest<'bldr>> {
+    let mut builder = DuplicateRequestBuilder::new(_fbb);
+    builder.add_dup_id(args.dup_id);
+    if let Some(x) = args.mutations { builder.add_mutations(x); }
+    builder.add_source_cluster_id(args.source_cluster_id);
+    builder.finish()
+  }
+
+
+  /// The cluster the mutations were committed in.
+  #[inline]
+  pub fn source_cluster_id(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(DuplicateRequest::VT_SOURCE_CLUSTER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn dup_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DuplicateRequest::VT_DUP_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn mutations(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DupMutation<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DupMutation>>>>(DuplicateRequest::VT_MUTATIONS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DuplicateRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u8>("source_cluster_id", Self::VT_SOURCE_CLUSTER_ID, false)?
+     .visit_field::<u64>("dup_id", Self::VT_DUP_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DupMutation>>>>("mutations", Self::VT_MUTATIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DuplicateRequestArgs<'a> {
+    pub source_cluster_id: u8,
+    pub dup_id: u64,
+    pub mutations: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DupMutation<'a>>>>>,
+}
+impl<'a> Default for DuplicateRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DuplicateRequestArgs {
+      source_cluster_id: 0,
+      dup_id: 0,
+      mutations: None,
+    }
+  }
+}
+
+pub struct DuplicateRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DuplicateRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_source_cluster_id(&mut self, source_cluster_id: u8) {
+    self.fbb_.push_slot::<u8>(DuplicateRequest::VT_SOURCE_CLUSTER_ID, source_cluster_id, 0);
+  }
+  #[inline]
+  pub fn add_dup_id(&mut self, dup_id: u64) {
+    self.fbb_.push_slot::<u64>(DuplicateRequest::VT_DUP_ID, dup_id, 0);
+  }
+  #[inline]
+  pub fn add_mutations(&mut self, mutations: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DupMutation<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DuplicateRequest::VT_MUTATIONS, mutations);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DuplicateRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DuplicateRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DuplicateRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DuplicateRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DuplicateRequest");
+      ds.field("source_cluster_id", &self.source_cluster_id());
+      ds.field("dup_id", &self.dup_id());
+      ds.field("mutations", &self.mutations());
       ds.finish()
   }
 }
@@ -8899,6 +9787,36 @@ impl<'a> RequestEnvelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_dup_request(&self) -> Option<DupRequest<'a>> {
+    if self.body_type() == RequestBody::DupRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DupRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_duplicate_request(&self) -> Option<DuplicateRequest<'a>> {
+    if self.body_type() == RequestBody::DuplicateRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DuplicateRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestEnvelope<'_> {
@@ -8948,6 +9866,8 @@ impl ::flatbuffers::Verifiable for RequestEnvelope<'_> {
           RequestBody::BalancerRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BalancerRequest>>("RequestBody::BalancerRequest", pos),
           RequestBody::BackupRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BackupRequest>>("RequestBody::BackupRequest", pos),
           RequestBody::PartitionSplitRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PartitionSplitRequest>>("RequestBody::PartitionSplitRequest", pos),
+          RequestBody::DupRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DupRequest>>("RequestBody::DupRequest", pos),
+          RequestBody::DuplicateRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DuplicateRequest>>("RequestBody::DuplicateRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -9277,6 +10197,20 @@ impl ::core::fmt::Debug for RequestEnvelope<'_> {
         },
         RequestBody::PartitionSplitRequest => {
           if let Some(x) = self.body_as_partition_split_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::DupRequest => {
+          if let Some(x) = self.body_as_dup_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::DuplicateRequest => {
+          if let Some(x) = self.body_as_duplicate_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -12626,6 +13560,210 @@ impl ::core::fmt::Debug for SplitOrder<'_> {
       ds.finish()
   }
 }
+pub enum DupOrderOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A partition of a duplicated table this node is primary or secondary of
+/// (in beacon acks): the primary ships its committed mutations from the
+/// one after `confirmed_decree` to the remote cluster; every member keeps
+/// its log from there and tags its writes with timetags.
+pub struct DupOrder<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DupOrder<'a> {
+  type Inner = DupOrder<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DupOrder<'a> {
+  pub const VT_DUP_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GPID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REMOTE_METAS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_REMOTE_TABLE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_REMOTE_CLUSTER_ID: ::flatbuffers::VOffsetT = 12;
+  pub const VT_STATUS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_CONFIRMED_DECREE: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DupOrder { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DupOrderArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DupOrder<'bldr>> {
+    let mut builder = DupOrderBuilder::new(_fbb);
+    builder.add_confirmed_decree(args.confirmed_decree);
+    builder.add_dup_id(args.dup_id);
+    if let Some(x) = args.remote_table { builder.add_remote_table(x); }
+    if let Some(x) = args.remote_metas { builder.add_remote_metas(x); }
+    if let Some(x) = args.gpid { builder.add_gpid(x); }
+    builder.add_status(args.status);
+    builder.add_remote_cluster_id(args.remote_cluster_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn dup_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DupOrder::VT_DUP_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn gpid(&self) -> Option<&'a Gpid> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Gpid>(DupOrder::VT_GPID, None)}
+  }
+  #[inline]
+  pub fn remote_metas(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(DupOrder::VT_REMOTE_METAS, None)}
+  }
+  #[inline]
+  pub fn remote_table(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DupOrder::VT_REMOTE_TABLE, None)}
+  }
+  #[inline]
+  pub fn remote_cluster_id(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(DupOrder::VT_REMOTE_CLUSTER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn status(&self) -> DupStatus {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<DupStatus>(DupOrder::VT_STATUS, Some(DupStatus::Running)).unwrap()}
+  }
+  /// The last decree the remote cluster confirmed; -1 = none yet (the
+  /// primary starts at its own last prepared decree and reports it).
+  #[inline]
+  pub fn confirmed_decree(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(DupOrder::VT_CONFIRMED_DECREE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DupOrder<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("dup_id", Self::VT_DUP_ID, false)?
+     .visit_field::<Gpid>("gpid", Self::VT_GPID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("remote_metas", Self::VT_REMOTE_METAS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("remote_table", Self::VT_REMOTE_TABLE, false)?
+     .visit_field::<u8>("remote_cluster_id", Self::VT_REMOTE_CLUSTER_ID, false)?
+     .visit_field::<DupStatus>("status", Self::VT_STATUS, false)?
+     .visit_field::<i64>("confirmed_decree", Self::VT_CONFIRMED_DECREE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DupOrderArgs<'a> {
+    pub dup_id: u64,
+    pub gpid: Option<&'a Gpid>,
+    pub remote_metas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub remote_table: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub remote_cluster_id: u8,
+    pub status: DupStatus,
+    pub confirmed_decree: i64,
+}
+impl<'a> Default for DupOrderArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DupOrderArgs {
+      dup_id: 0,
+      gpid: None,
+      remote_metas: None,
+      remote_table: None,
+      remote_cluster_id: 0,
+      status: DupStatus::Running,
+      confirmed_decree: 0,
+    }
+  }
+}
+
+pub struct DupOrderBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DupOrderBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_dup_id(&mut self, dup_id: u64) {
+    self.fbb_.push_slot::<u64>(DupOrder::VT_DUP_ID, dup_id, 0);
+  }
+  #[inline]
+  pub fn add_gpid(&mut self, gpid: &Gpid) {
+    self.fbb_.push_slot_always::<&Gpid>(DupOrder::VT_GPID, gpid);
+  }
+  #[inline]
+  pub fn add_remote_metas(&mut self, remote_metas: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DupOrder::VT_REMOTE_METAS, remote_metas);
+  }
+  #[inline]
+  pub fn add_remote_table(&mut self, remote_table: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DupOrder::VT_REMOTE_TABLE, remote_table);
+  }
+  #[inline]
+  pub fn add_remote_cluster_id(&mut self, remote_cluster_id: u8) {
+    self.fbb_.push_slot::<u8>(DupOrder::VT_REMOTE_CLUSTER_ID, remote_cluster_id, 0);
+  }
+  #[inline]
+  pub fn add_status(&mut self, status: DupStatus) {
+    self.fbb_.push_slot::<DupStatus>(DupOrder::VT_STATUS, status, DupStatus::Running);
+  }
+  #[inline]
+  pub fn add_confirmed_decree(&mut self, confirmed_decree: i64) {
+    self.fbb_.push_slot::<i64>(DupOrder::VT_CONFIRMED_DECREE, confirmed_decree, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DupOrderBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DupOrderBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DupOrder<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DupOrder<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DupOrder");
+      ds.field("dup_id", &self.dup_id());
+      ds.field("gpid", &self.gpid());
+      ds.field("remote_metas", &self.remote_metas());
+      ds.field("remote_table", &self.remote_table());
+      ds.field("remote_cluster_id", &self.remote_cluster_id());
+      ds.field("status", &self.status());
+      ds.field("confirmed_decree", &self.confirmed_decree());
+      ds.finish()
+  }
+}
 pub enum BeaconAckResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -12651,6 +13789,8 @@ impl<'a> BeaconAckResponse<'a> {
   pub const VT_BACKUPS: ::flatbuffers::VOffsetT = 14;
   pub const VT_RESTORES: ::flatbuffers::VOffsetT = 16;
   pub const VT_SPLITS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_DUPS: ::flatbuffers::VOffsetT = 20;
+  pub const VT_CLUSTER_ID: ::flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -12663,6 +13803,7 @@ impl<'a> BeaconAckResponse<'a> {
   ) -> ::flatbuffers::WIPOffset<BeaconAckResponse<'bldr>> {
     let mut builder = BeaconAckResponseBuilder::new(_fbb);
     builder.add_lease_ms(args.lease_ms);
+    if let Some(x) = args.dups { builder.add_dups(x); }
     if let Some(x) = args.splits { builder.add_splits(x); }
     if let Some(x) = args.restores { builder.add_restores(x); }
     if let Some(x) = args.backups { builder.add_backups(x); }
@@ -12670,6 +13811,7 @@ impl<'a> BeaconAckResponse<'a> {
     builder.add_replica_count_min_alive(args.replica_count_min_alive);
     if let Some(x) = args.drops { builder.add_drops(x); }
     if let Some(x) = args.assignments { builder.add_assignments(x); }
+    builder.add_cluster_id(args.cluster_id);
     builder.finish()
   }
 
@@ -12739,6 +13881,24 @@ impl<'a> BeaconAckResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<SplitOrder>>>>(BeaconAckResponse::VT_SPLITS, None)}
   }
+  /// Partitions of duplicated tables this node is primary or secondary of
+  /// (appended for duplication).
+  #[inline]
+  pub fn dups(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DupOrder<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DupOrder>>>>(BeaconAckResponse::VT_DUPS, None)}
+  }
+  /// The cluster id of meta's cluster (1..=127; absent reads as 0 =
+  /// unknown), which the node's timetags carry.
+  #[inline]
+  pub fn cluster_id(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(BeaconAckResponse::VT_CLUSTER_ID, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BeaconAckResponse<'_> {
@@ -12755,6 +13915,8 @@ impl ::flatbuffers::Verifiable for BeaconAckResponse<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<BackupOrder>>>>("backups", Self::VT_BACKUPS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RestoreOrder>>>>("restores", Self::VT_RESTORES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<SplitOrder>>>>("splits", Self::VT_SPLITS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DupOrder>>>>("dups", Self::VT_DUPS, false)?
+     .visit_field::<u8>("cluster_id", Self::VT_CLUSTER_ID, false)?
      .finish();
     Ok(())
   }
@@ -12768,6 +13930,8 @@ pub struct BeaconAckResponseArgs<'a> {
     pub backups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<BackupOrder<'a>>>>>,
     pub restores: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RestoreOrder<'a>>>>>,
     pub splits: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<SplitOrder<'a>>>>>,
+    pub dups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DupOrder<'a>>>>>,
+    pub cluster_id: u8,
 }
 impl<'a> Default for BeaconAckResponseArgs<'a> {
   #[inline]
@@ -12781,6 +13945,8 @@ impl<'a> Default for BeaconAckResponseArgs<'a> {
       backups: None,
       restores: None,
       splits: None,
+      dups: None,
+      cluster_id: 0,
     }
   }
 }
@@ -12823,6 +13989,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BeaconAckResponseBuilder<'a, 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconAckResponse::VT_SPLITS, splits);
   }
   #[inline]
+  pub fn add_dups(&mut self, dups: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DupOrder<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BeaconAckResponse::VT_DUPS, dups);
+  }
+  #[inline]
+  pub fn add_cluster_id(&mut self, cluster_id: u8) {
+    self.fbb_.push_slot::<u8>(BeaconAckResponse::VT_CLUSTER_ID, cluster_id, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BeaconAckResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BeaconAckResponseBuilder {
@@ -12848,6 +14022,8 @@ impl ::core::fmt::Debug for BeaconAckResponse<'_> {
       ds.field("backups", &self.backups());
       ds.field("restores", &self.restores());
       ds.field("splits", &self.splits());
+      ds.field("dups", &self.dups());
+      ds.field("cluster_id", &self.cluster_id());
       ds.finish()
   }
 }
