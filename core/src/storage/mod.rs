@@ -19,6 +19,7 @@ pub mod copy;
 mod memory;
 mod partition;
 mod scan;
+pub mod timetag;
 
 pub use memory::{MemoryDurable, MemoryEngine, MemoryRecords};
 pub use partition::Partition;
@@ -112,11 +113,19 @@ pub struct WriteBatch {
     /// The decree this batch applies, stored atomically with it
     /// (**decree-with-data**); `None` for batches outside the log.
     decree: Option<i64>,
+    /// The cluster this batch's writes came from by duplication; `None`
+    /// for local writes. Travels in the log payload, so that a shipper
+    /// never ships it back (**dup-no-loop**).
+    dup_source: Option<u8>,
 }
 
 /// Tags of a [`WriteBatch`]'s encoded operations.
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
+
+/// The first word of the payload of a batch received by duplication, in
+/// place of the operation count (which no batch reaches).
+const DUP_SOURCE_MARK: u32 = u32::MAX;
 
 impl WriteBatch {
     /// An empty batch.
@@ -157,11 +166,25 @@ impl WriteBatch {
         self.decree
     }
 
+    /// Marks the batch as received by duplication from cluster
+    /// `cluster_id`.
+    pub fn set_dup_source(&mut self, cluster_id: u8) {
+        self.dup_source = Some(cluster_id);
+    }
+
+    /// The cluster the batch came from by duplication; `None` for a local
+    /// write.
+    pub fn dup_source(&self) -> Option<u8> {
+        self.dup_source
+    }
+
     /// The mutation-log payload of this batch (its decree travels in the
     /// record header): `u32 count`, then per operation `u8 tag` (1 put,
     /// 2 delete), `u32 key length`, key, and for puts `u32 value length`,
     /// value; integers little-endian. Values carry absolute expire times,
-    /// so replaying a payload twice gives the same state.
+    /// so replaying a payload twice gives the same state. A batch received
+    /// by duplication starts with `u32 0xFFFF_FFFF` and `u8` the source
+    /// cluster id, then the rest as above.
     pub fn encode(&self) -> Vec<u8> {
         let bytes: usize = self
             .ops
@@ -171,7 +194,11 @@ impl WriteBatch {
                 WriteOp::Delete { raw_key } => 5 + raw_key.len(),
             })
             .sum();
-        let mut out = Vec::with_capacity(4 + bytes);
+        let mut out = Vec::with_capacity(9 + bytes);
+        if let Some(cluster_id) = self.dup_source {
+            out.extend_from_slice(&DUP_SOURCE_MARK.to_le_bytes());
+            out.push(cluster_id);
+        }
         out.extend_from_slice(&(self.ops.len() as u32).to_le_bytes());
         for op in &self.ops {
             match op {
@@ -206,8 +233,12 @@ impl WriteBatch {
             let bytes = take(payload, 4)?;
             Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize)
         }
-        let count = take_u32(&mut payload)?;
         let mut batch = WriteBatch::new();
+        let mut count = take_u32(&mut payload)?;
+        if count == DUP_SOURCE_MARK as usize {
+            batch.set_dup_source(take(&mut payload, 1)?[0]);
+            count = take_u32(&mut payload)?;
+        }
         for _ in 0..count {
             let tag = take(&mut payload, 1)?[0];
             let key_bytes = take_u32(&mut payload)?;

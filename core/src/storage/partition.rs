@@ -7,11 +7,12 @@ use std::cell::{Cell, RefCell};
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
+use super::timetag::{self, HeldTimetag, Timetag};
 use super::{storage_error, StorageEngine, StorageLimits, WriteBatch, WriteOp};
 use crate::key::{self, check_hash_key, encode_key, encode_value, expire_ts_for_ttl};
 use crate::wire::message::{
-    CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult, CheckType, ErrorCode, Key,
-    Mutation, OpError, Record, Request, Response, ResponseBody, SortKeyValue,
+    CheckAndMutateRequest, CheckAndSetRequest, CheckAndSetResult, CheckType, DuplicateRequest,
+    ErrorCode, Key, Mutation, OpError, Record, Request, Response, ResponseBody, SortKeyValue,
 };
 
 /// A prepared write: its batch and the reply to send once it is applied.
@@ -37,6 +38,12 @@ pub(super) struct LiveValue {
 /// is *staged*: reads do not see it (**reads-see-durable-only**), later
 /// prepares do (**prepare-sees-staged**), so atomic operations on one hash
 /// key stay atomic while earlier writes wait for their log sync.
+///
+/// On a duplicated table ([`Partition::set_timetags`]) every local write
+/// also writes each record's timetag, newer than the one it replaces
+/// (**local-write-newest**), and [`Partition::prepare_duplicate`] applies
+/// another cluster's shipped writes by last-write-wins on timetags
+/// (docs/duplication.md).
 pub struct Partition<E: StorageEngine> {
     engine: E,
     limits: StorageLimits,
@@ -48,6 +55,9 @@ pub struct Partition<E: StorageEngine> {
     /// partitions' keys, which a split leaves behind until the engine
     /// drops them (**split-owned-only**).
     owner: Cell<(u32, u32)>,
+    /// The cluster id local writes are tagged with while the table is
+    /// duplicated; `None`: local writes carry no timetag.
+    timetags: Cell<Option<u8>>,
 }
 
 /// A staged write to one key: the decree of the latest staged batch that
@@ -62,7 +72,21 @@ impl<E: StorageEngine> Partition<E> {
             limits,
             staged: RefCell::new(HashMap::new()),
             owner: Cell::new((0, 0)),
+            timetags: Cell::new(None),
         }
+    }
+
+    /// Tags local writes with timetags of cluster `cluster_id` (the table
+    /// is duplicated, to or from another cluster), or stops tagging them
+    /// (`None`). Writes received by duplication carry their timetags
+    /// either way.
+    pub fn set_timetags(&self, cluster_id: Option<u8>) {
+        self.timetags.set(cluster_id);
+    }
+
+    /// The cluster id local writes are tagged with, if they are.
+    pub fn timetags(&self) -> Option<u8> {
+        self.timetags.get()
     }
 
     /// Makes the partition own the keys of partition `index` of `count`.
@@ -152,7 +176,212 @@ impl<E: StorageEngine> Partition<E> {
     /// carry absolute expire times, so the batch is idempotent) and the
     /// reply to send once they are applied. Nothing is written. An empty
     /// batch means the write changes nothing (a failed check).
+    ///
+    /// On a duplicated table the timetags' clock is the start of second
+    /// `now_epoch_s`; [`Partition::prepare_tagged_write`] takes a finer one.
     pub fn prepare_write(
+        &self,
+        request: &Request,
+        now_epoch_s: u32,
+    ) -> Result<(WriteBatch, ResponseBody), OpError> {
+        self.prepare_tagged_write(
+            request,
+            now_epoch_s,
+            timetag::unix_us_of_epoch_s(now_epoch_s),
+        )
+    }
+
+    /// [`Partition::prepare_write`] with the wall clock in Unix
+    /// microseconds for timetags: on a duplicated table each record the
+    /// batch writes or deletes also gets its companion timetag record,
+    /// newer than the one it replaces, staged writes included
+    /// (**local-write-newest**). A `Duplicate` request is prepared by
+    /// [`Partition::prepare_duplicate`].
+    pub fn prepare_tagged_write(
+        &self,
+        request: &Request,
+        now_epoch_s: u32,
+        now_unix_us: u64,
+    ) -> Result<(WriteBatch, ResponseBody), OpError> {
+        if let Request::Duplicate(request) = request {
+            return self.prepare_duplicate(request);
+        }
+        let (mut batch, body) = self.prepare_local_write(request, now_epoch_s)?;
+        if let Some(cluster_id) = self.timetags.get() {
+            self.tag_local_write(&mut batch, cluster_id, now_unix_us)?;
+        }
+        Ok((batch, body))
+    }
+
+    /// Applies a batch of another cluster's mutations (prepare, then write
+    /// to the engine, as [`Partition::execute`] does): see
+    /// [`Partition::prepare_duplicate`].
+    pub fn duplicate(&self, request: &DuplicateRequest) -> Response {
+        let (batch, body) = self.prepare_duplicate(request)?;
+        if !batch.is_empty() {
+            self.engine.write(&batch)?;
+        }
+        Ok(body)
+    }
+
+    /// Turns a batch of another cluster's committed mutations (their log
+    /// payloads, in decree order) into the puts and deletes to apply here,
+    /// record by record: a record is applied, with its companion timetag
+    /// record, iff its timetag is not older than the one this partition
+    /// holds for its key, staged writes and earlier mutations of the batch
+    /// included (**dup-last-write-wins**; equal timetags are the same
+    /// write shipped again, applied again to the same effect). A record
+    /// shipped without a timetag (written before its table was duplicated)
+    /// has timetag 0 of the source cluster, older than every tagged write.
+    /// A delete leaves a tombstone timetag, so that an older put shipped
+    /// later does not bring the key back. The batch is marked as received
+    /// from `source_cluster_id`, so that it is never shipped again
+    /// (**dup-no-loop**); so are mutations that came to the source by
+    /// duplication themselves, which are skipped. Answers `Count`: the
+    /// records applied.
+    ///
+    /// A source cluster id outside 1..=127 or a payload that does not
+    /// decode is `INVALID_ARGUMENT`; a key of another partition is
+    /// `WRONG_PARTITION`. Either refuses the whole request.
+    pub fn prepare_duplicate(
+        &self,
+        request: &DuplicateRequest,
+    ) -> Result<(WriteBatch, ResponseBody), OpError> {
+        let source = request.source_cluster_id;
+        timetag::validate_cluster_id(source).map_err(|message| {
+            OpError::invalid_argument(format!("duplicate from cluster {source}: {message}"))
+        })?;
+        let mut out = WriteBatch::new();
+        // The latest timetag of each key this request touched so far.
+        let mut held: HashMap<Vec<u8>, Timetag> = HashMap::new();
+        let mut applied: i64 = 0;
+        for mutation in &request.mutations {
+            if mutation.payload.is_empty() {
+                continue;
+            }
+            let batch = WriteBatch::decode(&mutation.payload).map_err(|error| {
+                OpError::invalid_argument(format!(
+                    "duplicate: the mutation of decree {} of dup {} does not decode: {}",
+                    mutation.decree, request.dup_id, error.message
+                ))
+            })?;
+            if batch.dup_source().is_some() {
+                continue;
+            }
+            let mut tags: HashMap<&[u8], HeldTimetag> = HashMap::new();
+            for op in batch.ops() {
+                if let WriteOp::Put { raw_key, raw_value } = op {
+                    if let Some(data_key) = timetag::data_key_of(raw_key) {
+                        tags.insert(data_key, timetag::decode_timetag_value(raw_value)?);
+                    }
+                }
+            }
+            for op in batch.ops() {
+                let (raw_key, raw_value) = match op {
+                    WriteOp::Put { raw_key, raw_value } => (raw_key, Some(raw_value)),
+                    WriteOp::Delete { raw_key } => (raw_key, None),
+                };
+                if timetag::is_timetag_key(raw_key) {
+                    continue;
+                }
+                let Some((hash_key, sort_key)) = key::decode_key(raw_key) else {
+                    return Err(OpError::invalid_argument(format!(
+                        "duplicate: the mutation of decree {} holds a key that does not decode",
+                        mutation.decree
+                    )));
+                };
+                if !self.owns(hash_key, sort_key) {
+                    let (count, index) = self.owner.get();
+                    return Err(OpError::new(
+                        ErrorCode::WrongPartition,
+                        format!(
+                            "duplicate: the mutation of decree {} holds a key of another partition than {index} of {count}: the two tables' partition counts differ",
+                            mutation.decree
+                        ),
+                    ));
+                }
+                let incoming = tags
+                    .get(raw_key.as_slice())
+                    .map_or(timetag::timetag(0, source), |tag| tag.timetag);
+                let current = match held.get(raw_key) {
+                    Some(tag) => *tag,
+                    None => self.held_timetag(raw_key)?,
+                };
+                if incoming < current {
+                    continue;
+                }
+                match raw_value {
+                    Some(raw_value) => out.put(raw_key.clone(), raw_value.clone()),
+                    None => out.delete(raw_key.clone()),
+                }
+                out.put(
+                    timetag::timetag_key(raw_key),
+                    timetag::encode_timetag_value(HeldTimetag {
+                        timetag: incoming,
+                        deleted: raw_value.is_none(),
+                    }),
+                );
+                held.insert(raw_key.clone(), incoming);
+                applied += 1;
+            }
+        }
+        if !out.is_empty() {
+            out.set_dup_source(source);
+        }
+        Ok((out, ResponseBody::Count(applied)))
+    }
+
+    /// The latest timetag of the record under `raw_key` as the next write
+    /// sees it (staged writes first); 0 when it has none.
+    pub fn held_timetag(&self, raw_key: &[u8]) -> Result<Timetag, OpError> {
+        Ok(self
+            .read_latest_raw(&timetag::timetag_key(raw_key))?
+            .map(|value| timetag::decode_timetag_value(&value))
+            .transpose()?
+            .map_or(0, |held| held.timetag))
+    }
+
+    /// Adds to a local write's `batch` the companion timetag record of
+    /// each record it writes or deletes, each newer than the key's latest
+    /// (**local-write-newest**).
+    fn tag_local_write(
+        &self,
+        batch: &mut WriteBatch,
+        cluster_id: u8,
+        now_unix_us: u64,
+    ) -> Result<(), OpError> {
+        // Each key once, as the batch leaves it (a later operation on the
+        // same key wins).
+        let mut last: Vec<(&[u8], bool)> = Vec::new();
+        for op in batch.ops() {
+            let (raw_key, deleted) = match op {
+                WriteOp::Put { raw_key, .. } => (raw_key.as_slice(), false),
+                WriteOp::Delete { raw_key } => (raw_key.as_slice(), true),
+            };
+            match last.iter_mut().find(|(key, _)| *key == raw_key) {
+                Some(entry) => entry.1 = deleted,
+                None => last.push((raw_key, deleted)),
+            }
+        }
+        let mut companions = Vec::with_capacity(last.len());
+        for (raw_key, deleted) in last {
+            let held = self.held_timetag(raw_key)?;
+            companions.push((
+                timetag::timetag_key(raw_key),
+                timetag::encode_timetag_value(HeldTimetag {
+                    timetag: timetag::next_local_timetag(held, now_unix_us, cluster_id),
+                    deleted,
+                }),
+            ));
+        }
+        for (raw_key, raw_value) in companions {
+            batch.put(raw_key, raw_value);
+        }
+        Ok(())
+    }
+
+    /// The puts and deletes of a local write, without timetags.
+    fn prepare_local_write(
         &self,
         request: &Request,
         now_epoch_s: u32,
@@ -230,16 +459,7 @@ impl<E: StorageEngine> Partition<E> {
     /// The live record under `raw_key` as the next write sees it: the
     /// latest staged write if there is one, else the engine's.
     fn read_latest(&self, raw_key: &[u8], now_epoch_s: u32) -> Result<Option<LiveValue>, OpError> {
-        let staged = self
-            .staged
-            .borrow()
-            .get(raw_key)
-            .map(|(_, value)| value.clone());
-        let raw_value = match staged {
-            Some(value) => value,
-            None => self.engine.get(raw_key)?,
-        };
-        let Some(raw_value) = raw_value else {
+        let Some(raw_value) = self.read_latest_raw(raw_key)? else {
             return Ok(None);
         };
         Ok(
@@ -248,6 +468,20 @@ impl<E: StorageEngine> Partition<E> {
                 user_data: user_data.to_vec(),
             }),
         )
+    }
+
+    /// The raw value under `raw_key` as the next write sees it: the latest
+    /// staged write if there is one, else the engine's.
+    fn read_latest_raw(&self, raw_key: &[u8]) -> Result<Option<Vec<u8>>, OpError> {
+        let staged = self
+            .staged
+            .borrow()
+            .get(raw_key)
+            .map(|(_, value)| value.clone());
+        match staged {
+            Some(value) => Ok(value),
+            None => self.engine.get(raw_key),
+        }
     }
 
     /// The live record under `raw_key`, if any.

@@ -5,6 +5,7 @@
 use std::cmp::Ordering;
 
 use super::partition::{check_hash_key_for_multi, live_value};
+use super::timetag::TIMETAG_KEY_PREFIX;
 use super::{Direction, ScanBatch, ScanControl, StorageEngine, StorageLimits};
 use crate::key::{self, encode_key, hash_key_prefix, next_key};
 use crate::wire::message::{
@@ -313,17 +314,20 @@ impl<E: StorageEngine> Partition<E> {
     }
 }
 
-/// The raw range of a full scan: everything, except that a hash-key prefix
-/// filter lets the scan start at `encode_key(pattern, "")` — raw keys order
-/// by (hash-key length, bytes), so no matching hash key sorts before it.
+/// The raw range of a full scan: every record, up to the timetags'
+/// companion records (which sort after every record: docs/duplication.md),
+/// except that a hash-key prefix filter lets the scan start at
+/// `encode_key(pattern, "")` — raw keys order by (hash-key length, bytes),
+/// so no matching hash key sorts before it.
 fn full_scan_range(hash_key_filter: &Filter) -> Option<RawRange> {
+    let upper = Some(TIMETAG_KEY_PREFIX.to_vec());
     if hash_key_filter.kind == FilterType::MatchPrefix && !hash_key_filter.pattern.is_empty() {
         // A pattern longer than any hash key matches nothing.
         let lower = encode_key(&hash_key_filter.pattern, &[]).ok()?;
-        return Some(RawRange { lower, upper: None });
+        return Some(RawRange { lower, upper });
     }
     Some(RawRange {
         lower: Vec::new(),
-        upper: None,
+        upper,
     })
 }
