@@ -59,6 +59,7 @@ impl MetaConfig {
             replica_count_default: self.replica_count_default,
             replica_count_max: self.replica_count_max,
             replication: self.replication,
+            cluster_id: markab_core::meta::settings::CLUSTER_ID_DEFAULT,
         }
     }
 }

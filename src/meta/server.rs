@@ -599,6 +599,7 @@ mod tests {
                 replica_count_default: 3,
                 replica_count_max: 5,
                 replication: None,
+                cluster_id: 1,
             },
             MetaData::default(),
         )

@@ -57,6 +57,7 @@ fn cluster() -> MetaState {
         replica_count_default: 1,
         replica_count_max: 5,
         replication: None,
+        cluster_id: 1,
     };
     let mut state = MetaState::new(settings, MetaData::default());
     for index in 0..2 {

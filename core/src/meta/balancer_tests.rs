@@ -24,6 +24,7 @@ fn state() -> MetaState {
         replica_count_default: 3,
         replica_count_max: 5,
         replication: Some(MetaReplication::default()),
+        cluster_id: 1,
     };
     MetaState::new(settings, MetaData::default())
 }

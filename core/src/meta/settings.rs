@@ -21,6 +21,10 @@ pub const BALANCE_COPIES_PER_NODE_MAX_DEFAULT: usize = 2;
 pub const BALANCE_SWITCHES_MAX_DEFAULT: usize = 2;
 /// Upper bound of the balancer bounds.
 pub const BALANCE_MOVES_LIMIT: usize = 4_096;
+/// The cluster id of a meta whose config names none (`[meta] cluster_id`;
+/// docs/duplication.md). Clusters that duplicate to each other need
+/// distinct ids.
+pub const CLUSTER_ID_DEFAULT: u8 = 1;
 
 /// Meta's side of PacificA replication (present only with `replication = true`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

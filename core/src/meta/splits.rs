@@ -190,6 +190,19 @@ impl MetaState {
                 format!("table {name} is being restored; split it once it serves"),
             );
         }
+        // Partition p ships to partition p of the remote table: a split
+        // here would leave the two tables' counts apart.
+        if let Some((id, dup)) = self.data.dups.iter().find(|(_, dup)| dup.app_id == app_id) {
+            return Step::error(
+                ErrorCode::Busy,
+                format!(
+                    "table {name} is duplicated to table {} of cluster {} (dup {id}, {}): a split would leave its partition count unlike the remote table's, and duplication ships partition p to partition p; remove its duplications (dup remove), split both tables, then add them again",
+                    dup.remote_table,
+                    dup.remote_cluster_id,
+                    dup.status.name()
+                ),
+            );
+        }
         if let Some((id, _)) = self.data.backups.iter().find(|(_, backup)| {
             backup.status == super::BackupStatus::Running && backup.app_id == app_id
         }) {

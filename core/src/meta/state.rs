@@ -95,9 +95,23 @@ pub struct MetaSettings {
     /// primaries only, liveness by `node_timeout_ms`, lease 0 in acks, no
     /// reconfiguration.
     pub replication: Option<MetaReplication>,
+    /// This cluster's id, 1..=127
+    /// ([`crate::meta::settings::CLUSTER_ID_DEFAULT`] unless the
+    /// config's `[meta] cluster_id` names another; check it with
+    /// [`MetaSettings::validate`]): the timetags of duplicated tables
+    /// carry it, and a table is never duplicated to a cluster of the same
+    /// id (docs/duplication.md).
+    pub cluster_id: u8,
 }
 
 impl MetaSettings {
+    /// Checks what the state machine relies on that a config file could
+    /// get wrong: the cluster id (1..=127). The message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::storage::timetag::validate_cluster_id(self.cluster_id)
+            .map_err(|message| format!("[meta] {message}"))
+    }
+
     /// A node is dead once its last beacon is this old: `grace_ms` with
     /// replication, else `node_timeout_ms`.
     pub fn dead_after_ms(&self) -> u64 {
@@ -280,6 +294,12 @@ pub struct MetaData {
     /// The last split epoch handed out (epochs only grow).
     #[serde(default)]
     pub last_split_epoch: u64,
+    /// Duplications to other clusters by id (docs/duplication.md).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dups: BTreeMap<u64, StoredDup>,
+    /// The last duplication id handed out (ids only grow).
+    #[serde(default)]
+    pub last_dup_id: u64,
 }
 
 /// What meta changes by itself besides failure handling (docs/balance.md,
@@ -327,6 +347,8 @@ impl Default for MetaData {
             last_backup_id: 0,
             backup_policies: BTreeMap::new(),
             last_split_epoch: 0,
+            dups: BTreeMap::new(),
+            last_dup_id: 0,
         }
     }
 }
@@ -367,6 +389,16 @@ impl MetaData {
             if table.is_available() && !available_names.insert(table.name.as_str()) {
                 return Err(format!("two available tables are named {:?}", table.name));
             }
+        }
+        for (id, dup) in &self.dups {
+            if !self.tables.contains_key(&dup.app_id) {
+                return Err(format!(
+                    "duplication {id} is of app_id {}, which no table has",
+                    dup.app_id
+                ));
+            }
+            crate::storage::timetag::validate_cluster_id(dup.remote_cluster_id)
+                .map_err(|message| format!("duplication {id}: remote {message}"))?;
         }
         Ok(())
     }
@@ -423,6 +455,7 @@ impl Step {
 ///     replica_count_default: 3,
 ///     replica_count_max: 5,
 ///     replication: None,
+///     cluster_id: 1,
 /// };
 /// let mut state = MetaState::new(settings, MetaData::default());
 /// let now_ms = 1_700_000_000_000;
@@ -475,6 +508,8 @@ pub struct MetaState {
     restore_progress: restores::RestoreProgress,
     /// What nodes reported of running splits (volatile).
     split_progress: splits::SplitProgress,
+    /// What primaries reported of duplications (volatile).
+    dup_progress: dups::DupProgress,
 }
 
 impl MetaState {
@@ -493,6 +528,7 @@ impl MetaState {
             backup_progress: backups::BackupProgress::default(),
             restore_progress: restores::RestoreProgress::default(),
             split_progress: splits::SplitProgress::default(),
+            dup_progress: dups::DupProgress::default(),
         }
     }
 
@@ -618,6 +654,7 @@ impl MetaState {
             Request::Balancer(request) => self.balancer_request(request, now),
             Request::Backup(request) => self.backup_request(request, now),
             Request::PartitionSplit(request) => self.split_request(request, now),
+            Request::Dup(request) => self.dup_request(request),
             other => Step::error(
                 ErrorCode::InvalidArgument,
                 format!(
@@ -675,6 +712,7 @@ impl MetaState {
             .map(|(app_id, _)| *app_id)
             .collect();
         self.prune_split_progress();
+        self.prune_dup_progress();
         let mut committing = self.successor();
         let split_committed = self.commit_splits(&mut committing);
         if forget.is_empty()
@@ -682,6 +720,7 @@ impl MetaState {
             && reconfigured.is_empty()
             && !self.has_orphaned_backups()
             && !self.policies_due(now.unix_ms)
+            && !self.dups_due(now_ms)
         {
             return None;
         }
@@ -704,6 +743,7 @@ impl MetaState {
         }
         self.fail_orphaned_backups(&mut next, now);
         self.run_policies(&mut next, now);
+        self.persist_confirmed(&mut next, now_ms);
         Some(next)
     }
 
@@ -1151,6 +1191,9 @@ impl MetaState {
             .unwrap_or(self.settings.hold_seconds)
             .min(HOLD_SECONDS_MAX);
         let mut next = self.successor();
+        // A recalled table is not duplicated again: its remote may have
+        // gone on without it.
+        next.dups.retain(|_, dup| dup.app_id != app_id);
         let table = next.tables.get_mut(&app_id).expect("found above");
         table.status = StoredStatus::Dropped;
         table.drop_time_s = unix_ms / 1000;
@@ -1330,6 +1373,12 @@ impl MetaState {
                 persist = Some(next);
             }
         }
+        if !beacon.dups.is_empty() {
+            let mut next = persist.clone().unwrap_or_else(|| self.successor());
+            if self.take_dup_reports(&mut next, &beacon.node, &beacon.dups, now_ms) {
+                persist = Some(next);
+            }
+        }
         if !beacon.backups.is_empty() {
             let mut next = persist.clone().unwrap_or_else(|| self.successor());
             let backups = self.take_backup_reports(&mut next, &beacon.node, &beacon.backups, now);
@@ -1361,8 +1410,8 @@ impl MetaState {
             backups: self.backup_orders(data, &beacon.node),
             restores: self.restore_orders(data, &beacon.node),
             splits: self.split_orders(data, &beacon.node),
-            dups: Vec::new(),
-            cluster_id: 0,
+            dups: self.dup_orders(data, &beacon.node),
+            cluster_id: self.settings.cluster_id,
         })));
         step.persist = persist;
         step
@@ -1692,6 +1741,7 @@ impl MetaState {
                 self.settings.replica_count_max.to_string(),
             ),
             ("metadata_version", self.data.version.to_string()),
+            ("cluster_id", self.settings.cluster_id.to_string()),
         ];
         let mut pairs: Vec<(String, String)> = pairs
             .into_iter()
@@ -2096,12 +2146,18 @@ fn validate_envs(
 
 #[path = "backups.rs"]
 mod backups;
+#[path = "dups.rs"]
+mod dups;
 #[path = "policies.rs"]
 mod policies;
 #[path = "restores.rs"]
 mod restores;
 #[path = "splits.rs"]
 mod splits;
+pub use dups::{
+    DupStatus, RemoteFacts, StoredDup, DUPS_MAX, DUP_CONFIRM_PERSIST_MS, DUP_DECREE_NONE,
+    DUP_REMOTE_METAS_MAX,
+};
 pub use splits::{TableSplit, SPLIT_BEACON_MS};
 
 pub use policies::{StoredPolicy, POLICIES_MAX, POLICY_KEEP_MAX};

@@ -17,6 +17,7 @@ fn settings() -> MetaSettings {
         replica_count_default: 3,
         replica_count_max: 5,
         replication: None,
+        cluster_id: 1,
     }
 }
 
@@ -1279,7 +1280,7 @@ fn switch_off_keeps_todays_behaviour() {
     let Ok(ResponseBody::Pairs(info)) = apply(&mut state, &Request::ClusterInfo, T0_MS) else {
         panic!("cluster_info failed")
     };
-    assert_eq!(info.len(), 13);
+    assert_eq!(info.len(), 14);
     assert!(info.iter().all(|(key, _)| key != "replication"));
     // Liveness still follows node_timeout_ms, not the grace.
     let Ok(ResponseBody::Nodes(nodes)) = apply(&mut state, &Request::ListNodes, T0_MS + GRACE_MS)

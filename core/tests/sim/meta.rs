@@ -87,6 +87,7 @@ impl SimMeta {
                 alive_percent_min: 50,
                 ..MetaReplication::default()
             }),
+            cluster_id: 1,
         };
         let mut meta = SimMeta {
             state: MetaState::new(settings.clone(), MetaData::default()),
