@@ -883,8 +883,11 @@ impl<I: HostIo> ShardHost<I> {
         replica.replica_count = assignment.replica_count;
         // A committed split doubled the count: the moved keys are refused
         // from now on and the storage drops them (**split-owned-only**).
+        // The count only grows (**count-only-grows**): an ack from before
+        // the commit, late or delivered twice, must not make the parent
+        // take its child's keys again.
         if assignment.partition_count > 0
-            && assignment.partition_count as u32 != replica.meta.partition_count
+            && assignment.partition_count as u32 > replica.meta.partition_count
         {
             replica.meta.partition_count = assignment.partition_count as u32;
             if let Err(error) = shared.io.update_replica_meta(&replica.meta) {
@@ -1955,3 +1958,6 @@ fn abort_copy<I: HostIo>(
         Err(reason) => fail(shared, gpid, replica, reason),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -252,8 +252,9 @@ pub fn split_ack(
                 handoff_to: assignment.handoff_to.clone(),
             });
         }
-        // A new ballot, or a split's new count at the same ballot.
-        let recount = count_hosted > 0 && count_hosted != assignment.partition_count;
+        // A new ballot, or a split's new count at the same ballot (a
+        // count only grows: **count-only-grows**).
+        let recount = count_hosted > 0 && count_hosted < assignment.partition_count;
         if recount || ballot_hosted.is_none_or(|ballot| ballot < assignment.ballot) {
             part.configs.push(assignment);
         }

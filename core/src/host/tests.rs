@@ -1,0 +1,384 @@
+//! The replica host over an in-memory [`HostIo`] — one or two nodes of one
+//! shard each, their peer messages delivered by hand and every log append
+//! durable at once — mostly its part of splits.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use markab_wire::{
+    BeaconAck, ErrorCode, Gpid, Key, OpError, PeerRequest, ReplicaAssignment, Request, Response,
+    SplitOrder,
+};
+
+use super::split::{SplitCopy, SplitCopyState};
+use super::*;
+use crate::host::registry::{split_ack, NodeRegistry, PrimaryGrant, ShardAck};
+use crate::host::{AppendError, OpenedReplica, ReplicaMeta};
+use crate::replication::config::ReplicationSettings;
+use crate::replication::messages::Mutation;
+use crate::storage::{MemoryDurable, MemoryEngine, MemoryRecords, StorageLimits};
+
+const PARENT: Gpid = Gpid {
+    app_id: 1,
+    partition_index: 0,
+};
+const LEASE_MS: u64 = 1_000_000;
+
+/// One node's IO: its replicas' storage, the peer messages and replies it
+/// sent, and its staged split copies (made at once).
+#[derive(Default)]
+struct TestIo {
+    clock: Rc<Cell<u64>>,
+    next_position: u64,
+    sent: Vec<(String, Gpid, PeerRequest)>,
+    replies: Vec<(u64, Response)>,
+    replicas: BTreeMap<Gpid, (ReplicaMeta, MemoryDurable)>,
+    copies: BTreeMap<Gpid, (SplitCopy, MemoryRecords)>,
+}
+
+impl HostIo for TestIo {
+    type Engine = MemoryEngine;
+    type Position = u64;
+    type Waiter = u64;
+
+    fn now_ms(&self) -> u64 {
+        self.clock.get()
+    }
+
+    fn now_epoch_s(&self) -> u32 {
+        1_000
+    }
+
+    fn append(&mut self, _: Gpid, _: Ballot, _: Decree, _: &[u8]) -> Result<u64, AppendError> {
+        self.next_position += 1;
+        Ok(self.next_position)
+    }
+
+    fn payload_bytes_max(&self) -> usize {
+        1 << 20
+    }
+
+    fn appended(&mut self) {}
+
+    fn send(&mut self, gpid: Gpid, address: &str, request: PeerRequest) {
+        self.sent.push((address.to_owned(), gpid, request));
+    }
+
+    fn to_meta(&mut self, _: Request) {}
+
+    fn reply(&mut self, waiter: u64, response: Response, _: Option<Decree>) {
+        self.replies.push((waiter, response));
+    }
+
+    fn open_replica(&mut self, meta: &ReplicaMeta) -> Result<OpenedReplica<MemoryEngine>, OpError> {
+        let (_, durable) = self
+            .replicas
+            .entry(meta.gpid())
+            .or_insert_with(|| (meta.clone(), MemoryDurable::new()));
+        Ok(OpenedReplica {
+            engine: MemoryEngine::open_durable(durable),
+            copy_marker: false,
+        })
+    }
+
+    fn remove_replica(&mut self, gpid: Gpid, _: MemoryEngine) -> Result<(), OpError> {
+        self.replicas.remove(&gpid);
+        Ok(())
+    }
+
+    fn set_aside_replica(&mut self, gpid: Gpid) -> Result<String, OpError> {
+        self.replicas.remove(&gpid);
+        Ok("aside".into())
+    }
+
+    fn was_set_aside(&mut self, _: Gpid) -> bool {
+        false
+    }
+
+    fn persist_ballot(&mut self, _: Gpid, _: Ballot) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn persisted_ballot(&mut self, _: Gpid) -> Result<Ballot, String> {
+        Ok(0)
+    }
+
+    fn set_copy_marker(&mut self, _: Gpid, _: bool) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn persist_log_floor(&mut self, _: Gpid, _: Decree) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn log_floor(&mut self, _: Gpid) -> Result<Decree, String> {
+        Ok(0)
+    }
+
+    fn learn_queued(&mut self) {}
+
+    fn copy_queued(&mut self) {}
+
+    fn applied(&mut self, _: Gpid, _: &Mutation) {}
+
+    fn update_replica_meta(&mut self, meta: &ReplicaMeta) -> Result<(), String> {
+        if let Some((held, _)) = self.replicas.get_mut(&meta.gpid()) {
+            *held = meta.clone();
+        }
+        Ok(())
+    }
+
+    fn start_split_copy(
+        &mut self,
+        _: Gpid,
+        engine: &MemoryEngine,
+        child: &ReplicaMeta,
+        epoch: u64,
+        decree: Decree,
+    ) {
+        let (records, _) = engine.snapshot().expect("no scan runs");
+        let copy = SplitCopy {
+            epoch,
+            decree,
+            state: SplitCopyState::Done,
+        };
+        self.copies.insert(child.gpid(), (copy, records));
+    }
+
+    fn split_copy(&mut self, child: Gpid) -> Option<SplitCopy> {
+        self.copies.get(&child).map(|(copy, _)| copy.clone())
+    }
+
+    fn keep_split_copies(&mut self, keep: &BTreeSet<(Gpid, u64)>, assigned: &BTreeSet<Gpid>) {
+        self.copies.retain(|gpid, (copy, _)| {
+            keep.contains(&(*gpid, copy.epoch)) || assigned.contains(gpid)
+        });
+    }
+
+    fn install_split_copy(&mut self, gpid: Gpid) -> Result<bool, OpError> {
+        if self.replicas.contains_key(&gpid) {
+            return Ok(true);
+        }
+        let Some((copy, records)) = self.copies.remove(&gpid) else {
+            return Ok(false);
+        };
+        let meta = ReplicaMeta {
+            table: "t".into(),
+            app_id: gpid.app_id,
+            partition_index: gpid.partition_index,
+            partition_count: 0,
+            shard: 0,
+        };
+        let durable = MemoryDurable::with_state(records, copy.decree as i64);
+        self.replicas.insert(gpid, (meta, durable));
+        Ok(true)
+    }
+}
+
+/// Nodes `n1`, `n2`, ... of one shard each, at addresses of their names.
+struct Cluster {
+    clock: Rc<Cell<u64>>,
+    hosts: Vec<ShardHost<TestIo>>,
+    registries: Vec<Arc<NodeRegistry>>,
+    next_waiter: u64,
+}
+
+fn name(node: usize) -> String {
+    format!("n{}", node + 1)
+}
+
+impl Cluster {
+    fn new(nodes: usize, start_ms: u64) -> Cluster {
+        let clock = Rc::new(Cell::new(start_ms));
+        let settings = ReplicationSettings::default();
+        let registries: Vec<Arc<NodeRegistry>> =
+            (0..nodes).map(|_| Arc::new(NodeRegistry::new())).collect();
+        let hosts = (0..nodes)
+            .map(|node| {
+                let io = TestIo {
+                    clock: clock.clone(),
+                    ..TestIo::default()
+                };
+                ShardHost::new(
+                    io,
+                    0,
+                    name(node),
+                    name(node),
+                    settings,
+                    registries[node].clone(),
+                    StorageLimits::default(),
+                )
+            })
+            .collect();
+        Cluster {
+            clock,
+            hosts,
+            registries,
+            next_waiter: 0,
+        }
+    }
+
+    /// Lets `ms` pass, ticking every host every 10 ms, and settles.
+    fn run(&mut self, ms: u64) {
+        for _ in 0..ms / 10 {
+            self.clock.set(self.clock.get() + 10);
+            for host in &mut self.hosts {
+                host.tick();
+            }
+            self.settle();
+        }
+    }
+
+    /// Makes every append durable and delivers every peer message, until
+    /// nothing is left to do.
+    fn settle(&mut self) {
+        loop {
+            let mut moved = false;
+            for host in &mut self.hosts {
+                if let Some(position) = host.newest_appended() {
+                    host.log_durable(position);
+                    moved = true;
+                }
+            }
+            let mut mail = Vec::new();
+            for host in &mut self.hosts {
+                mail.append(&mut host.io_mut().sent);
+            }
+            for (address, gpid, request) in mail {
+                moved = true;
+                let to = self
+                    .hosts
+                    .iter()
+                    .position(|host| host.shared.shard_address == address)
+                    .expect("a known node");
+                self.hosts[to].on_peer(gpid, request);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Node `node`'s beacon ack from meta (through `split_ack`, as the
+    /// node's beacon thread hands it on): `assignments` with a lease for
+    /// those naming the node primary, and `splits`.
+    fn ack(&mut self, node: usize, assignments: &[ReplicaAssignment], splits: &[SplitOrder]) {
+        let ack = BeaconAck {
+            assignments: assignments.to_vec(),
+            lease_ms: LEASE_MS,
+            splits: splits.to_vec(),
+            ..BeaconAck::default()
+        };
+        let mut parts = split_ack(
+            &self.registries[node],
+            1,
+            &name(node),
+            ack,
+            self.clock.get(),
+        );
+        let mut part: ShardAck = parts.remove(0);
+        part.leases = assignments
+            .iter()
+            .filter(|assignment| assignment.primary == name(node))
+            .map(|assignment| PrimaryGrant {
+                gpid: Gpid {
+                    app_id: assignment.app_id,
+                    partition_index: assignment.partition_index,
+                },
+                ballot: assignment.ballot as Ballot,
+                handoff_to: String::new(),
+            })
+            .collect();
+        self.hosts[node].apply_ack(part);
+        self.settle();
+    }
+
+    /// Writes `key` := `value` at node `node`'s replica of `gpid`; its
+    /// answer once settled.
+    fn set(&mut self, node: usize, gpid: Gpid, key: &Key, value: &[u8]) -> Response {
+        self.next_waiter += 1;
+        let waiter = self.next_waiter;
+        let request = Request::Set {
+            key: key.clone(),
+            value: value.to_vec(),
+            ttl_seconds: 0,
+        };
+        self.hosts[node].client_write(gpid, &request, waiter);
+        self.settle();
+        let replies = &mut self.hosts[node].io_mut().replies;
+        let at = replies
+            .iter()
+            .position(|(held, _)| *held == waiter)
+            .expect("the write was answered");
+        replies.remove(at).1
+    }
+
+    fn replica(&self, node: usize, gpid: Gpid) -> &HostedReplica<TestIo> {
+        self.hosts[node].replica(gpid).expect("hosted")
+    }
+}
+
+/// Meta's assignment of `gpid` at `ballot` in a table of `count`
+/// partitions: `primary` and `secondaries` (node indexes).
+fn assignment(
+    gpid: Gpid,
+    count: i32,
+    ballot: i64,
+    primary: usize,
+    secondaries: &[usize],
+) -> ReplicaAssignment {
+    let members: Vec<usize> = std::iter::once(primary)
+        .chain(secondaries.iter().copied())
+        .collect();
+    ReplicaAssignment {
+        table: "t".into(),
+        app_id: gpid.app_id,
+        partition_index: gpid.partition_index,
+        partition_count: count,
+        shard: 0,
+        ballot,
+        primary: name(primary),
+        secondaries: secondaries.iter().map(|node| name(*node)).collect(),
+        member_addresses: members.iter().map(|node| name(*node)).collect(),
+        learners: Vec::new(),
+        replica_count: members.len() as i32,
+        handoff_to: String::new(),
+        split_child: gpid.partition_index >= count / 2 && count > 1,
+    }
+}
+
+/// A key of partition `index` of two.
+fn key_of(index: u32) -> Key {
+    (0..)
+        .map(|n| Key::new(format!("k{n}"), "s"))
+        .find(|key| {
+            let hash = crate::key::partition_hash(&key.hash_key, &key.sort_key);
+            crate::key::partition_index(hash, 2) == index
+        })
+        .expect("some key")
+}
+
+// A parent that heard of the commit (the doubled count) keeps it when an
+// ack from before the commit comes late: it never takes its child's keys
+// again (**count-only-grows**). Before, the late ack set the count back
+// and the parent accepted a write of a key its child serves.
+#[test]
+fn a_late_ack_never_lowers_a_replica_s_partition_count() {
+    let mut cluster = Cluster::new(1, 0);
+    let before = assignment(PARENT, 1, 1, 0, &[]);
+    cluster.ack(0, std::slice::from_ref(&before), &[]);
+    cluster.run(100);
+    let after = assignment(PARENT, 2, 1, 0, &[]);
+    cluster.ack(0, std::slice::from_ref(&after), &[]);
+    assert_eq!(cluster.replica(0, PARENT).meta.partition_count, 2);
+    cluster.ack(0, std::slice::from_ref(&before), &[]);
+    assert_eq!(cluster.replica(0, PARENT).meta.partition_count, 2);
+    let moved = cluster.set(0, PARENT, &key_of(1), b"v");
+    assert_eq!(
+        moved.map_err(|error| error.code),
+        Err(ErrorCode::WrongPartition)
+    );
+    assert!(cluster.set(0, PARENT, &key_of(0), b"v").is_ok());
+}
