@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use markab_wire::{ErrorCode, Gpid, OpError, ReplicaAssignment, Request, SplitOrder, SplitReport};
 
-use super::{check_keys, HostIo, HostedReplica, ReplicaMeta, ShardHost};
-use crate::replication::messages::{Ballot, Decree, Role};
+use super::{check_keys, feed, HostIo, HostedReplica, ReplicaMeta, ShardHost};
+use crate::replication::messages::{Ballot, Decree, Input, Role};
 use crate::storage::StorageEngine;
 
 /// Where a staged copy of a split child stands.
@@ -138,12 +138,23 @@ impl<I: HostIo> ShardHost<I> {
             } else {
                 fence.fenced_at = None;
             }
-            let order = &fence.order;
+            let order = fence.order.clone();
             let child = child_of(*gpid, order.new_count);
             let (fenced, fence_decree) = match fence.fenced_at {
                 Some((_, decree)) if core.last_committed() >= decree => (true, decree as i64),
                 _ => (false, 0),
             };
+            if fenced {
+                // Every member copies once it applied the fence decree: an
+                // idle primary's secondaries must hear of its commit even
+                // if no write follows (**fence-commit-pushed**).
+                let push = Input::PushCommit {
+                    decree: fence_decree as Decree,
+                };
+                feed(shared, *gpid, replica, push);
+            }
+            let core = &replica.core;
+            let serving = replica.failure.is_none();
             let member = matches!(core.role(), Role::Primary | Role::Secondary);
             let wanted = order.fence_decree;
             let mut copy = shared.io.split_copy(child);

@@ -24,6 +24,10 @@ const PARENT: Gpid = Gpid {
     app_id: 1,
     partition_index: 0,
 };
+const CHILD: Gpid = Gpid {
+    app_id: 1,
+    partition_index: 1,
+};
 const LEASE_MS: u64 = 1_000_000;
 
 /// One node's IO: its replicas' storage, the peer messages and replies it
@@ -349,6 +353,17 @@ fn assignment(
     }
 }
 
+/// The order splitting partition 0 of a table of one partition.
+fn order(epoch: u64, fence_decree: Option<i64>) -> SplitOrder {
+    SplitOrder {
+        gpid: PARENT,
+        new_count: 2,
+        epoch,
+        fence_decree: fence_decree.unwrap_or(0),
+        fenced: fence_decree.is_some(),
+    }
+}
+
 /// A key of partition `index` of two.
 fn key_of(index: u32) -> Key {
     (0..)
@@ -358,6 +373,50 @@ fn key_of(index: u32) -> Key {
             crate::key::partition_index(hash, 2) == index
         })
         .expect("some key")
+}
+
+/// The fence decree the parent's primary on `node` reports, once fenced.
+fn fence_reported(cluster: &Cluster, node: usize) -> Option<i64> {
+    cluster.registries[node]
+        .split_reports()
+        .iter()
+        .find(|report| report.gpid == PARENT && report.fenced)
+        .map(|report| report.fence_decree)
+}
+
+// An idle primary fenced at the decree of its idle commit push — whose
+// own commit no Prepare carries — still gets its secondary to apply the
+// fence decree, so that the secondary copies its replica too
+// (**fence-commit-pushed**). Before, the secondary stayed one decree
+// short until a client wrote again, and the split never committed.
+#[test]
+fn an_idle_fenced_primary_s_secondary_applies_the_fence_decree() {
+    let mut cluster = Cluster::new(2, 0);
+    let config = assignment(PARENT, 1, 1, 0, &[1]);
+    cluster.ack(1, std::slice::from_ref(&config), &[]);
+    cluster.ack(0, std::slice::from_ref(&config), &[]);
+    cluster.run(100);
+    let written = cluster.set(0, PARENT, &key_of(1), b"v");
+    assert!(written.is_ok(), "{written:?}");
+    // The idle push carries the write's commit; its own commit stays
+    // unsent.
+    cluster.run(200);
+    let primary = cluster.replica(0, PARENT).core().last_committed();
+    assert_eq!(cluster.replica(1, PARENT).applied() + 1, primary);
+    cluster.ack(1, std::slice::from_ref(&config), &[order(1, None)]);
+    cluster.ack(0, std::slice::from_ref(&config), &[order(1, None)]);
+    let fence = fence_reported(&cluster, 0).expect("the primary fenced");
+    assert_eq!(fence, primary as i64);
+    cluster.ack(1, std::slice::from_ref(&config), &[order(1, Some(fence))]);
+    cluster.ack(0, std::slice::from_ref(&config), &[order(1, Some(fence))]);
+    cluster.run(200);
+    assert!(
+        cluster.replica(1, PARENT).applied() as i64 >= fence,
+        "the secondary applied {}, below the fence decree {fence}",
+        cluster.replica(1, PARENT).applied()
+    );
+    let copy = cluster.hosts[1].io_mut().split_copy(CHILD);
+    assert_eq!(copy.map(|copy| copy.decree as i64), Some(fence));
 }
 
 // A parent that heard of the commit (the doubled count) keeps it when an

@@ -85,7 +85,8 @@ pub struct ReplicaCore {
     superseded: bool,
     /// The last decree of the re-prepared tail.
     activation_decree: Decree,
-    /// The highest commit point piggybacked to the secondaries.
+    /// The highest commit point piggybacked to every secondary (and
+    /// learner sent Prepares) at once.
     committed_sent: Decree,
     /// The decree of the last empty Prepare sent only to push the commit
     /// point. Its own commit changes no state, so it is never pushed in
@@ -392,7 +393,25 @@ impl ReplicaCore {
             Input::CopyStarted { ballot, decree } => self.on_copy_started(ballot, decree),
             Input::CopyAborted { ballot } => self.on_copy_aborted(ballot, now_ms),
             Input::Handoff { ballot, to } => self.on_handoff(ballot, to, now_ms),
+            Input::PushCommit { decree } => self.push_commit(decree, now_ms),
             Input::Tick => self.on_tick(now_ms),
+        }
+    }
+
+    /// `Input::PushCommit`: an empty write carrying the commit point, once,
+    /// when `decree` committed here and no Prepare carried it yet.
+    fn push_commit(&mut self, decree: Decree, now_ms: u64) {
+        if self.role == Role::Primary
+            && self.activated
+            && !self.superseded
+            && self.handoff.is_none()
+            && self.last_committed >= decree
+            && self.committed_sent < decree
+            && self.window.len() < self.settings.prepare_window_max
+            && !self.prepare_targets().is_empty()
+        {
+            self.idle_push_decree = self.last_prepared() + 1;
+            self.propose(None, Vec::new(), now_ms);
         }
     }
 
@@ -525,7 +544,11 @@ impl ReplicaCore {
             });
         }
         if !targets.is_empty() {
-            self.committed_sent = self.committed_sent.max(self.last_committed);
+            // Only a Prepare to every target tells them all the commit
+            // point: a resend to a lagging one does not tell the others.
+            if targets.len() >= self.config.secondaries.len() + self.learners_heard.len() {
+                self.committed_sent = self.committed_sent.max(self.last_committed);
+            }
             self.last_prepare_sent_ms = now_ms;
         }
     }

@@ -627,6 +627,79 @@ fn idle_primary_pushes_commit_point_with_empty_write() {
         .all(|(_, m, committed)| m.payload.is_empty() && m.decree == 4 && *committed == 3));
 }
 
+// `PushCommit` makes an idle primary send the commit point of a decree no
+// Prepare carried yet — the idle push's own, for one — in an empty write,
+// once; nothing for a decree already sent or not committed.
+#[test]
+fn push_commit_sends_a_commit_point_no_prepare_carried() {
+    let mut core = primary();
+    write(&mut core, 1, b"a", 100);
+    core.handle(
+        Input::LogDurable {
+            ballot: 1,
+            decree: 1,
+        },
+        101,
+    );
+    ack(&mut core, S2, 1, 1);
+    ack(&mut core, S3, 1, 1);
+    // The idle push carries 1; its own decree 2 commits unsent.
+    assert_eq!(prepares(&core.handle(Input::Tick, 130)).len(), 2);
+    core.handle(
+        Input::LogDurable {
+            ballot: 1,
+            decree: 2,
+        },
+        131,
+    );
+    ack(&mut core, S2, 1, 2);
+    ack(&mut core, S3, 1, 2);
+    assert_eq!(core.last_committed(), 2);
+    let out = core.handle(Input::PushCommit { decree: 3 }, 140);
+    assert!(prepares(&out).is_empty(), "decree 3 is not committed");
+    let out = core.handle(Input::PushCommit { decree: 1 }, 140);
+    assert!(prepares(&out).is_empty(), "decree 1 was sent");
+    let sent = prepares(&core.handle(Input::PushCommit { decree: 2 }, 140));
+    assert_eq!(sent.len(), 2);
+    assert!(sent
+        .iter()
+        .all(|(_, m, committed)| m.payload.is_empty() && m.decree == 3 && *committed == 2));
+    let again = core.handle(Input::PushCommit { decree: 2 }, 141);
+    assert!(prepares(&again).is_empty(), "pushed once");
+}
+
+// A resend to one lagging secondary does not count as telling the other
+// the commit point it carries: `PushCommit` still pushes it to all.
+#[test]
+fn push_commit_is_not_fooled_by_a_resend_to_one_secondary() {
+    let mut core = primary();
+    write(&mut core, 1, b"a", 100);
+    write(&mut core, 2, b"b", 100);
+    for decree in [1, 2] {
+        core.handle(Input::LogDurable { ballot: 1, decree }, 101);
+        ack(&mut core, S2, 1, decree);
+    }
+    ack(&mut core, S3, 1, 1);
+    assert_eq!(core.last_committed(), 1);
+    // S3 lags: the resend of decree 2 carries commit point 1 to it alone.
+    let resent = prepares(&core.handle(Input::Tick, 160));
+    assert_eq!(
+        resent
+            .iter()
+            .map(|(to, m, c)| (*to, m.decree, *c))
+            .collect::<Vec<_>>(),
+        vec![(S3, 2, 1)]
+    );
+    ack(&mut core, S3, 1, 2);
+    assert_eq!(core.last_committed(), 2);
+    // S2 never heard that decree 1 committed.
+    let sent = prepares(&core.handle(Input::PushCommit { decree: 1 }, 161));
+    assert_eq!(
+        sent.iter().map(|(to, _, c)| (*to, *c)).collect::<Vec<_>>(),
+        vec![(S2, 2), (S3, 2)]
+    );
+}
+
 // An unacked Prepare is resent, and after the prepare timeout the primary
 // asks meta to remove the silent secondary (rate-limited).
 #[test]

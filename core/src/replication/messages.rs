@@ -261,6 +261,14 @@ pub enum Input {
     /// left asks meta to switch (`MetaRequest::SwitchPrimary`). Ignored
     /// unless this replica is the primary of `ballot` and `to` a secondary.
     Handoff { ballot: Ballot, to: Option<NodeId> },
+    /// Primary host: the secondaries must learn that `decree` committed
+    /// even if no write follows (a split's fence decree, which each
+    /// member copies its replica at once it applied it). When `decree` is
+    /// committed here but above every commit point sent so far, an
+    /// activated primary sends the empty write carrying it — the idle
+    /// push leaves its own decree's commit unsent, and that decree may be
+    /// the one needed. Ignored otherwise.
+    PushCommit { decree: Decree },
     /// Time passed.
     Tick,
 }
