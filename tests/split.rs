@@ -192,7 +192,10 @@ fn check_wide(
 }
 
 /// A full scan returns every record exactly once; returns them.
-fn scan_once(runtime: &tokio::runtime::Runtime, table: &Table) -> BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>> {
+fn scan_once(
+    runtime: &tokio::runtime::Runtime,
+    table: &Table,
+) -> BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>> {
     runtime.block_on(async {
         let stream = table.full_scan(ScanOptions::default());
         futures::pin_mut!(stream);
@@ -211,14 +214,25 @@ fn scan_once(runtime: &tokio::runtime::Runtime, table: &Table) -> BTreeMap<(Vec<
     })
 }
 
-/// Stops the client-library load and checks it: no error, and every
-/// acknowledged write reads back. Returns what it acknowledged.
+/// What the client-library load wrote: the acknowledged writes, and the
+/// keys of writes that failed (their outcome unknown).
+struct Written {
+    acked: BTreeMap<String, String>,
+    failed: BTreeSet<String>,
+}
+
+/// Stops the client-library load and checks it: every acknowledged write
+/// reads back, and no write failed unless `failures_allowed` (a node was
+/// killed under the load: a write in flight to it, or sent to its
+/// partitions before meta moved them, fails with an unknown outcome, as in
+/// any failover).
 fn finish_load(
     runtime: &tokio::runtime::Runtime,
     table: &Table,
     load: &Load,
     writers: Vec<tokio::task::JoinHandle<()>>,
-) -> BTreeMap<String, String> {
+    failures_allowed: bool,
+) -> Written {
     load.stop.store(true, Ordering::Relaxed);
     runtime.block_on(async {
         for writer in writers {
@@ -227,15 +241,31 @@ fn finish_load(
     });
     let errors = load.errors.lock().unwrap().clone();
     assert!(
-        errors.is_empty(),
+        failures_allowed || errors.is_empty(),
         "{} writes failed, first: {:?}",
         errors.len(),
         errors.first()
     );
+    for error in &errors {
+        assert!(
+            !error.contains("SPLITTING")
+                && !error.contains("STALE_ROUTE")
+                && !error.contains("WRONG_PARTITION"),
+            "a split error reached the user: {error}"
+        );
+    }
     let acked = load.acked.lock().unwrap().clone();
-    assert!(acked.len() >= 100, "the load made progress: {}", acked.len());
+    assert!(
+        acked.len() >= 100,
+        "the load made progress: {}",
+        acked.len()
+    );
     common::read_back(runtime, table, &acked);
-    acked
+    let failed = errors
+        .iter()
+        .filter_map(|error| error.split_once(':').map(|(key, _)| key.to_owned()))
+        .collect();
+    Written { acked, failed }
 }
 
 /// `markab bench` (workload A through meta), killed by pid on drop.
@@ -272,7 +302,10 @@ impl Bench {
             if let Some(status) = self.child.try_wait().unwrap() {
                 break status;
             }
-            assert!(Instant::now() < deadline, "bench still runs after {bound:?}");
+            assert!(
+                Instant::now() < deadline,
+                "bench still runs after {bound:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         };
         assert!(status.success(), "bench exited {status}");
@@ -351,7 +384,11 @@ impl RedisWriter {
             .join()
             .expect("the redis writer")
             .unwrap_or_else(|error| panic!("through the redis proxy: {error}"));
-        assert!(written.len() >= 20, "redis writes made progress: {}", written.len());
+        assert!(
+            written.len() >= 20,
+            "redis writes made progress: {}",
+            written.len()
+        );
         written
     }
 }
@@ -454,7 +491,7 @@ fn split_twice_under_load_loses_nothing() {
     let second = split_to(&cluster, 32, 3);
     std::thread::sleep(Duration::from_secs(1));
 
-    let acked = finish_load(&runtime, &table, &load, writers);
+    let acked = finish_load(&runtime, &table, &load, writers, false).acked;
     let redis_written = redis.finish();
     let bench_operations = bench.finish(Duration::from_secs(90));
     assert_eq!(table.partition_count(), 32, "the client followed the route");
@@ -483,7 +520,10 @@ fn split_twice_under_load_loses_nothing() {
     for (hash_key, values) in &wide {
         for (sort, value) in values.iter().enumerate() {
             assert_eq!(
-                records.get(&(hash_key.clone().into_bytes(), format!("s{sort}").into_bytes())),
+                records.get(&(
+                    hash_key.clone().into_bytes(),
+                    format!("s{sort}").into_bytes()
+                )),
                 Some(&value.clone().into_bytes())
             );
         }
@@ -496,9 +536,7 @@ fn split_twice_under_load_loses_nothing() {
     let others: BTreeSet<&[u8]> = records
         .keys()
         .map(|(hash_key, _)| hash_key.as_slice())
-        .filter(|hash_key| {
-            !hash_key.starts_with(b"w") && !hash_key.starts_with(b"redis-")
-        })
+        .filter(|hash_key| !hash_key.starts_with(b"w") && !hash_key.starts_with(b"redis-"))
         .collect();
     assert!(!others.is_empty(), "the bench's records are there");
     eprintln!(
@@ -555,12 +593,32 @@ fn split_through_a_killed_node_and_a_meta_restart() {
     wait_committed(&cluster, 32, started);
     cluster.wait_full(TABLE, 3);
 
-    let acked = finish_load(&runtime, &table, &load, writers);
+    let written = finish_load(&runtime, &table, &load, writers, true);
     let fresh = runtime
         .block_on(client.open_table(TABLE))
         .expect("open again");
     let records = scan_once(&runtime, &fresh);
-    assert_eq!(records.len(), acked.len(), "the scan holds the writes, once");
+    // Every acknowledged write is there once; anything else is a write
+    // whose outcome the load did not learn.
+    for (hash_key, value) in &written.acked {
+        assert_eq!(
+            records.get(&(hash_key.clone().into_bytes(), b"s".to_vec())),
+            Some(&value.clone().into_bytes()),
+            "the scan holds acknowledged write {hash_key}"
+        );
+    }
+    for (hash_key, _) in records.keys() {
+        let hash_key = String::from_utf8_lossy(hash_key).into_owned();
+        assert!(
+            written.acked.contains_key(&hash_key) || written.failed.contains(&hash_key),
+            "the scan returned {hash_key}, which nobody wrote"
+        );
+    }
+    eprintln!(
+        "through a kill and a meta restart: {} acknowledged writes, {} with an unknown outcome",
+        written.acked.len(),
+        written.failed.len()
+    );
 }
 
 // Every bad request is refused with a clear error and changes nothing:
@@ -591,8 +649,18 @@ fn bad_split_requests_are_refused_and_change_nothing() {
         table: TABLE.into(),
         new_count,
     };
-    split_refused(&cluster, start(6), ErrorCode::InvalidArgument, "NEW_COUNT must be 8");
-    split_refused(&cluster, start(4), ErrorCode::InvalidArgument, "NEW_COUNT must be 8");
+    split_refused(
+        &cluster,
+        start(6),
+        ErrorCode::InvalidArgument,
+        "NEW_COUNT must be 8",
+    );
+    split_refused(
+        &cluster,
+        start(4),
+        ErrorCode::InvalidArgument,
+        "NEW_COUNT must be 8",
+    );
     split_refused(
         &cluster,
         SplitRequest::Start {
@@ -613,7 +681,12 @@ fn bad_split_requests_are_refused_and_change_nothing() {
             table: TABLE.into(),
         },
     ] {
-        split_refused(&cluster, request, ErrorCode::InvalidArgument, "is not splitting");
+        split_refused(
+            &cluster,
+            request,
+            ErrorCode::InvalidArgument,
+            "is not splitting",
+        );
     }
 
     // Paused at once, the split holds; a second start is refused; a
