@@ -90,6 +90,11 @@ pub struct OneboxArgs {
     /// Bound on each wait of the start, in seconds.
     #[arg(long, default_value_t = READY_TIMEOUT_DEFAULT_S)]
     pub ready_timeout_s: u64,
+    /// The cluster's id (1..=127), written into meta's config when it is
+    /// first written: two oneboxes that duplicate to each other need
+    /// distinct ids (docs/duplication.md).
+    #[arg(long, default_value_t = markab_core::meta::settings::CLUSTER_ID_DEFAULT)]
+    pub cluster_id: u8,
 }
 
 /// Why onebox could not start or run the cluster.
@@ -231,6 +236,8 @@ fn validate(args: &OneboxArgs) -> Result<(), OneboxError> {
     if args.ready_timeout_s == 0 {
         return invalid("--ready-timeout-s 0: the bound must be at least 1 s".into());
     }
+    markab_core::storage::timetag::validate_cluster_id(args.cluster_id)
+        .map_err(|message| OneboxError::InvalidArgument(format!("--cluster-id: {message}")))?;
     crate::config::validate_table_name(&args.table)
         .map_err(|message| OneboxError::InvalidArgument(format!("--table: {message}")))?;
     crate::config::validate_partition_count(args.partitions)
@@ -375,9 +382,10 @@ impl Layout {
             let port = picker.pick(1)?;
             let address = format!("127.0.0.1:{port}");
             let text = format!(
-                "# Written by markab onebox; reused on every start.\n[meta]\nlisten = {}\ndata_dir = {}\n",
+                "# Written by markab onebox; reused on every start.\n[meta]\nlisten = {}\ndata_dir = {}\ncluster_id = {}\n",
                 toml_string(&address),
-                toml_path(&dir.join("meta"))?
+                toml_path(&dir.join("meta"))?,
+                args.cluster_id
             );
             write_new(&meta_config, &text)?;
             address
@@ -1088,6 +1096,7 @@ mod tests {
             partitions: 8,
             replicas: Some(1),
             ready_timeout_s: READY_TIMEOUT_DEFAULT_S,
+            cluster_id: 1,
         }
     }
 
@@ -1165,6 +1174,8 @@ mod tests {
             (|a| a.replicas = Some(4), "--replicas 4"),
             (|a| a.table = "no spaces".into(), "--table"),
             (|a| a.ready_timeout_s = 0, "--ready-timeout-s"),
+            (|a| a.cluster_id = 0, "--cluster-id"),
+            (|a| a.cluster_id = 128, "--cluster-id"),
         ];
         for (change, needle) in cases {
             let mut bad = args(dir);

@@ -178,6 +178,18 @@ impl Client {
         }
     }
 
+    /// A request to meta about duplications to other clusters
+    /// (docs/duplication.md), answered with pairs.
+    pub async fn dup(
+        &self,
+        request: markab_wire::DupRequest,
+    ) -> Result<Vec<(String, String)>, ClientError> {
+        match self.meta_request(Request::Dup(request)).await? {
+            ResponseBody::Pairs(pairs) => Ok(pairs),
+            other => Err(unexpected("dup", &other)),
+        }
+    }
+
     /// Sets (inserts or replaces) environment entries of a table.
     pub async fn set_app_envs(
         &self,

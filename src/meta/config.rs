@@ -17,6 +17,7 @@
 //! balance_moves_max = 16           # balancer moves in flight at once (1..=4096)
 //! balance_copies_per_node_max = 2  # replica moves in flight touching one node (1..=4096)
 //! balance_switches_max = 2         # primary switches in flight at once (1..=4096)
+//! cluster_id = 1                   # this cluster's id in timetags (1..=127; docs/duplication.md)
 //! ```
 //!
 //! Every error names the file and the key, and states the allowed range.
@@ -59,7 +60,7 @@ impl MetaConfig {
             replica_count_default: self.replica_count_default,
             replica_count_max: self.replica_count_max,
             replication: self.replication,
-            cluster_id: markab_core::meta::settings::CLUSTER_ID_DEFAULT,
+            cluster_id: self.cluster_id,
         }
     }
 }
@@ -105,6 +106,7 @@ struct MetaSection {
     balance_moves_max: Option<usize>,
     balance_copies_per_node_max: Option<usize>,
     balance_switches_max: Option<usize>,
+    cluster_id: Option<u8>,
 }
 
 /// A validated meta configuration.
@@ -132,6 +134,9 @@ pub struct MetaConfig {
     pub replication: Option<MetaReplication>,
     /// S3 credentials of `[backup]`, if given (else the environment's).
     pub backup_credentials: Option<crate::backup::StoreCredentials>,
+    /// This cluster's id (1..=127): clusters that duplicate to each
+    /// other must have distinct ones.
+    pub cluster_id: u8,
 }
 
 impl MetaConfig {
@@ -219,6 +224,11 @@ impl MetaConfig {
             ))
         })?;
         let replication = section.replication.unwrap_or(true).then_some(timing);
+        let cluster_id = section
+            .cluster_id
+            .unwrap_or(markab_core::meta::settings::CLUSTER_ID_DEFAULT);
+        markab_core::storage::timetag::validate_cluster_id(cluster_id)
+            .map_err(|message| invalid(format!("meta.cluster_id: {message}")))?;
         let backup_credentials =
             file.backup
                 .credentials()
@@ -237,6 +247,7 @@ impl MetaConfig {
             replica_count_max,
             metrics_listen: section.metrics_listen,
             replication,
+            cluster_id,
         })
     }
 }
@@ -263,12 +274,15 @@ mod tests {
         assert_eq!(config.node_timeout_ms, NODE_TIMEOUT_MS_DEFAULT);
         assert_eq!(config.replica_count_default, 3);
         assert_eq!(config.replica_count_max, 5);
+        assert_eq!(config.cluster_id, 1);
 
         let config = parse(
             "[meta]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"/d\"\nhold_seconds = 10\n\
-             node_timeout_ms = 700\nreplica_count_default = 1\nreplica_count_max = 3\n",
+             node_timeout_ms = 700\nreplica_count_default = 1\nreplica_count_max = 3\n\
+             cluster_id = 7\n",
         )
         .unwrap();
+        assert_eq!(config.cluster_id, 7);
         assert_eq!(config.listen.port(), 0);
         assert_eq!(config.hold_seconds, 10);
         assert_eq!(config.node_timeout_ms, 700);
@@ -338,6 +352,14 @@ mod tests {
                 "meta.hold_seconds",
             ),
             ("[meta]\ndata_dir = \"/d\"\nbogus = 1\n", "bogus"),
+            (
+                "[meta]\ndata_dir = \"/d\"\ncluster_id = 0\n",
+                "meta.cluster_id: cluster_id (0) is out of range (allowed 1..=127)",
+            ),
+            (
+                "[meta]\ndata_dir = \"/d\"\ncluster_id = 128\n",
+                "meta.cluster_id: cluster_id (128) is out of range",
+            ),
             (
                 "[meta]\ndata_dir = \"/d\"\nlease_ms = 900\n",
                 "grace_ms (800) must be more than lease_ms + beacon_interval_ms (900 + 100)",

@@ -22,10 +22,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use markab_core::meta::state::RemoteFacts;
 use markab_core::meta::state::{BackupWork, RestoreSource};
 use markab_wire::codec::{self, Encoder};
 use markab_wire::frame::{FrameDecoder, FrameError, MessageKind};
-use markab_wire::message::{BackupRequest, ErrorCode, OpError, Request, Response};
+use markab_wire::message::{BackupRequest, DupRequest, ErrorCode, OpError, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -87,6 +88,12 @@ enum ActorInput {
     Restore {
         table: String,
         source: RestoreSource,
+        reply: oneshot::Sender<Response>,
+    },
+    /// A `dup add` whose remote cluster the connection asked.
+    AddDup {
+        request: Request,
+        remote: RemoteFacts,
         reply: oneshot::Sender<Response>,
     },
     /// The outcome of a backup's IO work ([`BackupWork`]).
@@ -159,6 +166,19 @@ impl Actor {
                                 execute_step(&mut state, store.as_mut(), step, "restore");
                             let _ = reply.send(response);
                         }
+                        ActorInput::AddDup {
+                            request,
+                            remote,
+                            reply,
+                        } => {
+                            let Request::Dup(dup) = &request else {
+                                unreachable!("only dup add is sent as AddDup")
+                            };
+                            let step = state.add_dup(dup, remote, now);
+                            let response =
+                                execute_step(&mut state, store.as_mut(), step, "dup add");
+                            let _ = reply.send(response);
+                        }
                         ActorInput::BackupWorkDone { work, outcome } => {
                             backups.finished(&mut state, store.as_mut(), work, outcome, now);
                             backups.dispatch(&state);
@@ -187,6 +207,26 @@ impl Actor {
                 .input(|reply| ActorInput::Restore {
                     table: table.clone(),
                     source,
+                    reply,
+                })
+                .await;
+        }
+        if let Request::Dup(DupRequest::Add {
+            table,
+            remote_metas,
+            remote_table,
+        }) = &request
+        {
+            let remote_name = if remote_table.is_empty() {
+                table
+            } else {
+                remote_table
+            };
+            let remote = remote_facts(remote_metas, remote_name).await?;
+            return self
+                .input(|reply| ActorInput::AddDup {
+                    request,
+                    remote,
                     reply,
                 })
                 .await;
@@ -381,6 +421,87 @@ async fn check_backup_store(request: &Request) -> Result<(), OpError> {
         .await
         .map(|_| ())
         .map_err(invalid)
+}
+
+/// Bound on each question `dup add` asks the remote cluster's meta.
+pub const REMOTE_META_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `dup add` must know of the remote cluster before meta's state
+/// machine decides (docs/duplication.md, "Control"): its cluster id and the
+/// partition count of `table` there. Each question is bounded by
+/// [`REMOTE_META_TIMEOUT`].
+async fn remote_facts(remote_metas: &[String], table: &str) -> Result<RemoteFacts, OpError> {
+    use crate::client::{Client, ClientError, ClientOptions};
+    let max = markab_core::meta::state::DUP_REMOTE_METAS_MAX;
+    if remote_metas.is_empty() || remote_metas.len() > max {
+        return Err(OpError::invalid_argument(format!(
+            "dup add needs 1..={max} remote meta addresses, not {}",
+            remote_metas.len()
+        )));
+    }
+    let named = remote_metas.join(",");
+    let unreachable = |error: ClientError| {
+        let code = match &error {
+            ClientError::Timeout { .. } => ErrorCode::Timeout,
+            ClientError::Server(error) => error.code,
+            _ => ErrorCode::InvalidArgument,
+        };
+        OpError::new(
+            code,
+            format!("the remote cluster's meta ({named}) did not answer: {error:#}"),
+        )
+    };
+    let options = ClientOptions {
+        operation_timeout: REMOTE_META_TIMEOUT,
+        ..ClientOptions::default()
+    };
+    let bounded = |what: &'static str| {
+        move |_| ClientError::Timeout {
+            operation: what,
+            timeout_ms: REMOTE_META_TIMEOUT.as_millis() as u64,
+        }
+    };
+    let client = tokio::time::timeout(
+        REMOTE_META_TIMEOUT,
+        Client::connect_meta(remote_metas, options),
+    )
+    .await
+    .map_err(bounded("connect"))
+    .and_then(|connected| connected)
+    .map_err(unreachable)?;
+    let info = tokio::time::timeout(REMOTE_META_TIMEOUT, client.cluster_info())
+        .await
+        .map_err(bounded("cluster_info"))
+        .and_then(|answered| answered)
+        .map_err(unreachable)?;
+    let cluster_id = info
+        .iter()
+        .find(|(key, _)| key == "cluster_id")
+        .and_then(|(_, value)| value.parse::<u8>().ok())
+        .ok_or_else(|| {
+            OpError::invalid_argument(format!(
+                "the remote cluster's meta ({named}) did not say its cluster_id: is it a Markab meta?"
+            ))
+        })?;
+    let opened = tokio::time::timeout(REMOTE_META_TIMEOUT, client.open_table(table))
+        .await
+        .map_err(bounded("open_table"));
+    let remote_table = match opened {
+        Ok(Ok(remote_table)) => remote_table,
+        Ok(Err(ClientError::UnknownTable(_))) => {
+            return Err(OpError::new(
+                ErrorCode::UnknownTable,
+                format!(
+                    "the remote cluster ({named}) has no table {table:?}: create it there with the same partition count first"
+                ),
+            ))
+        }
+        Ok(Err(error)) | Err(error) => return Err(unreachable(error)),
+    };
+    Ok(RemoteFacts {
+        cluster_id,
+        partition_count: remote_table.partition_count() as i32,
+    })
 }
 
 /// Reads complete backup `backup_id` of `table` at `url` for a restore:

@@ -42,6 +42,10 @@ pub(super) async fn execute(
             let pairs = client.partition_split(request).await?;
             write_pairs(&pairs, "(meta reported nothing)", out)?;
         }
+        Command::Dup(request) => {
+            let pairs = client.dup(request).await?;
+            write_pairs(&pairs, "(no duplications)", out)?;
+        }
         Command::ListTables { include_dropped } => {
             write_tables(&client.list_tables(include_dropped).await?, out)?;
         }

@@ -2,8 +2,8 @@
 
 use markab_wire::{
     BackupPolicyChange, BackupPolicySpec, BackupRequest, BalancerRequest, CheckAndSetRequest,
-    CheckType, CreateTableRequest, FilterType, Gpid, MultiGetRequest, ProposedMove, SortKeyValue,
-    SplitRequest,
+    CheckType, CreateTableRequest, DupRequest, FilterType, Gpid, MultiGetRequest, ProposedMove,
+    SortKeyValue, SplitRequest,
 };
 
 use super::escape::{tokenize, EscapeError};
@@ -171,6 +171,11 @@ pub const COMMANDS: &[CommandSpec] = &[
         name: "partition_split",
         usage: "partition_split start TABLE NEW_COUNT | query TABLE | pause TABLE | restart TABLE | cancel TABLE",
         summary: "double TABLE's partitions while it serves (NEW_COUNT = twice the count), follow, pause, resume or give up the split (meta mode)",
+    },
+    CommandSpec {
+        name: "dup",
+        usage: "dup add TABLE REMOTE_META[,REMOTE_META..] [--remote-table NAME] | list [TABLE] | pause ID | start ID | remove ID",
+        summary: "duplicate TABLE to the same table (or NAME) of another cluster, list the duplications with their lag, pause, resume or end one (meta mode)",
     },
     CommandSpec {
         name: "backup",
@@ -362,6 +367,7 @@ pub enum Command {
     Balancer(BalancerRequest),
     Backup(BackupRequest),
     Split(SplitRequest),
+    Dup(DupRequest),
     ListTables {
         include_dropped: bool,
     },
@@ -399,6 +405,7 @@ impl Command {
                 | Command::Balancer(_)
                 | Command::Backup(_)
                 | Command::Split(_)
+                | Command::Dup(_)
                 | Command::ListTables { .. }
                 | Command::CreateTable(_)
                 | Command::DropTable { .. }
@@ -704,6 +711,52 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
                 other => {
                     return Err(parser.usage(format!(
                         "unknown action {other:?}: start, query, pause, restart or cancel"
+                    )))
+                }
+            })
+        }
+        "dup" => {
+            let action = parser.text_positional("action")?;
+            let id = |parser: &mut Parser| -> Result<u64, ParseError> {
+                let token = parser.positional()?;
+                parser.number::<u64>(&token, "ID")
+            };
+            Command::Dup(match action.as_str() {
+                "add" => {
+                    let table = parser.text_positional("table name")?;
+                    let metas = parser.text_positional("remote meta addresses")?;
+                    let options = parser.long_options(&["--remote-table"])?;
+                    let remote_table = match options.get("--remote-table") {
+                        Some(value) => parser.text(value.clone(), "remote table name")?,
+                        None => String::new(),
+                    };
+                    DupRequest::Add {
+                        table,
+                        remote_metas: metas
+                            .split(',')
+                            .map(|address| address.trim().to_owned())
+                            .collect(),
+                        remote_table,
+                    }
+                }
+                "list" => DupRequest::List {
+                    table: match parser.optional_positional() {
+                        Some(table) => parser.text(table, "table name")?,
+                        None => String::new(),
+                    },
+                },
+                "pause" => DupRequest::Pause {
+                    id: id(&mut parser)?,
+                },
+                "start" => DupRequest::Start {
+                    id: id(&mut parser)?,
+                },
+                "remove" => DupRequest::Remove {
+                    id: id(&mut parser)?,
+                },
+                other => {
+                    return Err(parser.usage(format!(
+                        "unknown action {other:?}: add, list, pause, start or remove"
                     )))
                 }
             })
@@ -1779,9 +1832,58 @@ mod tests {
             "app t",
             "set_app_envs k v",
             "get_app_envs",
+            "dup list",
         ] {
             assert!(!parsed(line).needs_table(), "{line}");
         }
+    }
+
+    // Proves the dup commands parse their actions, addresses and ids, and
+    // refuse an unknown action or a bad id.
+    #[test]
+    fn dup_commands() {
+        assert_eq!(
+            parsed("dup add t 10.0.0.1:34601,10.0.0.2:34601 --remote-table u"),
+            Command::Dup(DupRequest::Add {
+                table: "t".into(),
+                remote_metas: vec!["10.0.0.1:34601".into(), "10.0.0.2:34601".into()],
+                remote_table: "u".into(),
+            })
+        );
+        assert_eq!(
+            parsed("dup add t m:1"),
+            Command::Dup(DupRequest::Add {
+                table: "t".into(),
+                remote_metas: vec!["m:1".into()],
+                remote_table: String::new(),
+            })
+        );
+        assert_eq!(
+            parsed("dup list"),
+            Command::Dup(DupRequest::List {
+                table: String::new()
+            })
+        );
+        assert_eq!(
+            parsed("dup list t"),
+            Command::Dup(DupRequest::List { table: "t".into() })
+        );
+        assert_eq!(
+            parsed("dup pause 17"),
+            Command::Dup(DupRequest::Pause { id: 17 })
+        );
+        assert_eq!(
+            parsed("dup start 17"),
+            Command::Dup(DupRequest::Start { id: 17 })
+        );
+        assert_eq!(
+            parsed("dup remove 17"),
+            Command::Dup(DupRequest::Remove { id: 17 })
+        );
+        assert!(usage_error("dup stop 1").contains("unknown action"));
+        assert!(usage_error("dup pause x").contains("ID must be a number"));
+        assert!(usage_error("dup add t").contains("missing an argument"));
+        assert!(usage_error("dup add t m:1 --remote-table").contains("needs a value"));
     }
 
     // Proves every listed command parses (no spec without a parser arm).

@@ -25,6 +25,7 @@ pub(super) async fn execute(
         | Command::Balancer(_)
         | Command::Backup(_)
         | Command::Split(_)
+        | Command::Dup(_)
         | Command::ListTables { .. }
         | Command::CreateTable(_)
         | Command::DropTable { .. }

@@ -1,0 +1,283 @@
+//! Duplication control with real processes (docs/duplication.md): two
+//! clusters on 127.0.0.1 — `markab meta` and `markab replica` nodes of two
+//! shards each — with distinct cluster ids. `dup add` asks the remote
+//! cluster's meta for its id and the remote table's partition count; every
+//! bad request is refused with a clear error and changes nothing; the
+//! duplications meta records survive a restart of meta; the shell drives
+//! the same commands.
+//!
+//! Every wait is bounded; only the processes the test started are killed,
+//! by pid.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::cluster::{Cluster, ClusterOptions};
+use markab::wire::{DupRequest, ErrorCode, Request, ResponseBody, SplitRequest};
+
+const TABLE: &str = "dup";
+
+/// One pair of clusters at a time: a two-core machine runs one well.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A cluster of `nodes` nodes whose meta has cluster id `cluster_id`.
+fn cluster(nodes: usize, cluster_id: u8) -> Cluster {
+    Cluster::start(ClusterOptions {
+        nodes,
+        meta_lines: format!("cluster_id = {cluster_id}\n"),
+        ..ClusterOptions::default()
+    })
+}
+
+fn dup(
+    cluster: &Cluster,
+    request: DupRequest,
+) -> Result<Vec<(String, String)>, (ErrorCode, String)> {
+    match cluster.meta_call(&Request::Dup(request)) {
+        Ok(ResponseBody::Pairs(pairs)) => Ok(pairs),
+        Ok(other) => panic!("dup answered {other:?}"),
+        Err(error) => Err((error.code, error.message)),
+    }
+}
+
+fn add(table: &str, remote: &Cluster, remote_table: &str) -> DupRequest {
+    DupRequest::Add {
+        table: table.into(),
+        remote_metas: remote.meta_addresses(),
+        remote_table: remote_table.into(),
+    }
+}
+
+fn list(cluster: &Cluster) -> Vec<(String, String)> {
+    dup(
+        cluster,
+        DupRequest::List {
+            table: String::new(),
+        },
+    )
+    .expect("dup list")
+}
+
+fn value_of<'a>(pairs: &'a [(String, String)], key: &str) -> &'a str {
+    pairs
+        .iter()
+        .find(|(name, _)| name == key)
+        .map(|(_, value)| value.as_str())
+        .unwrap_or_else(|| panic!("no {key:?} in {pairs:?}"))
+}
+
+/// `request` is refused with `code` and a message that says `needle`, and
+/// meta's duplications are what they were.
+fn refused(cluster: &Cluster, request: DupRequest, code: ErrorCode, needle: &str) {
+    let before = list(cluster);
+    match dup(cluster, request.clone()) {
+        Err((got, message)) => {
+            assert_eq!(got, code, "{request:?}: {message}");
+            assert!(
+                message.contains(needle),
+                "{request:?}: {message:?} does not say {needle:?}"
+            );
+        }
+        Ok(pairs) => panic!("{request:?} was accepted: {pairs:?}"),
+    }
+    assert_eq!(list(cluster), before, "{request:?} changed nothing");
+}
+
+/// The status `dup list` shows for duplication `id`.
+fn status_of(cluster: &Cluster, id: &str) -> String {
+    let pairs = list(cluster);
+    let summary = value_of(&pairs, &format!("dup {id}"));
+    summary
+        .split(' ')
+        .find_map(|field| field.strip_prefix("status="))
+        .unwrap_or_else(|| panic!("no status in {summary:?}"))
+        .to_owned()
+}
+
+/// Runs `markab shell --meta META -e LINE`; returns its exit success and
+/// its output.
+fn shell(cluster: &Cluster, line: &str) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_markab"))
+        .arg("shell")
+        .args(["--meta", &cluster.meta_addresses().join(",")])
+        .args(["-e", line])
+        .output()
+        .expect("run the shell");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+// Every bad dup request is refused with a clear error and changes
+// nothing: an unknown local table, a remote table that does not exist or
+// has another partition count, a remote cluster that does not answer, a
+// table duplicated to its own cluster, bad ids and actions out of turn.
+#[test]
+fn bad_dup_requests_are_refused_and_change_nothing() {
+    let _serial = serial();
+    let local = cluster(3, 1);
+    let remote = cluster(1, 2);
+    local.create_table(TABLE, 4, 3);
+    remote.create_table(TABLE, 4, 1);
+    remote.create_table("eight", 8, 1);
+    local.wait_full(TABLE, 3);
+
+    refused(
+        &local,
+        add("nosuch", &remote, TABLE),
+        ErrorCode::UnknownTable,
+        "nosuch",
+    );
+    refused(
+        &local,
+        add(TABLE, &remote, "missing"),
+        ErrorCode::UnknownTable,
+        "has no table \"missing\"",
+    );
+    refused(
+        &local,
+        add(TABLE, &remote, "eight"),
+        ErrorCode::InvalidArgument,
+        "partition",
+    );
+    refused(
+        &local,
+        add(TABLE, &local, TABLE),
+        ErrorCode::InvalidArgument,
+        "cluster",
+    );
+    // Nothing listens there: refused within the bound on asking it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    refused(
+        &local,
+        DupRequest::Add {
+            table: TABLE.into(),
+            remote_metas: vec![format!("127.0.0.1:{port}")],
+            remote_table: String::new(),
+        },
+        ErrorCode::InvalidArgument,
+        "did not answer",
+    );
+    assert!(
+        started.elapsed() < markab::meta::server::REMOTE_META_TIMEOUT * 3 + Duration::from_secs(5),
+        "an unreachable remote is refused within the bound: {:?}",
+        started.elapsed()
+    );
+    refused(
+        &local,
+        DupRequest::Add {
+            table: TABLE.into(),
+            remote_metas: Vec::new(),
+            remote_table: String::new(),
+        },
+        ErrorCode::InvalidArgument,
+        "remote meta addresses",
+    );
+    for request in [
+        DupRequest::Pause { id: 42 },
+        DupRequest::Start { id: 42 },
+        DupRequest::Remove { id: 42 },
+    ] {
+        refused(&local, request, ErrorCode::NotFound, "no duplication 42");
+    }
+    assert!(list(&local).is_empty(), "no duplication was added");
+
+    // Through the shell: a clear message and a failing exit status.
+    let (ok, text) = shell(&local, "dup add nosuch 127.0.0.1:1");
+    assert!(!ok, "{text}");
+    assert!(text.contains("nosuch") || text.contains("answer"), "{text}");
+    let (ok, text) = shell(&local, "dup pause x");
+    assert!(!ok && text.contains("ID must be a number"), "{text}");
+}
+
+// A duplication is added, listed, paused, resumed and removed; a second
+// one of the same table to the same remote table is refused; a duplicated
+// table does not split; meta keeps the duplication and its status across
+// a restart.
+#[test]
+fn duplications_are_managed_and_survive_a_meta_restart() {
+    let _serial = serial();
+    let mut local = cluster(3, 1);
+    let remote = cluster(1, 2);
+    local.create_table(TABLE, 4, 3);
+    remote.create_table(TABLE, 4, 1);
+    local.wait_full(TABLE, 3);
+
+    let (ok, text) = shell(
+        &local,
+        &format!("dup add {TABLE} {}", remote.meta_addresses().join(",")),
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("dup_id"), "{text}");
+    let pairs = list(&local);
+    let (key, summary) = pairs
+        .iter()
+        .find(|(key, _)| key.starts_with("dup ") && !key.contains("partition"))
+        .cloned()
+        .unwrap_or_else(|| panic!("dup list shows the duplication: {pairs:?}"));
+    let id = key.trim_start_matches("dup ").to_owned();
+    assert!(summary.contains("remote_cluster_id=2"), "{summary}");
+    assert!(
+        summary.contains(&format!("remote_table={TABLE}")),
+        "{summary}"
+    );
+    assert_eq!(status_of(&local, &id), "running");
+    let id_number: u64 = id.parse().expect("a numeric id");
+
+    refused(
+        &local,
+        add(TABLE, &remote, TABLE),
+        ErrorCode::InvalidArgument,
+        "already",
+    );
+    match local.meta_call(&Request::PartitionSplit(SplitRequest::Start {
+        table: TABLE.into(),
+        new_count: 8,
+    })) {
+        Err(error) => assert_eq!(error.code, ErrorCode::Busy, "{}", error.message),
+        Ok(other) => panic!("a duplicated table split: {other:?}"),
+    }
+
+    dup(&local, DupRequest::Pause { id: id_number }).expect("pause");
+    assert_eq!(status_of(&local, &id), "paused");
+    refused(
+        &local,
+        DupRequest::Pause { id: id_number },
+        ErrorCode::InvalidArgument,
+        "paused",
+    );
+    local.restart_meta();
+    assert_eq!(status_of(&local, &id), "paused", "the status survives");
+    let (ok, text) = shell(&local, &format!("dup start {id}"));
+    assert!(ok, "{text}");
+    assert_eq!(status_of(&local, &id), "running");
+    local.restart_meta();
+    assert_eq!(status_of(&local, &id), "running");
+
+    let (ok, text) = shell(&local, &format!("dup remove {id}"));
+    assert!(ok && text.contains("removed"), "{text}");
+    assert!(list(&local).is_empty());
+    refused(
+        &local,
+        DupRequest::Remove { id: id_number },
+        ErrorCode::NotFound,
+        "no duplication",
+    );
+}
