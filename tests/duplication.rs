@@ -16,7 +16,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, ClusterOptions};
-use markab::wire::{DupRequest, ErrorCode, Request, ResponseBody, SplitRequest};
+use markab::client::{Client, ClientError, ClientOptions};
+use markab::wire::{
+    DupMutation, DupRequest, DuplicateRequest, ErrorCode, Key, Request, ResponseBody, SplitRequest,
+};
+use markab_core::key::{partition_hash, partition_index, EPOCH_BEGIN_UNIX_S};
+use markab_core::storage::{MemoryEngine, Partition, StorageLimits};
 
 const TABLE: &str = "dup";
 
@@ -280,4 +285,147 @@ fn duplications_are_managed_and_survive_a_meta_restart() {
         ErrorCode::NotFound,
         "no duplication",
     );
+}
+
+/// A source cluster's partition, in memory, tagging its writes with
+/// `cluster_id`: what a shipping primary reads from its log.
+struct Source {
+    partition: Partition<MemoryEngine>,
+    cluster_id: u8,
+    decree: i64,
+}
+
+impl Source {
+    fn new(cluster_id: u8) -> Source {
+        let partition = Partition::new(MemoryEngine::new(), StorageLimits::default());
+        partition.set_timetags(Some(cluster_id));
+        Source {
+            partition,
+            cluster_id,
+            decree: 0,
+        }
+    }
+
+    /// Sets `hash_key`/`s` to `value` at `unix_us`; the mutation to ship.
+    fn set(&mut self, hash_key: &str, value: &str, unix_us: u64) -> DupMutation {
+        let request = Request::Set {
+            key: Key::new(hash_key, "s"),
+            value: value.as_bytes().to_vec(),
+            ttl_seconds: 0,
+        };
+        let epoch_s = (unix_us / 1_000_000 - EPOCH_BEGIN_UNIX_S) as u32;
+        let (batch, _) = self
+            .partition
+            .prepare_tagged_write(&request, epoch_s, unix_us)
+            .expect("prepare");
+        self.partition.apply(&batch).expect("apply");
+        self.decree += 1;
+        DupMutation {
+            decree: self.decree,
+            payload: batch.encode(),
+        }
+    }
+
+    fn request(&self, mutations: Vec<DupMutation>) -> DuplicateRequest {
+        DuplicateRequest {
+            source_cluster_id: self.cluster_id,
+            dup_id: 1,
+            mutations,
+        }
+    }
+}
+
+fn now_unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+// Mutations shipped from another cluster apply on a real three-replica
+// cluster as ordinary writes, partition p to partition p: every record
+// reads back; the same batch shipped again changes nothing; an older
+// write of a key loses to the newer one it holds and a newer one wins
+// (**dup-last-write-wins**); a batch sent to a partition that does not
+// own its keys is refused.
+#[test]
+fn shipped_mutations_apply_by_last_write_wins() {
+    let _serial = serial();
+    const PARTITIONS: u32 = 4;
+    const KEYS: usize = 40;
+    let remote = cluster(3, 2);
+    remote.create_table(TABLE, PARTITIONS as i32, 3);
+    remote.wait_full(TABLE, 3);
+    let runtime = common::runtime();
+    let client = runtime
+        .block_on(Client::connect_meta(
+            &remote.meta_addresses(),
+            ClientOptions::default(),
+        ))
+        .expect("connect");
+    let table = runtime.block_on(client.open_table(TABLE)).expect("open");
+    let partition_of =
+        |hash_key: &str| partition_index(partition_hash(hash_key.as_bytes(), b"s"), PARTITIONS);
+    let get = |hash_key: &str| {
+        runtime
+            .block_on(table.get(hash_key.as_bytes(), b"s"))
+            .expect("get")
+            .map(|value| String::from_utf8(value).unwrap())
+    };
+
+    let mut source = Source::new(1);
+    let now = now_unix_us();
+    let mut by_partition: Vec<Vec<DupMutation>> = vec![Vec::new(); PARTITIONS as usize];
+    for key in 0..KEYS {
+        let hash_key = format!("k{key}");
+        let mutation = source.set(&hash_key, &format!("v{key}"), now);
+        by_partition[partition_of(&hash_key) as usize].push(mutation);
+    }
+    let mut applied = 0;
+    for (index, mutations) in by_partition.iter().enumerate() {
+        applied += runtime
+            .block_on(table.duplicate(index as u32, source.request(mutations.clone())))
+            .expect("duplicate");
+    }
+    assert!(applied >= KEYS as i64, "{applied} records applied");
+    for key in 0..KEYS {
+        assert_eq!(get(&format!("k{key}")), Some(format!("v{key}")));
+    }
+    // Shipped again (a new primary resuming from an older confirmed
+    // decree): nothing changes.
+    for (index, mutations) in by_partition.iter().enumerate() {
+        runtime
+            .block_on(table.duplicate(index as u32, source.request(mutations.clone())))
+            .expect("duplicate again");
+    }
+    for key in 0..KEYS {
+        assert_eq!(get(&format!("k{key}")), Some(format!("v{key}")));
+    }
+
+    // Another cluster's older write of k0 loses; a newer one of k1 wins.
+    let mut other = Source::new(3);
+    let older = other.set("k0", "older", now - 10_000_000);
+    let newer = other.set("k1", "newer", now + 1_000_000);
+    for (hash_key, mutation) in [("k0", older), ("k1", newer)] {
+        runtime
+            .block_on(table.duplicate(partition_of(hash_key), other.request(vec![mutation])))
+            .expect("duplicate");
+    }
+    assert_eq!(get("k0"), Some("v0".into()), "the older write lost");
+    assert_eq!(get("k1"), Some("newer".into()), "the newer write won");
+
+    // A key shipped to a partition that does not own it.
+    let stray = source.set("k2", "stray", now + 2_000_000);
+    let wrong = (partition_of("k2") + 1) % PARTITIONS;
+    match runtime.block_on(table.duplicate(wrong, source.request(vec![stray]))) {
+        Err(ClientError::Server(error)) => {
+            assert_eq!(error.code, ErrorCode::WrongPartition, "{}", error.message)
+        }
+        other => panic!("a stray key was accepted: {other:?}"),
+    }
+    assert_eq!(get("k2"), Some("v2".into()), "nothing of it applied");
+    match runtime.block_on(table.duplicate(PARTITIONS, source.request(Vec::new()))) {
+        Err(ClientError::Server(error)) => assert_eq!(error.code, ErrorCode::InvalidArgument),
+        other => panic!("partition {PARTITIONS} of {PARTITIONS}: {other:?}"),
+    }
 }

@@ -387,6 +387,36 @@ impl Table {
         }
     }
 
+    /// Applies mutations another cluster's duplication shipped
+    /// (docs/duplication.md) to partition `partition_index` of this table,
+    /// which must have the table's current partition count (partition p of
+    /// the source ships to partition p): each record applies iff its
+    /// timetag is not older than the one held for its key. Returns how
+    /// many records applied. Shipping the same batch again is harmless.
+    pub async fn duplicate(
+        &self,
+        partition_index: u32,
+        request: markab_wire::DuplicateRequest,
+    ) -> Result<i64, ClientError> {
+        let partition_count = self.partition_count();
+        if partition_index >= partition_count {
+            return Err(ClientError::invalid_argument(format!(
+                "partition {partition_index} of {} (its count is {partition_count})",
+                self.name()
+            )));
+        }
+        let target = Target {
+            partition_index,
+            partition_hash: 0,
+            partition_count,
+            keyed: false,
+        };
+        match self.call(target, &Request::Duplicate(request)).await? {
+            ResponseBody::Count(applied) => Ok(applied),
+            other => Err(unexpected("duplicate", &other)),
+        }
+    }
+
     /// Reads many records across partitions: one `BatchGet` per partition,
     /// sent concurrently. Returns the records that exist, in the order of
     /// `keys`.
