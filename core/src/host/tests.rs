@@ -441,3 +441,45 @@ fn a_late_ack_never_lowers_a_replica_s_partition_count() {
     );
     assert!(cluster.set(0, PARENT, &key_of(0), b"v").is_ok());
 }
+
+// A split order from before the commit, in an ack that comes late, finds
+// the parent holding the doubled count, its storage rid of the moved
+// keys: the parent takes no copy for the child from it (such a copy,
+// marked at the fence decree, would lack the child's keys:
+// **copy-covers-fence**) and reports nothing of that split. Before, it
+// took one and staged it for as long as the child was assigned.
+#[test]
+fn a_late_split_order_takes_no_copy_once_the_parent_holds_the_new_count() {
+    let mut cluster = Cluster::new(1, 0);
+    let before = assignment(PARENT, 1, 1, 0, &[]);
+    cluster.ack(0, std::slice::from_ref(&before), &[]);
+    cluster.run(100);
+    assert!(cluster.set(0, PARENT, &key_of(1), b"v").is_ok());
+    cluster.ack(0, std::slice::from_ref(&before), &[order(1, None)]);
+    let fence = fence_reported(&cluster, 0).expect("the primary fenced");
+    cluster.ack(0, std::slice::from_ref(&before), &[order(1, Some(fence))]);
+    let copy = cluster.hosts[0].io_mut().split_copy(CHILD);
+    assert_eq!(copy.map(|copy| copy.decree as i64), Some(fence));
+    // The commit: the child is installed from the copy, the parent holds
+    // two partitions and drops the moved keys.
+    let committed = [
+        assignment(PARENT, 2, 1, 0, &[]),
+        assignment(CHILD, 2, 1, 0, &[]),
+    ];
+    cluster.ack(0, &committed, &[]);
+    assert!(cluster.hosts[0].io_mut().split_copy(CHILD).is_none());
+    assert_eq!(cluster.replica(0, CHILD).applied() as i64, fence);
+    // The late ack from before the commit.
+    cluster.ack(0, std::slice::from_ref(&before), &[order(1, Some(fence))]);
+    cluster.run(100);
+    let copy = cluster.hosts[0].io_mut().split_copy(CHILD);
+    assert!(
+        copy.is_none(),
+        "a copy was taken from the split parent: {copy:?}"
+    );
+    assert!(
+        cluster.registries[0].split_reports().is_empty(),
+        "the parent reports a split it holds committed: {:?}",
+        cluster.registries[0].split_reports()
+    );
+}
