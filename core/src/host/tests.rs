@@ -269,19 +269,26 @@ impl Cluster {
     /// node's beacon thread hands it on): `assignments` with a lease for
     /// those naming the node primary, and `splits`.
     fn ack(&mut self, node: usize, assignments: &[ReplicaAssignment], splits: &[SplitOrder]) {
+        let sent_ms = self.clock.get();
+        self.ack_sent_at(node, assignments, splits, sent_ms);
+    }
+
+    /// Node `node`'s ack, as [`Cluster::ack`], of a beacon it sent at
+    /// `sent_ms`.
+    fn ack_sent_at(
+        &mut self,
+        node: usize,
+        assignments: &[ReplicaAssignment],
+        splits: &[SplitOrder],
+        sent_ms: u64,
+    ) {
         let ack = BeaconAck {
             assignments: assignments.to_vec(),
             lease_ms: LEASE_MS,
             splits: splits.to_vec(),
             ..BeaconAck::default()
         };
-        let mut parts = split_ack(
-            &self.registries[node],
-            1,
-            &name(node),
-            ack,
-            self.clock.get(),
-        );
+        let mut parts = split_ack(&self.registries[node], 1, &name(node), ack, sent_ms);
         let mut part: ShardAck = parts.remove(0);
         part.leases = assignments
             .iter()
@@ -482,4 +489,30 @@ fn a_late_split_order_takes_no_copy_once_the_parent_holds_the_new_count() {
         "the parent reports a split it holds committed: {:?}",
         cluster.registries[0].split_reports()
     );
+}
+
+// An ack from before the split began, come late (delivered twice, or
+// from a meta that had not heard of the split), carries no order for the
+// parent: the fenced primary stays fenced in its epoch, refusing the
+// moved keys (**split-fence**). Before, it unfenced, took a write of a
+// moved key above the fence decree meta had already heard, and fenced
+// again higher; the members copied at the first fence decree, and the
+// child lost that acknowledged write (**copy-covers-fence**).
+#[test]
+fn a_late_ack_without_the_order_keeps_the_parent_fenced() {
+    let mut cluster = Cluster::new(1, 0);
+    let config = assignment(PARENT, 1, 1, 0, &[]);
+    cluster.ack(0, std::slice::from_ref(&config), &[]);
+    cluster.run(100);
+    let late_sent_ms = cluster.clock.get();
+    assert!(cluster.set(0, PARENT, &key_of(1), b"v").is_ok());
+    cluster.run(100);
+    cluster.ack(0, std::slice::from_ref(&config), &[order(1, None)]);
+    let fence = fence_reported(&cluster, 0).expect("the primary fenced");
+    cluster.run(100);
+    // The ack of a beacon sent before the split began.
+    cluster.ack_sent_at(0, std::slice::from_ref(&config), &[], late_sent_ms);
+    let moved = cluster.set(0, PARENT, &key_of(1), b"w");
+    assert_eq!(moved.map_err(|error| error.code), Err(ErrorCode::Splitting));
+    assert_eq!(fence_reported(&cluster, 0), Some(fence));
 }
