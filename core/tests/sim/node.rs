@@ -551,6 +551,10 @@ pub struct SimNode {
     pub syncing: Vec<bool>,
     /// A supervisor restart is scheduled for this incarnation.
     pub restart_scheduled: bool,
+    /// An early beacon (one an ack asked for) is scheduled: as the node's
+    /// one beacon thread, it has one next beacon at a time, so acks (some
+    /// delivered twice) never multiply its beacons.
+    pub early_beacon: bool,
     /// Its partition backups, by (backup id, partition): volatile, like a
     /// real node's jobs.
     pub backup_jobs: BTreeMap<(u64, Gpid), BackupReport>,

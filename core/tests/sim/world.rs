@@ -285,6 +285,7 @@ impl World {
                     disk: Rc::new(RefCell::new(disk)),
                     syncing: vec![false; *shards],
                     restart_scheduled: false,
+                    early_beacon: false,
                     backup_jobs: BTreeMap::new(),
                 };
                 (*id, node)
@@ -679,6 +680,9 @@ impl World {
                 if !self.is_current(node, incarnation) {
                     return Ok(());
                 }
+                if early {
+                    self.nodes.get_mut(&node).expect("node").early_beacon = false;
+                }
                 let held = &self.nodes[&node];
                 let beacon = NodeBeacon {
                     node: node_name(node),
@@ -856,11 +860,15 @@ impl World {
                     return Ok(()); // an ack of the previous life's beacon
                 }
                 let again_ms = u64::from(ack.beacon_again_ms);
-                if again_ms > 0 && again_ms < self.replication.beacon_interval_ms {
+                if again_ms > 0
+                    && again_ms < self.replication.beacon_interval_ms
+                    && !held.early_beacon
+                {
                     // As the node's beacon thread does: the next beacon
                     // `again_ms` after this one's send time.
                     let delay = (sent_ms + again_ms).saturating_sub(self.node_now(node));
                     let incarnation = held.incarnation;
+                    self.nodes.get_mut(&node).expect("node").early_beacon = true;
                     self.schedule(
                         self.now_ms + delay,
                         Event::Beacon {
@@ -1475,6 +1483,7 @@ impl World {
         held.registry = Arc::new(NodeRegistry::new());
         held.syncing = vec![false; held.shards];
         held.restart_scheduled = false;
+        held.early_beacon = false;
         held.backup_jobs.clear();
         let mut lines = Vec::new();
         let mut torn = 0;
