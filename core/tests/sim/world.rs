@@ -237,7 +237,7 @@ impl World {
             && StdRng::seed_from_u64(seed ^ 0x706f_6c69_6379).random_bool(0.5);
         // In two seeds of five an operator splits the table while the
         // faults go on (drawn apart too).
-        let mut split_rng = StdRng::seed_from_u64(seed ^ 0x7370_6c69_74);
+        let mut split_rng = StdRng::seed_from_u64(seed ^ 0x0073_706c_6974);
         settings.split = split_rng.random_bool(0.4).then(|| {
             let at_ms = split_rng.random_range(300..6_000);
             let plan = match split_rng.random_range(0..20) {
