@@ -516,3 +516,41 @@ fn a_late_ack_without_the_order_keeps_the_parent_fenced() {
     assert_eq!(moved.map_err(|error| error.code), Err(ErrorCode::Splitting));
     assert_eq!(fence_reported(&cluster, 0), Some(fence));
 }
+
+// An ack from before meta took a replica off a node, come late (delivered
+// twice), names the node a member again at the older ballot: the node
+// does not host the replica again (**acks-in-order**). Before, it hosted
+// it empty, as a secondary the primary of that ballot still counted
+// (**secondary-holds-committed**).
+#[test]
+fn a_late_ack_does_not_host_again_a_replica_that_left() {
+    let mut cluster = Cluster::new(2, 0);
+    let first = assignment(PARENT, 1, 1, 0, &[1]);
+    cluster.ack(1, std::slice::from_ref(&first), &[]);
+    cluster.ack(0, std::slice::from_ref(&first), &[]);
+    cluster.run(100);
+    let late_sent_ms = cluster.clock.get();
+    assert!(cluster.set(0, PARENT, &key_of(0), b"v").is_ok());
+    cluster.run(100);
+    let second = assignment(PARENT, 1, 2, 0, &[]);
+    cluster.ack(1, std::slice::from_ref(&second), &[]);
+    // Meta drops the replica n2 still reports.
+    let ack = BeaconAck {
+        drops: vec![PARENT],
+        lease_ms: LEASE_MS,
+        ..BeaconAck::default()
+    };
+    let sent_ms = cluster.clock.get();
+    let part = split_ack(&cluster.registries[1], 1, &name(1), ack, sent_ms).remove(0);
+    cluster.hosts[1].apply_ack(part);
+    assert!(cluster.hosts[1].replica(PARENT).is_none(), "n2 left");
+    cluster.ack_sent_at(1, std::slice::from_ref(&first), &[], late_sent_ms);
+    let again = cluster.hosts[1].replica(PARENT).map(|replica| {
+        (
+            replica.core().role(),
+            replica.core().ballot(),
+            replica.applied(),
+        )
+    });
+    assert!(again.is_none(), "n2 hosts the replica again: {again:?}");
+}
