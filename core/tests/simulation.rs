@@ -100,7 +100,8 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
          {} crashes, {} configurations, {} primary changes, {} learners promoted \
          ({} learned from a log, {} copies installed in {} chunks), {} meta crashes, {} nodes paused, \
          {} torn log tails, {} ballot write failures, {} log truncations, {} final reads, \
-         {} primary switches and {} replica moves by the balancer, {} backups completed",
+         {} primary switches and {} replica moves by the balancer, {} backups completed, \
+         {} splits started ({} committed, {} cancelled, {} paused; {} children installed from copies)",
         started.elapsed().as_secs_f64(),
         total.events,
         total.operations,
@@ -122,6 +123,11 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
         total.counters.switches_done,
         total.counters.replica_moves_done,
         total.counters.backups_completed,
+        total.counters.splits_started,
+        total.counters.splits_committed,
+        total.counters.splits_cancelled,
+        total.counters.split_pauses,
+        total.counters.split_copies_installed,
     );
     // Half the seeds balance (meta level lively): over many seeds both
     // kinds of move must get done, not only be started and given up.
@@ -129,6 +135,20 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
         assert!(
             total.counters.backups_completed > 0,
             "no backup completed over {seeds} seeds"
+        );
+        // Two seeds in five split the table among the faults: splits
+        // committed, were paused and cancelled, and children were
+        // installed from their copies.
+        assert!(
+            total.counters.splits_committed > 0
+                && total.counters.splits_cancelled > 0
+                && total.counters.split_pauses > 0
+                && total.counters.split_copies_installed > 0,
+            "splits: {} committed, {} cancelled, {} paused, {} children installed",
+            total.counters.splits_committed,
+            total.counters.splits_cancelled,
+            total.counters.split_pauses,
+            total.counters.split_copies_installed
         );
         assert!(
             total.counters.switches_done > 0 && total.counters.replica_moves_done > 0,

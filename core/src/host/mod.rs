@@ -412,6 +412,9 @@ struct Shared<I: HostIo> {
     /// The last ballot at which an assignment was refused per partition
     /// (**no-empty-member**), so each refusal is logged once.
     refused: BTreeMap<Gpid, i64>,
+    /// When the beacon of the newest ack taken was sent (node clock): an
+    /// older ack is stale (**acks-in-order**).
+    ack_sent_ms: u64,
 }
 
 impl<I: HostIo> Shared<I> {
@@ -533,6 +536,7 @@ impl<I: HostIo> ShardHost<I> {
                 copy_pins: BTreeMap::new(),
                 replaying: BTreeMap::new(),
                 refused: BTreeMap::new(),
+                ack_sent_ms: 0,
             },
             replicas: BTreeMap::new(),
         }
@@ -818,7 +822,20 @@ impl<I: HostIo> ShardHost<I> {
     /// This shard's part of a beacon ack: configurations first (hosting new
     /// replicas), then the leases meta granted for them
     /// (**configs-before-lease**), then drops.
+    ///
+    /// An ack of a beacon sent before that of the newest ack taken
+    /// (delivered late, or twice) is ignored: everything it says, the
+    /// newer one superseded (**acks-in-order**). Taken, it would host
+    /// again, empty, a replica meta dropped since, as a member at the old
+    /// ballot; and, from before a split began, its missing order would
+    /// unfence a fenced primary in its epoch, which would then take
+    /// writes of moved keys above the fence decree meta already holds
+    /// (**split-fence**, **copy-covers-fence**).
     pub fn apply_ack(&mut self, ack: ShardAck) {
+        if ack.sent_ms < self.shared.ack_sent_ms {
+            return;
+        }
+        self.shared.ack_sent_ms = ack.sent_ms;
         for assignment in &ack.configs {
             if let Err(error) = self.host(assignment) {
                 let gpid = Gpid {

@@ -78,9 +78,23 @@ impl<I: HostIo> ShardHost<I> {
     /// serves), starts the copies that are due, drops staged copies no
     /// longer wanted (`assignments`: the ack's, whose children are kept
     /// for hosting) and publishes the reports.
+    ///
+    /// An order for a parent that already holds the split's count is from
+    /// before the commit (an ack come late) and is ignored: that parent
+    /// dropped the moved keys, so a copy of it is no copy of the child
+    /// (**copy-covers-fence**).
     pub fn apply_split_orders(&mut self, orders: &[SplitOrder], assignments: &[ReplicaAssignment]) {
+        let replicas = &self.replicas;
+        let orders: Vec<&SplitOrder> = orders
+            .iter()
+            .filter(|order| {
+                replicas.get(&order.gpid).is_some_and(|replica| {
+                    order.new_count > 0 && order.new_count as u32 > replica.meta.partition_count
+                })
+            })
+            .collect();
         let by_parent: BTreeMap<Gpid, &SplitOrder> =
-            orders.iter().map(|order| (order.gpid, order)).collect();
+            orders.iter().map(|order| (order.gpid, *order)).collect();
         for (gpid, replica) in self.replicas.iter_mut() {
             match by_parent.get(gpid) {
                 Some(order) => {
@@ -103,7 +117,6 @@ impl<I: HostIo> ShardHost<I> {
         }
         let keep: BTreeSet<(Gpid, u64)> = orders
             .iter()
-            .filter(|order| self.replicas.contains_key(&order.gpid))
             .map(|order| (child_of(order.gpid, order.new_count), order.epoch))
             .collect();
         let assigned: BTreeSet<Gpid> = assignments

@@ -269,19 +269,26 @@ impl Cluster {
     /// node's beacon thread hands it on): `assignments` with a lease for
     /// those naming the node primary, and `splits`.
     fn ack(&mut self, node: usize, assignments: &[ReplicaAssignment], splits: &[SplitOrder]) {
+        let sent_ms = self.clock.get();
+        self.ack_sent_at(node, assignments, splits, sent_ms);
+    }
+
+    /// Node `node`'s ack, as [`Cluster::ack`], of a beacon it sent at
+    /// `sent_ms`.
+    fn ack_sent_at(
+        &mut self,
+        node: usize,
+        assignments: &[ReplicaAssignment],
+        splits: &[SplitOrder],
+        sent_ms: u64,
+    ) {
         let ack = BeaconAck {
             assignments: assignments.to_vec(),
             lease_ms: LEASE_MS,
             splits: splits.to_vec(),
             ..BeaconAck::default()
         };
-        let mut parts = split_ack(
-            &self.registries[node],
-            1,
-            &name(node),
-            ack,
-            self.clock.get(),
-        );
+        let mut parts = split_ack(&self.registries[node], 1, &name(node), ack, sent_ms);
         let mut part: ShardAck = parts.remove(0);
         part.leases = assignments
             .iter()
@@ -440,4 +447,110 @@ fn a_late_ack_never_lowers_a_replica_s_partition_count() {
         Err(ErrorCode::WrongPartition)
     );
     assert!(cluster.set(0, PARENT, &key_of(0), b"v").is_ok());
+}
+
+// A split order from before the commit, in an ack that comes late, finds
+// the parent holding the doubled count, its storage rid of the moved
+// keys: the parent takes no copy for the child from it (such a copy,
+// marked at the fence decree, would lack the child's keys:
+// **copy-covers-fence**) and reports nothing of that split. Before, it
+// took one and staged it for as long as the child was assigned.
+#[test]
+fn a_late_split_order_takes_no_copy_once_the_parent_holds_the_new_count() {
+    let mut cluster = Cluster::new(1, 0);
+    let before = assignment(PARENT, 1, 1, 0, &[]);
+    cluster.ack(0, std::slice::from_ref(&before), &[]);
+    cluster.run(100);
+    assert!(cluster.set(0, PARENT, &key_of(1), b"v").is_ok());
+    cluster.ack(0, std::slice::from_ref(&before), &[order(1, None)]);
+    let fence = fence_reported(&cluster, 0).expect("the primary fenced");
+    cluster.ack(0, std::slice::from_ref(&before), &[order(1, Some(fence))]);
+    let copy = cluster.hosts[0].io_mut().split_copy(CHILD);
+    assert_eq!(copy.map(|copy| copy.decree as i64), Some(fence));
+    // The commit: the child is installed from the copy, the parent holds
+    // two partitions and drops the moved keys.
+    let committed = [
+        assignment(PARENT, 2, 1, 0, &[]),
+        assignment(CHILD, 2, 1, 0, &[]),
+    ];
+    cluster.ack(0, &committed, &[]);
+    assert!(cluster.hosts[0].io_mut().split_copy(CHILD).is_none());
+    assert_eq!(cluster.replica(0, CHILD).applied() as i64, fence);
+    // The late ack from before the commit.
+    cluster.ack(0, std::slice::from_ref(&before), &[order(1, Some(fence))]);
+    cluster.run(100);
+    let copy = cluster.hosts[0].io_mut().split_copy(CHILD);
+    assert!(
+        copy.is_none(),
+        "a copy was taken from the split parent: {copy:?}"
+    );
+    assert!(
+        cluster.registries[0].split_reports().is_empty(),
+        "the parent reports a split it holds committed: {:?}",
+        cluster.registries[0].split_reports()
+    );
+}
+
+// An ack from before the split began, come late (delivered twice, or
+// from a meta that had not heard of the split), carries no order for the
+// parent: the fenced primary stays fenced in its epoch, refusing the
+// moved keys (**split-fence**). Before, it unfenced, took a write of a
+// moved key above the fence decree meta had already heard, and fenced
+// again higher; the members copied at the first fence decree, and the
+// child lost that acknowledged write (**copy-covers-fence**).
+#[test]
+fn a_late_ack_without_the_order_keeps_the_parent_fenced() {
+    let mut cluster = Cluster::new(1, 0);
+    let config = assignment(PARENT, 1, 1, 0, &[]);
+    cluster.ack(0, std::slice::from_ref(&config), &[]);
+    cluster.run(100);
+    let late_sent_ms = cluster.clock.get();
+    assert!(cluster.set(0, PARENT, &key_of(1), b"v").is_ok());
+    cluster.run(100);
+    cluster.ack(0, std::slice::from_ref(&config), &[order(1, None)]);
+    let fence = fence_reported(&cluster, 0).expect("the primary fenced");
+    cluster.run(100);
+    // The ack of a beacon sent before the split began.
+    cluster.ack_sent_at(0, std::slice::from_ref(&config), &[], late_sent_ms);
+    let moved = cluster.set(0, PARENT, &key_of(1), b"w");
+    assert_eq!(moved.map_err(|error| error.code), Err(ErrorCode::Splitting));
+    assert_eq!(fence_reported(&cluster, 0), Some(fence));
+}
+
+// An ack from before meta took a replica off a node, come late (delivered
+// twice), names the node a member again at the older ballot: the node
+// does not host the replica again (**acks-in-order**). Before, it hosted
+// it empty, as a secondary the primary of that ballot still counted
+// (**secondary-holds-committed**).
+#[test]
+fn a_late_ack_does_not_host_again_a_replica_that_left() {
+    let mut cluster = Cluster::new(2, 0);
+    let first = assignment(PARENT, 1, 1, 0, &[1]);
+    cluster.ack(1, std::slice::from_ref(&first), &[]);
+    cluster.ack(0, std::slice::from_ref(&first), &[]);
+    cluster.run(100);
+    let late_sent_ms = cluster.clock.get();
+    assert!(cluster.set(0, PARENT, &key_of(0), b"v").is_ok());
+    cluster.run(100);
+    let second = assignment(PARENT, 1, 2, 0, &[]);
+    cluster.ack(1, std::slice::from_ref(&second), &[]);
+    // Meta drops the replica n2 still reports.
+    let ack = BeaconAck {
+        drops: vec![PARENT],
+        lease_ms: LEASE_MS,
+        ..BeaconAck::default()
+    };
+    let sent_ms = cluster.clock.get();
+    let part = split_ack(&cluster.registries[1], 1, &name(1), ack, sent_ms).remove(0);
+    cluster.hosts[1].apply_ack(part);
+    assert!(cluster.hosts[1].replica(PARENT).is_none(), "n2 left");
+    cluster.ack_sent_at(1, std::slice::from_ref(&first), &[], late_sent_ms);
+    let again = cluster.hosts[1].replica(PARENT).map(|replica| {
+        (
+            replica.core().role(),
+            replica.core().ballot(),
+            replica.applied(),
+        )
+    });
+    assert!(again.is_none(), "n2 hosts the replica again: {again:?}");
 }

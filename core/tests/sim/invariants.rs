@@ -30,6 +30,12 @@ pub struct Invariants {
     commits: BTreeMap<ReplicaKey, Decree>,
     /// Per partition, the highest decree acknowledged to a client.
     acked: BTreeMap<PartitionId, Decree>,
+    /// Per partition and key, the highest decree of a write to the key
+    /// acknowledged to a client.
+    acked_writes: BTreeMap<(PartitionId, usize), Decree>,
+    /// Per split child installed: its parent, the fence decree its copy
+    /// was taken at and the keys that moved to it.
+    fences: BTreeMap<PartitionId, (PartitionId, Decree, Vec<usize>)>,
 }
 
 impl Invariants {
@@ -124,6 +130,80 @@ impl Invariants {
         }
         let acked = self.acked.entry(pid).or_default();
         *acked = (*acked).max(decree);
+        Ok(())
+    }
+
+    /// A client was told its write of key `key_index` committed at
+    /// `decree` on partition `pid`: once a child of `pid` was copied at
+    /// its fence decree, no write of a key that moved to it is
+    /// acknowledged above that decree (**split-fence**).
+    pub fn on_acked_write(
+        &mut self,
+        pid: PartitionId,
+        key_index: usize,
+        decree: Decree,
+    ) -> Result<(), String> {
+        for (child, (parent, fence, moved)) in &self.fences {
+            if *parent == pid && decree > *fence && moved.contains(&key_index) {
+                return Err(format!(
+                    "split-fence: p{pid} acknowledged a write of key {key_index} at decree {decree}, above the fence decree {fence} its child p{child} was copied at"
+                ));
+            }
+        }
+        let acked = self.acked_writes.entry((pid, key_index)).or_default();
+        *acked = (*acked).max(decree);
+        Ok(())
+    }
+
+    /// Split child `child` of `parent` was installed on `node` from a copy
+    /// at the parent's fence decree `decree`; `moved` are the keys it
+    /// takes. Its committed prefix is the parent's up to there (its log
+    /// goes on from there), the copy holds only committed decrees
+    /// (**checkpoint-committed-only**) and every write of a moved key the
+    /// parent acknowledged (**copy-covers-fence**), and every member's copy
+    /// is at the same decree.
+    pub fn on_split_child(
+        &mut self,
+        child: PartitionId,
+        parent: PartitionId,
+        node: NodeId,
+        decree: Decree,
+        moved: Vec<usize>,
+    ) -> Result<(), String> {
+        for key_index in &moved {
+            let acked = self
+                .acked_writes
+                .get(&(parent, *key_index))
+                .copied()
+                .unwrap_or(0);
+            if acked > decree {
+                return Err(format!(
+                    "copy-covers-fence: {node} installs p{child} from a copy of p{parent} at decree {decree}, but p{parent} acknowledged a write of key {key_index} at decree {acked}"
+                ));
+            }
+        }
+        let from_parent = self.committed.get(&parent).cloned().unwrap_or_default();
+        if (from_parent.len() as Decree) < decree {
+            return Err(format!(
+                "checkpoint-committed-only: {node} installs p{child} from a copy of p{parent} at decree {decree}, only {} committed",
+                from_parent.len()
+            ));
+        }
+        let hashes = self.committed.entry(child).or_default();
+        if (hashes.len() as Decree) < decree {
+            let held = hashes.len();
+            hashes.extend_from_slice(&from_parent[held..decree as usize]);
+        }
+        let fence = self
+            .fences
+            .entry(child)
+            .or_insert((parent, decree, moved))
+            .1;
+        if fence != decree {
+            return Err(format!(
+                "copy-covers-fence: {node} installs p{child} from a copy at decree {decree}, another member's copy was at {fence}"
+            ));
+        }
         Ok(())
     }
 

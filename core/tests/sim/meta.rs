@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use markab_core::meta::settings::MetaReplication;
 use markab_core::meta::state::{
     BackupWork, MetaData, MetaSettings, MetaState, MetaTime, StoredBackup, StoredPartition,
+    StoredTable, TableSplit,
 };
 use markab_core::meta::step::{execute, execute_change, execute_tick};
 use markab_core::meta::store::{MemoryMetaStore, MetaStore};
@@ -20,7 +21,7 @@ use markab_core::replication::config::ReplicationSettings;
 use markab_core::replication::messages::{Ballot, NodeId, PartitionConfig};
 use markab_core::wire::message::{
     BackupPolicySpec, BackupRequest, BalancerRequest, BeaconAck, CreateTableRequest, NodeBeacon,
-    Request, ResponseBody,
+    Request, Response, ResponseBody, SplitRequest,
 };
 
 use super::model::{node_name, parse_address, shard_address, PartitionId};
@@ -271,6 +272,44 @@ impl SimMeta {
             MetaTime::from(now_ms),
         );
         assert!(added.is_ok(), "the policy is added: {added:?}");
+    }
+
+    /// An operator's split request (the production request path).
+    pub fn split(&mut self, request: SplitRequest, now_ms: u64) -> Response {
+        let answer = execute(
+            &mut self.state,
+            &mut self.store,
+            &Request::PartitionSplit(request),
+            MetaTime::from(now_ms),
+        );
+        self.note_changes(now_ms);
+        answer
+    }
+
+    /// The table as meta holds it now (committed: persisted first).
+    fn table(&self) -> &StoredTable {
+        &self.state.data().tables[&APP_ID]
+    }
+
+    /// The table's partition count, as a client learns it from meta.
+    pub fn partition_count(&self) -> u32 {
+        self.table().partition_count as u32
+    }
+
+    /// The table's split record, if a split is running or paused.
+    pub fn split_record(&self) -> Option<&TableSplit> {
+        self.table().split.as_ref()
+    }
+
+    /// The table as meta's store last saved it: its partition count, the
+    /// partitions it has configurations for and whether it splits.
+    pub fn persisted_table(&self) -> Option<(i32, usize, bool)> {
+        let table = self.store.saved.as_ref()?.tables.get(&APP_ID)?;
+        Some((
+            table.partition_count,
+            table.partitions.len(),
+            table.split.is_some(),
+        ))
     }
 
     /// Every backup meta records, by id.

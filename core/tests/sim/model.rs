@@ -51,6 +51,8 @@ pub enum Msg {
     Request {
         op: u64,
         gpid: Gpid,
+        /// The route version: the partition count the client routed by.
+        partition_count: i32,
         request: Request,
     },
     Reply {
@@ -130,6 +132,31 @@ pub enum Event {
     BackupStart,
     /// Meta's store saves again.
     StoreHeals,
+    /// An operator asks meta to start, pause, restart or cancel a split
+    /// of the table (docs/split.md).
+    Split(SplitStep),
+}
+
+/// An operator's split request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitStep {
+    Start,
+    Pause,
+    Restart,
+    Cancel,
+}
+
+/// What the operator does with splits in a seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitPlan {
+    /// Starts a split to twice the count.
+    Once,
+    /// Starts one, pauses it and restarts it.
+    PauseRestart,
+    /// Starts one and cancels it (too late if it committed first).
+    Cancel,
+    /// Starts one and, once it committed, another.
+    Twice,
 }
 
 /// Per-seed shape of the world and its faults.
@@ -143,6 +170,9 @@ pub struct SimSettings {
     pub backup_at_ms: Option<u64>,
     /// Instead, a backup policy runs from the start (every 2 s, keeping 1).
     pub backup_policy: bool,
+    /// When an operator starts a split of the table, if one does, and
+    /// what else it does with it.
+    pub split: Option<(u64, SplitPlan)>,
     pub clients: usize,
     pub keys: usize,
     /// Faults (crashes, cuts, drops) happen before this time.

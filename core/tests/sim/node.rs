@@ -69,6 +69,12 @@ pub enum Effect {
     Removed {
         gpid: Gpid,
     },
+    /// A split child's staged copy became its replica's storage, at the
+    /// parent's fence decree.
+    SplitInstalled {
+        gpid: Gpid,
+        decree: Decree,
+    },
 }
 
 /// One record of a shard's log.
@@ -188,9 +194,10 @@ pub struct Disk {
     /// Replicas set aside (**damaged-replica-set-aside**): their storage
     /// is gone from `replicas`, kept aside for the operator.
     pub set_aside: BTreeSet<Gpid>,
-    /// Split children's copies staged until hosted (made at once: the
-    /// simulated checkpoint is a snapshot of the parent's engine).
-    pub split_copies: BTreeMap<Gpid, (SplitCopy, MemoryRecords)>,
+    /// Split children's copies staged until hosted, by shard (each shard
+    /// keeps its own, as a node's shards do; made at once: the simulated
+    /// checkpoint is a snapshot of the parent's engine).
+    pub split_copies: BTreeMap<(usize, Gpid), (SplitCopy, MemoryRecords)>,
 }
 
 /// Injected IO faults, shared by every node's IO (one seeded stream).
@@ -440,14 +447,14 @@ impl HostIo for SimIo {
         self.disk
             .borrow_mut()
             .split_copies
-            .insert(child.gpid(), copy);
+            .insert((self.shard, child.gpid()), copy);
     }
 
     fn split_copy(&mut self, child: Gpid) -> Option<SplitCopy> {
         self.disk
             .borrow()
             .split_copies
-            .get(&child)
+            .get(&(self.shard, child))
             .map(|(copy, _)| copy.clone())
     }
 
@@ -455,8 +462,10 @@ impl HostIo for SimIo {
         self.disk
             .borrow_mut()
             .split_copies
-            .retain(|gpid, (copy, _)| {
-                keep.contains(&(*gpid, copy.epoch)) || assigned.contains(gpid)
+            .retain(|(shard, gpid), (copy, _)| {
+                *shard != self.shard
+                    || keep.contains(&(*gpid, copy.epoch))
+                    || assigned.contains(gpid)
             });
     }
 
@@ -467,12 +476,15 @@ impl HostIo for SimIo {
         }
         let ready = disk
             .split_copies
-            .get(&gpid)
+            .get(&(self.shard, gpid))
             .is_some_and(|(copy, _)| copy.state == SplitCopyState::Done);
         if !ready {
             return Ok(false);
         }
-        let (copy, records) = disk.split_copies.remove(&gpid).expect("checked");
+        let (copy, records) = disk
+            .split_copies
+            .remove(&(self.shard, gpid))
+            .expect("checked");
         // The metadata is written when the host opens it.
         disk.replicas.insert(
             gpid,
@@ -490,6 +502,10 @@ impl HostIo for SimIo {
                 log_floor: copy.decree,
             },
         );
+        self.outbox.push(Effect::SplitInstalled {
+            gpid,
+            decree: copy.decree,
+        });
         Ok(true)
     }
 
@@ -535,6 +551,10 @@ pub struct SimNode {
     pub syncing: Vec<bool>,
     /// A supervisor restart is scheduled for this incarnation.
     pub restart_scheduled: bool,
+    /// An early beacon (one an ack asked for) is scheduled: as the node's
+    /// one beacon thread, it has one next beacon at a time, so acks (some
+    /// delivered twice) never multiply its beacons.
+    pub early_beacon: bool,
     /// Its partition backups, by (backup id, partition): volatile, like a
     /// real node's jobs.
     pub backup_jobs: BTreeMap<(u64, Gpid), BackupReport>,

@@ -27,11 +27,12 @@ use super::invariants::Invariants;
 use super::meta::{SimMeta, APP_ID, REPLICAS};
 use super::model::{
     node_name, parse_address, shard_address, Addr, Event, Msg, PartitionId, Recorded, Reply,
-    SimSettings,
+    SimSettings, SplitPlan, SplitStep,
 };
 use super::node::{Disk, Effect, IoFaults, SimIo, SimLog, SimNode};
 
 mod client;
+mod split;
 
 pub use client::sim_key;
 use client::SimClient;
@@ -51,6 +52,9 @@ const RESTORE_MS: u64 = 1_000;
 const EVENTS_MAX: u64 = 2_000_000;
 /// Most shards of a node.
 const SHARDS_MAX: usize = 3;
+/// Longest the world runs on, fault-free, past its end while a split is
+/// still running (**split-completes**).
+const SPLIT_EXTRA_MS: u64 = 10_000;
 
 /// What one seed's run produced.
 pub struct RunSummary {
@@ -92,6 +96,14 @@ pub struct Counters {
     pub replica_moves_done: u64,
     /// Backups that completed (each checked **backup-holds-acknowledged**).
     pub backups_completed: u64,
+    /// Splits meta started, committed (the count doubled) and cancelled;
+    /// pauses of running splits.
+    pub splits_started: u32,
+    pub splits_committed: u32,
+    pub splits_cancelled: u32,
+    pub split_pauses: u32,
+    /// Split children installed from a staged copy of their parent.
+    pub split_copies_installed: u32,
 }
 
 impl Counters {
@@ -110,6 +122,11 @@ impl Counters {
         self.switches_done += other.switches_done;
         self.replica_moves_done += other.replica_moves_done;
         self.backups_completed += other.backups_completed;
+        self.splits_started += other.splits_started;
+        self.splits_committed += other.splits_committed;
+        self.splits_cancelled += other.splits_cancelled;
+        self.split_pauses += other.split_pauses;
+        self.split_copies_installed += other.split_copies_installed;
     }
 }
 
@@ -131,8 +148,8 @@ pub struct World {
     /// History entries that were refused (never executed): left out.
     refused: Vec<bool>,
     next_op: u64,
-    /// The partition of each op sent.
-    op_partitions: BTreeMap<u64, PartitionId>,
+    /// The partition and key of each op sent.
+    op_partitions: BTreeMap<u64, (PartitionId, usize)>,
     invariants: Invariants,
     /// The decree each replica's storage holds, as its effects tell it
     /// (**apply-once-in-order** per replica).
@@ -151,6 +168,14 @@ pub struct World {
     /// Every backup meta started, with the decrees acknowledged to clients
     /// by then.
     acked_at_start: BTreeMap<u64, BTreeMap<PartitionId, Decree>>,
+    /// The table's partition counts so far: the first, then each one a
+    /// split committed.
+    counts: Vec<u32>,
+    /// The second split of a `Twice` plan was asked for.
+    second_split: bool,
+    /// The partition count each node's replica last held
+    /// (**count-only-grows**; forgotten when the replica is removed).
+    replica_counts: BTreeMap<(NodeId, PartitionId), u32>,
 }
 
 impl World {
@@ -162,6 +187,7 @@ impl World {
             lively: false,
             backup_at_ms: None,
             backup_policy: false,
+            split: None,
             clients: rng.random_range(2..=4),
             keys: rng.random_range(2..=6),
             faults_until_ms: 8_000,
@@ -209,6 +235,19 @@ impl World {
         // A quarter of the others run a backup policy instead.
         settings.backup_policy = settings.backup_at_ms.is_none()
             && StdRng::seed_from_u64(seed ^ 0x706f_6c69_6379).random_bool(0.5);
+        // In two seeds of five an operator splits the table while the
+        // faults go on (drawn apart too).
+        let mut split_rng = StdRng::seed_from_u64(seed ^ 0x0073_706c_6974);
+        settings.split = split_rng.random_bool(0.4).then(|| {
+            let at_ms = split_rng.random_range(300..6_000);
+            let plan = match split_rng.random_range(0..20) {
+                0..=8 => SplitPlan::Once,
+                9..=12 => SplitPlan::PauseRestart,
+                13..=15 => SplitPlan::Cancel,
+                _ => SplitPlan::Twice,
+            };
+            (at_ms, plan)
+        });
         replication.validate().expect("drawn settings are valid");
         let ids: Vec<NodeId> = (1..=nodes_count).map(NodeId).collect();
         let shapes: Vec<(NodeId, usize, u64)> = ids
@@ -246,6 +285,7 @@ impl World {
                     disk: Rc::new(RefCell::new(disk)),
                     syncing: vec![false; *shards],
                     restart_scheduled: false,
+                    early_beacon: false,
                     backup_jobs: BTreeMap::new(),
                 };
                 (*id, node)
@@ -268,9 +308,11 @@ impl World {
         let clients = (0..settings.clients)
             .map(|_| SimClient {
                 route: BTreeMap::new(),
+                partition_count: settings.partitions,
                 outstanding: None,
             })
             .collect();
+        let partitions = settings.partitions;
         let mut world = World {
             rng,
             now_ms: 0,
@@ -297,6 +339,9 @@ impl World {
             history_tick: 0,
             backup: None,
             acked_at_start: BTreeMap::new(),
+            counts: vec![partitions],
+            second_split: false,
+            replica_counts: BTreeMap::new(),
         };
         world.note(format!(
             "settings {:?} {:?} nodes (id, shards, clock offset) {shapes:?}",
@@ -312,6 +357,9 @@ impl World {
         if world.settings.backup_policy {
             world.meta.add_policy(2, 1, 0);
         }
+        if let Some((at_ms, _)) = world.settings.split {
+            world.schedule(at_ms, Event::Split(SplitStep::Start));
+        }
         world.schedule(FAULT_TICK_MS, Event::FaultTick);
         for client in 0..world.settings.clients {
             world.schedule(1, Event::ClientStep { client });
@@ -323,7 +371,12 @@ impl World {
     pub fn run(mut self) -> Result<RunSummary, String> {
         let mut events = 0u64;
         while let Some(((at_ms, _), event)) = self.events.pop_first() {
-            if at_ms > self.settings.end_ms {
+            // A split still running at the end runs on, without faults,
+            // until it completes (bounded: **split-completes**).
+            if at_ms > self.settings.end_ms
+                && (self.meta.split_record().is_none()
+                    || at_ms > self.settings.end_ms + SPLIT_EXTRA_MS)
+            {
                 break;
             }
             assert!(at_ms >= self.now_ms, "the clock never goes back");
@@ -336,6 +389,9 @@ impl World {
             if let Err(violation) = self.step(event).and_then(|()| self.check()) {
                 return Err(self.failure(violation));
             }
+        }
+        if let Err(violation) = self.check_split_completed() {
+            return Err(self.failure(violation));
         }
         if let Err(violation) = self.check_replica_counts() {
             return Err(self.failure(violation));
@@ -407,7 +463,7 @@ impl World {
             let allowed_ms =
                 RESTORE_MS + self.replication.grace_ms + 3 * self.replication.learn_retry_ms;
             let short_since_ms = short_since_ms.max(self.last_restart_ms);
-            if short_since_ms + allowed_ms < self.settings.end_ms {
+            if short_since_ms + allowed_ms < self.now_ms.max(self.settings.end_ms) {
                 return Err(format!(
                     "replica-count-restored: p{pid} short since {short_since_ms} ms, ends at {config:?} with {alive} nodes alive"
                 ));
@@ -467,7 +523,8 @@ impl World {
                 }
             }
         }
-        self.invariants.check_step(replicas.into_iter())
+        self.invariants.check_step(replicas.into_iter())?;
+        self.check_splits()
     }
 
     // ---- network ----
@@ -623,6 +680,9 @@ impl World {
                 if !self.is_current(node, incarnation) {
                     return Ok(());
                 }
+                if early {
+                    self.nodes.get_mut(&node).expect("node").early_beacon = false;
+                }
                 let held = &self.nodes[&node];
                 let beacon = NodeBeacon {
                     node: node_name(node),
@@ -715,6 +775,7 @@ impl World {
                 self.note("meta's store saves again".into());
                 Ok(())
             }
+            Event::Split(step) => self.operator_split(step),
         }
     }
 
@@ -799,11 +860,15 @@ impl World {
                     return Ok(()); // an ack of the previous life's beacon
                 }
                 let again_ms = u64::from(ack.beacon_again_ms);
-                if again_ms > 0 && again_ms < self.replication.beacon_interval_ms {
+                if again_ms > 0
+                    && again_ms < self.replication.beacon_interval_ms
+                    && !held.early_beacon
+                {
                     // As the node's beacon thread does: the next beacon
                     // `again_ms` after this one's send time.
                     let delay = (sent_ms + again_ms).saturating_sub(self.node_now(node));
                     let incarnation = held.incarnation;
+                    self.nodes.get_mut(&node).expect("node").early_beacon = true;
                     self.schedule(
                         self.now_ms + delay,
                         Event::Beacon {
@@ -821,23 +886,31 @@ impl World {
                 }
                 Ok(())
             }
-            Msg::Request { op, gpid, request } => {
+            Msg::Request {
+                op,
+                gpid,
+                partition_count,
+                request,
+            } => {
                 let Addr::Client(client) = from else {
                     return Ok(());
                 };
-                self.client_request(node, client, op, gpid, request)
+                self.client_request(node, client, op, gpid, partition_count, request)
             }
             _ => Ok(()),
         }
     }
 
-    /// A client's request at `node`: to the shard hosting the partition.
+    /// A client's request at `node`: to the shard hosting the partition,
+    /// which checks the route version first, as the node's connection does
+    /// (`STALE_ROUTE`).
     fn client_request(
         &mut self,
         node: NodeId,
         client: usize,
         op: u64,
         gpid: Gpid,
+        partition_count: i32,
         request: Request,
     ) -> Result<(), String> {
         let Some(shard) = self.nodes[&node].registry.shard_of(gpid) else {
@@ -849,6 +922,15 @@ impl World {
             );
             return Ok(());
         };
+        if let Err(error) = self.nodes[&node].hosts[shard].check_route(gpid, partition_count) {
+            let reply = reply_of(Err(error));
+            self.send(
+                Addr::Node(node),
+                Addr::Client(client),
+                Msg::Reply { op, reply },
+            );
+            return Ok(());
+        }
         if request.is_write() {
             return self.with_host(node, shard, |host| {
                 host.client_write(gpid, &request, (client, op))
@@ -1039,8 +1121,9 @@ impl World {
                     decree,
                 } => {
                     if let (Ok(_), Some(decree)) = (&response, decree) {
-                        let pid = self.op_partitions[&op];
+                        let (pid, key_index) = self.op_partitions[&op];
                         self.invariants.on_acked(pid, decree)?;
+                        self.invariants.on_acked_write(pid, key_index, decree)?;
                     }
                     let reply = reply_of(response);
                     self.send(
@@ -1130,8 +1213,13 @@ impl World {
                         self.schedule(at_ms, Event::SupervisorRestart { node, incarnation });
                     }
                 }
+                Effect::SplitInstalled { gpid, decree } => {
+                    self.on_split_installed(node, gpid, decree)?;
+                }
                 Effect::Removed { gpid } => {
                     self.applied.remove(&(node, gpid));
+                    self.replica_counts
+                        .remove(&(node, gpid.partition_index as PartitionId));
                     self.note(format!("{node} removes p{}", gpid.partition_index));
                 }
             }
@@ -1395,6 +1483,7 @@ impl World {
         held.registry = Arc::new(NodeRegistry::new());
         held.syncing = vec![false; held.shards];
         held.restart_scheduled = false;
+        held.early_beacon = false;
         held.backup_jobs.clear();
         let mut lines = Vec::new();
         let mut torn = 0;
@@ -1509,13 +1598,14 @@ impl World {
         );
         Ok(())
     }
+}
 
-    /// The partition of key `key_index`, by its hash.
-    pub(super) fn partition_of(&self, key_index: usize) -> PartitionId {
-        let key = sim_key(key_index);
-        let hash = markab_core::key::partition_hash(&key.hash_key, &key.sort_key);
-        markab_core::key::partition_index(hash, self.settings.partitions)
-    }
+/// The partition of key `key_index` in a table of `count` partitions, by
+/// its hash, as the client library routes it.
+pub(super) fn partition_of(key_index: usize, count: u32) -> PartitionId {
+    let key = sim_key(key_index);
+    let hash = markab_core::key::partition_hash(&key.hash_key, &key.sort_key);
+    markab_core::key::partition_index(hash, count)
 }
 
 /// The partition `pid` of the simulated table.
@@ -1540,6 +1630,8 @@ fn reply_of(response: Response) -> Reply {
         | ErrorCode::NotHosted
         | ErrorCode::StorageError
         | ErrorCode::WrongPartition
+        | ErrorCode::StaleRoute
+        | ErrorCode::Splitting
         | ErrorCode::RequestTooLarge => Reply::Refused(error.to_string()),
         _ => Reply::Done(response),
     }

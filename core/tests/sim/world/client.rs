@@ -1,7 +1,10 @@
-//! The simulated clients: at most one operation outstanding each, sent to
-//! the node they believe is primary (refreshed from meta after a refusal or
-//! a timeout), every operation recorded for the linearizability checker;
-//! and the final reads through each partition's serving primary.
+//! The simulated clients: at most one operation outstanding each, routed
+//! by the partition count they learned from meta (the route version their
+//! requests carry) and sent to the node they believe is primary (both
+//! refreshed from meta after a refusal — `STALE_ROUTE`, `SPLITTING` and
+//! `WRONG_PARTITION` included — or a timeout), every operation recorded
+//! for the linearizability checker; and the final reads through each
+//! partition's serving primary under the final count.
 
 use markab_core::check::{KvInput, KvOutput, Value};
 use markab_core::replication::messages::NodeId;
@@ -13,11 +16,13 @@ use rand::Rng;
 use std::collections::BTreeMap;
 
 use super::super::model::{Addr, Event, Msg, PartitionId, Recorded, Reply};
-use super::{gpid, World};
+use super::{gpid, partition_of, World};
 
 /// A client: at most one operation outstanding.
 pub(super) struct SimClient {
     pub(super) route: BTreeMap<PartitionId, NodeId>,
+    /// The table's partition count as last learned from meta.
+    pub(super) partition_count: u32,
     /// (op id, index in the history).
     pub(super) outstanding: Option<(u64, usize)>,
 }
@@ -32,7 +37,8 @@ impl World {
             return;
         }
         let key_index = self.rng.random_range(0..self.settings.keys);
-        let pid = self.partition_of(key_index);
+        let count = self.clients[client].partition_count;
+        let pid = partition_of(key_index, count);
         let route = match self.clients[client].route.get(&pid) {
             Some(node) => Some(*node),
             None => self.meta.config(pid).primary,
@@ -56,13 +62,14 @@ impl World {
         });
         self.refused.push(false);
         self.clients[client].outstanding = Some((op, index));
-        self.op_partitions.insert(op, pid);
+        self.op_partitions.insert(op, (pid, key_index));
         self.send(
             Addr::Client(client),
             Addr::Node(node),
             Msg::Request {
                 op,
                 gpid: gpid(pid),
+                partition_count: count as i32,
                 request,
             },
         );
@@ -178,6 +185,7 @@ impl World {
         }
         if refresh {
             self.clients[client].route.clear();
+            self.clients[client].partition_count = self.meta.partition_count();
         }
         let think_ms = if refresh {
             self.rng.random_range(10..=30)
@@ -188,12 +196,14 @@ impl World {
     }
 
     /// After the run: every key is read through its partition's serving
-    /// primary, so an acknowledged write that was lost shows up as a
-    /// non-linearizable history.
+    /// primary under the table's final count (a split's children
+    /// included), so an acknowledged write that was lost — across a split
+    /// too — shows up as a non-linearizable history.
     pub(super) fn final_reads(&mut self) -> Result<usize, String> {
         let mut count = 0;
+        let partitions = self.meta.partition_count();
         for key_index in 0..self.settings.keys {
-            let pid = self.partition_of(key_index);
+            let pid = partition_of(key_index, partitions);
             let gpid = gpid(pid);
             let mut serving = Vec::new();
             for node in self.nodes.values().filter(|node| node.alive) {
