@@ -429,3 +429,78 @@ fn shipped_mutations_apply_by_last_write_wins() {
         other => panic!("partition {PARTITIONS} of {PARTITIONS}: {other:?}"),
     }
 }
+
+// Once a table is duplicated, its local writes carry timetags of this
+// cluster's clock (**local-write-newest**): a write shipped from another
+// cluster that is older than a local write loses to it, one that is
+// newer wins. Before the nodes tagged their writes, a local write held
+// no timetag and any shipped write replaced it.
+#[test]
+fn local_writes_of_a_duplicated_table_are_tagged() {
+    let _serial = serial();
+    const PARTITIONS: u32 = 4;
+    let local = cluster(3, 1);
+    let remote = cluster(1, 2);
+    local.create_table(TABLE, PARTITIONS as i32, 3);
+    remote.create_table(TABLE, PARTITIONS as i32, 1);
+    local.wait_full(TABLE, 3);
+    dup(&local, add(TABLE, &remote, TABLE)).expect("dup add");
+    let runtime = common::runtime();
+    let client = runtime
+        .block_on(Client::connect_meta(
+            &local.meta_addresses(),
+            ClientOptions::default(),
+        ))
+        .expect("connect");
+    let table = runtime.block_on(client.open_table(TABLE)).expect("open");
+    let partition_of =
+        |hash_key: &str| partition_index(partition_hash(hash_key.as_bytes(), b"s"), PARTITIONS);
+    let get = |hash_key: &str| {
+        runtime
+            .block_on(table.get(hash_key.as_bytes(), b"s"))
+            .expect("get")
+            .map(|value| String::from_utf8(value).unwrap())
+    };
+    // Writes of another cluster, made a second before each local write
+    // and shipped after it.
+    let mut other = Source::new(3);
+    let mut write_then_ship_older = |hash_key: &str| {
+        let before = now_unix_us() - 1_000_000;
+        runtime
+            .block_on(table.set(hash_key.as_bytes(), b"s", b"local", 0))
+            .expect("set");
+        let older = other.set(hash_key, "shipped", before);
+        runtime
+            .block_on(table.duplicate(partition_of(hash_key), other.request(vec![older])))
+            .expect("duplicate");
+    };
+    // The orders reach every member with its next beacons: once a key of
+    // every partition kept its local value, every key written from then
+    // on keeps it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut tagged = std::collections::BTreeSet::new();
+    let mut probe = 0;
+    while tagged.len() < PARTITIONS as usize {
+        let hash_key = format!("probe-{probe}");
+        write_then_ship_older(&hash_key);
+        if get(&hash_key).as_deref() == Some("local") {
+            tagged.insert(partition_of(&hash_key));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "local writes were never tagged on partitions other than {tagged:?}: an older shipped write still replaces them"
+        );
+        probe += 1;
+    }
+    for key in 0..40 {
+        let hash_key = format!("k{key}");
+        write_then_ship_older(&hash_key);
+        assert_eq!(get(&hash_key).as_deref(), Some("local"), "{hash_key}");
+    }
+    // A newer shipped write still wins over a local one.
+    let newer = other.set("k0", "newer", now_unix_us() + 1_000_000);
+    runtime
+        .block_on(table.duplicate(partition_of("k0"), other.request(vec![newer])))
+        .expect("duplicate");
+    assert_eq!(get("k0").as_deref(), Some("newer"));
+}

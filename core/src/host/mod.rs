@@ -41,8 +41,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use markab_wire::{
-    ErrorCode, Gpid, OpError, PeerRequest, ReplicaAssignment, ReplicaRole, Request, Response,
-    ResponseBody,
+    DupOrder, ErrorCode, Gpid, OpError, PeerRequest, ReplicaAssignment, ReplicaRole, Request,
+    Response, ResponseBody,
 };
 
 use crate::key;
@@ -117,6 +117,12 @@ pub trait HostIo {
     fn now_ms(&self) -> u64;
     /// Seconds of wall-clock time in storage's epoch (TTLs).
     fn now_epoch_s(&self) -> u32;
+    /// Wall-clock time in Unix microseconds: the clock of the timetags of
+    /// a duplicated table's writes (docs/duplication.md). By default the
+    /// start of the second [`HostIo::now_epoch_s`] gives.
+    fn now_unix_us(&self) -> u64 {
+        crate::storage::timetag::unix_us_of_epoch_s(self.now_epoch_s())
+    }
 
     /// Appends a record of `gpid` to the shard's log.
     fn append(
@@ -831,6 +837,20 @@ impl<I: HostIo> ShardHost<I> {
     /// unfence a fenced primary in its epoch, which would then take
     /// writes of moved keys above the fence decree meta already holds
     /// (**split-fence**, **copy-covers-fence**).
+    /// Tags the writes of every replica a duplication order names with
+    /// this cluster's id, and of no other (docs/duplication.md,
+    /// "Timetags"). Every ack repeats the orders of every running or paused
+    /// duplication, so a replica hosted by this ack is tagged by the next;
+    /// an ack without a valid cluster id tags nothing.
+    fn apply_dup_orders(&mut self, orders: &[DupOrder], cluster_id: u8) {
+        let valid = crate::storage::timetag::validate_cluster_id(cluster_id).is_ok();
+        let duplicated: BTreeSet<Gpid> = orders.iter().map(|order| order.gpid).collect();
+        for (gpid, replica) in self.replicas.iter_mut() {
+            let tags = (valid && duplicated.contains(gpid)).then_some(cluster_id);
+            replica.partition.set_timetags(tags);
+        }
+    }
+
     pub fn apply_ack(&mut self, ack: ShardAck) {
         if ack.sent_ms < self.shared.ack_sent_ms {
             return;
@@ -852,6 +872,7 @@ impl<I: HostIo> ShardHost<I> {
         }
         // Fenced before any lease of this ack lets a new primary serve.
         self.apply_split_orders(&ack.splits, &ack.configs);
+        self.apply_dup_orders(&ack.dups, ack.cluster_id);
         let until_ms = match ack.lease_ms {
             // Meta without replication grants no leases: each replica is
             // then its partition's only copy.
@@ -1725,9 +1746,11 @@ fn prepare_client_write<I: HostIo>(
             "the shard's mutation log is full of unsynced writes: the write was not executed; retry",
         ));
     }
-    let (batch, body) = replica
-        .partition
-        .prepare_write(request, shared.io.now_epoch_s())?;
+    let (batch, body) = replica.partition.prepare_tagged_write(
+        request,
+        shared.io.now_epoch_s(),
+        shared.io.now_unix_us(),
+    )?;
     // A failed check writes nothing, but its answer may rest on staged
     // writes: the empty write commits only after all of them.
     let payload = if batch.is_empty() {

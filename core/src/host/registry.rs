@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::RwLock;
 
 use markab_wire::{
-    BackupOrder, BeaconAck, Gpid, HostedReplica, ReplicaAssignment, ReplicaRole, SplitOrder,
-    SplitReport,
+    BackupOrder, BeaconAck, DupOrder, Gpid, HostedReplica, ReplicaAssignment, ReplicaRole,
+    SplitOrder, SplitReport,
 };
 
 use crate::replication::messages::Ballot;
@@ -186,6 +186,11 @@ pub struct ShardAck {
     pub backups: Vec<BackupOrder>,
     /// Split orders for this shard's parent replicas (docs/split.md).
     pub splits: Vec<SplitOrder>,
+    /// Duplication orders for this shard's replicas (docs/duplication.md):
+    /// a replica with one tags its writes.
+    pub dups: Vec<DupOrder>,
+    /// Meta's cluster id, the tag of this cluster's writes.
+    pub cluster_id: u8,
 }
 
 /// Splits `ack` into one part for each of `shards` shards, and records
@@ -206,6 +211,7 @@ pub fn split_ack(
         .map(|_| ShardAck {
             sent_ms,
             lease_ms: ack.lease_ms,
+            cluster_id: ack.cluster_id,
             ..ShardAck::default()
         })
         .collect();
@@ -272,6 +278,11 @@ pub fn split_ack(
     for order in ack.splits {
         if let Some(entry) = hosted.get(&order.gpid) {
             parts[entry.shard].splits.push(order);
+        }
+    }
+    for order in ack.dups {
+        if let Some(entry) = hosted.get(&order.gpid) {
+            parts[entry.shard].dups.push(order);
         }
     }
     parts

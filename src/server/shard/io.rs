@@ -410,6 +410,14 @@ impl HostIo for NodeIo {
         crate::key::now_epoch_s()
     }
 
+    fn now_unix_us(&self) -> u64 {
+        // Before 1970 only on a broken clock: the timetags then fall back
+        // on the held ones plus one (**local-write-newest**).
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_micros() as u64)
+    }
+
     fn append(
         &mut self,
         gpid: Gpid,
