@@ -11,6 +11,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -503,4 +504,366 @@ fn local_writes_of_a_duplicated_table_are_tagged() {
         .block_on(table.duplicate(partition_of("k0"), other.request(vec![newer])))
         .expect("duplicate");
     assert_eq!(get("k0").as_deref(), Some("newer"));
+}
+
+/// Every `dup {id} partition {i}` row of `dup list`, as key=value fields.
+fn partition_rows(cluster: &Cluster) -> Vec<BTreeMap<String, String>> {
+    list(cluster)
+        .into_iter()
+        .filter(|(key, _)| key.contains(" partition "))
+        .map(|(_, text)| {
+            text.split(' ')
+                .filter_map(|field| field.split_once('='))
+                .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Waits (bounded) until every acknowledged write of `acked` reads back
+/// from `table`.
+fn wait_all_arrive(
+    runtime: &tokio::runtime::Runtime,
+    table: &markab::client::Table,
+    acked: &BTreeMap<String, String>,
+    bound: Duration,
+    context: &dyn Fn() -> String,
+) -> Duration {
+    let started = Instant::now();
+    let mut missing: Vec<&String> = acked.keys().collect();
+    while !missing.is_empty() {
+        missing.retain(|hash_key| {
+            let got = runtime
+                .block_on(table.get(hash_key.as_bytes(), b"s"))
+                .ok()
+                .flatten();
+            got.as_deref() != Some(acked[*hash_key].as_bytes())
+        });
+        assert!(
+            started.elapsed() < bound,
+            "{} acknowledged writes never reached the remote cluster within {bound:?}, first {:?}; {}",
+            missing.len(),
+            missing.first(),
+            context()
+        );
+        if !missing.is_empty() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    started.elapsed()
+}
+
+// One-way duplication under a write load: every write acknowledged by
+// cluster A appears in cluster B, and once the writes stop `dup list`
+// shows every partition confirmed up to its committed decree (lag zero),
+// with what was shipped.
+#[test]
+fn one_way_duplication_ships_every_acknowledged_write() {
+    let _serial = serial();
+    const PARTITIONS: i32 = 4;
+    let local = cluster(3, 1);
+    let remote = cluster(1, 2);
+    local.create_table(TABLE, PARTITIONS, 3);
+    remote.create_table(TABLE, PARTITIONS, 1);
+    local.wait_full(TABLE, 3);
+    remote.wait_full(TABLE, 1);
+    dup(&local, add(TABLE, &remote, TABLE)).expect("dup add");
+    // Every primary reported a confirmed decree: shipping runs.
+    common::cluster::wait_for("every partition reports", || {
+        let rows = partition_rows(&local);
+        (rows.len() == PARTITIONS as usize && rows.iter().all(|row| row.contains_key("committed")))
+            .then_some(())
+    });
+    let runtime = common::runtime();
+    let connect = |cluster: &Cluster| {
+        let client = runtime
+            .block_on(Client::connect_meta(
+                &cluster.meta_addresses(),
+                ClientOptions::default(),
+            ))
+            .expect("connect");
+        runtime.block_on(client.open_table(TABLE)).expect("open")
+    };
+    let (source, target) = (connect(&local), connect(&remote));
+    let (load, writers) = common::load::start_load(&runtime, &source, 3, 3_000, "w");
+    std::thread::sleep(Duration::from_secs(3));
+    load.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    runtime.block_on(async {
+        for writer in writers {
+            writer.await.expect("a writer");
+        }
+    });
+    let errors = load.errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "local writes failed: {errors:?}");
+    let acked = load.acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 100,
+        "the load made progress: {}",
+        acked.len()
+    );
+    let took = wait_all_arrive(&runtime, &target, &acked, Duration::from_secs(60), &|| {
+        format!("{:?}", list(&local))
+    });
+    // The lag drops to zero once the writes stopped.
+    let rows = common::cluster::wait_for("the lag drops to zero", || {
+        let rows = partition_rows(&local);
+        rows.iter()
+            .all(|row| {
+                row.get("lag_decrees").map(String::as_str) == Some("0")
+                    && row.get("lag_ms").map(String::as_str) == Some("0")
+            })
+            .then_some(rows)
+    });
+    let shipped: u64 = rows
+        .iter()
+        .map(|row| row["shipped_records"].parse::<u64>().unwrap())
+        .sum();
+    assert!(
+        shipped >= acked.len() as u64,
+        "{shipped} records shipped for {} writes",
+        acked.len()
+    );
+    eprintln!(
+        "one-way: {} acknowledged writes, all in the remote {took:?} after the load stopped; {shipped} records shipped",
+        acked.len()
+    );
+}
+
+/// A duplicated pair: A (3 nodes, cluster id 1) duplicating `TABLE` to B
+/// (`remote_nodes` nodes, cluster id 2), every partition reporting; with
+/// A's and B's table handles and the duplication's id.
+struct Pair {
+    local: Cluster,
+    remote: Cluster,
+    runtime: tokio::runtime::Runtime,
+    source: markab::client::Table,
+    target: markab::client::Table,
+    id: u64,
+}
+
+impl Pair {
+    fn start(options: ClusterOptions) -> Pair {
+        const PARTITIONS: i32 = 4;
+        let local = Cluster::start(ClusterOptions {
+            meta_lines: "cluster_id = 1\n".into(),
+            ..options
+        });
+        let remote = cluster(1, 2);
+        local.create_table(TABLE, PARTITIONS, 3);
+        remote.create_table(TABLE, PARTITIONS, 1);
+        local.wait_full(TABLE, 3);
+        remote.wait_full(TABLE, 1);
+        let added = dup(&local, add(TABLE, &remote, TABLE)).expect("dup add");
+        let id = value_of(&added, "dup_id").parse().unwrap();
+        common::cluster::wait_for("every partition reports", || {
+            let rows = partition_rows(&local);
+            (rows.len() == PARTITIONS as usize
+                && rows.iter().all(|row| row.contains_key("committed")))
+            .then_some(())
+        });
+        let runtime = common::runtime();
+        let open = |cluster: &Cluster| {
+            let client = runtime
+                .block_on(Client::connect_meta(
+                    &cluster.meta_addresses(),
+                    ClientOptions::default(),
+                ))
+                .expect("connect");
+            runtime.block_on(client.open_table(TABLE)).expect("open")
+        };
+        let (source, target) = (open(&local), open(&remote));
+        Pair {
+            local,
+            remote,
+            runtime,
+            source,
+            target,
+            id,
+        }
+    }
+
+    /// Writes `count` keys `<prefix>N` to A one at a time; the acknowledged
+    /// ones.
+    fn write(&self, prefix: &str, count: usize) -> BTreeMap<String, String> {
+        let mut acked = BTreeMap::new();
+        self.runtime.block_on(async {
+            for n in 0..count {
+                let (hash_key, value) = (format!("{prefix}{n}"), format!("value-{n}"));
+                if self
+                    .source
+                    .set(hash_key.as_bytes(), b"s", value.as_bytes(), 0)
+                    .await
+                    .is_ok()
+                {
+                    acked.insert(hash_key, value);
+                }
+            }
+        });
+        acked
+    }
+}
+
+// A duplication under a write load survives the SIGKILL of a node of A
+// that holds primaries (their new primaries resume from the confirmed
+// decree) and a stop of cluster B's node for ten seconds (A keeps
+// accepting writes, then catches up): every write A acknowledged reaches
+// B.
+#[test]
+fn duplication_survives_a_killed_primary_and_a_stopped_remote() {
+    let _serial = serial();
+    let mut pair = Pair::start(ClusterOptions::default());
+    let (load, writers) = common::load::start_load(&pair.runtime, &pair.source, 3, 200_000, "w");
+    std::thread::sleep(Duration::from_secs(2));
+    pair.local.kill_node(0);
+    std::thread::sleep(Duration::from_secs(4));
+    pair.remote.stop_node(0);
+    let stopped = load.acked.lock().unwrap().len();
+    std::thread::sleep(Duration::from_secs(10));
+    let during = load.acked.lock().unwrap().len() - stopped;
+    assert!(
+        during >= 50,
+        "A kept accepting writes while B was stopped: {during} ({} acknowledged, errors {:?})",
+        load.acked.lock().unwrap().len(),
+        load.errors.lock().unwrap().last()
+    );
+    pair.remote.start_node(0);
+    pair.remote.wait_full(TABLE, 1);
+    std::thread::sleep(Duration::from_secs(1));
+    load.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    pair.runtime.block_on(async {
+        for writer in writers {
+            writer.await.expect("a writer");
+        }
+    });
+    let acked = load.acked.lock().unwrap().clone();
+    let took = wait_all_arrive(
+        &pair.runtime,
+        &pair.target,
+        &acked,
+        Duration::from_secs(90),
+        &|| format!("{:?}", list(&pair.local)),
+    );
+    eprintln!(
+        "faults: {} acknowledged writes ({during} while B was stopped, {} failed at the kill), all in B {took:?} after the load stopped",
+        acked.len(),
+        load.errors.lock().unwrap().len()
+    );
+    pair.local.start_node(0);
+}
+
+// Pause stops shipping (writes made meanwhile stay away from B), start
+// resumes it from the confirmed decree (they arrive), and remove ends it
+// (later writes never arrive).
+#[test]
+fn pause_start_and_remove_while_shipping() {
+    let _serial = serial();
+    let pair = Pair::start(ClusterOptions::default());
+    let before = pair.write("before-", 50);
+    wait_all_arrive(
+        &pair.runtime,
+        &pair.target,
+        &before,
+        Duration::from_secs(30),
+        &|| format!("{:?}", list(&pair.local)),
+    );
+    dup(&pair.local, DupRequest::Pause { id: pair.id }).expect("pause");
+    // The orders reach the primaries with their next beacons.
+    std::thread::sleep(Duration::from_secs(1));
+    let paused = pair.write("paused-", 50);
+    std::thread::sleep(Duration::from_secs(2));
+    let arrived = paused
+        .keys()
+        .filter(|hash_key| {
+            pair.runtime
+                .block_on(pair.target.get(hash_key.as_bytes(), b"s"))
+                .unwrap()
+                .is_some()
+        })
+        .count();
+    assert_eq!(arrived, 0, "writes made while paused were shipped");
+    dup(&pair.local, DupRequest::Start { id: pair.id }).expect("start");
+    wait_all_arrive(
+        &pair.runtime,
+        &pair.target,
+        &paused,
+        Duration::from_secs(30),
+        &|| format!("{:?}", list(&pair.local)),
+    );
+    dup(&pair.local, DupRequest::Remove { id: pair.id }).expect("remove");
+    std::thread::sleep(Duration::from_secs(1));
+    let after = pair.write("after-", 50);
+    std::thread::sleep(Duration::from_secs(2));
+    for hash_key in after.keys() {
+        assert_eq!(
+            pair.runtime
+                .block_on(pair.target.get(hash_key.as_bytes(), b"s"))
+                .unwrap(),
+            None,
+            "{hash_key} was shipped after the duplication was removed"
+        );
+    }
+}
+
+// With B stopped and a small retention bound, A's log does not grow past
+// the bound for the duplication's sake: the duplication is marked failed
+// with a message that says how to recover.
+#[test]
+fn retention_bound_fails_the_duplication_instead_of_filling_the_disk() {
+    let _serial = serial();
+    const BOUND: u64 = 4 * 1024 * 1024;
+    let mut pair = Pair::start(ClusterOptions {
+        tuning: format!(
+            "log_segment_bytes = 1048576\nlog_bytes_max = {BOUND}\ndup_log_retain_bytes_max = {BOUND}\n"
+        ),
+        ..ClusterOptions::default()
+    });
+    pair.remote.stop_node(0);
+    let value = vec![b'x'; 8 * 1024];
+    let status = |pair: &Pair| status_of(&pair.local, &pair.id.to_string());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut n = 0u64;
+    while status(&pair) != "failed" {
+        pair.runtime.block_on(async {
+            for _ in 0..200 {
+                n += 1;
+                let _ = pair
+                    .source
+                    .set(format!("big-{n}").as_bytes(), b"s", &value, 0)
+                    .await;
+            }
+        });
+        assert!(
+            Instant::now() < deadline,
+            "the duplication never failed; {n} writes of 8 KiB made"
+        );
+    }
+    let pairs = list(&pair.local);
+    let summary = value_of(&pairs, &format!("dup {}", pair.id));
+    assert!(
+        summary.contains("dup_log_retain_bytes_max") && summary.contains("restore"),
+        "{summary}"
+    );
+    // Failed, it pins nothing: the logs go back under their bound.
+    common::cluster::wait_for("the logs shrink below twice the bound", || {
+        let total: u64 = (0..3)
+            .map(|node| dir_bytes(&pair.local.node_data_dir(node).join("log")))
+            .max()
+            .unwrap();
+        (total < 3 * BOUND * 2).then_some(())
+    });
+    pair.remote.start_node(0);
+}
+
+fn dir_bytes(path: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

@@ -252,6 +252,11 @@ numeric_keys! {
     /// failure), in bytes per second, so a copy does not starve the shard's clients or
     /// the disk (default 64 MiB; range 64 KiB..=4 GiB).
     copy_bytes_per_second: u64 = 64 * MIB, 64 * KIB, 4 * GIB;
+    /// Log size up to which a duplication keeps the log from its confirmed decree while
+    /// the remote cluster lags, in bytes; past it the duplication fails (an operator
+    /// restores the remote table and adds it again) rather than fill the disk (default
+    /// 16 GiB; range 4 MiB..=1 TiB).
+    dup_log_retain_bytes_max: u64 = 16 * GIB, 4 * MIB, TIB;
 }
 
 // Every range must fit the field types on the 64-bit targets Markab supports.

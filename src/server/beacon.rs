@@ -254,7 +254,11 @@ fn beacon_loop(
                 .map(|jobs| jobs.reports())
                 .unwrap_or_default(),
             splits: layout.registry.split_reports(),
-            dups: Vec::new(),
+            dups: layout
+                .dup_shipper
+                .get()
+                .map(|shipper| shipper.reports())
+                .unwrap_or_default(),
         };
         // The lease counts from the beacon's send time.
         let sent_ms = monotonic_ms();

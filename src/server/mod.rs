@@ -10,6 +10,7 @@
 pub mod beacon;
 pub mod connection;
 pub mod cursors;
+pub mod dup;
 pub mod peer;
 pub mod shard;
 
@@ -204,6 +205,8 @@ pub fn run_node(config: NodeConfig) -> anyhow::Result<()> {
             )
             .context("cannot start the backup worker")?;
             let _ = layout.backup_jobs.set(jobs);
+            let shipper = dup::DupShipper::start().context("cannot start the dup shipper")?;
+            let _ = layout.dup_shipper.set(shipper);
         }
         beacon::start(
             layout,
@@ -400,6 +403,15 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
         }
     })
     .detach();
+    // Shipping work for duplications goes to the node's shipper thread;
+    // this only gathers it, in the background queue.
+    let shipping = server.clone();
+    spawn_background(background, async move {
+        while !shipping.stop.is_stopped() {
+            glommio::timer::sleep(dup::SHIP_INTERVAL).await;
+            shipping.state.offer_dup_work();
+        }
+    });
     if let Some(mut acks) = acks {
         let applier = server.clone();
         glommio::spawn_local(async move {

@@ -82,6 +82,8 @@ pub struct NodeLayout {
     pub shard_ticked_ms: Vec<AtomicU64>,
     /// Cluster mode: the node's partition backups, once started.
     pub backup_jobs: std::sync::OnceLock<Arc<crate::backup::node::BackupJobs>>,
+    /// Cluster mode: the node's shipper of duplicated tables, once started.
+    pub dup_shipper: std::sync::OnceLock<Arc<crate::server::dup::DupShipper>>,
 }
 
 impl NodeLayout {
@@ -95,6 +97,7 @@ impl NodeLayout {
             shards_ready: AtomicUsize::new(0),
             shard_ticked_ms,
             backup_jobs: std::sync::OnceLock::new(),
+            dup_shipper: std::sync::OnceLock::new(),
         }
     }
 
@@ -210,6 +213,9 @@ pub struct ShardState {
     /// The pace of the shard's copies to learners (tuning
     /// `copy_bytes_per_second`).
     copy_bytes_per_second: u64,
+    /// Log size past which a duplication pins it no more and fails
+    /// (tuning `dup_log_retain_bytes_max`).
+    dup_retain_bytes_max: u64,
 }
 
 /// The directory of shard `shard`'s mutation log.
@@ -371,6 +377,7 @@ impl ShardState {
             )),
             wakes,
             copy_bytes_per_second: tuning.copy_bytes_per_second,
+            dup_retain_bytes_max: tuning.dup_log_retain_bytes_max,
         })
     }
 
@@ -588,6 +595,41 @@ impl ShardState {
         Ok(removed)
     }
 
+    /// Hands the shipper what this shard's primaries of duplicated
+    /// partitions must ship (docs/duplication.md, "Shipping").
+    pub fn offer_dup_work(&self) {
+        let Some(shipper) = self.layout.dup_shipper.get() else {
+            return;
+        };
+        let (shipping, cluster_id) = self.host.borrow().dup_shipping();
+        if shipping.is_empty() {
+            return;
+        }
+        let segments = self.log.segments();
+        for (order, committed) in shipping {
+            let stream = (order.gpid.app_id, order.gpid.partition_index);
+            let after = order
+                .confirmed_decree
+                .max(shipper.confirmed(order.dup_id, order.gpid));
+            let segments = segments
+                .iter()
+                .filter(|segment| {
+                    segment
+                        .decree_max
+                        .get(&stream)
+                        .is_some_and(|decree_max| *decree_max > after)
+                })
+                .cloned()
+                .collect();
+            shipper.offer(crate::server::dup::ShipWork {
+                order,
+                committed: committed as i64,
+                cluster_id,
+                segments,
+            });
+        }
+    }
+
     fn remove_flushed_segments(&self) -> Result<usize, OpError> {
         let mut flushed = HashMap::new();
         {
@@ -604,6 +646,42 @@ impl ShardState {
                 if let Some(flushed) = flushed.get_mut(&(gpid.app_id, gpid.partition_index)) {
                     *flushed = (*flushed).min(decree as i64);
                 }
+            }
+            // A duplication ships from its confirmed decree on: keep it
+            // (**dup-log-retained**), up to the retention bound, past which
+            // the duplication fails and pins nothing more.
+            let over_bound = self.log.total_bytes() > self.dup_retain_bytes_max;
+            for order in host.dup_orders() {
+                let stream = (order.gpid.app_id, order.gpid.partition_index);
+                let confirmed = match self.layout.dup_shipper.get() {
+                    Some(shipper) => order
+                        .confirmed_decree
+                        .max(shipper.confirmed(order.dup_id, order.gpid)),
+                    None => order.confirmed_decree,
+                };
+                if confirmed < 0 {
+                    continue;
+                }
+                let Some(flushed) = flushed.get_mut(&stream) else {
+                    continue;
+                };
+                if confirmed >= *flushed {
+                    continue;
+                }
+                if over_bound {
+                    if let Some(shipper) = self.layout.dup_shipper.get() {
+                        shipper.fail(
+                            order.dup_id,
+                            order.gpid,
+                            format!(
+                                "the mutation log of shard {} outgrew dup_log_retain_bytes_max ({} bytes) while partition {}.{} waited for the remote cluster at decree {confirmed}: remove the duplication, restore the remote table from a backup of this one, and add it again",
+                                self.shard, self.dup_retain_bytes_max, order.gpid.app_id, order.gpid.partition_index
+                            ),
+                        );
+                    }
+                    continue;
+                }
+                *flushed = confirmed;
             }
         }
         // A segment stays while any hosted replica has not flushed past it;

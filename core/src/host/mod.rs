@@ -421,6 +421,10 @@ struct Shared<I: HostIo> {
     /// When the beacon of the newest ack taken was sent (node clock): an
     /// older ack is stale (**acks-in-order**).
     ack_sent_ms: u64,
+    /// The duplication orders of this shard's replicas in the newest ack,
+    /// and meta's cluster id (docs/duplication.md).
+    dup_orders: Vec<DupOrder>,
+    cluster_id: u8,
 }
 
 impl<I: HostIo> Shared<I> {
@@ -543,6 +547,8 @@ impl<I: HostIo> ShardHost<I> {
                 replaying: BTreeMap::new(),
                 refused: BTreeMap::new(),
                 ack_sent_ms: 0,
+                dup_orders: Vec::new(),
+                cluster_id: 0,
             },
             replicas: BTreeMap::new(),
         }
@@ -849,6 +855,34 @@ impl<I: HostIo> ShardHost<I> {
             let tags = (valid && duplicated.contains(gpid)).then_some(cluster_id);
             replica.partition.set_timetags(tags);
         }
+        self.shared.dup_orders = if valid { orders.to_vec() } else { Vec::new() };
+        self.shared.cluster_id = cluster_id;
+    }
+
+    /// What the primaries of this shard ship (docs/duplication.md): each
+    /// duplication order of a replica that is its partition's serving
+    /// primary, with the partition's committed decree; and meta's cluster
+    /// id. Every order, whatever the role, is in [`ShardHost::dup_orders`]
+    /// (members keep their logs from its confirmed decree).
+    pub fn dup_shipping(&self) -> (Vec<(DupOrder, Decree)>, u8) {
+        let now_ms = self.shared.io.now_ms();
+        let shipping = self
+            .shared
+            .dup_orders
+            .iter()
+            .filter_map(|order| {
+                let replica = self.replicas.get(&order.gpid)?;
+                let core = replica.core();
+                (core.role() == Role::Primary && !replica.is_failed() && core.is_serving(now_ms))
+                    .then(|| (order.clone(), core.last_committed()))
+            })
+            .collect();
+        (shipping, self.shared.cluster_id)
+    }
+
+    /// The duplication orders of this shard's replicas in the newest ack.
+    pub fn dup_orders(&self) -> &[DupOrder] {
+        &self.shared.dup_orders
     }
 
     pub fn apply_ack(&mut self, ack: ShardAck) {
