@@ -296,7 +296,21 @@ pub struct MetaMetrics {
     moves_in_progress: IntGauge,
     backups: IntGaugeVec,
     backup_policies: IntGauge,
+    dups: IntGaugeVec,
+    /// Per duplicated partition (labels dup_id, table, partition).
+    dup_partition: [IntGaugeVec; 6],
 }
+
+/// The per-partition duplication gauges, in the order of
+/// `MetaMetrics::dup_partition`.
+const DUP_PARTITION_GAUGES: [(&str, &str); 6] = [
+    ("dup_confirmed_decree", "The last decree the remote cluster confirmed, per duplicated partition (-1: none yet)."),
+    ("dup_lag_decrees", "Committed decrees not yet confirmed by the remote cluster, per duplicated partition."),
+    ("dup_lag_ms", "How long the confirmed decree has been behind the committed one, in ms, per duplicated partition."),
+    ("dup_shipped_records", "Records the partition's primary shipped since it became primary."),
+    ("dup_shipped_bytes", "Payload bytes the partition's primary shipped since it became primary."),
+    ("dup_errors", "Failed shipping attempts of the partition's primary since it became primary."),
+];
 
 /// The process's meta metrics, created on first use.
 pub fn meta_metrics() -> &'static MetaMetrics {
@@ -361,6 +375,13 @@ pub fn meta_metrics() -> &'static MetaMetrics {
             "backup_policies",
             "Backup policies, enabled or not.",
         ));
+        let dups = gauge(
+            "dups",
+            "Duplications to other clusters, by status (running, paused, failed).",
+            &["status"],
+        );
+        let dup_partition = DUP_PARTITION_GAUGES
+            .map(|(name, help)| gauge(name, help, &["dup_id", "table", "partition"]));
         must(registry.register(Box::new(backup_policies.clone())));
         let moves = must(IntCounterVec::new(
             Opts::new(
@@ -395,6 +416,8 @@ pub fn meta_metrics() -> &'static MetaMetrics {
             moves_in_progress,
             backups,
             backup_policies,
+            dups,
+            dup_partition,
         }
     })
 }
@@ -500,6 +523,43 @@ impl MetaMetrics {
             self.backups.with_label_values(&[status]).set(count as i64);
         }
         self.backup_policies.set(data.backup_policies.len() as i64);
+        self.observe_dups(state);
+    }
+
+    /// The duplication gauges, from what meta holds and heard.
+    fn observe_dups(&self, state: &crate::meta::state::MetaState) {
+        for status in ["running", "paused", "failed"] {
+            let count = state
+                .data()
+                .dups
+                .values()
+                .filter(|dup| dup.status.name() == status)
+                .count();
+            self.dups.with_label_values(&[status]).set(count as i64);
+        }
+        for gauge in &self.dup_partition {
+            gauge.reset();
+        }
+        for progress in state.dup_progress() {
+            let labels = [
+                progress.dup_id.to_string(),
+                progress.table.clone(),
+                progress.partition_index.to_string(),
+            ];
+            let labels = [labels[0].as_str(), labels[1].as_str(), labels[2].as_str()];
+            let report = progress.report.unwrap_or_default();
+            let values = [
+                progress.confirmed,
+                (report.committed_decree - progress.confirmed.max(0)).max(0),
+                report.lag_ms as i64,
+                report.shipped_records as i64,
+                report.shipped_bytes as i64,
+                report.errors as i64,
+            ];
+            for (gauge, value) in self.dup_partition.iter().zip(values) {
+                gauge.with_label_values(&labels).set(value);
+            }
+        }
     }
 }
 

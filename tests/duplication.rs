@@ -561,13 +561,23 @@ fn wait_all_arrive(
 fn one_way_duplication_ships_every_acknowledged_write() {
     let _serial = serial();
     const PARTITIONS: i32 = 4;
-    let local = cluster(3, 1);
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_address = format!("127.0.0.1:{metrics_port}");
+    let local = Cluster::start(ClusterOptions {
+        meta_lines: format!("cluster_id = 1\nmetrics_listen = {metrics_address:?}\n"),
+        ..ClusterOptions::default()
+    });
     let remote = cluster(1, 2);
     local.create_table(TABLE, PARTITIONS, 3);
     remote.create_table(TABLE, PARTITIONS, 1);
     local.wait_full(TABLE, 3);
     remote.wait_full(TABLE, 1);
-    dup(&local, add(TABLE, &remote, TABLE)).expect("dup add");
+    let added = dup(&local, add(TABLE, &remote, TABLE)).expect("dup add");
+    let id = value_of(&added, "dup_id").to_owned();
     // Every primary reported a confirmed decree: shipping runs.
     common::cluster::wait_for("every partition reports", || {
         let rows = partition_rows(&local);
@@ -623,6 +633,34 @@ fn one_way_duplication_ships_every_acknowledged_write() {
         "{shipped} records shipped for {} writes",
         acked.len()
     );
+    // Meta's /metrics shows the same (refreshed once a second).
+    common::cluster::wait_for("meta's metrics show the shipping", || {
+        let text = common::scrape(&metrics_address);
+        let shipped_metric: f64 = (0..PARTITIONS)
+            .map(|partition| {
+                common::sample(
+                    &text,
+                    &format!(
+                        "markab_meta_dup_shipped_records{{dup_id=\"{id}\",partition=\"{partition}\",table=\"{TABLE}\"}}"
+                    ),
+                )
+            })
+            .sum();
+        let lag: f64 = (0..PARTITIONS)
+            .map(|partition| {
+                common::sample(
+                    &text,
+                    &format!(
+                        "markab_meta_dup_lag_decrees{{dup_id=\"{id}\",partition=\"{partition}\",table=\"{TABLE}\"}}"
+                    ),
+                )
+            })
+            .sum();
+        (shipped_metric >= acked.len() as f64
+            && lag == 0.0
+            && common::sample(&text, "markab_meta_dups{status=\"running\"}") == 1.0)
+            .then_some(())
+    });
     eprintln!(
         "one-way: {} acknowledged writes, all in the remote {took:?} after the load stopped; {shipped} records shipped",
         acked.len()
@@ -866,4 +904,100 @@ fn dir_bytes(path: &std::path::Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+// Master-master: A duplicates to B and B to A; both take conflicting
+// writes to the same keys at once. Once both are idle, every key holds
+// the same value in both clusters (last-write-wins on timetags, ties to
+// the larger cluster id), one of the values written, and nothing loops:
+// each cluster ships only its own writes.
+#[test]
+fn two_clusters_duplicating_to_each_other_converge() {
+    let _serial = serial();
+    const PARTITIONS: i32 = 4;
+    const KEYS: usize = 60;
+    const ROUNDS: usize = 8;
+    let a = cluster(3, 1);
+    let b = cluster(1, 2);
+    a.create_table(TABLE, PARTITIONS, 3);
+    b.create_table(TABLE, PARTITIONS, 1);
+    a.wait_full(TABLE, 3);
+    b.wait_full(TABLE, 1);
+    dup(&a, add(TABLE, &b, TABLE)).expect("dup add A -> B");
+    dup(&b, add(TABLE, &a, TABLE)).expect("dup add B -> A");
+    for cluster in [&a, &b] {
+        common::cluster::wait_for("every partition reports", || {
+            let rows = partition_rows(cluster);
+            (rows.len() == PARTITIONS as usize
+                && rows.iter().all(|row| row.contains_key("committed")))
+            .then_some(())
+        });
+    }
+    let runtime = common::runtime();
+    let open = |cluster: &Cluster| {
+        let client = runtime
+            .block_on(Client::connect_meta(
+                &cluster.meta_addresses(),
+                ClientOptions::default(),
+            ))
+            .expect("connect");
+        runtime.block_on(client.open_table(TABLE)).expect("open")
+    };
+    let (table_a, table_b) = (open(&a), open(&b));
+    // Both clusters write every key in every round, at once.
+    runtime.block_on(async {
+        for round in 0..ROUNDS {
+            let writes = (0..KEYS).flat_map(|key| {
+                [("A", &table_a), ("B", &table_b)].map(|(side, table)| async move {
+                    let hash_key = format!("k{key}");
+                    table
+                        .set(
+                            hash_key.as_bytes(),
+                            b"s",
+                            format!("{side}-{round}").as_bytes(),
+                            0,
+                        )
+                        .await
+                        .expect("set")
+                })
+            });
+            futures::future::join_all(writes).await;
+        }
+    });
+    // Converged: both lags at zero and every key equal on both sides.
+    let read_all = |table: &markab::client::Table| -> Vec<Option<String>> {
+        (0..KEYS)
+            .map(|key| {
+                runtime
+                    .block_on(table.get(format!("k{key}").as_bytes(), b"s"))
+                    .expect("get")
+                    .map(|value| String::from_utf8(value).unwrap())
+            })
+            .collect()
+    };
+    let values = common::cluster::wait_for("both clusters converge", || {
+        let idle = [&a, &b].iter().all(|cluster| {
+            partition_rows(cluster)
+                .iter()
+                .all(|row| row.get("lag_decrees").map(String::as_str) == Some("0"))
+        });
+        let (in_a, in_b) = (read_all(&table_a), read_all(&table_b));
+        (idle && in_a == in_b).then_some(in_a)
+    });
+    let last_round = format!("-{}", ROUNDS - 1);
+    for (key, value) in values.iter().enumerate() {
+        let value = value.as_deref().unwrap_or_else(|| panic!("k{key} is gone"));
+        assert!(
+            value == format!("A{last_round}") || value == format!("B{last_round}"),
+            "k{key} holds {value:?}, not a write of the last round"
+        );
+    }
+    let from_a = values
+        .iter()
+        .filter(|value| value.as_deref().is_some_and(|v| v.starts_with('A')))
+        .count();
+    eprintln!(
+        "master-master: {KEYS} keys converged, {from_a} to A's write and {} to B's",
+        KEYS - from_a
+    );
 }

@@ -553,6 +553,44 @@ impl MetaState {
 
 /// The confirmed decree of partition `index` of `dup`: the highest stored
 /// or heard, [`DUP_DECREE_NONE`] when there is none.
+/// One duplicated partition as meta knows it, for metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DupPartitionProgress {
+    pub dup_id: u64,
+    pub table: String,
+    pub status: DupStatus,
+    pub partition_index: i32,
+    /// The highest confirmed decree heard or stored (-1: none).
+    pub confirmed: i64,
+    /// The latest report of the partition's primary since meta started.
+    pub report: Option<DupReport>,
+}
+
+impl MetaState {
+    /// Every partition of every duplication, with its confirmed decree and
+    /// its primary's latest report.
+    pub fn dup_progress(&self) -> Vec<DupPartitionProgress> {
+        let mut all = Vec::new();
+        for (id, dup) in &self.data.dups {
+            let stored = self.data.tables.get(&dup.app_id);
+            let heard = self.dup_progress.dups.get(id);
+            for index in 0..stored.map_or(0, |table| table.partition_count.max(0)) {
+                all.push(DupPartitionProgress {
+                    dup_id: *id,
+                    table: stored.map_or_else(String::new, |table| table.name.clone()),
+                    status: dup.status,
+                    partition_index: index,
+                    confirmed: confirmed_of(dup, heard, index),
+                    report: heard
+                        .and_then(|heard| heard.reports.get(&index))
+                        .map(|(_, report)| report.clone()),
+                });
+            }
+        }
+        all
+    }
+}
+
 fn confirmed_of(dup: &StoredDup, heard: Option<&DupHeard>, index: i32) -> i64 {
     let stored = dup.confirmed.get(&index).copied();
     let heard = heard.and_then(|heard| heard.confirmed.get(&index).copied());

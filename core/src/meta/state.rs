@@ -2155,8 +2155,8 @@ mod restores;
 #[path = "splits.rs"]
 mod splits;
 pub use dups::{
-    DupStatus, RemoteFacts, StoredDup, DUPS_MAX, DUP_CONFIRM_PERSIST_MS, DUP_DECREE_NONE,
-    DUP_REMOTE_METAS_MAX,
+    DupPartitionProgress, DupStatus, RemoteFacts, StoredDup, DUPS_MAX, DUP_CONFIRM_PERSIST_MS,
+    DUP_DECREE_NONE, DUP_REMOTE_METAS_MAX,
 };
 pub use splits::{TableSplit, SPLIT_BEACON_MS};
 
