@@ -10,6 +10,7 @@ pub mod chaos;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod dup_lag;
 pub mod failover;
 pub mod meta;
 pub mod metrics;

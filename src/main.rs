@@ -48,6 +48,10 @@ enum Command {
     /// of the node hosting the most primaries, time until every affected
     /// partition accepts writes again (median and worst over the kills).
     FailoverBench(markab::failover::FailoverArgs),
+    /// Measure a duplication's lag: probe writes to the source cluster,
+    /// each timed from its acknowledgement until the remote cluster shows
+    /// it (p50, p99, max).
+    DupLag(markab::dup_lag::DupLagArgs),
     /// Fault injection on a real local cluster: meta and N
     /// nodes as processes, clients recording a history, a seeded nemesis
     /// (kills, stops, partitions, clock steps, full and slow disks,
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => markab::bench::run(args),
         Command::Chaos(args) => markab::chaos::run(args),
         Command::FailoverBench(args) => markab::failover::run(args).map(|()| ExitCode::SUCCESS),
+        Command::DupLag(args) => markab::dup_lag::run(args),
         Command::RedisProxy(args) => markab::redis_proxy::run(args),
         Command::Topology { shards } => topology(&shards),
         Command::LogDump { path } => log_dump(&path),
