@@ -31,6 +31,7 @@
 //! *committed* (the core's commit point), *applied* (what storage holds),
 //! *logged* (in the log, durable or not).
 
+pub mod dup;
 pub mod peer_wire;
 pub mod record;
 pub mod registry;
