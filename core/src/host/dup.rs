@@ -307,6 +307,23 @@ impl DupShipping {
         entry.message = message;
     }
 
+    /// The decree every member's log keeps records above for `order`
+    /// (**dup-log-retained**): the confirmed decree, meta's or this
+    /// node's; `None` once the duplication failed here (it pins nothing
+    /// more). A new duplication (-1 in both) keeps the whole log: its
+    /// primary starts at a committed decree meta has not heard yet, and a
+    /// member that truncated above it before meta heard it would lack
+    /// what it must ship should it become primary.
+    pub fn log_retained_from(&self, order: &DupOrder) -> Option<Decree> {
+        if self.is_failed(order.dup_id, order.gpid) {
+            return None;
+        }
+        let confirmed = order
+            .confirmed_decree
+            .max(self.confirmed(order.dup_id, order.gpid));
+        Some(confirmed.max(0) as Decree)
+    }
+
     /// Whether the duplication of `gpid` failed here.
     pub fn is_failed(&self, dup_id: u64, gpid: Gpid) -> bool {
         self.progress
@@ -512,6 +529,22 @@ mod tests {
         assert!(report.failed);
         assert!(report.message.contains("no longer holds decree 6"));
         assert_eq!(shipping.plan(&order(5), 9, 2), None, "failed");
+    }
+
+    #[test]
+    fn the_log_is_kept_from_the_confirmed_decree_and_wholly_before_one_is_known() {
+        let mut shipping = DupShipping::default();
+        // A member that heard of no confirmed decree yet keeps everything.
+        assert_eq!(shipping.log_retained_from(&order(-1)), Some(0));
+        assert_eq!(shipping.log_retained_from(&order(6)), Some(6));
+        let plan = shipping.plan(&order(6), 9, 0).expect("behind");
+        let batch = shipping
+            .batch(&plan, Ok(Some(local(7..=9))), 1, 0)
+            .expect("to send");
+        shipping.acked(&batch, 1);
+        assert_eq!(shipping.log_retained_from(&order(6)), Some(9));
+        shipping.fail(7, gpid(), "retention".into(), 2);
+        assert_eq!(shipping.log_retained_from(&order(6)), None);
     }
 
     #[test]
