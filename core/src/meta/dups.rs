@@ -431,7 +431,11 @@ impl MetaState {
                 continue;
             };
             for (index, partition) in table.partitions.iter().enumerate() {
-                if partition.primary.node != node && !partition.has_secondary(node) {
+                // Learners too: they keep their logs and could be primary.
+                if partition.primary.node != node
+                    && !partition.has_secondary(node)
+                    && !partition.has_learner(node)
+                {
                     continue;
                 }
                 orders.push(DupOrder {

@@ -355,6 +355,31 @@ fn duplication_and_split_exclude_each_other() {
     apply(&mut state, &split("t"), T0_MS + 7).unwrap();
 }
 
+// A learner gets orders too: it keeps its log from the confirmed decree
+// and tags its writes before it is promoted, and could become primary
+// (**dup-log-retained**; the simulator found a learner that truncated its
+// log without orders, became primary and failed the duplication).
+#[test]
+fn learners_get_orders_too() {
+    let mut state = cluster();
+    let id = add(&mut state, &add_request("t"), REMOTE, T0_MS).unwrap();
+    let mut next = state.data().clone();
+    next.version += 1;
+    let partition = &mut next.tables.get_mut(&1).unwrap().partitions[0];
+    let learner = partition.secondaries.remove(0);
+    partition.learners.push(learner.clone());
+    partition.ballot += 1;
+    state.commit(next);
+    let index = (0..3).find(|index| node(*index) == learner.node).unwrap();
+    let orders = ack(&mut state, index, Vec::new(), T0_MS + 10).dups;
+    assert!(
+        orders
+            .iter()
+            .any(|order| order.dup_id == id && order.gpid == gpid(0)),
+        "{orders:?}"
+    );
+}
+
 // Only the partition's primary is heard; its first report is persisted at
 // once and its confirmed decree goes into every member's order; a lower
 // one later never lowers it (**dup-confirmed-monotone**).
