@@ -308,20 +308,18 @@ impl DupShipping {
     }
 
     /// The decree every member's log keeps records above for `order`
-    /// (**dup-log-retained**): the confirmed decree, meta's or this
-    /// node's; `None` once the duplication failed here (it pins nothing
-    /// more). A new duplication (-1 in both) keeps the whole log: its
-    /// primary starts at a committed decree meta has not heard yet, and a
-    /// member that truncated above it before meta heard it would lack
-    /// what it must ship should it become primary.
+    /// (**dup-log-retained**): the confirmed decree meta persisted (the
+    /// order's), never this node's own — that one is lost when the node
+    /// restarts, and the node then resumes from meta's; `None` once the
+    /// duplication failed here (it pins nothing more). A new duplication
+    /// (-1) keeps the whole log: its primary starts at a committed decree
+    /// meta has not persisted yet, and a member that truncated above it
+    /// would lack what it must ship should it become primary.
     pub fn log_retained_from(&self, order: &DupOrder) -> Option<Decree> {
         if self.is_failed(order.dup_id, order.gpid) {
             return None;
         }
-        let confirmed = order
-            .confirmed_decree
-            .max(self.confirmed(order.dup_id, order.gpid));
-        Some(confirmed.max(0) as Decree)
+        Some(order.confirmed_decree.max(0) as Decree)
     }
 
     /// Whether the duplication of `gpid` failed here.
@@ -532,7 +530,7 @@ mod tests {
     }
 
     #[test]
-    fn the_log_is_kept_from_the_confirmed_decree_and_wholly_before_one_is_known() {
+    fn the_log_is_kept_from_metas_confirmed_decree_and_wholly_before_one() {
         let mut shipping = DupShipping::default();
         // A member that heard of no confirmed decree yet keeps everything.
         assert_eq!(shipping.log_retained_from(&order(-1)), Some(0));
@@ -542,7 +540,9 @@ mod tests {
             .batch(&plan, Ok(Some(local(7..=9))), 1, 0)
             .expect("to send");
         shipping.acked(&batch, 1);
-        assert_eq!(shipping.log_retained_from(&order(6)), Some(9));
+        // Its own confirmed decree is lost in a restart: meta's rules.
+        assert_eq!(shipping.confirmed(7, gpid()), 9);
+        assert_eq!(shipping.log_retained_from(&order(6)), Some(6));
         shipping.fail(7, gpid(), "retention".into(), 2);
         assert_eq!(shipping.log_retained_from(&order(6)), None);
     }
