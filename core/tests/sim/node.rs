@@ -561,4 +561,7 @@ pub struct SimNode {
     pub backup_jobs: BTreeMap<(u64, Gpid), BackupReport>,
     /// Its duplication shipping (volatile, like a real node's shipper).
     pub shipping: DupShipping,
+    /// It applied a beacon ack since it started: its shards know their
+    /// duplication orders.
+    pub acked: bool,
 }

@@ -308,6 +308,7 @@ impl World {
                     early_beacon: false,
                     backup_jobs: BTreeMap::new(),
                     shipping: new_shipping(),
+                    acked: false,
                 };
                 (*id, node)
             })
@@ -933,6 +934,7 @@ impl World {
                 for (shard, part) in parts.into_iter().enumerate() {
                     self.with_host(node, shard, |host| host.apply_ack(part))?;
                 }
+                self.nodes.get_mut(&node).expect("node").acked = true;
                 Ok(())
             }
             Msg::Request {
@@ -1523,6 +1525,12 @@ impl World {
                 *bound = (*bound).min(retained);
             }
         }
+        // Until its first ack since it started, a node does not know which
+        // of its replicas are duplicated: it keeps their whole logs
+        // (**dup-log-retained-at-start**).
+        if self.dup.is_some() && !held.acked {
+            bounds.values_mut().for_each(|bound| *bound = 0);
+        }
         let orders: Vec<(i32, i64)> = host
             .dup_orders()
             .iter()
@@ -1560,6 +1568,7 @@ impl World {
         held.early_beacon = false;
         held.backup_jobs.clear();
         held.shipping = new_shipping();
+        held.acked = false;
         let mut lines = Vec::new();
         let mut torn = 0;
         {
