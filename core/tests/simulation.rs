@@ -87,7 +87,7 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
                 total.reconfigurations += report.reconfigurations;
                 total.final_reads += report.final_reads;
                 total.counters.add(&report.counters);
-                if report.counters.dups_failed > 0 {
+                if report.counters.dups_failed + report.counters.dups_failed_gap > 0 {
                     dups_failed.push(seed);
                 }
             }
@@ -108,7 +108,8 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
          {} torn log tails, {} ballot write failures, {} log truncations, {} final reads, \
          {} primary switches and {} replica moves by the balancer, {} backups completed, \
          {} splits started ({} committed, {} cancelled, {} paused; {} children installed from copies), \
-         {} duplications added ({} converged, {} failed, {} not started before the writes)",
+         {} duplications added ({} converged, {} failed after a copy, {} failed on a truncated log, \
+         {} not started before the writes)",
         started.elapsed().as_secs_f64(),
         total.events,
         total.operations,
@@ -138,6 +139,7 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
         total.counters.dups_added,
         total.counters.dups_converged,
         total.counters.dups_failed,
+        total.counters.dups_failed_gap,
         total.counters.dups_unstarted,
     );
     if !dups_failed.is_empty() {

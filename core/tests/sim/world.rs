@@ -111,6 +111,9 @@ pub struct Counters {
     /// (**dup-converges** checked).
     pub dups_added: u32,
     pub dups_failed: u32,
+    /// Duplications that failed with a primary whose log was truncated
+    /// past the decree to ship without a copy (a known gap, counted).
+    pub dups_failed_gap: u32,
     pub dups_unstarted: u32,
     pub dups_converged: u32,
 }
@@ -138,6 +141,7 @@ impl Counters {
         self.split_copies_installed += other.split_copies_installed;
         self.dups_added += other.dups_added;
         self.dups_failed += other.dups_failed;
+        self.dups_failed_gap += other.dups_failed_gap;
         self.dups_unstarted += other.dups_unstarted;
         self.dups_converged += other.dups_converged;
     }

@@ -15,7 +15,7 @@ use markab_core::replication::messages::{Decree, NodeId};
 use markab_core::storage::{MemoryEngine, Partition, StorageLimits, WriteBatch};
 use markab_core::wire::message::{DupRequest, ErrorCode, Request, ResponseBody};
 
-use super::super::model::{Addr, Event, Msg, PartitionId};
+use super::super::model::{parse_address, Addr, Event, Msg, PartitionId};
 use super::super::node::NOW_EPOCH_S;
 use super::{gpid, partition_of, sim_key, World};
 
@@ -271,8 +271,36 @@ impl World {
         };
         if stored.status == DupStatus::Failed && dup.failed.is_none() {
             dup.failed = Some(stored.fail_message.clone());
-            self.counters.dups_failed += 1;
-            let line = format!("dup {id} failed: {}", stored.fail_message);
+            let stored = stored.clone();
+            // Legitimate when the failing primary's log starts above the
+            // decree to ship because it installed a copy there; otherwise
+            // its log was truncated past it (a known gap: a replica meta
+            // does not list as a member gets no orders and keeps no log).
+            let message = stored.fail_message.clone();
+            let failing = message
+                .strip_prefix("partition ")
+                .and_then(|rest| rest.split_once(" on "))
+                .and_then(|(index, rest)| {
+                    let index: i32 = index.parse().ok()?;
+                    let (name, _) = rest.split_once(": ")?;
+                    let (node, _) = parse_address(name)?;
+                    Some((index, node))
+                });
+            let copied = failing.is_some_and(|(index, node)| {
+                let confirmed = stored.confirmed.get(&index).copied().unwrap_or(-1);
+                self.nodes[&node]
+                    .disk
+                    .borrow()
+                    .replicas
+                    .get(&gpid(index as PartitionId))
+                    .is_some_and(|replica| replica.log_floor as i64 > confirmed)
+            });
+            if copied {
+                self.counters.dups_failed += 1;
+            } else {
+                self.counters.dups_failed_gap += 1;
+            }
+            let line = format!("dup {id} failed (after a copy: {copied}): {message}");
             self.note(line);
             return Ok(());
         }
