@@ -103,7 +103,8 @@ struct Progress {
 }
 
 impl Progress {
-    fn new() -> Progress {
+    /// Nothing confirmed yet (not `Default`: -1, not 0).
+    fn fresh() -> Progress {
         Progress {
             confirmed: -1,
             ..Progress::default()
@@ -158,7 +159,7 @@ impl DupShipping {
         let entry = self
             .progress
             .entry((order.dup_id, order.gpid))
-            .or_insert_with(Progress::new);
+            .or_insert_with(Progress::fresh);
         entry.seen_ms = now_ms;
         entry.committed = committed;
         entry.confirmed = entry.confirmed.max(order.confirmed_decree);
@@ -301,7 +302,7 @@ impl DupShipping {
         let entry = self
             .progress
             .entry((dup_id, gpid))
-            .or_insert_with(Progress::new);
+            .or_insert_with(Progress::fresh);
         entry.seen_ms = now_ms;
         entry.failed = true;
         entry.message = message;
