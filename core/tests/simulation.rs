@@ -74,6 +74,9 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
             .collect()
     });
     results.sort_by_key(|(seed, _)| *seed);
+    // Seeds whose duplication failed legitimately (docs/duplication.md,
+    // "Simulator"): named, to replay.
+    let mut dups_failed: Vec<u64> = Vec::new();
     for (seed, result) in results {
         match result {
             Ok(report) => {
@@ -84,6 +87,9 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
                 total.reconfigurations += report.reconfigurations;
                 total.final_reads += report.final_reads;
                 total.counters.add(&report.counters);
+                if report.counters.dups_failed + report.counters.dups_failed_gap > 0 {
+                    dups_failed.push(seed);
+                }
             }
             Err(failure) if keep_going => {
                 let first = failure.lines().next().unwrap_or_default().to_owned();
@@ -101,7 +107,9 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
          ({} learned from a log, {} copies installed in {} chunks), {} meta crashes, {} nodes paused, \
          {} torn log tails, {} ballot write failures, {} log truncations, {} final reads, \
          {} primary switches and {} replica moves by the balancer, {} backups completed, \
-         {} splits started ({} committed, {} cancelled, {} paused; {} children installed from copies)",
+         {} splits started ({} committed, {} cancelled, {} paused; {} children installed from copies), \
+         {} duplications added ({} converged, {} failed after a copy, {} failed on a truncated log, \
+         {} not started before the writes)",
         started.elapsed().as_secs_f64(),
         total.events,
         total.operations,
@@ -128,7 +136,15 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
         total.counters.splits_cancelled,
         total.counters.split_pauses,
         total.counters.split_copies_installed,
+        total.counters.dups_added,
+        total.counters.dups_converged,
+        total.counters.dups_failed,
+        total.counters.dups_failed_gap,
+        total.counters.dups_unstarted,
     );
+    if !dups_failed.is_empty() {
+        println!("duplications failed in seeds {dups_failed:?}");
+    }
     // Half the seeds balance (meta level lively): over many seeds both
     // kinds of move must get done, not only be started and given up.
     if seeds >= 100 && failed.is_empty() {

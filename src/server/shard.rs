@@ -647,25 +647,27 @@ impl ShardState {
                     *flushed = (*flushed).min(decree as i64);
                 }
             }
-            // A duplication ships from its confirmed decree on: keep it
+            // Until its first beacon ack since it started, the node does
+            // not know which replicas are duplicated: it keeps every log
+            // whole (**dup-log-retained-at-start**).
+            if self.layout.is_cluster() && !host.acked_once() {
+                return Ok(0);
+            }
+            // A duplication ships from meta's confirmed decree on: keep it
             // (**dup-log-retained**), up to the retention bound, past which
             // the duplication fails and pins nothing more.
             let over_bound = self.log.total_bytes() > self.dup_retain_bytes_max;
             for order in host.dup_orders() {
                 let stream = (order.gpid.app_id, order.gpid.partition_index);
-                let confirmed = match self.layout.dup_shipper.get() {
-                    Some(shipper) => order
-                        .confirmed_decree
-                        .max(shipper.confirmed(order.dup_id, order.gpid)),
-                    None => order.confirmed_decree,
+                let retained = match self.layout.dup_shipper.get() {
+                    Some(shipper) => shipper.log_retained_from(order),
+                    None => Some(order.confirmed_decree.max(0) as u64),
                 };
-                if confirmed < 0 {
-                    continue;
-                }
-                let Some(flushed) = flushed.get_mut(&stream) else {
+                let (Some(retained), Some(flushed)) = (retained, flushed.get_mut(&stream)) else {
                     continue;
                 };
-                if confirmed >= *flushed {
+                let retained = retained as i64;
+                if retained >= *flushed {
                     continue;
                 }
                 if over_bound {
@@ -674,14 +676,14 @@ impl ShardState {
                             order.dup_id,
                             order.gpid,
                             format!(
-                                "the mutation log of shard {} outgrew dup_log_retain_bytes_max ({} bytes) while partition {}.{} waited for the remote cluster at decree {confirmed}: remove the duplication, restore the remote table from a backup of this one, and add it again",
+                                "the mutation log of shard {} outgrew dup_log_retain_bytes_max ({} bytes) while partition {}.{} waited for the remote cluster at decree {retained}: remove the duplication, restore the remote table from a backup of this one, and add it again",
                                 self.shard, self.dup_retain_bytes_max, order.gpid.app_id, order.gpid.partition_index
                             ),
                         );
                     }
                     continue;
                 }
-                *flushed = confirmed;
+                *flushed = retained;
             }
         }
         // A segment stays while any hosted replica has not flushed past it;

@@ -31,6 +31,7 @@
 //! *committed* (the core's commit point), *applied* (what storage holds),
 //! *logged* (in the log, durable or not).
 
+pub mod dup;
 pub mod peer_wire;
 pub mod record;
 pub mod registry;
@@ -425,6 +426,8 @@ struct Shared<I: HostIo> {
     /// and meta's cluster id (docs/duplication.md).
     dup_orders: Vec<DupOrder>,
     cluster_id: u8,
+    /// Whether an ack was taken since the shard started.
+    acked_once: bool,
 }
 
 impl<I: HostIo> Shared<I> {
@@ -549,6 +552,7 @@ impl<I: HostIo> ShardHost<I> {
                 ack_sent_ms: 0,
                 dup_orders: Vec::new(),
                 cluster_id: 0,
+                acked_once: false,
             },
             replicas: BTreeMap::new(),
         }
@@ -880,6 +884,11 @@ impl<I: HostIo> ShardHost<I> {
         (shipping, self.shared.cluster_id)
     }
 
+    /// Whether this shard took a beacon ack since it started.
+    pub fn acked_once(&self) -> bool {
+        self.shared.acked_once
+    }
+
     /// The duplication orders of this shard's replicas in the newest ack.
     pub fn dup_orders(&self) -> &[DupOrder] {
         &self.shared.dup_orders
@@ -890,6 +899,7 @@ impl<I: HostIo> ShardHost<I> {
             return;
         }
         self.shared.ack_sent_ms = ack.sent_ms;
+        self.shared.acked_once = true;
         for assignment in &ack.configs {
             if let Err(error) = self.host(assignment) {
                 let gpid = Gpid {

@@ -430,9 +430,12 @@ impl MetaState {
             else {
                 continue;
             };
-            let heard = self.dup_progress.dups.get(id);
             for (index, partition) in table.partitions.iter().enumerate() {
-                if partition.primary.node != node && !partition.has_secondary(node) {
+                // Learners too: they keep their logs and could be primary.
+                if partition.primary.node != node
+                    && !partition.has_secondary(node)
+                    && !partition.has_learner(node)
+                {
                     continue;
                 }
                 orders.push(DupOrder {
@@ -445,7 +448,10 @@ impl MetaState {
                     remote_table: dup.remote_table.clone(),
                     remote_cluster_id: dup.remote_cluster_id,
                     status,
-                    confirmed_decree: confirmed_of(dup, heard, index as i32),
+                    // The persisted decree, not the heard one: members keep
+                    // their logs from it, and a restart of meta forgets
+                    // the heard one (**dup-orders-persisted**).
+                    confirmed_decree: confirmed_of(dup, None, index as i32),
                 });
             }
         }

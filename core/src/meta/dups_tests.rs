@@ -355,6 +355,31 @@ fn duplication_and_split_exclude_each_other() {
     apply(&mut state, &split("t"), T0_MS + 7).unwrap();
 }
 
+// A learner gets orders too: it keeps its log from the confirmed decree
+// and tags its writes before it is promoted, and could become primary
+// (**dup-log-retained**; the simulator found a learner that truncated its
+// log without orders, became primary and failed the duplication).
+#[test]
+fn learners_get_orders_too() {
+    let mut state = cluster();
+    let id = add(&mut state, &add_request("t"), REMOTE, T0_MS).unwrap();
+    let mut next = state.data().clone();
+    next.version += 1;
+    let partition = &mut next.tables.get_mut(&1).unwrap().partitions[0];
+    let learner = partition.secondaries.remove(0);
+    partition.learners.push(learner.clone());
+    partition.ballot += 1;
+    state.commit(next);
+    let index = (0..3).find(|index| node(*index) == learner.node).unwrap();
+    let orders = ack(&mut state, index, Vec::new(), T0_MS + 10).dups;
+    assert!(
+        orders
+            .iter()
+            .any(|order| order.dup_id == id && order.gpid == gpid(0)),
+        "{orders:?}"
+    );
+}
+
 // Only the partition's primary is heard; its first report is persisted at
 // once and its confirmed decree goes into every member's order; a lower
 // one later never lowers it (**dup-confirmed-monotone**).
@@ -390,7 +415,7 @@ fn the_primarys_reports_advance_the_confirmed_decree() {
 }
 
 // Confirmed decrees reach the store at most every 2 s; meanwhile the
-// orders carry the latest heard, and a tick persists it once due.
+// orders carry the persisted one, and a tick persists the heard once due.
 #[test]
 fn confirmed_decrees_are_persisted_at_most_every_two_seconds() {
     let mut state = cluster();
@@ -406,11 +431,24 @@ fn confirmed_decrees_are_persisted_at_most_every_two_seconds() {
         .iter()
         .find(|order| order.gpid == gpid(1))
         .unwrap();
-    assert_eq!(order.confirmed_decree, 20, "orders carry what was heard");
+    // Orders carry what was persisted, not what was heard: members keep
+    // their logs from it, so a meta restart that forgets the heard
+    // decree cannot leave a new primary ordered below what its log holds
+    // (**dup-orders-persisted**).
+    assert_eq!(
+        order.confirmed_decree, 10,
+        "orders carry what was persisted"
+    );
     assert_eq!(state.tick(T0_MS + 1_000), None);
     let change = state.tick(T0_MS + 10 + DUP_CONFIRM_PERSIST_MS).unwrap();
     state.commit(change);
     assert_eq!(state.data().dups[&id].confirmed[&1], 20);
+    let order = ack(&mut state, primary, Vec::new(), T0_MS + 2_100)
+        .dups
+        .into_iter()
+        .find(|order| order.gpid == gpid(1))
+        .unwrap();
+    assert_eq!(order.confirmed_decree, 20);
     assert_eq!(state.tick(T0_MS + 5_000), None);
 }
 

@@ -12,19 +12,24 @@ use std::collections::BTreeMap;
 
 use markab_core::meta::settings::MetaReplication;
 use markab_core::meta::state::{
-    BackupWork, MetaData, MetaSettings, MetaState, MetaTime, StoredBackup, StoredPartition,
-    StoredTable, TableSplit,
+    BackupWork, MetaData, MetaSettings, MetaState, MetaTime, RemoteFacts, StoredBackup, StoredDup,
+    StoredPartition, StoredTable, TableSplit,
 };
-use markab_core::meta::step::{execute, execute_change, execute_tick};
+use markab_core::meta::step::{execute, execute_change, execute_step, execute_tick};
 use markab_core::meta::store::{MemoryMetaStore, MetaStore};
 use markab_core::replication::config::ReplicationSettings;
 use markab_core::replication::messages::{Ballot, NodeId, PartitionConfig};
 use markab_core::wire::message::{
-    BackupPolicySpec, BackupRequest, BalancerRequest, BeaconAck, CreateTableRequest, NodeBeacon,
-    Request, Response, ResponseBody, SplitRequest,
+    BackupPolicySpec, BackupRequest, BalancerRequest, BeaconAck, CreateTableRequest, DupRequest,
+    NodeBeacon, Request, Response, ResponseBody, SplitRequest,
 };
 
 use super::model::{node_name, parse_address, shard_address, PartitionId};
+
+/// The simulated remote cluster a duplication ships to: its meta's
+/// address and cluster id (this cluster's is 1).
+pub const REMOTE_META: &str = "remote-meta:1";
+pub const REMOTE_CLUSTER_ID: u8 = 2;
 
 /// Replicas per partition (the table's replica count).
 pub const REPLICAS: usize = 3;
@@ -284,6 +289,44 @@ impl SimMeta {
         );
         self.note_changes(now_ms);
         answer
+    }
+
+    /// An operator's `dup add` of the table to table `sim` of the
+    /// simulated remote cluster (cluster id 2, as many partitions): the
+    /// production state machine's add, with the facts meta's server
+    /// would have asked the remote cluster for (docs/duplication.md).
+    pub fn add_dup(&mut self, now_ms: u64) -> Response {
+        let request = DupRequest::Add {
+            table: "sim".into(),
+            remote_metas: vec![REMOTE_META.into()],
+            remote_table: "sim".into(),
+        };
+        let remote = RemoteFacts {
+            cluster_id: REMOTE_CLUSTER_ID,
+            partition_count: self.table().partition_count,
+        };
+        let now = MetaTime::from(now_ms);
+        let step = self.state.add_dup(&request, remote, now);
+        let answer = execute_step(&mut self.state, &mut self.store, step, "dup");
+        self.note_changes(now_ms);
+        answer
+    }
+
+    /// An operator's other dup request (the production request path).
+    pub fn dup(&mut self, request: DupRequest, now_ms: u64) -> Response {
+        let answer = execute(
+            &mut self.state,
+            &mut self.store,
+            &Request::Dup(request),
+            MetaTime::from(now_ms),
+        );
+        self.note_changes(now_ms);
+        answer
+    }
+
+    /// The duplications as meta's store last saved them.
+    pub fn persisted_dups(&self) -> Option<&BTreeMap<u64, StoredDup>> {
+        self.store.saved.as_ref().map(|data| &data.dups)
     }
 
     /// The table as meta holds it now (committed: persisted first).

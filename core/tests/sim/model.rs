@@ -2,6 +2,7 @@
 //! fault settings drawn per seed.
 
 use markab_core::check::KvInput;
+use markab_core::host::dup::ShipBatch;
 use markab_core::host::CopyJob;
 use markab_core::replication::messages::NodeId;
 use markab_core::wire::message::{BeaconAck, Gpid, NodeBeacon, PeerRequest, Request, Response};
@@ -15,6 +16,8 @@ pub enum Addr {
     Meta,
     Node(NodeId),
     Client(usize),
+    /// The remote cluster a duplication ships to (docs/duplication.md).
+    Remote,
 }
 
 /// What a client is told about its request.
@@ -58,6 +61,17 @@ pub enum Msg {
     Reply {
         op: u64,
         reply: Reply,
+    },
+    /// A primary's shipped batch to the remote cluster.
+    Duplicate {
+        incarnation: u64,
+        batch: Box<ShipBatch>,
+    },
+    /// The remote cluster's answer to a batch (its mutations left out).
+    DupAck {
+        incarnation: u64,
+        batch: Box<ShipBatch>,
+        result: Result<(), String>,
     },
 }
 
@@ -135,6 +149,8 @@ pub enum Event {
     /// An operator asks meta to start, pause, restart or cancel a split
     /// of the table (docs/split.md).
     Split(SplitStep),
+    /// An operator adds a duplication of the table to the remote cluster.
+    DupAdd,
 }
 
 /// An operator's split request.
@@ -173,6 +189,10 @@ pub struct SimSettings {
     /// When an operator starts a split of the table, if one does, and
     /// what else it does with it.
     pub split: Option<(u64, SplitPlan)>,
+    /// An operator duplicates the table to a remote cluster at the start
+    /// (never in a seed that splits: meta refuses to split a duplicated
+    /// table).
+    pub dup: bool,
     pub clients: usize,
     pub keys: usize,
     /// Faults (crashes, cuts, drops) happen before this time.

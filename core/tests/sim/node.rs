@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use markab_core::host::dup::DupShipping;
 use markab_core::host::registry::NodeRegistry;
 use markab_core::host::split::{SplitCopy, SplitCopyState};
 use markab_core::host::{AppendError, HostIo, OpenedReplica, ReplicaMeta, ShardHost};
@@ -558,4 +559,9 @@ pub struct SimNode {
     /// Its partition backups, by (backup id, partition): volatile, like a
     /// real node's jobs.
     pub backup_jobs: BTreeMap<(u64, Gpid), BackupReport>,
+    /// Its duplication shipping (volatile, like a real node's shipper).
+    pub shipping: DupShipping,
+    /// It applied a beacon ack since it started: its shards know their
+    /// duplication orders.
+    pub acked: bool,
 }

@@ -32,10 +32,12 @@ use super::model::{
 use super::node::{Disk, Effect, IoFaults, SimIo, SimLog, SimNode};
 
 mod client;
+mod dup;
 mod split;
 
 pub use client::sim_key;
 use client::SimClient;
+use dup::{new_shipping, DupWorld, DUP_EXTRA_MS};
 
 /// Interval of replica ticks.
 const NODE_TICK_MS: u64 = 5;
@@ -104,6 +106,16 @@ pub struct Counters {
     pub split_pauses: u32,
     /// Split children installed from a staged copy of their parent.
     pub split_copies_installed: u32,
+    /// Duplications added, failed (accepted: `dup list` shows them
+    /// failed), never started before the clients wrote, and converged
+    /// (**dup-converges** checked).
+    pub dups_added: u32,
+    pub dups_failed: u32,
+    /// Duplications that failed with a primary whose log was truncated
+    /// past the decree to ship without a copy (a known gap, counted).
+    pub dups_failed_gap: u32,
+    pub dups_unstarted: u32,
+    pub dups_converged: u32,
 }
 
 impl Counters {
@@ -127,6 +139,11 @@ impl Counters {
         self.splits_cancelled += other.splits_cancelled;
         self.split_pauses += other.split_pauses;
         self.split_copies_installed += other.split_copies_installed;
+        self.dups_added += other.dups_added;
+        self.dups_failed += other.dups_failed;
+        self.dups_failed_gap += other.dups_failed_gap;
+        self.dups_unstarted += other.dups_unstarted;
+        self.dups_converged += other.dups_converged;
     }
 }
 
@@ -176,6 +193,8 @@ pub struct World {
     /// The partition count each node's replica last held
     /// (**count-only-grows**; forgotten when the replica is removed).
     replica_counts: BTreeMap<(NodeId, PartitionId), u32>,
+    /// The duplication and the remote cluster, in a seed that duplicates.
+    dup: Option<DupWorld>,
 }
 
 impl World {
@@ -188,6 +207,7 @@ impl World {
             backup_at_ms: None,
             backup_policy: false,
             split: None,
+            dup: false,
             clients: rng.random_range(2..=4),
             keys: rng.random_range(2..=6),
             faults_until_ms: 8_000,
@@ -248,6 +268,10 @@ impl World {
             };
             (at_ms, plan)
         });
+        // In half the seeds that do not split, an operator duplicates the
+        // table to a remote cluster from the start (drawn apart too).
+        settings.dup = settings.split.is_none()
+            && StdRng::seed_from_u64(seed ^ 0x0064_7570_6c69).random_bool(0.5);
         replication.validate().expect("drawn settings are valid");
         let ids: Vec<NodeId> = (1..=nodes_count).map(NodeId).collect();
         let shapes: Vec<(NodeId, usize, u64)> = ids
@@ -287,6 +311,8 @@ impl World {
                     restart_scheduled: false,
                     early_beacon: false,
                     backup_jobs: BTreeMap::new(),
+                    shipping: new_shipping(),
+                    acked: false,
                 };
                 (*id, node)
             })
@@ -342,7 +368,12 @@ impl World {
             counts: vec![partitions],
             second_split: false,
             replica_counts: BTreeMap::new(),
+            dup: None,
         };
+        if world.settings.dup {
+            world.dup = Some(DupWorld::new(partitions));
+            world.schedule(0, Event::DupAdd);
+        }
         world.note(format!(
             "settings {:?} {:?} nodes (id, shards, clock offset) {shapes:?}",
             world.settings, world.replication
@@ -373,9 +404,12 @@ impl World {
         while let Some(((at_ms, _), event)) = self.events.pop_first() {
             // A split still running at the end runs on, without faults,
             // until it completes (bounded: **split-completes**).
+            // So does a duplication until every partition's remote holds
+            // its committed decree (bounded: **dup-converges**).
             if at_ms > self.settings.end_ms
                 && (self.meta.split_record().is_none()
                     || at_ms > self.settings.end_ms + SPLIT_EXTRA_MS)
+                && (at_ms > self.settings.end_ms + DUP_EXTRA_MS || self.dup_caught_up())
             {
                 break;
             }
@@ -397,6 +431,9 @@ impl World {
             return Err(self.failure(violation));
         }
         if let Err(violation) = self.check_backup_completed() {
+            return Err(self.failure(violation));
+        }
+        if let Err(violation) = self.check_dup_converged() {
             return Err(self.failure(violation));
         }
         let final_reads = match self.final_reads() {
@@ -524,7 +561,8 @@ impl World {
             }
         }
         self.invariants.check_step(replicas.into_iter())?;
-        self.check_splits()
+        self.check_splits()?;
+        self.check_dups()
     }
 
     // ---- network ----
@@ -666,6 +704,9 @@ impl World {
                 for shard in 0..self.nodes[&node].shards {
                     self.with_host(node, shard, |host| host.tick())?;
                 }
+                if self.dup.is_some() {
+                    self.ship(node)?;
+                }
                 self.schedule(
                     self.now_ms + NODE_TICK_MS,
                     Event::NodeTick { node, incarnation },
@@ -693,7 +734,7 @@ impl World {
                     incarnation,
                     backups: held.backup_jobs.values().cloned().collect(),
                     splits: held.registry.split_reports(),
-                    dups: Vec::new(),
+                    dups: held.shipping.reports(self.node_now(node)),
                 };
                 let sent_ms = self.node_now(node);
                 self.send(
@@ -741,6 +782,14 @@ impl World {
             }
             Event::FaultTick => self.fault_tick(),
             Event::ClientStep { client } => {
+                // Writes before the duplication started are not shipped:
+                // the clients wait for it (a while).
+                if self.dup.as_ref().is_some_and(|dup| !dup.started)
+                    && self.now_ms < self.settings.faults_until_ms
+                {
+                    self.schedule(self.now_ms + 50, Event::ClientStep { client });
+                    return Ok(());
+                }
                 self.client_step(client);
                 Ok(())
             }
@@ -776,6 +825,7 @@ impl World {
                 Ok(())
             }
             Event::Split(step) => self.operator_split(step),
+            Event::DupAdd => self.operator_dup_add(),
         }
     }
 
@@ -802,6 +852,10 @@ impl World {
                     return Ok(());
                 }
                 self.node_receive(node, from, msg)
+            }
+            Addr::Remote => {
+                self.remote_receive(from, msg);
+                Ok(())
             }
         }
     }
@@ -884,6 +938,7 @@ impl World {
                 for (shard, part) in parts.into_iter().enumerate() {
                     self.with_host(node, shard, |host| host.apply_ack(part))?;
                 }
+                self.nodes.get_mut(&node).expect("node").acked = true;
                 Ok(())
             }
             Msg::Request {
@@ -896,6 +951,14 @@ impl World {
                     return Ok(());
                 };
                 self.client_request(node, client, op, gpid, partition_count, request)
+            }
+            Msg::DupAck {
+                incarnation,
+                batch,
+                result,
+            } => {
+                self.dup_acked(node, incarnation, &batch, result);
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -1454,6 +1517,29 @@ impl World {
                 *bound = (*bound).min(pin);
             }
         }
+        // A duplication ships from its confirmed decree on: the log keeps
+        // it, and all of it while no confirmed decree is known
+        // (**dup-log-retained**, `DupShipping::log_retained_from`; the
+        // simulated log never reaches the retention bound).
+        for order in host.dup_orders() {
+            let Some(retained) = held.shipping.log_retained_from(order) else {
+                continue;
+            };
+            if let Some(bound) = bounds.get_mut(&order.gpid) {
+                *bound = (*bound).min(retained);
+            }
+        }
+        // Until its first ack since it started, a node does not know which
+        // of its replicas are duplicated: it keeps their whole logs
+        // (**dup-log-retained-at-start**).
+        if self.dup.is_some() && !held.acked {
+            bounds.values_mut().for_each(|bound| *bound = 0);
+        }
+        let orders: Vec<(i32, i64)> = host
+            .dup_orders()
+            .iter()
+            .map(|order| (order.gpid.partition_index, order.confirmed_decree))
+            .collect();
         let dropped = {
             let mut disk = held.disk.borrow_mut();
             let log = &mut disk.logs[shard];
@@ -1467,7 +1553,7 @@ impl World {
         };
         self.counters.truncations += 1;
         self.note(format!(
-            "{node} shard {shard} flushes {flushed:?}, truncates its log below {bounds:?}: {dropped} records dropped"
+            "{node} shard {shard} flushes {flushed:?}, truncates its log below {bounds:?}: {dropped} records dropped (dup orders {orders:?})"
         ));
         Ok(())
     }
@@ -1485,6 +1571,8 @@ impl World {
         held.restart_scheduled = false;
         held.early_beacon = false;
         held.backup_jobs.clear();
+        held.shipping = new_shipping();
+        held.acked = false;
         let mut lines = Vec::new();
         let mut torn = 0;
         {
