@@ -17,7 +17,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, ClusterOptions};
-use markab::client::{Client, ClientError, ClientOptions};
+use common::value_of;
+use markab::client::{Client, ClientError, ClientOptions, Table};
 use markab::wire::{
     DupMutation, DupRequest, DuplicateRequest, ErrorCode, Key, Request, ResponseBody, SplitRequest,
 };
@@ -73,14 +74,6 @@ fn list(cluster: &Cluster) -> Vec<(String, String)> {
     .expect("dup list")
 }
 
-fn value_of<'a>(pairs: &'a [(String, String)], key: &str) -> &'a str {
-    pairs
-        .iter()
-        .find(|(name, _)| name == key)
-        .map(|(_, value)| value.as_str())
-        .unwrap_or_else(|| panic!("no {key:?} in {pairs:?}"))
-}
-
 /// `request` is refused with `code` and a message that says `needle`, and
 /// meta's duplications are what they were.
 fn refused(cluster: &Cluster, request: DupRequest, code: ErrorCode, needle: &str) {
@@ -107,6 +100,40 @@ fn status_of(cluster: &Cluster, id: &str) -> String {
         .find_map(|field| field.strip_prefix("status="))
         .unwrap_or_else(|| panic!("no status in {summary:?}"))
         .to_owned()
+}
+
+/// `TABLE` of `cluster`, opened through its meta.
+fn open_table(runtime: &tokio::runtime::Runtime, cluster: &Cluster) -> Table {
+    let client = runtime
+        .block_on(Client::connect_meta(
+            &cluster.meta_addresses(),
+            ClientOptions::default(),
+        ))
+        .expect("connect");
+    runtime.block_on(client.open_table(TABLE)).expect("open")
+}
+
+/// The value of `hash_key`/`s` in `table`.
+fn read(runtime: &tokio::runtime::Runtime, table: &Table, hash_key: &str) -> Option<String> {
+    runtime
+        .block_on(table.get(hash_key.as_bytes(), b"s"))
+        .expect("get")
+        .map(|value| String::from_utf8(value).unwrap())
+}
+
+/// The partition of `hash_key`/`s` among `count`.
+fn partition_of(hash_key: &str, count: u32) -> u32 {
+    partition_index(partition_hash(hash_key.as_bytes(), b"s"), count)
+}
+
+/// Waits (bounded) until the primary of each of `partitions` partitions
+/// of `cluster`'s duplications reported: shipping runs.
+fn wait_reporting(cluster: &Cluster, partitions: i32) {
+    common::cluster::wait_for("every partition reports", || {
+        let rows = partition_rows(cluster);
+        (rows.len() == partitions as usize && rows.iter().all(|row| row.contains_key("committed")))
+            .then_some(())
+    });
 }
 
 /// Runs `markab shell --meta META -e LINE`; returns its exit success and
@@ -358,21 +385,9 @@ fn shipped_mutations_apply_by_last_write_wins() {
     remote.create_table(TABLE, PARTITIONS as i32, 3);
     remote.wait_full(TABLE, 3);
     let runtime = common::runtime();
-    let client = runtime
-        .block_on(Client::connect_meta(
-            &remote.meta_addresses(),
-            ClientOptions::default(),
-        ))
-        .expect("connect");
-    let table = runtime.block_on(client.open_table(TABLE)).expect("open");
-    let partition_of =
-        |hash_key: &str| partition_index(partition_hash(hash_key.as_bytes(), b"s"), PARTITIONS);
-    let get = |hash_key: &str| {
-        runtime
-            .block_on(table.get(hash_key.as_bytes(), b"s"))
-            .expect("get")
-            .map(|value| String::from_utf8(value).unwrap())
-    };
+    let table = open_table(&runtime, &remote);
+    let partition_of = |hash_key: &str| partition_of(hash_key, PARTITIONS);
+    let get = |hash_key: &str| read(&runtime, &table, hash_key);
 
     let mut source = Source::new(1);
     let now = now_unix_us();
@@ -447,21 +462,9 @@ fn local_writes_of_a_duplicated_table_are_tagged() {
     local.wait_full(TABLE, 3);
     dup(&local, add(TABLE, &remote, TABLE)).expect("dup add");
     let runtime = common::runtime();
-    let client = runtime
-        .block_on(Client::connect_meta(
-            &local.meta_addresses(),
-            ClientOptions::default(),
-        ))
-        .expect("connect");
-    let table = runtime.block_on(client.open_table(TABLE)).expect("open");
-    let partition_of =
-        |hash_key: &str| partition_index(partition_hash(hash_key.as_bytes(), b"s"), PARTITIONS);
-    let get = |hash_key: &str| {
-        runtime
-            .block_on(table.get(hash_key.as_bytes(), b"s"))
-            .expect("get")
-            .map(|value| String::from_utf8(value).unwrap())
-    };
+    let table = open_table(&runtime, &local);
+    let partition_of = |hash_key: &str| partition_of(hash_key, PARTITIONS);
+    let get = |hash_key: &str| read(&runtime, &table, hash_key);
     // Writes of another cluster, made a second before each local write
     // and shipped after it.
     let mut other = Source::new(3);
@@ -567,35 +570,13 @@ fn one_way_duplication_ships_every_acknowledged_write() {
         .unwrap()
         .port();
     let metrics_address = format!("127.0.0.1:{metrics_port}");
-    let local = Cluster::start(ClusterOptions {
-        meta_lines: format!("cluster_id = 1\nmetrics_listen = {metrics_address:?}\n"),
+    let pair = Pair::start(ClusterOptions {
+        meta_lines: format!("metrics_listen = {metrics_address:?}\n"),
         ..ClusterOptions::default()
     });
-    let remote = cluster(1, 2);
-    local.create_table(TABLE, PARTITIONS, 3);
-    remote.create_table(TABLE, PARTITIONS, 1);
-    local.wait_full(TABLE, 3);
-    remote.wait_full(TABLE, 1);
-    let added = dup(&local, add(TABLE, &remote, TABLE)).expect("dup add");
-    let id = value_of(&added, "dup_id").to_owned();
-    // Every primary reported a confirmed decree: shipping runs.
-    common::cluster::wait_for("every partition reports", || {
-        let rows = partition_rows(&local);
-        (rows.len() == PARTITIONS as usize && rows.iter().all(|row| row.contains_key("committed")))
-            .then_some(())
-    });
-    let runtime = common::runtime();
-    let connect = |cluster: &Cluster| {
-        let client = runtime
-            .block_on(Client::connect_meta(
-                &cluster.meta_addresses(),
-                ClientOptions::default(),
-            ))
-            .expect("connect");
-        runtime.block_on(client.open_table(TABLE)).expect("open")
-    };
-    let (source, target) = (connect(&local), connect(&remote));
-    let (load, writers) = common::load::start_load(&runtime, &source, 3, 3_000, "w");
+    let (local, runtime, source, target) = (&pair.local, &pair.runtime, &pair.source, &pair.target);
+    let id = pair.id;
+    let (load, writers) = common::load::start_load(runtime, source, 3, 3_000, "w");
     std::thread::sleep(Duration::from_secs(3));
     load.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     runtime.block_on(async {
@@ -611,12 +592,12 @@ fn one_way_duplication_ships_every_acknowledged_write() {
         "the load made progress: {}",
         acked.len()
     );
-    let took = wait_all_arrive(&runtime, &target, &acked, Duration::from_secs(60), &|| {
-        format!("{:?}", list(&local))
+    let took = wait_all_arrive(runtime, target, &acked, Duration::from_secs(60), &|| {
+        format!("{:?}", list(local))
     });
     // The lag drops to zero once the writes stopped.
     let rows = common::cluster::wait_for("the lag drops to zero", || {
-        let rows = partition_rows(&local);
+        let rows = partition_rows(local);
         rows.iter()
             .all(|row| {
                 row.get("lag_decrees").map(String::as_str) == Some("0")
@@ -636,26 +617,19 @@ fn one_way_duplication_ships_every_acknowledged_write() {
     // Meta's /metrics shows the same (refreshed once a second).
     common::cluster::wait_for("meta's metrics show the shipping", || {
         let text = common::scrape(&metrics_address);
-        let shipped_metric: f64 = (0..PARTITIONS)
-            .map(|partition| {
-                common::sample(
-                    &text,
-                    &format!(
-                        "markab_meta_dup_shipped_records{{dup_id=\"{id}\",partition=\"{partition}\",table=\"{TABLE}\"}}"
-                    ),
-                )
-            })
-            .sum();
-        let lag: f64 = (0..PARTITIONS)
-            .map(|partition| {
-                common::sample(
-                    &text,
-                    &format!(
-                        "markab_meta_dup_lag_decrees{{dup_id=\"{id}\",partition=\"{partition}\",table=\"{TABLE}\"}}"
-                    ),
-                )
-            })
-            .sum();
+        let sum = |metric: &str| -> f64 {
+            (0..PARTITIONS)
+                .map(|partition| {
+                    common::sample(
+                        &text,
+                        &format!(
+                            "markab_meta_{metric}{{dup_id=\"{id}\",partition=\"{partition}\",table=\"{TABLE}\"}}"
+                        ),
+                    )
+                })
+                .sum()
+        };
+        let (shipped_metric, lag) = (sum("dup_shipped_records"), sum("dup_lag_decrees"));
         (shipped_metric >= acked.len() as f64
             && lag == 0.0
             && common::sample(&text, "markab_meta_dups{status=\"running\"}") == 1.0)
@@ -683,7 +657,7 @@ impl Pair {
     fn start(options: ClusterOptions) -> Pair {
         const PARTITIONS: i32 = 4;
         let local = Cluster::start(ClusterOptions {
-            meta_lines: "cluster_id = 1\n".into(),
+            meta_lines: format!("cluster_id = 1\n{}", options.meta_lines),
             ..options
         });
         let remote = cluster(1, 2);
@@ -693,23 +667,9 @@ impl Pair {
         remote.wait_full(TABLE, 1);
         let added = dup(&local, add(TABLE, &remote, TABLE)).expect("dup add");
         let id = value_of(&added, "dup_id").parse().unwrap();
-        common::cluster::wait_for("every partition reports", || {
-            let rows = partition_rows(&local);
-            (rows.len() == PARTITIONS as usize
-                && rows.iter().all(|row| row.contains_key("committed")))
-            .then_some(())
-        });
+        wait_reporting(&local, PARTITIONS);
         let runtime = common::runtime();
-        let open = |cluster: &Cluster| {
-            let client = runtime
-                .block_on(Client::connect_meta(
-                    &cluster.meta_addresses(),
-                    ClientOptions::default(),
-                ))
-                .expect("connect");
-            runtime.block_on(client.open_table(TABLE)).expect("open")
-        };
-        let (source, target) = (open(&local), open(&remote));
+        let (source, target) = (open_table(&runtime, &local), open_table(&runtime, &remote));
         Pair {
             local,
             remote,
@@ -926,24 +886,10 @@ fn two_clusters_duplicating_to_each_other_converge() {
     dup(&a, add(TABLE, &b, TABLE)).expect("dup add A -> B");
     dup(&b, add(TABLE, &a, TABLE)).expect("dup add B -> A");
     for cluster in [&a, &b] {
-        common::cluster::wait_for("every partition reports", || {
-            let rows = partition_rows(cluster);
-            (rows.len() == PARTITIONS as usize
-                && rows.iter().all(|row| row.contains_key("committed")))
-            .then_some(())
-        });
+        wait_reporting(cluster, PARTITIONS);
     }
     let runtime = common::runtime();
-    let open = |cluster: &Cluster| {
-        let client = runtime
-            .block_on(Client::connect_meta(
-                &cluster.meta_addresses(),
-                ClientOptions::default(),
-            ))
-            .expect("connect");
-        runtime.block_on(client.open_table(TABLE)).expect("open")
-    };
-    let (table_a, table_b) = (open(&a), open(&b));
+    let (table_a, table_b) = (open_table(&runtime, &a), open_table(&runtime, &b));
     // Both clusters write every key in every round, at once.
     runtime.block_on(async {
         for round in 0..ROUNDS {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{wait_for, Cluster, ClusterOptions};
 use common::load::{start_load, Load};
+use common::value_of;
 use futures::StreamExt;
 use markab::client::{Client, ClientOptions, ScanOptions, Table};
 use markab::wire::{ErrorCode, MultiGetRequest, Request, ResponseBody, SortKeyValue, SplitRequest};
@@ -71,14 +72,6 @@ fn split_refused(cluster: &Cluster, request: SplitRequest, code: ErrorCode, need
         }
         Ok(other) => panic!("{request:?} was accepted: {other:?}"),
     }
-}
-
-fn value_of<'a>(pairs: &'a [(String, String)], key: &str) -> &'a str {
-    pairs
-        .iter()
-        .find(|(name, _)| name == key)
-        .map(|(_, value)| value.as_str())
-        .unwrap_or_else(|| panic!("no {key:?} in {pairs:?}"))
 }
 
 /// Starts a split of `TABLE` to `new_count` and waits (bounded) until meta

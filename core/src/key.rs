@@ -146,7 +146,12 @@ pub fn is_next_key(bytes: &[u8], candidate: &[u8]) -> bool {
 /// Seconds since [`EPOCH_BEGIN_UNIX_S`] by the wall clock
 /// ([`crate::wall_clock`]; 0 before it, saturating at `u32::MAX`).
 pub fn now_epoch_s() -> u32 {
-    let unix_s = crate::wall_clock::unix_ms() / 1_000;
+    epoch_s_of_unix_us(crate::wall_clock::unix_us())
+}
+
+/// The second of storage's epoch that Unix time `unix_us` falls in.
+pub fn epoch_s_of_unix_us(unix_us: u64) -> u32 {
+    let unix_s = unix_us / 1_000_000;
     u32::try_from(unix_s.saturating_sub(EPOCH_BEGIN_UNIX_S)).unwrap_or(u32::MAX)
 }
 

@@ -14,12 +14,18 @@ static OFFSET_MS: AtomicI64 = AtomicI64::new(0);
 /// Unix time in milliseconds: the system clock plus the injected offset
 /// (0 if that is before 1970).
 pub fn unix_ms() -> u64 {
-    let system_ms = SystemTime::now()
+    unix_us() / 1_000
+}
+
+/// Unix time in microseconds (the timetags of duplicated writes): the
+/// system clock plus the injected offset (0 if that is before 1970).
+pub fn unix_us() -> u64 {
+    let system_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
+        .map(|elapsed| elapsed.as_micros() as i64)
         .unwrap_or(0);
-    system_ms
-        .saturating_add(OFFSET_MS.load(Ordering::Relaxed))
+    system_us
+        .saturating_add(OFFSET_MS.load(Ordering::Relaxed).saturating_mul(1_000))
         .max(0) as u64
 }
 

@@ -451,28 +451,28 @@ async fn remote_facts(remote_metas: &[String], table: &str) -> Result<RemoteFact
             format!("the remote cluster's meta ({named}) did not answer: {error:#}"),
         )
     };
+    // Each question bounded: the client's own timeout covers its
+    // requests, this one also the connection.
+    async fn ask<T>(
+        what: &'static str,
+        question: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        tokio::time::timeout(REMOTE_META_TIMEOUT, question)
+            .await
+            .unwrap_or(Err(ClientError::Timeout {
+                operation: what,
+                timeout_ms: REMOTE_META_TIMEOUT.as_millis() as u64,
+            }))
+    }
     let options = ClientOptions {
         operation_timeout: REMOTE_META_TIMEOUT,
         ..ClientOptions::default()
     };
-    let bounded = |what: &'static str| {
-        move |_| ClientError::Timeout {
-            operation: what,
-            timeout_ms: REMOTE_META_TIMEOUT.as_millis() as u64,
-        }
-    };
-    let client = tokio::time::timeout(
-        REMOTE_META_TIMEOUT,
-        Client::connect_meta(remote_metas, options),
-    )
-    .await
-    .map_err(bounded("connect"))
-    .and_then(|connected| connected)
-    .map_err(unreachable)?;
-    let info = tokio::time::timeout(REMOTE_META_TIMEOUT, client.cluster_info())
+    let client = ask("connect", Client::connect_meta(remote_metas, options))
         .await
-        .map_err(bounded("cluster_info"))
-        .and_then(|answered| answered)
+        .map_err(unreachable)?;
+    let info = ask("cluster_info", client.cluster_info())
+        .await
         .map_err(unreachable)?;
     let cluster_id = info
         .iter()
@@ -483,12 +483,9 @@ async fn remote_facts(remote_metas: &[String], table: &str) -> Result<RemoteFact
                 "the remote cluster's meta ({named}) did not say its cluster_id: is it a Markab meta?"
             ))
         })?;
-    let opened = tokio::time::timeout(REMOTE_META_TIMEOUT, client.open_table(table))
-        .await
-        .map_err(bounded("open_table"));
-    let remote_table = match opened {
-        Ok(Ok(remote_table)) => remote_table,
-        Ok(Err(ClientError::UnknownTable(_))) => {
+    let remote_table = match ask("open_table", client.open_table(table)).await {
+        Ok(remote_table) => remote_table,
+        Err(ClientError::UnknownTable(_)) => {
             return Err(OpError::new(
                 ErrorCode::UnknownTable,
                 format!(
@@ -496,7 +493,7 @@ async fn remote_facts(remote_metas: &[String], table: &str) -> Result<RemoteFact
                 ),
             ))
         }
-        Ok(Err(error)) | Err(error) => return Err(unreachable(error)),
+        Err(error) => return Err(unreachable(error)),
     };
     Ok(RemoteFacts {
         cluster_id,

@@ -607,20 +607,10 @@ impl ShardState {
         }
         let segments = self.log.segments();
         for (order, committed) in shipping {
-            let stream = (order.gpid.app_id, order.gpid.partition_index);
             let after = order
                 .confirmed_decree
                 .max(shipper.confirmed(order.dup_id, order.gpid));
-            let segments = segments
-                .iter()
-                .filter(|segment| {
-                    segment
-                        .decree_max
-                        .get(&stream)
-                        .is_some_and(|decree_max| *decree_max > after)
-                })
-                .cloned()
-                .collect();
+            let segments = segments_above(&segments, order.gpid, after);
             shipper.offer(crate::server::dup::ShipWork {
                 order,
                 committed: committed as i64,
@@ -785,17 +775,7 @@ impl ShardState {
         plan: LearnPlan,
     ) -> Result<Option<Vec<Mutation>>, String> {
         let stream = (gpid.app_id, gpid.partition_index);
-        let segments: Vec<SegmentInfo> = self
-            .log
-            .segments()
-            .into_iter()
-            .filter(|segment| {
-                segment
-                    .decree_max
-                    .get(&stream)
-                    .is_some_and(|decree_max| *decree_max > plan.from as i64)
-            })
-            .collect();
+        let segments = segments_above(&self.log.segments(), gpid, plan.from as i64);
         let to_read: u64 = segments.iter().map(|segment| segment.bytes()).sum();
         if plan.own_run.is_none() && to_read > LEARN_LOG_READ_BYTES_MAX {
             return Ok(None);
@@ -902,6 +882,21 @@ impl ShardState {
             context_id,
         })
     }
+}
+
+/// Those of `segments` that hold records of `gpid` above decree `after`.
+fn segments_above(segments: &[SegmentInfo], gpid: Gpid, after: i64) -> Vec<SegmentInfo> {
+    let stream = (gpid.app_id, gpid.partition_index);
+    segments
+        .iter()
+        .filter(|segment| {
+            segment
+                .decree_max
+                .get(&stream)
+                .is_some_and(|decree_max| *decree_max > after)
+        })
+        .cloned()
+        .collect()
 }
 
 /// The mutations `gather` takes from `stream`'s records in `segments`,

@@ -27,6 +27,15 @@ pub fn scrape(address: &str) -> String {
     answer
 }
 
+/// The value of `key` among a meta answer's pairs.
+pub fn value_of<'a>(pairs: &'a [(String, String)], key: &str) -> &'a str {
+    pairs
+        .iter()
+        .find(|(name, _)| name == key)
+        .map(|(_, value)| value.as_str())
+        .unwrap_or_else(|| panic!("no {key:?} in {pairs:?}"))
+}
+
 /// The value of the first sample line starting with `prefix`.
 pub fn sample(text: &str, prefix: &str) -> f64 {
     text.lines()

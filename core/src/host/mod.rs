@@ -118,9 +118,10 @@ pub trait HostIo {
     fn now_ms(&self) -> u64;
     /// Seconds of wall-clock time in storage's epoch (TTLs).
     fn now_epoch_s(&self) -> u32;
-    /// Wall-clock time in Unix microseconds: the clock of the timetags of
-    /// a duplicated table's writes (docs/duplication.md). By default the
-    /// start of the second [`HostIo::now_epoch_s`] gives.
+    /// Wall-clock time in Unix microseconds: the clock of writes — their
+    /// TTLs' second and, on a duplicated table, their timetags
+    /// (docs/duplication.md). By default the start of the second
+    /// [`HostIo::now_epoch_s`] gives.
     fn now_unix_us(&self) -> u64 {
         crate::storage::timetag::unix_us_of_epoch_s(self.now_epoch_s())
     }
@@ -1790,10 +1791,12 @@ fn prepare_client_write<I: HostIo>(
             "the shard's mutation log is full of unsynced writes: the write was not executed; retry",
         ));
     }
+    // One read of the wall clock serves the TTLs and the timetags.
+    let now_unix_us = shared.io.now_unix_us();
     let (batch, body) = replica.partition.prepare_tagged_write(
         request,
-        shared.io.now_epoch_s(),
-        shared.io.now_unix_us(),
+        crate::key::epoch_s_of_unix_us(now_unix_us),
+        now_unix_us,
     )?;
     // A failed check writes nothing, but its answer may rest on staged
     // writes: the empty write commits only after all of them.

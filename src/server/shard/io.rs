@@ -411,11 +411,7 @@ impl HostIo for NodeIo {
     }
 
     fn now_unix_us(&self) -> u64 {
-        // Before 1970 only on a broken clock: the timetags then fall back
-        // on the held ones plus one (**local-write-newest**).
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_micros() as u64)
+        markab_core::wall_clock::unix_us()
     }
 
     fn append(
