@@ -76,11 +76,16 @@ pub enum ErrorCode {
     /// The key's partition is splitting and the key moves to the new
     /// partition: retry shortly. Not executed.
     Splitting = 24,
+    /// The meta server that answered is not its group's leader (meta high
+    /// availability, docs/meta.md): `message` holds the leader's
+    /// `host:port`, empty while no leader is known. Not executed: ask the
+    /// leader.
+    NotLeader = 25,
 }
 
 impl ErrorCode {
     /// All codes, in wire order.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::Ok,
         ErrorCode::NotFound,
         ErrorCode::InvalidArgument,
@@ -106,6 +111,7 @@ impl ErrorCode {
         ErrorCode::NotEnoughReplicas,
         ErrorCode::StaleRoute,
         ErrorCode::Splitting,
+        ErrorCode::NotLeader,
     ];
 
     /// The code with this wire value, if any.
@@ -144,6 +150,7 @@ impl ErrorCode {
             ErrorCode::NotEnoughReplicas => "NOT_ENOUGH_REPLICAS",
             ErrorCode::StaleRoute => "STALE_ROUTE",
             ErrorCode::Splitting => "SPLITTING",
+            ErrorCode::NotLeader => "NOT_LEADER",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! store are the node crate's (`markab::meta`). See docs/meta.md.
 
 pub mod balance;
+pub mod leader;
 pub mod settings;
 pub mod state;
 pub mod step;

@@ -66,11 +66,23 @@ pub fn execute_tick(
     Ok(())
 }
 
-fn store_error(error: &MetaStoreError) -> OpError {
-    OpError::new(
-        ErrorCode::StorageError,
-        format!("meta could not persist the change, nothing changed: {error}"),
-    )
+/// The answer to a request whose save failed: `NOT_LEADER` (leader
+/// unknown) when the store fenced it, this meta having been deposed
+/// (**deposed-leader-fenced**); `STORAGE_ERROR` otherwise.
+pub fn store_error(error: &MetaStoreError) -> OpError {
+    match error {
+        MetaStoreError::Fenced { .. } => OpError::new(ErrorCode::NotLeader, String::new()),
+        MetaStoreError::Unavailable { .. } => OpError::new(
+            ErrorCode::StorageError,
+            format!(
+                "meta could not persist the change; it may or may not have taken effect: {error}"
+            ),
+        ),
+        _ => OpError::new(
+            ErrorCode::StorageError,
+            format!("meta could not persist the change, nothing changed: {error}"),
+        ),
+    }
 }
 
 /// Stores and commits a change the state machine proposed outside a

@@ -28,12 +28,24 @@ pub enum MetaStoreError {
     /// taken over): this meta must not write.
     #[error("meta store is fenced: {message}")]
     Fenced { message: String },
+    /// A shared store (etcd) did not answer in time, or refused the
+    /// request; whether a save took effect is unknown (the next save's
+    /// compare finds out).
+    #[error("meta store unavailable: {message}")]
+    Unavailable { message: String },
 }
 
 /// Durable storage of [`MetaData`]. Object safe; `save` must make `data`
 /// durable before it returns `Ok`, and either replaces the whole state or
 /// leaves the previous one in place.
 pub trait MetaStore: Send {
+    /// Starts a term of leadership `epoch` (docs/meta.md, "High
+    /// availability"): until the next call, every save must fail with
+    /// [`MetaStoreError::Fenced`] once another meta has led a later term.
+    /// A store for one meta (the file store) has nothing to do.
+    fn begin_term(&mut self, _epoch: i64) -> Result<(), MetaStoreError> {
+        Ok(())
+    }
     /// The stored state, or `None` when nothing was ever saved.
     fn load(&self) -> Result<Option<MetaData>, MetaStoreError>;
     /// Replaces the stored state with `data`, durably.
@@ -48,6 +60,11 @@ pub struct MemoryMetaStore {
     pub saved: Option<MetaData>,
     /// While true, `save` fails with an I/O error and keeps `saved`.
     pub fail_saves: bool,
+    /// The epoch of the term begun last ([`MetaStore::begin_term`]).
+    pub term_epoch: i64,
+    /// Saves of terms below this epoch fail with `Fenced`: a later leader
+    /// exists.
+    pub fenced_below_epoch: i64,
 }
 
 impl MetaStore for MemoryMetaStore {
@@ -55,7 +72,20 @@ impl MetaStore for MemoryMetaStore {
         Ok(self.saved.clone())
     }
 
+    fn begin_term(&mut self, epoch: i64) -> Result<(), MetaStoreError> {
+        self.term_epoch = epoch;
+        Ok(())
+    }
+
     fn save(&mut self, data: &MetaData) -> Result<(), MetaStoreError> {
+        if self.term_epoch < self.fenced_below_epoch {
+            return Err(MetaStoreError::Fenced {
+                message: format!(
+                    "term {} is over: a leader of term {} exists",
+                    self.term_epoch, self.fenced_below_epoch
+                ),
+            });
+        }
         if self.fail_saves {
             return Err(MetaStoreError::Io {
                 path: PathBuf::from("<memory>"),

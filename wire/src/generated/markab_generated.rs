@@ -16,10 +16,10 @@ pub mod fb {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: i16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: i16 = 24;
+pub const ENUM_MAX_ERROR_CODE: i16 = 25;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 25] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 26] = [
   ErrorCode::Ok,
   ErrorCode::NotFound,
   ErrorCode::InvalidArgument,
@@ -45,6 +45,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 25] = [
   ErrorCode::NotEnoughReplicas,
   ErrorCode::StaleRoute,
   ErrorCode::Splitting,
+  ErrorCode::NotLeader,
 ];
 
 /// Response status. Same numbering as `message::ErrorCode`.
@@ -82,9 +83,12 @@ impl ErrorCode {
   /// The key's partition is splitting and its keys move to a new
   /// partition: retry shortly (not executed).
   pub const Splitting: Self = Self(24);
+  /// The meta server answering is not its group's leader; `message` holds
+  /// the leader's host:port (empty while none is known). Not executed.
+  pub const NotLeader: Self = Self(25);
 
   pub const ENUM_MIN: i16 = 0;
-  pub const ENUM_MAX: i16 = 24;
+  pub const ENUM_MAX: i16 = 25;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Ok,
     Self::NotFound,
@@ -111,6 +115,7 @@ impl ErrorCode {
     Self::NotEnoughReplicas,
     Self::StaleRoute,
     Self::Splitting,
+    Self::NotLeader,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -140,6 +145,7 @@ impl ErrorCode {
       Self::NotEnoughReplicas => Some("NotEnoughReplicas"),
       Self::StaleRoute => Some("StaleRoute"),
       Self::Splitting => Some("Splitting"),
+      Self::NotLeader => Some("NotLeader"),
       _ => None,
     }
   }
