@@ -12,7 +12,7 @@
 # missing.
 set -euo pipefail
 
-packages=(build-essential pkg-config libclang-dev libhwloc-dev libudev-dev python3 python3-venv python3-pip curl ca-certificates redis-server redis-tools etcd-server etcd-client procps faketime nftables e2fsprogs mount util-linux)
+packages=(build-essential pkg-config libclang-dev libhwloc-dev libudev-dev python3 python3-venv python3-pip curl ca-certificates redis-server redis-tools etcd-server etcd-client protobuf-compiler procps faketime nftables e2fsprogs mount util-linux)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

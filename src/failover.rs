@@ -161,6 +161,7 @@ fn run_round(args: &FailoverArgs, round: usize) -> anyhow::Result<Round> {
         replicas: Some(args.replicas),
         ready_timeout_s: READY_TIMEOUT_DEFAULT_S,
         cluster_id: markab_core::meta::settings::CLUSTER_ID_DEFAULT,
+        metas: 1,
     };
     let mut cluster = ToolCluster::start(&onebox)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

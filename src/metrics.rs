@@ -299,6 +299,14 @@ pub struct MetaMetrics {
     dups: IntGaugeVec,
     /// Per duplicated partition (labels dup_id, table, partition).
     dup_partition: [IntGaugeVec; 6],
+    /// 1 while this meta serves as its group's leader (a sole meta always).
+    leader: IntGauge,
+    /// The epoch of this meta's current term (0 for a sole meta; -1 none).
+    epoch: IntGauge,
+    /// Terms this meta started (each loads the state from the store).
+    terms: IntGauge,
+    /// The group's metas, as the campaign last saw them.
+    members: IntGauge,
 }
 
 /// The per-partition duplication gauges, in the order of
@@ -394,6 +402,26 @@ pub fn meta_metrics() -> &'static MetaMetrics {
             "balancer_moves_in_progress",
             "Balancer moves in progress.",
         ));
+        let leader = must(IntGauge::new(
+            "leader",
+            "1 while this meta serves as its group's leader (a sole meta always), else 0.",
+        ));
+        let epoch = must(IntGauge::new(
+            "epoch",
+            "The epoch of this meta's current term: the leader key's creation revision in etcd, 0 for a sole meta, -1 without a term.",
+        ));
+        let terms = must(IntGauge::new(
+            "terms_started",
+            "Terms this meta started as leader (each loads the state from the store).",
+        ));
+        let members = must(IntGauge::new(
+            "group_members",
+            "Metas of this meta's group, as its campaign last saw them in etcd (1 for a sole meta).",
+        ));
+        for gauge in [&leader, &epoch, &terms, &members] {
+            must(registry.register(Box::new(gauge.clone())));
+        }
+        epoch.set(-1);
         must(registry.register(Box::new(moves.clone())));
         must(registry.register(Box::new(moves_in_progress.clone())));
         must(registry.register(Box::new(requests.clone())));
@@ -418,6 +446,10 @@ pub fn meta_metrics() -> &'static MetaMetrics {
             backup_policies,
             dups,
             dup_partition,
+            leader,
+            epoch,
+            terms,
+            members,
         }
     })
 }
@@ -437,6 +469,15 @@ impl NodeMetrics {
 }
 
 impl MetaMetrics {
+    /// Brings the leadership gauges up to `gate` at `now_ms`.
+    pub fn observe_leadership(&self, gate: &markab_core::meta::leader::LeaderGate, now_ms: u64) {
+        let serving = gate.leadership().serving(now_ms).is_some();
+        self.leader.set(i64::from(serving));
+        self.epoch.set(gate.epoch().unwrap_or(-1));
+        self.terms.set(gate.terms_started() as i64);
+        self.members.set(gate.members().len() as i64);
+    }
+
     /// Counts one meta request and refreshes the table gauges.
     pub fn observe(
         &self,

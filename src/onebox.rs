@@ -13,6 +13,11 @@
 //! markab onebox ready: meta=127.0.0.1:24601 nodes=3 table=temp dir=/abs/onebox
 //! ```
 //!
+//! With `--metas N` (N > 1) onebox also starts a local etcd (Debian's
+//! `etcd-server`) and N metas that keep their state there, one of them
+//! the leader (docs/meta.md, "High availability"); the ready line then
+//! lists every meta (`meta=a,b,c`).
+//!
 //! SIGTERM or Ctrl-C stops every child (SIGTERM, then SIGKILL after
 //! [`STOP_TIMEOUT`]) and exits 0. See docs/onebox.md.
 
@@ -29,6 +34,8 @@ use std::time::{Duration, Instant};
 
 /// Most nodes one onebox starts.
 pub const NODES_MAX: usize = 64;
+/// Most metas one onebox starts.
+pub const METAS_MAX: usize = 7;
 /// Most shards per onebox node.
 pub const SHARDS_PER_NODE_MAX: usize = 64;
 /// Default bound on each wait of the start (a child's ready line, the
@@ -55,6 +62,10 @@ const SUPERVISE_INTERVAL: Duration = Duration::from_millis(200);
 pub(crate) const META_READY: &str = "markab meta ready:";
 pub(crate) const NODE_READY: &str = "markab replica ready:";
 const META_CONFIG: &str = "meta.toml";
+/// Where a onebox with several metas keeps its etcd's ports.
+const ETCD_CONFIG: &str = "etcd.toml";
+/// etcd's line once it serves clients.
+const ETCD_READY: &str = "ready to serve client requests";
 const PID_FILE: &str = "onebox.pid";
 const TUNING_DEFAULT: &str = "\
 # Written by markab onebox: modest per-shard budgets so that several nodes
@@ -95,6 +106,11 @@ pub struct OneboxArgs {
     /// distinct ids (docs/duplication.md).
     #[arg(long, default_value_t = markab_core::meta::settings::CLUSTER_ID_DEFAULT)]
     pub cluster_id: u8,
+    /// Meta servers (1..=7). More than one starts a local etcd (Debian's
+    /// etcd-server) that keeps meta's state, and a group of metas with one
+    /// leader; fixed when the directory is first used.
+    #[arg(long, default_value_t = 1)]
+    pub metas: usize,
 }
 
 /// Why onebox could not start or run the cluster.
@@ -190,13 +206,14 @@ pub fn run(args: OneboxArgs) -> anyhow::Result<ExitCode> {
     let layout = Layout::prepare(&dir, &args)?;
     let mut cluster = Cluster {
         children: Vec::new(),
+        infra: 0,
     };
     let outcome = start(&args, &layout, &mut cluster, &stop);
     match outcome {
         Ok(true) => {
             println!(
                 "markab onebox ready: meta={} nodes={} table={} dir={}",
-                layout.meta_address,
+                layout.meta_addresses().join(","),
                 layout.nodes.len(),
                 args.table,
                 dir.display()
@@ -231,6 +248,12 @@ fn validate(args: &OneboxArgs) -> Result<(), OneboxError> {
         return invalid(format!(
             "--shards {} is out of range (allowed 1..={SHARDS_PER_NODE_MAX})",
             args.shards
+        ));
+    }
+    if args.metas == 0 || args.metas > METAS_MAX {
+        return invalid(format!(
+            "--metas {} is out of range (allowed 1..={METAS_MAX})",
+            args.metas
         ));
     }
     if args.ready_timeout_s == 0 {
@@ -274,6 +297,7 @@ impl ToolCluster {
         let layout = Layout::prepare(&dir, args)?;
         let mut cluster = Cluster {
             children: Vec::new(),
+            infra: 0,
         };
         let stop = AtomicBool::new(false);
         match start(args, &layout, &mut cluster, &stop) {
@@ -293,8 +317,8 @@ impl ToolCluster {
             .iter()
             .position(|plan| plan.node_id == node_id)
             .ok_or_else(|| OneboxError::InvalidArgument(format!("no node {node_id}")))?;
-        // Meta is child 0, then the nodes in order.
-        let running = &mut self.cluster.children[index + 1];
+        // etcd and the metas come first, then the nodes in order.
+        let running = &mut self.cluster.children[self.cluster.infra + index];
         running.exit_reported = true;
         running.child.kill().map_err(io_error(&running.log))?;
         let _ = running.child.wait();
@@ -353,12 +377,36 @@ pub struct NodePlan {
     pub node_id: String,
 }
 
+/// One meta of the layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaPlan {
+    /// `meta` (the only one) or `meta-<i>`: names its config and log.
+    pub name: String,
+    pub config_path: PathBuf,
+    pub address: String,
+}
+
+/// The local etcd of a onebox with several metas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdPlan {
+    /// Its client address, `127.0.0.1:port`.
+    pub client: String,
+    /// Its peer address, `127.0.0.1:port`.
+    pub peer: String,
+    pub data_dir: PathBuf,
+}
+
 /// The files of a onebox directory, written on the first start and reused.
 #[derive(Clone, Debug)]
 pub struct Layout {
     pub dir: PathBuf,
+    /// The first meta's config and address.
     pub meta_config: PathBuf,
     pub meta_address: String,
+    /// Every meta (one unless `--metas`).
+    pub metas: Vec<MetaPlan>,
+    /// The etcd that several metas share.
+    pub etcd: Option<EtcdPlan>,
     pub nodes: Vec<NodePlan>,
 }
 
@@ -375,21 +423,12 @@ impl Layout {
             std::fs::write(&tuning, TUNING_DEFAULT).map_err(io_error(&tuning))?;
         }
         let mut picker = PortPicker::new();
-        let meta_config = dir.join(META_CONFIG);
-        let meta_address = if meta_config.exists() {
-            read_meta_listen(&meta_config)?
-        } else {
-            let port = picker.pick(1)?;
-            let address = format!("127.0.0.1:{port}");
-            let text = format!(
-                "# Written by markab onebox; reused on every start.\n[meta]\nlisten = {}\ndata_dir = {}\ncluster_id = {}\n",
-                toml_string(&address),
-                toml_path(&dir.join("meta"))?,
-                args.cluster_id
-            );
-            write_new(&meta_config, &text)?;
-            address
-        };
+        let (metas, etcd) = prepare_metas(dir, args, &mut picker)?;
+        let meta_list = metas
+            .iter()
+            .map(|meta| toml_string(&meta.address))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut nodes = Vec::with_capacity(args.nodes);
         for index in 0..args.nodes {
             let name = format!("node-{index}");
@@ -410,7 +449,7 @@ impl Layout {
                     "# Written by markab onebox; reused on every start.\n[node]\ndata_dir = {}\nhost = \"127.0.0.1\"\nport_base = {port_base}\nshards = {}\npin = false\ntuning_dir = \"tuning\"\nmeta = [{}]\n",
                     toml_path(&dir.join(&name))?,
                     args.shards,
-                    toml_string(&meta_address)
+                    meta_list
                 );
                 write_new(&config_path, &text)?;
                 format!("127.0.0.1:{port_base}")
@@ -431,15 +470,119 @@ impl Layout {
         }
         Ok(Layout {
             dir: dir.to_owned(),
-            meta_config,
-            meta_address,
+            meta_config: metas[0].config_path.clone(),
+            meta_address: metas[0].address.clone(),
+            metas,
+            etcd,
             nodes,
         })
+    }
+
+    /// Every meta's address.
+    pub fn meta_addresses(&self) -> Vec<String> {
+        self.metas.iter().map(|meta| meta.address.clone()).collect()
     }
 
     fn log_path(&self, name: &str) -> PathBuf {
         self.dir.join("logs").join(format!("{name}.log"))
     }
+}
+
+/// The metas' configs (and etcd's ports with several metas): read back
+/// when present, written on free ports when not. A directory keeps the
+/// meta count it was first started with.
+fn prepare_metas(
+    dir: &Path,
+    args: &OneboxArgs,
+    picker: &mut PortPicker,
+) -> Result<(Vec<MetaPlan>, Option<EtcdPlan>), OneboxError> {
+    let single = dir.join(META_CONFIG);
+    let first_of_group = dir.join("meta-0.toml");
+    if (args.metas == 1 && first_of_group.exists()) || (args.metas > 1 && single.exists()) {
+        let had = if single.exists() {
+            "1 meta"
+        } else {
+            "several metas"
+        };
+        return Err(OneboxError::InvalidArgument(format!(
+            "{} was first started with {had}; --metas {} needs a new --dir",
+            dir.display(),
+            args.metas
+        )));
+    }
+    let read_or_write = |name: String, picker: &mut PortPicker, body: &dyn Fn(&str) -> String| {
+        let config_path = dir.join(format!("{name}.toml"));
+        let address = if config_path.exists() {
+            read_meta_listen(&config_path)?
+        } else {
+            let port = picker.pick(1)?;
+            let address = format!("127.0.0.1:{port}");
+            let text = format!(
+                "# Written by markab onebox; reused on every start.\n[meta]\nlisten = {}\n{}cluster_id = {}\n",
+                toml_string(&address),
+                body(&name),
+                args.cluster_id
+            );
+            write_new(&config_path, &text)?;
+            address
+        };
+        Ok::<_, OneboxError>(MetaPlan {
+            name,
+            config_path,
+            address,
+        })
+    };
+    if args.metas == 1 {
+        let data_dir = toml_path(&dir.join("meta"))?;
+        let meta = read_or_write("meta".into(), picker, &|_| {
+            format!("data_dir = {data_dir}\n")
+        })?;
+        return Ok((vec![meta], None));
+    }
+    let etcd_config = dir.join(ETCD_CONFIG);
+    let etcd = if etcd_config.exists() {
+        let table = read_toml(&etcd_config)?;
+        let field = |key: &str| {
+            table
+                .get(key)
+                .and_then(|value| value.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| config_error(&etcd_config, &format!("{key} is missing")))
+        };
+        EtcdPlan {
+            client: field("client")?,
+            peer: field("peer")?,
+            data_dir: dir.join("etcd"),
+        }
+    } else {
+        let port = picker.pick(2)?;
+        let plan = EtcdPlan {
+            client: format!("127.0.0.1:{port}"),
+            peer: format!("127.0.0.1:{}", port + 1),
+            data_dir: dir.join("etcd"),
+        };
+        write_new(
+            &etcd_config,
+            &format!(
+                "# Written by markab onebox; reused on every start.\nclient = {}\npeer = {}\n",
+                toml_string(&plan.client),
+                toml_string(&plan.peer)
+            ),
+        )?;
+        plan
+    };
+    let store = format!(
+        "store = \"etcd\"\netcd_endpoints = [{}]\netcd_prefix = \"/markab/{}\"\n",
+        toml_string(&etcd.client),
+        args.cluster_id
+    );
+    let mut metas = Vec::with_capacity(args.metas);
+    for index in 0..args.metas {
+        metas.push(read_or_write(format!("meta-{index}"), picker, &|_| {
+            store.clone()
+        })?);
+    }
+    Ok((metas, Some(etcd)))
 }
 
 /// `text` as a TOML string literal (quoted and escaped).
@@ -612,8 +755,10 @@ struct Running {
 }
 
 struct Cluster {
-    /// Meta first, then the nodes in order.
+    /// etcd (with several metas), the metas, then the nodes in order.
     children: Vec<Running>,
+    /// How many children come before the nodes.
+    infra: usize,
 }
 
 /// Starts meta, the nodes and the table. `Ok(false)`: a stop signal came
@@ -631,35 +776,40 @@ fn start(
     })?;
     println!(
         "markab onebox: starting meta at {} and {} node(s) in {}",
-        layout.meta_address,
+        layout.meta_addresses().join(","),
         layout.nodes.len(),
         layout.dir.display()
     );
     let _ = std::io::stdout().flush();
-    let meta_log = layout.log_path("meta");
-    if !spawn_ready(
-        cluster,
-        &exe,
-        "meta",
-        &layout.meta_config,
-        &meta_log,
-        META_READY,
-        timeout,
-        stop,
-    )? {
-        return Ok(false);
-    }
-    for node in &layout.nodes {
-        let log = layout.log_path(&node.name);
+    if let Some(etcd) = &layout.etcd {
+        let log = layout.log_path("etcd");
         if !spawn_ready(
             cluster,
-            &exe,
-            "replica",
-            &node.config_path,
+            etcd_command(etcd)?,
+            "etcd",
             &log,
-            NODE_READY,
+            ETCD_READY,
             timeout,
             stop,
+        )? {
+            return Ok(false);
+        }
+    }
+    for meta in &layout.metas {
+        let log = layout.log_path(&meta.name);
+        let command = markab_command(&exe, "meta", &meta.config_path);
+        if !spawn_ready(
+            cluster, command, &meta.name, &log, META_READY, timeout, stop,
+        )? {
+            return Ok(false);
+        }
+    }
+    cluster.infra = cluster.children.len();
+    for node in &layout.nodes {
+        let log = layout.log_path(&node.name);
+        let command = markab_command(&exe, "replica", &node.config_path);
+        if !spawn_ready(
+            cluster, command, &node.name, &log, NODE_READY, timeout, stop,
         )? {
             return Ok(false);
         }
@@ -674,22 +824,55 @@ fn start(
     runtime.block_on(admin::prepare_cluster(args, layout, cluster, stop, timeout))
 }
 
-/// Spawns one child and waits for its ready line. `Ok(false)`: stopped.
-#[allow(clippy::too_many_arguments)]
+/// `markab ROLE --config CONFIG` from the running executable.
+fn markab_command(exe: &Path, role: &str, config: &Path) -> Command {
+    let mut command = Command::new(exe);
+    command.arg(role).arg("--config").arg(config);
+    command
+}
+
+/// The local etcd of a group of metas: one member, on loopback.
+fn etcd_command(plan: &EtcdPlan) -> Result<Command, OneboxError> {
+    let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|path| path.is_file())
+        .ok_or_else(|| {
+            OneboxError::InvalidArgument(
+                "--metas needs etcd (Debian's etcd-server; scripts/setup.sh installs it)".into(),
+            )
+        })?;
+    let mut command = Command::new(binary);
+    command
+        .arg("--name")
+        .arg("onebox")
+        .arg("--data-dir")
+        .arg(&plan.data_dir)
+        .arg("--listen-client-urls")
+        .arg(format!("http://{}", plan.client))
+        .arg("--advertise-client-urls")
+        .arg(format!("http://{}", plan.client))
+        .arg("--listen-peer-urls")
+        .arg(format!("http://{}", plan.peer))
+        .arg("--initial-advertise-peer-urls")
+        .arg(format!("http://{}", plan.peer))
+        .arg("--initial-cluster")
+        .arg(format!("onebox=http://{}", plan.peer));
+    Ok(command)
+}
+
+/// Spawns one child (`command`, named `name`) and waits for `ready` in
+/// its log. `Ok(false)`: stopped.
 fn spawn_ready(
     cluster: &mut Cluster,
-    exe: &Path,
-    role: &str,
-    config: &Path,
+    mut command: Command,
+    name: &str,
     log: &Path,
     ready: &str,
     timeout: Duration,
     stop: &AtomicBool,
 ) -> Result<bool, OneboxError> {
-    let name = log
-        .file_stem()
-        .map(|stem| stem.to_string_lossy().into_owned())
-        .unwrap_or_else(|| role.to_string());
+    let name = name.to_owned();
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -697,11 +880,7 @@ fn spawn_ready(
         .map_err(io_error(log))?;
     let offset = file.metadata().map_err(io_error(log))?.len();
     let stderr = file.try_clone().map_err(io_error(log))?;
-    let mut command = Command::new(exe);
     command
-        .arg(role)
-        .arg("--config")
-        .arg(config)
         .stdin(Stdio::null())
         .stdout(file)
         .stderr(stderr)
@@ -847,15 +1026,27 @@ impl Cluster {
         }
     }
 
-    /// SIGTERM to the nodes, then to meta; SIGKILL to whatever still runs
-    /// after [`STOP_TIMEOUT`]. Reaps every child.
+    /// SIGTERM to the nodes, then to the metas, then to etcd; SIGKILL to
+    /// whatever still runs after [`STOP_TIMEOUT`]. Reaps every child.
     fn stop_all(&mut self) {
         let deadline = Instant::now() + STOP_TIMEOUT;
-        // Nodes first (they beacon to meta), meta (index 0) last.
-        let split = self.children.len().min(1);
-        let (meta, nodes) = self.children.split_at_mut(split);
+        // Nodes first (they beacon to meta), the metas next, etcd (under
+        // the metas) last. A start cut short may not have set `infra`.
+        let infra = if self.infra == 0 {
+            self.children
+                .iter()
+                .take_while(|running| running.name.starts_with("meta") || running.name == "etcd")
+                .count()
+        } else {
+            self.infra
+        };
+        let infra = infra.min(self.children.len());
+        let (infra, nodes) = self.children.split_at_mut(infra);
         terminate(nodes, deadline);
-        terminate(meta, deadline);
+        let etcd = usize::from(infra.first().is_some_and(|running| running.name == "etcd"));
+        let (etcd, metas) = infra.split_at_mut(etcd);
+        terminate(metas, deadline);
+        terminate(etcd, deadline);
     }
 }
 
@@ -938,15 +1129,12 @@ pub(crate) mod admin {
         let client_error = |what: String| {
             move |source: ClientError| Interrupt::Failed(OneboxError::Client { what, source })
         };
-        let client = Client::connect_meta(
-            std::slice::from_ref(&layout.meta_address),
-            ClientOptions::default(),
-        )
-        .await
-        .map_err(client_error(format!(
-            "connect to meta at {}",
-            layout.meta_address
-        )))?;
+        let client = Client::connect_meta(&layout.meta_addresses(), ClientOptions::default())
+            .await
+            .map_err(client_error(format!(
+                "connect to meta at {}",
+                layout.meta_addresses().join(",")
+            )))?;
 
         // Every node registered and alive.
         let deadline = Instant::now() + timeout;
@@ -1097,6 +1285,7 @@ mod tests {
             replicas: Some(1),
             ready_timeout_s: READY_TIMEOUT_DEFAULT_S,
             cluster_id: 1,
+            metas: 1,
         }
     }
 

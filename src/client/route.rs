@@ -41,6 +41,8 @@ pub const META_ADDRESSES_MAX: usize = 16;
 /// Passes over the meta address list one meta request may make (a second
 /// pass covers a meta that restarted under a cached connection).
 const META_PASSES_MAX: usize = 2;
+/// Longest pause between passes over the meta addresses.
+const META_BACKOFF_MAX: Duration = Duration::from_millis(200);
 
 // The retries, with their backoff, fit well inside the default timeout.
 const _: () = assert!(ROUTED_ATTEMPTS_MAX >= 2 && ROUTED_ATTEMPTS_MAX <= 8);
@@ -414,9 +416,13 @@ impl ClientInner {
 
     /// Sends a request to meta: the meta that answered last first, then
     /// the others in turn, until one answers or `deadline` passes. A
-    /// request that changes meta's state is not sent again once it may have
-    /// reached a meta. Meta's error answers are returned as
-    /// [`ClientError::Server`].
+    /// follower of a meta group answers `NOT_LEADER` with the leader's
+    /// address: the request goes there next (one hop), and while some meta
+    /// answers so (a group electing a leader) the passes go on until the
+    /// deadline; when none answers at all, two passes end it. A request
+    /// that changes meta's state is not sent again once it may have reached
+    /// a meta (`NOT_LEADER` means it did not execute). Meta's error answers
+    /// are returned as [`ClientError::Server`].
     pub(crate) async fn meta_call(
         &self,
         request: &Request,
@@ -432,32 +438,65 @@ impl ClientInner {
         let count = meta.addresses.len();
         let first = meta.preferred.load(Ordering::Relaxed);
         let mut last_error = None;
-        for turn in 0..count * META_PASSES_MAX {
-            if turn == count {
-                // A second pass after a short pause: a meta may be restarting.
-                if Instant::now() + RETRY_BACKOFF_INITIAL >= deadline {
-                    break;
+        let mut turn = 0;
+        let mut passes_unanswered = 0;
+        let mut group_answered = false;
+        let mut redirect: Option<String> = None;
+        let mut backoff = RETRY_BACKOFF_INITIAL;
+        loop {
+            let (address, index) = match redirect.take() {
+                Some(leader) => {
+                    let index = meta.addresses.iter().position(|a| *a == leader);
+                    (leader, index)
                 }
-                tokio::time::sleep(RETRY_BACKOFF_INITIAL).await;
-            }
-            let index = (first + turn) % count;
-            let address = &meta.addresses[index];
-            let connection = match tokio::time::timeout_at(deadline, self.connection(address)).await
-            {
-                Err(_) => return Err(timed_out()),
-                Ok(Err(error)) => {
-                    tracing::debug!(%address, %error, "meta unreachable");
-                    last_error = Some(error);
-                    continue;
+                None => {
+                    if turn > 0 && turn % count == 0 {
+                        if !group_answered {
+                            passes_unanswered += 1;
+                            if passes_unanswered >= META_PASSES_MAX {
+                                break;
+                            }
+                        }
+                        group_answered = false;
+                        // A pause between passes: a meta may be restarting,
+                        // or its group electing a leader.
+                        if Instant::now() + backoff >= deadline {
+                            break;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(META_BACKOFF_MAX);
+                    }
+                    let index = (first + turn) % count;
+                    turn += 1;
+                    (meta.addresses[index].clone(), Some(index))
                 }
-                Ok(Ok(connection)) => connection,
             };
+            let connection =
+                match tokio::time::timeout_at(deadline, self.connection(&address)).await {
+                    Err(_) => return Err(timed_out()),
+                    Ok(Err(error)) => {
+                        tracing::debug!(%address, %error, "meta unreachable");
+                        last_error = Some(error);
+                        continue;
+                    }
+                    Ok(Ok(connection)) => connection,
+                };
             match connection
                 .call(Envelope::default(), request, deadline, timeout)
                 .await
             {
+                Ok(Err(error)) if error.code == ErrorCode::NotLeader => {
+                    tracing::debug!(%address, leader = %error.message, "meta is not the leader");
+                    group_answered = true;
+                    if !error.message.is_empty() && index.is_some() && error.message != address {
+                        redirect = Some(error.message.clone());
+                    }
+                    last_error = Some(ClientError::Server(error));
+                }
                 Ok(answer) => {
-                    meta.preferred.store(index, Ordering::Relaxed);
+                    if let Some(index) = index {
+                        meta.preferred.store(index, Ordering::Relaxed);
+                    }
                     return answer.map_err(ClientError::Server);
                 }
                 Err(CallError::NotSent(

@@ -20,6 +20,19 @@
 //! cluster_id = 1                   # this cluster's id in timetags (1..=127; docs/duplication.md)
 //! ```
 //!
+//! A group of metas with one leader keeps its state in etcd instead of
+//! `data_dir` (docs/meta.md, "High availability"):
+//!
+//! ```toml
+//! [meta]
+//! store = "etcd"                   # default "file" (then data_dir is required)
+//! etcd_endpoints = ["127.0.0.1:2379"]
+//! etcd_prefix = "/markab/1"        # default "/markab/<cluster_id>"
+//! etcd_session_ttl_s = 2           # a dead leader's successor serves about this long after (1..=60)
+//! etcd_timeout_ms = 1000           # bound on each etcd request (100..=10000)
+//! advertise = "10.0.0.1:34601"     # the address others reach this meta at (default: listen)
+//! ```
+//!
 //! Every error names the file and the key, and states the allowed range.
 //! `grace_ms > lease_ms + beacon_interval_ms` and
 //! `lease_ms > 2 x beacon_interval_ms` are checked whether or not
@@ -54,13 +67,35 @@ impl MetaConfig {
     pub fn settings(&self, meta_address: String) -> crate::meta::state::MetaSettings {
         crate::meta::state::MetaSettings {
             meta_address,
-            data_dir: self.data_dir.display().to_string(),
+            data_dir: self.store.describe(),
             hold_seconds: self.hold_seconds,
             node_timeout_ms: self.node_timeout_ms,
             replica_count_default: self.replica_count_default,
             replica_count_max: self.replica_count_max,
             replication: self.replication,
             cluster_id: self.cluster_id,
+        }
+    }
+}
+
+/// Where meta's state lives (`[meta] store`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// `meta.json` in the data directory: one meta, no failover (the
+    /// default).
+    File { data_dir: PathBuf },
+    /// etcd: a group of metas, one leader (docs/meta.md, "High
+    /// availability").
+    Etcd(crate::meta::etcd::EtcdConfig),
+}
+
+impl StoreConfig {
+    /// How the store is shown (`cluster_info`'s `data_dir`, the ready
+    /// line).
+    pub fn describe(&self) -> String {
+        match self {
+            StoreConfig::File { data_dir } => data_dir.display().to_string(),
+            StoreConfig::Etcd(etcd) => etcd.describe(),
         }
     }
 }
@@ -91,7 +126,13 @@ struct ConfigFile {
 #[serde(deny_unknown_fields)]
 struct MetaSection {
     listen: Option<String>,
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
+    store: Option<String>,
+    etcd_endpoints: Option<Vec<String>>,
+    etcd_prefix: Option<String>,
+    etcd_session_ttl_s: Option<u64>,
+    etcd_timeout_ms: Option<u64>,
+    advertise: Option<String>,
     hold_seconds: Option<u64>,
     node_timeout_ms: Option<u64>,
     replica_count_default: Option<i32>,
@@ -116,8 +157,11 @@ pub struct MetaConfig {
     pub path: PathBuf,
     /// Where meta listens (default [`LISTEN_DEFAULT`]).
     pub listen: SocketAddr,
-    /// Meta's data directory (required); the store keeps `meta.json` there.
-    pub data_dir: PathBuf,
+    /// Where meta's state lives: `data_dir` (one meta) or etcd (a group).
+    pub store: StoreConfig,
+    /// The address other metas, nodes and clients are sent to when this
+    /// meta leads (default: the listen address).
+    pub advertise: Option<String>,
     /// Hold time of a dropped table (default [`HOLD_SECONDS_DEFAULT`]).
     pub hold_seconds: u64,
     /// Beacon age after which a node is dead (default [`NODE_TIMEOUT_MS_DEFAULT`]).
@@ -166,9 +210,6 @@ impl MetaConfig {
                 "meta.listen = {listen_text:?} is not an address (expected \"ip:port\", e.g. {LISTEN_DEFAULT:?})"
             ))
         })?;
-        if section.data_dir.as_os_str().is_empty() {
-            return Err(invalid("meta.data_dir is empty".into()));
-        }
         let hold_seconds = section.hold_seconds.unwrap_or(HOLD_SECONDS_DEFAULT);
         if hold_seconds > HOLD_SECONDS_MAX {
             return Err(invalid(format!(
@@ -229,6 +270,31 @@ impl MetaConfig {
             .unwrap_or(markab_core::meta::settings::CLUSTER_ID_DEFAULT);
         markab_core::storage::timetag::validate_cluster_id(cluster_id)
             .map_err(|message| invalid(format!("meta.cluster_id: {message}")))?;
+        let store = parse_store(&section, cluster_id).map_err(invalid)?;
+        let advertise = match &section.advertise {
+            Some(text) => {
+                let address: SocketAddr = text.parse().map_err(|_| {
+                    invalid(format!(
+                        "meta.advertise = {text:?} is not an address (expected \"ip:port\")"
+                    ))
+                })?;
+                if address.ip().is_unspecified() || address.port() == 0 {
+                    return Err(invalid(format!(
+                        "meta.advertise = {text:?} must name a reachable ip and a port"
+                    )));
+                }
+                Some(address.to_string())
+            }
+            None => None,
+        };
+        if matches!(store, StoreConfig::Etcd(_))
+            && advertise.is_none()
+            && listen.ip().is_unspecified()
+        {
+            return Err(invalid(format!(
+                "meta.listen = {listen} does not name an address other metas can send clients to: set meta.advertise"
+            )));
+        }
         let backup_credentials =
             file.backup
                 .credentials()
@@ -240,7 +306,8 @@ impl MetaConfig {
             backup_credentials,
             path: path.to_owned(),
             listen,
-            data_dir: section.data_dir,
+            store,
+            advertise,
             hold_seconds,
             node_timeout_ms,
             replica_count_default,
@@ -249,6 +316,86 @@ impl MetaConfig {
             replication,
             cluster_id,
         })
+    }
+}
+
+/// `[meta] store` and its keys: `data_dir` for the file store, `etcd_*`
+/// for etcd; a file that mixes them is refused.
+fn parse_store(section: &MetaSection, cluster_id: u8) -> Result<StoreConfig, String> {
+    use crate::meta::etcd::{
+        EtcdConfig, ETCD_TIMEOUT_MS_DEFAULT, SESSION_TTL_S_DEFAULT, SESSION_TTL_S_MAX,
+    };
+    let etcd_keys = [
+        ("etcd_endpoints", section.etcd_endpoints.is_some()),
+        ("etcd_prefix", section.etcd_prefix.is_some()),
+        ("etcd_session_ttl_s", section.etcd_session_ttl_s.is_some()),
+        ("etcd_timeout_ms", section.etcd_timeout_ms.is_some()),
+    ];
+    match section.store.as_deref().unwrap_or("file") {
+        "file" => {
+            if let Some((key, _)) = etcd_keys.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "meta.{key} is set but meta.store is \"file\": set meta.store = \"etcd\" to keep meta's state in etcd, or remove the etcd keys"
+                ));
+            }
+            let data_dir = section.data_dir.clone().ok_or(
+                "meta.data_dir is required with meta.store = \"file\" (the default)".to_owned(),
+            )?;
+            if data_dir.as_os_str().is_empty() {
+                return Err("meta.data_dir is empty".into());
+            }
+            Ok(StoreConfig::File { data_dir })
+        }
+        "etcd" => {
+            if section.data_dir.is_some() {
+                return Err(
+                    "meta.data_dir is set but meta.store is \"etcd\": meta keeps its state in etcd then; remove data_dir (or use store = \"file\")".into(),
+                );
+            }
+            let endpoints = section.etcd_endpoints.clone().unwrap_or_default();
+            if endpoints.is_empty() || endpoints.len() > 16 {
+                return Err(format!(
+                    "meta.etcd_endpoints must list 1..=16 etcd client addresses with meta.store = \"etcd\", got {}",
+                    endpoints.len()
+                ));
+            }
+            if let Some(bad) = endpoints.iter().find(|e| e.trim().is_empty()) {
+                return Err(format!(
+                    "meta.etcd_endpoints holds an empty address {bad:?}"
+                ));
+            }
+            let prefix = section
+                .etcd_prefix
+                .clone()
+                .unwrap_or_else(|| format!("/markab/{cluster_id}"));
+            let prefix = prefix.trim_end_matches('/').to_owned();
+            if !prefix.starts_with('/') || prefix.len() < 2 || prefix.len() > 256 {
+                return Err(format!(
+                    "meta.etcd_prefix = {prefix:?} must start with '/', name something below the root and be at most 256 bytes"
+                ));
+            }
+            let session_ttl_s = section.etcd_session_ttl_s.unwrap_or(SESSION_TTL_S_DEFAULT);
+            if !(1..=SESSION_TTL_S_MAX).contains(&session_ttl_s) {
+                return Err(format!(
+                    "meta.etcd_session_ttl_s = {session_ttl_s} is out of range (allowed 1..={SESSION_TTL_S_MAX})"
+                ));
+            }
+            let timeout_ms = section.etcd_timeout_ms.unwrap_or(ETCD_TIMEOUT_MS_DEFAULT);
+            if !(100..=10_000).contains(&timeout_ms) {
+                return Err(format!(
+                    "meta.etcd_timeout_ms = {timeout_ms} is out of range (allowed 100..=10000)"
+                ));
+            }
+            Ok(StoreConfig::Etcd(EtcdConfig {
+                endpoints,
+                prefix,
+                session_ttl_s,
+                timeout_ms,
+            }))
+        }
+        other => Err(format!(
+            "meta.store = {other:?} is not a store (allowed \"file\", \"etcd\")"
+        )),
     }
 }
 
@@ -269,7 +416,12 @@ mod tests {
     fn parses_minimal_and_full_files() {
         let config = parse("[meta]\ndata_dir = \"/d\"\n").unwrap();
         assert_eq!(config.listen, LISTEN_DEFAULT.parse().unwrap());
-        assert_eq!(config.data_dir, Path::new("/d"));
+        assert_eq!(
+            config.store,
+            StoreConfig::File {
+                data_dir: "/d".into()
+            }
+        );
         assert_eq!(config.hold_seconds, HOLD_SECONDS_DEFAULT);
         assert_eq!(config.node_timeout_ms, NODE_TIMEOUT_MS_DEFAULT);
         assert_eq!(config.replica_count_default, 3);
@@ -316,6 +468,31 @@ mod tests {
                 ..MetaReplication::default()
             })
         );
+    }
+
+    // The etcd store: endpoints required, the prefix defaults to the
+    // cluster id's and loses a trailing slash.
+    #[test]
+    fn parses_the_etcd_store() {
+        let config = parse(
+            "[meta]\nstore = \"etcd\"\netcd_endpoints = [\"127.0.0.1:2379\"]\ncluster_id = 3\n\
+             advertise = \"10.0.0.1:34601\"\n",
+        )
+        .unwrap();
+        let StoreConfig::Etcd(etcd) = &config.store else {
+            panic!("{:?}", config.store)
+        };
+        assert_eq!(etcd.prefix, "/markab/3");
+        assert_eq!(etcd.session_ttl_s, 2);
+        assert_eq!(config.advertise.as_deref(), Some("10.0.0.1:34601"));
+        let config = parse(
+            "[meta]\nstore = \"etcd\"\netcd_endpoints = [\"e:1\"]\netcd_prefix = \"/x/y/\"\n",
+        )
+        .unwrap();
+        let StoreConfig::Etcd(etcd) = &config.store else {
+            panic!("{:?}", config.store)
+        };
+        assert_eq!(etcd.prefix, "/x/y");
     }
 
     // A smaller replica_count_max lowers the default replica count with it.
@@ -383,6 +560,29 @@ mod tests {
             (
                 "[meta]\ndata_dir = \"/d\"\nreplication = true\nreplica_count_min_alive = 0\n",
                 "replica_count_min_alive",
+            ),
+            // Stores: a file that mixes them, or half an etcd setup.
+            (
+                "[meta]\ndata_dir = \"/d\"\netcd_endpoints = [\"127.0.0.1:2379\"]\n",
+                "meta.etcd_endpoints is set but meta.store is \"file\"",
+            ),
+            (
+                "[meta]\nstore = \"etcd\"\ndata_dir = \"/d\"\netcd_endpoints = [\"127.0.0.1:2379\"]\n",
+                "meta.data_dir is set but meta.store is \"etcd\"",
+            ),
+            ("[meta]\nstore = \"etcd\"\n", "meta.etcd_endpoints must list"),
+            ("[meta]\nstore = \"zookeeper\"\n", "meta.store = \"zookeeper\""),
+            (
+                "[meta]\nstore = \"etcd\"\netcd_endpoints = [\"e:1\"]\netcd_prefix = \"x\"\n",
+                "meta.etcd_prefix",
+            ),
+            (
+                "[meta]\nstore = \"etcd\"\netcd_endpoints = [\"e:1\"]\netcd_session_ttl_s = 0\n",
+                "meta.etcd_session_ttl_s = 0 is out of range",
+            ),
+            (
+                "[meta]\nstore = \"etcd\"\netcd_endpoints = [\"e:1\"]\nlisten = \"0.0.0.0:1\"\n",
+                "set meta.advertise",
             ),
         ];
         for (text, key) in cases {

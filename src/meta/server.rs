@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use markab_core::meta::leader::{LeaderGate, Leadership};
 use markab_core::meta::state::RemoteFacts;
 use markab_core::meta::state::{BackupWork, RestoreSource};
 use markab_wire::codec::{self, Encoder};
@@ -29,10 +30,10 @@ use markab_wire::frame::{FrameDecoder, FrameError, MessageKind};
 use markab_wire::message::{BackupRequest, DupRequest, ErrorCode, OpError, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::meta::state::{MetaData, MetaState, MetaTime};
-use crate::meta::store::MetaStore;
+use crate::meta::store::{MetaStore, MetaStoreError};
 
 /// How often meta's placement metrics (replicas and primaries per node and
 /// shard, balancer moves) are brought up to date.
@@ -111,9 +112,12 @@ struct Actor {
 
 impl Actor {
     /// Starts the actor thread; it ends when every handle is dropped.
+    /// `leadership` carries what the campaign learns (a group's meta);
+    /// a sole meta's gate has none.
     fn start(
-        mut state: MetaState,
+        mut gate: LeaderGate,
         mut store: Box<dyn MetaStore>,
+        mut leadership: Option<watch::Receiver<LeaderNews>>,
         runtime: tokio::runtime::Handle,
     ) -> std::io::Result<(Actor, std::thread::JoinHandle<()>)> {
         let (sender, mut receiver) = mpsc::channel(ACTOR_QUEUE_MAX);
@@ -124,46 +128,69 @@ impl Actor {
             .name("markab-meta-state".into())
             .spawn(move || {
                 let mut placement_observed_ms = None;
-                let mut logged = LoggedBallots::of(state.data());
+                let mut logged: Option<(u64, LoggedBallots)> = None;
                 let mut backups = BackupDriver::new(runtime, results);
                 while let Some(input) = receiver.blocking_recv() {
                     // Durations on the monotonic clock, the wall clock for
                     // display and hold times (**durations-are-monotonic**).
                     let now = meta_now();
+                    if let Some(news) = leadership.as_mut() {
+                        if news.has_changed().unwrap_or(false) {
+                            let (leadership, members) = news.borrow_and_update().clone();
+                            gate.set_leadership(leadership, members);
+                        }
+                    }
                     match input {
                         ActorInput::Request { request, reply } => {
-                            let response = execute(&mut state, store.as_mut(), &request, now);
-                            log_reconfigurations(&mut logged, state.data(), || {
+                            let started = std::time::Instant::now();
+                            let response = gate.request(store.as_mut(), &request, now);
+                            if let Some(state) = gate.state() {
+                                crate::metrics::meta_metrics().observe(
+                                    &request,
+                                    started.elapsed(),
+                                    &response,
+                                    state.data(),
+                                );
+                            }
+                            log_term_reconfigurations(&mut logged, &gate, || {
                                 describe_request(&request)
                             });
                             // The requester may have gone away; nothing to do then.
                             let _ = reply.send(response);
                         }
                         ActorInput::Tick => {
-                            if let Err(error) = execute_tick(&mut state, store.as_mut(), now) {
+                            if let Err(error) = gate.tick(store.as_mut(), now) {
                                 tracing::error!(%error, "meta store write failed on tick; will retry");
                             }
-                            log_reconfigurations(&mut logged, state.data(), || {
+                            log_term_reconfigurations(&mut logged, &gate, || {
                                 "meta's tick (failure, restart, guardian or balancer)".to_owned()
                             });
+                            let metrics = crate::metrics::meta_metrics();
+                            metrics.observe_leadership(&gate, now.monotonic_ms);
                             let due = placement_observed_ms.is_none_or(|at: u64| {
                                 now.monotonic_ms >= at + PLACEMENT_METRICS_INTERVAL_MS
                             });
-                            if due {
+                            if let Some(state) = gate.state().filter(|_| due) {
                                 placement_observed_ms = Some(now.monotonic_ms);
-                                crate::metrics::meta_metrics()
-                                    .observe_placement(&state, now.monotonic_ms);
+                                metrics.observe_placement(state, now.monotonic_ms);
                             }
-                            backups.dispatch(&state);
+                            if let Some(state) = gate.state() {
+                                backups.dispatch(state);
+                            }
                         }
                         ActorInput::Restore {
                             table,
                             source,
                             reply,
                         } => {
-                            let step = state.start_restore(&table, source, now);
-                            let response =
-                                execute_step(&mut state, store.as_mut(), step, "restore");
+                            let response = match gate.serving_state(store.as_mut(), now) {
+                                Ok(state) => {
+                                    let step = state.start_restore(&table, source, now);
+                                    execute_step(state, store.as_mut(), step, "restore")
+                                }
+                                Err(error) => Err(error),
+                            };
+                            gate.after(&response);
                             let _ = reply.send(response);
                         }
                         ActorInput::AddDup {
@@ -174,14 +201,33 @@ impl Actor {
                             let Request::Dup(dup) = &request else {
                                 unreachable!("only dup add is sent as AddDup")
                             };
-                            let step = state.add_dup(dup, remote, now);
-                            let response =
-                                execute_step(&mut state, store.as_mut(), step, "dup add");
+                            let response = match gate.serving_state(store.as_mut(), now) {
+                                Ok(state) => {
+                                    let step = state.add_dup(dup, remote, now);
+                                    execute_step(state, store.as_mut(), step, "dup add")
+                                }
+                                Err(error) => Err(error),
+                            };
+                            gate.after(&response);
                             let _ = reply.send(response);
                         }
                         ActorInput::BackupWorkDone { work, outcome } => {
-                            backups.finished(&mut state, store.as_mut(), work, outcome, now);
-                            backups.dispatch(&state);
+                            backups.running.remove(&work.backup_id());
+                            // Work of an earlier term, or of a meta that no
+                            // longer leads: the leader finds it again in
+                            // the stored data.
+                            if let Ok(state) = gate.serving_state(store.as_mut(), now) {
+                                if let Err(error) =
+                                    backups.finished(state, store.as_mut(), work, outcome, now)
+                                {
+                                    if matches!(error, MetaStoreError::Fenced { .. }) {
+                                        gate.end_term("a backup outcome's save was fenced");
+                                    }
+                                }
+                                if let Some(state) = gate.state() {
+                                    backups.dispatch(state);
+                                }
+                            }
                         }
                     }
                 }
@@ -317,6 +363,24 @@ fn log_reconfigurations(
     });
 }
 
+/// [`log_reconfigurations`] for the gate's current term; a new term
+/// starts its log from what it loaded.
+fn log_term_reconfigurations(
+    logged: &mut Option<(u64, LoggedBallots)>,
+    gate: &LeaderGate,
+    cause: impl FnOnce() -> String,
+) {
+    let Some(state) = gate.state() else {
+        return;
+    };
+    match logged {
+        Some((term, ballots)) if *term == gate.terms_started() => {
+            log_reconfigurations(ballots, state.data(), cause)
+        }
+        _ => *logged = Some((gate.terms_started(), LoggedBallots::of(state.data()))),
+    }
+}
+
 /// What a request that changed meta's data was, for its log.
 fn describe_request(request: &Request) -> String {
     match request {
@@ -345,8 +409,24 @@ pub async fn serve(
     store: Box<dyn MetaStore>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let tick_interval_ms = state.settings().tick_interval_ms(TICK_INTERVAL_MS);
-    let (actor, thread) = Actor::start(state, store, tokio::runtime::Handle::current())?;
+    serve_gate(listener, LeaderGate::sole(state), store, None, shutdown).await
+}
+
+/// What a campaign reports: the leadership and the group's members.
+pub type LeaderNews = (Leadership, Vec<String>);
+
+/// Serves meta on `listener` through `gate` until `shutdown` completes:
+/// [`serve`] for a meta of a group, whose campaign reports on
+/// `leadership`.
+pub async fn serve_gate(
+    listener: TcpListener,
+    gate: LeaderGate,
+    store: Box<dyn MetaStore>,
+    leadership: Option<watch::Receiver<LeaderNews>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let tick_interval_ms = gate.settings().tick_interval_ms(TICK_INTERVAL_MS);
+    let (actor, thread) = Actor::start(gate, store, leadership, tokio::runtime::Handle::current())?;
     let ticker = {
         let actor = actor.clone();
         tokio::spawn(async move {
@@ -588,7 +668,7 @@ impl BackupDriver {
         work: BackupWork,
         outcome: Result<(), String>,
         now: MetaTime,
-    ) {
+    ) -> Result<(), MetaStoreError> {
         self.running.remove(&work.backup_id());
         let change = match (&work, &outcome) {
             (BackupWork::WriteManifest { backup_id, .. }, _) => {
@@ -605,9 +685,11 @@ impl BackupDriver {
                 None
             }
         };
-        if let Err(error) = execute_change(state, store, change, "a backup's IO work finished") {
+        let result = execute_change(state, store, change, "a backup's IO work finished");
+        if let Err(error) = &result {
             tracing::error!(%error, "meta store write failed on a backup's outcome; will retry");
         }
+        result
     }
 }
 

@@ -100,10 +100,13 @@ pub fn start(
     Ok(vec![beacons, requests])
 }
 
-/// One connection to meta, reconnecting to the next address on failure.
+/// One connection to meta, reconnecting to the next address on failure,
+/// or to the leader a follower of a meta group named.
 struct MetaLink {
     metas: Vec<String>,
     index: usize,
+    /// The leader a follower named (`NOT_LEADER`): the next connection's.
+    leader: Option<String>,
     stream: Option<TcpStream>,
     encoder: Encoder,
     decoder: FrameDecoder,
@@ -115,6 +118,7 @@ impl MetaLink {
         MetaLink {
             metas: metas.to_vec(),
             index: 0,
+            leader: None,
             stream: None,
             encoder: Encoder::new(),
             decoder: FrameDecoder::new(FRAME_BODY_BYTES_MAX),
@@ -124,9 +128,30 @@ impl MetaLink {
 
     /// Sends `request` and waits (bounded) for its answer; on any failure
     /// the connection is dropped and the next call tries the next address.
+    /// A follower's `NOT_LEADER` naming the leader sends the request there
+    /// at once (one hop).
     fn call(&mut self, request: &Request) -> std::io::Result<Response> {
+        let answer = self.call_once(request)?;
+        match answer {
+            Err(error) if error.code == ErrorCode::NotLeader => {
+                self.stream = None;
+                if error.message.is_empty() {
+                    self.index += 1;
+                    return Ok(Err(error));
+                }
+                self.leader = Some(error.message);
+                self.call_once(request)
+            }
+            answer => Ok(answer),
+        }
+    }
+
+    fn call_once(&mut self, request: &Request) -> std::io::Result<Response> {
         if self.stream.is_none() {
-            let address = self.metas[self.index % self.metas.len()].clone();
+            let address = match self.leader.take() {
+                Some(leader) => leader,
+                None => self.metas[self.index % self.metas.len()].clone(),
+            };
             match connect(&address) {
                 Ok(stream) => self.stream = Some(stream),
                 Err(error) => {

@@ -126,6 +126,11 @@ impl LeaderGate {
         }
     }
 
+    /// The settings every term's state machine starts with.
+    pub fn settings(&self) -> &MetaSettings {
+        &self.settings
+    }
+
     /// The leadership as last set.
     pub fn leadership(&self) -> &Leadership {
         &self.leadership
@@ -184,7 +189,6 @@ impl LeaderGate {
         if self.term.is_none() {
             let data = store
                 .begin_term(epoch)
-                .and_then(|()| store.load())
                 .map_err(|error| step::store_error(&error))?
                 .unwrap_or_default();
             tracing::info!(

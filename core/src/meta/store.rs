@@ -40,11 +40,12 @@ pub enum MetaStoreError {
 /// leaves the previous one in place.
 pub trait MetaStore: Send {
     /// Starts a term of leadership `epoch` (docs/meta.md, "High
-    /// availability"): until the next call, every save must fail with
-    /// [`MetaStoreError::Fenced`] once another meta has led a later term.
-    /// A store for one meta (the file store) has nothing to do.
-    fn begin_term(&mut self, _epoch: i64) -> Result<(), MetaStoreError> {
-        Ok(())
+    /// availability") and loads the state it starts from: until the next
+    /// call, every save must fail with [`MetaStoreError::Fenced`] once
+    /// another meta has led a later term. A store for one meta (the file
+    /// store) only loads.
+    fn begin_term(&mut self, _epoch: i64) -> Result<Option<MetaData>, MetaStoreError> {
+        self.load()
     }
     /// The stored state, or `None` when nothing was ever saved.
     fn load(&self) -> Result<Option<MetaData>, MetaStoreError>;
@@ -72,9 +73,9 @@ impl MetaStore for MemoryMetaStore {
         Ok(self.saved.clone())
     }
 
-    fn begin_term(&mut self, epoch: i64) -> Result<(), MetaStoreError> {
+    fn begin_term(&mut self, epoch: i64) -> Result<Option<MetaData>, MetaStoreError> {
         self.term_epoch = epoch;
-        Ok(())
+        self.load()
     }
 
     fn save(&mut self, data: &MetaData) -> Result<(), MetaStoreError> {
