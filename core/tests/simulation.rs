@@ -6,7 +6,9 @@
 //! `MARKAB_SIM_SEED=N` replays exactly seed N with a verbose trace;
 //! `MARKAB_SIM_KEEP_GOING=1` runs every seed and lists each failing one
 //! (its first line) before failing; `MARKAB_SIM_THREADS=N` runs seeds on N
-//! threads (default: one per CPU).
+//! threads (default: one per CPU); `MARKAB_SIM_META_GROUP=1` (or `0`) runs
+//! every seed with a group of three metas (or a sole meta) instead of half
+//! the seeds each (docs/sim-meta-group.md).
 
 mod sim;
 
@@ -142,6 +144,39 @@ fn simulated_seeds_keep_invariants_and_linearizability() {
         total.counters.dups_failed_gap,
         total.counters.dups_unstarted,
     );
+    let group = &total.counters.meta_group;
+    println!(
+        "meta groups in {} seeds: {} leader changes, {} terms started, {} leader pauses ({} stopped mid-input), \
+         {} leader crashes, {} saves fenced, {} NOT_LEADER answers; early member changes: {} of stopped processes, \
+         {} asked by the primary or reported by the member's node",
+        group.groups,
+        group.leader_changes,
+        group.terms,
+        group.leader_pauses,
+        group.stale_inputs,
+        group.leader_crashes,
+        group.fenced_saves,
+        group.not_leader,
+        group.early_changes_safe,
+        group.early_changes_asked,
+    );
+    // Half the seeds run a meta group: leaders changed, were paused past
+    // their sessions and crashed, and deposed leaders' saves were fenced.
+    if group.groups >= 50 && failed.is_empty() {
+        assert!(
+            group.leader_changes > 0 && group.leader_pauses > 0 && group.leader_crashes > 0,
+            "meta groups: {} leader changes, {} leader pauses, {} leader crashes",
+            group.leader_changes,
+            group.leader_pauses,
+            group.leader_crashes
+        );
+    }
+    if group.groups >= 300 && failed.is_empty() {
+        assert!(
+            group.fenced_saves > 0 && group.stale_inputs > 0,
+            "meta groups: no save of a deposed term was even tried"
+        );
+    }
     if !dups_failed.is_empty() {
         println!("duplications failed in seeds {dups_failed:?}");
     }

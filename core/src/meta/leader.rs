@@ -489,6 +489,80 @@ mod tests {
         assert_eq!(value("metas"), "m1:1,m2:1");
     }
 
+    // A new term removes no member before every lease the previous term
+    // granted has ended (**leader-waits-out-leases**): a member silent
+    // since the term's first input is dead only a grace after it, and
+    // grace_ms > lease_ms + beacon_interval_ms.
+    #[test]
+    fn a_new_term_waits_out_the_last_terms_leases() {
+        let settings = MetaSettings {
+            replication: Some(crate::meta::settings::MetaReplication {
+                beacon_interval_ms: 100,
+                lease_ms: 600,
+                grace_ms: 800,
+                replica_count_min_alive: 2,
+                alive_percent_min: 50,
+                ..Default::default()
+            }),
+            replica_count_default: 3,
+            ..settings()
+        };
+        let beacon_of = |node: usize| {
+            let Request::Beacon(beacon) = beacon() else {
+                unreachable!()
+            };
+            Request::Beacon(markab_wire::message::NodeBeacon {
+                node: format!("n{node}:1"),
+                shard_addresses: vec![format!("n{node}:1")],
+                ..beacon
+            })
+        };
+        let members = |store: &MemoryMetaStore| {
+            let partition = &store.saved.as_ref().unwrap().tables[&1].partitions[0];
+            partition.secondaries.len() + 1
+        };
+        let mut store = MemoryMetaStore::default();
+        let mut first = LeaderGate::new(
+            settings.clone(),
+            Leadership::Leader {
+                epoch: 1,
+                until_ms: 1_000,
+            },
+        );
+        for node in 1..=3 {
+            first.request(&mut store, &beacon_of(node), at(0)).unwrap();
+        }
+        let table = Request::CreateTable(CreateTableRequest {
+            table: "t".into(),
+            partition_count: 1,
+            replica_count: 3,
+            envs: Vec::new(),
+            success_if_exist: false,
+        });
+        first.request(&mut store, &table, at(0)).unwrap();
+        assert_eq!(members(&store), 3);
+        // Term 2 starts on another meta at 5 s; node 3 never beacons it.
+        store.fenced_below_epoch = 2;
+        let mut second = LeaderGate::new(
+            settings,
+            Leadership::Leader {
+                epoch: 2,
+                until_ms: u64::MAX,
+            },
+        );
+        let start_ms = 5_000;
+        for now_ms in (start_ms..start_ms + 1_200).step_by(20) {
+            for node in 1..=2 {
+                second
+                    .request(&mut store, &beacon_of(node), at(now_ms))
+                    .unwrap();
+            }
+            second.tick(&mut store, at(now_ms)).unwrap();
+            let expected = if now_ms < start_ms + 800 { 3 } else { 2 };
+            assert_eq!(members(&store), expected, "at {now_ms} ms");
+        }
+    }
+
     #[test]
     fn session_ends_before_etcd_ends_it() {
         assert_eq!(session_until_ms(1_000, 2_000), 2_800);

@@ -5,6 +5,7 @@
 //! swapped — with invariants checked after every event and the client
 //! history checked for linearizability.
 
+pub mod etcd;
 pub mod invariants;
 pub mod meta;
 pub mod model;

@@ -4,6 +4,7 @@
 use markab_core::check::KvInput;
 use markab_core::host::dup::ShipBatch;
 use markab_core::host::CopyJob;
+use markab_core::meta::leader::Leadership;
 use markab_core::replication::messages::NodeId;
 use markab_core::wire::message::{BeaconAck, Gpid, NodeBeacon, PeerRequest, Request, Response};
 
@@ -13,7 +14,8 @@ pub type PartitionId = u32;
 /// Who sends and receives messages (link cuts are between these).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Addr {
-    Meta,
+    /// Meta `i` of the group (`Meta(0)`: the sole meta).
+    Meta(usize),
     Node(NodeId),
     Client(usize),
     /// The remote cluster a duplication ships to (docs/duplication.md).
@@ -51,6 +53,11 @@ pub enum Msg {
     },
     /// A primary's request to meta (remove a secondary, promote a learner).
     ToMeta(Request),
+    /// A meta that does not serve answers a beacon or a request: the
+    /// leader's address, empty when it knows none.
+    NotLeader {
+        leader: String,
+    },
     Request {
         op: u64,
         gpid: Gpid,
@@ -140,8 +147,32 @@ pub enum Event {
         node: NodeId,
         incarnation: u64,
     },
-    /// Meta restarts from its store.
-    MetaRestart,
+    /// Meta `meta` restarts (a sole meta from its store).
+    MetaRestart {
+        meta: usize,
+    },
+    /// Meta `meta` of a group sends its etcd session a keepalive (its
+    /// life: a restarted meta ignores its previous life's).
+    MetaKeepalive {
+        meta: usize,
+        life: u64,
+    },
+    /// The keepalive meta `meta` sent at `sent_ms` reaches etcd.
+    EtcdKeepalive {
+        meta: usize,
+        sent_ms: u64,
+        life: u64,
+    },
+    /// What meta `meta`'s campaign learns from etcd (a keepalive's answer
+    /// or the election's watch), in etcd's order `seq`.
+    Campaign {
+        meta: usize,
+        life: u64,
+        seq: u64,
+        leadership: Leadership,
+    },
+    /// etcd ends the sessions whose time is up and elects a leader.
+    EtcdTick,
     /// An operator asks meta for a backup of the table (docs/backup.md).
     BackupStart,
     /// Meta's store saves again.
@@ -235,6 +266,13 @@ pub struct SimSettings {
     /// Bytes of records per chunk of a copy to a learner.
     pub copy_chunk_bytes: usize,
     pub client_timeout_ms: u64,
+    /// Metas: 1 (a sole meta) or a group sharing the store through etcd.
+    pub metas: usize,
+    /// A group's etcd session TTL.
+    pub session_ttl_ms: u64,
+    /// Chance per fault tick that a group's leader meta is paused past its
+    /// session (the TTL plus 0–1,000 ms), per mille.
+    pub meta_pause_per_mille: u32,
 }
 
 /// One recorded client operation before it is handed to the checker.

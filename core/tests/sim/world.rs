@@ -24,7 +24,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::invariants::Invariants;
-use super::meta::{SimMeta, APP_ID, REPLICAS};
+use super::meta::{parse_meta_address, GroupCounters, MetaAnswer, SimMeta, APP_ID, REPLICAS};
 use super::model::{
     node_name, parse_address, shard_address, Addr, Event, Msg, PartitionId, Recorded, Reply,
     SimSettings, SplitPlan, SplitStep,
@@ -33,6 +33,7 @@ use super::node::{Disk, Effect, IoFaults, SimIo, SimLog, SimNode};
 
 mod client;
 mod dup;
+mod meta_group;
 mod split;
 
 pub use client::sim_key;
@@ -45,6 +46,13 @@ const NODE_TICK_MS: u64 = 5;
 const META_TICK_MS: u64 = 20;
 /// Interval of fault decisions.
 const FAULT_TICK_MS: u64 = 100;
+/// Interval at which the simulated etcd ends sessions and elects.
+const ETCD_TICK_MS: u64 = 10;
+/// Longest one way between a meta and etcd.
+const ETCD_DELAY_MAX_MS: u64 = 20;
+/// A node that heard nothing from the meta it beacons for this long tries
+/// the next one.
+const META_SWITCH_MS: u64 = 500;
 /// Lines of trace kept for a failure report.
 const TRACE_LINES_MAX: usize = 60;
 /// Longest a partition may stay short of its replicas at the end, beyond
@@ -116,6 +124,8 @@ pub struct Counters {
     pub dups_failed_gap: u32,
     pub dups_unstarted: u32,
     pub dups_converged: u32,
+    /// The meta group's counters (docs/sim-meta-group.md).
+    pub meta_group: GroupCounters,
 }
 
 impl Counters {
@@ -144,6 +154,7 @@ impl Counters {
         self.dups_failed_gap += other.dups_failed_gap;
         self.dups_unstarted += other.dups_unstarted;
         self.dups_converged += other.dups_converged;
+        self.meta_group.add(&other.meta_group);
     }
 }
 
@@ -195,6 +206,20 @@ pub struct World {
     replica_counts: BTreeMap<(NodeId, PartitionId), u32>,
     /// The duplication and the remote cluster, in a seed that duplicates.
     dup: Option<DupWorld>,
+    /// The meta group's own draws (pauses, crashes, etcd's delays), apart
+    /// from the world's so that a seed with a sole meta runs as before.
+    meta_rng: StdRng,
+    /// Per node: the meta it beacons to, and when it last heard from one.
+    meta_routes: BTreeMap<NodeId, (usize, u64)>,
+    /// etcd's order of what campaigns learn, and per meta the latest
+    /// taken (older answers arriving late are stale).
+    campaign_seq: u64,
+    campaign_seen: Vec<u64>,
+    /// Per term: which process of each node ran when it began (`None`:
+    /// the node was down), for **leader-waits-out-leases**.
+    term_nodes: BTreeMap<i64, BTreeMap<NodeId, Option<u64>>>,
+    /// Early member changes of terms judged safe.
+    early_safe: u32,
 }
 
 impl World {
@@ -227,6 +252,9 @@ impl World {
             sync_delay_max_ms: 4,
             copy_chunk_bytes: markab_core::host::COPY_CHUNK_BYTES,
             client_timeout_ms: 1_000,
+            metas: 1,
+            session_ttl_ms: 0,
+            meta_pause_per_mille: 0,
         };
         let replication = if rng.random_bool(0.5) {
             ReplicationSettings::default()
@@ -272,6 +300,24 @@ impl World {
         // table to a remote cluster from the start (drawn apart too).
         settings.dup = settings.split.is_none()
             && StdRng::seed_from_u64(seed ^ 0x0064_7570_6c69).random_bool(0.5);
+        // Half the seeds run a group of three metas sharing the store
+        // through etcd (`MARKAB_SIM_META_GROUP=1` or `0`: all or none); drawn
+        // apart too, as are the group's faults and etcd's delays.
+        let mut meta_rng = StdRng::seed_from_u64(seed ^ 0x6d65_7461_6772);
+        let group = meta_rng.random_bool(0.5);
+        settings.session_ttl_ms = [1_000, 1_500, 2_000][meta_rng.random_range(0..3)];
+        settings.meta_pause_per_mille = [0, 20, 50][meta_rng.random_range(0..3)];
+        let group = match std::env::var("MARKAB_SIM_META_GROUP").as_deref() {
+            Ok("1") => true,
+            Ok("0") => false,
+            _ => group,
+        };
+        if group {
+            settings.metas = 3;
+        } else {
+            settings.session_ttl_ms = 0;
+            settings.meta_pause_per_mille = 0;
+        }
         replication.validate().expect("drawn settings are valid");
         let ids: Vec<NodeId> = (1..=nodes_count).map(NodeId).collect();
         let shapes: Vec<(NodeId, usize, u64)> = ids
@@ -328,6 +374,7 @@ impl World {
             &placement,
             settings.partitions,
             settings.lively,
+            (settings.metas > 1).then_some((settings.metas, settings.session_ttl_ms)),
             0,
         );
         meta.take_changes();
@@ -339,6 +386,7 @@ impl World {
             })
             .collect();
         let partitions = settings.partitions;
+        let settings_metas = settings.metas;
         let mut world = World {
             rng,
             now_ms: 0,
@@ -369,6 +417,12 @@ impl World {
             second_split: false,
             replica_counts: BTreeMap::new(),
             dup: None,
+            meta_rng,
+            meta_routes: ids.iter().map(|id| (*id, (0, 0))).collect(),
+            campaign_seq: 0,
+            campaign_seen: vec![0; settings_metas],
+            term_nodes: BTreeMap::new(),
+            early_safe: 0,
         };
         if world.settings.dup {
             world.dup = Some(DupWorld::new(partitions));
@@ -382,6 +436,12 @@ impl World {
             world.boot(id).expect("an empty node boots");
         }
         world.schedule(0, Event::MetaTick);
+        if world.meta.is_group() {
+            world.schedule(0, Event::EtcdTick);
+            for meta in 0..world.meta.count() {
+                world.schedule(0, Event::MetaKeepalive { meta, life: 0 });
+            }
+        }
         if let Some(at_ms) = world.settings.backup_at_ms {
             world.schedule(at_ms, Event::BackupStart);
         }
@@ -456,6 +516,10 @@ impl World {
             counters: Counters {
                 switches_done: self.meta.moves_finished("switch_primary", "ok"),
                 replica_moves_done: self.meta.moves_finished("move_replica", "ok"),
+                meta_group: GroupCounters {
+                    early_changes_safe: self.early_safe,
+                    ..self.meta.group_counters()
+                },
                 ..self.counters
             },
         })
@@ -561,6 +625,7 @@ impl World {
             }
         }
         self.invariants.check_step(replicas.into_iter())?;
+        self.check_meta_group()?;
         self.check_splits()?;
         self.check_dups()
     }
@@ -624,6 +689,12 @@ impl World {
             | Event::NodeTick { node, .. }
             | Event::Beacon { node, .. }
             | Event::SupervisorRestart { node, .. } => *node,
+            Event::Deliver {
+                to: Addr::Meta(meta),
+                ..
+            }
+            | Event::MetaKeepalive { meta, .. }
+            | Event::Campaign { meta, .. } => return self.meta.paused_until(*meta, self.now_ms),
             _ => return None,
         };
         let until_ms = self.nodes[&node].paused_until_ms;
@@ -737,9 +808,10 @@ impl World {
                     dups: held.shipping.reports(self.node_now(node)),
                 };
                 let sent_ms = self.node_now(node);
+                let meta = self.meta_target(node);
                 self.send(
                     Addr::Node(node),
-                    Addr::Meta,
+                    Addr::Meta(meta),
                     Msg::Beacon { sent_ms, beacon },
                 );
                 if !early {
@@ -756,15 +828,13 @@ impl World {
                 Ok(())
             }
             Event::MetaTick => {
-                if self.meta.is_up() {
-                    self.meta.on_tick(self.now_ms);
-                    self.announce();
-                }
+                self.meta.on_tick(self.now_ms);
+                self.announce();
                 self.schedule(self.now_ms + META_TICK_MS, Event::MetaTick);
                 self.backup_io()
             }
             Event::BackupStart => {
-                let started = if self.meta.is_up() {
+                let started = if self.meta.is_up(self.now_ms) {
                     self.meta.start_backup(self.now_ms)
                 } else {
                     None
@@ -812,11 +882,45 @@ impl World {
                 self.crash(node);
                 self.boot(node)
             }
-            Event::MetaRestart => {
-                self.meta.restart();
+            Event::MetaRestart { meta } => {
+                self.meta.restart(meta);
                 // A later pause's end may already be recorded: keep it.
                 self.last_restart_ms = self.last_restart_ms.max(self.now_ms);
-                self.note("meta restarts from its store".into());
+                if self.meta.is_group() {
+                    self.note(format!("meta {meta} restarts; it campaigns again"));
+                    let life = self.meta.life(meta);
+                    self.schedule(self.now_ms, Event::MetaKeepalive { meta, life });
+                } else {
+                    self.note("meta restarts from its store".into());
+                }
+                Ok(())
+            }
+            Event::MetaKeepalive { meta, life } => {
+                self.meta_keepalive(meta, life);
+                Ok(())
+            }
+            Event::EtcdKeepalive {
+                meta,
+                sent_ms,
+                life,
+            } => {
+                self.etcd_keepalive(meta, sent_ms, life);
+                Ok(())
+            }
+            Event::Campaign {
+                meta,
+                life,
+                seq,
+                leadership,
+            } => {
+                self.campaign(meta, life, seq, leadership);
+                Ok(())
+            }
+            Event::EtcdTick => {
+                if let Some(elected) = self.meta.etcd_expire(self.now_ms) {
+                    self.notify_election(elected);
+                }
+                self.schedule(self.now_ms + ETCD_TICK_MS, Event::EtcdTick);
                 Ok(())
             }
             Event::StoreHeals => {
@@ -839,8 +943,8 @@ impl World {
             self.note(format!("deliver {from:?} -> {to:?} {msg:?}"));
         }
         match to {
-            Addr::Meta => {
-                self.meta_receive(from, msg);
+            Addr::Meta(meta) => {
+                self.meta_receive(meta, from, msg);
                 self.backup_io()
             }
             Addr::Client(client) => match msg {
@@ -860,25 +964,35 @@ impl World {
         }
     }
 
-    fn meta_receive(&mut self, from: Addr, msg: Msg) {
-        if !self.meta.is_up() {
+    fn meta_receive(&mut self, meta: usize, from: Addr, msg: Msg) {
+        if !self.meta.meta_up(meta) {
             return; // a crashed meta hears nothing
         }
         match msg {
             Msg::Beacon { sent_ms, beacon } => {
-                let acked = self.meta.on_beacon(&beacon, self.now_ms);
+                let acked = self.meta.on_beacon(meta, &beacon, self.now_ms);
                 self.announce();
-                if let Some(ack) = acked {
-                    self.send(Addr::Meta, from, Msg::BeaconAck { sent_ms, ack });
+                match acked {
+                    MetaAnswer::Served(Some(ack)) => {
+                        self.send(Addr::Meta(meta), from, Msg::BeaconAck { sent_ms, ack });
+                    }
+                    MetaAnswer::Served(None) => {}
+                    MetaAnswer::NotLeader(leader) => {
+                        self.send(Addr::Meta(meta), from, Msg::NotLeader { leader });
+                    }
                 }
             }
             Msg::ToMeta(request) => {
-                let honoured = self.meta.on_request(&request, self.now_ms);
+                let answer = self.meta.on_request(meta, &request, self.now_ms);
+                let honoured = matches!(answer, MetaAnswer::Served(Some(())));
                 if honoured && matches!(request, Request::UpgradeLearner { .. }) {
                     self.counters.learner_promotions += 1;
                 }
-                self.note(format!("meta hears {request:?}: honoured {honoured}"));
+                self.note(format!("meta {meta} hears {request:?}: {answer:?}"));
                 self.announce();
+                if let MetaAnswer::NotLeader(leader) = answer {
+                    self.send(Addr::Meta(meta), from, Msg::NotLeader { leader });
+                }
             }
             _ => {}
         }
@@ -939,6 +1053,13 @@ impl World {
                     self.with_host(node, shard, |host| host.apply_ack(part))?;
                 }
                 self.nodes.get_mut(&node).expect("node").acked = true;
+                if let Addr::Meta(meta) = from {
+                    self.meta_routes.insert(node, (meta, self.now_ms));
+                }
+                Ok(())
+            }
+            Msg::NotLeader { leader } => {
+                self.redirected(node, from, &leader);
                 Ok(())
             }
             Msg::Request {
@@ -1101,7 +1222,7 @@ impl World {
     /// (**backup-holds-acknowledged**) and its manifest "written"; failed
     /// and expired ones are "removed".
     fn backup_io(&mut self) -> Result<(), String> {
-        if !self.meta.is_up() {
+        if !self.meta.is_up(self.now_ms) {
             return Ok(());
         }
         let started: Vec<u64> = self
@@ -1114,7 +1235,7 @@ impl World {
         for id in started {
             self.acked_at_start.insert(id, self.invariants.acked());
         }
-        for work in self.meta.backup_work() {
+        for work in self.meta.backup_work(self.now_ms) {
             if let BackupWork::WriteManifest { backup_id, backup } = &work {
                 let decrees: BTreeMap<PartitionId, Decree> = backup
                     .partitions
@@ -1175,8 +1296,9 @@ impl World {
                     self.send(Addr::Node(node), Addr::Node(to), msg);
                 }
                 Effect::ToMeta(request) => {
-                    self.note(format!("{node} asks meta {request:?}"));
-                    self.send(Addr::Node(node), Addr::Meta, Msg::ToMeta(request));
+                    let meta = self.meta_target(node);
+                    self.note(format!("{node} asks meta {meta} {request:?}"));
+                    self.send(Addr::Node(node), Addr::Meta(meta), Msg::ToMeta(request));
                 }
                 Effect::Reply {
                     waiter: (client, op),
@@ -1433,13 +1555,16 @@ impl World {
             let back_ms = self.now_ms + self.rng.random_range(100..=1_500);
             self.schedule(back_ms, Event::Restart { node });
         }
-        if self.meta.is_up() && self.rng.random_range(0..1000) < self.settings.meta_crash_per_mille
+        if self.meta.is_group() {
+            self.meta_group_faults();
+        } else if self.meta.meta_up(0)
+            && self.rng.random_range(0..1000) < self.settings.meta_crash_per_mille
         {
-            self.meta.crash();
+            self.meta.crash(0);
             self.counters.meta_crashes += 1;
             let back_ms = self.now_ms + self.rng.random_range(100..=1_500);
             self.note(format!("meta crashes until {back_ms} ms"));
-            self.schedule(back_ms, Event::MetaRestart);
+            self.schedule(back_ms, Event::MetaRestart { meta: 0 });
         }
         let running: Vec<NodeId> = self
             .nodes
@@ -1469,7 +1594,7 @@ impl World {
             self.truncate_log(node)?;
         }
         if self.rng.random_range(0..1000) < self.settings.cut_per_mille {
-            let mut ends: Vec<Addr> = vec![Addr::Meta];
+            let mut ends: Vec<Addr> = (0..self.meta.count()).map(Addr::Meta).collect();
             ends.extend(self.nodes.keys().map(|id| Addr::Node(*id)));
             let a = ends[self.rng.random_range(0..ends.len())];
             let b = ends[self.rng.random_range(0..ends.len())];

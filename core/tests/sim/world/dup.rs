@@ -92,7 +92,7 @@ impl DupWorld {
 impl World {
     /// The operator's `dup add`, retried while meta is down or refuses.
     pub(super) fn operator_dup_add(&mut self) -> Result<(), String> {
-        if !self.meta.is_up() {
+        if !self.meta.is_up(self.now_ms) {
             self.schedule(self.now_ms + RETRY_MS, Event::DupAdd);
             return Ok(());
         }
@@ -109,7 +109,7 @@ impl World {
                 self.dup.as_mut().expect("a dup seed").id = Some(id);
                 Ok(())
             }
-            Err(error) if error.code == ErrorCode::StorageError => {
+            Err(error) if matches!(error.code, ErrorCode::StorageError | ErrorCode::NotLeader) => {
                 self.note(format!("operator: dup add refused: {error}"));
                 self.schedule(self.now_ms + RETRY_MS, Event::DupAdd);
                 Ok(())
@@ -384,10 +384,10 @@ impl World {
             return Err("dup-add: the duplication was never added".into());
         };
         if dup.failed.is_some() {
-            let list = self.meta.dup(
-                DupRequest::List {
+            let list = self.meta.query(
+                Request::Dup(DupRequest::List {
                     table: "sim".into(),
-                },
+                }),
                 self.now_ms,
             );
             let shown = match &list {

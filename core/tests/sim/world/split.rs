@@ -4,7 +4,7 @@
 //! of a seed, by which every split committed or was cancelled.
 
 use markab_core::replication::messages::{Decree, NodeId};
-use markab_core::wire::message::{ErrorCode, Gpid, ResponseBody, SplitRequest};
+use markab_core::wire::message::{ErrorCode, Gpid, Request, ResponseBody, SplitRequest};
 use rand::Rng;
 
 use super::super::model::{Event, PartitionId, SplitPlan, SplitStep};
@@ -28,7 +28,7 @@ impl World {
             SplitStep::Pause | SplitStep::Cancel => self.settings.faults_until_ms,
             SplitStep::Restart => u64::MAX,
         };
-        if !self.meta.is_up() {
+        if !self.meta.is_up(self.now_ms) {
             if self.now_ms < give_up_ms {
                 self.schedule(self.now_ms + RETRY_MS, Event::Split(step));
             }
@@ -83,7 +83,10 @@ impl World {
             Err(error)
                 if matches!(
                     error.code,
-                    ErrorCode::Busy | ErrorCode::NotEnoughReplicas | ErrorCode::StorageError
+                    ErrorCode::Busy
+                        | ErrorCode::NotEnoughReplicas
+                        | ErrorCode::StorageError
+                        | ErrorCode::NotLeader
                 ) =>
             {
                 self.note(format!("operator: split {step:?} refused: {error}"));
@@ -204,10 +207,10 @@ impl World {
         let Some(split) = self.meta.split_record().cloned() else {
             return Ok(());
         };
-        let query = self.meta.split(
-            SplitRequest::Query {
+        let query = self.meta.query(
+            Request::PartitionSplit(SplitRequest::Query {
                 table: "sim".into(),
-            },
+            }),
             self.now_ms,
         );
         let progress = match query {
