@@ -110,9 +110,9 @@ struct TermStore<'a> {
 }
 
 impl MetaStore for TermStore<'_> {
-    fn begin_term(&mut self, epoch: i64) -> Result<(), MetaStoreError> {
+    fn begin_term(&mut self, epoch: i64) -> Result<Option<MetaData>, MetaStoreError> {
         *self.epoch = epoch;
-        Ok(())
+        self.store.load()
     }
 
     fn load(&self) -> Result<Option<MetaData>, MetaStoreError> {
@@ -120,7 +120,7 @@ impl MetaStore for TermStore<'_> {
     }
 
     fn save(&mut self, data: &MetaData) -> Result<(), MetaStoreError> {
-        self.store.begin_term(*self.epoch)?;
+        self.store.term_epoch = *self.epoch;
         let result = self.store.save(data);
         match &result {
             Err(MetaStoreError::Fenced { .. }) => self.audit.fenced += 1,
