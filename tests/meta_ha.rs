@@ -384,6 +384,25 @@ fn leader_killed_under_load() {
         .ok()
         .and_then(|text| text.parse().ok())
         .unwrap_or(2);
+    // `markab bench` through every meta, at a modest rate, for the whole
+    // run: it must report no error either.
+    let bench_json = group._dir.path().join("bench.json");
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_markab"))
+        .arg("bench")
+        .arg("--target")
+        .arg(format!("markab://{}", group.meta_addresses.join(",")))
+        .args(["--table", "data", "--workload", "a", "--records", "1000"])
+        .args(["--operations", "10000000", "--target-rate", "300"])
+        .arg("--duration-s")
+        .arg((6 * kills + 4).to_string())
+        .arg("--json")
+        .arg(&bench_json)
+        .arg("--quiet")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(group._dir.path().join("bench.log")).unwrap())
+        .spawn()
+        .expect("start markab bench");
     let mut ddl_ms = Vec::new();
     let mut gaps_ms = Vec::new();
     for round in 0..kills {
@@ -422,6 +441,27 @@ fn leader_killed_under_load() {
     std::thread::sleep(Duration::from_millis(200));
     let errors = traffic.errors.lock().unwrap().clone();
     assert!(errors.is_empty(), "the clients saw errors: {errors:?}");
+    wait_bench(&mut bench, Duration::from_secs(6 * kills as u64 + 60));
+    let bench_output =
+        std::fs::read_to_string(group._dir.path().join("bench.log")).unwrap_or_default();
+    let phases: Vec<serde_json::Value> = std::fs::read_to_string(&bench_json)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("bench JSON line"))
+        .collect();
+    assert_eq!(phases.len(), 2, "bench: {bench_output}");
+    for phase in &phases {
+        assert_eq!(
+            phase["overall"]["errors"],
+            serde_json::json!({}),
+            "bench {} saw errors: {bench_output}",
+            phase["phase"]
+        );
+    }
+    println!(
+        "markab bench through the leader changes: {} operations, no error",
+        phases[1]["overall"]["count"]
+    );
     let tables = runtime.block_on(client.list_tables(false)).unwrap();
     for name in &created {
         assert!(
@@ -444,6 +484,22 @@ fn leader_killed_under_load() {
         traffic.successes.lock().unwrap().len()
     );
     drop(group.nodes.drain(..));
+}
+
+/// Waits (bounded) for `markab bench` to exit 0.
+fn wait_bench(bench: &mut Child, bound: Duration) {
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(status) = bench.try_wait().unwrap() {
+            assert!(status.success(), "markab bench failed: {status}");
+            return;
+        }
+        if Instant::now() >= deadline {
+            kill_child(bench);
+            panic!("markab bench did not finish within {bound:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 // The leader is paused (SIGSTOP) past its session: another meta leads. A

@@ -44,12 +44,18 @@ impl Onebox {
     /// Starts `markab onebox --dir DIR --nodes N --shards S` and waits for
     /// its ready line.
     fn start(dir: &Path, nodes: usize, shards: usize) -> Onebox {
+        Onebox::start_with(dir, nodes, shards, 1)
+    }
+
+    /// [`Onebox::start`] with `--metas METAS`.
+    fn start_with(dir: &Path, nodes: usize, shards: usize, metas: usize) -> Onebox {
         let mut child = Command::new(env!("CARGO_BIN_EXE_markab"))
             .arg("onebox")
             .arg("--dir")
             .arg(dir)
             .args(["--nodes", &nodes.to_string()])
             .args(["--shards", &shards.to_string()])
+            .args(["--metas", &metas.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -122,7 +128,13 @@ impl Onebox {
             std::thread::sleep(Duration::from_millis(50));
         };
         assert!(status.success(), "onebox exits 0 on SIGTERM: {status:?}");
-        assert_eq!(self.children.len(), 4, "meta and three nodes were started");
+        let metas = self.meta_address.split(',').count();
+        let etcd = usize::from(metas > 1);
+        assert_eq!(
+            self.children.len(),
+            etcd + metas + 3,
+            "etcd (with several metas), the metas and three nodes were started"
+        );
         for (name, pid) in &self.children {
             assert!(!process_exists(*pid), "{name} (pid {pid}) still runs");
         }
@@ -155,12 +167,75 @@ fn process_exists(pid: i32) -> bool {
 }
 
 fn client(runtime: &tokio::runtime::Runtime, meta_address: &str) -> Client {
+    let metas: Vec<String> = meta_address.split(',').map(str::to_owned).collect();
     runtime
-        .block_on(Client::connect_meta(
-            &[meta_address.to_string()],
-            ClientOptions::default(),
-        ))
+        .block_on(Client::connect_meta(&metas, ClientOptions::default()))
         .expect("connect to onebox's meta")
+}
+
+// Proves `--metas 3`: onebox starts etcd, three metas and the nodes; the
+// leader's SIGKILL costs no data and a new leader serves; SIGTERM stops
+// every child (etcd included); a second start of the directory keeps the
+// data, and the directory refuses another meta count.
+#[test]
+fn onebox_with_three_metas_survives_its_leader() {
+    let runtime = common::runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let onebox = Onebox::start_with(dir.path(), 3, 2, 3);
+    let metas: Vec<String> = onebox.meta_address.split(',').map(str::to_owned).collect();
+    assert_eq!(metas.len(), 3, "{}", onebox.meta_address);
+    let first = client(&runtime, &onebox.meta_address);
+    let table = runtime.block_on(first.open_table("temp")).unwrap();
+    runtime.block_on(async {
+        for index in 0..32 {
+            let key = format!("user{index}");
+            table.set(key.as_bytes(), b"s", b"v", 0).await.unwrap();
+        }
+    });
+    let info = runtime.block_on(first.cluster_info()).unwrap();
+    let leader = common::value_of(&info, "meta_leader").to_owned();
+    assert_eq!(common::value_of(&info, "metas").split(',').count(), 3);
+    let index = metas.iter().position(|meta| *meta == leader).unwrap();
+    let pid = onebox.pid_of(&format!("meta-{index}"));
+    // SAFETY: kill(2) on a meta this onebox started.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let info = common::cluster::wait_for("a new leader", || {
+        let info = runtime.block_on(first.cluster_info()).ok()?;
+        (common::value_of(&info, "meta_leader") != leader).then_some(info)
+    });
+    assert_eq!(common::value_of(&info, "meta_role"), "leader");
+    runtime.block_on(async {
+        for index in 0..32 {
+            let key = format!("user{index}");
+            let value = table.get(key.as_bytes(), b"s").await.unwrap();
+            assert_eq!(value.as_deref(), Some(&b"v"[..]), "{key}");
+        }
+    });
+    drop(table);
+    assert!(dir.path().join("etcd.toml").is_file());
+    assert!(dir.path().join("meta-2.toml").is_file());
+    assert!(!dir.path().join("meta.toml").exists());
+    onebox.stop();
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_markab"))
+        .arg("onebox")
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("--metas 1 needs a new --dir"), "{message}");
+
+    let onebox = Onebox::start_with(dir.path(), 3, 2, 3);
+    assert_eq!(onebox.meta_address, metas.join(","));
+    let again = client(&runtime, &onebox.meta_address);
+    let table = runtime.block_on(again.open_table("temp")).unwrap();
+    let value = runtime.block_on(table.get(b"user7", b"s")).unwrap();
+    assert_eq!(value.as_deref(), Some(&b"v"[..]));
+    onebox.stop();
 }
 
 // Proves the whole user story: onebox starts meta and three nodes, prints its

@@ -8,7 +8,7 @@
 //! (its first line) before failing; `MARKAB_SIM_THREADS=N` runs seeds on N
 //! threads (default: one per CPU); `MARKAB_SIM_META_GROUP=1` (or `0`) runs
 //! every seed with a group of three metas (or a sole meta) instead of half
-//! the seeds each (docs/sim-meta-group.md).
+//! the seeds each (docs/meta-ha.md, "In the simulator").
 
 mod sim;
 

@@ -1,5 +1,5 @@
 //! A minimal, deterministic etcd for the simulated meta group
-//! (docs/sim-meta-group.md): one session (lease) per meta, kept alive by
+//! (docs/meta-ha.md, "In the simulator"): one session (lease) per meta, kept alive by
 //! its keepalives, and one leader key held by one session. The key's
 //! creation revision is the term's epoch. A session ends in etcd at the
 //! time etcd last renewed it plus the TTL; the leader key goes with it, and

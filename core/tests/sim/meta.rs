@@ -9,7 +9,7 @@
 //! Per seed it is one sole meta, or a group of metas sharing the store
 //! through a simulated etcd (`etcd.rs`): one leads a term at a time, the
 //! others answer `NOT_LEADER`, and the store fences every save of a
-//! deposed term (docs/sim-meta-group.md).
+//! deposed term (docs/meta-ha.md, "In the simulator").
 //! Nodes are named `sim-<id>:1` (their shard 0 address; shard `s` listens
 //! at `sim-<id>:<s+1>`); the table is app 1.
 

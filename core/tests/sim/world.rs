@@ -124,7 +124,7 @@ pub struct Counters {
     pub dups_failed_gap: u32,
     pub dups_unstarted: u32,
     pub dups_converged: u32,
-    /// The meta group's counters (docs/sim-meta-group.md).
+    /// The meta group's counters (docs/meta-ha.md, "In the simulator").
     pub meta_group: GroupCounters,
 }
 

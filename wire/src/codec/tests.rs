@@ -2519,8 +2519,13 @@ fn response_envelope(
 #[test]
 fn inconsistent_responses_are_invalid() {
     // Proves unknown error codes, error responses with a body, bodiless successes and unknown body types are rejected.
-    let unknown_code = response_envelope(fb::ErrorCode(25), fb::ResponseBody::NONE, false);
-    assert_invalid(decode_response(&unknown_code), "unknown error code 25");
+    let first_unknown = ErrorCode::ALL.len() as i16;
+    let unknown_code =
+        response_envelope(fb::ErrorCode(first_unknown), fb::ResponseBody::NONE, false);
+    assert_invalid(
+        decode_response(&unknown_code),
+        &format!("unknown error code {first_unknown}"),
+    );
     let negative_code = response_envelope(fb::ErrorCode(-1), fb::ResponseBody::NONE, false);
     assert_invalid(decode_response(&negative_code), "unknown error code -1");
 

@@ -1,4 +1,4 @@
-//! The meta group (docs/sim-meta-group.md): each meta's campaign against
+//! The meta group (docs/meta-ha.md, "In the simulator"): each meta's campaign against
 //! the simulated etcd (keepalives, answers, the election's watch), the
 //! nodes' choice of meta (redirected by `NOT_LEADER`, moving on when one
 //! is silent), the group's faults (the leader paused past its session or
