@@ -163,11 +163,19 @@ impl DupShipping {
         entry.seen_ms = now_ms;
         entry.committed = committed;
         entry.confirmed = entry.confirmed.max(order.confirmed_decree);
-        if entry.confirmed < 0 {
-            // A new duplication: ship what commits from now on.
-            entry.confirmed = committed.max(0);
-        }
         entry.note_behind(now_ms);
+        if entry.confirmed < 0 {
+            // A new duplication whose start meta has not persisted yet:
+            // ship nothing. The report (confirmed -1) proposes this
+            // primary's committed decree; meta pins the first proposal it
+            // hears and every primary ships from that pin
+            // (**dup-start-pinned**). A primary that replaced another
+            // before the start was persisted would otherwise start at its
+            // own, later committed decree and skip what the first one
+            // committed in between. The whole log is kept meanwhile
+            // (`log_retained_from`).
+            return None;
+        }
         if let Some((_, since_ms)) = entry.in_flight {
             if now_ms.saturating_sub(since_ms) < timeout_ms {
                 return None;
@@ -406,15 +414,22 @@ mod tests {
         range.map(|decree| mutation(decree, false)).collect()
     }
 
+    // A new duplication (meta's order says -1) ships nothing: the
+    // primary proposes its committed decree (reported with confirmed -1)
+    // and waits for meta to persist a start. When the start meta pinned is
+    // below its own committed decree (another primary proposed first), it
+    // ships from the pinned start, so nothing between is skipped
+    // (**dup-start-pinned**).
     #[test]
-    fn a_new_duplication_starts_at_the_committed_decree() {
+    fn a_new_duplication_ships_from_the_start_meta_pinned() {
         let mut shipping = DupShipping::default();
         assert_eq!(shipping.plan(&order(-1), 10, 0), None);
-        assert_eq!(shipping.confirmed(7, gpid()), 10);
-        let report = &shipping.reports(0)[0];
-        assert_eq!((report.confirmed_decree, report.committed_decree), (10, 10));
-        let plan = shipping.plan(&order(-1), 12, 5).expect("behind");
-        assert_eq!((plan.from, plan.committed), (10, 12));
+        assert_eq!(shipping.plan(&order(-1), 12, 5), None, "not pinned yet");
+        assert_eq!(shipping.confirmed(7, gpid()), -1);
+        let report = &shipping.reports(5)[0];
+        assert_eq!((report.confirmed_decree, report.committed_decree), (-1, 12));
+        let plan = shipping.plan(&order(8), 12, 6).expect("pinned and behind");
+        assert_eq!((plan.from, plan.committed), (8, 12));
     }
 
     #[test]

@@ -506,7 +506,15 @@ impl MetaState {
                 changed = true;
                 continue;
             }
-            if report.confirmed_decree > confirmed_of(dup, Some(heard), index) {
+            if report.confirmed_decree < 0 {
+                // A proposed start (the primary's committed decree): the
+                // first one pins the partition's start; later ones, from
+                // primaries that have not heard the pin, move nothing
+                // (**dup-start-pinned**).
+                if confirmed_of(dup, Some(heard), index) < 0 && report.committed_decree >= 0 {
+                    heard.confirmed.insert(index, report.committed_decree);
+                }
+            } else if report.confirmed_decree > confirmed_of(dup, Some(heard), index) {
                 heard.confirmed.insert(index, report.confirmed_decree);
             }
         }
@@ -614,10 +622,17 @@ fn due(dup: &StoredDup, heard: &DupHeard, now_ms: u64) -> bool {
             .get(index)
             .is_none_or(|stored| decree > stored)
     });
-    ahead
-        && heard
-            .persisted_ms
-            .is_none_or(|at_ms| now_ms.saturating_sub(at_ms) >= DUP_CONFIRM_PERSIST_MS)
+    // A start just pinned is persisted at once: its primary ships nothing
+    // until its order carries it (**dup-start-pinned**).
+    let pinned = heard
+        .confirmed
+        .keys()
+        .any(|index| !dup.confirmed.contains_key(index));
+    pinned
+        || ahead
+            && heard
+                .persisted_ms
+                .is_none_or(|at_ms| now_ms.saturating_sub(at_ms) >= DUP_CONFIRM_PERSIST_MS)
 }
 
 fn truncate(text: &mut String, bytes_max: usize) {

@@ -414,6 +414,36 @@ fn the_primarys_reports_advance_the_confirmed_decree() {
     assert_eq!(state.data().version, version + 1);
 }
 
+// A primary that has no start yet proposes its committed decree (a report
+// with confirmed -1): the first proposal pins the partition's start and is
+// persisted at once, even inside another partition's throttle; a later
+// proposal — a new primary that has not heard the pin yet — never moves
+// it, and only shipped decrees raise it (**dup-start-pinned**).
+#[test]
+fn the_first_proposed_start_is_pinned() {
+    let mut state = cluster();
+    let id = add(&mut state, &add_request("t"), REMOTE, T0_MS).unwrap();
+    let first = primary_of(&state, 1);
+    ack(&mut state, first, vec![report(id, 1, 10)], T0_MS + 10);
+    let proposal = |committed: i64| DupReport {
+        confirmed_decree: -1,
+        committed_decree: committed,
+        ..report(id, 0, -1)
+    };
+    let primary = primary_of(&state, 0);
+    ack(&mut state, primary, vec![proposal(4)], T0_MS + 20);
+    assert_eq!(
+        state.data().dups[&id].confirmed.get(&0),
+        Some(&4),
+        "pinned and persisted at once"
+    );
+    ack(&mut state, primary, vec![proposal(9)], T0_MS + 3_000);
+    assert_eq!(state.tick(T0_MS + 6_000), None, "a proposal moves nothing");
+    assert_eq!(state.data().dups[&id].confirmed[&0], 4);
+    ack(&mut state, primary, vec![report(id, 0, 6)], T0_MS + 6_100);
+    assert_eq!(state.data().dups[&id].confirmed[&0], 6);
+}
+
 // Confirmed decrees reach the store at most every 2 s; meanwhile the
 // orders carry the persisted one, and a tick persists the heard once due.
 #[test]
@@ -645,7 +675,11 @@ fn stray_reports_change_nothing() {
         },
         report(id, 4, 10),
         report(id, -1, 10),
-        report(id, 0, DUP_DECREE_NONE),
+        // No start to propose: nothing committed yet.
+        DupReport {
+            committed_decree: DUP_DECREE_NONE,
+            ..report(id, 0, DUP_DECREE_NONE)
+        },
     ];
     ack(&mut state, primary, strays, T0_MS + 10);
     assert_eq!(state.data().version, version);
