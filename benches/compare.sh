@@ -8,6 +8,9 @@
 #   benches/compare.sh [RECORDS] [OPERATIONS] [CONNECTIONS] [IN_FLIGHT]
 #   MARKAB_BIN=/path/to/markab benches/compare.sh    # another build of markab
 #
+# Also the driver's own CPU per operation (`markab bench`, which shares the
+# machine's cores with the servers).
+#
 # Reads: YCSB-C (100 % reads) throughput and p99. Writes: the load phase
 # (100 % inserts, durable: Markab fsyncs its log, Redis uses appendfsync
 # always, etcd fsyncs its raft WAL before acknowledging).
@@ -75,18 +78,27 @@ done
 ticks_per_s=$(getconf CLK_TCK)
 
 # TARGET WORKLOAD PHASE SERVER_PID... -> the BENCH_JSON line, with the CPU the
-# server processes used during the run added as "server_cpu_s".
+# server processes used during the run added as "server_cpu_s", and the
+# driver's own (`markab bench`: user + system, from the shell's `times`
+# of its children) as "driver_cpu_s".
 run() {
   local target=$1 workload=$2 phase=$3
   shift 3
-  local before after json
+  local before after raw json
   before=$(cpu_ticks "$@")
-  json=$("$markab" bench --target "$target" --table temp --workload "$workload" --phase "$phase" --quiet \
+  # The subshell's `times` prints its children's CPU (the bench) last.
+  raw=$("$markab" bench --target "$target" --table temp --workload "$workload" --phase "$phase" --quiet \
     --records "$records" --operations "$operations" \
-    --connections "$connections" --in-flight "$in_flight" | sed -n 's/^BENCH_JSON //p' | tail -1)
+    --connections "$connections" --in-flight "$in_flight"; times)
   after=$(cpu_ticks "$@")
-  python3 -c 'import json, sys; j = json.loads(sys.argv[1]); j["server_cpu_s"] = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4]); print(json.dumps(j))' \
-    "$json" "$before" "$after" "$ticks_per_s"
+  json=$(sed -n 's/^BENCH_JSON //p' <<<"$raw" | tail -1)
+  python3 -c '
+import json, re, sys
+j = json.loads(sys.argv[1])
+j["server_cpu_s"] = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])
+seconds = lambda t: sum(float(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", t))
+j["driver_cpu_s"] = seconds(sys.argv[5])
+print(json.dumps(j))' "$json" "$before" "$after" "$ticks_per_s" "$(tail -1 <<<"$raw")"
 }
 
 # Markab's servers: the onebox's meta and node processes.
@@ -122,6 +134,9 @@ row("durable insert p99 µs (lower is better)", p99, markab_load, redis_load, et
 cpu_us = lambda j: j["server_cpu_s"] * 1e6 / max(j["overall"]["count"], 1)
 row("server CPU µs per read (lower is better)", cpu_us, markab_read, redis_read, etcd_read)
 row("server CPU µs per insert (lower is better)", cpu_us, markab_load, redis_load, etcd_load)
+driver_us = lambda j: j["driver_cpu_s"] * 1e6 / max(j["overall"]["count"], 1)
+row("driver CPU µs per read (markab bench)", driver_us, markab_read, redis_read, etcd_read)
+row("driver CPU µs per insert (markab bench)", driver_us, markab_load, redis_load, etcd_load)
 print()
 print(f"errors: markab load {errors(markab_load)}, read {errors(markab_read)}; "
       f"redis load {errors(redis_load)}, read {errors(redis_read)}; "

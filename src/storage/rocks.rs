@@ -286,9 +286,13 @@ impl ShardStorage {
         options.set_write_buffer_size(self.memtable_bytes());
         options.set_arena_block_size(ARENA_BLOCK_BYTES);
         options.set_block_based_table_factory(&table);
-        // lz4 at every level, as Pegasus: zstd at the bottommost level cost
-        // about a twelfth of a node's CPU under a write load.
+        // No compression at L0 and L1, lz4 below: flushes and the L0 -> L1
+        // compactions rewrite the newest data most often, and compressing
+        // it cost about a thirteenth of a node's CPU under durable inserts
+        // (docs/BENCHMARKS.md, "Where a node's CPU goes"); zstd at the
+        // bottommost level cost about a twelfth.
         options.set_compression_type(DBCompressionType::Lz4);
+        options.set_compression_per_level(&COMPRESSION_PER_LEVEL);
         // A prefix bloom in each memtable: a hash key absent from it skips
         // the skiplist search.
         options.set_memtable_prefix_bloom_ratio(self.prefix_bloom_ratio());
@@ -314,6 +318,17 @@ impl ShardStorage {
         options
     }
 }
+
+/// Compression by level (levels past the list use its last entry).
+const COMPRESSION_PER_LEVEL: [DBCompressionType; 7] = [
+    DBCompressionType::None,
+    DBCompressionType::None,
+    DBCompressionType::Lz4,
+    DBCompressionType::Lz4,
+    DBCompressionType::Lz4,
+    DBCompressionType::Lz4,
+    DBCompressionType::Lz4,
+];
 
 /// The prefix extractor: the length field and bytes of the hash key.
 fn hash_key_prefix_of(raw_key: &[u8]) -> &[u8] {
