@@ -7,6 +7,8 @@
 #
 #   benches/compare.sh [RECORDS] [OPERATIONS] [CONNECTIONS] [IN_FLIGHT]
 #   MARKAB_BIN=/path/to/markab benches/compare.sh    # another build of markab
+#   MODE=single benches/compare.sh    # one standalone node (one shard per
+#                                     # core, one replica) instead of the onebox
 #
 # Also the driver's own CPU per operation (`markab bench`, which shares the
 # machine's cores with the servers).
@@ -46,12 +48,48 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
-echo "== starting a Markab onebox (3 nodes) in $work/onebox"
-"$markab" onebox --dir "$work/onebox" --nodes 3 --partitions 8 >"$work/onebox.out" 2>&1 &
-pids+=($!)
-for _ in $(seq 600); do grep -q "markab onebox ready" "$work/onebox.out" && break; sleep 0.1; done
-meta=$(grep -o "meta=[0-9.:]*" "$work/onebox.out" | cut -d= -f2)
-[ -n "$meta" ] || { cat "$work/onebox.out" >&2; echo "onebox did not start" >&2; exit 1; }
+mode=${MODE:-cluster}
+case "$mode" in
+  cluster)
+    echo "== starting a Markab onebox (3 nodes) in $work/onebox"
+    "$markab" onebox --dir "$work/onebox" --nodes 3 --partitions 8 >"$work/onebox.out" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 600); do grep -q "markab onebox ready" "$work/onebox.out" && break; sleep 0.1; done
+    meta=$(grep -o "meta=[0-9.:]*" "$work/onebox.out" | cut -d= -f2)
+    [ -n "$meta" ] || { cat "$work/onebox.out" >&2; echo "onebox did not start" >&2; exit 1; }
+    markab_target="markab://$meta"
+    ;;
+  single)
+    # One standalone node, one shard per core, one copy of each partition;
+    # its mutation log is fsync'd before a write is acknowledged, like
+    # Redis's appendfsync always.
+    shards=$(nproc)
+    echo "== starting one standalone Markab node ($shards shard(s), one replica) in $work/node"
+    mkdir -p "$work/node/tuning"
+    : >"$work/node/tuning/default.toml"
+    cat >"$work/node/node.toml" <<EOF_NODE
+[node]
+data_dir = "$work/node/data"
+host = "127.0.0.1"
+port_base = 0
+shards = $shards
+pin = false
+tuning_dir = "tuning"
+
+[[table]]
+name = "temp"
+app_id = 1
+partition_count = 8
+EOF_NODE
+    (cd "$work/node" && exec "$markab" replica --config node.toml >"$work/node.out" 2>&1) &
+    pids+=($!)
+    for _ in $(seq 300); do grep -q "markab replica ready" "$work/node.out" && break; sleep 0.1; done
+    address=$(grep -o "at [0-9.:]*" "$work/node.out" | cut -d' ' -f2)
+    [ -n "$address" ] || { cat "$work/node.out" >&2; echo "the node did not start" >&2; exit 1; }
+    markab_target="markab-node://$address"
+    ;;
+  *) echo "MODE=$mode: expected cluster or single" >&2; exit 2 ;;
+esac
 
 echo "== starting redis-server (appendfsync always)"
 redis_port=$(free_port)
@@ -101,14 +139,19 @@ j["driver_cpu_s"] = seconds(sys.argv[5])
 print(json.dumps(j))' "$json" "$before" "$after" "$ticks_per_s" "$(tail -1 <<<"$raw")"
 }
 
-# Markab's servers: the onebox's meta and node processes.
-markab_pids=$(pgrep -P "${pids[0]}" | tr '\n' ' ')
+# Markab's servers: the onebox's meta and node processes, or the one node.
+if [ "$mode" = cluster ]; then
+  markab_pids=$(pgrep -P "${pids[0]}" | tr '\n' ' ')
+else
+  # The subshell that started the node exec'd it: the same pid.
+  markab_pids=${pids[0]}
+fi
 redis_pid=${pids[1]}
 etcd_pid=${pids[2]}
 
 echo "== load (writes) and YCSB-C (reads): $records records, $operations operations, $connections x $in_flight"
-markab_load=$(run "markab://$meta" c load $markab_pids)
-markab_read=$(run "markab://$meta" c run $markab_pids)
+markab_load=$(run "$markab_target" c load $markab_pids)
+markab_read=$(run "$markab_target" c run $markab_pids)
 redis_load=$(run "redis://127.0.0.1:$redis_port" c load "$redis_pid")
 redis_read=$(run "redis://127.0.0.1:$redis_port" c run "$redis_pid")
 etcd_load=$(run "etcd://127.0.0.1:$etcd_port" c load "$etcd_pid")
