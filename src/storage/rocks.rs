@@ -98,16 +98,48 @@ struct RecordCache {
     misses: u64,
 }
 
-/// The raw records of one hash key, in key order.
+/// The raw records of one hash key, in key order, in one buffer (one
+/// allocation per hash key, not two per record): record `i`'s key ends at
+/// `ends[i].0` and its value at `ends[i].1`, each starting where the one
+/// before it ended.
+#[derive(Default)]
 struct CachedHashKey {
-    records: Vec<(Vec<u8>, Vec<u8>)>,
+    data: Vec<u8>,
+    ends: Vec<(usize, usize)>,
     bytes: usize,
 }
 
-/// Fixed cost charged per cached hash key and per record, on top of their
-/// bytes.
-const CACHE_ENTRY_OVERHEAD_BYTES: usize = 96;
-const CACHE_RECORD_OVERHEAD_BYTES: usize = 48;
+impl CachedHashKey {
+    fn push(&mut self, raw_key: &[u8], raw_value: &[u8]) {
+        self.data.extend_from_slice(raw_key);
+        let key_end = self.data.len();
+        self.data.extend_from_slice(raw_value);
+        self.ends.push((key_end, self.data.len()));
+    }
+
+    /// Sets `bytes` to what the entry holds in memory: its buffers'
+    /// capacities (growth may leave up to half unused), not only their
+    /// lengths.
+    fn seal(mut self) -> CachedHashKey {
+        self.bytes = self.data.capacity() + self.ends.capacity() * CACHE_RECORD_OVERHEAD_BYTES;
+        self
+    }
+
+    /// The records, as `(raw key, raw value)`, in key order.
+    fn records(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(key_end, value_end)| {
+            let record = (&self.data[start..key_end], &self.data[key_end..value_end]);
+            start = value_end;
+            record
+        })
+    }
+}
+
+/// Fixed cost charged per cached hash key (the LRU's node, the entry's
+/// buffers' headers), and per record (its two ends), on top of the bytes.
+const CACHE_ENTRY_OVERHEAD_BYTES: usize = 144;
+const CACHE_RECORD_OVERHEAD_BYTES: usize = std::mem::size_of::<(usize, usize)>();
 
 impl RecordCache {
     fn new(budget: usize) -> RecordCache {
@@ -600,15 +632,14 @@ impl RocksEngine {
             (cached, self.generation.load(Ordering::Relaxed))
         };
         if let Some(cached) = cached {
-            for (raw_key, raw_value) in &cached.records {
+            for (raw_key, raw_value) in cached.records() {
                 if visit(raw_key, raw_value)? == ScanControl::Stop {
                     break;
                 }
             }
             return Ok(());
         }
-        let mut records = Vec::new();
-        let mut bytes = 0usize;
+        let mut entry = CachedHashKey::default();
         let mut whole = true;
         self.scan_rocks(
             hash_key_prefix,
@@ -619,8 +650,7 @@ impl RocksEngine {
                 if control == ScanControl::Stop {
                     whole = false;
                 } else {
-                    bytes += raw_key.len() + raw_value.len() + CACHE_RECORD_OVERHEAD_BYTES;
-                    records.push((raw_key.to_vec(), raw_value.to_vec()));
+                    entry.push(raw_key, raw_value);
                 }
                 Ok(control)
             },
@@ -628,7 +658,7 @@ impl RocksEngine {
         if whole {
             let mut cache = lock(cache);
             if self.generation.load(Ordering::Relaxed) == generation {
-                cache.insert(key, CachedHashKey { records, bytes });
+                cache.insert(key, entry.seal());
             }
         }
         Ok(())
