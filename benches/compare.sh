@@ -65,28 +65,9 @@ case "$mode" in
     # Redis's appendfsync always.
     shards=$(nproc)
     echo "== starting one standalone Markab node ($shards shard(s), one replica) in $work/node"
-    mkdir -p "$work/node/tuning"
-    : >"$work/node/tuning/default.toml"
-    cat >"$work/node/node.toml" <<EOF_NODE
-[node]
-data_dir = "$work/node/data"
-host = "127.0.0.1"
-port_base = 0
-shards = $shards
-pin = false
-tuning_dir = "tuning"
-
-[[table]]
-name = "temp"
-app_id = 1
-partition_count = 8
-EOF_NODE
-    (cd "$work/node" && exec "$markab" replica --config node.toml >"$work/node.out" 2>&1) &
-    pids+=($!)
-    for _ in $(seq 300); do grep -q "markab replica ready" "$work/node.out" && break; sleep 0.1; done
-    address=$(grep -o "at [0-9.:]*" "$work/node.out" | cut -d' ' -f2)
-    [ -n "$address" ] || { cat "$work/node.out" >&2; echo "the node did not start" >&2; exit 1; }
-    markab_target="markab-node://$address"
+    start_standalone_node "$markab" "$work/node" "$shards"
+    pids+=("$node_pid")
+    markab_target="markab-node://$node_address"
     ;;
   *) echo "MODE=$mode: expected cluster or single" >&2; exit 2 ;;
 esac
@@ -143,7 +124,6 @@ print(json.dumps(j))' "$json" "$before" "$after" "$ticks_per_s" "$(tail -1 <<<"$
 if [ "$mode" = cluster ]; then
   markab_pids=$(pgrep -P "${pids[0]}" | tr '\n' ' ')
 else
-  # The subshell that started the node exec'd it: the same pid.
   markab_pids=${pids[0]}
 fi
 redis_pid=${pids[1]}

@@ -35,3 +35,35 @@ markab_binary() {
     echo "$CARGO_TARGET_DIR/release/markab"
   fi
 }
+
+# BINARY WORK SHARDS [CPU]: starts one standalone markab node from BINARY in
+# directory WORK (table `temp`, 8 partitions, SHARDS shards; pinned to cpu
+# CPU with taskset when given) and waits for its ready line. Sets node_pid
+# (the node's own pid) and node_address; fails when it does not start.
+start_standalone_node() {
+  local binary=$1 work=$2 shards=$3 cpu=${4:-}
+  local pin=()
+  [ -n "$cpu" ] && pin=(taskset -c "$cpu")
+  mkdir -p "$work/tuning"
+  : >"$work/tuning/default.toml"
+  cat >"$work/node.toml" <<EOF
+[node]
+data_dir = "$work/data"
+host = "127.0.0.1"
+port_base = 0
+shards = $shards
+pin = false
+tuning_dir = "tuning"
+
+[[table]]
+name = "temp"
+app_id = 1
+partition_count = 8
+EOF
+  # exec: the node keeps the subshell's pid.
+  (cd "$work" && exec "${pin[@]}" "$binary" replica --config node.toml >"$work/node.out" 2>&1) &
+  node_pid=$!
+  for _ in $(seq 300); do grep -q "markab replica ready" "$work/node.out" && break; sleep 0.1; done
+  node_address=$(grep -o "at [0-9.:]*" "$work/node.out" | cut -d' ' -f2)
+  [ -n "$node_address" ] || { cat "$work/node.out" >&2; echo "the node did not start" >&2; return 1; }
+}

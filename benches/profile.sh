@@ -7,9 +7,10 @@
 #            under the load phase (durable inserts of whole records).
 # perf samples the node processes (`perf record --call-graph dwarf`, the
 # software clock: this VM has no hardware counters); inferno folds the
-# stacks and draws the SVG. Also prints each node's CPU µs per operation
-# for the sampled window (perf's own overhead included, so higher than
-# benches/compare.sh's figure).
+# stacks and draws the SVG. Also prints the nodes' CPU µs per operation
+# over the sampled window, against the run's average rate (perf's own
+# overhead included, so higher than benches/read_ab.sh's and
+# benches/compare.sh's figures).
 #
 #   benches/profile.sh [OUT_DIR] [RECORDS] [SECONDS]
 #       OUT_DIR default docs/flamegraphs; writes read-node.svg and
@@ -42,14 +43,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# NAME TITLE PIDS...: records SECONDS of the given processes, draws NAME.svg.
-record() {
-  local name=$1 title=$2
-  shift 2
+# NAME PIDS...: samples the given processes for SECONDS into NAME.data.
+sample() {
+  local name=$1
+  shift
   local list
   list=$(echo "$@" | tr ' ' ',')
   perf record -q -F 499 --call-graph dwarf,16384 -p "$list" -o "$work/$name.data" \
     -- sleep "$seconds" >/dev/null 2>&1
+}
+
+# NAME TITLE: folds NAME.data's stacks and draws NAME.svg.
+draw() {
+  local name=$1 title=$2
   perf script -i "$work/$name.data" 2>/dev/null |
     "$tools/bin/inferno-collapse-perf" >"$out/$name.folded"
   "$tools/bin/inferno-flamegraph" --title "$title" --minwidth 0.2 \
@@ -57,47 +63,28 @@ record() {
   echo "   wrote $out/$name.svg"
 }
 
-# PIDS...: CPU µs per operation of those processes over OPS operations,
-# from two cpu_ticks readings.
+# BEFORE AFTER OPS: CPU µs per operation from two cpu_ticks readings over
+# OPS operations.
 per_op() {
   local before=$1 after=$2 ops=$3
   echo "$(((after - before) * 1000000 / $(getconf CLK_TCK) / ops))"
 }
 
 echo "== read: one standalone node (1 shard, cpu 0), YCSB-C from cpu 1"
-mkdir -p "$work/node/tuning"
-: >"$work/node/tuning/default.toml"
-cat >"$work/node/node.toml" <<EOF
-[node]
-data_dir = "$work/node/data"
-host = "127.0.0.1"
-port_base = 0
-shards = 1
-pin = false
-tuning_dir = "tuning"
-
-[[table]]
-name = "temp"
-app_id = 1
-partition_count = 8
-EOF
-(cd "$work/node" && exec taskset -c 0 "$markab" replica --config node.toml >"$work/node.out" 2>&1) &
-pids+=($!)
-for _ in $(seq 300); do grep -q "markab replica ready" "$work/node.out" && break; sleep 0.1; done
-address=$(grep -o "at [0-9.:]*" "$work/node.out" | cut -d' ' -f2)
-[ -n "$address" ] || { cat "$work/node.out" >&2; exit 1; }
-node=$(pgrep -f "replica --config node.toml" | head -1)
-taskset -c 1 "$markab" bench --target "markab-node://$address" --workload c \
+start_standalone_node "$markab" "$work/node" 1 0
+pids+=("$node_pid")
+taskset -c 1 "$markab" bench --target "markab-node://$node_address" --workload c \
   --records "$records" --phase load --quiet >/dev/null
-taskset -c 1 "$markab" bench --target "markab-node://$address" --workload c \
+taskset -c 1 "$markab" bench --target "markab-node://$node_address" --workload c \
   --records "$records" --phase run --operations 100000000 --duration-s $((seconds + 4)) \
   --json "$work/read.json" --quiet >/dev/null &
 bench=$!
 sleep 2
-before=$(cpu_ticks "$node")
-record read-node "A node serving YCSB-C: one shard, whole-record reads" "$node"
-after=$(cpu_ticks "$node")
+before=$(cpu_ticks "$node_pid")
+sample read-node "$node_pid"
+after=$(cpu_ticks "$node_pid")
 wait "$bench"
+draw read-node "A node serving YCSB-C: one shard, whole-record reads"
 ops_per_s=$(grep -o '"throughput_ops_s":[0-9.]*' "$work/read.json" | tail -1 | cut -d: -f2)
 echo "   ${ops_per_s%.*} reads/s; node CPU $(per_op "$before" "$after" $((${ops_per_s%.*} * seconds))) µs per read while sampled"
 kill -TERM "${pids[0]}" 2>/dev/null || true
@@ -120,9 +107,10 @@ sleep 2
 # shellcheck disable=SC2086
 before=$(cpu_ticks $nodes)
 # shellcheck disable=SC2086
-record insert-3-replicas "Three nodes under durable inserts, three replicas per partition" $nodes
+sample insert-3-replicas $nodes
 # shellcheck disable=SC2086
 after=$(cpu_ticks $nodes)
 wait "$bench"
+draw insert-3-replicas "Three nodes under durable inserts, three replicas per partition"
 ops_per_s=$(grep -o '"throughput_ops_s":[0-9.]*' "$work/insert.json" | tail -1 | cut -d: -f2)
 echo "   ${ops_per_s%.*} inserts/s; CPU of the three nodes $(per_op "$before" "$after" $((${ops_per_s%.*} * seconds))) µs per insert while sampled"

@@ -18,36 +18,17 @@ ticks_per_s=$(getconf CLK_TCK)
 
 # BINARY -> node CPU ns per read.
 measure() {
-  local markab=$1 work pid address before after
+  local markab=$1 work before after
   work=$(mktemp -d /var/tmp/markab-read-ab.XXXXXX)
-  mkdir -p "$work/tuning"
-  : >"$work/tuning/default.toml"
-  cat >"$work/node.toml" <<EOF
-[node]
-data_dir = "$work/data"
-host = "127.0.0.1"
-port_base = 0
-shards = 1
-pin = false
-tuning_dir = "tuning"
-
-[[table]]
-name = "temp"
-app_id = 1
-partition_count = 8
-EOF
-  (cd "$work" && exec taskset -c 0 "$markab" replica --config node.toml >"$work/node.out" 2>&1) &
-  pid=$!
-  for _ in $(seq 300); do grep -q "markab replica ready" "$work/node.out" && break; sleep 0.1; done
-  address=$(grep -o "at [0-9.:]*" "$work/node.out" | cut -d' ' -f2)
-  taskset -c 1 "$markab" bench --target "markab-node://$address" --workload c \
+  start_standalone_node "$markab" "$work" 1 0
+  taskset -c 1 "$markab" bench --target "markab-node://$node_address" --workload c \
     --records "$records" --phase load --quiet >/dev/null
-  before=$(cpu_ticks "$pid")
-  taskset -c 1 "$markab" bench --target "markab-node://$address" --workload c \
+  before=$(cpu_ticks "$node_pid")
+  taskset -c 1 "$markab" bench --target "markab-node://$node_address" --workload c \
     --records "$records" --phase run --operations "$operations" --quiet >/dev/null
-  after=$(cpu_ticks "$pid")
-  kill -TERM "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  after=$(cpu_ticks "$node_pid")
+  kill -TERM "$node_pid" 2>/dev/null || true
+  wait "$node_pid" 2>/dev/null || true
   rm -rf "$work"
   echo $(((after - before) * 1000000000 / ticks_per_s / operations))
 }

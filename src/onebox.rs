@@ -206,7 +206,6 @@ pub fn run(args: OneboxArgs) -> anyhow::Result<ExitCode> {
     let layout = Layout::prepare(&dir, &args)?;
     let mut cluster = Cluster {
         children: Vec::new(),
-        infra: 0,
     };
     let outcome = start(&args, &layout, &mut cluster, &stop);
     match outcome {
@@ -297,7 +296,6 @@ impl ToolCluster {
         let layout = Layout::prepare(&dir, args)?;
         let mut cluster = Cluster {
             children: Vec::new(),
-            infra: 0,
         };
         let stop = AtomicBool::new(false);
         match start(args, &layout, &mut cluster, &stop) {
@@ -311,14 +309,19 @@ impl ToolCluster {
 
     /// SIGKILLs the node whose id is `node_id` (by the pid onebox started).
     pub(crate) fn kill_node(&mut self, node_id: &str) -> Result<(), OneboxError> {
-        let index = self
+        let name = &self
             .layout
             .nodes
             .iter()
-            .position(|plan| plan.node_id == node_id)
-            .ok_or_else(|| OneboxError::InvalidArgument(format!("no node {node_id}")))?;
-        // etcd and the metas come first, then the nodes in order.
-        let running = &mut self.cluster.children[self.cluster.infra + index];
+            .find(|plan| plan.node_id == node_id)
+            .ok_or_else(|| OneboxError::InvalidArgument(format!("no node {node_id}")))?
+            .name;
+        let running = self
+            .cluster
+            .children
+            .iter_mut()
+            .find(|running| &running.name == name)
+            .ok_or_else(|| OneboxError::InvalidArgument(format!("{name} is not running")))?;
         running.exit_reported = true;
         running.child.kill().map_err(io_error(&running.log))?;
         let _ = running.child.wait();
@@ -755,10 +758,9 @@ struct Running {
 }
 
 struct Cluster {
-    /// etcd (with several metas), the metas, then the nodes in order.
+    /// etcd (with several metas), the metas, then the nodes (`node-<i>`)
+    /// in order.
     children: Vec<Running>,
-    /// How many children come before the nodes.
-    infra: usize,
 }
 
 /// Starts meta, the nodes and the table. `Ok(false)`: a stop signal came
@@ -804,7 +806,6 @@ fn start(
             return Ok(false);
         }
     }
-    cluster.infra = cluster.children.len();
     for node in &layout.nodes {
         let log = layout.log_path(&node.name);
         let command = markab_command(&exe, "replica", &node.config_path);
@@ -1031,17 +1032,13 @@ impl Cluster {
     fn stop_all(&mut self) {
         let deadline = Instant::now() + STOP_TIMEOUT;
         // Nodes first (they beacon to meta), the metas next, etcd (under
-        // the metas) last. A start cut short may not have set `infra`.
-        let infra = if self.infra == 0 {
-            self.children
-                .iter()
-                .take_while(|running| running.name.starts_with("meta") || running.name == "etcd")
-                .count()
-        } else {
-            self.infra
-        };
-        let infra = infra.min(self.children.len());
-        let (infra, nodes) = self.children.split_at_mut(infra);
+        // the metas) last; they were started in the reverse order.
+        let first_node = self
+            .children
+            .iter()
+            .position(|running| running.name.starts_with("node-"))
+            .unwrap_or(self.children.len());
+        let (infra, nodes) = self.children.split_at_mut(first_node);
         terminate(nodes, deadline);
         let etcd = usize::from(infra.first().is_some_and(|running| running.name == "etcd"));
         let (etcd, metas) = infra.split_at_mut(etcd);

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::{wait_for, Meta, BEACON_INTERVAL_MS};
+use common::cluster::{wait_for, write_node_config, write_tuning, Meta, BEACON_INTERVAL_MS};
 use common::{kill_child, runtime, signal, value_of, Node};
 use markab::client::{Client, ClientOptions};
 use markab::meta::etcd::{EtcdConfig, EtcdLink, EtcdMetaStore};
@@ -164,28 +164,14 @@ impl Group {
         }
         let mut node_configs = Vec::new();
         let mut node_ids = Vec::new();
-        let meta_list = meta_addresses
-            .iter()
-            .map(|address| format!("{address:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         for index in 0..nodes {
             let port_base = picker.pick(2).unwrap();
-            let text = format!(
-                "[node]\ndata_dir = {:?}\nhost = \"127.0.0.1\"\nport_base = {port_base}\nshards = 2\npin = false\ntuning_dir = \"tuning\"\nmeta = [{meta_list}]\nbeacon_interval_ms = {BEACON_INTERVAL_MS}\n",
-                dir.path().join(format!("node-{index}")).display().to_string(),
-            );
-            let path = dir.path().join(format!("node-{index}.toml"));
-            std::fs::write(&path, text).unwrap();
+            let (path, id) =
+                write_node_config(dir.path(), index, port_base, 2, &meta_addresses, "");
             node_configs.push(path);
-            node_ids.push(format!("127.0.0.1:{port_base}"));
+            node_ids.push(id);
         }
-        std::fs::create_dir_all(dir.path().join("tuning")).unwrap();
-        std::fs::write(
-            dir.path().join("tuning/default.toml"),
-            "block_cache_bytes = 8_388_608\nwrite_buffer_bytes = 8_388_608\ncompaction_threads = 1\n",
-        )
-        .unwrap();
+        write_tuning(dir.path(), "");
         drop(picker);
         etcd.spawn();
         let metas = meta_configs
@@ -265,6 +251,13 @@ impl Group {
                 .ok()?;
             client.list_nodes().await.ok()
         })
+    }
+
+    /// A client of the group, through every meta.
+    fn client(&self, runtime: &tokio::runtime::Runtime) -> Client {
+        runtime
+            .block_on(Client::connect_meta(&self.meta_addresses, options()))
+            .unwrap()
     }
 
     fn meta_pid(&self, index: usize) -> u32 {
@@ -367,9 +360,7 @@ fn start_traffic(
 fn leader_killed_under_load() {
     let mut group = Group::start(3);
     let runtime = runtime();
-    let client = runtime
-        .block_on(Client::connect_meta(&group.meta_addresses, options()))
-        .unwrap();
+    let client = group.client(&runtime);
     runtime
         .block_on(client.create_table(create("data", 8)))
         .unwrap();
@@ -551,9 +542,7 @@ fn paused_leader_changes_nothing() {
 fn etcd_restart_and_node_killed_during_leader_change() {
     let mut group = Group::start(3);
     let runtime = runtime();
-    let client = runtime
-        .block_on(Client::connect_meta(&group.meta_addresses, options()))
-        .unwrap();
+    let client = group.client(&runtime);
     runtime
         .block_on(client.create_table(create("before", 8)))
         .unwrap();

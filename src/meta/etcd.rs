@@ -136,11 +136,6 @@ impl EtcdLink {
         Ok(link)
     }
 
-    /// The configuration this link was opened with.
-    pub fn config(&self) -> &EtcdConfig {
-        &self.config
-    }
-
     async fn bounded<T>(
         &self,
         what: &str,

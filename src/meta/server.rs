@@ -64,21 +64,6 @@ pub fn meta_now() -> MetaTime {
     }
 }
 
-/// Runs one request through the state machine and, when it changes
-/// persistent data, through the store: save, then commit, then answer
-/// ([`markab_core::meta::step::execute`]); observed by meta's metrics.
-pub fn execute(
-    state: &mut MetaState,
-    store: &mut dyn MetaStore,
-    request: &Request,
-    now: impl Into<MetaTime>,
-) -> Response {
-    let started = std::time::Instant::now();
-    let response = markab_core::meta::step::execute(state, store, request, now.into());
-    crate::metrics::meta_metrics().observe(request, started.elapsed(), &response, state.data());
-    response
-}
-
 enum ActorInput {
     Request {
         request: Request,
@@ -786,6 +771,17 @@ async fn serve_connection(actor: Actor, mut stream: TcpStream, peer: SocketAddr)
 mod tests {
     use super::*;
     use crate::meta::state::{MetaData, MetaSettings};
+
+    /// The production step (store, then commit, then answer) at a time
+    /// given in milliseconds.
+    fn execute(
+        state: &mut MetaState,
+        store: &mut dyn MetaStore,
+        request: &Request,
+        now_ms: u64,
+    ) -> Response {
+        markab_core::meta::step::execute(state, store, request, now_ms.into())
+    }
     use crate::meta::store::MemoryMetaStore;
     use markab_wire::message::{CreateTableRequest, NodeBeacon, ResponseBody};
 

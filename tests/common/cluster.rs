@@ -215,26 +215,18 @@ impl Cluster {
             } else {
                 meta_address.clone()
             };
-            let text = format!(
-                "[node]\ndata_dir = {:?}\nhost = \"127.0.0.1\"\nport_base = {port_base}\nshards = {}\npin = false\ntuning_dir = \"tuning\"\nmeta = [{node_meta:?}]\nbeacon_interval_ms = {BEACON_INTERVAL_MS}\n{}",
-                dir.path().join(format!("node-{index}")).display().to_string(),
+            let (path, id) = write_node_config(
+                dir.path(),
+                index,
+                port_base,
                 options.shards,
-                options.node_lines
+                &[node_meta],
+                &options.node_lines,
             );
-            let path = dir.path().join(format!("node-{index}.toml"));
-            std::fs::write(&path, text).unwrap();
             node_configs.push(path);
-            node_ids.push(format!("127.0.0.1:{port_base}"));
+            node_ids.push(id);
         }
-        std::fs::create_dir_all(dir.path().join("tuning")).unwrap();
-        std::fs::write(
-            dir.path().join("tuning/default.toml"),
-            format!(
-                "block_cache_bytes = 8_388_608\nwrite_buffer_bytes = 8_388_608\ncompaction_threads = 1\n{}",
-                options.tuning
-            ),
-        )
-        .unwrap();
+        write_tuning(dir.path(), &options.tuning);
         // Release the ports just before the processes bind them.
         drop(picker);
         let meta = Meta::start_with(&meta_config, &options.meta_env);
@@ -423,6 +415,45 @@ impl Cluster {
     pub fn meta_call(&self, request: &Request) -> Response {
         meta_call(&self.meta_address, request)
     }
+}
+
+/// Writes `DIR/node-<index>.toml`: a cluster node on 127.0.0.1 with
+/// `shards` shards from `port_base`, data in `DIR/node-<index>`, beaconing
+/// to `metas` every [`BEACON_INTERVAL_MS`], plus `extra` lines. Returns the
+/// config's path and the node's id (its shard 0 address).
+pub fn write_node_config(
+    dir: &Path,
+    index: usize,
+    port_base: u16,
+    shards: usize,
+    metas: &[String],
+    extra: &str,
+) -> (PathBuf, String) {
+    let metas = metas
+        .iter()
+        .map(|address| format!("{address:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = format!(
+        "[node]\ndata_dir = {:?}\nhost = \"127.0.0.1\"\nport_base = {port_base}\nshards = {shards}\npin = false\ntuning_dir = \"tuning\"\nmeta = [{metas}]\nbeacon_interval_ms = {BEACON_INTERVAL_MS}\n{extra}",
+        dir.join(format!("node-{index}")).display().to_string(),
+    );
+    let path = dir.join(format!("node-{index}.toml"));
+    std::fs::write(&path, text).unwrap();
+    (path, format!("127.0.0.1:{port_base}"))
+}
+
+/// Writes the nodes' `DIR/tuning/default.toml`: small per-shard budgets so
+/// that several nodes share the machine, plus `extra` lines.
+pub fn write_tuning(dir: &Path, extra: &str) {
+    std::fs::create_dir_all(dir.join("tuning")).unwrap();
+    std::fs::write(
+        dir.join("tuning/default.toml"),
+        format!(
+            "block_cache_bytes = 8_388_608\nwrite_buffer_bytes = 8_388_608\ncompaction_threads = 1\n{extra}"
+        ),
+    )
+    .unwrap();
 }
 
 /// Sends `request` to meta at `address` on a fresh blocking connection and

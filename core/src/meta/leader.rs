@@ -179,18 +179,32 @@ impl LeaderGate {
         store: &mut dyn MetaStore,
         now: MetaTime,
     ) -> Result<&mut MetaState, OpError> {
-        let Some(epoch) = self.leadership.serving(now.monotonic_ms) else {
+        if self.leadership.serving(now.monotonic_ms).is_none() {
             self.term = None;
             return Err(self.not_leader(now.monotonic_ms));
+        }
+        match self.serving_term(store, now) {
+            Ok(state) => Ok(state.expect("serving was checked above")),
+            Err(error) => Err(step::store_error(&error)),
+        }
+    }
+
+    /// [`LeaderGate::serving_state`] with the store's own error: `None`
+    /// when this meta does not serve at `now`.
+    fn serving_term(
+        &mut self,
+        store: &mut dyn MetaStore,
+        now: MetaTime,
+    ) -> Result<Option<&mut MetaState>, MetaStoreError> {
+        let Some(epoch) = self.leadership.serving(now.monotonic_ms) else {
+            self.term = None;
+            return Ok(None);
         };
         if self.term.as_ref().is_some_and(|term| term.epoch != epoch) {
             self.term = None;
         }
         if self.term.is_none() {
-            let data = store
-                .begin_term(epoch)
-                .map_err(|error| step::store_error(&error))?
-                .unwrap_or_default();
+            let data = store.begin_term(epoch)?.unwrap_or_default();
             tracing::info!(
                 epoch,
                 tables = data.tables.len(),
@@ -203,7 +217,7 @@ impl LeaderGate {
                 state: MetaState::new(self.settings.clone(), data),
             });
         }
-        Ok(&mut self.term.as_mut().expect("set above").state)
+        Ok(self.term.as_mut().map(|term| &mut term.state))
     }
 
     /// Runs one request through the serving state machine and the store
@@ -231,14 +245,8 @@ impl LeaderGate {
     /// Runs a tick through the serving state machine, if this meta serves
     /// ([`step::execute_tick`]); a fenced save ends the term.
     pub fn tick(&mut self, store: &mut dyn MetaStore, now: MetaTime) -> Result<(), MetaStoreError> {
-        let state = match self.serving_state(store, now) {
-            Ok(state) => state,
-            Err(error) if error.code == ErrorCode::NotLeader => return Ok(()),
-            Err(error) => {
-                return Err(MetaStoreError::Unavailable {
-                    message: error.message,
-                })
-            }
+        let Some(state) = self.serving_term(store, now)? else {
+            return Ok(());
         };
         let result = step::execute_tick(state, store, now);
         if let Err(MetaStoreError::Fenced { .. }) = &result {
