@@ -16,6 +16,8 @@
 //! themselves. A framing error leaves the stream out of sync: the only safe
 //! reaction is to answer `BadFrame` (when possible) and close the connection.
 
+use crate::stream_buffer::StreamBuffer;
+
 /// The first four bytes of every frame.
 pub const FRAME_MAGIC: [u8; 4] = *b"MRKB";
 /// The only frame version this code reads and writes.
@@ -29,10 +31,6 @@ pub const FRAME_BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 // The body length travels as a u32.
 const _: () = assert!(FRAME_BODY_BYTES_MAX <= u32::MAX as usize);
-
-/// Once this many consumed bytes sit at the front of a decoder's buffer they
-/// are dropped (the live tail is moved to the front).
-const DECODER_COMPACT_BYTES_MIN: usize = 64 * 1024;
 
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -210,10 +208,7 @@ pub fn decode_header_bounded(
 #[derive(Debug)]
 pub struct FrameDecoder {
     body_bytes_max: usize,
-    /// Received bytes; `buffer[consumed..filled]` are not yet decoded.
-    buffer: Vec<u8>,
-    consumed: usize,
-    filled: usize,
+    buffer: StreamBuffer,
     /// The header of the frame whose body is being awaited.
     pending: Option<FrameHeader>,
     failed: Option<FrameError>,
@@ -225,9 +220,7 @@ impl FrameDecoder {
     pub fn new(body_bytes_max: usize) -> FrameDecoder {
         FrameDecoder {
             body_bytes_max: body_bytes_max.min(FRAME_BODY_BYTES_MAX),
-            buffer: Vec::new(),
-            consumed: 0,
-            filled: 0,
+            buffer: StreamBuffer::default(),
             pending: None,
             failed: None,
         }
@@ -240,32 +233,24 @@ impl FrameDecoder {
 
     /// Bytes received and not yet returned as frames.
     pub fn buffered_bytes(&self) -> usize {
-        self.filled - self.consumed
+        self.buffer.buffered_bytes()
     }
 
     /// Appends received bytes.
     pub fn extend(&mut self, bytes: &[u8]) {
-        self.compact();
-        self.buffer.truncate(self.filled);
-        self.buffer.extend_from_slice(bytes);
-        self.filled = self.buffer.len();
+        self.buffer.extend(bytes);
     }
 
     /// A writable slice of at least `bytes_min` bytes to read into; report
     /// how many were written with [`commit_read`](FrameDecoder::commit_read).
     pub fn read_buffer(&mut self, bytes_min: usize) -> &mut [u8] {
-        self.compact();
-        let wanted = self.filled + bytes_min;
-        if self.buffer.len() < wanted {
-            self.buffer.resize(wanted, 0);
-        }
-        &mut self.buffer[self.filled..]
+        self.buffer.read_buffer(bytes_min)
     }
 
     /// Marks `bytes` bytes of the last [`read_buffer`](FrameDecoder::read_buffer)
     /// as received. Counts beyond that slice are clamped to it.
     pub fn commit_read(&mut self, bytes: usize) {
-        self.filled = (self.filled + bytes).min(self.buffer.len());
+        self.buffer.commit_read(bytes);
     }
 
     /// The next whole frame, `Ok(None)` when more bytes are needed, or the
@@ -287,61 +272,40 @@ impl FrameDecoder {
         let header = match self.pending {
             Some(header) => header,
             None => {
-                if self.buffered_bytes() < FRAME_HEADER_BYTES {
+                let live = self.buffer.live();
+                if live.len() < FRAME_HEADER_BYTES {
                     return Ok(None);
                 }
                 let mut bytes = [0u8; FRAME_HEADER_BYTES];
-                bytes.copy_from_slice(
-                    &self.buffer[self.consumed..self.consumed + FRAME_HEADER_BYTES],
-                );
+                bytes.copy_from_slice(&live[..FRAME_HEADER_BYTES]);
                 let header = decode_header_bounded(&bytes, self.body_bytes_max)?;
-                self.consumed += FRAME_HEADER_BYTES;
+                self.buffer.consume(FRAME_HEADER_BYTES);
                 self.pending = Some(header);
                 header
             }
         };
-        if self.buffered_bytes() < header.body_bytes {
+        let buffered = self.buffer.buffered_bytes();
+        if buffered < header.body_bytes {
             // The header is valid, so its length is within bounds: make room
             // for the rest of the body now rather than by repeated doubling.
-            let missing = header.body_bytes - self.buffered_bytes();
-            self.buffer.truncate(self.filled);
-            self.buffer.reserve(missing);
+            self.buffer.reserve(header.body_bytes - buffered);
             return Ok(None);
         }
-        let body_range = self.consumed..self.consumed + header.body_bytes;
-        let body = self.buffer[body_range].to_vec();
+        let body = self.buffer.live()[..header.body_bytes].to_vec();
         header.verify_body(&body)?;
-        self.consumed += header.body_bytes;
+        self.buffer.consume(header.body_bytes);
         self.pending = None;
         Ok(Some(Frame {
             kind: header.kind,
             body,
         }))
     }
-
-    /// Drops consumed bytes from the front of the buffer once enough have
-    /// piled up (or all of the buffer is consumed, which is free). The
-    /// buffer keeps its length: the bytes past `filled` are read space that
-    /// [`read_buffer`](FrameDecoder::read_buffer) hands out again without
-    /// zeroing it (zeroing 64 KiB per socket read showed in profiles).
-    fn compact(&mut self) {
-        if self.consumed == 0 {
-            return;
-        }
-        if self.consumed == self.filled {
-            self.consumed = 0;
-            self.filled = 0;
-        } else if self.consumed >= DECODER_COMPACT_BYTES_MIN {
-            self.buffer.copy_within(self.consumed..self.filled, 0);
-            self.filled -= self.consumed;
-            self.consumed = 0;
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream_buffer::COMPACT_BYTES_MIN;
 
     fn frame_bytes(kind: MessageKind, body: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -513,7 +477,7 @@ mod tests {
                 body_bytes_max: 1 << 20,
             })
         );
-        assert!(decoder.buffer.capacity() < 1 << 20);
+        assert!(decoder.buffer.len_and_capacity().1 < 1 << 20);
 
         // The decoder's own bound applies too, and is capped at the absolute bound.
         let mut small = FrameDecoder::new(3);
@@ -557,6 +521,6 @@ mod tests {
             decoder.extend(&frame[500..]);
             assert!(decoder.next_frame().unwrap().is_some());
         }
-        assert!(decoder.buffer.len() <= DECODER_COMPACT_BYTES_MIN + frame.len());
+        assert!(decoder.buffer.len_and_capacity().0 <= COMPACT_BYTES_MIN + frame.len());
     }
 }

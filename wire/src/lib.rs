@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod frame;
 pub mod message;
+mod stream_buffer;
 
 pub use message::*;
 
