@@ -5,6 +5,7 @@ pub mod codec;
 pub mod frame;
 pub mod message;
 mod stream_buffer;
+pub mod thrift;
 
 pub use message::*;
 
