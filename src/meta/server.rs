@@ -56,6 +56,8 @@ const _: () = assert!(META_REQUEST_BYTES_MAX <= markab_wire::frame::FRAME_BODY_B
 
 pub use markab_core::meta::step::{execute_change, execute_step, execute_tick};
 
+mod thft;
+
 /// Both of meta's clocks now (docs/DESIGN.md, "Clocks").
 pub fn meta_now() -> MetaTime {
     MetaTime {
@@ -678,21 +680,39 @@ impl BackupDriver {
     }
 }
 
+/// A connection's first bytes, at least the four that name its protocol
+/// (`MRKB` or Pegasus's `THFT`); `None` when the peer closed before that.
+async fn read_prefix(stream: &mut TcpStream, peer: SocketAddr) -> Option<Vec<u8>> {
+    let mut prefix = vec![0; READ_CHUNK_BYTES];
+    let mut filled = 0;
+    while filled < markab_wire::thrift::THFT_MAGIC.len() {
+        match stream.read(&mut prefix[filled..]).await {
+            Ok(0) => return None,
+            Ok(bytes_read) => filled += bytes_read,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "meta connection read failed");
+                return None;
+            }
+        }
+    }
+    prefix.truncate(filled);
+    Some(prefix)
+}
+
 async fn serve_connection(actor: Actor, mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    let Some(prefix) = read_prefix(&mut stream, peer).await else {
+        return;
+    };
+    if prefix.starts_with(&markab_wire::thrift::THFT_MAGIC) {
+        thft::serve_connection(&actor, stream, prefix, peer).await;
+        return;
+    }
     let mut decoder = FrameDecoder::new(META_REQUEST_BYTES_MAX);
+    decoder.extend(&prefix);
     let mut encoder = Encoder::new();
     let mut out = Vec::new();
     loop {
-        let bytes_read = match stream.read(decoder.read_buffer(READ_CHUNK_BYTES)).await {
-            Ok(0) => return,
-            Ok(bytes_read) => bytes_read,
-            Err(error) => {
-                tracing::debug!(%peer, %error, "meta connection read failed");
-                return;
-            }
-        };
-        decoder.commit_read(bytes_read);
         loop {
             let (request_id, response, close) = match decoder.next_frame() {
                 Ok(None) => break,
@@ -763,6 +783,25 @@ async fn serve_connection(actor: Actor, mut stream: TcpStream, peer: SocketAddr)
                 let _ = stream.shutdown().await;
                 return;
             }
+        }
+        let Some(bytes_read) =
+            read_chunk(&mut stream, decoder.read_buffer(READ_CHUNK_BYTES), peer).await
+        else {
+            return;
+        };
+        decoder.commit_read(bytes_read);
+    }
+}
+
+/// Reads what `stream` has into `buffer`: `None` once the peer closed the
+/// connection or the read failed.
+async fn read_chunk(stream: &mut TcpStream, buffer: &mut [u8], peer: SocketAddr) -> Option<usize> {
+    match stream.read(buffer).await {
+        Ok(0) => None,
+        Ok(bytes_read) => Some(bytes_read),
+        Err(error) => {
+            tracing::debug!(%peer, %error, "meta connection read failed");
+            None
         }
     }
 }

@@ -14,6 +14,11 @@
 //! reply and the connection is closed: after a framing error the byte stream
 //! cannot be trusted. A decodable request with bad arguments only gets an
 //! error reply.
+//!
+//! The first four bytes of a connection choose its protocol: `MRKB` is
+//! Markab's own framing, `THFT` Pegasus's client protocol ([`super::thft`],
+//! docs/thrift.md). Both share the dispatch below; only decoding and reply
+//! encoding differ.
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -25,32 +30,70 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use markab_wire::codec;
-use markab_wire::frame::{FrameDecoder, FrameError, MessageKind, FRAME_BODY_BYTES_MAX};
-use markab_wire::{Envelope, ErrorCode, OpError, Request, Response};
+use markab_wire::frame::{
+    FrameDecoder, FrameError, MessageKind, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES,
+};
+use markab_wire::thrift::THFT_MAGIC;
+use markab_wire::{Envelope, ErrorCode, Gpid, OpError, Request, Response};
 
 use crate::metrics::{operation_index, ShardMetrics};
 use crate::server::{MeshMessage, ShardServer};
 
 /// Bytes of free buffer offered to each socket `read`.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Requests of one connection running as tasks (writes, forwards) at once;
 /// the reader waits when this many are in flight.
 pub const CONNECTION_IN_FLIGHT_MAX: u64 = 1024;
 /// Reply frames queued for the writer task of one connection.
 const REPLY_QUEUE_MAX: usize = 1024;
 
-type ReplySender = Rc<LocalSender<Vec<u8>>>;
+pub type ReplySender = Rc<LocalSender<Vec<u8>>>;
 
 /// Serves one connection until the peer closes it, a framing error occurs or
 /// the shard stops (the shard's executor then drops this task).
 pub async fn serve_connection(server: Rc<ShardServer>, stream: TcpStream) {
-    let (reader, writer) = stream.split();
+    let (mut reader, writer) = stream.split();
     let (reply_sender, reply_receiver) = local_channel::new_bounded(REPLY_QUEUE_MAX);
     let writer_task = glommio::spawn_local(write_replies(writer, reply_receiver));
-    read_requests(server, reader, Rc::new(reply_sender)).await;
+    let replies = Rc::new(reply_sender);
+    match read_prefix(&mut reader).await {
+        Some(prefix) if prefix.starts_with(&THFT_MAGIC) => {
+            super::thft::read_requests(server, reader, prefix, replies).await;
+        }
+        Some(prefix) => read_requests(server, reader, prefix, replies).await,
+        None => drop(replies),
+    }
     // Every reply sender is gone once the in-flight tasks finish; the writer
     // then drains the queue and closes the socket.
     writer_task.await;
+}
+
+/// Bytes that tell the protocols apart.
+const PROTOCOL_MAGIC_BYTES: usize = 4;
+
+/// A connection's first bytes, at least the [`PROTOCOL_MAGIC_BYTES`] that
+/// name its protocol; `None` when the peer closed (or failed) before that.
+async fn read_prefix(reader: &mut ReadHalf<TcpStream>) -> Option<Vec<u8>> {
+    let mut prefix = vec![0; READ_CHUNK_BYTES];
+    let mut filled = 0;
+    while filled < PROTOCOL_MAGIC_BYTES {
+        match reader.read(&mut prefix[filled..]).await {
+            Ok(0) => return None,
+            Ok(bytes_read) => filled += bytes_read,
+            Err(error) => {
+                tracing::debug!(%error, "connection read failed");
+                return None;
+            }
+        }
+    }
+    prefix.truncate(filled);
+    Some(prefix)
+}
+
+/// Copies bytes already read into a decoder's buffer (the protocol prefix).
+pub fn feed(buffer: &mut [u8], bytes: &[u8]) -> usize {
+    buffer[..bytes.len()].copy_from_slice(bytes);
+    bytes.len()
 }
 
 /// Sends queued reply frames, coalescing whatever is queued into one write.
@@ -80,20 +123,14 @@ pub fn append_queued(batch: &mut Vec<u8>, queue: &LocalReceiver<Vec<u8>>) {
 async fn read_requests(
     server: Rc<ShardServer>,
     mut reader: ReadHalf<TcpStream>,
+    prefix: Vec<u8>,
     replies: ReplySender,
 ) {
     let mut decoder = FrameDecoder::new(FRAME_BODY_BYTES_MAX);
+    let fed = feed(decoder.read_buffer(prefix.len()), &prefix);
+    decoder.commit_read(fed);
     let in_flight = Rc::new(Semaphore::new(CONNECTION_IN_FLIGHT_MAX));
     loop {
-        let bytes_read = match reader.read(decoder.read_buffer(READ_CHUNK_BYTES)).await {
-            Ok(0) => return,
-            Ok(bytes_read) => bytes_read,
-            Err(error) => {
-                tracing::debug!(%error, "connection read failed");
-                return;
-            }
-        };
-        decoder.commit_read(bytes_read);
         loop {
             let frame = match decoder.next_frame() {
                 Ok(None) => break,
@@ -121,9 +158,48 @@ async fn read_requests(
                 Decoded::Skip => continue,
                 Decoded::Close => return,
             };
-            dispatch(&server, &replies, &in_flight, envelope, request, frame.body).await;
+            let to = ReplyTo::Markab {
+                request_id: envelope.request_id,
+            };
+            dispatch(
+                &server,
+                &replies,
+                &in_flight,
+                envelope,
+                request,
+                to,
+                Some(frame.body),
+            )
+            .await;
+        }
+        let Some(bytes_read) = read_chunk(&mut reader, decoder.read_buffer(READ_CHUNK_BYTES)).await
+        else {
+            return;
+        };
+        decoder.commit_read(bytes_read);
+    }
+}
+
+/// Reads what `reader` has into `buffer`: `None` once the peer closed the
+/// connection or the read failed.
+pub async fn read_chunk(reader: &mut ReadHalf<TcpStream>, buffer: &mut [u8]) -> Option<usize> {
+    match reader.read(buffer).await {
+        Ok(0) => None,
+        Ok(bytes_read) => Some(bytes_read),
+        Err(error) => {
+            tracing::debug!(%error, "connection read failed");
+            None
         }
     }
+}
+
+/// Where and in which protocol a request's reply goes.
+#[derive(Clone, Debug)]
+pub enum ReplyTo {
+    /// A Markab response frame carrying the request's id.
+    Markab { request_id: u64 },
+    /// A Pegasus reply to the RPC `name` with the client's `seqid`.
+    Thft { name: Rc<str>, seqid: i32 },
 }
 
 /// What to do with a received frame body.
@@ -164,17 +240,21 @@ async fn decode(server: &ShardServer, replies: &ReplySender, body: &[u8]) -> Dec
 }
 
 /// Serves a request: at once when it is a read of an owned partition, as a
-/// task otherwise.
-async fn dispatch(
+/// task otherwise. `body` is the request's Markab body when it came as one
+/// (forwarded as it is); a request from another protocol is encoded for the
+/// mesh only when it must be forwarded.
+pub async fn dispatch(
     server: &Rc<ShardServer>,
     replies: &ReplySender,
     in_flight: &Rc<Semaphore>,
     envelope: Envelope,
     request: Request,
-    body: Vec<u8>,
+    to: ReplyTo,
+    body: Option<Vec<u8>>,
 ) {
+    let gpid = envelope.gpid;
     if let Request::Peer(peer) = request {
-        route_peer(server, envelope.gpid, peer).await;
+        route_peer(server, gpid, peer).await;
         return;
     }
     if request.is_meta() {
@@ -182,7 +262,7 @@ async fn dispatch(
             "{} is a meta request; send it to `markab meta`, not to a node",
             request.name()
         ));
-        send_reply(server, replies, envelope.request_id, &Err(error)).await;
+        answer(server, replies, &to, gpid, &request, &Err(error)).await;
         return;
     }
     if let Request::QueryRoute { table } = &request {
@@ -191,19 +271,19 @@ async fn dispatch(
             .layout
             .route(table)
             .map(markab_wire::ResponseBody::Route);
-        send_reply(server, replies, envelope.request_id, &response).await;
+        answer(server, replies, &to, gpid, &request, &response).await;
         return;
     }
     // A shard serves what it hosts without touching node-wide state.
-    let owner = if server.state.hosts(envelope.gpid) {
+    let owner = if server.state.hosts(gpid) {
         Ok(server.state.shard)
     } else {
-        server.state.layout.locate(envelope.gpid)
+        server.state.layout.locate(gpid)
     };
     let owner = match owner {
         Ok(owner) => owner,
         Err(error) => {
-            send_reply(server, replies, envelope.request_id, &Err(error)).await;
+            answer(server, replies, &to, gpid, &request, &Err(error)).await;
             return;
         }
     };
@@ -211,19 +291,16 @@ async fn dispatch(
     if local {
         // A route of another partition count than a split left
         // (**route-version**).
-        if let Err(error) = server
-            .state
-            .check_route(envelope.gpid, envelope.partition_count)
-        {
-            send_reply(server, replies, envelope.request_id, &Err(error)).await;
+        if let Err(error) = server.state.check_route(gpid, envelope.partition_count) {
+            answer(server, replies, &to, gpid, &request, &Err(error)).await;
             return;
         }
     }
     let started = Instant::now();
     if local && !request.is_write() {
-        let response = server.state.serve_read(envelope.gpid, &request);
+        let response = server.state.serve_read(gpid, &request);
         observe(&server.metrics, &request, started, &response);
-        send_reply(server, replies, envelope.request_id, &response).await;
+        answer(server, replies, &to, gpid, &request, &response).await;
         return;
     }
     let Ok(permit) = in_flight.acquire_static_permit(1).await else {
@@ -234,21 +311,61 @@ async fn dispatch(
     glommio::spawn_local(async move {
         server.metrics.in_flight.inc();
         if local {
-            let response = server.state.serve_write(envelope.gpid, &request).await;
+            let response = server.state.serve_write(gpid, &request).await;
             observe(&server.metrics, &request, started, &response);
-            send_reply(&server, &replies, envelope.request_id, &response).await;
+            answer(&server, &replies, &to, gpid, &request, &response).await;
         } else {
-            match forward(&server, owner, body).await {
-                Ok(frame) => {
+            let body = body.unwrap_or_else(|| server.encode_request_body(&envelope, &request));
+            match (forward(&server, owner, body).await, &to) {
+                (Ok(frame), ReplyTo::Markab { .. }) => {
                     let _ = replies.send(frame).await;
                 }
-                Err(error) => send_reply(&server, &replies, envelope.request_id, &Err(error)).await,
+                (Ok(frame), ReplyTo::Thft { .. }) => {
+                    let response = decode_reply_frame(&frame);
+                    answer(&server, &replies, &to, gpid, &request, &response).await;
+                }
+                (Err(error), _) => {
+                    answer(&server, &replies, &to, gpid, &request, &Err(error)).await;
+                }
             }
         }
         server.metrics.in_flight.dec();
         drop(permit);
     })
     .detach();
+}
+
+/// The response inside a Markab reply frame another shard encoded.
+fn decode_reply_frame(frame: &[u8]) -> Response {
+    let body = frame.get(FRAME_HEADER_BYTES..).unwrap_or_default();
+    match codec::decode_response(body) {
+        Ok((_, response)) => response,
+        Err(error) => Err(OpError::new(
+            ErrorCode::Internal,
+            format!("undecodable reply from the owning shard: {error}"),
+        )),
+    }
+}
+
+/// Sends `response` to `request` in the connection's protocol.
+pub async fn answer(
+    server: &ShardServer,
+    replies: &ReplySender,
+    to: &ReplyTo,
+    gpid: Gpid,
+    request: &Request,
+    response: &Response,
+) {
+    match to {
+        ReplyTo::Markab { request_id } => send_reply(server, replies, *request_id, response).await,
+        ReplyTo::Thft { name, seqid } => {
+            if let Some(frame) =
+                super::thft::encode_reply(server, name, *seqid, gpid, request, response)
+            {
+                let _ = replies.send(frame).await;
+            }
+        }
+    }
 }
 
 /// Hands a peer message to the shard hosting its partition; nothing is

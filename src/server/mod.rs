@@ -13,6 +13,7 @@ pub mod cursors;
 pub mod dup;
 pub mod peer;
 pub mod shard;
+pub mod thft;
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -36,7 +37,7 @@ use crate::metrics::{NodeMetrics, ShardMetrics};
 use crate::replication::config::ReplicationSettings;
 use crate::server::shard::{NodeLayout, NodeMode, ShardState};
 use markab_wire::codec::Encoder;
-use markab_wire::{ErrorCode, Gpid, OpError, Response};
+use markab_wire::{Envelope, ErrorCode, Gpid, OpError, Request, Response};
 
 /// How often each shard compares its log's size with `log_bytes_max`.
 const LOG_SIZE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
@@ -72,6 +73,8 @@ pub struct ShardServer {
     pub mesh_senders: Senders<MeshMessage>,
     pub stop: StopSignal,
     pub request_bytes_max: usize,
+    /// The shard's listener address, as replies name their server.
+    pub address: String,
 }
 
 impl ShardServer {
@@ -90,6 +93,19 @@ impl ShardServer {
                 .expect("a short error reply always encodes");
         }
         frame
+    }
+
+    /// The Markab body of a request (what the mesh forwards to the owning
+    /// shard), for requests that came in another protocol. A request too
+    /// large to encode yields an empty body, which the owner answers with
+    /// `BAD_FRAME`.
+    pub fn encode_request_body(&self, envelope: &Envelope, request: &Request) -> Vec<u8> {
+        let mut encoder = self.encoder.borrow_mut();
+        let mut frame = Vec::new();
+        match encoder.request_frame(envelope, request, &mut frame) {
+            Ok(()) => frame.split_off(markab_wire::frame::FRAME_HEADER_BYTES),
+            Err(_) => Vec::new(),
+        }
     }
 }
 
@@ -348,7 +364,9 @@ async fn shard_main(context: ShardContext<MeshMessage>, node: Arc<NodeSettings>)
     state
         .log()
         .set_flush_observer(Box::new(move |sample| flush_metrics.observe_flush(sample)));
+    let address = state.layout.addresses[shard].to_string();
     let server = Rc::new(ShardServer {
+        address,
         encoder: RefCell::new(Encoder::new()),
         metrics,
         state,
