@@ -8,6 +8,7 @@
 //! - [`sweep`]: p99 versus throughput from 10 % to 100 % of peak.
 
 pub mod driver;
+pub mod pegasus;
 pub mod report;
 pub mod sweep;
 pub mod target;
@@ -43,7 +44,8 @@ pub enum PhaseChoice {
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// What to benchmark: `markab://META[,META]`, `markab-node://ADDR`
-    /// (a standalone node), `redis://HOST:PORT` or `etcd://HOST:PORT`
+    /// (a standalone node), `pegasus://META[,META]` (Markab through
+    /// Pegasus's client protocol), `redis://HOST:PORT` or `etcd://HOST:PORT`
     /// (etcd's v3 JSON gateway on its client URL).
     #[arg(long)]
     pub target: String,
@@ -199,7 +201,7 @@ async fn cluster_facts(url: &TargetUrl, table: &str, environment: &mut Environme
                 environment.shards_per_node = vec![shards.len()];
             }
         }
-        TargetUrl::Redis(_) | TargetUrl::Etcd(_) => {}
+        TargetUrl::Redis(_) | TargetUrl::Etcd(_) | TargetUrl::Pegasus(_) => {}
     }
 }
 

@@ -163,6 +163,9 @@ pub enum TargetUrl {
     Redis(String),
     /// `etcd://HOST:PORT`: etcd's v3 KV API over its JSON gateway.
     Etcd(String),
+    /// `pegasus://META[,META...]`: a Markab cluster (or a standalone node)
+    /// through Pegasus's client protocol.
+    Pegasus(Vec<String>),
 }
 
 impl TargetUrl {
@@ -195,8 +198,9 @@ impl TargetUrl {
             "markab-node" => Ok(TargetUrl::MarkabNode(single()?)),
             "redis" => Ok(TargetUrl::Redis(single()?)),
             "etcd" => Ok(TargetUrl::Etcd(single()?)),
+            "pegasus" => Ok(TargetUrl::Pegasus(addresses.clone())),
             _ => Err(bad(
-                "unknown scheme (markab, markab-node, redis or etcd expected)",
+                "unknown scheme (markab, markab-node, pegasus, redis or etcd expected)",
             )),
         }
     }
@@ -208,6 +212,7 @@ impl TargetUrl {
             TargetUrl::MarkabNode(_) => "markab-node",
             TargetUrl::Redis(_) => "redis",
             TargetUrl::Etcd(_) => "etcd",
+            TargetUrl::Pegasus(_) => "pegasus",
         }
     }
 
@@ -236,6 +241,9 @@ impl TargetUrl {
             TargetUrl::Etcd(address) => {
                 Ok(Arc::new(EtcdTarget::connect(address, in_flight).await?))
             }
+            TargetUrl::Pegasus(metas) => Ok(Arc::new(
+                super::pegasus::PegasusTarget::open(metas, table).await?,
+            )),
         }
     }
 }
@@ -264,28 +272,39 @@ impl MarkabTarget {
     }
 
     async fn read_all(&self, key: &[u8]) -> Result<usize, TargetError> {
-        let mut request = MultiGetRequest::range(key.to_vec());
-        request.max_kv_count = 0;
-        request.max_kv_size = 0;
-        Ok(self.table.multi_get(request).await?.kvs.len())
+        Ok(self.table.multi_get(whole_record(key)).await?.kvs.len())
     }
 
     async fn write(&self, key: &[u8], fields: &[(Vec<u8>, Vec<u8>)]) -> Result<(), TargetError> {
         match fields {
             [] => Err(TargetError::Protocol("a write needs a field".into())),
             [(field, value)] => Ok(self.table.set(key, field, value, 0).await?),
-            _ => {
-                let kvs = fields
-                    .iter()
-                    .map(|(field, value)| SortKeyValue {
-                        sort_key: field.clone(),
-                        value: value.clone(),
-                    })
-                    .collect();
-                Ok(self.table.multi_set(key, kvs, 0).await?)
-            }
+            _ => Ok(self
+                .table
+                .multi_set(key, sort_key_values(fields), 0)
+                .await?),
         }
     }
+}
+
+/// A multi_get of every sort key of `key`, without count or size limits: a
+/// whole record.
+pub(super) fn whole_record(key: &[u8]) -> MultiGetRequest {
+    let mut request = MultiGetRequest::range(key.to_vec());
+    request.max_kv_count = 0;
+    request.max_kv_size = 0;
+    request
+}
+
+/// A record's fields as sort keys and values.
+pub(super) fn sort_key_values(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<SortKeyValue> {
+    fields
+        .iter()
+        .map(|(field, value)| SortKeyValue {
+            sort_key: field.clone(),
+            value: value.clone(),
+        })
+        .collect()
 }
 
 impl Target for MarkabTarget {
