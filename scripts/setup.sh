@@ -46,3 +46,22 @@ if [ ! -x "${root}/.moto-venv/bin/moto_server" ]; then
   "${root}/.moto-venv/bin/pip" install --quiet 'moto[server]==5.2.5'
 fi
 
+# pypegasus3, the Python 3 port of Pegasus's own Python client, which the
+# Pegasus-protocol tests (tests/pegasus_client.rs, tests/pegasus/) drive
+# against a real cluster, lives in `.pegasus-venv/` at the repository root
+# (gitignored). Every package is pinned to what pip resolved for
+# pypegasus3==0.0.1.1 on Python 3.11, so the client's behaviour never moves.
+pegasus_packages=(
+  pypegasus3==0.0.1.1 Twisted==21.2.0 aenum==3.0.0 thrift==0.13.0
+  pyOpenSSL==20.0.1 cryptography==3.2 attrs==26.1.0 Automat==25.4.16
+  cffi==2.1.1 constantly==23.10.4 hyperlink==21.0.0 idna==3.21
+  Incremental==24.11.0 packaging==26.4 pycparser==3.12 six==1.17.0
+  zope.interface==8.7
+)
+# pip installs pypegasus3 after its dependencies: its dist-info marks a
+# finished install, and a half-finished one is redone.
+if ! compgen -G "${root}/.pegasus-venv/lib/python3*/site-packages/pypegasus3-0.0.1.1.dist-info" >/dev/null; then
+  echo "setup: installing pypegasus3==0.0.1.1 into ${root}/.pegasus-venv"
+  python3 -m venv "${root}/.pegasus-venv"
+  "${root}/.pegasus-venv/bin/pip" install --quiet "${pegasus_packages[@]}"
+fi

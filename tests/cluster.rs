@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use common::cluster::{wait_for, Cluster, ClusterOptions};
+use common::cluster::{wait_for, wait_served, Cluster, ClusterOptions};
 use markab::client::{Client, ClientError, ClientOptions, Table};
 use markab::server::shard::replica_dir;
 use markab::wire::{CreateTableRequest, ErrorCode, Gpid, TableStatus};
@@ -99,26 +99,6 @@ fn wait_records(
     wait_for(&format!("records of {name} readable"), || {
         let table = runtime.block_on(client.open_table(name)).ok()?;
         read_records(runtime, &table, count).ok().map(|()| table)
-    })
-}
-
-/// Waits (bounded) until every partition of table `name` answers a read
-/// (its replica is open on its node); returns the table handle.
-fn wait_served(runtime: &tokio::runtime::Runtime, client: &Client, name: &str) -> Table {
-    wait_for(&format!("every partition of {name} served"), || {
-        let table = runtime.block_on(client.open_table(name)).ok()?;
-        let count = table.partition_count();
-        let mut missing: BTreeSet<u32> = (0..count).collect();
-        let mut candidate = 0u64;
-        while !missing.is_empty() {
-            let key = format!("probe{candidate}");
-            candidate += 1;
-            let partition = markab::key::partition_index(markab::key::crc64(key.as_bytes()), count);
-            if missing.remove(&partition) {
-                runtime.block_on(table.exist(key.as_bytes(), b"s")).ok()?;
-            }
-        }
-        Some(table)
     })
 }
 

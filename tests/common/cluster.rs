@@ -524,6 +524,31 @@ impl RawConnection {
     }
 }
 
+/// Waits (bounded) until every partition of table `name` answers a read
+/// (its replica is open on its node): meta's configuration can name a
+/// primary before its node has opened the replica. Returns the table.
+pub fn wait_served(
+    runtime: &tokio::runtime::Runtime,
+    client: &markab::client::Client,
+    name: &str,
+) -> markab::client::Table {
+    wait_for(&format!("every partition of {name} served"), || {
+        let table = runtime.block_on(client.open_table(name)).ok()?;
+        let count = table.partition_count();
+        let mut missing: std::collections::BTreeSet<u32> = (0..count).collect();
+        let mut candidate = 0u64;
+        while !missing.is_empty() {
+            let key = format!("probe{candidate}");
+            candidate += 1;
+            let partition = markab::key::partition_index(markab::key::crc64(key.as_bytes()), count);
+            if missing.remove(&partition) {
+                runtime.block_on(table.exist(key.as_bytes(), b"s")).ok()?;
+            }
+        }
+        Some(table)
+    })
+}
+
 /// Waits (bounded by [`CONVERGE_TIMEOUT`]) until `check` returns `Some`,
 /// polling every 100 ms; panics naming `what` on timeout.
 pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
