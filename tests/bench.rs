@@ -246,16 +246,8 @@ impl Etcd {
                 let log = std::fs::read_to_string(self._dir.path().join("etcd.log"));
                 panic!("etcd exited with {status}: {log:?}");
             }
-            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.client_port)) {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let request = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-                let mut reply = String::new();
-                if stream.write_all(request.as_bytes()).is_ok()
-                    && stream.read_to_string(&mut reply).is_ok()
-                    && reply.contains(r#""health":"true""#)
-                {
-                    return;
-                }
+            if common::etcd_healthy(&format!("127.0.0.1:{}", self.client_port)) {
+                return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::{wait_for, write_node_config, write_tuning, Meta, BEACON_INTERVAL_MS};
-use common::{kill_child, runtime, signal, value_of, Node};
+use common::{etcd_healthy, kill_child, runtime, signal, value_of, Node};
 use markab::client::{Client, ClientOptions};
 use markab::meta::etcd::{EtcdConfig, EtcdLink, EtcdMetaStore};
 use markab::meta::state::{MetaData, StoredTable};
@@ -86,8 +86,16 @@ impl Etcd {
             .spawn()
             .expect("start etcd");
         self.child = Some(child);
+        // Healthy by its own account, not merely accepting connections: a
+        // listening socket comes before etcd is ready, and an etcd that
+        // exits during its start would otherwise show up later as a meta
+        // that cannot reach it.
         wait_for("etcd to serve", || {
-            std::net::TcpStream::connect(&self.client).ok()
+            if let Some(status) = self.child.as_mut().and_then(|child| child.try_wait().ok()?) {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                panic!("etcd exited during its start ({status}); its log:\n{log}");
+            }
+            etcd_healthy(&self.client).then_some(())
         });
     }
 

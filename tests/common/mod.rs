@@ -27,6 +27,21 @@ pub fn scrape(address: &str) -> String {
     answer
 }
 
+/// Whether the etcd whose client URL is `http://{address}` answers
+/// `GET /health` with `"health":"true"`: ready, not merely listening.
+pub fn etcd_healthy(address: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /health HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    let mut reply = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut reply).is_ok()
+        && reply.contains(r#""health":"true""#)
+}
+
 /// The value of `key` among a meta answer's pairs.
 pub fn value_of<'a>(pairs: &'a [(String, String)], key: &str) -> &'a str {
     pairs
