@@ -16,6 +16,8 @@
 //! assert_eq!(decode_key(&raw), Some((&b"user"[..], &b"name"[..])));
 //! ```
 
+pub use markab_wire::key::{decode_key, next_key, HASH_KEY_LENGTH_BYTES};
+
 use crate::wire::message::OpError;
 
 /// Pegasus's CRC-64: reflected, normal polynomial 0xad93d23594c93659
@@ -37,9 +39,6 @@ static CRC64: crc::Crc<u64, crc::Table<16>> = crc::Crc::<u64, crc::Table<16>>::n
 /// The longest hash key, in bytes: its length is a big-endian u16 and
 /// Pegasus reserves 0xFFFF, so hash keys must be shorter than 64 KiB.
 pub const HASH_KEY_BYTES_MAX: usize = 65534;
-
-/// Bytes of the hash-key length field at the start of every raw key.
-pub const HASH_KEY_LENGTH_BYTES: usize = 2;
 
 /// Bytes of the expire-time header at the start of every raw value.
 pub const VALUE_HEADER_BYTES: usize = 4;
@@ -96,21 +95,7 @@ pub fn check_hash_key(hash_key: &[u8]) -> Result<(), OpError> {
 /// Fails with `InvalidArgument` when the hash key is too long.
 pub fn encode_key(hash_key: &[u8], sort_key: &[u8]) -> Result<Vec<u8>, OpError> {
     check_hash_key(hash_key)?;
-    let mut raw = Vec::with_capacity(HASH_KEY_LENGTH_BYTES + hash_key.len() + sort_key.len());
-    raw.extend_from_slice(&(hash_key.len() as u16).to_be_bytes());
-    raw.extend_from_slice(hash_key);
-    raw.extend_from_slice(sort_key);
-    Ok(raw)
-}
-
-/// Splits a raw key into `(hash_key, sort_key)`; `None` when it is shorter
-/// than its length field says (or than the length field itself).
-pub fn decode_key(raw: &[u8]) -> Option<(&[u8], &[u8])> {
-    let length_bytes: [u8; HASH_KEY_LENGTH_BYTES] =
-        raw.get(..HASH_KEY_LENGTH_BYTES)?.try_into().ok()?;
-    let hash_key_end = HASH_KEY_LENGTH_BYTES + usize::from(u16::from_be_bytes(length_bytes));
-    let hash_key = raw.get(HASH_KEY_LENGTH_BYTES..hash_key_end)?;
-    Some((hash_key, &raw[hash_key_end..]))
+    Ok(markab_wire::key::encode_key(hash_key, sort_key))
 }
 
 /// The raw-key prefix shared by every record of `hash_key` (its length
@@ -118,17 +103,6 @@ pub fn decode_key(raw: &[u8]) -> Option<(&[u8], &[u8])> {
 /// long.
 pub fn hash_key_prefix(hash_key: &[u8]) -> Result<Vec<u8>, OpError> {
     encode_key(hash_key, &[])
-}
-
-/// The smallest byte string greater than every string that starts with
-/// `bytes`: the last byte that is not 0xFF incremented, the rest dropped
-/// (Pegasus's "next blob"). `None` when there is none (empty or all 0xFF),
-/// which means "unbounded".
-pub fn next_key(bytes: &[u8]) -> Option<Vec<u8>> {
-    let last = bytes.iter().rposition(|byte| *byte != 0xFF)?;
-    let mut next = bytes[..=last].to_vec();
-    next[last] += 1;
-    Some(next)
 }
 
 /// Whether `candidate == next_key(bytes)`, without building it.

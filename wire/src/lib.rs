@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod frame;
+pub mod key;
 pub mod message;
 mod stream_buffer;
 pub mod thrift;

@@ -3,10 +3,9 @@
 //! get_scanner key ranges (full encoded keys on the wire, a `ScanRange` in
 //! Markab). The rules are in the module documentation of [`super`].
 
+pub use crate::key::{decode_key, encode_key};
+use crate::key::{next_key, HASH_KEY_LENGTH_BYTES};
 use crate::message::ScanRange;
-
-/// Bytes of the big-endian hash-key length in front of every Pegasus key.
-const KEY_LENGTH_BYTES: usize = 2;
 
 // ---- TTLs ----------------------------------------------------------------
 
@@ -66,39 +65,6 @@ pub fn incr_expire_ts_of_ttl_seconds(ttl_seconds: i32, now_epoch2016_seconds: u3
     }
 }
 
-// ---- keys ------------------------------------------------------------------
-
-/// Pegasus's key blob: `u16_be(len hash_key) ‖ hash_key ‖ sort_key`. Hash
-/// keys over 65535 bytes cannot be expressed; their length is cut (Markab
-/// refuses hash keys over 65534 bytes long before they reach a codec).
-pub fn encode_key(hash_key: &[u8], sort_key: &[u8]) -> Vec<u8> {
-    let hash_key_bytes = hash_key.len().min(u16::MAX as usize);
-    let mut key = Vec::with_capacity(KEY_LENGTH_BYTES + hash_key_bytes + sort_key.len());
-    key.extend_from_slice(&(hash_key_bytes as u16).to_be_bytes());
-    key.extend_from_slice(&hash_key[..hash_key_bytes]);
-    key.extend_from_slice(sort_key);
-    key
-}
-
-/// Splits a key blob into `(hash_key, sort_key)`; `None` when it is shorter
-/// than two bytes or its length prefix overruns it.
-pub fn decode_key(key: &[u8]) -> Option<(&[u8], &[u8])> {
-    let length: [u8; KEY_LENGTH_BYTES] = key.get(..KEY_LENGTH_BYTES)?.try_into().ok()?;
-    let hash_key_end = KEY_LENGTH_BYTES + u16::from_be_bytes(length) as usize;
-    let hash_key = key.get(KEY_LENGTH_BYTES..hash_key_end)?;
-    Some((hash_key, &key[hash_key_end..]))
-}
-
-/// The first byte string after every string that starts with `prefix`:
-/// its last byte that is not 0xFF incremented, the rest cut; `None` when
-/// every byte is 0xFF.
-fn successor_of_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
-    let last = prefix.iter().rposition(|byte| *byte != 0xFF)?;
-    let mut successor = prefix[..=last].to_vec();
-    successor[last] += 1;
-    Some(successor)
-}
-
 // ---- scan ranges -------------------------------------------------------------
 
 /// The Markab range of a get_scanner's `[start_key, stop_key]` (full
@@ -114,7 +80,7 @@ pub fn scan_range_of_keys(
     let Some((hash_key, start_sort_key)) = decode_key(start_key) else {
         return Ok(ScanRange::Full);
     };
-    let prefix = &start_key[..KEY_LENGTH_BYTES + hash_key.len()];
+    let prefix = &start_key[..HASH_KEY_LENGTH_BYTES + hash_key.len()];
     if stop_key.starts_with(prefix) {
         let stop_sort_key = &stop_key[prefix.len()..];
         if stop_sort_key.is_empty() {
@@ -131,7 +97,7 @@ pub fn scan_range_of_keys(
     }
     // A hash key's prefix is at most 65536 bytes and its length bytes are
     // never both 0xFF, so it has a successor.
-    match successor_of_prefix(prefix) {
+    match next_key(prefix) {
         Some(successor) if stop_key <= successor.as_slice() => Ok(ScanRange::Hash {
             hash_key: hash_key.to_vec(),
             start_sort_key: start_sort_key.to_vec(),
@@ -154,7 +120,7 @@ pub fn keys_of_scan_range(range: &ScanRange) -> (Vec<u8>, Vec<u8>, bool) {
             let start_key = encode_key(hash_key, start_sort_key);
             let stop_key = if stop_sort_key.is_empty() {
                 let prefix = encode_key(hash_key, &[]);
-                successor_of_prefix(&prefix).unwrap_or(prefix)
+                next_key(&prefix).unwrap_or(prefix)
             } else {
                 encode_key(hash_key, stop_sort_key)
             };
