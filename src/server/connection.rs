@@ -90,12 +90,6 @@ async fn read_prefix(reader: &mut ReadHalf<TcpStream>) -> Option<Vec<u8>> {
     Some(prefix)
 }
 
-/// Copies bytes already read into a decoder's buffer (the protocol prefix).
-pub fn feed(buffer: &mut [u8], bytes: &[u8]) -> usize {
-    buffer[..bytes.len()].copy_from_slice(bytes);
-    bytes.len()
-}
-
 /// Sends queued reply frames, coalescing whatever is queued into one write.
 async fn write_replies(mut writer: WriteHalf<TcpStream>, replies: LocalReceiver<Vec<u8>>) {
     let mut batch = Vec::new();
@@ -127,8 +121,7 @@ async fn read_requests(
     replies: ReplySender,
 ) {
     let mut decoder = FrameDecoder::new(FRAME_BODY_BYTES_MAX);
-    let fed = feed(decoder.read_buffer(prefix.len()), &prefix);
-    decoder.commit_read(fed);
+    decoder.extend(&prefix);
     let in_flight = Rc::new(Semaphore::new(CONNECTION_IN_FLIGHT_MAX));
     loop {
         loop {
@@ -199,7 +192,7 @@ pub enum ReplyTo {
     /// A Markab response frame carrying the request's id.
     Markab { request_id: u64 },
     /// A Pegasus reply to the RPC `name` with the client's `seqid`.
-    Thft { name: Rc<str>, seqid: i32 },
+    Thft { name: &'static str, seqid: i32 },
 }
 
 /// What to do with a received frame body.

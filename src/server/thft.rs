@@ -31,7 +31,7 @@ use markab_wire::thrift::{
 use markab_wire::{Envelope, Gpid, Request, Response, Route};
 
 use super::connection::{
-    dispatch, feed, read_chunk, ReplySender, ReplyTo, CONNECTION_IN_FLIGHT_MAX, READ_CHUNK_BYTES,
+    dispatch, read_chunk, ReplySender, ReplyTo, CONNECTION_IN_FLIGHT_MAX, READ_CHUNK_BYTES,
 };
 use super::ShardServer;
 
@@ -46,8 +46,7 @@ pub async fn read_requests(
     // Bodies up to the absolute frame bound are read whole, so that one
     // over the node's own bound can be answered instead of dropped.
     let mut decoder = ThftDecoder::new(FRAME_BODY_BYTES_MAX);
-    let fed = feed(decoder.read_buffer(prefix.len()), &prefix);
-    decoder.commit_read(fed);
+    decoder.extend(&prefix);
     let in_flight = Rc::new(Semaphore::new(CONNECTION_IN_FLIGHT_MAX));
     loop {
         loop {
@@ -110,7 +109,7 @@ pub async fn read_requests(
                         partition_count: 0,
                     };
                     let to = ReplyTo::Thft {
-                        name: call.name.into(),
+                        name: call.name,
                         seqid: call.seqid,
                     };
                     dispatch(&server, &replies, &in_flight, envelope, request, to, None).await;
@@ -130,7 +129,7 @@ pub async fn read_requests(
                 }
                 Rpc::ListApps { .. } => {
                     let reply =
-                        thrift::encode_error_reply(&call.name, call.seqid, "ERR_HANDLER_NOT_FOUND");
+                        thrift::encode_error_reply(call.name, call.seqid, "ERR_HANDLER_NOT_FOUND");
                     let _ = replies.send(reply).await;
                 }
             }
@@ -157,7 +156,6 @@ pub fn encode_reply(
         app_id: gpid.app_id,
         partition_index: gpid.partition_index,
         server: &server.address,
-        now_epoch2016_seconds: now_epoch2016_seconds(),
     };
     thrift::encode_data_reply(name, seqid, request, response, &context)
 }

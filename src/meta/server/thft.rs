@@ -13,7 +13,8 @@ use std::net::{SocketAddr, SocketAddrV4};
 
 use markab_wire::message::{ErrorCode, Request, ResponseBody, TableStatus};
 use markab_wire::thrift::{
-    self, AppInfo, CallError, PartitionConfiguration, QueryConfigReply, Rpc, ThftDecoder,
+    self, AppInfo, CallError, PartitionConfiguration, QueryConfigReply, Rpc, RpcErrorMapping,
+    ThftDecoder,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -33,9 +34,7 @@ pub(super) async fn serve_connection(
     peer: SocketAddr,
 ) {
     let mut decoder = ThftDecoder::new(META_REQUEST_BYTES_MAX);
-    let fed = prefix.len();
-    decoder.read_buffer(fed)[..fed].copy_from_slice(&prefix);
-    decoder.commit_read(fed);
+    decoder.extend(&prefix);
     loop {
         loop {
             let frame = match decoder.next_frame() {
@@ -110,7 +109,7 @@ async fn answer(actor: &Actor, call: thrift::Call) -> Vec<u8> {
         }
         Rpc::Data(request) => {
             tracing::debug!(rpc = %call.name, request = request.name(), "a data RPC sent to meta");
-            thrift::encode_error_reply(&call.name, call.seqid, "ERR_HANDLER_NOT_FOUND")
+            thrift::encode_error_reply(call.name, call.seqid, "ERR_HANDLER_NOT_FOUND")
         }
     }
 }
@@ -155,15 +154,17 @@ async fn query_config(actor: &Actor, table: String) -> QueryConfigReply {
     query_config_reply(&route, replica_count)
 }
 
-/// The rDSN error name for a meta-level failure.
+/// The rDSN error name for a meta-level failure: the data path's mapping
+/// ([`thrift::rdsn_error`]) where it names one; meta has no storage codes,
+/// so a bad argument is `ERR_INVALID_PARAMETERS` and anything else
+/// storage-level `ERR_INVALID_STATE`.
 fn meta_error_name(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::UnknownTable => "ERR_OBJECT_NOT_FOUND",
-        ErrorCode::NotLeader => "ERR_FORWARD_TO_OTHERS",
-        ErrorCode::Busy => "ERR_BUSY",
-        ErrorCode::InvalidArgument => "ERR_INVALID_PARAMETERS",
-        ErrorCode::Timeout => "ERR_TIMEOUT",
-        _ => "ERR_INVALID_STATE",
+    match thrift::rdsn_error(code) {
+        RpcErrorMapping::Rpc(name) => name,
+        RpcErrorMapping::Storage(_) if code == ErrorCode::InvalidArgument => {
+            "ERR_INVALID_PARAMETERS"
+        }
+        RpcErrorMapping::Storage(_) => "ERR_INVALID_STATE",
     }
 }
 

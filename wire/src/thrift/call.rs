@@ -139,7 +139,8 @@ pub enum Rpc {
 /// A decoded call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Call {
-    pub name: String,
+    /// The RPC's name (one of the `RPC_*` constants).
+    pub name: &'static str,
     pub seqid: i32,
     pub rpc: Rpc,
 }
@@ -172,7 +173,7 @@ impl std::fmt::Display for CallError {
 impl std::error::Error for CallError {}
 
 /// The readable message header of a call: its name and seqid.
-fn read_call_header(reader: &mut Reader<'_>) -> Result<(String, i32), CallError> {
+fn read_call_header<'a>(reader: &mut Reader<'a>) -> Result<(&'a str, i32), CallError> {
     let unreadable = |message: String| CallError {
         name: None,
         seqid: 0,
@@ -197,14 +198,15 @@ fn read_call_header(reader: &mut Reader<'_>) -> Result<(String, i32), CallError>
             name.len()
         )));
     }
-    Ok((name.to_string(), begin.seqid))
+    Ok((name, begin.seqid))
 }
 
 /// The name and seqid of a call body, when its message header is readable
 /// (for answering a call the server will not decode, for example one over
 /// its size bound).
 pub fn peek_call(body: &[u8]) -> Option<(String, i32)> {
-    read_call_header(&mut Reader::new(body)).ok()
+    let (name, seqid) = read_call_header(&mut Reader::new(body)).ok()?;
+    Some((name.to_string(), seqid))
 }
 
 /// Server side: decodes a call body. TTLs arrive as absolute expire times
@@ -217,25 +219,26 @@ pub fn peek_call(body: &[u8]) -> Option<(String, i32)> {
 /// let request = Request::Get(Key::new("h", "s"));
 /// let (_, body) = encode_data_call(7, &request, 0).unwrap();
 /// let call = decode_call(&body, 0).unwrap();
-/// assert_eq!((call.name.as_str(), call.seqid), ("RPC_RRDB_RRDB_GET", 7));
+/// assert_eq!((call.name, call.seqid), ("RPC_RRDB_RRDB_GET", 7));
 /// assert_eq!(call.rpc, Rpc::Data(request));
 /// ```
 pub fn decode_call(body: &[u8], now_epoch2016_seconds: u32) -> Result<Call, CallError> {
     let mut reader = Reader::new(body);
     let (name, seqid) = read_call_header(&mut reader)?;
-    let Some(kind) = Kind::from_name(&name) else {
+    let Some(kind) = Kind::from_name(name) else {
         let message = format!("no handler for RPC {name:?}");
         return Err(CallError {
-            name: Some(name),
+            name: Some(name.to_string()),
             seqid,
             error_name: ERR_HANDLER_NOT_FOUND,
             message,
         });
     };
+    let name = kind.name();
     match read_args(&mut reader, kind, now_epoch2016_seconds) {
         Ok(rpc) => Ok(Call { name, seqid, rpc }),
         Err(error) => Err(CallError {
-            name: Some(name),
+            name: Some(name.to_string()),
             seqid,
             error_name: ERR_INVALID_PARAMETERS,
             message: error.to_string(),

@@ -24,9 +24,6 @@ pub struct ReplyContext<'a> {
     pub partition_index: i32,
     /// The serving replica's `host:port`.
     pub server: &'a str,
-    /// Not used by the replies written today (they carry relative TTLs or
-    /// none); kept for scans that return expire times.
-    pub now_epoch2016_seconds: u32,
 }
 
 /// Starts a reply: a length placeholder, the error name, the message header.

@@ -160,7 +160,7 @@ fn pypegasus_frames_decode_to_markab_requests() {
     let key = Key::new("hk", "sk");
     let (header, call) = decode_frame(GET, 0);
     assert_eq!(header, pypegasus_header(3, 5));
-    assert_eq!((call.name.as_str(), call.seqid), (RPC_GET, 7));
+    assert_eq!((call.name, call.seqid), (RPC_GET, 7));
     assert_eq!(call.rpc, Rpc::Data(Request::Get(key.clone())));
 
     let (_, call) = decode_frame(PUT, 1000);
@@ -224,7 +224,7 @@ fn pypegasus_frames_decode_to_markab_requests() {
     let (header, call) = decode_frame(QUERY_CONFIG, 0);
     assert_eq!(header, RequestHeader::default());
     assert_eq!(
-        (call.name.as_str(), call.seqid, call.rpc),
+        (call.name, call.seqid, call.rpc),
         (
             RPC_QUERY_CONFIG,
             1,
@@ -547,7 +547,6 @@ fn replies_are_the_bytes_pypegasus_was_shown_to_read() {
         app_id: 3,
         partition_index: 5,
         server: SERVER,
-        now_epoch2016_seconds: 1000,
     };
     for (name, seqid, request, response, hex) in replies() {
         let bytes = encode_data_reply(name, seqid, &request, &response, &context).unwrap();

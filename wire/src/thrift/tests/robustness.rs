@@ -112,7 +112,6 @@ fn corpus() -> Corpus {
         app_id: 1,
         partition_index: 2,
         server: "127.0.0.1:1",
-        now_epoch2016_seconds: NOW,
     };
     let mut replies = Vec::new();
     let responses: Vec<Response> = vec![

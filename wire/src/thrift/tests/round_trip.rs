@@ -14,7 +14,6 @@ fn context() -> ReplyContext<'static> {
         app_id: 4,
         partition_index: 6,
         server: SERVER,
-        now_epoch2016_seconds: NOW,
     }
 }
 
@@ -82,7 +81,7 @@ fn meta_calls_round_trip() {
     );
     let call = decode_call(&encode_list_apps_call(12, APP_STATUS_AVAILABLE), 0).unwrap();
     assert_eq!(
-        (call.name.as_str(), call.seqid, call.rpc),
+        (call.name, call.seqid, call.rpc),
         (RPC_LIST_APPS, 12, Rpc::ListApps { status: 1 })
     );
 }
