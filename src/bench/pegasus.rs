@@ -28,8 +28,6 @@ use super::target::{
     sort_key_values, whole_record, Target, TargetError, CONNECT_TIMEOUT, REDIS_OPERATION_TIMEOUT,
 };
 
-/// Most bytes of one reply frame.
-const REPLY_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// The client timeout sent in each request header.
 const CLIENT_TIMEOUT_MS: u32 = 5_000;
 /// Most metas tried, leader redirects included, per route query.
@@ -121,12 +119,9 @@ async fn read_reply(reader: &mut tokio::net::tcp::OwnedReadHalf) -> Result<Reply
         .read_exact(&mut length)
         .await
         .map_err(|error| TargetError::Io(error.to_string()))?;
-    let total = u32::from_be_bytes(length) as usize;
-    if !(4..=REPLY_BYTES_MAX).contains(&total) {
-        return Err(TargetError::Protocol(format!(
-            "reply length {total} out of bounds"
-        )));
-    }
+    let total = thrift::reply_frame_len(&length)
+        .map_err(|error| TargetError::Protocol(error.to_string()))?
+        .unwrap_or_default();
     let mut frame = vec![0u8; total];
     frame[..4].copy_from_slice(&length);
     reader
@@ -244,10 +239,11 @@ impl PegasusTarget {
         if self.stale.load(Ordering::Relaxed) {
             self.refresh_route().await?;
         }
+        let hash = partition_hash(hash_key, b"");
         let (app_id, partition, primary) = {
             let route = self.route.read().await;
             let count = route.primaries.len() as u32;
-            let partition = partition_index(partition_hash(hash_key, b""), count);
+            let partition = partition_index(hash, count);
             (
                 route.app_id,
                 partition,
@@ -268,7 +264,7 @@ impl PegasusTarget {
             app_id,
             partition_index: partition as i32,
             timeout_ms: CLIENT_TIMEOUT_MS,
-            partition_hash: partition_hash(hash_key, b""),
+            partition_hash: hash,
             is_backup_request: false,
         };
         let frame = thrift::encode_request_frame(&header, &body);
@@ -294,7 +290,11 @@ impl PegasusTarget {
 
     async fn multi_get(&self, key: &[u8], request: MultiGetRequest) -> Result<usize, TargetError> {
         match self.call(key, &Request::MultiGet(request)).await? {
-            ReplyResult::MultiGet { error, kvs, .. } if error == 0 || error == 7 => Ok(kvs.len()),
+            ReplyResult::MultiGet { error, kvs, .. }
+                if error == thrift::STORAGE_OK || error == thrift::STORAGE_INCOMPLETE =>
+            {
+                Ok(kvs.len())
+            }
             ReplyResult::MultiGet { error, .. } => Err(storage_error(error)),
             other => Err(unexpected(&other)),
         }
@@ -350,7 +350,10 @@ impl Target for PegasusTarget {
                 },
             };
             match self.call(key, &request).await? {
-                ReplyResult::Update { error: 0, .. } => Ok(()),
+                ReplyResult::Update {
+                    error: thrift::STORAGE_OK,
+                    ..
+                } => Ok(()),
                 ReplyResult::Update { error, .. } => Err(storage_error(error)),
                 other => Err(unexpected(&other)),
             }
