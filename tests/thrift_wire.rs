@@ -362,7 +362,7 @@ fn mutated_thft_frames_never_hurt_the_node() {
         }
         let mut stream = connect(node.addresses[case % 2]);
         stream
-            .set_read_timeout(Some(Duration::from_millis(300)))
+            .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         let _ = stream.write_all(&bytes);
         let _ = stream.shutdown(std::net::Shutdown::Write);
