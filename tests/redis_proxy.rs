@@ -13,6 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::Rng;
+
 /// How long the proxy may take to print its ready line.
 const PROXY_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on one reply in the test's RESP client.
@@ -504,26 +506,6 @@ fn redis_benchmark_completes_without_errors() {
         !combined.contains("error"),
         "errors in redis-benchmark output:\n{stdout}\n{stderr}"
     );
-}
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
 }
 
 const STRING_KEYS: &[&str] = &["s0", "s1", "s2", "s3", "s4"];

@@ -12,6 +12,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use markab::key;
 use markab::wire::codec::{decode_response, Encoder};
 use markab::wire::frame::FRAME_HEADER_BYTES;
@@ -291,22 +292,6 @@ fn rename_call(body: &[u8], name: &str) -> Vec<u8> {
     renamed.extend_from_slice(name.as_bytes());
     renamed.extend_from_slice(&body[8 + old_length..]);
     renamed
-}
-
-/// xorshift64*: the fuzz cases are the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
 }
 
 // Random and mutated THFT frames, each on its own connection: the node

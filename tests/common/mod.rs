@@ -42,6 +42,28 @@ pub fn etcd_healthy(address: &str) -> bool {
         && reply.contains(r#""health":"true""#)
 }
 
+/// A small deterministic generator (xorshift64*): fuzz cases that are the
+/// same on every run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `bound` (which must not be 0).
+    pub fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+
+    pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
 /// The value of `key` among a meta answer's pairs.
 pub fn value_of<'a>(pairs: &'a [(String, String)], key: &str) -> &'a str {
     pairs
